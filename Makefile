@@ -1,0 +1,34 @@
+# One task runner: every target is a one-liner that CI calls too.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install codegen check-codegen lint typecheck test up clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml clients/python/pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -e clients/python
+	touch $(STAMP)
+
+install: $(STAMP)  ## create the virtual environment and install everything
+
+codegen: install  ## regenerate stubs, REST interfaces and SDK layers from the contracts
+	$(BIN)/python -m codegen
+
+check-codegen: install  ## fail if the committed generated code differs from the contracts
+	$(BIN)/python -m codegen --check
+
+lint: install  ## ruff and mypy --strict on hand-written code
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy codegen services tests clients/python/missive_client
+
+test: check-codegen lint  ## the whole test suite (what CI runs)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
