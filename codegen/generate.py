@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codegen import protos
+from codegen.access import render_access
 from codegen.crosscheck import cross_check
 from codegen.errors import ContractError
 from codegen.openapi import Document, load_document
@@ -63,6 +64,9 @@ def build(root: Path, staging: Path) -> None:
     server = staging / SERVER_ROOT
     protos.generate_server(sources.proto_root, proto_files, server)
     _write_rest(server / "missive" / "rest", documents)
+    (server / "missive" / "access.py").write_text(
+        render_access(descriptors, HEADER.format(source="the `Auth:` lines of proto_definitions/"))
+    )
     _add_init_files(server / "missive", "proto_definitions/")
     (server / "missive" / "py.typed").write_text("")
 

@@ -105,7 +105,8 @@ class NotificationServiceServicer:
         MessageService may also call it, with its service credential, for any email.
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is not
         the caller's, or a service not on the allowlist), UNAVAILABLE.
-        Auth: user token; the caller acts only on their own data.
+        Auth: user token; the caller acts only on their own data. Also internal; MessageService may
+        call it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,7 +141,8 @@ class NotificationServiceServicer:
         Errors: INVALID_ARGUMENT (malformed email, page_size or page_token), UNAUTHENTICATED,
         PERMISSION_DENIED (email is not the caller's, or a service not on the allowlist),
         UNAVAILABLE.
-        Auth: user token; the caller acts only on their own data.
+        Auth: user token; the caller acts only on their own data. Also internal; FrontendService
+        may call it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -77,7 +77,8 @@ class NotificationServiceStub:
     MessageService may also call it, with its service credential, for any email.
     Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is not
     the caller's, or a service not on the allowlist), UNAVAILABLE.
-    Auth: user token; the caller acts only on their own data.
+    Auth: user token; the caller acts only on their own data. Also internal; MessageService may
+    call it.
     """
     SubscribeUser: _grpc.UnaryUnaryMultiCallable[_notification_pb2.SubscribeUserRequest, _notification_pb2.SubscriptionStatus]
     """Subscribes the user to notifications of messages received from now on. Idempotent.
@@ -100,7 +101,8 @@ class NotificationServiceStub:
     Errors: INVALID_ARGUMENT (malformed email, page_size or page_token), UNAUTHENTICATED,
     PERMISSION_DENIED (email is not the caller's, or a service not on the allowlist),
     UNAVAILABLE.
-    Auth: user token; the caller acts only on their own data.
+    Auth: user token; the caller acts only on their own data. Also internal; FrontendService
+    may call it.
     """
     MarkNotificationRead: _grpc.UnaryUnaryMultiCallable[_notification_pb2.MarkNotificationReadRequest, _notification_pb2.Notification]
     """Marks one of the user's notifications read and returns it. Idempotent.
@@ -144,7 +146,8 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     MessageService may also call it, with its service credential, for any email.
     Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is not
     the caller's, or a service not on the allowlist), UNAVAILABLE.
-    Auth: user token; the caller acts only on their own data.
+    Auth: user token; the caller acts only on their own data. Also internal; MessageService may
+    call it.
     """
     SubscribeUser: _aio.UnaryUnaryMultiCallable[_notification_pb2.SubscribeUserRequest, _notification_pb2.SubscriptionStatus]  # type: ignore[assignment]
     """Subscribes the user to notifications of messages received from now on. Idempotent.
@@ -167,7 +170,8 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     Errors: INVALID_ARGUMENT (malformed email, page_size or page_token), UNAUTHENTICATED,
     PERMISSION_DENIED (email is not the caller's, or a service not on the allowlist),
     UNAVAILABLE.
-    Auth: user token; the caller acts only on their own data.
+    Auth: user token; the caller acts only on their own data. Also internal; FrontendService
+    may call it.
     """
     MarkNotificationRead: _aio.UnaryUnaryMultiCallable[_notification_pb2.MarkNotificationReadRequest, _notification_pb2.Notification]  # type: ignore[assignment]
     """Marks one of the user's notifications read and returns it. Idempotent.
@@ -220,7 +224,8 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         MessageService may also call it, with its service credential, for any email.
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is not
         the caller's, or a service not on the allowlist), UNAVAILABLE.
-        Auth: user token; the caller acts only on their own data.
+        Auth: user token; the caller acts only on their own data. Also internal; MessageService may
+        call it.
         """
 
     @_abc_1.abstractmethod
@@ -261,7 +266,8 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (malformed email, page_size or page_token), UNAUTHENTICATED,
         PERMISSION_DENIED (email is not the caller's, or a service not on the allowlist),
         UNAVAILABLE.
-        Auth: user token; the caller acts only on their own data.
+        Auth: user token; the caller acts only on their own data. Also internal; FrontendService
+        may call it.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,1 @@
+"""Missive's microservices and the runtime code they share."""

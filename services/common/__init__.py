@@ -1,0 +1,1 @@
+"""Runtime shared by every Missive service: settings, logging, Redis, gRPC, process runner."""

@@ -1,0 +1,79 @@
+"""Domain errors and the caller identity, shared by every service and free of transport imports.
+
+    DomainError
+    ├── InvalidArgument    bad input                      → INVALID_ARGUMENT / 400
+    ├── Unauthenticated    no or bad credentials          → UNAUTHENTICATED / 401
+    ├── PermissionDenied   not allowed for this caller    → PERMISSION_DENIED / 403
+    ├── NotFound           no such resource               → NOT_FOUND / 404
+    ├── AlreadyExists      key taken / key reused         → ALREADY_EXISTS / 409
+    ├── RateLimited        throttled, retry after N s     → RESOURCE_EXHAUSTED / 429
+    └── Unavailable        a dependency is down           → UNAVAILABLE / 503
+
+Each edge (gRPC interceptor, REST error handler) translates them once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+
+class DomainError(Exception):
+    """A failure the caller can act on; the message is safe to show them."""
+
+    code: ClassVar[str] = "INTERNAL"
+    http_status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal Server Error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(DomainError):
+    code, http_status, title = "INVALID_ARGUMENT", 400, "Bad Request"
+
+
+class Unauthenticated(DomainError):
+    code, http_status, title = "UNAUTHENTICATED", 401, "Unauthorized"
+
+
+class PermissionDenied(DomainError):
+    code, http_status, title = "PERMISSION_DENIED", 403, "Forbidden"
+
+
+class NotFound(DomainError):
+    code, http_status, title = "NOT_FOUND", 404, "Not Found"
+
+
+class AlreadyExists(DomainError):
+    code, http_status, title = "ALREADY_EXISTS", 409, "Conflict"
+
+
+class RateLimited(DomainError):
+    code, http_status, title = "RESOURCE_EXHAUSTED", 429, "Too Many Requests"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
+class Unavailable(DomainError):
+    code, http_status, title = "UNAVAILABLE", 503, "Service Unavailable"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user (by email) or one of the services (by name)."""
+
+    kind: Literal["user", "service"]
+    name: str
+
+    @property
+    def is_service(self) -> bool:
+        return self.kind == "service"
+
+    def require_self(self, email: str) -> None:
+        """Users act only on their own data; services were already checked by the allowlist."""
+        if self.kind == "user" and self.name != email:
+            raise PermissionDenied("you may only act on your own data")

@@ -1,0 +1,54 @@
+"""The one way services create their Redis client: bounded timeouts and no automatic retries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_SOCKET_TIMEOUT", "create_redis"]
+
+DEFAULT_SOCKET_TIMEOUT = 2.0
+DEFAULT_CONNECT_TIMEOUT = 2.0
+DEFAULT_HEALTH_CHECK_INTERVAL = 30
+
+
+def create_redis(
+    url: str,
+    db: int,
+    *,
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    health_check_interval: int = DEFAULT_HEALTH_CHECK_INTERVAL,
+    max_connections: int | None = None,
+    client_name: str | None = None,
+) -> Redis:
+    """An asyncio Redis client (str replies) for ``url`` on logical database ``db``.
+
+    ``url`` is redis://, rediss:// or unix://; ``db`` wins over any database in the URL,
+    because each service owns a fixed database. The caller closes it with ``aclose()``.
+    """
+    options: dict[str, Any] = dict(parse_url(url))
+    if max_connections is not None:
+        options["max_connections"] = max_connections
+    # Our arguments win over query-string options of the same name.
+    options.update(
+        db=db,
+        decode_responses=True,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        health_check_interval=health_check_interval,
+        client_name=client_name,
+        # No automatic retries. redis-py's default policy re-sends a command after a
+        # timeout or a dropped connection without knowing whether Redis already
+        # applied it: one slow reply turns one INCR, LPUSH or whole MULTI/EXEC into
+        # two. Callers that know an operation is idempotent retry it themselves.
+        # (``retry_on_timeout`` keeps its default, False; passing it is deprecated.)
+        retry=Retry(NoBackoff(), 0),
+        retry_on_error=[],
+    )
+    pool = ConnectionPool(**options)
+    return Redis.from_pool(pool)

@@ -1,0 +1,200 @@
+"""Strict readers of configuration from the environment, and the settings every service shares."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Self
+from urllib.parse import urlsplit, urlunsplit
+
+from services.common.errors import ConfigError
+
+__all__ = [
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "REDIS_URL_SCHEMES",
+    "CommonSettings",
+    "ConfigError",
+    "env_bool",
+    "env_choice",
+    "env_float",
+    "env_int",
+    "env_str",
+    "redact_url",
+    "validate_redis_url",
+]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _raw(environ: Mapping[str, str], name: str) -> str | None:
+    # An empty value counts as unset: compose files often pass FOO=${FOO:-}.
+    value = environ.get(name)
+    if value is None or not value.strip():
+        return None
+    return value.strip()
+
+
+def _missing(name: str) -> ConfigError:
+    return ConfigError(f"{name} is required but not set")
+
+
+def env_str(environ: Mapping[str, str], name: str, default: str | None = None) -> str:
+    """``name``'s value, or ``default``; with no default the variable is required."""
+    value = _raw(environ, name)
+    if value is not None:
+        return value
+    if default is None:
+        raise _missing(name)
+    return default
+
+
+def env_int(
+    environ: Mapping[str, str],
+    name: str,
+    default: int | None = None,
+    *,
+    min: int | None = None,
+    max: int | None = None,
+) -> int:
+    """``name`` as an integer within ``[min, max]``; anything else raises ConfigError."""
+    value = _raw(environ, name)
+    if value is None:
+        if default is None:
+            raise _missing(name)
+        return default
+    try:
+        number = int(value, 10)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not an integer") from None
+    _check_range(name, value, number, min, max)
+    return number
+
+
+def env_float(
+    environ: Mapping[str, str],
+    name: str,
+    default: float | None = None,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+) -> float:
+    """``name`` as a finite number within ``[min, max]``; anything else raises ConfigError."""
+    value = _raw(environ, name)
+    if value is None:
+        if default is None:
+            raise _missing(name)
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{name}={value!r} is not a finite number")
+    _check_range(name, value, number, min, max)
+    return number
+
+
+def _check_range(name: str, raw: str, number: float, low: float | None, high: float | None) -> None:
+    if low is not None and number < low:
+        raise ConfigError(f"{name}={raw!r} is below the minimum {low}")
+    if high is not None and number > high:
+        raise ConfigError(f"{name}={raw!r} is above the maximum {high}")
+
+
+def env_bool(environ: Mapping[str, str], name: str, default: bool | None = None) -> bool:
+    """``name`` as a boolean: 1/0, true/false, yes/no, on/off (any case)."""
+    value = _raw(environ, name)
+    if value is None:
+        if default is None:
+            raise _missing(name)
+        return default
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name}={value!r} is not a boolean (use true/false, 1/0, yes/no, on/off)")
+
+
+def env_choice(
+    environ: Mapping[str, str],
+    name: str,
+    default: str | None,
+    choices: Collection[str],
+    *,
+    case_sensitive: bool = False,
+) -> str:
+    """``name``'s value, which must be one of ``choices`` (returned as spelled in ``choices``)."""
+    value = _raw(environ, name)
+    if value is None:
+        if default is None:
+            raise _missing(name)
+        return default
+    for choice in choices:
+        if value == choice or (not case_sensitive and value.lower() == choice.lower()):
+            return choice
+    raise ConfigError(f"{name}={value!r} is not one of: {', '.join(choices)}")
+
+
+def validate_redis_url(name: str, url: str) -> str:
+    """``url`` if redis-py can use it; ConfigError naming ``name`` otherwise."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ConfigError(f"{name}={redact_url(url)!r} is not a valid URL") from None
+    if parts.scheme not in REDIS_URL_SCHEMES:
+        schemes = ", ".join(f"{s}://" for s in REDIS_URL_SCHEMES)
+        raise ConfigError(f"{name}={redact_url(url)!r} must start with one of {schemes}")
+    if parts.scheme == "unix" and not parts.path:
+        raise ConfigError(f"{name}={redact_url(url)!r} has no socket path")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigError(f"{name}={redact_url(url)!r} has no host")
+    return url
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, safe to log."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<malformed url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """Settings every service reads: where Redis is, how to log, how long to drain on shutdown."""
+
+    redis_url: str = field(default="redis://127.0.0.1:6379", repr=False)
+    log_level: str = "INFO"
+    log_format: str = "text"
+    shutdown_grace_seconds: float = 8.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Self:
+        """Read REDIS_URL, LOG_LEVEL, LOG_FORMAT, SHUTDOWN_GRACE; ConfigError on bad values."""
+        return cls(
+            redis_url=validate_redis_url("REDIS_URL", env_str(environ, "REDIS_URL", cls.redis_url)),
+            log_level=env_choice(environ, "LOG_LEVEL", cls.log_level, LOG_LEVELS),
+            log_format=env_choice(environ, "LOG_FORMAT", cls.log_format, LOG_FORMATS),
+            shutdown_grace_seconds=env_float(
+                environ, "SHUTDOWN_GRACE", cls.shutdown_grace_seconds, min=0.0, max=300.0
+            ),
+        )
+
+    @property
+    def redis_url_redacted(self) -> str:
+        """The Redis URL without its password, for log lines."""
+        return redact_url(self.redis_url)

@@ -1,0 +1,34 @@
+"""Fixtures shared by every test: an embedded Valkey per session, and a private one on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.valkey import EmbeddedValkey
+from tests.helpers.valkey import flush_all, start_valkey
+
+
+@pytest.fixture(scope="session")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]:
+    """One real valkey-server for the whole session (free port, AOF in a temp dir)."""
+    server = start_valkey(tmp_path_factory.mktemp("valkey"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(valkey: EmbeddedValkey) -> str:
+    """The session server's URL, emptied (FLUSHALL) so each test starts clean."""
+    flush_all(valkey.url)
+    return valkey.url
+
+
+@pytest.fixture
+def fresh_valkey(tmp_path: Path) -> Iterator[EmbeddedValkey]:
+    """A private server for tests that kill or restart it."""
+    server = start_valkey(tmp_path / "valkey")
+    yield server
+    server.stop()

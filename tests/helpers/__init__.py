@@ -1,0 +1,1 @@
+"""Factories and small tools shared by the test suites."""

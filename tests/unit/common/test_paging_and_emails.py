@@ -1,0 +1,80 @@
+"""Page tokens and email normalisation: the input that becomes part of Redis keys and queries."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.common.domain import InvalidArgument
+from services.common.emails import normalise_email
+from services.common.paging import DEFAULT_PAGE_SIZE, Page, encode_offset, parse_page
+
+
+def test_page_defaults_and_bounds() -> None:
+    assert parse_page(0, "") == Page(0, DEFAULT_PAGE_SIZE)
+    assert parse_page(None, None) == Page(0, DEFAULT_PAGE_SIZE)
+    assert parse_page(100, encode_offset(7)) == Page(7, 100)
+    for bad in (-1, 101):
+        with pytest.raises(InvalidArgument, match="page_size"):
+            parse_page(bad, "")
+
+
+@given(st.integers(min_value=0, max_value=10**12))
+def test_page_tokens_round_trip(offset: int) -> None:
+    assert parse_page(10, encode_offset(offset)).offset == offset
+
+
+@given(st.text(max_size=600))
+def test_arbitrary_page_tokens_are_rejected_cleanly_or_parsed(token: str) -> None:
+    try:
+        page = parse_page(10, token)
+    except InvalidArgument as exc:
+        assert "page_token" in str(exc)
+    else:
+        assert page.offset >= 0
+
+
+def test_next_token_is_empty_on_the_last_page() -> None:
+    page = Page(0, 10)
+    assert page.next_token(10, total=25) == encode_offset(10)
+    assert page.next_token(5) == ""
+    assert Page(20, 10).next_token(5, total=25) == ""
+
+
+def test_emails_are_normalised_case_insensitively() -> None:
+    assert normalise_email("  Ada@Example.COM ") == "ada@example.com"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "no-at-sign",
+        "a:b@example.com",
+        "*@example.com",
+        "?lice@example.com",
+        "[a]@example.com",
+        "a\\b@example.com",
+        "{a}@example.com",
+        '"a b"@example.com',
+        "a@localhost",
+        "x" * 65 + "@example.com",
+        "a@" + "b" * 250 + ".com",
+        "a\n@example.com",
+    ],
+)
+def test_unsafe_or_invalid_emails_are_rejected(raw: str) -> None:
+    with pytest.raises(InvalidArgument):
+        normalise_email(raw)
+
+
+@given(st.text(max_size=300))
+def test_accepted_emails_are_safe_as_key_parts(raw: str) -> None:
+    try:
+        email = normalise_email(raw)
+    except InvalidArgument:
+        return
+    assert email == email.lower()
+    assert not set(email) & set(":*?[]\\{} \t\r\n")
+    assert len(email.encode()) <= 254
