@@ -1,0 +1,160 @@
+"""The whole system for end-to-end and fault tests: Valkey plus the four services as processes.
+
+Each service runs through its real entry point (`python -m services.<svc>`) on free ports,
+so tests exercise exactly what `make up` and the containers run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from services.common.auth import ensure_keys
+from services.common.ports import free_port
+from services.common.valkey import EmbeddedValkey
+from tests.helpers.grpc_clients import SERVING, health_status
+from tests.helpers.valkey import start_valkey
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("user", "message", "notification", "frontend")
+_PORT_VARS = {
+    "user": ("USER_REST_PORT", "USER_GRPC_PORT"),
+    "message": ("MESSAGE_REST_PORT", "MESSAGE_GRPC_PORT"),
+    "notification": ("NOTIFICATION_REST_PORT", "NOTIFICATION_GRPC_PORT"),
+    "frontend": (None, "FRONTEND_GRPC_PORT"),
+}
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    rest_port: int | None
+    grpc_port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass
+class System:
+    """Valkey, keys and the four services, started and stopped on demand."""
+
+    base: Path
+    valkey: EmbeddedValkey
+    keys_dir: Path
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, base: Path, **extra_env: str) -> System:
+        keys_dir = base / "keys"
+        ensure_keys(keys_dir)
+        system = cls(base, start_valkey(base / "valkey"), keys_dir, extra_env=extra_env)
+        for name in SERVICES:
+            rest_var, _ = _PORT_VARS[name]
+            system.services[name] = ServiceProcess(
+                name,
+                free_port() if rest_var else None,
+                free_port(),
+                base / f"{name}.log",
+            )
+        return system
+
+    def env(self) -> dict[str, str]:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("USER_", "MESSAGE_", "NOTIFICATION_", "FRONTEND_"))
+        }
+        env.update(
+            REDIS_URL=self.valkey.url,
+            KEYS_DIR=str(self.keys_dir),
+            BIND_HOST="127.0.0.1",
+            LOG_LEVEL="INFO",
+            SHUTDOWN_GRACE="3",
+            PYTHONUNBUFFERED="1",
+        )
+        for name, svc in self.services.items():
+            rest_var, grpc_var = _PORT_VARS[name]
+            if rest_var and svc.rest_port:
+                env[rest_var] = str(svc.rest_port)
+            env[grpc_var] = str(svc.grpc_port)
+        env["USER_SERVICE_ADDR"] = self.grpc_addr("user")
+        env["NOTIFICATION_SERVICE_ADDR"] = self.grpc_addr("notification")
+        env["FRONTEND_SERVICE_ADDR"] = self.grpc_addr("frontend")
+        env.update(self.extra_env)
+        return env
+
+    def grpc_addr(self, name: str) -> str:
+        return f"127.0.0.1:{self.services[name].grpc_port}"
+
+    def rest_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.services[name].rest_port}"
+
+    def start(self, *names: str) -> None:
+        for name in names or SERVICES:
+            svc = self.services[name]
+            assert not svc.running, f"{name} is already running"
+            log = svc.log_path.open("ab")
+            svc.process = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                cwd=ROOT,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            log.close()
+
+    def stop(self, *names: str, sig: signal.Signals = signal.SIGTERM, timeout: float = 15) -> None:
+        for name in names or SERVICES:
+            svc = self.services[name]
+            if svc.process is None:
+                continue
+            if svc.process.poll() is None:
+                svc.process.send_signal(sig)
+                try:
+                    svc.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    svc.process.kill()
+                    svc.process.wait()
+            svc.process = None
+
+    def kill(self, *names: str) -> None:
+        self.stop(*names, sig=signal.SIGKILL)
+
+    async def wait_healthy(self, *names: str, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
+        for name in names or SERVICES:
+            async with grpc.aio.insecure_channel(self.grpc_addr(name)) as channel:
+                while True:
+                    svc = self.services[name]
+                    if svc.process is not None and svc.process.poll() is not None:
+                        raise AssertionError(f"{name} exited early:\n{self.log_tail(name)}")
+                    try:
+                        if await health_status(channel, deadline=0.5) == SERVING:
+                            break
+                    except grpc.aio.AioRpcError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"{name} is not healthy:\n{self.log_tail(name)}")
+                    await asyncio.sleep(0.05)
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.services[name].log_path
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def close(self) -> None:
+        self.stop()
+        self.valkey.stop()
