@@ -72,9 +72,12 @@ def create_endpoint(
     port: int,
     port_env: str,
     register: Callable[[grpc.aio.Server], Sequence[str]],
+    max_concurrent_rpcs: int | None = 200,
 ) -> GrpcEndpoint:
     """Build the server; `register` adds the servicers and returns their full service names."""
-    server = create_grpc_server(interceptors=[EdgeInterceptor(security.verifier)])
+    server = create_grpc_server(
+        interceptors=[EdgeInterceptor(security.verifier)], max_concurrent_rpcs=max_concurrent_rpcs
+    )
     names = register(server)
     health = add_health_and_reflection(server, names)
     bound = bind_port(server, host, port, port_env)

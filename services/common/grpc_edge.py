@@ -13,7 +13,7 @@ import contextvars
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import redis.exceptions
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 SERVICE_TOKEN_HEADER = "x-missive-service-token"
 Context = grpc.aio.ServicerContext[Any, Any]
-Handler = grpc.RpcMethodHandler[Any, Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # not subscriptable at run time
 
 _caller: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "missive_caller", default=None
@@ -184,29 +184,41 @@ def _rejecting(handler: Handler, error: DomainError, method: str) -> Handler:
     )
 
 
-class _ServiceTokenInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor
-):
+class _ServiceToken:
+    """Adds this service's credential to the metadata of every call to one peer."""
+
     def __init__(self, credentials: ServiceCredentials, target: str) -> None:
         self.credentials = credentials
         self.target = target
 
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    def details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         metadata.add(SERVICE_TOKEN_HEADER, self.credentials.token_for(self.target))
         return grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+# grpc.aio files an interceptor under the first call kind it implements only, so unary and
+# streaming calls each need their own interceptor object.
+class _UnaryUnaryToken(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, token: _ServiceToken) -> None:
+        self.token = token
+
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
-        return await continuation(self._details(client_call_details), request)
+        return await continuation(self.token.details(client_call_details), request)
+
+
+class _UnaryStreamToken(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, token: _ServiceToken) -> None:
+        self.token = token
 
     async def intercept_unary_stream(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
-        return await continuation(self._details(client_call_details), request)
+        return await continuation(self.token.details(client_call_details), request)
 
 
 def retry_service_config(service: str, methods: Sequence[str]) -> str:
@@ -250,6 +262,7 @@ def peer_channel(
     ]
     if retry_service and retry_methods:
         options.append(("grpc.service_config", retry_service_config(retry_service, retry_methods)))
+    token = _ServiceToken(credentials, target)
     return grpc.aio.insecure_channel(
-        address, options=options, interceptors=[_ServiceTokenInterceptor(credentials, target)]
+        address, options=options, interceptors=[_UnaryUnaryToken(token), _UnaryStreamToken(token)]
     )

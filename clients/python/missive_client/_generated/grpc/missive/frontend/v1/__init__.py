@@ -128,8 +128,9 @@ class FrontendServiceStub:
         down (status UNAVAILABLE; reconnect to resume). Clients should enable gRPC keepalive, as the
         stream can be idle for long periods.
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is
-        not the caller's), UNAVAILABLE (NotificationService unreachable for the replay, or
-        shutdown).
+        not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
+        retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
+        unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
         Auth: user token; the caller acts only on their own data.
         """
 
@@ -192,8 +193,9 @@ class FrontendServiceAsyncStub(betterproto2_grpclib.ServiceStub):
         down (status UNAVAILABLE; reconnect to resume). Clients should enable gRPC keepalive, as the
         stream can be idle for long periods.
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is
-        not the caller's), UNAVAILABLE (NotificationService unreachable for the replay, or
-        shutdown).
+        not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
+        retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
+        unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
         Auth: user token; the caller acts only on their own data.
         """
 

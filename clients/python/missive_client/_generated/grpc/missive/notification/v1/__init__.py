@@ -401,7 +401,8 @@ class NotificationServiceStub:
         MessageService may also call it, with its service credential, for any email.
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is not
         the caller's, or a service not on the allowlist), UNAVAILABLE.
-        Auth: user token; the caller acts only on their own data.
+        Auth: user token; the caller acts only on their own data. Also internal; MessageService may
+        call it.
         """
 
         return self._channel.unary_unary(
@@ -452,7 +453,8 @@ class NotificationServiceStub:
         Errors: INVALID_ARGUMENT (malformed email, page_size or page_token), UNAUTHENTICATED,
         PERMISSION_DENIED (email is not the caller's, or a service not on the allowlist),
         UNAVAILABLE.
-        Auth: user token; the caller acts only on their own data.
+        Auth: user token; the caller acts only on their own data. Also internal; FrontendService
+        may call it.
         """
 
         return self._channel.unary_unary(
@@ -548,7 +550,8 @@ class NotificationServiceAsyncStub(betterproto2_grpclib.ServiceStub):
         MessageService may also call it, with its service credential, for any email.
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is not
         the caller's, or a service not on the allowlist), UNAVAILABLE.
-        Auth: user token; the caller acts only on their own data.
+        Auth: user token; the caller acts only on their own data. Also internal; MessageService may
+        call it.
         """
 
         return await self._unary_unary(
@@ -625,7 +628,8 @@ class NotificationServiceAsyncStub(betterproto2_grpclib.ServiceStub):
         Errors: INVALID_ARGUMENT (malformed email, page_size or page_token), UNAUTHENTICATED,
         PERMISSION_DENIED (email is not the caller's, or a service not on the allowlist),
         UNAVAILABLE.
-        Auth: user token; the caller acts only on their own data.
+        Auth: user token; the caller acts only on their own data. Also internal; FrontendService
+        may call it.
         """
 
         return await self._unary_unary(

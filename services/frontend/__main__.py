@@ -1,0 +1,88 @@
+"""Entry point: `python -m services.frontend` serves FrontendService's gRPC API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Mapping
+
+from services.common.bootstrap import Security, create_endpoint, run_endpoint
+from services.common.grpc_edge import peer_channel
+from services.common.logging import configure_logging
+from services.common.runner import run
+from services.frontend.grpc.app import register
+from services.frontend.replay import RETRY_METHODS, SERVICE_NAME, NotificationReplay
+from services.frontend.service import FrontendService
+from services.frontend.settings import GRPC_PORT_ENV, Settings
+
+logger = logging.getLogger(__name__)
+
+NAME = "frontend-service"
+
+
+async def always_ready() -> bool:
+    """Readiness: FrontendService has no store, so it is ready as soon as it serves.
+
+    NotificationService being down only makes new streams fail their replay (UNAVAILABLE)
+    while pushes and open streams keep working, so it must not take the server out of service.
+    """
+    return True
+
+
+async def end_streams_on_shutdown(service: FrontendService) -> None:
+    """Runs until cancelled, which is the first step of shutdown; then ends every stream.
+
+    Streams never finish by themselves, so without this the server would wait the whole grace
+    period and then cancel them; ending them at once gives clients UNAVAILABLE and they reconnect.
+    """
+    try:
+        await asyncio.Event().wait()
+    finally:
+        service.shutdown()
+
+
+async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | None = None) -> None:
+    """Wire FrontendService from the environment and serve until SIGTERM/SIGINT or ``stop``."""
+    settings = Settings.from_env(environ)
+    common = settings.common
+    configure_logging(common.log_level, common.log_format, NAME)
+    security = Security.load(settings.keys_dir, "frontend")
+    channel = peer_channel(
+        settings.notification_addr,
+        security.credentials,
+        target="notification",
+        retry_service=SERVICE_NAME,
+        retry_methods=RETRY_METHODS,
+    )
+    try:
+        service = FrontendService(NotificationReplay(channel))
+        endpoint = create_endpoint(
+            security=security,
+            host=settings.host,
+            port=settings.grpc_port,
+            port_env=GRPC_PORT_ENV,
+            register=lambda server: register(server, service),
+        )
+        logger.info(
+            "%s: gRPC on %s:%d, replaying from NotificationService at %s",
+            NAME,
+            settings.host,
+            endpoint.port,
+            settings.notification_addr,
+        )
+        await run_endpoint(
+            name=NAME,
+            endpoint=endpoint,
+            readiness=always_ready,
+            grace=common.shutdown_grace_seconds,
+            background=[lambda: end_streams_on_shutdown(service)],
+            stop=stop,
+        )
+    finally:
+        await channel.close()
+
+
+if __name__ == "__main__":
+    sys.exit(run(main, name=NAME))

@@ -1,0 +1,1 @@
+"""FrontendService's gRPC transport adapter."""

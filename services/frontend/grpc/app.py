@@ -1,0 +1,55 @@
+"""FrontendService gRPC adapter: protobuf requests to domain calls and back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
+
+import grpc.aio
+from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
+from missive.notification.v1 import notification_pb2
+
+from services.common.grpc_edge import Context, caller
+from services.frontend.service import FrontendService
+from services.frontend.wire import from_proto, to_proto
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME: str = frontend_pb2.DESCRIPTOR.services_by_name["FrontendService"].full_name
+
+
+class FrontendServicer(frontend_pb2_grpc.FrontendServiceServicer):
+    """Implements missive.frontend.v1.FrontendService over :class:`FrontendService`."""
+
+    def __init__(self, service: FrontendService) -> None:
+        self._service = service
+
+    async def ReceiveNotification(
+        self, request: frontend_pb2.ReceiveNotificationRequest, context: Context
+    ) -> frontend_pb2.ReceiveNotificationResponse:
+        notification = (
+            from_proto(request.notification) if request.HasField("notification") else None
+        )
+        delivered = self._service.receive(notification)
+        return frontend_pb2.ReceiveNotificationResponse(delivered_to=delivered)
+
+    async def SubscribeNotifications(
+        self, request: frontend_pb2.SubscribeNotificationsRequest, context: Context
+    ) -> AsyncIterator[notification_pb2.Notification]:
+        subscription = self._service.open(caller(), request.email)
+
+        def unregister(_: Context) -> None:
+            self._service.close(subscription)
+
+        # However the RPC ends (even while a write is pending), the stream is unregistered.
+        # The cast: types-grpcio declares the callback type as a class, not a protocol.
+        context.add_done_callback(cast("Any", unregister))
+        async for notification in self._service.stream(subscription):
+            yield to_proto(notification)
+
+
+def register(server: grpc.aio.Server, service: FrontendService) -> Sequence[str]:
+    """Add the servicer to ``server``; the full service names, for health and reflection."""
+    frontend_pb2_grpc.add_FrontendServiceServicer_to_server(FrontendServicer(service), server)
+    return [SERVICE_NAME]

@@ -1,0 +1,263 @@
+"""FrontendService domain: the hub of live subscriptions, showing and streaming notifications."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import OrderedDict, deque
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol
+
+from services.common.domain import DomainError, InvalidArgument, Principal
+from services.common.emails import normalise_email
+from services.frontend.errors import RateLimited, Unavailable
+
+logger = logging.getLogger(__name__)
+
+QUEUE_SIZE = 1000
+"""Live notifications waiting for one slow stream; one more ends that stream (UNAVAILABLE)."""
+SEEN_LIMIT = 10_000
+"""Ids one stream remembers for dedupe: far more than a relay redelivers, yet bounded memory."""
+MAX_STREAMS = 150
+"""Open streams per process; below the server's 200 concurrent RPCs, so pushes still get in."""
+MAX_STREAMS_PER_USER = 10
+"""Open streams per user, so one user cannot take every slot."""
+RETRY_AFTER_SECONDS = 5
+
+_NOTIFICATION_ID = re.compile(r"[0-9]{1,19}")
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A notification as NotificationService stores it."""
+
+    id: str
+    message_id: int
+    sender_email: str
+    receiver_email: str
+    timestamp: datetime | None
+    read: bool
+
+
+class UnreadSource(Protocol):
+    """Where the unread notifications replayed to a new stream come from."""
+
+    async def list_unread(self, email: str) -> Sequence[Notification]:
+        """All of the user's unread notifications, newest first; Unavailable when unreachable."""
+        ...
+
+
+class Subscription:
+    """One live stream of one user: its bounded queue and the ids it has already carried."""
+
+    def __init__(self, email: str, queue_size: int, seen_limit: int) -> None:
+        self.email = email
+        self._queue: deque[Notification] = deque()
+        self._queue_size = queue_size
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen_limit = seen_limit
+        self._wake = asyncio.Event()
+        self._error: DomainError | None = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether the stream was ended (overflow or shutdown)."""
+        return self._error is not None
+
+    def claim(self, notification_id: str) -> bool:
+        """Record that this stream carries ``notification_id``; False if it already did."""
+        if notification_id in self._seen:
+            return False
+        self._seen[notification_id] = None
+        if len(self._seen) > self._seen_limit:
+            self._seen.popitem(last=False)
+        return True
+
+    def offer(self, notification: Notification) -> bool:
+        """Queue a live notification; False when already carried, ended, or overflowing."""
+        if self._error is not None or notification.id in self._seen:
+            return False
+        if len(self._queue) >= self._queue_size:
+            logger.warning("stream of %s fell %d behind; ending it", self.email, self._queue_size)
+            self.fail(
+                Unavailable(
+                    "this stream fell too far behind; reconnect to receive the unread "
+                    "notifications again"
+                )
+            )
+            return False
+        self.claim(notification.id)
+        self._queue.append(notification)
+        self._wake.set()
+        return True
+
+    def fail(self, error: DomainError) -> None:
+        """End the stream with ``error``; what was still queued is dropped (it stays stored)."""
+        if self._error is None:
+            self._error = error
+            self._queue.clear()
+            self._wake.set()
+
+    async def next(self) -> Notification:
+        """The next live notification, waiting for one; raises the error that ended the stream."""
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._queue:
+                return self._queue.popleft()
+            self._wake.clear()
+            await self._wake.wait()
+
+
+class Hub:
+    """The live subscriptions of this process, by receiver email."""
+
+    def __init__(
+        self,
+        *,
+        queue_size: int = QUEUE_SIZE,
+        seen_limit: int = SEEN_LIMIT,
+        max_streams: int = MAX_STREAMS,
+        max_streams_per_user: int = MAX_STREAMS_PER_USER,
+    ) -> None:
+        self._queue_size = queue_size
+        self._seen_limit = seen_limit
+        self._max_streams = max_streams
+        self._max_per_user = max_streams_per_user
+        self._streams: dict[str, set[Subscription]] = {}
+        self._count = 0
+        self._closed = False
+
+    def open_streams(self, email: str | None = None) -> int:
+        """How many streams are registered (for one user, or in all)."""
+        if email is None:
+            return self._count
+        return len(self._streams.get(email, ()))
+
+    def register(self, email: str) -> Subscription:
+        """A new subscription for ``email``, receiving from now on."""
+        if self._closed:
+            raise Unavailable("FrontendService is shutting down; reconnect to resume")
+        if self._count >= self._max_streams:
+            raise RateLimited(
+                "FrontendService has no room for more streams; retry later", RETRY_AFTER_SECONDS
+            )
+        if len(self._streams.get(email, ())) >= self._max_per_user:
+            raise RateLimited(
+                f"at most {self._max_per_user} streams may be open per user; close one first",
+                RETRY_AFTER_SECONDS,
+            )
+        subscription = Subscription(email, self._queue_size, self._seen_limit)
+        self._streams.setdefault(email, set()).add(subscription)
+        self._count += 1
+        return subscription
+
+    def unregister(self, subscription: Subscription) -> bool:
+        """Forget ``subscription``; False if it was not registered (any more)."""
+        mine = self._streams.get(subscription.email)
+        if mine is None or subscription not in mine:
+            return False
+        mine.remove(subscription)
+        self._count -= 1
+        if not mine:
+            del self._streams[subscription.email]
+        return True
+
+    def publish(self, notification: Notification) -> int:
+        """Queue ``notification`` on its receiver's streams; how many took it."""
+        delivered = 0
+        for subscription in list(self._streams.get(notification.receiver_email, ())):
+            if subscription.offer(notification):
+                delivered += 1
+            elif subscription.closed:
+                self.unregister(subscription)  # overflowed: free its slot at once
+        return delivered
+
+    def close(self) -> None:
+        """End every stream with UNAVAILABLE and refuse new ones: the server is stopping."""
+        self._closed = True
+        for subscriptions in self._streams.values():
+            for subscription in subscriptions:
+                subscription.fail(
+                    Unavailable("FrontendService is shutting down; reconnect to resume")
+                )
+
+
+def _validated(notification: Notification | None) -> Notification:
+    if notification is None:
+        raise InvalidArgument("notification is required")
+    if not notification.id:
+        raise InvalidArgument("notification.id is required")
+    if not _NOTIFICATION_ID.fullmatch(notification.id):
+        raise InvalidArgument("notification.id must be 1 to 19 decimal digits")
+    receiver = normalise_email(notification.receiver_email, "notification.receiver_email")
+    return replace(notification, receiver_email=receiver)
+
+
+class FrontendService:
+    """Shows pushed notifications and streams them, after a replay of unread ones, to clients."""
+
+    def __init__(self, source: UnreadSource, hub: Hub | None = None) -> None:
+        self.source = source
+        self.hub = hub if hub is not None else Hub()
+
+    def receive(self, notification: Notification | None) -> int:
+        """Show a notification: one log line, and every live stream of its receiver."""
+        shown = _validated(notification)
+        delivered = self.hub.publish(shown)
+        logger.info(
+            "notification %s for %s shown on %d live stream(s)",
+            shown.id,
+            shown.receiver_email,
+            delivered,
+            extra={
+                "fields": {
+                    "notification_id": shown.id,
+                    "message_id": shown.message_id,
+                    "sender_email": shown.sender_email,
+                    "receiver_email": shown.receiver_email,
+                    "timestamp": shown.timestamp.isoformat() if shown.timestamp else None,
+                    "delivered_to": delivered,
+                }
+            },
+        )
+        return delivered
+
+    def open(self, principal: Principal, raw_email: str) -> Subscription:
+        """Register a stream of the caller's own notifications (before the replay is fetched)."""
+        email = normalise_email(raw_email)
+        principal.require_self(email)
+        subscription = self.hub.register(email)
+        logger.info("stream opened for %s (%d open)", email, self.hub.open_streams(email))
+        return subscription
+
+    async def stream(self, subscription: Subscription) -> AsyncGenerator[Notification, None]:
+        """Unread notifications oldest first, then live ones; each id once; unregisters at the end.
+
+        The subscription is registered before the replay is fetched, so a notification
+        stored after the fetch is pushed to it, and one pushed during the fetch is sent once.
+        """
+        try:
+            unread = await self.source.list_unread(subscription.email)
+            for notification in reversed(unread):
+                if subscription.closed:
+                    break  # ended during the replay: next() raises why
+                if not notification.read and subscription.claim(notification.id):
+                    yield notification
+            while True:
+                yield await subscription.next()
+        finally:
+            self.close(subscription)
+
+    def close(self, subscription: Subscription) -> None:
+        """Unregister a stream that ended (idempotent)."""
+        if self.hub.unregister(subscription):
+            logger.info("stream closed for %s", subscription.email)
+
+    def shutdown(self) -> None:
+        """End every stream (UNAVAILABLE) and refuse new ones."""
+        logger.info("ending %d live stream(s) for shutdown", self.hub.open_streams())
+        self.hub.close()
