@@ -30,5 +30,8 @@ lint: install  ## ruff and mypy --strict on hand-written code
 test: check-codegen lint  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
 
+up: install  ## start embedded Valkey + the four services, print endpoints; Ctrl-C stops (ARGS="--no-valkey --data-dir DIR")
+	$(BIN)/python -m services.launcher $(ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

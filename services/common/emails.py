@@ -16,7 +16,11 @@ def normalise_email(raw: str, field: str = "email") -> str:
     email = raw.strip().lower()
     if not email:
         raise InvalidArgument(f"{field} is required")
-    if len(email.encode("utf-8")) > MAX_EMAIL_BYTES:
+    try:
+        size = len(email.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # lone surrogates from JSON \ud800 escapes
+        raise InvalidArgument(f"{field} is not valid Unicode") from exc
+    if size > MAX_EMAIL_BYTES:
         raise InvalidArgument(f"{field} is longer than {MAX_EMAIL_BYTES} bytes")
     bad = sorted(set(email) & _FORBIDDEN)
     if bad:

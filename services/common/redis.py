@@ -8,6 +8,7 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_SOCKET_TIMEOUT", "create_redis"]
 
@@ -42,12 +43,14 @@ def create_redis(
         socket_connect_timeout=connect_timeout,
         health_check_interval=health_check_interval,
         client_name=client_name,
-        # No automatic retries. redis-py's default policy re-sends a command after a
-        # timeout or a dropped connection without knowing whether Redis already
-        # applied it: one slow reply turns one INCR, LPUSH or whole MULTI/EXEC into
-        # two. Callers that know an operation is idempotent retry it themselves.
+        # Never retry a timeout: redis-py's default policy re-sends a command after a
+        # slow reply without knowing whether Redis already applied it, turning one
+        # INCR, LPUSH or whole MULTI/EXEC into two. A ConnectionError is retried once,
+        # immediately, on a new connection: it is what a pooled connection left dead by
+        # a Redis restart raises, and for it to have applied the command, Redis would
+        # have had to run it, die and accept the new connection in between.
         # (``retry_on_timeout`` keeps its default, False; passing it is deprecated.)
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
         retry_on_error=[],
     )
     pool = ConnectionPool(**options)

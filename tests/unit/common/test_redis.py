@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import time
 from pathlib import Path
@@ -34,19 +35,34 @@ async def test_decodes_replies_and_uses_bounded_timeouts(redis_url: str) -> None
         await client.aclose()
 
 
-async def test_retry_policy_is_zero_retries(redis_url: str) -> None:
+async def test_retry_policy_never_retries_timeouts(redis_url: str) -> None:
     client = create_redis(redis_url, 1)
     try:
         retry = client.get_retry()
         assert retry is not None
-        assert retry.get_retries() == 0
+        assert retry.get_retries() == 1
+        assert retry._supported_errors == (redis.exceptions.ConnectionError,)
+        assert not issubclass(redis.exceptions.TimeoutError, redis.exceptions.ConnectionError)
         await client.ping()
         # Every connection the pool makes carries the same policy.
         pool = client.connection_pool
         connection = pool.connection_class(**pool.connection_kwargs)
-        assert connection.retry.get_retries() == 0
+        assert connection.retry.get_retries() == 1
         assert connection.retry_on_timeout is False
         assert connection.retry_on_error == []
+    finally:
+        await client.aclose()
+
+
+async def test_pooled_connections_survive_a_redis_restart(fresh_valkey: EmbeddedValkey) -> None:
+    client = create_redis(fresh_valkey.url, 0)
+    try:
+        await asyncio.gather(*(client.incr("counter") for _ in range(5)))  # several pooled
+        fresh_valkey.kill()
+        fresh_valkey.restart()
+        # Each stale connection is replaced on first use instead of failing the request.
+        assert await asyncio.gather(*(client.incr("counter") for _ in range(5)))
+        assert int(await client.get("counter") or 0) == 10
     finally:
         await client.aclose()
 

@@ -1,0 +1,1 @@
+"""`make up`: embedded Valkey plus the four services as child processes, until Ctrl-C."""

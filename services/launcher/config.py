@@ -1,0 +1,174 @@
+"""What the launcher starts, read from the same environment variables the services read."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.ports import format_address
+from services.common.settings import env_int, env_str, validate_redis_url
+
+__all__ = ["DEFAULT_REDIS_URL", "LaunchConfig", "PortSetting", "ServiceSpec", "connect_host"]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
+LOOPBACK = "127.0.0.1"
+
+# name; REST port variable and default; gRPC port variable and default; Redis DB variable, default
+_SERVICES: tuple[tuple[str, str | None, int, str, int, str | None, int], ...] = (
+    ("user", "USER_REST_PORT", 8080, "USER_GRPC_PORT", 9797, "USER_REDIS_DB", 0),
+    ("message", "MESSAGE_REST_PORT", 8081, "MESSAGE_GRPC_PORT", 9798, "MESSAGE_REDIS_DB", 1),
+    (
+        "notification",
+        "NOTIFICATION_REST_PORT",
+        8082,
+        "NOTIFICATION_GRPC_PORT",
+        9799,
+        "NOTIFICATION_REDIS_DB",
+        2,
+    ),
+    ("frontend", None, 0, "FRONTEND_GRPC_PORT", 3030, None, 0),
+)
+
+# The variables through which services find each other, and the service each one names.
+PEER_ADDRESS_VARS: dict[str, str] = {
+    "USER_SERVICE_ADDR": "user",
+    "NOTIFICATION_SERVICE_ADDR": "notification",
+    "FRONTEND_SERVICE_ADDR": "frontend",
+}
+
+
+@dataclass(frozen=True)
+class PortSetting:
+    """A port something will listen on, and the variable that changes it."""
+
+    port: int
+    env_var: str
+    host: str
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service process: its command line and the ports it serves."""
+
+    name: str
+    command: tuple[str, ...]
+    grpc_port: int
+    grpc_env: str
+    rest_port: int | None = None
+    rest_env: str | None = None
+    redis_db: int | None = None
+
+
+def connect_host(bind_host: str) -> str:
+    """Where local clients reach a server bound to ``bind_host``."""
+    host = bind_host.strip("[]")
+    if host in ("", "0.0.0.0"):
+        return LOOPBACK
+    if host == "::":
+        return "::1"
+    return host
+
+
+def _port(environ: Mapping[str, str], name: str, default: int) -> int:
+    return env_int(environ, name, default, min=1, max=65535)
+
+
+def _services(environ: Mapping[str, str], python: str) -> tuple[ServiceSpec, ...]:
+    specs = []
+    for name, rest_env, rest_default, grpc_env, grpc_default, db_env, db_default in _SERVICES:
+        specs.append(
+            ServiceSpec(
+                name=name,
+                command=(python, "-m", f"services.{name}"),
+                grpc_port=_port(environ, grpc_env, grpc_default),
+                grpc_env=grpc_env,
+                rest_port=_port(environ, rest_env, rest_default) if rest_env else None,
+                rest_env=rest_env,
+                redis_db=env_int(environ, db_env, db_default, min=0) if db_env else None,
+            )
+        )
+    return tuple(specs)
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Everything ``make up`` needs, validated before anything starts."""
+
+    data_dir: Path
+    keys_dir: Path
+    bind_host: str
+    services: tuple[ServiceSpec, ...]
+    embedded_valkey: bool
+    valkey_port: int
+    redis_url: str
+    health_timeout: float = 60.0
+    stop_timeout: float = 15.0
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        data_dir: Path,
+        no_valkey: bool = False,
+        health_timeout: float = 60.0,
+        python: str = sys.executable,
+    ) -> LaunchConfig:
+        """Read ports, addresses and paths; ConfigError naming the variable on a bad value."""
+        external = env_str(environ, "REDIS_URL", "")
+        embedded = not external and not no_valkey
+        return cls(
+            data_dir=data_dir,
+            keys_dir=Path(env_str(environ, "KEYS_DIR", str(data_dir / "keys"))),
+            bind_host=env_str(environ, "BIND_HOST", LOOPBACK),
+            services=_services(environ, python),
+            embedded_valkey=embedded,
+            valkey_port=_port(environ, "VALKEY_PORT", 6379),
+            redis_url=validate_redis_url("REDIS_URL", external or DEFAULT_REDIS_URL),
+            health_timeout=health_timeout,
+        )
+
+    @property
+    def valkey_dir(self) -> Path:
+        """Where the embedded Valkey keeps its AOF and log."""
+        return self.data_dir / "valkey"
+
+    @property
+    def connect_host(self) -> str:
+        """The address the launcher, the services and the printed URLs use."""
+        return connect_host(self.bind_host)
+
+    def ports(self) -> list[PortSetting]:
+        """Every port to check before starting, in the order they are reported."""
+        ports = []
+        if self.embedded_valkey:
+            ports.append(PortSetting(self.valkey_port, "VALKEY_PORT", LOOPBACK))
+        host = self.bind_host.strip("[]")
+        for spec in self.services:
+            if spec.rest_port is not None and spec.rest_env is not None:
+                ports.append(PortSetting(spec.rest_port, spec.rest_env, host))
+            ports.append(PortSetting(spec.grpc_port, spec.grpc_env, host))
+        return ports
+
+    def grpc_address(self, name: str) -> str:
+        """``host:port`` of a service's gRPC server."""
+        spec = next(spec for spec in self.services if spec.name == name)
+        return format_address(self.connect_host, spec.grpc_port)
+
+    def child_env(self, environ: Mapping[str, str], redis_url: str) -> dict[str, str]:
+        """The environment of the service processes.
+
+        Peer addresses follow the configured gRPC ports unless set explicitly, so moving a
+        service to another port with its *_GRPC_PORT variable is enough.
+        """
+        env = dict(environ)
+        env["REDIS_URL"] = redis_url
+        env["KEYS_DIR"] = str(self.keys_dir.resolve())
+        env["BIND_HOST"] = self.bind_host
+        env["PYTHONUNBUFFERED"] = "1"  # lines reach the launcher as they are written
+        for var, service in PEER_ADDRESS_VARS.items():
+            if not env.get(var, "").strip():
+                env[var] = self.grpc_address(service)
+        return env

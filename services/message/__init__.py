@@ -1,0 +1,1 @@
+"""MessageService: one-to-one messages between registered users, grouped into conversations."""

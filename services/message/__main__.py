@@ -1,0 +1,106 @@
+"""Entry point: `python -m services.message` serves MessageService (REST + gRPC + relay)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+
+from services.common.bootstrap import Security, create_endpoint, redis_ready, run_endpoint
+from services.common.delivery import Relay
+from services.common.grpc_edge import peer_channel
+from services.common.logging import configure_logging
+from services.common.redis import create_redis
+from services.common.runner import run
+from services.message.api_rest.app import create_rest_app
+from services.message.grpc.app import register
+from services.message.relay import OUTBOX, NotifyReceiver, consumer_name
+from services.message.service import MessageService
+from services.message.settings import (
+    GRPC_PORT_ENV,
+    REDIS_MAX_CONNECTIONS,
+    REST_PORT_ENV,
+    Settings,
+)
+from services.message.store import RedisMessageStore
+from services.message.users import RETRY_METHODS, USER_SERVICE_NAME, GrpcUserDirectory
+
+logger = logging.getLogger(__name__)
+
+NAME = "message-service"
+
+
+class _Closer:
+    """Closes each resource once, whether serving ended normally or start-up failed."""
+
+    def __init__(self, *closers: Callable[[], Awaitable[object]]) -> None:
+        self._closers = list(closers)
+
+    async def close(self) -> None:
+        while self._closers:
+            await self._closers.pop(0)()
+
+
+async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | None = None) -> None:
+    """Wire MessageService from the environment and serve until SIGTERM/SIGINT or ``stop``."""
+    settings = Settings.from_env(environ)
+    common = settings.common
+    configure_logging(common.log_level, common.log_format, NAME)
+    security = Security.load(settings.keys_dir, "message")
+    redis = create_redis(
+        common.redis_url, settings.redis_db, max_connections=REDIS_MAX_CONNECTIONS, client_name=NAME
+    )
+    users_channel = peer_channel(
+        settings.user_service_addr,
+        security.credentials,
+        target="user",
+        retry_service=USER_SERVICE_NAME,
+        retry_methods=RETRY_METHODS,
+    )
+    notification_channel = peer_channel(
+        settings.notification_service_addr, security.credentials, target="notification"
+    )
+    resources = _Closer(users_channel.close, notification_channel.close, redis.aclose)
+    try:
+        store = RedisMessageStore(redis)
+        service = MessageService(store, GrpcUserDirectory(users_channel))
+        endpoint = create_endpoint(
+            security=security,
+            host=settings.host,
+            port=settings.grpc_port,
+            port_env=GRPC_PORT_ENV,
+            register=lambda server: register(server, service),
+        )
+        rest_app = create_rest_app(service, security.verifier, store.ping)
+        relay = Relay(redis, OUTBOX, consumer_name(), NotifyReceiver(notification_channel))
+        logger.info(
+            "%s: gRPC on %s:%d, Redis %s db %d, UserService at %s, NotificationService at %s",
+            NAME,
+            settings.host,
+            endpoint.port,
+            common.redis_url_redacted,
+            settings.redis_db,
+            settings.user_service_addr,
+            settings.notification_service_addr,
+        )
+        await run_endpoint(
+            name=NAME,
+            endpoint=endpoint,
+            readiness=redis_ready(redis),
+            grace=common.shutdown_grace_seconds,
+            rest_app=rest_app,
+            rest_host=settings.host,
+            rest_port=settings.rest_port,
+            rest_port_env=REST_PORT_ENV,
+            background=[relay.run],
+            on_shutdown=[resources.close],
+            stop=stop,
+        )
+    finally:
+        await resources.close()
+
+
+if __name__ == "__main__":
+    sys.exit(run(main, name=NAME))

@@ -1,0 +1,1 @@
+"""MessageService REST adapter."""

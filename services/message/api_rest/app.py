@@ -1,0 +1,137 @@
+"""MessageService REST adapter: Connexion operations to domain calls and back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import redis.exceptions
+from connexion import AsyncApp
+from missive.rest._runtime import Reply, TokenInfo
+from missive.rest.message import MessageApi, create_app
+from missive.rest.message.models import Conversation as ConversationBody
+from missive.rest.message.models import (
+    ConversationList,
+    HealthStatus,
+    MarkReadRequest,
+    MessageList,
+    SendMessageRequest,
+)
+from missive.rest.message.models import Message as MessageBody
+
+from services.common.auth import TokenVerifier
+from services.common.rest_edge import bearer_verifier, install_error_handlers, principal
+from services.message.models import Conversation, Message, format_timestamp
+from services.message.service import MessageService
+
+logger = logging.getLogger(__name__)
+
+Readiness = Callable[[], Awaitable[bool]]
+# The caller's email is the `email` parameter (or body field) in the REST contract.
+_USER_FIELD = "email"
+
+
+def message_body(message: Message) -> MessageBody:
+    return {
+        "id": message.id,
+        "sender_email": message.sender_email,
+        "receiver_email": message.receiver_email,
+        "content": message.content,
+        "timestamp": format_timestamp(message.timestamp),
+        "read": message.read,
+    }
+
+
+def conversation_body(conversation: Conversation) -> ConversationBody:
+    return {
+        "peer_email": conversation.peer_email,
+        "last_message": message_body(conversation.last_message),
+        "unread_count": conversation.unread_count,
+        "message_count": conversation.message_count,
+        "updated_at": format_timestamp(conversation.updated_at),
+    }
+
+
+class MessageRestApi(MessageApi):
+    """Implements every operation of openapi/message.yaml over :class:`MessageService`."""
+
+    def __init__(self, service: MessageService, ready: Readiness) -> None:
+        self._service = service
+        self._ready = ready
+
+    async def list_conversations(
+        self,
+        *,
+        token_info: TokenInfo,
+        email: str,
+        page_size: int = 50,
+        page_token: str | None = None,
+    ) -> ConversationList:
+        page = await self._service.list_conversations(
+            principal(token_info), email, page_size, page_token, user_field=_USER_FIELD
+        )
+        return {
+            "conversations": [conversation_body(c) for c in page.conversations],
+            "next_page_token": page.next_page_token,
+        }
+
+    async def get_messages(
+        self,
+        *,
+        token_info: TokenInfo,
+        email: str,
+        peer_email: str | None = None,
+        page_size: int = 50,
+        page_token: str | None = None,
+    ) -> MessageList:
+        page = await self._service.get_messages(
+            principal(token_info), email, peer_email, page_size, page_token, user_field=_USER_FIELD
+        )
+        return {
+            "messages": [message_body(m) for m in page.messages],
+            "next_page_token": page.next_page_token,
+        }
+
+    async def send_message(self, *, token_info: TokenInfo, body: SendMessageRequest) -> MessageBody:
+        message = await self._service.send(
+            principal(token_info),
+            sender_email=body["sender_email"],
+            receiver_email=body["receiver_email"],
+            content=body["content"],
+            client_request_id=body.get("client_request_id"),
+        )
+        return message_body(message)
+
+    async def get_message(self, *, token_info: TokenInfo, id: int, email: str) -> MessageBody:
+        message = await self._service.get_message(
+            principal(token_info), email, id, user_field=_USER_FIELD
+        )
+        return message_body(message)
+
+    async def delete_message(self, *, token_info: TokenInfo, id: int, email: str) -> None:
+        await self._service.delete(principal(token_info), email, id, user_field=_USER_FIELD)
+
+    async def mark_conversation_read(
+        self, *, token_info: TokenInfo, body: MarkReadRequest, peer_email: str
+    ) -> ConversationBody:
+        conversation = await self._service.mark_read(
+            principal(token_info), body["email"], peer_email, user_field=_USER_FIELD
+        )
+        return conversation_body(conversation)
+
+    async def health(self) -> Reply[HealthStatus]:
+        """SERVING when Redis answers a ping; the contract's 503 NOT_SERVING body otherwise."""
+        try:
+            ready = await self._ready()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            logger.warning("health: Redis unreachable: %s", exc)
+            ready = False
+        if ready:
+            return Reply({"status": "SERVING"})
+        return Reply({"status": "NOT_SERVING"}, status=503)
+
+
+def create_rest_app(service: MessageService, verifier: TokenVerifier, ready: Readiness) -> AsyncApp:
+    """The Connexion app serving openapi/message.yaml, with the shared error edge."""
+    app = create_app(MessageRestApi(service, ready), verify_token=bearer_verifier(verifier))
+    return install_error_handlers(app)

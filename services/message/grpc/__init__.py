@@ -1,0 +1,1 @@
+"""MessageService gRPC adapter."""

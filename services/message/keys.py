@@ -1,0 +1,63 @@
+"""MessageService's Redis key names (DB 1), built in one place from normalised emails and ids.
+
+Every email passed here was normalised first (services.common.emails), so it holds no ':' or
+glob character and a key can be split back into its parts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_ID_COUNTER: Final = "message_id_counter"
+OUTBOX_STREAM: Final = "outbox:notifications"
+OUTBOX_DEAD_LETTER_STREAM: Final = "outbox:notifications:dead"
+_CONVERSATION_PREFIX: Final = "conversation:"
+
+
+def message_key(message_id: int) -> str:
+    """JSON of one message."""
+    return f"message:{message_id}"
+
+
+def conversation_key(first: str, second: str) -> str:
+    """Hash of a conversation's metadata; the two emails in sorted order (A→B = B→A)."""
+    a, b = sorted((first, second))
+    return f"{_CONVERSATION_PREFIX}{a}:{b}"
+
+
+def conversation_messages_key(first: str, second: str) -> str:
+    """Sorted set of a conversation's message ids (score = id)."""
+    return conversation_key(first, second) + ":messages"
+
+
+def user_conversations_key(email: str) -> str:
+    """Set of the conversation keys the user takes part in."""
+    return f"user:{email}:conversations"
+
+
+def user_conversations_by_time_key(email: str) -> str:
+    """Sorted set: conversation key → id of the last message sent in it (most recent last)."""
+    return f"user:{email}:conversations_by_time"
+
+
+def user_messages_key(email: str) -> str:
+    """Sorted set of the ids of every message the user sent or received (score = id)."""
+    return f"user:{email}:messages"
+
+
+def idempotency_key(sender: str, client_request_id: str) -> str:
+    """The record of what ``sender`` first sent with ``client_request_id`` (expires)."""
+    return f"idempotency:send:{sender}:{client_request_id}"
+
+
+def peer_in(conversation: str, email: str) -> str:
+    """The other participant of ``conversation`` (a conversation key), seen by ``email``."""
+    if not conversation.startswith(_CONVERSATION_PREFIX):
+        raise ValueError(f"{conversation!r} is not a conversation key")
+    a, sep, b = conversation.removeprefix(_CONVERSATION_PREFIX).partition(":")
+    if not sep or email not in (a, b):
+        raise ValueError(f"{email} is not a participant of {conversation!r}")
+    return b if a == email else a

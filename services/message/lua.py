@@ -1,0 +1,119 @@
+"""The Lua scripts that make each multi-key write of MessageService atomic (one script each).
+
+Every key a script touches arrives in KEYS; nothing is derived inside a script. Message ids
+travel as decimal strings and are compared with tonumber (exact below 2^53).
+
+Read state: ``read_upto:{email}`` in the conversation hash is the highest message id that
+participant has read; a message is read iff its id <= read_upto of its receiver, and
+``unread:{email}`` counts the received messages above it. Because ids are taken (INCR) before
+the store script runs, a send may commit after a MarkConversationRead that already covers its
+id: it is then stored as read and not counted, which keeps the flag and the count consistent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from services.common.delivery import OUTBOX_LUA
+
+logger = logging.getLogger(__name__)
+
+# KEYS: 1 message:{id}, 2 conversation hash, 3 conversation message ids,
+#       4/5 sender's/receiver's conversation set, 6/7 sender's/receiver's conversations_by_time,
+#       8/9 sender's/receiver's message ids, 10 outbox stream, [11 idempotency key].
+# ARGV: 1 id, 2 message JSON, 3 receiver, 4 timestamp, 5 conversation key, 6 participants JSON,
+#       7 idempotency record JSON, 8 idempotency TTL (s), 9 outbox field count, 10.. fields.
+# Returns {'duplicate', record} (the key was used meanwhile; nothing written), {'taken'} (the id
+# already holds a message; nothing written) or {'stored', read (0/1)}.
+SEND: Final = (
+    OUTBOX_LUA
+    + """
+if KEYS[11] then
+  local existing = redis.call('GET', KEYS[11])
+  if existing then
+    return {'duplicate', existing}
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'taken'}
+end
+local id, receiver, conv = ARGV[1], ARGV[3], KEYS[2]
+local nid = tonumber(id)
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[3], id, id)
+redis.call('HSETNX', conv, 'participants', ARGV[6])
+if nid > tonumber(redis.call('HGET', conv, 'last_sent_id') or '0') then
+  redis.call('HSET', conv, 'last_sent_id', id, 'updated_at', ARGV[4])
+end
+redis.call('HSET', conv,
+  'last_message_id', redis.call('ZREVRANGE', KEYS[3], 0, 0)[1],
+  'message_count', redis.call('ZCARD', KEYS[3]))
+local read = 1
+if nid > tonumber(redis.call('HGET', conv, 'read_upto:' .. receiver) or '0') then
+  redis.call('HINCRBY', conv, 'unread:' .. receiver, 1)
+  read = 0
+end
+redis.call('SADD', KEYS[4], ARGV[5])
+redis.call('SADD', KEYS[5], ARGV[5])
+redis.call('ZADD', KEYS[6], 'GT', id, ARGV[5])
+redis.call('ZADD', KEYS[7], 'GT', id, ARGV[5])
+redis.call('ZADD', KEYS[8], id, id)
+redis.call('ZADD', KEYS[9], id, id)
+if KEYS[11] then
+  redis.call('SET', KEYS[11], ARGV[7], 'EX', tonumber(ARGV[8]))
+end
+outbox_xadd(KEYS[10], ARGV, 9)
+return {'stored', read}
+"""
+)
+
+# KEYS: 1 message:{id}, 2 conversation hash, 3 conversation message ids,
+#       4/5 sender's/receiver's message ids, 6/7 sender's/receiver's conversation set,
+#       8/9 sender's/receiver's conversations_by_time.
+# ARGV: 1 id, 2 receiver, 3 conversation key.
+# Returns 0 if the message no longer exists, else 1. The last message of a conversation takes
+# the conversation with it (hash deleted, removed from both users' lists); updated_at and the
+# list order are kept otherwise.
+DELETE: Final = """
+if redis.call('DEL', KEYS[1]) == 0 then
+  return 0
+end
+local id, receiver, conv = ARGV[1], ARGV[2], KEYS[2]
+redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', KEYS[4], id)
+redis.call('ZREM', KEYS[5], id)
+local left = redis.call('ZCARD', KEYS[3])
+if left == 0 then
+  redis.call('DEL', conv)
+  redis.call('SREM', KEYS[6], ARGV[3])
+  redis.call('SREM', KEYS[7], ARGV[3])
+  redis.call('ZREM', KEYS[8], ARGV[3])
+  redis.call('ZREM', KEYS[9], ARGV[3])
+  return 1
+end
+redis.call('HSET', conv,
+  'last_message_id', redis.call('ZREVRANGE', KEYS[3], 0, 0)[1],
+  'message_count', left)
+if tonumber(id) > tonumber(redis.call('HGET', conv, 'read_upto:' .. receiver) or '0') then
+  if tonumber(redis.call('HGET', conv, 'unread:' .. receiver) or '0') > 0 then
+    redis.call('HINCRBY', conv, 'unread:' .. receiver, -1)
+  end
+end
+return 1
+"""
+
+# KEYS: 1 conversation hash, 2 conversation message ids. ARGV: 1 the reader's email.
+# Returns false if the conversation has no message, else the hash (HGETALL) after marking.
+MARK_READ: Final = """
+local last = redis.call('ZREVRANGE', KEYS[2], 0, 0)[1]
+if not last then
+  return false
+end
+local field = 'read_upto:' .. ARGV[1]
+if tonumber(last) > tonumber(redis.call('HGET', KEYS[1], field) or '0') then
+  redis.call('HSET', KEYS[1], field, last)
+end
+redis.call('HSET', KEYS[1], 'unread:' .. ARGV[1], 0)
+return redis.call('HGETALL', KEYS[1])
+"""

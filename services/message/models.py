@@ -1,0 +1,102 @@
+"""Domain values of MessageService, free of transport and storage imports."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A stored message; ``read`` is True once the receiver has read it."""
+
+    id: int
+    sender_email: str
+    receiver_email: str
+    content: str
+    timestamp: datetime  # aware, UTC
+    read: bool = False
+
+    def involves(self, email: str) -> bool:
+        return email in (self.sender_email, self.receiver_email)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """The exchange between two users, seen by one of them (``peer_email`` is the other)."""
+
+    peer_email: str
+    last_message: Message
+    unread_count: int
+    message_count: int
+    updated_at: datetime  # aware, UTC
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """What a sender's client_request_id was first used for."""
+
+    message_id: int
+    receiver: str
+    content_sha256: str
+
+    def matches(self, receiver: str, content_sha256: str) -> bool:
+        return self.receiver == receiver and self.content_sha256 == content_sha256
+
+
+@dataclass(frozen=True)
+class AddOutcome:
+    """Result of storing a message: stored (with its read flag) or a concurrent duplicate."""
+
+    stored: bool
+    read: bool = False
+    existing: IdempotencyRecord | None = None
+    id_taken: bool = False  # the id already belonged to a stored message (counter rolled back)
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    """One page of messages, newest first."""
+
+    messages: list[Message]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class ConversationPage:
+    """One page of conversations, most recent first."""
+
+    conversations: list[Conversation]
+    next_page_token: str
+
+
+def content_digest(content: str) -> str:
+    """Hex SHA-256 of the UTF-8 content: compares idempotent retries without storing text."""
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+def format_timestamp(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` suffix (microseconds only when non-zero)."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """The aware UTC datetime of an ISO 8601 string; ValueError if it has no offset."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no UTC offset")
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class MessageEvent:
+    """The outbox event of a stored message: what NotificationService is told about it."""
+
+    message_id: int
+    sender_email: str
+    receiver_email: str
+    timestamp: datetime  # aware, UTC

@@ -1,0 +1,78 @@
+"""Delivers the `outbox:notifications` stream to NotificationService, at least once."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Final
+
+import grpc
+import grpc.aio
+from missive.notification.v1 import notification_pb2, notification_pb2_grpc
+
+from services.common.delivery import OutboxConfig, PermanentDeliveryError
+from services.message.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
+from services.message.store import decode_event
+
+logger = logging.getLogger(__name__)
+
+NOTIFY_TIMEOUT_SECONDS: Final = 2.0
+# Consumer names are hostname-pid, so a restarted process is a new consumer: what a crashed one
+# had read but not acknowledged is taken over by XAUTOCLAIM once idle this long. 5 s (not the
+# default 15 s) keeps notifications of a crash-restart prompt; it stays well above the 2 s
+# deadline of one delivery (the relay re-reads a batch after claim_idle_ms / 2).
+CLAIM_IDLE_MS: Final = 5_000
+OUTBOX: Final = OutboxConfig(
+    stream=OUTBOX_STREAM,
+    group="notification-relay",
+    dead_letter_stream=OUTBOX_DEAD_LETTER_STREAM,
+    claim_idle_ms=CLAIM_IDLE_MS,
+)
+# Codes that mean NotificationService refused this event for good; anything else is retried.
+_PERMANENT: Final = frozenset({grpc.StatusCode.INVALID_ARGUMENT})
+
+
+def consumer_name() -> str:
+    """This process's name in the relay's consumer group: hostname-pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class NotifyReceiver:
+    """The relay's handler: one CreateNotification per outbox entry.
+
+    UNAVAILABLE, DEADLINE_EXCEEDED (and any other failure) propagate, so the relay retries with
+    backoff; INVALID_ARGUMENT or an undecodable entry is dead-lettered at once. Redelivery is
+    harmless: CreateNotification is idempotent per message_id.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, timeout: float = NOTIFY_TIMEOUT_SECONDS) -> None:
+        self._stub = notification_pb2_grpc.NotificationServiceStub(channel)
+        self._timeout = timeout
+
+    async def __call__(self, entry_id: str, fields: dict[str, str]) -> None:
+        try:
+            event = decode_event(fields)
+        except ValueError as exc:
+            raise PermanentDeliveryError(f"malformed outbox entry {entry_id}: {exc}") from exc
+        request = notification_pb2.CreateNotificationRequest(
+            message_id=event.message_id,
+            sender_email=event.sender_email,
+            receiver_email=event.receiver_email,
+            read=False,
+        )
+        request.timestamp.FromDatetime(event.timestamp)
+        try:
+            reply = await self._stub.CreateNotification(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _PERMANENT:
+                raise PermanentDeliveryError(
+                    f"NotificationService refused message {event.message_id}: {exc.details()}"
+                ) from exc
+            raise
+        logger.debug(
+            "message %d notified (created=%s, subscribed=%s)",
+            event.message_id,
+            reply.created,
+            reply.subscribed,
+        )

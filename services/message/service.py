@@ -1,0 +1,321 @@
+"""MessageService domain logic: validation, authorisation, idempotency and paging over a store.
+
+Paging is by cursor, not offset: the opaque token (services.common.paging's format) carries the
+position after which the next page starts - a message id, or for conversations the id of the
+last message sent in them. New messages arriving between two page requests then neither repeat
+nor hide items of the following pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Final, Protocol
+
+from services.common.domain import DomainError, Principal
+from services.common.emails import normalise_email
+from services.common.paging import Page, encode_offset, parse_page
+from services.message.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+from services.message.models import (
+    AddOutcome,
+    Conversation,
+    ConversationPage,
+    IdempotencyRecord,
+    Message,
+    MessagePage,
+    content_digest,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_CONTENT_CHARS: Final = 4096
+MAX_MESSAGE_ID: Final = 2**63 - 1
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ID_ATTEMPTS: Final = 3
+
+
+class MessageStore(Protocol):
+    """What the service needs from storage (RedisMessageStore in production)."""
+
+    async def idempotency_record(
+        self, sender: str, request_id: str
+    ) -> IdempotencyRecord | None: ...
+
+    async def next_id(self) -> int: ...
+
+    async def add(
+        self,
+        message: Message,
+        request_id: str | None = None,
+        record: IdempotencyRecord | None = None,
+    ) -> AddOutcome: ...
+
+    async def get(self, message_id: int) -> Message | None: ...
+
+    async def message_ids(
+        self, email: str, peer: str | None, before: int | None, limit: int
+    ) -> list[int]: ...
+
+    async def messages(self, ids: Sequence[int]) -> list[Message]: ...
+
+    async def conversation_peers(
+        self, email: str, before: int | None, limit: int
+    ) -> list[tuple[str, int]]: ...
+
+    async def conversations(self, email: str, peers: Sequence[str]) -> list[Conversation]: ...
+
+    async def mark_read(self, email: str, peer: str) -> Conversation | None: ...
+
+    async def delete(self, message: Message) -> bool: ...
+
+
+class UserDirectory(Protocol):
+    """Who is registered (UserService CheckUserExists in production)."""
+
+    async def exists(self, email: str) -> bool:
+        """Whether ``email`` is registered; Unavailable if that cannot be found out now."""
+        ...
+
+
+def _email(raw: str, field: str) -> str:
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON body
+        raise InvalidArgument(f"{field} is not a valid email address") from None
+    return normalise_email(raw, field)
+
+
+def _check_content(content: str) -> None:
+    """Content is stored exactly as sent: 1 to 4096 code points, no trimming."""
+    if not content:
+        raise InvalidArgument(f"content is required (1 to {MAX_CONTENT_CHARS} characters)")
+    if len(content) > MAX_CONTENT_CHARS:
+        raise InvalidArgument(
+            f"content is too long ({len(content)} characters; the maximum is {MAX_CONTENT_CHARS})"
+        )
+    try:
+        content.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument("content is not valid Unicode text") from None
+
+
+def _request_id(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    if not _REQUEST_ID.fullmatch(raw):
+        raise InvalidArgument("client_request_id must be 1 to 64 characters of [A-Za-z0-9_-]")
+    return raw
+
+
+def _check_id(message_id: int) -> None:
+    if not 1 <= message_id <= MAX_MESSAGE_ID:
+        raise InvalidArgument(f"id must be at least 1, got {message_id}")
+
+
+def _cursor(page: Page) -> int | None:
+    return page.offset or None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class MessageService:
+    """The operations of the contract, independent of gRPC and REST.
+
+    ``user_field`` names the caller's email parameter in error messages (``user_email`` on gRPC,
+    ``email`` on REST).
+    """
+
+    def __init__(
+        self,
+        store: MessageStore,
+        users: UserDirectory,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._store = store
+        self._users = users
+        self._clock = clock
+
+    @staticmethod
+    def _owner(principal: Principal, raw_email: str, field: str) -> str:
+        """The normalised email, if ``principal`` may act on it."""
+        email = _email(raw_email, field)
+        principal.require_self(email)
+        return email
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def send(
+        self,
+        principal: Principal,
+        *,
+        sender_email: str,
+        receiver_email: str,
+        content: str,
+        client_request_id: str | None = None,
+    ) -> Message:
+        """Store a message from the caller, once per client_request_id, with its outbox event."""
+        sender = self._owner(principal, sender_email, "sender_email")
+        receiver = _email(receiver_email, "receiver_email")
+        if receiver == sender:
+            raise InvalidArgument("receiver_email must differ from sender_email")
+        _check_content(content)
+        request_id = _request_id(client_request_id)
+        digest = content_digest(content)
+        if request_id is not None:
+            record = await self._store.idempotency_record(sender, request_id)
+            if record is not None:
+                return await self._replay(record, request_id, receiver, digest)
+        await self._check_registered(sender, receiver)
+        for _ in range(_ID_ATTEMPTS):
+            message = Message(await self._store.next_id(), sender, receiver, content, self._clock())
+            record = IdempotencyRecord(message.id, receiver, digest) if request_id else None
+            outcome = await self._store.add(message, request_id, record)
+            if outcome.existing is not None and request_id is not None:
+                return await self._replay(outcome.existing, request_id, receiver, digest)
+            if outcome.stored:
+                logger.debug("message %d stored from %s to %s", message.id, sender, receiver)
+                return replace(message, read=outcome.read)
+            logger.error("message id %d is already taken: the id counter went back", message.id)
+        raise Unavailable("could not allocate a message id; retry")
+
+    async def _replay(
+        self, record: IdempotencyRecord, request_id: str, receiver: str, digest: str
+    ) -> Message:
+        """The message a repeated client_request_id stored, if the repeat is the same message."""
+        if not record.matches(receiver, digest):
+            raise AlreadyExists(
+                f"client_request_id {request_id} was already used for a different message"
+            )
+        message = await self._store.get(record.message_id)
+        if message is None:
+            raise AlreadyExists(
+                f"client_request_id {request_id} was already used for message "
+                f"{record.message_id}, which has since been deleted"
+            )
+        logger.debug("client_request_id %s repeated: message %d", request_id, message.id)
+        return message
+
+    async def _check_registered(self, sender: str, receiver: str) -> None:
+        """NotFound naming each unregistered user; Unavailable if UserService cannot tell."""
+        emails = {"sender_email": sender, "receiver_email": receiver}
+        answers = await asyncio.gather(
+            *(self._users.exists(email) for email in emails.values()), return_exceptions=True
+        )
+        failures = [a for a in answers if isinstance(a, BaseException)]
+        for failure in failures:
+            if isinstance(failure, DomainError):
+                raise failure
+        if failures:
+            raise failures[0]
+        missing = [
+            f"{field}: no user is registered under {email}"
+            for (field, email), exists in zip(emails.items(), answers, strict=True)
+            if not exists
+        ]
+        if missing:
+            raise NotFound("; ".join(missing))
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def get_messages(
+        self,
+        principal: Principal,
+        user_email: str,
+        peer_email: str | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        *,
+        user_field: str = "user_email",
+    ) -> MessagePage:
+        """One page of the user's messages (with ``peer_email`` only, if given), newest first."""
+        user = self._owner(principal, user_email, user_field)
+        peer = _email(peer_email, "peer_email") if peer_email and peer_email.strip() else None
+        page = parse_page(page_size, page_token)
+        ids = await self._store.message_ids(user, peer, _cursor(page), page.size + 1)
+        more, ids = len(ids) > page.size, ids[: page.size]
+        messages = await self._store.messages(ids)
+        return MessagePage(messages, encode_offset(ids[-1]) if more else "")
+
+    async def get_message(
+        self,
+        principal: Principal,
+        user_email: str,
+        message_id: int,
+        *,
+        user_field: str = "user_email",
+    ) -> Message:
+        """A message of which the user is the sender or the receiver."""
+        user = self._owner(principal, user_email, user_field)
+        _check_id(message_id)
+        message = await self._store.get(message_id)
+        if message is None or not message.involves(user):
+            raise NotFound(f"message {message_id} does not exist")
+        return message
+
+    async def list_conversations(
+        self,
+        principal: Principal,
+        user_email: str,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        *,
+        user_field: str = "user_email",
+    ) -> ConversationPage:
+        """One page of the user's conversations, most recent first."""
+        user = self._owner(principal, user_email, user_field)
+        page = parse_page(page_size, page_token)
+        refs = await self._store.conversation_peers(user, _cursor(page), page.size + 1)
+        more, refs = len(refs) > page.size, refs[: page.size]
+        conversations = await self._store.conversations(user, [peer for peer, _ in refs])
+        return ConversationPage(conversations, encode_offset(refs[-1][1]) if more else "")
+
+    # -- changing -----------------------------------------------------------------------------
+
+    async def mark_read(
+        self,
+        principal: Principal,
+        user_email: str,
+        peer_email: str,
+        *,
+        user_field: str = "user_email",
+    ) -> Conversation:
+        """Mark every message the peer sent to the user read; the updated conversation."""
+        user = self._owner(principal, user_email, user_field)
+        peer = _email(peer_email, "peer_email")
+        conversation = await self._store.mark_read(user, peer) if peer != user else None
+        if conversation is None:
+            raise NotFound(f"{user} has no conversation with {peer}")
+        return conversation
+
+    async def delete(
+        self,
+        principal: Principal,
+        user_email: str,
+        message_id: int,
+        *,
+        user_field: str = "user_email",
+    ) -> None:
+        """Delete a message the user sent, for both participants."""
+        user = self._owner(principal, user_email, user_field)
+        _check_id(message_id)
+        message = await self._store.get(message_id)
+        if message is None or not message.involves(user):
+            raise NotFound(f"message {message_id} does not exist")
+        if message.sender_email != user:
+            raise PermissionDenied(f"only the sender of message {message_id} may delete it")
+        if not await self._store.delete(message):
+            raise NotFound(f"message {message_id} does not exist")
+        logger.debug("message %d deleted by %s", message_id, user)

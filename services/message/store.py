@@ -1,0 +1,387 @@
+"""MessageService's Redis storage (DB 1): serialisation, reads, and the atomic write scripts.
+
+Key names live in services.message.keys and the scripts in services.message.lua; the layout is
+documented in this service's README.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from services.common.delivery import outbox_lua_args
+from services.message import keys, lua
+from services.message.models import (
+    AddOutcome,
+    Conversation,
+    IdempotencyRecord,
+    Message,
+    MessageEvent,
+    format_timestamp,
+    parse_timestamp,
+)
+
+__all__ = [
+    "IDEMPOTENCY_TTL_SECONDS",
+    "RedisMessageStore",
+    "decode_event",
+    "decode_message",
+    "decode_record",
+    "encode_message",
+    "encode_record",
+    "outbox_event",
+]
+
+logger = logging.getLogger(__name__)
+
+IDEMPOTENCY_TTL_SECONDS: Final = 24 * 3600
+_LOAD_ATTEMPTS: Final = 3
+
+
+def encode_message(message: Message) -> str:
+    """The stored JSON: id, sender_email, receiver_email, content, timestamp (not ``read``)."""
+    return json.dumps(
+        {
+            "id": message.id,
+            "sender_email": message.sender_email,
+            "receiver_email": message.receiver_email,
+            "content": message.content,
+            "timestamp": format_timestamp(message.timestamp),
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def decode_message(text: str, read: bool = False) -> Message:
+    """The message stored as ``text``; ValueError if it is not one."""
+    data: Any = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("a stored message must be a JSON object")
+    mid = data.get("id")
+    if not isinstance(mid, int) or isinstance(mid, bool):
+        raise ValueError("a stored message needs an integer id")
+    sender, receiver, content, timestamp = (
+        _field(data, name) for name in ("sender_email", "receiver_email", "content", "timestamp")
+    )
+    return Message(mid, sender, receiver, content, parse_timestamp(timestamp), read)
+
+
+def _field(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"a stored message needs a string {name}")
+    return value
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def encode_record(record: IdempotencyRecord) -> str:
+    return json.dumps(
+        {
+            "message_id": record.message_id,
+            "receiver": record.receiver,
+            "content_sha256": record.content_sha256,
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_record(text: str) -> IdempotencyRecord:
+    """The idempotency record stored as ``text``; ValueError if it is not one."""
+    data: Any = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("an idempotency record must be a JSON object")
+    mid, receiver, digest = data.get("message_id"), data.get("receiver"), data.get("content_sha256")
+    if not isinstance(mid, int) or not isinstance(receiver, str) or not isinstance(digest, str):
+        raise ValueError("an idempotency record needs message_id, receiver and content_sha256")
+    return IdempotencyRecord(mid, receiver, digest)
+
+
+def outbox_event(message: Message) -> dict[str, str]:
+    """Fields of the outbox entry that makes the relay notify the receiver of ``message``."""
+    return {
+        "message_id": str(message.id),
+        "sender_email": message.sender_email,
+        "receiver_email": message.receiver_email,
+        "timestamp": format_timestamp(message.timestamp),
+    }
+
+
+def decode_event(fields: dict[str, str]) -> MessageEvent:
+    """The event an outbox entry carries; ValueError if the entry is malformed."""
+    try:
+        raw_id, sender = fields["message_id"], fields["sender_email"]
+        receiver, timestamp = fields["receiver_email"], fields["timestamp"]
+    except KeyError as exc:
+        raise ValueError(f"the outbox entry has no {exc.args[0]!r} field") from None
+    if not raw_id.isdigit():
+        raise ValueError(f"message_id {raw_id!r} is not a positive integer")
+    return MessageEvent(int(raw_id), sender, receiver, parse_timestamp(timestamp))
+
+
+def _pairs(reply: Any) -> dict[str, str]:
+    """A hash a script returned: a flat field/value list (RESP2) or a map (RESP3)."""
+    if isinstance(reply, dict):
+        return {_text(k): _text(v) for k, v in reply.items()}
+    return {_text(reply[i]): _text(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
+
+
+def _read_upto(fields: dict[str, str], email: str) -> int:
+    return int(fields.get(f"read_upto:{email}", "0"))
+
+
+def _conversation(me: str, peer: str, fields: dict[str, str], last_text: str) -> Conversation:
+    """A conversation seen by ``me`` from its hash and its last message; ValueError if corrupt."""
+    last = decode_message(last_text)
+    if not (last.involves(me) and last.involves(peer)):
+        raise ValueError(f"message {last.id} does not belong to the conversation")
+    read = last.id <= _read_upto(fields, last.receiver_email)
+    return Conversation(
+        peer_email=peer,
+        last_message=replace(last, read=read),
+        unread_count=max(0, int(fields.get(f"unread:{me}", "0"))),
+        message_count=int(fields["message_count"]),
+        updated_at=parse_timestamp(fields["updated_at"]),
+    )
+
+
+def _upper_bound(before: int | None) -> str:
+    return f"({before}" if before else "+inf"
+
+
+class RedisMessageStore:
+    """Messages and conversations in one Redis database; every multi-key write is one script.
+
+    ``redis`` must decode replies to str and must not retry commands by itself
+    (services.common.redis.create_redis): a blind re-send of INCR would skip an id, and of a
+    store script without an idempotency key would store the message twice.
+    """
+
+    def __init__(self, redis: Redis, *, idempotency_ttl: int = IDEMPOTENCY_TTL_SECONDS) -> None:
+        if idempotency_ttl < 1:
+            raise ValueError("idempotency_ttl must be at least 1 second")
+        self._redis = redis
+        self._idempotency_ttl = idempotency_ttl
+        self._send: AsyncScript = redis.register_script(lua.SEND)
+        self._delete: AsyncScript = redis.register_script(lua.DELETE)
+        self._mark_read: AsyncScript = redis.register_script(lua.MARK_READ)
+
+    async def ping(self) -> bool:
+        return bool(await self._redis.ping())
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def idempotency_record(self, sender: str, request_id: str) -> IdempotencyRecord | None:
+        text = await self._redis.get(keys.idempotency_key(sender, request_id))
+        return decode_record(_text(text)) if text is not None else None
+
+    async def next_id(self) -> int:
+        """A new message id (INCR); ids only grow, so they order messages by creation."""
+        return int(await self._redis.incr(keys.MESSAGE_ID_COUNTER))
+
+    async def add(
+        self,
+        message: Message,
+        request_id: str | None = None,
+        record: IdempotencyRecord | None = None,
+    ) -> AddOutcome:
+        """Store ``message``, its indexes, the idempotency record and its outbox event, atomically.
+
+        With ``request_id``, the idempotency key is re-checked inside the script, so of several
+        concurrent sends with one key exactly one stores; the others get the record it wrote.
+        """
+        sender, receiver = message.sender_email, message.receiver_email
+        conversation = keys.conversation_key(sender, receiver)
+        script_keys = [
+            keys.message_key(message.id),
+            conversation,
+            keys.conversation_messages_key(sender, receiver),
+            keys.user_conversations_key(sender),
+            keys.user_conversations_key(receiver),
+            keys.user_conversations_by_time_key(sender),
+            keys.user_conversations_by_time_key(receiver),
+            keys.user_messages_key(sender),
+            keys.user_messages_key(receiver),
+            keys.OUTBOX_STREAM,
+        ]
+        if request_id is not None:
+            if record is None:
+                raise ValueError("an idempotency key needs its record")
+            script_keys.append(keys.idempotency_key(sender, request_id))
+        reply: list[Any] = await self._send(
+            keys=script_keys,
+            args=[
+                str(message.id),
+                encode_message(message),
+                receiver,
+                format_timestamp(message.timestamp),
+                conversation,
+                json.dumps(sorted((sender, receiver))),
+                encode_record(record) if record is not None else "",
+                self._idempotency_ttl,
+                *outbox_lua_args(outbox_event(message)),
+            ],
+        )
+        outcome = str(reply[0])
+        if outcome == "duplicate":
+            return AddOutcome(stored=False, existing=decode_record(str(reply[1])))
+        if outcome == "taken":
+            return AddOutcome(stored=False, id_taken=True)
+        return AddOutcome(stored=True, read=bool(int(reply[1])))
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def get(self, message_id: int) -> Message | None:
+        """The message with its read flag, or None."""
+        found = await self.messages([message_id])
+        return found[0] if found else None
+
+    async def message_ids(
+        self, email: str, peer: str | None, before: int | None, limit: int
+    ) -> list[int]:
+        """Up to ``limit`` ids of ``email``'s messages (with ``peer`` only), newest first,
+        below ``before`` when given."""
+        index = (
+            keys.conversation_messages_key(email, peer)
+            if peer is not None
+            else keys.user_messages_key(email)
+        )
+        members: Any = await self._redis.zrevrangebyscore(
+            index, _upper_bound(before), "-inf", start=0, num=limit
+        )
+        return [int(member) for member in members]
+
+    async def messages(self, ids: Sequence[int]) -> list[Message]:
+        """The messages with these ids, in order, with read flags; missing ones are skipped."""
+        if not ids:
+            return []
+        texts = await self._redis.mget([keys.message_key(i) for i in ids])
+        found: list[Message] = []
+        for message_id, text in zip(ids, texts, strict=True):
+            if text is None:
+                continue  # deleted since the index was read
+            try:
+                found.append(decode_message(_text(text)))
+            except ValueError as exc:
+                logger.warning("skipping malformed message %s: %s", message_id, exc)
+        markers = await self._read_markers(found)
+        return [replace(m, read=m.id <= markers[_marker(m)]) for m in found]
+
+    async def _read_markers(self, messages: Iterable[Message]) -> dict[tuple[str, str], int]:
+        """read_upto of each (conversation, receiver) the messages belong to."""
+        wanted = sorted({_marker(m) for m in messages})
+        if not wanted:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for conversation, receiver in wanted:
+                pipe.hget(conversation, f"read_upto:{receiver}")
+            values = await pipe.execute()
+        return {pair: int(value or 0) for pair, value in zip(wanted, values, strict=True)}
+
+    async def conversation_peers(
+        self, email: str, before: int | None, limit: int
+    ) -> list[tuple[str, int]]:
+        """Up to ``limit`` (peer, position) of ``email``'s conversations, most recent first,
+        below position ``before`` when given; the position is the id of the last message sent."""
+        members: Any = await self._redis.zrevrangebyscore(
+            keys.user_conversations_by_time_key(email),
+            _upper_bound(before),
+            "-inf",
+            start=0,
+            num=limit,
+            withscores=True,
+        )
+        return [(keys.peer_in(str(member), email), int(score)) for member, score in members]
+
+    async def conversations(self, email: str, peers: Sequence[str]) -> list[Conversation]:
+        """``email``'s conversations with ``peers``, in order; those without messages are skipped.
+
+        The hash and the last message are two reads: a last message deleted in between is
+        re-read (a few times), so every conversation returned is consistent.
+        """
+        found: dict[str, Conversation] = {}
+        pending = list(dict.fromkeys(peers))
+        for _ in range(_LOAD_ATTEMPTS):
+            if not pending:
+                break
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for peer in pending:
+                    pipe.hgetall(keys.conversation_key(email, peer))
+                hashes: list[dict[str, str]] = await pipe.execute()
+            last_ids = [h.get("last_message_id", "") for h in hashes]
+            last_keys = [keys.message_key(int(i)) for i in last_ids if i.isdigit()]
+            texts = iter(await self._redis.mget(last_keys) if last_keys else [])
+            retry = []
+            for peer, fields, last_id in zip(pending, hashes, last_ids, strict=True):
+                text = next(texts) if last_id.isdigit() else None
+                if not fields:
+                    continue  # no message left: not listed
+                if text is None:
+                    retry.append(peer)
+                    continue
+                try:
+                    found[peer] = _conversation(email, peer, fields, _text(text))
+                except (KeyError, ValueError) as exc:
+                    logger.warning("skipping malformed conversation of %s/%s: %s", email, peer, exc)
+            pending = retry
+        if pending:
+            logger.warning("conversations of %s kept changing while read: %s", email, pending)
+        return [found[peer] for peer in peers if peer in found]
+
+    # -- changing -----------------------------------------------------------------------------
+
+    async def mark_read(self, email: str, peer: str) -> Conversation | None:
+        """Mark what ``peer`` sent to ``email`` read; the conversation, or None if it has none."""
+        reply: Any = await self._mark_read(
+            keys=[
+                keys.conversation_key(email, peer),
+                keys.conversation_messages_key(email, peer),
+            ],
+            args=[email],
+        )
+        if not reply:
+            return None
+        fields = _pairs(reply)
+        text = await self._redis.get(keys.message_key(int(fields.get("last_message_id", "0"))))
+        if text is not None:
+            try:
+                return _conversation(email, peer, fields, _text(text))
+            except (KeyError, ValueError) as exc:
+                logger.warning("malformed conversation of %s/%s: %s", email, peer, exc)
+        found = await self.conversations(email, [peer])  # changed meanwhile: read it again
+        return found[0] if found else None
+
+    async def delete(self, message: Message) -> bool:
+        """Delete ``message`` and update its conversation; False if it was already gone."""
+        sender, receiver = message.sender_email, message.receiver_email
+        conversation = keys.conversation_key(sender, receiver)
+        deleted = await self._delete(
+            keys=[
+                keys.message_key(message.id),
+                conversation,
+                keys.conversation_messages_key(sender, receiver),
+                keys.user_messages_key(sender),
+                keys.user_messages_key(receiver),
+                keys.user_conversations_key(sender),
+                keys.user_conversations_key(receiver),
+                keys.user_conversations_by_time_key(sender),
+                keys.user_conversations_by_time_key(receiver),
+            ],
+            args=[str(message.id), receiver, conversation],
+        )
+        return bool(deleted)
+
+
+def _marker(message: Message) -> tuple[str, str]:
+    return keys.conversation_key(
+        message.sender_email, message.receiver_email
+    ), message.receiver_email

@@ -1,0 +1,1 @@
+"""NotificationService: notifications of new messages, their read state and user subscriptions."""

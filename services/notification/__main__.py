@@ -1,0 +1,98 @@
+"""Entry point: `python -m services.notification` serves NotificationService (REST + gRPC)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+
+from services.common.bootstrap import Security, create_endpoint, redis_ready, run_endpoint
+from services.common.delivery import Relay
+from services.common.grpc_edge import peer_channel
+from services.common.logging import configure_logging
+from services.common.redis import create_redis
+from services.common.runner import run
+from services.notification.api_rest.app import create_rest_app
+from services.notification.grpc.app import register
+from services.notification.relay import OUTBOX, FrontendPush, consumer_name
+from services.notification.service import NotificationService
+from services.notification.settings import (
+    GRPC_PORT_ENV,
+    REDIS_MAX_CONNECTIONS,
+    REST_PORT_ENV,
+    Settings,
+)
+from services.notification.store import RedisNotificationStore
+
+logger = logging.getLogger(__name__)
+
+NAME = "notification-service"
+
+
+class _Closer:
+    """Closes each resource once, whether serving ended normally or start-up failed."""
+
+    def __init__(self, *closers: Callable[[], Awaitable[object]]) -> None:
+        self._closers = list(closers)
+
+    async def close(self) -> None:
+        while self._closers:
+            await self._closers.pop(0)()
+
+
+async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | None = None) -> None:
+    """Wire NotificationService from the environment and serve until SIGTERM/SIGINT or ``stop``."""
+    settings = Settings.from_env(environ)
+    common = settings.common
+    configure_logging(common.log_level, common.log_format, NAME)
+    security = Security.load(settings.keys_dir, "notification")
+    redis = create_redis(
+        common.redis_url,
+        settings.redis_db,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        client_name=NAME,
+    )
+    channel = peer_channel(settings.frontend_addr, security.credentials, target="frontend")
+    resources = _Closer(channel.close, redis.aclose)
+    try:
+        store = RedisNotificationStore(redis, retention=settings.retention)
+        service = NotificationService(store)
+        endpoint = create_endpoint(
+            security=security,
+            host=settings.host,
+            port=settings.grpc_port,
+            port_env=GRPC_PORT_ENV,
+            register=lambda server: register(server, service),
+        )
+        rest_app = create_rest_app(service, security.verifier, store.ping)
+        relay = Relay(redis, OUTBOX, consumer_name(), FrontendPush(channel))
+        logger.info(
+            "%s: gRPC on %s:%d, Redis %s db %d, pushing to FrontendService at %s",
+            NAME,
+            settings.host,
+            endpoint.port,
+            common.redis_url_redacted,
+            settings.redis_db,
+            settings.frontend_addr,
+        )
+        await run_endpoint(
+            name=NAME,
+            endpoint=endpoint,
+            readiness=redis_ready(redis),
+            grace=common.shutdown_grace_seconds,
+            rest_app=rest_app,
+            rest_host=settings.host,
+            rest_port=settings.rest_port,
+            rest_port_env=REST_PORT_ENV,
+            background=[relay.run],
+            on_shutdown=[resources.close],
+            stop=stop,
+        )
+    finally:
+        await resources.close()
+
+
+if __name__ == "__main__":
+    sys.exit(run(main, name=NAME))

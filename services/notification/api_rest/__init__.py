@@ -1,0 +1,1 @@
+"""NotificationService REST adapter."""

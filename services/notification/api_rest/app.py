@@ -1,0 +1,113 @@
+"""NotificationService REST adapter: Connexion operations to domain calls and back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import redis.exceptions
+from connexion import AsyncApp
+from missive.rest._runtime import Reply, TokenInfo
+from missive.rest.notification import NotificationApi, create_app
+from missive.rest.notification.models import (
+    HealthStatus,
+    MarkAllReadResponse,
+    MarkReadRequest,
+    NotificationList,
+    SubscriptionStatus,
+)
+from missive.rest.notification.models import Notification as NotificationBody
+
+from services.common.auth import TokenVerifier
+from services.common.rest_edge import bearer_verifier, install_error_handlers, principal
+from services.notification.models import Notification, format_timestamp
+from services.notification.models import SubscriptionStatus as Status
+from services.notification.service import NotificationService
+
+logger = logging.getLogger(__name__)
+
+Readiness = Callable[[], Awaitable[bool]]
+
+
+def notification_body(notification: Notification) -> NotificationBody:
+    return {
+        "id": notification.id,
+        "message_id": notification.message_id,
+        "sender_email": notification.sender_email,
+        "receiver_email": notification.receiver_email,
+        "timestamp": format_timestamp(notification.timestamp),
+        "read": notification.read,
+    }
+
+
+def status_body(status: Status) -> SubscriptionStatus:
+    return {"email": status.email, "subscribed": status.subscribed}
+
+
+class NotificationRestApi(NotificationApi):
+    """Implements every operation of openapi/notification.yaml over :class:`NotificationService`."""
+
+    def __init__(self, service: NotificationService, ready: Readiness) -> None:
+        self._service = service
+        self._ready = ready
+
+    async def list_notifications(
+        self,
+        *,
+        token_info: TokenInfo,
+        email: str,
+        unread_only: bool = False,
+        page_size: int = 50,
+        page_token: str | None = None,
+    ) -> NotificationList:
+        page = await self._service.list_notifications(
+            principal(token_info),
+            email,
+            unread_only=unread_only,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return {
+            "notifications": [notification_body(n) for n in page.notifications],
+            "next_page_token": page.next_page_token,
+            "unread_count": page.unread_count,
+        }
+
+    async def mark_notification_read(
+        self, *, token_info: TokenInfo, body: MarkReadRequest, id: str
+    ) -> NotificationBody:
+        notification = await self._service.mark_read(principal(token_info), body["email"], id)
+        return notification_body(notification)
+
+    async def mark_all_notifications_read(
+        self, *, token_info: TokenInfo, body: MarkReadRequest
+    ) -> MarkAllReadResponse:
+        return {"marked": await self._service.mark_all_read(principal(token_info), body["email"])}
+
+    async def get_subscription(self, *, token_info: TokenInfo, email: str) -> SubscriptionStatus:
+        return status_body(await self._service.check_subscribed(principal(token_info), email))
+
+    async def subscribe_user(self, *, token_info: TokenInfo, email: str) -> SubscriptionStatus:
+        return status_body(await self._service.subscribe(principal(token_info), email))
+
+    async def unsubscribe_user(self, *, token_info: TokenInfo, email: str) -> SubscriptionStatus:
+        return status_body(await self._service.unsubscribe(principal(token_info), email))
+
+    async def health(self) -> Reply[HealthStatus]:
+        """SERVING when Redis answers a ping; the contract's 503 NOT_SERVING body otherwise."""
+        try:
+            ready = await self._ready()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            logger.warning("health: Redis unreachable: %s", exc)
+            ready = False
+        if ready:
+            return Reply({"status": "SERVING"})
+        return Reply({"status": "NOT_SERVING"}, status=503)
+
+
+def create_rest_app(
+    service: NotificationService, verifier: TokenVerifier, ready: Readiness
+) -> AsyncApp:
+    """The Connexion app serving openapi/notification.yaml, with the shared error edge."""
+    app = create_app(NotificationRestApi(service, ready), verify_token=bearer_verifier(verifier))
+    return install_error_handlers(app)

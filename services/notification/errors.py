@@ -1,0 +1,25 @@
+"""Domain errors of NotificationService: the shared hierarchy, re-exported (none are specific)."""
+
+from __future__ import annotations
+
+import logging
+
+from services.common.domain import (
+    DomainError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+
+__all__ = [
+    "DomainError",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "Unauthenticated",
+    "Unavailable",
+]
+
+logger = logging.getLogger(__name__)

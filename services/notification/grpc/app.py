@@ -1,0 +1,100 @@
+"""NotificationService gRPC adapter: protobuf requests to domain calls and back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import grpc.aio
+from missive.notification.v1 import notification_pb2, notification_pb2_grpc
+
+from services.common.grpc_edge import Context, caller
+from services.notification.service import NotificationService
+from services.notification.wire import (
+    notification_to_proto,
+    status_to_proto,
+    timestamp_from_proto,
+)
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME: str = notification_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name
+
+
+class NotificationServicer(notification_pb2_grpc.NotificationServiceServicer):
+    """Implements missive.notification.v1.NotificationService over :class:`NotificationService`."""
+
+    def __init__(self, service: NotificationService) -> None:
+        self._service = service
+
+    async def CreateNotification(
+        self, request: notification_pb2.CreateNotificationRequest, context: Context
+    ) -> notification_pb2.CreateNotificationResponse:
+        timestamp = (
+            timestamp_from_proto(request.timestamp) if request.HasField("timestamp") else None
+        )
+        result = await self._service.create_notification(
+            caller(),
+            message_id=request.message_id,
+            sender_email=request.sender_email,
+            receiver_email=request.receiver_email,
+            timestamp=timestamp,
+            read=request.read,
+        )
+        reply = notification_pb2.CreateNotificationResponse(
+            created=result.created, subscribed=result.subscribed
+        )
+        if result.notification is not None:
+            reply.notification.CopyFrom(notification_to_proto(result.notification))
+        return reply
+
+    async def CheckUserSubscribed(
+        self, request: notification_pb2.CheckUserSubscribedRequest, context: Context
+    ) -> notification_pb2.SubscriptionStatus:
+        return status_to_proto(await self._service.check_subscribed(caller(), request.email))
+
+    async def SubscribeUser(
+        self, request: notification_pb2.SubscribeUserRequest, context: Context
+    ) -> notification_pb2.SubscriptionStatus:
+        return status_to_proto(await self._service.subscribe(caller(), request.email))
+
+    async def UnsubscribeUser(
+        self, request: notification_pb2.UnsubscribeUserRequest, context: Context
+    ) -> notification_pb2.SubscriptionStatus:
+        return status_to_proto(await self._service.unsubscribe(caller(), request.email))
+
+    async def ListNotifications(
+        self, request: notification_pb2.ListNotificationsRequest, context: Context
+    ) -> notification_pb2.ListNotificationsResponse:
+        page = await self._service.list_notifications(
+            caller(),
+            request.email,
+            unread_only=request.unread_only,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return notification_pb2.ListNotificationsResponse(
+            notifications=[notification_to_proto(n) for n in page.notifications],
+            next_page_token=page.next_page_token,
+            unread_count=page.unread_count,
+        )
+
+    async def MarkNotificationRead(
+        self, request: notification_pb2.MarkNotificationReadRequest, context: Context
+    ) -> notification_pb2.Notification:
+        notification = await self._service.mark_read(caller(), request.email, request.id)
+        return notification_to_proto(notification)
+
+    async def MarkAllNotificationsRead(
+        self, request: notification_pb2.MarkAllNotificationsReadRequest, context: Context
+    ) -> notification_pb2.MarkAllNotificationsReadResponse:
+        marked = await self._service.mark_all_read(caller(), request.email)
+        return notification_pb2.MarkAllNotificationsReadResponse(marked=marked)
+
+
+def register(server: grpc.aio.Server, service: NotificationService) -> Sequence[str]:
+    """Add the servicer to ``server``; the full service names, for health and reflection."""
+    notification_pb2_grpc.add_NotificationServiceServicer_to_server(
+        NotificationServicer(service), server
+    )
+    return [SERVICE_NAME]

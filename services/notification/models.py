@@ -1,0 +1,86 @@
+"""Domain values of NotificationService, free of transport and storage imports."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    """A validated CreateNotification request: the stored message to notify about."""
+
+    message_id: int
+    sender_email: str
+    receiver_email: str
+    timestamp: datetime
+    read: bool = False
+
+    @property
+    def id(self) -> str:
+        """The notification id: the decimal message id (one notification per message)."""
+        return str(self.message_id)
+
+    def as_notification(self) -> Notification:
+        return Notification(
+            id=self.id,
+            message_id=self.message_id,
+            sender_email=self.sender_email,
+            receiver_email=self.receiver_email,
+            timestamp=self.timestamp,
+            read=self.read,
+        )
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A stored notification, owned by its receiver."""
+
+    id: str
+    message_id: int
+    sender_email: str
+    receiver_email: str
+    timestamp: datetime  # aware, UTC
+    read: bool
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    """Outcome of CreateNotification; ``notification`` is None exactly when not subscribed."""
+
+    notification: Notification | None
+    created: bool
+    subscribed: bool
+
+
+@dataclass(frozen=True)
+class SubscriptionStatus:
+    """Whether ``email`` receives notifications."""
+
+    email: str
+    subscribed: bool
+
+
+@dataclass(frozen=True)
+class NotificationPage:
+    """One page of a user's notifications (newest first) and their total unread count."""
+
+    notifications: list[Notification]
+    next_page_token: str
+    unread_count: int
+
+
+def format_timestamp(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` suffix (microseconds only when non-zero)."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """The aware UTC datetime of an ISO 8601 string; ValueError if it has no offset."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no UTC offset")
+    return moment.astimezone(UTC)

@@ -1,0 +1,38 @@
+"""Conversion between the protobuf messages of the contract and the domain values."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from missive.notification.v1 import notification_pb2
+
+from services.notification.errors import InvalidArgument
+from services.notification.models import Notification, SubscriptionStatus
+
+logger = logging.getLogger(__name__)
+
+
+def timestamp_from_proto(message: Timestamp, field: str = "timestamp") -> datetime:
+    """The aware UTC datetime of a Timestamp; InvalidArgument naming ``field`` if out of range."""
+    try:
+        return message.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument(f"{field} is out of range") from exc
+
+
+def notification_to_proto(notification: Notification) -> notification_pb2.Notification:
+    message = notification_pb2.Notification(
+        id=notification.id,
+        message_id=notification.message_id,
+        sender_email=notification.sender_email,
+        receiver_email=notification.receiver_email,
+        read=notification.read,
+    )
+    message.timestamp.FromDatetime(notification.timestamp)
+    return message
+
+
+def status_to_proto(status: SubscriptionStatus) -> notification_pb2.SubscriptionStatus:
+    return notification_pb2.SubscriptionStatus(email=status.email, subscribed=status.subscribed)

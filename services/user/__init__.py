@@ -1,0 +1,1 @@
+"""UserService: accounts, Argon2id passwords, sign-in tokens and the user directory."""

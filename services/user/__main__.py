@@ -1,0 +1,75 @@
+"""Entry point: `python -m services.user` serves UserService's REST and gRPC APIs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Mapping
+
+from services.common.auth import UserTokenIssuer
+from services.common.bootstrap import Security, create_endpoint, redis_ready, run_endpoint
+from services.common.logging import configure_logging
+from services.common.redis import create_redis
+from services.common.runner import run
+from services.user.api_rest.app import build_rest_app
+from services.user.grpc.app import register
+from services.user.passwords import Passwords
+from services.user.service import UserService
+from services.user.settings import GRPC_PORT_ENV, REST_PORT_ENV, Settings
+from services.user.store import UserStore
+
+logger = logging.getLogger(__name__)
+
+NAME = "user-service"
+
+
+async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | None = None) -> None:
+    """Wire UserService from the environment and serve until SIGTERM/SIGINT or ``stop``."""
+    settings = Settings.from_env(environ)
+    common = settings.common
+    configure_logging(common.log_level, common.log_format, NAME)
+    security = Security.load(settings.keys_dir, "user", sign_user_tokens=True)
+    issuer = UserTokenIssuer(security.keys, settings.token_ttl_seconds)
+    redis = create_redis(common.redis_url, settings.redis_db, client_name=NAME)
+    try:
+        service = UserService(
+            UserStore(redis),
+            Passwords(settings.hashing, settings.hash_concurrency),
+            issuer,
+            settings.login,
+        )
+        endpoint = create_endpoint(
+            security=security,
+            host=settings.host,
+            port=settings.grpc_port,
+            port_env=GRPC_PORT_ENV,
+            register=lambda server: register(server, service),
+        )
+        logger.info(
+            "%s: gRPC on %s:%d, Redis %s db %d",
+            NAME,
+            settings.host,
+            endpoint.port,
+            common.redis_url_redacted,
+            settings.redis_db,
+        )
+        await run_endpoint(
+            name=NAME,
+            endpoint=endpoint,
+            readiness=redis_ready(redis),
+            grace=common.shutdown_grace_seconds,
+            rest_app=build_rest_app(service, security.verifier, settings.max_body_bytes),
+            rest_host=settings.host,
+            rest_port=settings.rest_port,
+            rest_port_env=REST_PORT_ENV,
+            stop=stop,
+        )
+    finally:
+        # After both servers have drained (run_endpoint returns only then), or on a failed start.
+        await redis.aclose()
+
+
+if __name__ == "__main__":
+    sys.exit(run(main, name=NAME))

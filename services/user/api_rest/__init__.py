@@ -1,0 +1,1 @@
+"""UserService's REST transport adapter."""

@@ -1,0 +1,107 @@
+"""UserService REST adapter: Connexion operations of openapi/user.yaml to domain calls."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote
+
+from connexion import AsyncApp
+from connexion.context import scope
+from missive.rest._runtime import Reply, TokenInfo
+from missive.rest.user import UserApi, create_app
+from missive.rest.user.models import (
+    HealthStatus,
+    LoginRequest,
+    LoginResponse,
+    User,
+    UserCreate,
+    UserList,
+    UserUpdate,
+)
+
+from services.common.auth import TokenVerifier
+from services.common.rest_edge import bearer_verifier, install_error_handlers, principal
+from services.user.errors import Unauthenticated
+from services.user.service import UserInfo, UserService
+from services.user.store import format_time
+
+logger = logging.getLogger(__name__)
+
+# One answer for an unknown email and a wrong password, so neither can be told apart.
+INVALID_CREDENTIALS = "Invalid email or password."
+
+
+def to_json(user: UserInfo) -> User:
+    return {
+        "name": user.name,
+        "email": user.email,
+        "created_at": format_time(user.created_at),
+        "updated_at": format_time(user.updated_at),
+    }
+
+
+def client_host() -> str:
+    """The connecting host of the current request (the peer, not a forwarded header)."""
+    try:
+        client = scope.get("client")
+    except (LookupError, RuntimeError):  # outside a request
+        return "unknown"
+    return str(client[0]) if client else "unknown"
+
+
+class UserHandlers(UserApi):
+    """Implements every operation of openapi/user.yaml over :class:`UserService`."""
+
+    def __init__(self, service: UserService) -> None:
+        self._service = service
+
+    async def list_users(
+        self, *, token_info: TokenInfo, page_size: int = 50, page_token: str | None = None
+    ) -> UserList:
+        principal(token_info)  # any signed-in user may read the directory
+        users, next_token = await self._service.list_users(page_size, page_token)
+        return {"users": [to_json(user) for user in users], "next_page_token": next_token}
+
+    async def create_user(self, *, body: UserCreate) -> Reply[User]:
+        user = await self._service.register(body["name"], body["email"], body["password"])
+        location = f"/users/{quote(user.email, safe='@')}"
+        return Reply(to_json(user), status=201, headers={"Location": location})
+
+    async def get_user(self, *, token_info: TokenInfo, email: str) -> User:
+        return to_json(await self._service.get(principal(token_info), email))
+
+    async def update_user(self, *, token_info: TokenInfo, body: UserUpdate, email: str) -> User:
+        user = await self._service.update(
+            principal(token_info), email, name=body.get("name"), password=body.get("password")
+        )
+        return to_json(user)
+
+    async def delete_user(self, *, token_info: TokenInfo, email: str) -> None:
+        await self._service.delete(principal(token_info), email)
+
+    async def login(self, *, body: LoginRequest) -> LoginResponse:
+        result = await self._service.authenticate(body["email"], body["password"], client_host())
+        if result is None:
+            raise Unauthenticated(INVALID_CREDENTIALS)
+        return {
+            "authenticated": True,
+            "access_token": result.access_token,
+            "token_type": "Bearer",
+            "expires_at": format_time(result.expires_at),
+        }
+
+    async def health(self) -> Reply[HealthStatus]:
+        # The contract answers 503 with a HealthStatus body (not a problem) when Redis is down.
+        if await self._service.healthy():
+            return Reply({"status": "SERVING"})
+        return Reply({"status": "NOT_SERVING"}, status=503)
+
+
+def build_rest_app(service: UserService, verifier: TokenVerifier, max_body_bytes: int) -> AsyncApp:
+    """The Connexion app serving openapi/user.yaml, with the shared error translation."""
+    app = create_app(
+        UserHandlers(service),
+        verify_token=bearer_verifier(verifier),
+        max_body_bytes=max_body_bytes,
+    )
+    return install_error_handlers(app)

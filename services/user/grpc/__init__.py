@@ -1,0 +1,1 @@
+"""UserService's gRPC transport adapter."""

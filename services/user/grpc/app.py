@@ -1,0 +1,81 @@
+"""UserService gRPC adapter: protobuf requests to domain calls and back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from urllib.parse import unquote
+
+import grpc.aio
+from missive.user.v1 import user_pb2, user_pb2_grpc
+
+from services.common.grpc_edge import Context, caller
+from services.user.service import UserInfo, UserService
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME: str = user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
+
+
+def peer_host(peer: str | None) -> str:
+    """The host of a gRPC peer (``ipv4:1.2.3.4:5``, ``ipv6:%5B::1%5D:5``, ``unix:...``)."""
+    if not peer:
+        return "unknown"
+    kind, _, address = peer.partition(":")
+    address = unquote(address)
+    if kind == "ipv4":
+        return address.rpartition(":")[0] or address
+    if kind == "ipv6":
+        host = address[1:].partition("]")[0] if address.startswith("[") else address
+        return host or "unknown"
+    return kind or "unknown"  # unix sockets: every local caller is one client
+
+
+def to_proto(user: UserInfo) -> user_pb2.User:
+    message = user_pb2.User(name=user.name, email=user.email)
+    message.created_at.FromDatetime(user.created_at)
+    message.updated_at.FromDatetime(user.updated_at)
+    return message
+
+
+class UserServicer(user_pb2_grpc.UserServiceServicer):
+    """Implements missive.user.v1.UserService over :class:`UserService`."""
+
+    def __init__(self, service: UserService) -> None:
+        self._service = service
+
+    async def AuthenticateUser(
+        self, request: user_pb2.AuthenticateUserRequest, context: Context
+    ) -> user_pb2.AuthenticateUserResponse:
+        result = await self._service.authenticate(
+            request.email, request.password, peer_host(context.peer())
+        )
+        if result is None:
+            return user_pb2.AuthenticateUserResponse(authenticated=False)
+        reply = user_pb2.AuthenticateUserResponse(
+            authenticated=True, access_token=result.access_token, token_type="Bearer"
+        )
+        reply.expires_at.FromDatetime(result.expires_at)
+        return reply
+
+    async def CheckUserExists(
+        self, request: user_pb2.CheckUserExistsRequest, context: Context
+    ) -> user_pb2.CheckUserExistsResponse:
+        return user_pb2.CheckUserExistsResponse(exists=await self._service.exists(request.email))
+
+    async def ListUsers(
+        self, request: user_pb2.ListUsersRequest, context: Context
+    ) -> user_pb2.ListUsersResponse:
+        users, next_token = await self._service.list_users(request.page_size, request.page_token)
+        return user_pb2.ListUsersResponse(
+            users=[to_proto(user) for user in users], next_page_token=next_token
+        )
+
+    async def GetUser(self, request: user_pb2.GetUserRequest, context: Context) -> user_pb2.User:
+        return to_proto(await self._service.get(caller(), request.email))
+
+
+def register(server: grpc.aio.Server, service: UserService) -> Sequence[str]:
+    """Add the servicer to ``server``; the full service names, for health and reflection."""
+    user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(service), server)
+    return [SERVICE_NAME]

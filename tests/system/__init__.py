@@ -1,0 +1,1 @@
+"""System tests: `make up` (the launcher) and docker-compose.yml."""
