@@ -15,6 +15,9 @@ __all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_SOCKET_TIMEOUT", "create_redis"]
 DEFAULT_SOCKET_TIMEOUT = 2.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_HEALTH_CHECK_INTERVAL = 30
+# Above a gRPC server's 200 concurrent calls plus REST and relays: redis-py's asyncio pool
+# fails a command at once, rather than waiting, when every connection is busy.
+DEFAULT_MAX_CONNECTIONS = 512
 
 
 def create_redis(
@@ -24,7 +27,7 @@ def create_redis(
     socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     health_check_interval: int = DEFAULT_HEALTH_CHECK_INTERVAL,
-    max_connections: int | None = None,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
     client_name: str | None = None,
 ) -> Redis:
     """An asyncio Redis client (str replies) for ``url`` on logical database ``db``.
@@ -33,8 +36,7 @@ def create_redis(
     because each service owns a fixed database. The caller closes it with ``aclose()``.
     """
     options: dict[str, Any] = dict(parse_url(url))
-    if max_connections is not None:
-        options["max_connections"] = max_connections
+    options["max_connections"] = max_connections
     # Our arguments win over query-string options of the same name.
     options.update(
         db=db,

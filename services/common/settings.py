@@ -16,6 +16,7 @@ __all__ = [
     "REDIS_URL_SCHEMES",
     "CommonSettings",
     "ConfigError",
+    "env_address",
     "env_bool",
     "env_choice",
     "env_float",
@@ -106,6 +107,15 @@ def _check_range(name: str, raw: str, number: float, low: float | None, high: fl
         raise ConfigError(f"{name}={raw!r} is below the minimum {low}")
     if high is not None and number > high:
         raise ConfigError(f"{name}={raw!r} is above the maximum {high}")
+
+
+def env_address(environ: Mapping[str, str], name: str, default: str) -> str:
+    """``name`` as a ``host:port`` gRPC target; ConfigError naming it otherwise."""
+    value = env_str(environ, name, default)
+    host, sep, port = value.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}={value!r} is not a host:port address")
+    return value
 
 
 def env_bool(environ: Mapping[str, str], name: str, default: bool | None = None) -> bool:

@@ -8,21 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.bootstrap import keys_dir_from_env
-from services.common.settings import CommonSettings, ConfigError, env_int, env_str
+from services.common.settings import CommonSettings, env_address, env_int, env_str
 
 logger = logging.getLogger(__name__)
 
 GRPC_PORT_ENV = "FRONTEND_GRPC_PORT"
 NOTIFICATION_ADDR_ENV = "NOTIFICATION_SERVICE_ADDR"
-
-
-def env_address(environ: Mapping[str, str], name: str, default: str) -> str:
-    """``name`` as a ``host:port`` gRPC target; ConfigError naming it otherwise."""
-    value = env_str(environ, name, default)
-    host, sep, port = value.rpartition(":")
-    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{name}={value!r} is not a host:port address")
-    return value
 
 
 @dataclass(frozen=True)

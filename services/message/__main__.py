@@ -20,7 +20,6 @@ from services.message.relay import OUTBOX, NotifyReceiver, consumer_name
 from services.message.service import MessageService
 from services.message.settings import (
     GRPC_PORT_ENV,
-    REDIS_MAX_CONNECTIONS,
     REST_PORT_ENV,
     Settings,
 )
@@ -49,9 +48,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
     common = settings.common
     configure_logging(common.log_level, common.log_format, NAME)
     security = Security.load(settings.keys_dir, "message")
-    redis = create_redis(
-        common.redis_url, settings.redis_db, max_connections=REDIS_MAX_CONNECTIONS, client_name=NAME
-    )
+    redis = create_redis(common.redis_url, settings.redis_db, client_name=NAME)
     users_channel = peer_channel(
         settings.user_service_addr,
         security.credentials,

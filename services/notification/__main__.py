@@ -20,7 +20,6 @@ from services.notification.relay import OUTBOX, FrontendPush, consumer_name
 from services.notification.service import NotificationService
 from services.notification.settings import (
     GRPC_PORT_ENV,
-    REDIS_MAX_CONNECTIONS,
     REST_PORT_ENV,
     Settings,
 )
@@ -51,7 +50,6 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
     redis = create_redis(
         common.redis_url,
         settings.redis_db,
-        max_connections=REDIS_MAX_CONNECTIONS,
         client_name=NAME,
     )
     channel = peer_channel(settings.frontend_addr, security.credentials, target="frontend")

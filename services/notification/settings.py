@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.bootstrap import keys_dir_from_env
-from services.common.settings import CommonSettings, ConfigError, env_int, env_str
+from services.common.settings import CommonSettings, env_address, env_int, env_str
 
 logger = logging.getLogger(__name__)
 
@@ -18,18 +18,6 @@ REDIS_DB_ENV = "NOTIFICATION_REDIS_DB"
 FRONTEND_ADDR_ENV = "FRONTEND_SERVICE_ADDR"
 RETENTION_ENV = "NOTIFICATION_RETENTION"
 MAX_RETENTION = 100_000
-# Above the gRPC server's 200 concurrent calls plus REST and the relay: redis-py's asyncio pool
-# (default 100) fails a command at once, rather than waiting, when every connection is busy.
-REDIS_MAX_CONNECTIONS = 512
-
-
-def env_address(environ: Mapping[str, str], name: str, default: str) -> str:
-    """``name`` as a ``host:port`` gRPC target; ConfigError naming it otherwise."""
-    value = env_str(environ, name, default)
-    host, sep, port = value.rpartition(":")
-    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{name}={value!r} is not a host:port address")
-    return value
 
 
 @dataclass(frozen=True)

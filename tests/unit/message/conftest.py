@@ -30,7 +30,6 @@ from services.message.api_rest.app import create_rest_app
 from services.message.errors import Unavailable
 from services.message.grpc.app import register
 from services.message.service import MessageService
-from services.message.settings import REDIS_MAX_CONNECTIONS
 from services.message.store import RedisMessageStore
 from services.message.users import RETRY_METHODS, USER_SERVICE_NAME, GrpcUserDirectory
 
@@ -91,7 +90,7 @@ def token_for(keys: Path) -> Callable[[str], str]:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = create_redis(redis_url, MESSAGE_DB, max_connections=REDIS_MAX_CONNECTIONS)
+    client = create_redis(redis_url, MESSAGE_DB)
     yield client
     await client.aclose()
 

@@ -29,7 +29,6 @@ from services.notification.api_rest.app import create_rest_app
 from services.notification.grpc.app import register
 from services.notification.models import NewNotification
 from services.notification.service import NotificationService
-from services.notification.settings import REDIS_MAX_CONNECTIONS
 from services.notification.store import RedisNotificationStore
 
 ADA = "ada@example.com"
@@ -85,7 +84,7 @@ def token_for(keys: Path) -> Callable[[str], str]:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = create_redis(redis_url, NOTIFICATION_DB, max_connections=REDIS_MAX_CONNECTIONS)
+    client = create_redis(redis_url, NOTIFICATION_DB)
     yield client
     await client.aclose()
 
