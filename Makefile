@@ -22,6 +22,9 @@ codegen: install  ## regenerate stubs, REST interfaces and SDK layers from the c
 check-codegen: install  ## fail if the committed generated code differs from the contracts
 	$(BIN)/python -m codegen --check
 
+check-breaking: install  ## fail on wire/JSON-breaking contract changes against REF (default: merge base with main)
+	$(BIN)/python -m codegen --breaking $(REF)
+
 lint: install  ## ruff and mypy --strict on hand-written code
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -1,0 +1,1 @@
+"""Contract tests: property-based fuzzing of the services against their contracts."""
