@@ -1,0 +1,466 @@
+"""Every user-facing operation as a transport-neutral description (sans I/O).
+
+Each function returns a :class:`GrpcCall` or :class:`RestCall`: which generated stub method or
+REST endpoint to invoke with which generated request, and how to convert the generated reply
+into the SDK's dataclasses. The sync and async clients execute the same descriptions, so the
+request building and conversion exist once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, Literal, TypeVar
+
+import betterproto2
+
+from missive_client._config import Transport
+from missive_client._errors import ServerError, Unauthenticated
+from missive_client._generated.grpc.missive.message import v1 as message_pb
+from missive_client._generated.grpc.missive.notification import v1 as notification_pb
+from missive_client._generated.grpc.missive.user import v1 as user_pb
+from missive_client._generated.rest.message.api.conversations import (
+    list_conversations as rest_list_conversations,
+)
+from missive_client._generated.rest.message.api.conversations import (
+    mark_conversation_read as rest_mark_conversation_read,
+)
+from missive_client._generated.rest.message.api.messages import (
+    delete_message as rest_delete_message,
+)
+from missive_client._generated.rest.message.api.messages import get_message as rest_get_message
+from missive_client._generated.rest.message.api.messages import (
+    get_messages as rest_get_messages,
+)
+from missive_client._generated.rest.message.api.messages import send_message as rest_send_message
+from missive_client._generated.rest.message.models import MarkReadRequest as RestMessageMarkRead
+from missive_client._generated.rest.message.models import (
+    SendMessageRequest as RestSendMessageRequest,
+)
+from missive_client._generated.rest.message.types import UNSET as MESSAGE_UNSET
+from missive_client._generated.rest.notification.api.notifications import (
+    list_notifications as rest_list_notifications,
+)
+from missive_client._generated.rest.notification.api.notifications import (
+    mark_all_notifications_read as rest_mark_all_read,
+)
+from missive_client._generated.rest.notification.api.notifications import (
+    mark_notification_read as rest_mark_notification_read,
+)
+from missive_client._generated.rest.notification.api.subscriptions import (
+    get_subscription as rest_get_subscription,
+)
+from missive_client._generated.rest.notification.api.subscriptions import (
+    subscribe_user as rest_subscribe_user,
+)
+from missive_client._generated.rest.notification.api.subscriptions import (
+    unsubscribe_user as rest_unsubscribe_user,
+)
+from missive_client._generated.rest.notification.models import (
+    MarkReadRequest as RestNotificationMarkRead,
+)
+from missive_client._generated.rest.notification.types import UNSET as NOTIFICATION_UNSET
+from missive_client._generated.rest.user.api.auth import login as rest_login
+from missive_client._generated.rest.user.api.users import create_user as rest_create_user
+from missive_client._generated.rest.user.api.users import delete_user as rest_delete_user
+from missive_client._generated.rest.user.api.users import get_user as rest_get_user
+from missive_client._generated.rest.user.api.users import list_users as rest_list_users
+from missive_client._generated.rest.user.api.users import update_user as rest_update_user
+from missive_client._generated.rest.user.models import LoginRequest, UserCreate, UserUpdate
+from missive_client._generated.rest.user.types import UNSET
+from missive_client._models import Conversation, Message, Notification, Page, Subscription, Token
+from missive_client._models import User as UserModel
+from missive_client._session import token_from_string
+
+T = TypeVar("T")
+ServiceName = Literal["user", "message", "notification", "frontend"]
+
+GRPC_SERVICES: tuple[ServiceName, ...] = ("user", "message", "notification", "frontend")
+REST_SERVICES: tuple[ServiceName, ...] = ("user", "message", "notification")
+SERVICE_TITLES: Mapping[ServiceName, str] = {
+    "user": "UserService",
+    "message": "MessageService",
+    "notification": "NotificationService",
+    "frontend": "FrontendService",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcCall(Generic[T]):
+    """Call ``method`` (the same name on the generated sync and async stubs) of ``service``."""
+
+    service: ServiceName
+    method: str
+    request: betterproto2.Message
+    convert: Callable[[Any], T]
+    auth: bool = True
+    retry_safe: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RestCall(Generic[T]):
+    """Call one generated REST endpoint (its ``sync_detailed`` or ``asyncio_detailed``)."""
+
+    service: ServiceName
+    sync: Callable[..., Any]
+    asyncio: Callable[..., Awaitable[Any]]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    convert: Callable[[Any], T] = field(default=lambda parsed: parsed)
+    auth: bool = True
+    retry_safe: bool = True
+
+
+Call = GrpcCall[T] | RestCall[T]
+
+
+def _rest(
+    service: ServiceName,
+    endpoint: Any,
+    convert: Callable[[Any], T],
+    *,
+    auth: bool = True,
+    retry_safe: bool = True,
+    **kwargs: Any,
+) -> RestCall[T]:
+    return RestCall(
+        service,
+        endpoint.sync_detailed,
+        endpoint.asyncio_detailed,
+        kwargs,
+        convert,
+        auth=auth,
+        retry_safe=retry_safe,
+    )
+
+
+# -- conversion -----------------------------------------------------------------------------
+
+
+def _when(value: datetime | None, what: str) -> datetime:
+    if value is None:
+        raise ServerError(f"the server's reply lacks {what}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _user(reply: Any) -> UserModel:
+    return UserModel(
+        name=reply.name,
+        email=reply.email,
+        created_at=_when(reply.created_at, "created_at"),
+        updated_at=_when(reply.updated_at, "updated_at"),
+    )
+
+
+def _message(reply: Any) -> Message:
+    if reply is None:
+        raise ServerError("the server's reply lacks the message")
+    return Message(
+        id=int(reply.id),
+        sender_email=reply.sender_email,
+        receiver_email=reply.receiver_email,
+        content=reply.content,
+        timestamp=_when(reply.timestamp, "timestamp"),
+        read=bool(reply.read),
+    )
+
+
+def _conversation(reply: Any) -> Conversation:
+    return Conversation(
+        peer_email=reply.peer_email,
+        last_message=_message(reply.last_message),
+        unread_count=int(reply.unread_count),
+        message_count=int(reply.message_count),
+        updated_at=_when(reply.updated_at, "updated_at"),
+    )
+
+
+def _notification(reply: Any) -> Notification:
+    return Notification(
+        id=str(reply.id),
+        message_id=int(reply.message_id),
+        sender_email=reply.sender_email,
+        receiver_email=reply.receiver_email,
+        timestamp=_when(reply.timestamp, "timestamp"),
+        read=bool(reply.read),
+    )
+
+
+def notification_from_grpc(reply: notification_pb.Notification) -> Notification:
+    """A streamed notification as the SDK's dataclass."""
+    return _notification(reply)
+
+
+def _subscription(reply: Any) -> Subscription:
+    return Subscription(email=reply.email, subscribed=bool(reply.subscribed))
+
+
+def _nothing(_reply: Any) -> None:
+    return None
+
+
+# Each generated REST package has its own UNSET sentinel, compared by identity.
+_UNSET: Mapping[ServiceName, Any] = {
+    "user": UNSET,
+    "message": MESSAGE_UNSET,
+    "notification": NOTIFICATION_UNSET,
+}
+
+
+def _omit(service: ServiceName, value: Any) -> Any:
+    """``value``, or ``service``'s UNSET (the parameter is left out) when it is None or ""."""
+    return _UNSET[service] if value is None or value == "" else value
+
+
+def _page_size(page_size: int | None) -> int:
+    """gRPC's page_size: 0 asks for the server's default."""
+    return 0 if page_size is None else page_size
+
+
+def _token(email: str) -> Callable[[Any], Token]:
+    def convert(reply: Any) -> Token:
+        if not getattr(reply, "authenticated", False) or not reply.access_token:
+            raise Unauthenticated("invalid email or password")
+        found = token_from_string(reply.access_token, email.strip().lower())
+        assert found is not None  # an email was given
+        expires_at = _when(reply.expires_at, "expires_at")
+        return Token(found.email, reply.access_token, "Bearer", expires_at)
+
+    return convert
+
+
+# -- users ----------------------------------------------------------------------------------
+
+
+def login(transport: Transport, email: str, password: str) -> Call[Token]:
+    """Sign in: AuthenticateUser or POST /login."""
+    if transport == "grpc":
+        request = user_pb.AuthenticateUserRequest(email=email, password=password)
+        return GrpcCall("user", "authenticate_user", request, _token(email), auth=False)
+    body = LoginRequest(email=email, password=password)
+    return _rest("user", rest_login, _token(email), auth=False, body=body)
+
+
+def register(name: str, email: str, password: str) -> Call[UserModel]:
+    """Create an account: POST /users (REST only)."""
+    body = UserCreate(name=name, email=email, password=password)
+    return _rest("user", rest_create_user, _user, auth=False, retry_safe=False, body=body)
+
+
+def get_user(transport: Transport, email: str) -> Call[UserModel]:
+    """The caller's own record: GetUser or GET /users/{email}."""
+    if transport == "grpc":
+        return GrpcCall("user", "get_user", user_pb.GetUserRequest(email=email), _user)
+    return _rest("user", rest_get_user, _user, email=email)
+
+
+def update_user(email: str, name: str | None, password: str | None) -> Call[UserModel]:
+    """Change name and/or password: PUT /users/{email} (REST only)."""
+    body = UserUpdate(
+        name=UNSET if name is None else name,
+        password=UNSET if password is None else password,
+    )
+    return _rest("user", rest_update_user, _user, email=email, body=body)
+
+
+def delete_user(email: str) -> Call[None]:
+    """Delete the caller's account: DELETE /users/{email} (REST only)."""
+    return _rest("user", rest_delete_user, _nothing, retry_safe=False, email=email)
+
+
+def list_users(page_size: int | None, page_token: str) -> Call[Page[UserModel]]:
+    """One page of the directory: GET /users (REST only; the gRPC ListUsers is internal)."""
+
+    def convert(reply: Any) -> Page[UserModel]:
+        return Page(tuple(_user(user) for user in reply.users), reply.next_page_token)
+
+    return _rest(
+        "user",
+        rest_list_users,
+        convert,
+        page_size=_omit("user", page_size),
+        page_token=_omit("user", page_token),
+    )
+
+
+# -- messages -------------------------------------------------------------------------------
+
+
+def send_message(
+    transport: Transport, sender: str, receiver: str, content: str, request_id: str
+) -> Call[Message]:
+    """Send: SendMessage or POST /messages, idempotent through ``request_id``."""
+    if transport == "grpc":
+        request = message_pb.SendMessageRequest(
+            sender_email=sender,
+            receiver_email=receiver,
+            content=content,
+            client_request_id=request_id,
+        )
+        return GrpcCall("message", "send_message", request, lambda reply: _message(reply.message))
+    body = RestSendMessageRequest(
+        sender_email=sender, receiver_email=receiver, content=content, client_request_id=request_id
+    )
+    return _rest("message", rest_send_message, _message, body=body)
+
+
+def get_message(transport: Transport, email: str, message_id: int) -> Call[Message]:
+    """One message: GetMessage or GET /messages/{id}."""
+    if transport == "grpc":
+        request = message_pb.GetMessageRequest(user_email=email, id=message_id)
+        return GrpcCall("message", "get_message", request, _message)
+    return _rest("message", rest_get_message, _message, id=message_id, email=email)
+
+
+def list_messages(
+    transport: Transport, email: str, peer: str | None, page_size: int | None, page_token: str
+) -> Call[Page[Message]]:
+    """One page of messages, newest first: GetMessages or GET /messages."""
+
+    def convert(reply: Any) -> Page[Message]:
+        return Page(tuple(_message(item) for item in reply.messages), reply.next_page_token)
+
+    if transport == "grpc":
+        request = message_pb.GetMessagesRequest(
+            user_email=email,
+            peer_email=peer or "",
+            page_size=_page_size(page_size),
+            page_token=page_token,
+        )
+        return GrpcCall("message", "get_messages", request, convert)
+    return _rest(
+        "message",
+        rest_get_messages,
+        convert,
+        email=email,
+        peer_email=_omit("message", peer),
+        page_size=_omit("message", page_size),
+        page_token=_omit("message", page_token),
+    )
+
+
+def list_conversations(
+    transport: Transport, email: str, page_size: int | None, page_token: str
+) -> Call[Page[Conversation]]:
+    """One page of conversations, newest first: ListConversations or GET /list_conversations."""
+
+    def convert(reply: Any) -> Page[Conversation]:
+        items = tuple(_conversation(item) for item in reply.conversations)
+        return Page(items, reply.next_page_token)
+
+    if transport == "grpc":
+        request = message_pb.ListConversationsRequest(
+            user_email=email, page_size=_page_size(page_size), page_token=page_token
+        )
+        return GrpcCall("message", "list_conversations", request, convert)
+    return _rest(
+        "message",
+        rest_list_conversations,
+        convert,
+        email=email,
+        page_size=_omit("message", page_size),
+        page_token=_omit("message", page_token),
+    )
+
+
+def mark_conversation_read(transport: Transport, email: str, peer: str) -> Call[Conversation]:
+    """Mark what ``peer`` sent read: MarkConversationRead or POST /conversations/{peer}/read."""
+    if transport == "grpc":
+        request = message_pb.MarkConversationReadRequest(user_email=email, peer_email=peer)
+        return GrpcCall("message", "mark_conversation_read", request, _conversation)
+    body = RestMessageMarkRead(email=email)
+    return _rest("message", rest_mark_conversation_read, _conversation, peer_email=peer, body=body)
+
+
+def delete_message(transport: Transport, email: str, message_id: int) -> Call[None]:
+    """Delete a message the caller sent: DeleteMessage or DELETE /messages/{id}."""
+    if transport == "grpc":
+        request = message_pb.DeleteMessageRequest(user_email=email, id=message_id)
+        return GrpcCall("message", "delete_message", request, _nothing, retry_safe=False)
+    return _rest(
+        "message", rest_delete_message, _nothing, retry_safe=False, id=message_id, email=email
+    )
+
+
+# -- notifications --------------------------------------------------------------------------
+
+
+def list_notifications(
+    transport: Transport, email: str, unread_only: bool, page_size: int | None, page_token: str
+) -> Call[Page[Notification]]:
+    """One page of notifications, newest first: ListNotifications or GET /list_notifications."""
+
+    def convert(reply: Any) -> Page[Notification]:
+        items = tuple(_notification(item) for item in reply.notifications)
+        return Page(items, reply.next_page_token, int(reply.unread_count))
+
+    if transport == "grpc":
+        request = notification_pb.ListNotificationsRequest(
+            email=email,
+            unread_only=unread_only,
+            page_size=_page_size(page_size),
+            page_token=page_token,
+        )
+        return GrpcCall("notification", "list_notifications", request, convert)
+    return _rest(
+        "notification",
+        rest_list_notifications,
+        convert,
+        email=email,
+        unread_only=unread_only,
+        page_size=_omit("notification", page_size),
+        page_token=_omit("notification", page_token),
+    )
+
+
+def mark_notification_read(
+    transport: Transport, email: str, notification_id: str
+) -> Call[Notification]:
+    """Mark one read: MarkNotificationRead or POST /notifications/{id}/read."""
+    if transport == "grpc":
+        request = notification_pb.MarkNotificationReadRequest(email=email, id=notification_id)
+        return GrpcCall("notification", "mark_notification_read", request, _notification)
+    body = RestNotificationMarkRead(email=email)
+    return _rest(
+        "notification", rest_mark_notification_read, _notification, id=notification_id, body=body
+    )
+
+
+def mark_all_notifications_read(transport: Transport, email: str) -> Call[int]:
+    """Mark all read, returning how many changed: MarkAllNotificationsRead or POST .../read_all."""
+    if transport == "grpc":
+        request = notification_pb.MarkAllNotificationsReadRequest(email=email)
+        return GrpcCall(
+            "notification",
+            "mark_all_notifications_read",
+            request,
+            lambda reply: int(reply.marked),
+        )
+    body = RestNotificationMarkRead(email=email)
+    return _rest("notification", rest_mark_all_read, lambda reply: int(reply.marked), body=body)
+
+
+def get_subscription(transport: Transport, email: str) -> Call[Subscription]:
+    """The subscription state: CheckUserSubscribed or GET /subscriptions/{email}."""
+    if transport == "grpc":
+        request = notification_pb.CheckUserSubscribedRequest(email=email)
+        return GrpcCall("notification", "check_user_subscribed", request, _subscription)
+    return _rest("notification", rest_get_subscription, _subscription, email=email)
+
+
+def subscribe(transport: Transport, email: str) -> Call[Subscription]:
+    """Subscribe: SubscribeUser or PUT /subscriptions/{email}."""
+    if transport == "grpc":
+        request = notification_pb.SubscribeUserRequest(email=email)
+        return GrpcCall("notification", "subscribe_user", request, _subscription)
+    return _rest("notification", rest_subscribe_user, _subscription, email=email)
+
+
+def unsubscribe(transport: Transport, email: str) -> Call[Subscription]:
+    """Unsubscribe: UnsubscribeUser or DELETE /subscriptions/{email}."""
+    if transport == "grpc":
+        request = notification_pb.UnsubscribeUserRequest(email=email)
+        return GrpcCall("notification", "unsubscribe_user", request, _subscription)
+    return _rest("notification", rest_unsubscribe_user, _subscription, email=email)

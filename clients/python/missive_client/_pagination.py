@@ -1,0 +1,102 @@
+"""Auto-paginating iterators over the list operations (sync and async)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from contextlib import aclosing
+from typing import Generic, TypeVar
+
+from missive_client._models import Page
+
+__all__ = ["AsyncPager", "Pager"]
+
+T = TypeVar("T")
+
+
+class Pager(Generic[T]):
+    """Iterates over every item of a list operation, fetching pages as it goes.
+
+    Nothing is fetched until iteration starts; each new iteration starts again from the first
+    page. Errors of a page fetch are raised from the iteration. ``pages()`` yields whole pages
+    (for their tokens or, on notifications, ``unread_count``).
+    """
+
+    def __init__(self, fetch: Callable[[str], Page[T]], page_token: str = "") -> None:
+        self._fetch = fetch
+        self._start = page_token
+
+    def __iter__(self) -> Iterator[T]:
+        for page in self.pages():
+            yield from page.items
+
+    def pages(self) -> Iterator[Page[T]]:
+        """Every page in order, until one has an empty ``next_page_token``."""
+        token = self._start
+        seen: set[str] = set()
+        while True:
+            page = self._fetch(token)
+            yield page
+            token = page.next_page_token
+            if not token or token in seen:  # a repeated token would loop forever
+                return
+            seen.add(token)
+
+    def first_page(self) -> Page[T]:
+        """Only the first page (one request)."""
+        return self._fetch(self._start)
+
+    def to_list(self, limit: int | None = None) -> list[T]:
+        """The items as a list: all of them, or the first ``limit``."""
+        items: list[T] = []
+        if limit is not None and limit <= 0:
+            return items
+        for item in self:
+            items.append(item)
+            if limit is not None and len(items) >= limit:
+                break
+        return items
+
+
+class AsyncPager(Generic[T]):
+    """Async iteration over every item of a list operation (``async for``), page by page.
+
+    Nothing is fetched until iteration starts; each new iteration starts from the first page.
+    """
+
+    def __init__(self, fetch: Callable[[str], Awaitable[Page[T]]], page_token: str = "") -> None:
+        self._fetch = fetch
+        self._start = page_token
+
+    async def __aiter__(self) -> AsyncGenerator[T, None]:
+        async with aclosing(self.pages()) as pages:
+            async for page in pages:
+                for item in page.items:
+                    yield item
+
+    async def pages(self) -> AsyncGenerator[Page[T], None]:
+        """Every page in order, until one has an empty ``next_page_token``."""
+        token = self._start
+        seen: set[str] = set()
+        while True:
+            page = await self._fetch(token)
+            yield page
+            token = page.next_page_token
+            if not token or token in seen:
+                return
+            seen.add(token)
+
+    async def first_page(self) -> Page[T]:
+        """Only the first page (one request)."""
+        return await self._fetch(self._start)
+
+    async def to_list(self, limit: int | None = None) -> list[T]:
+        """The items as a list: all of them, or the first ``limit``."""
+        items: list[T] = []
+        if limit is not None and limit <= 0:
+            return items
+        async with aclosing(self.__aiter__()) as iterator:
+            async for item in iterator:
+                items.append(item)
+                if limit is not None and len(items) >= limit:
+                    break
+        return items

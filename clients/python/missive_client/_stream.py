@@ -1,0 +1,207 @@
+"""The live notification stream: reconnects after outages and never yields an id twice.
+
+FrontendService replays a user's unread notifications whenever a stream opens, and sends each
+id at most once per stream. Across reconnects the same ids come again, so the stream object
+remembers the ids it has yielded (bounded) and skips repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator
+from contextlib import aclosing
+from types import TracebackType
+from typing import Protocol, Self
+
+from missive_client._errors import (
+    DeadlineExceeded,
+    MissiveError,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
+from missive_client._models import Notification
+from missive_client._wire import SeenIds, backoff
+
+__all__ = ["AsyncNotificationStream", "NotificationStream", "ReconnectCallback"]
+
+ReconnectCallback = Callable[[MissiveError | None, float], None]
+"""Called before each reconnection with the error that ended the stream and the wait (s)."""
+
+_STABLE_AFTER = 10.0
+"""A stream that stayed open this long resets the backoff."""
+_TRANSIENT = (Unavailable, DeadlineExceeded, RateLimited)
+
+
+class _LiveLike(Protocol):
+    """One open call, as the sync transport returns it (``_sync_transport.LiveStream``)."""
+
+    def __iter__(self) -> Iterator[Notification]: ...
+
+    def cancel(self) -> None: ...
+
+
+def _delay(error: MissiveError | None, attempt: int) -> float:
+    if isinstance(error, RateLimited) and error.retry_after is not None:
+        return error.retry_after
+    return backoff(attempt, base=0.25, cap=5.0)
+
+
+class NotificationStream:
+    """Iterator over a user's notifications as they arrive (see :meth:`Notifications.watch`).
+
+    Use it in a ``with`` block or call :meth:`close` (from any thread) to end it.
+    """
+
+    def __init__(
+        self,
+        open_stream: Callable[[], _LiveLike],
+        renew: Callable[[], bool],
+        *,
+        reconnect: bool,
+        on_reconnect: ReconnectCallback | None,
+    ) -> None:
+        self._open = open_stream
+        self._renew = renew
+        self._reconnect = reconnect
+        self._on_reconnect = on_reconnect
+        self._seen = SeenIds()
+        self._closed = threading.Event()
+        self._live: _LiveLike | None = None
+        self._items = self._run()
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Notification:
+        return next(self._items)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the stream; a blocked iteration returns (StopIteration). Safe from any thread."""
+        self._closed.set()
+        live = self._live
+        if live is not None:
+            live.cancel()
+
+    def _run(self) -> Generator[Notification, None, None]:
+        attempt = 0
+        renewed = False
+        while not self._closed.is_set():
+            error: MissiveError | None = None
+            opened = time.monotonic()
+            try:
+                self._live = self._open()
+                if self._closed.is_set():
+                    return
+                for notification in self._live:
+                    renewed = False
+                    if self._seen.add(notification.id):
+                        yield notification
+            except MissiveError as exc:
+                if self._closed.is_set() or exc.code == "CANCELLED":
+                    return  # closed by us, or the client was closed under the stream
+                if isinstance(exc, Unauthenticated) and not renewed and self._renew():
+                    renewed = True
+                    continue
+                if not isinstance(exc, _TRANSIENT):
+                    raise
+                error = exc
+            finally:
+                self._live = None
+            if self._closed.is_set():
+                return
+            if not self._reconnect:
+                if error is not None:
+                    raise error
+                return
+            if time.monotonic() - opened > _STABLE_AFTER:
+                attempt = 0
+            wait = _delay(error, attempt)
+            attempt += 1
+            if self._on_reconnect is not None:
+                self._on_reconnect(error, wait)
+            self._closed.wait(wait)
+
+
+class AsyncNotificationStream:
+    """Async iterator over a user's notifications as they arrive (``async for``).
+
+    Use it in an ``async with`` block or call :meth:`aclose` to end it; cancelling the task
+    that iterates also ends it.
+    """
+
+    def __init__(
+        self,
+        open_stream: Callable[[], AsyncGenerator[Notification, None]],
+        renew: Callable[[], Awaitable[bool]],
+        *,
+        reconnect: bool,
+        on_reconnect: ReconnectCallback | None,
+    ) -> None:
+        self._open = open_stream
+        self._renew = renew
+        self._reconnect = reconnect
+        self._on_reconnect = on_reconnect
+        self._seen = SeenIds()
+        self._items = self._run()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Notification:
+        return await self._items.__anext__()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """End the stream and its call."""
+        await self._items.aclose()
+
+    async def _run(self) -> AsyncGenerator[Notification, None]:
+        attempt = 0
+        renewed = False
+        while True:
+            error: MissiveError | None = None
+            opened = time.monotonic()
+            try:
+                async with aclosing(self._open()) as live:
+                    async for notification in live:
+                        renewed = False
+                        if self._seen.add(notification.id):
+                            yield notification
+            except MissiveError as exc:
+                if exc.code == "CANCELLED":
+                    return  # the client was closed under the stream
+                if isinstance(exc, Unauthenticated) and not renewed and await self._renew():
+                    renewed = True
+                    continue
+                if not isinstance(exc, _TRANSIENT):
+                    raise
+                error = exc
+            if not self._reconnect:
+                if error is not None:
+                    raise error
+                return
+            if time.monotonic() - opened > _STABLE_AFTER:
+                attempt = 0
+            wait = _delay(error, attempt)
+            attempt += 1
+            if self._on_reconnect is not None:
+                self._on_reconnect(error, wait)
+            await asyncio.sleep(wait)
