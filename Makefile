@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install codegen check-codegen lint typecheck test up clean
+.PHONY: install codegen check-codegen check-breaking lint test fuzz up clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ lint: install  ## ruff and mypy --strict on hand-written code
 
 test: check-codegen lint  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
+
+fuzz: install  ## deeper property-based contract fuzzing than `make test` (MISSIVE_FUZZ_EXAMPLES)
+	MISSIVE_FUZZ_EXAMPLES=$${MISSIVE_FUZZ_EXAMPLES:-300} $(BIN)/python -m pytest tests/contract -q
 
 up: install  ## start embedded Valkey + the four services, print endpoints; Ctrl-C stops (ARGS="--no-valkey --data-dir DIR")
 	$(BIN)/python -m services.launcher $(ARGS)

@@ -27,9 +27,9 @@ def normalise_email(raw: str, field: str = "email") -> str:
         shown = ", ".join(repr(c) for c in bad)
         raise InvalidArgument(f"{field} contains characters that are not allowed: {shown}")
     try:
-        result = validate_email(
-            email, check_deliverability=False, allow_quoted_local=False, strict=True
-        )
+        validate_email(email, check_deliverability=False, allow_quoted_local=False, strict=True)
     except EmailNotValidError as exc:
         raise InvalidArgument(f"{field} is not a valid email address: {exc}") from exc
-    return result.normalized.lower()
+    # The contracts promise "whitespace removed, lower-cased" and nothing more: the address is
+    # validated, not rewritten (no IDNA decoding or Unicode normalisation into another key).
+    return email
