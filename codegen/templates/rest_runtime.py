@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import yaml
 from connexion import AsyncApp
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
@@ -79,6 +81,36 @@ async def _bad_encoding(_request: ConnexionRequest, _exc: Exception) -> Connexio
 async def _problem(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     assert isinstance(exc, ProblemException)
     return exc.to_problem()
+
+
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def documented_methods(spec: Path) -> list[tuple[re.Pattern[str], str]]:
+    """(path regex, "GET, POST") for each path of the OpenAPI document, literal paths first."""
+    document = yaml.safe_load(spec.read_text(encoding="utf-8"))
+    table = []
+    for template, item in document.get("paths", {}).items():
+        methods = ", ".join(m.upper() for m in HTTP_METHODS if m in item)
+        regex = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        table.append((template.count("{"), re.compile(f"^{regex}$"), methods))
+    return [(regex, methods) for _, regex, methods in sorted(table, key=lambda row: row[0])]
+
+
+def _method_not_allowed(
+    spec: Path,
+) -> Callable[[ConnexionRequest, Exception], Awaitable[ConnexionResponse]]:
+    """A 405 whose Allow header lists every method the document gives the path (Starlette's
+    lists only those of the first route matching the path, one route per operation)."""
+    table = documented_methods(spec)
+
+    async def handler(request: ConnexionRequest, _exc: Exception) -> ConnexionResponse:
+        path = request.url.path
+        allowed = next((methods for regex, methods in table if regex.match(path)), "")
+        detail = f"{request.method} is not supported here; allowed: {allowed}."
+        return problem(405, "Method Not Allowed", detail, headers={"Allow": allowed})
+
+    return handler
 
 
 class BodySizeLimit:
@@ -174,6 +206,7 @@ def build_app(
     )
     app.add_error_handler(UnicodeDecodeError, _bad_encoding)
     app.add_error_handler(ProblemException, _problem)
+    app.add_error_handler(405, _method_not_allowed(spec))
     # Outermost, so an oversized body is refused before anything reads it.
     app.add_middleware(
         BodySizeLimit,

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import email_validator
 from email_validator import EmailNotValidError, validate_email
 
 from services.common.domain import InvalidArgument
+
+# Addresses are account identifiers here and Missive never sends mail, so domains reserved for
+# special use (.test, .local, .onion, ...) are as valid as any other; the library documents
+# emptying this list as the way to accept them. What stays rejected is written in the
+# contracts' email pattern: surrounding whitespace only, no ':' or glob characters, a dot in
+# the domain (checked here, as the library's "globally deliverable" rules go further: its
+# top-level domain must end with a letter).
+email_validator.SPECIAL_USE_DOMAIN_NAMES.clear()
 
 MAX_EMAIL_BYTES = 254
 # ':' separates key parts; the rest are glob metacharacters (and braces are cluster hash tags).
@@ -27,9 +36,17 @@ def normalise_email(raw: str, field: str = "email") -> str:
         shown = ", ".join(repr(c) for c in bad)
         raise InvalidArgument(f"{field} contains characters that are not allowed: {shown}")
     try:
-        validate_email(email, check_deliverability=False, allow_quoted_local=False, strict=True)
+        validate_email(
+            email,
+            check_deliverability=False,
+            globally_deliverable=False,
+            allow_quoted_local=False,
+            strict=True,
+        )
     except EmailNotValidError as exc:
         raise InvalidArgument(f"{field} is not a valid email address: {exc}") from exc
+    if "." not in email.rpartition("@")[2]:
+        raise InvalidArgument(f"{field} is not a valid email address: the domain has no dot")
     # The contracts promise "whitespace removed, lower-cased" and nothing more: the address is
     # validated, not rewritten (no IDNA decoding or Unicode normalisation into another key).
     return email
