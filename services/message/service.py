@@ -168,9 +168,7 @@ class MessageService:
     ) -> Message:
         """Store a message from the caller, once per client_request_id, with its outbox event."""
         sender = self._owner(principal, sender_email, "sender_email")
-        receiver = _email(receiver_email, "receiver_email")
-        if receiver == sender:
-            raise InvalidArgument("receiver_email must differ from sender_email")
+        receiver = _email(receiver_email, "receiver_email")  # may be the sender: a note to self
         _check_content(content)
         request_id = _request_id(client_request_id)
         digest = content_digest(content)
@@ -295,7 +293,7 @@ class MessageService:
         """Mark every message the peer sent to the user read; the updated conversation."""
         user = self._owner(principal, user_email, user_field)
         peer = _email(peer_email, "peer_email")
-        conversation = await self._store.mark_read(user, peer) if peer != user else None
+        conversation = await self._store.mark_read(user, peer)
         if conversation is None:
             raise NotFound(f"{user} has no conversation with {peer}")
         return conversation

@@ -134,7 +134,7 @@ def install(schema: Any, tokens: Tokens, known_emails: list[str]) -> None:
 
         return known()
 
-    schema.auth()(UserTokens)
+    schema.auth(refresh_interval=None)(UserTokens)  # a token per request: Tokens caches
     schema.hook(flatmap_case)
 
 

@@ -45,6 +45,7 @@ from missive.user.v1 import user_pb2
 
 from services.common.auth import KeyRing, ServiceCredentials
 from tests.contract import grpc_fuzz as fuzz
+from tests.contract.report import REPORT
 from tests.helpers.clients import PASSWORD, Stubs, User, register_and_login
 from tests.helpers.grpc_clients import SERVING, health_status
 from tests.helpers.system import System
@@ -64,6 +65,7 @@ SERVICES = {
 METHODS = [(name, m) for name, service in SERVICES.items() for m in fuzz.rpc_methods(service)]
 DATABASES = (0, 1, 2)
 NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+SUITE = "gRPC"
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,9 +386,9 @@ def _calls(
 )
 def test_rpc_honours_its_contract(live: Live, service: str, rpc: MethodDescriptor) -> None:
     documented = fuzz.documented_statuses(rpc)
+    REPORT.declare(SUITE, service, [m.name for m in fuzz.rpc_methods(SERVICES[service])])
     channel = live.channels[service]
     calls = _calls(live, service, rpc)
-    seen: dict[grpc.StatusCode, int] = {}
 
     @settings(
         max_examples=EXAMPLES,
@@ -402,7 +404,7 @@ def test_rpc_honours_its_contract(live: Live, service: str, rpc: MethodDescripto
         result = live.run(
             fuzz.call_rpc_detailed(channel, rpc, request, call_metadata, 10, stream_idle=0.3)
         )
-        seen[result.code] = seen.get(result.code, 0) + 1
+        REPORT.record(SUITE, service, rpc.name, result.code.name)
         credentials = ", ".join(f"{k}: {v[:24]!r}..." for k, v in call_metadata) or "none"
         shown = (
             f"{rpc.name}({fuzz.compact_repr(request)}) with metadata {{{credentials}}} -> "
@@ -418,7 +420,6 @@ def test_rpc_honours_its_contract(live: Live, service: str, rpc: MethodDescripto
             assert not writes, f"rejected input wrote to Redis: {shown}: {writes}"
 
     check()
-    print(f"{rpc.full_name}: {EXAMPLES} examples, statuses {sorted(c.name for c in seen)}")
 
 
 @pytest.mark.e2e

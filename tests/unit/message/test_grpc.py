@@ -267,7 +267,6 @@ async def test_other_users_data_is_denied_or_hidden(server: Server, redis: Redis
         pb.SendMessageRequest(sender_email=ADA, receiver_email=BOB, content="x" * 4097),
         pb.SendMessageRequest(sender_email=ADA, receiver_email="bob", content="hi"),
         pb.SendMessageRequest(sender_email=ADA, receiver_email="b?b@example.com", content="hi"),
-        pb.SendMessageRequest(sender_email=ADA, receiver_email=ADA.upper(), content="hi"),
         pb.SendMessageRequest(
             sender_email=ADA, receiver_email=BOB, content="hi", client_request_id="x" * 65
         ),

@@ -62,7 +62,6 @@ async def test_send_stores_and_returns_the_message(
         (ADA, "b*b@example.com", "hi", "", "receiver_email"),
         (ADA, "bob:x@example.com", "hi", "", "receiver_email"),
         (ADA, "", "hi", "", "receiver_email is required"),
-        (ADA, "ADA@example.com", "hi", "", "differ"),
         (ADA, BOB, "", "", "content is required"),
         (ADA, BOB, "x" * 4097, "", "too long"),
         (ADA, BOB, "\ud800", "", "Unicode"),
@@ -92,6 +91,20 @@ async def test_bad_input_is_invalid_argument_and_writes_nothing(
         )
     assert await dbsize(redis) == 0
     assert known_users.asked == []
+
+
+async def test_a_note_to_self_is_a_conversation_with_oneself(service: MessageService) -> None:
+    note = await send(service, ADA, "ADA@example.com", "remember the milk")
+    assert (note.sender_email, note.receiver_email, note.read) == (ADA, ADA, False)
+    page = await service.list_conversations(user(ADA), ADA)
+    [conversation] = page.conversations
+    assert (conversation.peer_email, conversation.message_count) == (ADA, 1)
+    assert conversation.unread_count == 1
+    marked = await service.mark_read(user(ADA), ADA, ADA)
+    assert marked.unread_count == 0
+    assert (await service.get_message(user(ADA), ADA, note.id)).read
+    await service.delete(user(ADA), ADA, note.id)
+    assert (await service.list_conversations(user(ADA), ADA)).conversations == []
 
 
 async def test_content_of_exactly_4096_characters_is_accepted(service: MessageService) -> None:

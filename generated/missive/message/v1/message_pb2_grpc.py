@@ -77,14 +77,15 @@ class MessageServiceServicer:
     """
 
     def SendMessage(self, request, context):
-        """Sends a message from the caller to another registered user and returns it as stored, with
-        its id and timestamp.
+        """Sends a message from the caller to a registered user and returns it as stored, with its id
+        and timestamp. The receiver may be the caller (a note to self, in a conversation whose peer
+        is the caller).
 
         Both users are checked through UserService CheckUserExists (with a deadline and bounded
         retries). client_request_id makes the call safe to retry: a repeat from the same sender
         with the same key returns the originally stored message instead of storing a second one.
-        Errors: INVALID_ARGUMENT (malformed email, receiver equal to sender, content empty or over
-        4096 characters, malformed client_request_id), UNAUTHENTICATED, PERMISSION_DENIED
+        Errors: INVALID_ARGUMENT (malformed email, content empty or over 4096 characters,
+        malformed client_request_id), UNAUTHENTICATED, PERMISSION_DENIED
         (sender_email is not the caller), NOT_FOUND (sender or receiver is not registered; the
         message names which), ALREADY_EXISTS (client_request_id already used by this sender for a
         different receiver or content), UNAVAILABLE (UserService or the store unreachable; nothing

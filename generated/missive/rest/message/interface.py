@@ -50,7 +50,8 @@ class MessageApi(abc.ABC):
         Send a message
 
         Sends a message from the caller (`sender_email`, which must be the caller's own address)
-        to another registered user and returns it as stored, with its id and timestamp. Both
+        to a registered user and returns it as stored, with its id and timestamp. The receiver
+        may be the caller: a note to self, in a conversation whose peer is the caller. Both
         users are checked with UserService; the receiver is then notified through
         NotificationService unless they have unsubscribed.
 
@@ -59,9 +60,9 @@ class MessageApi(abc.ABC):
         and reusing a key for a different receiver or content answers 409. Keys are remembered
         for at least 24 hours.
 
-        Fails with 400 if the receiver is the sender or the content is empty or over 4096
-        characters, 404 if the sender or receiver is not registered, and 503 if UserService or
-        Redis is unreachable (nothing was stored; retry with the same `client_request_id`).
+        Fails with 400 if the content is empty or over 4096 characters, 404 if the sender or
+        receiver is not registered, and 503 if UserService or Redis is unreachable (nothing was
+        stored; retry with the same `client_request_id`).
 
         `POST /messages` → 201. Auth: bearer token (token_info holds its verified claims).
         """

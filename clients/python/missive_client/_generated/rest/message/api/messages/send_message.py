@@ -99,8 +99,9 @@ def sync_detailed(
     """Send a message
 
      Sends a message from the caller (`sender_email`, which must be the caller's own
-    address) to another registered user and returns it as stored, with its id and
-    timestamp. Both users are checked with UserService; the receiver is then notified
+    address) to a registered user and returns it as stored, with its id and timestamp.
+    The receiver may be the caller: a note to self, in a conversation whose peer is the
+    caller. Both users are checked with UserService; the receiver is then notified
     through NotificationService unless they have unsubscribed.
 
     `client_request_id` makes the call safe to retry: a repeat from the same sender with
@@ -108,9 +109,9 @@ def sync_detailed(
     second one, and reusing a key for a different receiver or content answers 409. Keys
     are remembered for at least 24 hours.
 
-    Fails with 400 if the receiver is the sender or the content is empty or over 4096
-    characters, 404 if the sender or receiver is not registered, and 503 if UserService
-    or Redis is unreachable (nothing was stored; retry with the same `client_request_id`).
+    Fails with 400 if the content is empty or over 4096 characters, 404 if the sender or
+    receiver is not registered, and 503 if UserService or Redis is unreachable (nothing was
+    stored; retry with the same `client_request_id`).
 
     Args:
         body (SendMessageRequest): A message to send.
@@ -142,8 +143,9 @@ def sync(
     """Send a message
 
      Sends a message from the caller (`sender_email`, which must be the caller's own
-    address) to another registered user and returns it as stored, with its id and
-    timestamp. Both users are checked with UserService; the receiver is then notified
+    address) to a registered user and returns it as stored, with its id and timestamp.
+    The receiver may be the caller: a note to self, in a conversation whose peer is the
+    caller. Both users are checked with UserService; the receiver is then notified
     through NotificationService unless they have unsubscribed.
 
     `client_request_id` makes the call safe to retry: a repeat from the same sender with
@@ -151,9 +153,9 @@ def sync(
     second one, and reusing a key for a different receiver or content answers 409. Keys
     are remembered for at least 24 hours.
 
-    Fails with 400 if the receiver is the sender or the content is empty or over 4096
-    characters, 404 if the sender or receiver is not registered, and 503 if UserService
-    or Redis is unreachable (nothing was stored; retry with the same `client_request_id`).
+    Fails with 400 if the content is empty or over 4096 characters, 404 if the sender or
+    receiver is not registered, and 503 if UserService or Redis is unreachable (nothing was
+    stored; retry with the same `client_request_id`).
 
     Args:
         body (SendMessageRequest): A message to send.
@@ -180,8 +182,9 @@ async def asyncio_detailed(
     """Send a message
 
      Sends a message from the caller (`sender_email`, which must be the caller's own
-    address) to another registered user and returns it as stored, with its id and
-    timestamp. Both users are checked with UserService; the receiver is then notified
+    address) to a registered user and returns it as stored, with its id and timestamp.
+    The receiver may be the caller: a note to self, in a conversation whose peer is the
+    caller. Both users are checked with UserService; the receiver is then notified
     through NotificationService unless they have unsubscribed.
 
     `client_request_id` makes the call safe to retry: a repeat from the same sender with
@@ -189,9 +192,9 @@ async def asyncio_detailed(
     second one, and reusing a key for a different receiver or content answers 409. Keys
     are remembered for at least 24 hours.
 
-    Fails with 400 if the receiver is the sender or the content is empty or over 4096
-    characters, 404 if the sender or receiver is not registered, and 503 if UserService
-    or Redis is unreachable (nothing was stored; retry with the same `client_request_id`).
+    Fails with 400 if the content is empty or over 4096 characters, 404 if the sender or
+    receiver is not registered, and 503 if UserService or Redis is unreachable (nothing was
+    stored; retry with the same `client_request_id`).
 
     Args:
         body (SendMessageRequest): A message to send.
@@ -221,8 +224,9 @@ async def asyncio(
     """Send a message
 
      Sends a message from the caller (`sender_email`, which must be the caller's own
-    address) to another registered user and returns it as stored, with its id and
-    timestamp. Both users are checked with UserService; the receiver is then notified
+    address) to a registered user and returns it as stored, with its id and timestamp.
+    The receiver may be the caller: a note to self, in a conversation whose peer is the
+    caller. Both users are checked with UserService; the receiver is then notified
     through NotificationService unless they have unsubscribed.
 
     `client_request_id` makes the call safe to retry: a repeat from the same sender with
@@ -230,9 +234,9 @@ async def asyncio(
     second one, and reusing a key for a different receiver or content answers 409. Keys
     are remembered for at least 24 hours.
 
-    Fails with 400 if the receiver is the sender or the content is empty or over 4096
-    characters, 404 if the sender or receiver is not registered, and 503 if UserService
-    or Redis is unreachable (nothing was stored; retry with the same `client_request_id`).
+    Fails with 400 if the content is empty or over 4096 characters, 404 if the sender or
+    receiver is not registered, and 503 if UserService or Redis is unreachable (nothing was
+    stored; retry with the same `client_request_id`).
 
     Args:
         body (SendMessageRequest): A message to send.
