@@ -10,14 +10,15 @@ from services.common.domain import InvalidArgument
 # Addresses are account identifiers here and Missive never sends mail, so domains reserved for
 # special use (.test, .local, .onion, ...) are as valid as any other; the library documents
 # emptying this list as the way to accept them. What stays rejected is written in the
-# contracts' email pattern: surrounding whitespace only, no ':' or glob characters, a dot in
+# contracts' email pattern: surrounding whitespace only, no ':', '/' or glob characters, a dot in
 # the domain (checked here, as the library's "globally deliverable" rules go further: its
 # top-level domain must end with a letter).
 email_validator.SPECIAL_USE_DOMAIN_NAMES.clear()
 
 MAX_EMAIL_BYTES = 254
-# ':' separates key parts; the rest are glob metacharacters (and braces are cluster hash tags).
-_FORBIDDEN = set(':*?[]\\{}"') | {chr(c) for c in range(33)} | {chr(127)}
+# ':' separates key parts; the rest are glob metacharacters (and braces are cluster hash tags);
+# '/' cannot travel in a URL path segment (/users/{email}) through routers and proxies.
+_FORBIDDEN = set(':*?[]\\{}"/') | {chr(c) for c in range(33)} | {chr(127)}
 
 
 def normalise_email(raw: str, field: str = "email") -> str:

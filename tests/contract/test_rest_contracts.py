@@ -14,12 +14,21 @@ For each of ``openapi/{user,message,notification}.yaml``:
 
 Requests carry real user tokens, signed for the user each request acts for (see
 ``rest_fuzz``); schemathesis' ``ignored_auth`` check also sends each one without and with a
-broken token. ``MISSIVE_FUZZ_EXAMPLES`` sets the examples per operation (default 15; the
-default run is derandomised so it cannot flake).
+broken token. ``MISSIVE_FUZZ_EXAMPLES`` sets the examples per operation (default 15). The default
+stateless runs are derandomised (the same examples every run); schemathesis draws true
+randomness when it follows links, so stateful scenarios differ from run to run.
 
 Checks excluded, with the reason:
 
-- none.
+- ``negative_data_rejection``, only for a request schemathesis labels invalid solely because
+  it validates path parameters after percent-encoding them (``bob%40example.com`` "is not an
+  email"): the server decodes the path to a valid value and rightly accepts it. Every other
+  check still runs on such a request, and every check runs on all others
+  (``rest_fuzz.excluded_checks``).
+
+Opaque page tokens: valid requests carry a token the service could have issued instead of a
+generated string, which is malformed and rightly rejected with the documented 400
+(``rest_fuzz.with_issued_page_token``; the unit tests cover forged tokens).
 """
 
 from __future__ import annotations

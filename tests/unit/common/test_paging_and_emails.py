@@ -46,6 +46,12 @@ def test_emails_are_normalised_case_insensitively() -> None:
     assert normalise_email("  Ada@Example.COM ") == "ada@example.com"
 
 
+def test_special_use_domains_are_valid_identifiers() -> None:
+    assert normalise_email("ada@machine.local") == "ada@machine.local"
+    assert normalise_email("bob@example.test") == "bob@example.test"
+    assert normalise_email("cy@0.0") == "cy@0.0"
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -57,6 +63,7 @@ def test_emails_are_normalised_case_insensitively() -> None:
         "[a]@example.com",
         "a\\b@example.com",
         "{a}@example.com",
+        "a/b@example.com",
         '"a b"@example.com',
         "a@localhost",
         "x" * 65 + "@example.com",
@@ -76,5 +83,5 @@ def test_accepted_emails_are_safe_as_key_parts(raw: str) -> None:
     except InvalidArgument:
         return
     assert email == email.lower()
-    assert not set(email) & set(":*?[]\\{} \t\r\n")
+    assert not set(email) & set(":/*?[]\\{} \t\r\n")
     assert len(email.encode()) <= 254

@@ -6,8 +6,9 @@ conversations.
 
 Conventions shared by every Missive service:
 - Every email in a request is normalised (surrounding whitespace removed, lower-cased) before
-  use. A value that is not a valid address, is longer than 254 bytes, or contains ':' or a
-  glob character ('*', '?', '[', ']', '\\') is rejected with INVALID_ARGUMENT.
+  use. A value that is not a valid address (a domain with at least one dot), is longer than
+  254 bytes, or contains ':', '/', '"', a control character or a glob character ('*', '?',
+  '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from UserService AuthenticateUser (or REST POST /login). A missing, malformed or expired
   token fails with UNAUTHENTICATED; a valid token used on another user's data fails with
