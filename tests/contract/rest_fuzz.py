@@ -174,7 +174,8 @@ def excluded_checks(case: Case[Any]) -> list[CheckFunction]:
     return [negative_data_rejection] if decoded_valid else []
 
 
-Dump = dict[int, dict[bytes, bytes]]
+Dump = dict[int, dict[bytes, tuple[bytes, int]]]
+"""db -> key -> (DUMP payload, remaining TTL in ms or 0)."""
 
 
 @dataclass
@@ -194,14 +195,17 @@ class RedisState:
         self.saved = {}
         for db, client in self._clients().items():
             with client:
-                dumps = {bytes(key): client.dump(key) for key in client.scan_iter(count=1000)}
-                self.saved[db] = {key: value for key, value in dumps.items() if value is not None}
+                self.saved[db] = {}
+                for key in client.scan_iter(count=1000):
+                    value, ttl = client.dump(key), int(client.pttl(key))
+                    if value is not None:
+                        self.saved[db][bytes(key)] = (value, max(ttl, 0))
 
     def restore(self) -> None:
         for db, client in self._clients().items():
             with client:
                 pipe = client.pipeline(transaction=True)
                 pipe.flushdb()
-                for key, value in self.saved.get(db, {}).items():
-                    pipe.restore(key, 0, value)
+                for key, (value, ttl) in self.saved.get(db, {}).items():
+                    pipe.restore(key, ttl, value)
                 pipe.execute()
