@@ -52,6 +52,7 @@ import grpc
 import grpc.aio
 import httpx
 import pytest
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -546,92 +547,64 @@ class Workflows(RuleBasedStateMachine):
     def outsider_is_refused(self, sent: Sent) -> None:
         outsider = self.users[self._outsider(sent)]
         sender, receiver = self.users[sent.sender], self.users[sent.receiver]
-        meta = outsider.metadata
-        stubs = self.stubs
-        expected: list[tuple[str, Callable[[], Awaitable[Any]], grpc.StatusCode]] = [
+        message, notification = self.stubs.message, self.stubs.notification
+        probes: list[tuple[str, Any, Message, grpc.StatusCode]] = [
             (
                 "GetMessage of a message between two others",
-                lambda: stubs.message.GetMessage(
-                    message_pb2.GetMessageRequest(user_email=outsider.email, id=sent.id),
-                    metadata=meta,
-                    timeout=CALL_TIMEOUT,
-                ),
+                message.GetMessage,
+                message_pb2.GetMessageRequest(user_email=outsider.email, id=sent.id),
                 grpc.StatusCode.NOT_FOUND,
             ),
             (
                 "GetMessage in the sender's name",
-                lambda: stubs.message.GetMessage(
-                    message_pb2.GetMessageRequest(user_email=sender.email, id=sent.id),
-                    metadata=meta,
-                    timeout=CALL_TIMEOUT,
-                ),
+                message.GetMessage,
+                message_pb2.GetMessageRequest(user_email=sender.email, id=sent.id),
                 grpc.StatusCode.PERMISSION_DENIED,
             ),
             (
                 "GetMessages of the members' conversation",
-                lambda: stubs.message.GetMessages(
-                    message_pb2.GetMessagesRequest(
-                        user_email=receiver.email, peer_email=sender.email
-                    ),
-                    metadata=meta,
-                    timeout=CALL_TIMEOUT,
-                ),
+                message.GetMessages,
+                message_pb2.GetMessagesRequest(user_email=receiver.email, peer_email=sender.email),
                 grpc.StatusCode.PERMISSION_DENIED,
             ),
             (
                 "ListConversations of a member",
-                lambda: stubs.message.ListConversations(
-                    message_pb2.ListConversationsRequest(user_email=sender.email),
-                    metadata=meta,
-                    timeout=CALL_TIMEOUT,
-                ),
+                message.ListConversations,
+                message_pb2.ListConversationsRequest(user_email=sender.email),
                 grpc.StatusCode.PERMISSION_DENIED,
             ),
             (
                 "MarkConversationRead in the receiver's name",
-                lambda: stubs.message.MarkConversationRead(
-                    message_pb2.MarkConversationReadRequest(
-                        user_email=receiver.email, peer_email=sender.email
-                    ),
-                    metadata=meta,
-                    timeout=CALL_TIMEOUT,
+                message.MarkConversationRead,
+                message_pb2.MarkConversationReadRequest(
+                    user_email=receiver.email, peer_email=sender.email
                 ),
                 grpc.StatusCode.PERMISSION_DENIED,
             ),
             (
                 "ListNotifications of the receiver",
-                lambda: stubs.notification.ListNotifications(
-                    notification_pb2.ListNotificationsRequest(email=receiver.email),
-                    metadata=meta,
-                    timeout=CALL_TIMEOUT,
-                ),
+                notification.ListNotifications,
+                notification_pb2.ListNotificationsRequest(email=receiver.email),
                 grpc.StatusCode.PERMISSION_DENIED,
             ),
             (
                 "MarkNotificationRead in the receiver's name",
-                lambda: stubs.notification.MarkNotificationRead(
-                    notification_pb2.MarkNotificationReadRequest(
-                        email=receiver.email, id=str(sent.id)
-                    ),
-                    metadata=meta,
-                    timeout=CALL_TIMEOUT,
-                ),
+                notification.MarkNotificationRead,
+                notification_pb2.MarkNotificationReadRequest(email=receiver.email, id=str(sent.id)),
                 grpc.StatusCode.PERMISSION_DENIED,
             ),
             (
                 "MarkNotificationRead of the receiver's notification in the outsider's list",
-                lambda: stubs.notification.MarkNotificationRead(
-                    notification_pb2.MarkNotificationReadRequest(
-                        email=outsider.email, id=str(sent.id)
-                    ),
-                    metadata=meta,
-                    timeout=CALL_TIMEOUT,
-                ),
+                notification.MarkNotificationRead,
+                notification_pb2.MarkNotificationReadRequest(email=outsider.email, id=str(sent.id)),
                 grpc.StatusCode.NOT_FOUND,
             ),
         ]
-        for what, rpc, code in expected:
-            got = self.live.status(rpc)
+        for what, method, request, code in probes:
+            call = functools.partial(
+                method, request, metadata=outsider.metadata, timeout=CALL_TIMEOUT
+            )
+            got = self.live.status(call)
             assert got == code, f"{outsider.email}: {what} gave {got.name}, expected {code.name}"
 
     @rule(sent=messages)

@@ -114,6 +114,43 @@ def _method_not_allowed(
     return handler
 
 
+async def send_problem(send: Send, status: int, title: str, detail: str) -> None:
+    """Answer with an application/problem+json document, straight from ASGI middleware."""
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body.encode())).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body.encode()})
+
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class PathControlCharacters:
+    """ASGI middleware answering 400 problem+json for a path with control characters.
+
+    No path parameter of a contract may hold one, and the router cannot match a decoded
+    newline at all, so such a request would otherwise end as a 404 no contract documents.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _CONTROL_CHARACTERS.search(scope.get("path", "")):
+            detail = "The request path contains control characters."
+            await send_problem(send, 400, "Bad Request", detail)
+            return
+        await self.app(scope, receive, send)
+
+
 class BodySizeLimit:
     """ASGI middleware answering 413 problem+json for bodies above a byte limit."""
 
@@ -154,25 +191,8 @@ class BodySizeLimit:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": "about:blank",
-                "title": "Payload Too Large",
-                "status": 413,
-                "detail": f"The request body exceeds {self.max_bytes} bytes.",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        detail = f"The request body exceeds {self.max_bytes} bytes."
+        await send_problem(send, 413, "Payload Too Large", detail)
 
 
 class _TooLarge(Exception):
@@ -214,6 +234,7 @@ def build_app(
         position=MiddlewarePosition.BEFORE_EXCEPTION,
         max_bytes=max_body_bytes,
     )
+    app.add_middleware(PathControlCharacters, position=MiddlewarePosition.BEFORE_EXCEPTION)
     for middleware in middlewares:
         app.add_middleware(middleware)
     return app

@@ -183,6 +183,24 @@ async def test_oversized_body_is_413(http: httpx.AsyncClient, auth: Auth) -> Non
     assert is_problem(response, 413)
 
 
+@pytest.mark.parametrize("escaped", ["%0A", "%0D", "%00", "%1D", "%7F"])
+async def test_a_control_character_in_the_path_is_400(
+    http: httpx.AsyncClient, auth: Auth, redis: Redis, escaped: str
+) -> None:
+    response = await http.put(f"/subscriptions/bob{escaped}@example.com", headers=auth(BOB))
+    assert is_problem(response, 400), response.text
+    assert "control characters" in response.json()["detail"]
+    assert await redis.dbsize() == 0
+
+
+async def test_405_allows_every_method_the_document_gives_the_path(
+    http: httpx.AsyncClient, auth: Auth
+) -> None:
+    response = await http.post(f"/subscriptions/{BOB}", headers=auth(BOB))
+    assert is_problem(response, 405)
+    assert response.headers["allow"] == "GET, PUT, DELETE"
+
+
 @pytest.fixture
 async def http_without_redis(keys: Path) -> AsyncIterator[httpx.AsyncClient]:
     """The REST app over a Redis address nobody listens on."""
