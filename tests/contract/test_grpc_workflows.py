@@ -280,63 +280,64 @@ class Workflows(RuleBasedStateMachine):
             if s.receiver == who and s.sender == peer and s.id not in self.conversation_read
         )
 
+    async def _all_pages(
+        self,
+        who: int,
+        rpc: Callable[..., Awaitable[Any]],
+        request: Callable[[str], Message],
+        field: str,
+    ) -> tuple[list[Any], Any]:
+        """Every item of a paginated listing, following page tokens, and the last page."""
+        user = self.users[who]
+        items: list[Any] = []
+        token = ""
+        for _ in range(MAX_PAGES):
+            page = await rpc(request(token), metadata=user.metadata, timeout=CALL_TIMEOUT)
+            items.extend(getattr(page, field))
+            if not page.next_page_token:
+                return items, page
+            token = page.next_page_token
+        raise AssertionError(f"{field} of {user.email} never reached its last page")
+
     async def _notifications(
         self, who: int, unread_only: bool = False
     ) -> tuple[list[notification_pb2.Notification], int]:
         """Every stored notification of ``who`` (all pages) and the unread_count reported."""
-        user = self.users[who]
-        items: list[notification_pb2.Notification] = []
-        token = ""
-        for _ in range(MAX_PAGES):
-            page = await self.stubs.notification.ListNotifications(
-                notification_pb2.ListNotificationsRequest(
-                    email=user.email, unread_only=unread_only, page_size=PAGE, page_token=token
-                ),
-                metadata=user.metadata,
-                timeout=CALL_TIMEOUT,
-            )
-            items.extend(page.notifications)
-            if not page.next_page_token:
-                return items, page.unread_count
-            token = page.next_page_token
-        raise AssertionError(f"ListNotifications of {user.email} never reached its last page")
+        email = self.users[who].email
+        items, last = await self._all_pages(
+            who,
+            self.stubs.notification.ListNotifications,
+            lambda token: notification_pb2.ListNotificationsRequest(
+                email=email, unread_only=unread_only, page_size=PAGE, page_token=token
+            ),
+            "notifications",
+        )
+        return items, last.unread_count
 
     async def _messages(self, who: int, peer: int | None) -> list[message_pb2.Message]:
-        user = self.users[who]
+        email = self.users[who].email
         peer_email = "" if peer is None else self.users[peer].email
-        items: list[message_pb2.Message] = []
-        token = ""
-        for _ in range(MAX_PAGES):
-            page = await self.stubs.message.GetMessages(
-                message_pb2.GetMessagesRequest(
-                    user_email=user.email, peer_email=peer_email, page_size=PAGE, page_token=token
-                ),
-                metadata=user.metadata,
-                timeout=CALL_TIMEOUT,
-            )
-            items.extend(page.messages)
-            if not page.next_page_token:
-                return items
-            token = page.next_page_token
-        raise AssertionError(f"GetMessages of {user.email} never reached its last page")
+        items, _ = await self._all_pages(
+            who,
+            self.stubs.message.GetMessages,
+            lambda token: message_pb2.GetMessagesRequest(
+                user_email=email, peer_email=peer_email, page_size=PAGE, page_token=token
+            ),
+            "messages",
+        )
+        return items
 
     async def _conversations(self, who: int) -> list[message_pb2.Conversation]:
-        user = self.users[who]
-        items: list[message_pb2.Conversation] = []
-        token = ""
-        for _ in range(MAX_PAGES):
-            page = await self.stubs.message.ListConversations(
-                message_pb2.ListConversationsRequest(
-                    user_email=user.email, page_size=PAGE, page_token=token
-                ),
-                metadata=user.metadata,
-                timeout=CALL_TIMEOUT,
-            )
-            items.extend(page.conversations)
-            if not page.next_page_token:
-                return items
-            token = page.next_page_token
-        raise AssertionError(f"ListConversations of {user.email} never reached its last page")
+        email = self.users[who].email
+        items, _ = await self._all_pages(
+            who,
+            self.stubs.message.ListConversations,
+            lambda token: message_pb2.ListConversationsRequest(
+                user_email=email, page_size=PAGE, page_token=token
+            ),
+            "conversations",
+        )
+        return items
 
     async def _subscribed(self, who: int) -> bool:
         user = self.users[who]
