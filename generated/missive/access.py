@@ -40,6 +40,9 @@ RPC_ACCESS: dict[str, RpcAccess] = {
     "/missive.notification.v1.NotificationService/MarkAllNotificationsRead": RpcAccess(
         public=False, users=True, services=frozenset([])
     ),
+    "/missive.notification.v1.NotificationService/EraseAccount": RpcAccess(
+        public=False, users=False, services=frozenset(['user'])
+    ),
     "/missive.frontend.v1.FrontendService/ReceiveNotification": RpcAccess(
         public=False, users=False, services=frozenset(['notification'])
     ),
@@ -64,11 +67,14 @@ RPC_ACCESS: dict[str, RpcAccess] = {
     "/missive.message.v1.MessageService/DeleteMessage": RpcAccess(
         public=False, users=True, services=frozenset([])
     ),
+    "/missive.message.v1.MessageService/EraseAccount": RpcAccess(
+        public=False, users=False, services=frozenset(['user'])
+    ),
     "/missive.user.v1.UserService/AuthenticateUser": RpcAccess(
         public=True, users=False, services=frozenset([])
     ),
     "/missive.user.v1.UserService/CheckUserExists": RpcAccess(
-        public=False, users=False, services=frozenset(['message', 'notification'])
+        public=False, users=False, services=frozenset(['frontend', 'message', 'notification'])
     ),
     "/missive.user.v1.UserService/ListUsers": RpcAccess(
         public=False, users=False, services=frozenset(['frontend', 'message', 'notification'])

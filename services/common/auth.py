@@ -7,7 +7,8 @@ Both are EdDSA (Ed25519) JWTs. Keys live in one directory (KEYS_DIR):
     service/<name>.key     private, only that service holds it
     service/<name>.pub     public, every service verifies service tokens with these
 
-A user token (iss missive-user-service, aud missive, sub = email) can never pass as a service
+A user token (iss missive-user-service, aud missive, sub = email, aid = account id, tv = token
+version) can never pass as a service
 credential: service tokens are checked only against service keys, with the issuer and audience
 naming services. Rotating user keys: add a new kid (it signs from then on), keep the old .pub
 until the longest-lived token it signed has expired, then delete it.
@@ -16,6 +17,7 @@ until the longest-lived token it signed has expired, then delete it.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +37,12 @@ SERVICE_PREFIX = "missive-service:"
 SERVICES = ("user", "message", "notification", "frontend")
 LEEWAY_SECONDS = 30
 _REQUIRED = ["exp", "iat", "iss", "aud", "sub"]
+ACCOUNT_ID_CLAIM = "aid"
+TOKEN_VERSION_CLAIM = "tv"
+ACCOUNT_ID = re.compile(r"[0-9a-f]{32}")
+"""An account id: 16 hex digits of a never-decreasing sequence, then 16 random hex digits.
+
+Ids of later accounts sort after earlier ones (as strings), and an id is never reused."""
 
 
 def _private(path: Path) -> Ed25519PrivateKey:
@@ -168,7 +176,20 @@ class TokenVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise Unauthenticated("the access token is not valid")
-        return Principal("user", subject)
+        account_id = claims.get(ACCOUNT_ID_CLAIM, "")
+        version = claims.get(TOKEN_VERSION_CLAIM, 0)
+        if not isinstance(account_id, str) or (account_id and not ACCOUNT_ID.fullmatch(account_id)):
+            raise Unauthenticated("the access token is not valid")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise Unauthenticated("the access token is not valid")
+        expires = claims["exp"]
+        return Principal(
+            "user",
+            subject,
+            account_id=account_id,
+            token_version=version,
+            expires_at=float(expires) + LEEWAY_SECONDS if isinstance(expires, int | float) else 0.0,
+        )
 
     def verify_service(self, token: str) -> Principal:
         name = self._kid(token)
@@ -192,15 +213,24 @@ class UserTokenIssuer:
         self.kid, self._key = keys.user_signing
         self.ttl = ttl_seconds
 
-    def issue(self, email: str) -> tuple[str, datetime]:
-        now = int(time.time())
-        expires = now + self.ttl
-        token = jwt.encode(
-            {"iss": USER_ISSUER, "aud": USER_AUDIENCE, "sub": email, "iat": now, "exp": expires},
-            self._key,
-            algorithm=ALGORITHM,
-            headers={"kid": self.kid},
-        )
+    def issue(
+        self, email: str, account_id: str = "", token_version: int = 0, *, now: int | None = None
+    ) -> tuple[str, datetime]:
+        """A token for ``email``; ``account_id`` and ``token_version`` become its aid and tv
+        claims (services that check revocation refuse a token without them)."""
+        issued = int(time.time()) if now is None else now
+        expires = issued + self.ttl
+        claims: dict[str, object] = {
+            "iss": USER_ISSUER,
+            "aud": USER_AUDIENCE,
+            "sub": email,
+            "iat": issued,
+            "exp": expires,
+        }
+        if account_id:
+            claims[ACCOUNT_ID_CLAIM] = account_id
+            claims[TOKEN_VERSION_CLAIM] = token_version
+        token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
         return token, datetime.fromtimestamp(expires, UTC)
 
 

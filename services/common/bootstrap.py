@@ -20,6 +20,7 @@ from services.common.grpc_server import (
     create_grpc_server,
 )
 from services.common.runner import BackgroundFactory, ShutdownCallback, serve
+from services.common.sessions import Sessions
 from services.common.settings import env_bool, env_str
 
 Readiness = Callable[[], Awaitable[bool]]
@@ -73,10 +74,14 @@ def create_endpoint(
     port_env: str,
     register: Callable[[grpc.aio.Server], Sequence[str]],
     max_concurrent_rpcs: int | None = 200,
+    sessions: Sessions | None = None,
 ) -> GrpcEndpoint:
-    """Build the server; `register` adds the servicers and returns their full service names."""
+    """Build the server; `register` adds the servicers and returns their full service names.
+
+    With ``sessions``, user tokens are also checked against their account (revocation)."""
     server = create_grpc_server(
-        interceptors=[EdgeInterceptor(security.verifier)], max_concurrent_rpcs=max_concurrent_rpcs
+        interceptors=[EdgeInterceptor(security.verifier, sessions)],
+        max_concurrent_rpcs=max_concurrent_rpcs,
     )
     names = register(server)
     health = add_health_and_reflection(server, names)

@@ -7,6 +7,7 @@
     ├── NotFound           no such resource               → NOT_FOUND / 404
     ├── AlreadyExists      key taken / key reused         → ALREADY_EXISTS / 409
     ├── RateLimited        throttled, retry after N s     → RESOURCE_EXHAUSTED / 429
+    ├── FailedPrecondition not in a state that allows it  → FAILED_PRECONDITION / 409
     └── Unavailable        a dependency is down           → UNAVAILABLE / 503
 
 Each edge (gRPC interceptor, REST error handler) translates them once.
@@ -14,7 +15,7 @@ Each edge (gRPC interceptor, REST error handler) translates them once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 
@@ -58,16 +59,30 @@ class RateLimited(DomainError):
         self.retry_after = max(1, retry_after)
 
 
+class FailedPrecondition(DomainError):
+    code, http_status, title = "FAILED_PRECONDITION", 409, "Conflict"
+
+
 class Unavailable(DomainError):
     code, http_status, title = "UNAVAILABLE", 503, "Service Unavailable"
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a user (by email) or one of the services (by name)."""
+    """Who is calling: a user (by email) or one of the services (by name).
+
+    A user principal also carries what its access token says about the account - the account
+    id (never reused, so a later account under the same email is a different account), the
+    token version (raised to revoke every earlier token) and when the token stops being
+    accepted (``expires_at``, epoch seconds, leeway included). They do not take part in
+    equality: two principals are the same caller when kind and name match.
+    """
 
     kind: Literal["user", "service"]
     name: str
+    account_id: str = field(default="", compare=False)
+    token_version: int = field(default=0, compare=False)
+    expires_at: float = field(default=0.0, compare=False)
 
     @property
     def is_service(self) -> bool:

@@ -20,6 +20,7 @@ import redis.exceptions
 from missive.access import RPC_ACCESS, RpcAccess
 
 from services.common.auth import ServiceCredentials, TokenVerifier
+from services.common.sessions import Sessions
 from services.common.domain import (
     DomainError,
     PermissionDenied,
@@ -71,8 +72,9 @@ async def _abort_for(exc: BaseException, context: Context, method: str) -> None:
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates, authorises and translates errors for every RPC of one server."""
 
-    def __init__(self, verifier: TokenVerifier) -> None:
+    def __init__(self, verifier: TokenVerifier, sessions: Sessions | None = None) -> None:
         self.verifier = verifier
+        self.sessions = sessions
 
     async def intercept_service(
         self,
@@ -91,6 +93,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         }
         try:
             principal = self._authenticate(method, access, metadata)
+            if principal is not None and self.sessions is not None:
+                await self.sessions.check(principal)  # expired, revoked or deleted: refused
         except DomainError as exc:
             return _rejecting(handler, exc, method)
         return _wrapped(handler, principal, method)

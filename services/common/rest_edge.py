@@ -13,26 +13,47 @@ from connexion.problem import problem
 
 from services.common.auth import TokenVerifier
 from services.common.domain import DomainError, Principal, RateLimited, Unauthenticated
+from services.common.sessions import Sessions
 
 logger = logging.getLogger(__name__)
 
 
-def bearer_verifier(verifier: TokenVerifier) -> Callable[[str], Awaitable[dict[str, Any] | None]]:
-    """The `verify_token` of a generated create_app: claims of a valid user token, else None."""
+def bearer_verifier(
+    verifier: TokenVerifier, sessions: Sessions | None = None
+) -> Callable[[str], Awaitable[dict[str, Any] | None]]:
+    """The `verify_token` of a generated create_app: claims of a valid user token, else None.
+
+    With ``sessions``, a token whose account is gone or whose version was revoked is refused
+    too (401); Unavailable (the account cannot be checked now) propagates as a 503.
+    """
 
     async def verify(token: str) -> dict[str, Any] | None:
         try:
             principal = verifier.verify_user(token)
+            if sessions is not None:
+                await sessions.check(principal)
         except Unauthenticated:
             return None
-        return {"sub": principal.name, "kind": principal.kind}
+        return {
+            "sub": principal.name,
+            "kind": principal.kind,
+            "aid": principal.account_id,
+            "tv": principal.token_version,
+            "exp": principal.expires_at,
+        }
 
     return verify
 
 
 def principal(token_info: dict[str, Any]) -> Principal:
     """The caller of a REST operation, from the claims bearer_verifier returned."""
-    return Principal("user", str(token_info["sub"]))
+    return Principal(
+        "user",
+        str(token_info["sub"]),
+        account_id=str(token_info.get("aid", "")),
+        token_version=int(token_info.get("tv", 0)),
+        expires_at=float(token_info.get("exp", 0.0)),
+    )
 
 
 async def _domain_problem(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:

@@ -10,10 +10,14 @@ from collections.abc import Mapping
 
 from services.common.auth import UserTokenIssuer
 from services.common.bootstrap import Security, create_endpoint, redis_ready, run_endpoint
+from services.common.delivery import Relay
+from services.common.grpc_edge import peer_channel
 from services.common.logging import configure_logging
 from services.common.redis import create_redis
 from services.common.runner import run
+from services.common.sessions import Sessions, publish_revocation
 from services.user.api_rest.app import build_rest_app
+from services.user.erasure import OUTBOX, EraseAccount, consumer_name
 from services.user.grpc.app import register
 from services.user.passwords import Passwords
 from services.user.service import UserService
@@ -33,19 +37,39 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
     security = Security.load(settings.keys_dir, "user", sign_user_tokens=True)
     issuer = UserTokenIssuer(security.keys, settings.token_ttl_seconds)
     redis = create_redis(common.redis_url, settings.redis_db, client_name=NAME)
+    message_channel = peer_channel(
+        settings.message_service_addr, security.credentials, target="message"
+    )
+    notification_channel = peer_channel(
+        settings.notification_service_addr, security.credentials, target="notification"
+    )
     try:
+
+        async def revoked(email: str) -> None:
+            await publish_revocation(redis, email)
+
         service = UserService(
             UserStore(redis),
             Passwords(settings.hashing, settings.hash_concurrency),
             issuer,
             settings.login,
+            revoked=revoked,
         )
+        # UserService owns the accounts: every token is checked against the store, uncached.
+        sessions = Sessions(service, ttl_seconds=0)
         endpoint = create_endpoint(
             security=security,
             host=settings.host,
             port=settings.grpc_port,
             port_env=GRPC_PORT_ENV,
             register=lambda server: register(server, service),
+            sessions=sessions,
+        )
+        relay = Relay(
+            redis,
+            OUTBOX,
+            consumer_name(),
+            EraseAccount(message_channel, notification_channel),
         )
         logger.info(
             "%s: gRPC on %s:%d, Redis %s db %d",
@@ -60,14 +84,19 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             endpoint=endpoint,
             readiness=redis_ready(redis),
             grace=common.shutdown_grace_seconds,
-            rest_app=build_rest_app(service, security.verifier, settings.max_body_bytes),
+            rest_app=build_rest_app(
+                service, security.verifier, settings.max_body_bytes, sessions
+            ),
             rest_host=settings.host,
             rest_port=settings.rest_port,
             rest_port_env=REST_PORT_ENV,
+            background=[relay.run],
             stop=stop,
         )
     finally:
         # After both servers have drained (run_endpoint returns only then), or on a failed start.
+        await message_channel.close()
+        await notification_channel.close()
         await redis.aclose()
 
 

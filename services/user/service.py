@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -12,6 +12,7 @@ from services.common.domain import Principal
 from services.common.emails import normalise_email
 from services.common.errors import ConfigError
 from services.common.paging import parse_page
+from services.common.sessions import AccountState
 from services.user.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -29,7 +30,17 @@ _UPDATE_ATTEMPTS = 3
 
 
 class TokenIssuer(Protocol):
-    def issue(self, email: str) -> tuple[str, datetime]: ...
+    def issue(
+        self, email: str, account_id: str = "", token_version: int = 0
+    ) -> tuple[str, datetime]: ...
+
+
+Revoked = Callable[[str], Awaitable[None]]
+"""Called with an email after its account's earlier tokens stopped being valid."""
+
+
+async def _nobody_to_tell(_email: str) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -102,12 +113,14 @@ class UserService:
         issuer: TokenIssuer,
         limits: LoginLimits | None = None,
         clock: Callable[[], datetime] = utc_now,
+        revoked: Revoked = _nobody_to_tell,
     ) -> None:
         self._store = store
         self._passwords = passwords
         self._issuer = issuer
         self._limits = limits or LoginLimits()
         self._clock = clock
+        self._revoked = revoked
 
     async def healthy(self) -> bool:
         return await self._store.ping()
@@ -122,7 +135,8 @@ class UserService:
             raise taken
         password_hash = await self._passwords.hash(password)
         now = self._clock()
-        user = StoredUser(name, address, password_hash, now, now)
+        account_id = await self._store.new_account_id()
+        user = StoredUser(name, address, password_hash, now, now, account_id=account_id)
         if not await self._store.create(user):
             raise taken
         logger.info("registered user %s", address)
@@ -159,11 +173,31 @@ class UserService:
             logger.info("failed sign-in for %s", address)
             return None
         await self._store.clear_login_failures(address)
+        if not user.account_id:
+            user = await self._assign_account_id(user)
         if self._passwords.needs_rehash(user.password_hash):
             await self._rehash(user, password)
-        token, expires_at = self._issuer.issue(address)
+        token, expires_at = self._issuer.issue(address, user.account_id, user.token_version)
         logger.info("user %s signed in", address)
         return Authentication(address, token, expires_at)
+
+    async def _assign_account_id(self, user: StoredUser) -> StoredUser:
+        """Give a record written before account ids existed its id (once, compare-and-set)."""
+        upgraded = replace(user, account_id=await self._store.new_account_id())
+        if await self._store.replace(user, upgraded):
+            logger.info("assigned an account id to %s", user.email)
+            return (await self._store.get(user.email)) or upgraded
+        current = await self._store.get(user.email)
+        if current is None or not current.account_id:
+            raise Unavailable("the account is being changed concurrently; retry")
+        return current
+
+    async def account(self, email: str) -> AccountState | None:
+        """The account registered under ``email`` (for token checks), or None."""
+        user = await self._store.get(email)
+        if user is None or not user.account_id:
+            return None
+        return AccountState(user.account_id, user.token_version)
 
     async def _rehash(self, user: StoredUser, password: str) -> None:
         upgraded = replace(user, password_hash=await self._passwords.hash(password))
@@ -172,6 +206,10 @@ class UserService:
 
     async def exists(self, email: str) -> bool:
         return await self._store.exists(normalise_email(email))
+
+    async def lookup(self, email: str) -> AccountState | None:
+        """Whether ``email`` is registered, and its account (id and token version) if so."""
+        return await self.account(normalise_email(email))
 
     async def get(self, caller: Principal, email: str) -> UserInfo:
         """The caller's own record (PermissionDenied before NotFound, revealing nothing)."""
@@ -185,7 +223,9 @@ class UserService:
     async def update(
         self, caller: Principal, email: str, *, name: str | None, password: str | None
     ) -> UserInfo:
-        """Change the caller's name and/or password; updated_at becomes now."""
+        """Change the caller's name and/or password; updated_at becomes now.
+
+        A new password revokes every token issued before it (the token version goes up)."""
         address = normalise_email(email)
         caller.require_self(address)
         if name is None and password is None:
@@ -205,18 +245,45 @@ class UserService:
                 name=current.name if name is None else name,
                 password_hash=current.password_hash if new_hash is None else new_hash,
                 updated_at=max(self._clock(), current.created_at),
+                token_version=current.token_version + (new_hash is not None),
             )
             if await self._store.replace(current, updated):
                 logger.info("updated user %s", address)
+                if new_hash is not None:
+                    await self._revoked(address)
                 return UserInfo.of(updated)
         raise Unavailable("the account is being changed concurrently; retry")
 
-    async def delete(self, caller: Principal, email: str) -> None:
+    async def revoke_tokens(self, caller: Principal, email: str) -> None:
+        """Sign out everywhere: every token of the caller's account issued so far stops
+        working (the one used for this call included)."""
         address = normalise_email(email)
         caller.require_self(address)
-        if not await self._store.delete(address):
-            raise NotFound(f"no user is registered under {address}")
-        logger.info("deleted user %s", address)
+        for _ in range(_UPDATE_ATTEMPTS):
+            current = await self._store.get(address)
+            if current is None:
+                raise NotFound(f"no user is registered under {address}")
+            updated = replace(current, token_version=current.token_version + 1)
+            if await self._store.replace(current, updated):
+                logger.info("revoked every token of %s", address)
+                await self._revoked(address)
+                return
+        raise Unavailable("the account is being changed concurrently; retry")
+
+    async def delete(self, caller: Principal, email: str) -> None:
+        """Delete the caller's account: its record now, its data in the other services through
+        the outbox (an erasure event written with the deletion), its tokens at once."""
+        address = normalise_email(email)
+        caller.require_self(address)
+        for _ in range(_UPDATE_ATTEMPTS):
+            current = await self._store.get(address)
+            if current is None:
+                raise NotFound(f"no user is registered under {address}")
+            if await self._store.delete(current):
+                logger.info("deleted user %s (account %s)", address, current.account_id)
+                await self._revoked(address)
+                return
+        raise Unavailable("the account is being changed concurrently; retry")
 
     async def list_users(
         self, page_size: int | None, page_token: str | None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.bootstrap import keys_dir_from_env
-from services.common.settings import CommonSettings, env_int, env_str
+from services.common.settings import CommonSettings, env_address, env_int, env_str
 from services.user.passwords import MIN_MEMORY_KIB, MIN_PARALLELISM, MIN_TIME_COST, HashParams
 from services.user.service import LoginLimits
 
@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 REST_PORT_ENV = "USER_REST_PORT"
 GRPC_PORT_ENV = "USER_GRPC_PORT"
+MESSAGE_ADDR_ENV = "MESSAGE_SERVICE_ADDR"
+NOTIFICATION_ADDR_ENV = "NOTIFICATION_SERVICE_ADDR"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 
 
@@ -34,6 +36,9 @@ class Settings:
     hash_concurrency: int = 4
     login: LoginLimits = field(default_factory=LoginLimits)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Where the data of deleted accounts is erased (the account outbox's relay calls them).
+    message_service_addr: str = "127.0.0.1:9798"
+    notification_service_addr: str = "127.0.0.1:9799"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -91,5 +96,9 @@ class Settings:
             ),
             max_body_bytes=env_int(
                 environ, "USER_MAX_BODY_BYTES", cls.max_body_bytes, min=1024, max=16 * 1024 * 1024
+            ),
+            message_service_addr=env_address(environ, MESSAGE_ADDR_ENV, cls.message_service_addr),
+            notification_service_addr=env_address(
+                environ, NOTIFICATION_ADDR_ENV, cls.notification_service_addr
             ),
         )

@@ -1,7 +1,11 @@
 """UserService's Redis keys (DB 0) and their serialisation; every key name is built here.
 
-    user:{email}            string  JSON {name, email, password (Argon2id), created_at, updated_at}
+    user:{email}            string  JSON {name, email, password (Argon2id), created_at, updated_at,
+                                    id (account id), token_version}
     users                   zset    every registered email, score 0 (lexical order for listing)
+    account_id_counter      string  INCRed for the sequence part of every new account id
+    outbox:accounts         stream  deleted accounts whose data the other services still erase
+    outbox:accounts:dead    stream  erasures given up on (dead letters)
     login_failures:{email}  string  sign-in attempts not yet followed by a success; expires
     login_clients:{client}  string  sign-in attempts from one client host in the window; expires
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,9 +24,14 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.common.delivery import OUTBOX_LUA, outbox_lua_args
+
 logger = logging.getLogger(__name__)
 
 USERS_INDEX = "users"
+ACCOUNT_ID_COUNTER = "account_id_counter"
+ACCOUNTS_OUTBOX = "outbox:accounts"
+ACCOUNTS_DEAD_LETTERS = "outbox:accounts:dead"
 MAX_CLIENT_CHARS = 64
 
 
@@ -67,20 +77,25 @@ class StoredUser:
     password_hash: str = field(repr=False)
     created_at: datetime
     updated_at: datetime
+    # The account id (never reused; "" in a record written before ids existed) and the version
+    # every valid token of the account carries (raised to revoke all earlier tokens).
+    account_id: str = ""
+    token_version: int = 1
     # The document this record was read from, for compare-and-set updates.
     revision: str = field(default="", repr=False, compare=False)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "name": self.name,
-                "email": self.email,
-                "password": self.password_hash,
-                "created_at": format_time(self.created_at),
-                "updated_at": format_time(self.updated_at),
-            },
-            separators=(",", ":"),
-        )
+        document: dict[str, Any] = {
+            "name": self.name,
+            "email": self.email,
+            "password": self.password_hash,
+            "created_at": format_time(self.created_at),
+            "updated_at": format_time(self.updated_at),
+        }
+        if self.account_id:
+            document["id"] = self.account_id
+            document["token_version"] = self.token_version
+        return json.dumps(document, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str) -> StoredUser:
@@ -91,6 +106,8 @@ class StoredUser:
             password_hash=str(data["password"]),
             created_at=parse_time(str(data["created_at"])),
             updated_at=parse_time(str(data["updated_at"])),
+            account_id=str(data.get("id", "")),
+            token_version=int(data.get("token_version", 1)),
             revision=raw,
         )
 
@@ -113,12 +130,21 @@ redis.call('ZADD', KEYS[2], 0, ARGV[2])
 return 1
 """
 
-# Removes both; the ZREM also repairs an index entry left without its document.
-_DELETE = """
-local removed = redis.call('DEL', KEYS[1])
+# Removes both, if the document is still the one read (ARGV[2]), and records the deleted
+# account in the outbox (KEYS[3]) so the other services erase its data. The ZREM also repairs
+# an index entry left without its document.
+_DELETE = (
+    OUTBOX_LUA
+    + """
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-return removed
+outbox_xadd(KEYS[3], ARGV, 3)
+return 1
 """
+)
 
 # Compare-and-set on the whole document, so a concurrent change or deletion is never overwritten.
 _REPLACE = """
@@ -182,9 +208,22 @@ class UserStore:
         )
         return bool(replaced)
 
-    async def delete(self, email: str) -> bool:
-        """Remove the user and its index entry; False if there was no such user."""
-        removed = await self._delete(keys=[user_key(email), USERS_INDEX], args=[email])
+    async def new_account_id(self) -> str:
+        """A fresh account id: 16 hex digits of a sequence that never decreases (so later
+        accounts sort after earlier ones) and 16 random hex digits (so ids are not guessable)."""
+        sequence = int(await self._redis.incr(ACCOUNT_ID_COUNTER))
+        return f"{sequence:016x}{secrets.token_hex(8)}"
+
+    async def delete(self, user: StoredUser) -> bool:
+        """Remove the user read as ``user`` and its index entry, and queue the erasure of its
+        account's data in one script; False if the document changed or is gone meanwhile."""
+        if not user.revision:
+            raise ValueError("delete needs a record read from the store")
+        event = {"email": user.email, "account_id": user.account_id}
+        removed = await self._delete(
+            keys=[user_key(user.email), USERS_INDEX, ACCOUNTS_OUTBOX],
+            args=[user.email, user.revision, *outbox_lua_args(event)],
+        )
         return bool(removed)
 
     async def list_page(self, offset: int, size: int) -> tuple[list[StoredUser], int, int]:

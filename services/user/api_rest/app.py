@@ -21,6 +21,7 @@ from missive.rest.user.models import (
 
 from services.common.auth import TokenVerifier
 from services.common.rest_edge import bearer_verifier, install_error_handlers, principal
+from services.common.sessions import Sessions
 from services.user.errors import Unauthenticated
 from services.user.service import UserInfo, UserService
 from services.user.store import format_time
@@ -79,6 +80,9 @@ class UserHandlers(UserApi):
     async def delete_user(self, *, token_info: TokenInfo, email: str) -> None:
         await self._service.delete(principal(token_info), email)
 
+    async def revoke_tokens(self, *, token_info: TokenInfo, email: str) -> None:
+        await self._service.revoke_tokens(principal(token_info), email)
+
     async def login(self, *, body: LoginRequest) -> LoginResponse:
         result = await self._service.authenticate(body["email"], body["password"], client_host())
         if result is None:
@@ -97,11 +101,18 @@ class UserHandlers(UserApi):
         return Reply({"status": "NOT_SERVING"}, status=503)
 
 
-def build_rest_app(service: UserService, verifier: TokenVerifier, max_body_bytes: int) -> AsyncApp:
-    """The Connexion app serving openapi/user.yaml, with the shared error translation."""
+def build_rest_app(
+    service: UserService,
+    verifier: TokenVerifier,
+    max_body_bytes: int,
+    sessions: Sessions | None = None,
+) -> AsyncApp:
+    """The Connexion app serving openapi/user.yaml, with the shared error translation.
+
+    With ``sessions``, revoked tokens and tokens of deleted accounts are refused (401)."""
     app = create_app(
         UserHandlers(service),
-        verify_token=bearer_verifier(verifier),
+        verify_token=bearer_verifier(verifier, sessions),
         max_body_bytes=max_body_bytes,
     )
     return install_error_handlers(app)

@@ -61,7 +61,15 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     async def CheckUserExists(
         self, request: user_pb2.CheckUserExistsRequest, context: Context
     ) -> user_pb2.CheckUserExistsResponse:
-        return user_pb2.CheckUserExistsResponse(exists=await self._service.exists(request.email))
+        account = await self._service.lookup(request.email)
+        if account is None:
+            # A record without an account id (written before ids existed) still exists.
+            return user_pb2.CheckUserExistsResponse(
+                exists=await self._service.exists(request.email)
+            )
+        return user_pb2.CheckUserExistsResponse(
+            exists=True, account_id=account.account_id, token_version=account.token_version
+        )
 
     async def ListUsers(
         self, request: user_pb2.ListUsersRequest, context: Context

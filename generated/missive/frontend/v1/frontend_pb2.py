@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from missive.notification.v1 import notification_pb2 as missive_dot_notification_dot_v1_dot_notification__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"missive/frontend/v1/frontend.proto\x12\x13missive.frontend.v1\x1a*missive/notification/v1/notification.proto\"Y\n\x1aReceiveNotificationRequest\x12;\n\x0cnotification\x18\x01 \x01(\x0b\x32%.missive.notification.v1.Notification\"3\n\x1bReceiveNotificationResponse\x12\x14\n\x0c\x64\x65livered_to\x18\x01 \x01(\x05\".\n\x1dSubscribeNotificationsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t2\x82\x02\n\x0f\x46rontendService\x12x\n\x13ReceiveNotification\x12/.missive.frontend.v1.ReceiveNotificationRequest\x1a\x30.missive.frontend.v1.ReceiveNotificationResponse\x12u\n\x16SubscribeNotifications\x12\x32.missive.frontend.v1.SubscribeNotificationsRequest\x1a%.missive.notification.v1.Notification0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"missive/frontend/v1/frontend.proto\x12\x13missive.frontend.v1\x1a*missive/notification/v1/notification.proto\"v\n\x1aReceiveNotificationRequest\x12;\n\x0cnotification\x18\x01 \x01(\x0b\x32%.missive.notification.v1.Notification\x12\x1b\n\x13receiver_account_id\x18\x02 \x01(\t\"3\n\x1bReceiveNotificationResponse\x12\x14\n\x0c\x64\x65livered_to\x18\x01 \x01(\x05\".\n\x1dSubscribeNotificationsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t2\x82\x02\n\x0f\x46rontendService\x12x\n\x13ReceiveNotification\x12/.missive.frontend.v1.ReceiveNotificationRequest\x1a\x30.missive.frontend.v1.ReceiveNotificationResponse\x12u\n\x16SubscribeNotifications\x12\x32.missive.frontend.v1.SubscribeNotificationsRequest\x1a%.missive.notification.v1.Notification0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'missive.frontend.v1.fronten
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECEIVENOTIFICATIONREQUEST']._serialized_start=103
-  _globals['_RECEIVENOTIFICATIONREQUEST']._serialized_end=192
-  _globals['_RECEIVENOTIFICATIONRESPONSE']._serialized_start=194
-  _globals['_RECEIVENOTIFICATIONRESPONSE']._serialized_end=245
-  _globals['_SUBSCRIBENOTIFICATIONSREQUEST']._serialized_start=247
-  _globals['_SUBSCRIBENOTIFICATIONSREQUEST']._serialized_end=293
-  _globals['_FRONTENDSERVICE']._serialized_start=296
-  _globals['_FRONTENDSERVICE']._serialized_end=554
+  _globals['_RECEIVENOTIFICATIONREQUEST']._serialized_end=221
+  _globals['_RECEIVENOTIFICATIONRESPONSE']._serialized_start=223
+  _globals['_RECEIVENOTIFICATIONRESPONSE']._serialized_end=274
+  _globals['_SUBSCRIBENOTIFICATIONSREQUEST']._serialized_start=276
+  _globals['_SUBSCRIBENOTIFICATIONSREQUEST']._serialized_end=322
+  _globals['_FRONTENDSERVICE']._serialized_start=325
+  _globals['_FRONTENDSERVICE']._serialized_end=583
 # @@protoc_insertion_point(module_scope)

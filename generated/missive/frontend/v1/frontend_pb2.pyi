@@ -11,7 +11,9 @@ Conventions shared by every Missive service:
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from UserService AuthenticateUser (or REST POST /login). A missing, malformed or expired
-  token fails with UNAUTHENTICATED; a valid token used on another user's data fails with
+  token fails with UNAUTHENTICATED, and so does a revoked one (its account was deleted, its
+  password changed or all its tokens revoked since it was issued; services learn of a
+  revocation within 5 seconds); a valid token used on another user's data fails with
   PERMISSION_DENIED.
 - Internal callers use their own service credential, which a user token cannot forge; a
   service that is not on the method's allowlist fails with PERMISSION_DENIED.
@@ -38,6 +40,12 @@ class ReceiveNotificationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NOTIFICATION_FIELD_NUMBER: _builtins.int
+    RECEIVER_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    receiver_account_id: _builtins.str
+    """The receiver's account id (32 lower-case hex digits) when known: the notification is then
+    sent only on streams opened for that account, never on those of an earlier, deleted account
+    of the same email. Empty sends it on every stream of receiver_email.
+    """
     @_builtins.property
     def notification(self) -> _notification_pb2.Notification:
         """The notification as stored by NotificationService; its receiver_email selects the streams
@@ -48,10 +56,11 @@ class ReceiveNotificationRequest(_message.Message):
         self,
         *,
         notification: _notification_pb2.Notification | None = ...,
+        receiver_account_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["notification", b"notification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["notification", b"notification"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notification", b"notification", "receiver_account_id", b"receiver_account_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,7 +11,9 @@ Conventions shared by every Missive service:
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from UserService AuthenticateUser (or REST POST /login). A missing, malformed or expired
-  token fails with UNAUTHENTICATED; a valid token used on another user's data fails with
+  token fails with UNAUTHENTICATED, and so does a revoked one (its account was deleted, its
+  password changed or all its tokens revoked since it was issued; services learn of a
+  revocation within 5 seconds); a valid token used on another user's data fails with
   PERMISSION_DENIED.
 - Internal callers use their own service credential, which a user token cannot forge; a
   service that is not on the method's allowlist fails with PERMISSION_DENIED.
@@ -66,11 +68,15 @@ class FrontendServiceStub:
     then sends new ones as they arrive. Each notification id is sent at most once per stream;
     a client that reconnects gets the still-unread ones again and should dedupe by id.
     Streaming a notification does not mark it read (use NotificationService
-    MarkNotificationRead). The stream stays open until the client cancels it or the server shuts
-    down (status UNAVAILABLE; reconnect to resume). Clients should enable gRPC keepalive, as the
-    stream can be idle for long periods.
-    Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is
-    not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
+    MarkNotificationRead). The stream stays open until the client cancels it, the server shuts
+    down (status UNAVAILABLE; reconnect to resume), or the access token it was opened with stops
+    being valid: at its expiry (plus the 30 s leeway every service allows), or within 5 seconds
+    of its revocation (account deleted, password changed, all tokens revoked), the stream ends
+    with UNAUTHENTICATED; reconnect with a fresh token. A stream only ever carries
+    notifications of the account it was opened for, never those of a later account of the same
+    email. Clients should enable gRPC keepalive, as the stream can be idle for long periods.
+    Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED (also ending an open stream whose
+    token expired or was revoked), PERMISSION_DENIED (email is not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
     retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
     unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
     Auth: user token; the caller acts only on their own data.
@@ -99,11 +105,15 @@ class FrontendServiceAsyncStub(FrontendServiceStub):
     then sends new ones as they arrive. Each notification id is sent at most once per stream;
     a client that reconnects gets the still-unread ones again and should dedupe by id.
     Streaming a notification does not mark it read (use NotificationService
-    MarkNotificationRead). The stream stays open until the client cancels it or the server shuts
-    down (status UNAVAILABLE; reconnect to resume). Clients should enable gRPC keepalive, as the
-    stream can be idle for long periods.
-    Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is
-    not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
+    MarkNotificationRead). The stream stays open until the client cancels it, the server shuts
+    down (status UNAVAILABLE; reconnect to resume), or the access token it was opened with stops
+    being valid: at its expiry (plus the 30 s leeway every service allows), or within 5 seconds
+    of its revocation (account deleted, password changed, all tokens revoked), the stream ends
+    with UNAUTHENTICATED; reconnect with a fresh token. A stream only ever carries
+    notifications of the account it was opened for, never those of a later account of the same
+    email. Clients should enable gRPC keepalive, as the stream can be idle for long periods.
+    Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED (also ending an open stream whose
+    token expired or was revoked), PERMISSION_DENIED (email is not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
     retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
     unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
     Auth: user token; the caller acts only on their own data.
@@ -141,11 +151,15 @@ class FrontendServiceServicer(metaclass=_abc_1.ABCMeta):
         then sends new ones as they arrive. Each notification id is sent at most once per stream;
         a client that reconnects gets the still-unread ones again and should dedupe by id.
         Streaming a notification does not mark it read (use NotificationService
-        MarkNotificationRead). The stream stays open until the client cancels it or the server shuts
-        down (status UNAVAILABLE; reconnect to resume). Clients should enable gRPC keepalive, as the
-        stream can be idle for long periods.
-        Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is
-        not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
+        MarkNotificationRead). The stream stays open until the client cancels it, the server shuts
+        down (status UNAVAILABLE; reconnect to resume), or the access token it was opened with stops
+        being valid: at its expiry (plus the 30 s leeway every service allows), or within 5 seconds
+        of its revocation (account deleted, password changed, all tokens revoked), the stream ends
+        with UNAUTHENTICATED; reconnect with a fresh token. A stream only ever carries
+        notifications of the account it was opened for, never those of a later account of the same
+        email. Clients should enable gRPC keepalive, as the stream can be idle for long periods.
+        Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED (also ending an open stream whose
+        token expired or was revoked), PERMISSION_DENIED (email is not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
         retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
         unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
         Auth: user token; the caller acts only on their own data.

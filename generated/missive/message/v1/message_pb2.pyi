@@ -11,7 +11,9 @@ Conventions shared by every Missive service:
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from UserService AuthenticateUser (or REST POST /login). A missing, malformed or expired
-  token fails with UNAUTHENTICATED; a valid token used on another user's data fails with
+  token fails with UNAUTHENTICATED, and so does a revoked one (its account was deleted, its
+  password changed or all its tokens revoked since it was issued; services learn of a
+  revocation within 5 seconds); a valid token used on another user's data fails with
   PERMISSION_DENIED.
 - If the store (Redis) is unreachable, calls fail with UNAVAILABLE and may be retried.
 - Timestamps are UTC.
@@ -394,3 +396,31 @@ class DeleteMessageRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteMessageRequest: _TypeAlias = DeleteMessageRequest  # noqa: Y015
+
+@_typing.final
+class EraseAccountRequest(_message.Message):
+    """Which deleted account's data to erase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    email: _builtins.str
+    """The deleted account's email: normalised lower-case email, max 254 bytes."""
+    account_id: _builtins.str
+    """The deleted account's id: 32 lower-case hex digits, or empty for an account created before
+    account ids existed.
+    """
+    def __init__(
+        self,
+        *,
+        email: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "email", b"email"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseAccountRequest: _TypeAlias = EraseAccountRequest  # noqa: Y015

@@ -68,6 +68,11 @@ class MessageServiceStub:
                 request_serializer=missive_dot_message_dot_v1_dot_message__pb2.DeleteMessageRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.EraseAccount = channel.unary_unary(
+                '/missive.message.v1.MessageService/EraseAccount',
+                request_serializer=missive_dot_message_dot_v1_dot_message__pb2.EraseAccountRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class MessageServiceServicer:
@@ -158,6 +163,20 @@ class MessageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseAccount(self, request, context):
+        """Erases the data of a deleted account: every message it sent or received (so they also
+        leave its peers' conversations) and its conversations. Called by UserService, at least
+        once, after an account is deleted; idempotent. Data that a later account of the same email
+        already owns is never touched, and the call is refused while account_id is still the
+        email's current account.
+        Errors: INVALID_ARGUMENT (malformed email or account_id), FAILED_PRECONDITION (account_id
+        is still registered), PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only UserService may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +208,11 @@ def add_MessageServiceServicer_to_server(servicer, server):
             'DeleteMessage': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteMessage,
                     request_deserializer=missive_dot_message_dot_v1_dot_message__pb2.DeleteMessageRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'EraseAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseAccount,
+                    request_deserializer=missive_dot_message_dot_v1_dot_message__pb2.EraseAccountRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -356,6 +380,33 @@ class MessageService:
             target,
             '/missive.message.v1.MessageService/DeleteMessage',
             missive_dot_message_dot_v1_dot_message__pb2.DeleteMessageRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.message.v1.MessageService/EraseAccount',
+            missive_dot_message_dot_v1_dot_message__pb2.EraseAccountRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

@@ -11,7 +11,9 @@ Conventions shared by every Missive service:
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from UserService AuthenticateUser (or REST POST /login). A missing, malformed or expired
-  token fails with UNAUTHENTICATED; a valid token used on another user's data fails with
+  token fails with UNAUTHENTICATED, and so does a revoked one (its account was deleted, its
+  password changed or all its tokens revoked since it was issued; services learn of a
+  revocation within 5 seconds); a valid token used on another user's data fails with
   PERMISSION_DENIED.
 - If the store (Redis) is unreachable, calls fail with UNAVAILABLE and may be retried.
 - Timestamps are UTC.
@@ -115,6 +117,16 @@ class MessageServiceStub:
     UNAVAILABLE.
     Auth: user token; the caller acts only on their own data.
     """
+    EraseAccount: _grpc.UnaryUnaryMultiCallable[_message_pb2.EraseAccountRequest, _empty_pb2.Empty]
+    """Erases the data of a deleted account: every message it sent or received (so they also
+    leave its peers' conversations) and its conversations. Called by UserService, at least
+    once, after an account is deleted; idempotent. Data that a later account of the same email
+    already owns is never touched, and the call is refused while account_id is still the
+    email's current account.
+    Errors: INVALID_ARGUMENT (malformed email or account_id), FAILED_PRECONDITION (account_id
+    is still registered), PERMISSION_DENIED, UNAVAILABLE.
+    Auth: internal; only UserService may call it.
+    """
 
 @_typing.type_check_only
 class MessageServiceAsyncStub(MessageServiceStub):
@@ -181,6 +193,16 @@ class MessageServiceAsyncStub(MessageServiceStub):
     NOT_FOUND (no such message, already deleted, or the caller is not a participant),
     UNAVAILABLE.
     Auth: user token; the caller acts only on their own data.
+    """
+    EraseAccount: _aio.UnaryUnaryMultiCallable[_message_pb2.EraseAccountRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Erases the data of a deleted account: every message it sent or received (so they also
+    leave its peers' conversations) and its conversations. Called by UserService, at least
+    once, after an account is deleted; idempotent. Data that a later account of the same email
+    already owns is never touched, and the call is refused while account_id is still the
+    email's current account.
+    Errors: INVALID_ARGUMENT (malformed email or account_id), FAILED_PRECONDITION (account_id
+    is still registered), PERMISSION_DENIED, UNAVAILABLE.
+    Auth: internal; only UserService may call it.
     """
 
 class MessageServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -281,6 +303,22 @@ class MessageServiceServicer(metaclass=_abc_1.ABCMeta):
         NOT_FOUND (no such message, already deleted, or the caller is not a participant),
         UNAVAILABLE.
         Auth: user token; the caller acts only on their own data.
+        """
+
+    @_abc_1.abstractmethod
+    def EraseAccount(
+        self,
+        request: _message_pb2.EraseAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Erases the data of a deleted account: every message it sent or received (so they also
+        leave its peers' conversations) and its conversations. Called by UserService, at least
+        once, after an account is deleted; idempotent. Data that a later account of the same email
+        already owns is never touched, and the call is refused while account_id is still the
+        email's current account.
+        Errors: INVALID_ARGUMENT (malformed email or account_id), FAILED_PRECONDITION (account_id
+        is still registered), PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only UserService may call it.
         """
 
 def add_MessageServiceServicer_to_server(servicer: MessageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

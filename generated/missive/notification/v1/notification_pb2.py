@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*missive/notification/v1/notification.proto\x12\x17missive.notification.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x01\n\x0cNotification\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\x03\x12\x14\n\x0csender_email\x18\x03 \x01(\t\x12\x16\n\x0ereceiver_email\x18\x04 \x01(\t\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04read\x18\x06 \x01(\x08\"\x9a\x01\n\x19\x43reateNotificationRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\x03\x12\x14\n\x0csender_email\x18\x02 \x01(\t\x12\x16\n\x0ereceiver_email\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04read\x18\x05 \x01(\x08\"~\n\x1a\x43reateNotificationResponse\x12;\n\x0cnotification\x18\x01 \x01(\x0b\x32%.missive.notification.v1.Notification\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\nsubscribed\x18\x03 \x01(\x08\"+\n\x1a\x43heckUserSubscribedRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"7\n\x12SubscriptionStatus\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x12\n\nsubscribed\x18\x02 \x01(\x08\"%\n\x14SubscribeUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"\'\n\x16UnsubscribeUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"e\n\x18ListNotificationsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x13\n\x0bunread_only\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\x88\x01\n\x19ListNotificationsResponse\x12<\n\rnotifications\x18\x01 \x03(\x0b\x32%.missive.notification.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x14\n\x0cunread_count\x18\x03 \x01(\x05\"8\n\x1bMarkNotificationReadRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"0\n\x1fMarkAllNotificationsReadRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"2\n MarkAllNotificationsReadResponse\x12\x0e\n\x06marked\x18\x01 \x01(\x05\x32\xee\x06\n\x13NotificationService\x12}\n\x12\x43reateNotification\x12\x32.missive.notification.v1.CreateNotificationRequest\x1a\x33.missive.notification.v1.CreateNotificationResponse\x12w\n\x13\x43heckUserSubscribed\x12\x33.missive.notification.v1.CheckUserSubscribedRequest\x1a+.missive.notification.v1.SubscriptionStatus\x12k\n\rSubscribeUser\x12-.missive.notification.v1.SubscribeUserRequest\x1a+.missive.notification.v1.SubscriptionStatus\x12o\n\x0fUnsubscribeUser\x12/.missive.notification.v1.UnsubscribeUserRequest\x1a+.missive.notification.v1.SubscriptionStatus\x12z\n\x11ListNotifications\x12\x31.missive.notification.v1.ListNotificationsRequest\x1a\x32.missive.notification.v1.ListNotificationsResponse\x12s\n\x14MarkNotificationRead\x12\x34.missive.notification.v1.MarkNotificationReadRequest\x1a%.missive.notification.v1.Notification\x12\x8f\x01\n\x18MarkAllNotificationsRead\x12\x38.missive.notification.v1.MarkAllNotificationsReadRequest\x1a\x39.missive.notification.v1.MarkAllNotificationsReadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*missive/notification/v1/notification.proto\x12\x17missive.notification.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x01\n\x0cNotification\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\x03\x12\x14\n\x0csender_email\x18\x03 \x01(\t\x12\x16\n\x0ereceiver_email\x18\x04 \x01(\t\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04read\x18\x06 \x01(\x08\"\xb7\x01\n\x19\x43reateNotificationRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\x03\x12\x14\n\x0csender_email\x18\x02 \x01(\t\x12\x16\n\x0ereceiver_email\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04read\x18\x05 \x01(\x08\x12\x1b\n\x13receiver_account_id\x18\x06 \x01(\t\"~\n\x1a\x43reateNotificationResponse\x12;\n\x0cnotification\x18\x01 \x01(\x0b\x32%.missive.notification.v1.Notification\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\nsubscribed\x18\x03 \x01(\x08\"+\n\x1a\x43heckUserSubscribedRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"7\n\x12SubscriptionStatus\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x12\n\nsubscribed\x18\x02 \x01(\x08\"%\n\x14SubscribeUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"\'\n\x16UnsubscribeUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"y\n\x18ListNotificationsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x13\n\x0bunread_only\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\naccount_id\x18\x05 \x01(\t\"\x88\x01\n\x19ListNotificationsResponse\x12<\n\rnotifications\x18\x01 \x03(\x0b\x32%.missive.notification.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x14\n\x0cunread_count\x18\x03 \x01(\x05\"8\n\x1bMarkNotificationReadRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"0\n\x1fMarkAllNotificationsReadRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"2\n MarkAllNotificationsReadResponse\x12\x0e\n\x06marked\x18\x01 \x01(\x05\"8\n\x13\x45raseAccountRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\"&\n\x14\x45raseAccountResponse\x12\x0e\n\x06\x65rased\x18\x01 \x01(\x05\x32\xdb\x07\n\x13NotificationService\x12}\n\x12\x43reateNotification\x12\x32.missive.notification.v1.CreateNotificationRequest\x1a\x33.missive.notification.v1.CreateNotificationResponse\x12w\n\x13\x43heckUserSubscribed\x12\x33.missive.notification.v1.CheckUserSubscribedRequest\x1a+.missive.notification.v1.SubscriptionStatus\x12k\n\rSubscribeUser\x12-.missive.notification.v1.SubscribeUserRequest\x1a+.missive.notification.v1.SubscriptionStatus\x12o\n\x0fUnsubscribeUser\x12/.missive.notification.v1.UnsubscribeUserRequest\x1a+.missive.notification.v1.SubscriptionStatus\x12z\n\x11ListNotifications\x12\x31.missive.notification.v1.ListNotificationsRequest\x1a\x32.missive.notification.v1.ListNotificationsResponse\x12s\n\x14MarkNotificationRead\x12\x34.missive.notification.v1.MarkNotificationReadRequest\x1a%.missive.notification.v1.Notification\x12\x8f\x01\n\x18MarkAllNotificationsRead\x12\x38.missive.notification.v1.MarkAllNotificationsReadRequest\x1a\x39.missive.notification.v1.MarkAllNotificationsReadResponse\x12k\n\x0c\x45raseAccount\x12,.missive.notification.v1.EraseAccountRequest\x1a-.missive.notification.v1.EraseAccountResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,27 +35,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NOTIFICATION']._serialized_start=105
   _globals['_NOTIFICATION']._serialized_end=258
   _globals['_CREATENOTIFICATIONREQUEST']._serialized_start=261
-  _globals['_CREATENOTIFICATIONREQUEST']._serialized_end=415
-  _globals['_CREATENOTIFICATIONRESPONSE']._serialized_start=417
-  _globals['_CREATENOTIFICATIONRESPONSE']._serialized_end=543
-  _globals['_CHECKUSERSUBSCRIBEDREQUEST']._serialized_start=545
-  _globals['_CHECKUSERSUBSCRIBEDREQUEST']._serialized_end=588
-  _globals['_SUBSCRIPTIONSTATUS']._serialized_start=590
-  _globals['_SUBSCRIPTIONSTATUS']._serialized_end=645
-  _globals['_SUBSCRIBEUSERREQUEST']._serialized_start=647
-  _globals['_SUBSCRIBEUSERREQUEST']._serialized_end=684
-  _globals['_UNSUBSCRIBEUSERREQUEST']._serialized_start=686
-  _globals['_UNSUBSCRIBEUSERREQUEST']._serialized_end=725
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=727
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=828
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=831
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=967
-  _globals['_MARKNOTIFICATIONREADREQUEST']._serialized_start=969
-  _globals['_MARKNOTIFICATIONREADREQUEST']._serialized_end=1025
-  _globals['_MARKALLNOTIFICATIONSREADREQUEST']._serialized_start=1027
-  _globals['_MARKALLNOTIFICATIONSREADREQUEST']._serialized_end=1075
-  _globals['_MARKALLNOTIFICATIONSREADRESPONSE']._serialized_start=1077
-  _globals['_MARKALLNOTIFICATIONSREADRESPONSE']._serialized_end=1127
-  _globals['_NOTIFICATIONSERVICE']._serialized_start=1130
-  _globals['_NOTIFICATIONSERVICE']._serialized_end=2008
+  _globals['_CREATENOTIFICATIONREQUEST']._serialized_end=444
+  _globals['_CREATENOTIFICATIONRESPONSE']._serialized_start=446
+  _globals['_CREATENOTIFICATIONRESPONSE']._serialized_end=572
+  _globals['_CHECKUSERSUBSCRIBEDREQUEST']._serialized_start=574
+  _globals['_CHECKUSERSUBSCRIBEDREQUEST']._serialized_end=617
+  _globals['_SUBSCRIPTIONSTATUS']._serialized_start=619
+  _globals['_SUBSCRIPTIONSTATUS']._serialized_end=674
+  _globals['_SUBSCRIBEUSERREQUEST']._serialized_start=676
+  _globals['_SUBSCRIBEUSERREQUEST']._serialized_end=713
+  _globals['_UNSUBSCRIBEUSERREQUEST']._serialized_start=715
+  _globals['_UNSUBSCRIBEUSERREQUEST']._serialized_end=754
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=756
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=877
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=880
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=1016
+  _globals['_MARKNOTIFICATIONREADREQUEST']._serialized_start=1018
+  _globals['_MARKNOTIFICATIONREADREQUEST']._serialized_end=1074
+  _globals['_MARKALLNOTIFICATIONSREADREQUEST']._serialized_start=1076
+  _globals['_MARKALLNOTIFICATIONSREADREQUEST']._serialized_end=1124
+  _globals['_MARKALLNOTIFICATIONSREADRESPONSE']._serialized_start=1126
+  _globals['_MARKALLNOTIFICATIONSREADRESPONSE']._serialized_end=1176
+  _globals['_ERASEACCOUNTREQUEST']._serialized_start=1178
+  _globals['_ERASEACCOUNTREQUEST']._serialized_end=1234
+  _globals['_ERASEACCOUNTRESPONSE']._serialized_start=1236
+  _globals['_ERASEACCOUNTRESPONSE']._serialized_end=1274
+  _globals['_NOTIFICATIONSERVICE']._serialized_start=1277
+  _globals['_NOTIFICATIONSERVICE']._serialized_end=2264
 # @@protoc_insertion_point(module_scope)

@@ -11,7 +11,9 @@ Conventions shared by every Missive service:
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from UserService AuthenticateUser (or REST POST /login). A missing, malformed or expired
-  token fails with UNAUTHENTICATED; a valid token used on another user's data fails with
+  token fails with UNAUTHENTICATED, and so does a revoked one (its account was deleted, its
+  password changed or all its tokens revoked since it was issued; services learn of a
+  revocation within 5 seconds); a valid token used on another user's data fails with
   PERMISSION_DENIED.
 - Internal callers use their own service credential, which a user token cannot forge; a
   service that is not on the method's allowlist fails with PERMISSION_DENIED.
@@ -98,6 +100,7 @@ class CreateNotificationRequest(_message.Message):
     RECEIVER_EMAIL_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     READ_FIELD_NUMBER: _builtins.int
+    RECEIVER_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     message_id: _builtins.int
     """Id of the stored message, at least 1; the idempotency key of this call."""
     sender_email: _builtins.str
@@ -108,6 +111,11 @@ class CreateNotificationRequest(_message.Message):
     """
     read: _builtins.bool
     """Initial read state of the notification; MessageService sends false."""
+    receiver_account_id: _builtins.str
+    """The receiver's account id when the message was sent (32 lower-case hex digits), or empty
+    if unknown. A notification for an account that has since been deleted is not stored
+    (subscribed = false, created = false), so a later account of the same email never sees it.
+    """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """When the message was stored (UTC); required."""
@@ -120,10 +128,11 @@ class CreateNotificationRequest(_message.Message):
         receiver_email: _builtins.str = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
         read: _builtins.bool = ...,
+        receiver_account_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "read", b"read", "receiver_email", b"receiver_email", "sender_email", b"sender_email", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "read", b"read", "receiver_account_id", b"receiver_account_id", "receiver_email", b"receiver_email", "sender_email", b"sender_email", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -269,6 +278,7 @@ class ListNotificationsRequest(_message.Message):
     UNREAD_ONLY_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     email: _builtins.str
     """Owner of the notifications: normalised lower-case email, max 254 bytes."""
     unread_only: _builtins.bool
@@ -277,6 +287,12 @@ class ListNotificationsRequest(_message.Message):
     """Maximum number of notifications to return: 0 means the default of 50, the maximum is 100."""
     page_token: _builtins.str
     """Opaque token from a previous response's next_page_token; empty for the first page."""
+    account_id: _builtins.str
+    """For internal callers acting for a user (FrontendService replaying a stream): the user's
+    account id, 32 lower-case hex digits, so that notifications of an earlier, deleted account
+    of the same email are never listed. Ignored for user callers (their token names the
+    account); empty means not given.
+    """
     def __init__(
         self,
         *,
@@ -284,10 +300,11 @@ class ListNotificationsRequest(_message.Message):
         unread_only: _builtins.bool = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        account_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "page_size", b"page_size", "page_token", b"page_token", "unread_only", b"unread_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "email", b"email", "page_size", b"page_size", "page_token", b"page_token", "unread_only", b"unread_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -396,3 +413,53 @@ class MarkAllNotificationsReadResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MarkAllNotificationsReadResponse: _TypeAlias = MarkAllNotificationsReadResponse  # noqa: Y015
+
+@_typing.final
+class EraseAccountRequest(_message.Message):
+    """Which deleted account's data to erase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    email: _builtins.str
+    """The deleted account's email: normalised lower-case email, max 254 bytes."""
+    account_id: _builtins.str
+    """The deleted account's id: 32 lower-case hex digits, or empty for an account created before
+    account ids existed.
+    """
+    def __init__(
+        self,
+        *,
+        email: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "email", b"email"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseAccountRequest: _TypeAlias = EraseAccountRequest  # noqa: Y015
+
+@_typing.final
+class EraseAccountResponse(_message.Message):
+    """Outcome of EraseAccount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERASED_FIELD_NUMBER: _builtins.int
+    erased: _builtins.int
+    """Number of notifications removed by this call; 0 when there was nothing left to erase."""
+    def __init__(
+        self,
+        *,
+        erased: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erased", b"erased"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseAccountResponse: _TypeAlias = EraseAccountResponse  # noqa: Y015

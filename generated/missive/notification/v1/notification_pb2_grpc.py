@@ -73,6 +73,11 @@ class NotificationServiceStub:
                 request_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.MarkAllNotificationsReadRequest.SerializeToString,
                 response_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.MarkAllNotificationsReadResponse.FromString,
                 _registered_method=True)
+        self.EraseAccount = channel.unary_unary(
+                '/missive.notification.v1.NotificationService/EraseAccount',
+                request_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.EraseAccountRequest.SerializeToString,
+                response_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.EraseAccountResponse.FromString,
+                _registered_method=True)
 
 
 class NotificationServiceServicer:
@@ -169,6 +174,19 @@ class NotificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseAccount(self, request, context):
+        """Erases the data of a deleted account: its notifications and its subscription state.
+        Called by UserService, at least once, after an account is deleted; idempotent. Data that a
+        later account of the same email already owns is never touched, and the call is refused
+        while account_id is still the email's current account.
+        Errors: INVALID_ARGUMENT (malformed email or account_id), FAILED_PRECONDITION (account_id
+        is still registered), PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only UserService may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -206,6 +224,11 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.MarkAllNotificationsRead,
                     request_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.MarkAllNotificationsReadRequest.FromString,
                     response_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.MarkAllNotificationsReadResponse.SerializeToString,
+            ),
+            'EraseAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseAccount,
+                    request_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.EraseAccountRequest.FromString,
+                    response_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.EraseAccountResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -401,6 +424,33 @@ class NotificationService:
             '/missive.notification.v1.NotificationService/MarkAllNotificationsRead',
             missive_dot_notification_dot_v1_dot_notification__pb2.MarkAllNotificationsReadRequest.SerializeToString,
             missive_dot_notification_dot_v1_dot_notification__pb2.MarkAllNotificationsReadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.notification.v1.NotificationService/EraseAccount',
+            missive_dot_notification_dot_v1_dot_notification__pb2.EraseAccountRequest.SerializeToString,
+            missive_dot_notification_dot_v1_dot_notification__pb2.EraseAccountResponse.FromString,
             options,
             channel_credentials,
             insecure,

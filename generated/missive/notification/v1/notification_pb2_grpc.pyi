@@ -11,7 +11,9 @@ Conventions shared by every Missive service:
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from UserService AuthenticateUser (or REST POST /login). A missing, malformed or expired
-  token fails with UNAUTHENTICATED; a valid token used on another user's data fails with
+  token fails with UNAUTHENTICATED, and so does a revoked one (its account was deleted, its
+  password changed or all its tokens revoked since it was issued; services learn of a
+  revocation within 5 seconds); a valid token used on another user's data fails with
   PERMISSION_DENIED.
 - Internal callers use their own service credential, which a user token cannot forge; a
   service that is not on the method's allowlist fails with PERMISSION_DENIED.
@@ -118,6 +120,15 @@ class NotificationServiceStub:
     the caller's), UNAVAILABLE.
     Auth: user token; the caller acts only on their own data.
     """
+    EraseAccount: _grpc.UnaryUnaryMultiCallable[_notification_pb2.EraseAccountRequest, _notification_pb2.EraseAccountResponse]
+    """Erases the data of a deleted account: its notifications and its subscription state.
+    Called by UserService, at least once, after an account is deleted; idempotent. Data that a
+    later account of the same email already owns is never touched, and the call is refused
+    while account_id is still the email's current account.
+    Errors: INVALID_ARGUMENT (malformed email or account_id), FAILED_PRECONDITION (account_id
+    is still registered), PERMISSION_DENIED, UNAVAILABLE.
+    Auth: internal; only UserService may call it.
+    """
 
 @_typing.type_check_only
 class NotificationServiceAsyncStub(NotificationServiceStub):
@@ -186,6 +197,15 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is not
     the caller's), UNAVAILABLE.
     Auth: user token; the caller acts only on their own data.
+    """
+    EraseAccount: _aio.UnaryUnaryMultiCallable[_notification_pb2.EraseAccountRequest, _notification_pb2.EraseAccountResponse]  # type: ignore[assignment]
+    """Erases the data of a deleted account: its notifications and its subscription state.
+    Called by UserService, at least once, after an account is deleted; idempotent. Data that a
+    later account of the same email already owns is never touched, and the call is refused
+    while account_id is still the email's current account.
+    Errors: INVALID_ARGUMENT (malformed email or account_id), FAILED_PRECONDITION (account_id
+    is still registered), PERMISSION_DENIED, UNAVAILABLE.
+    Auth: internal; only UserService may call it.
     """
 
 class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -294,6 +314,21 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is not
         the caller's), UNAVAILABLE.
         Auth: user token; the caller acts only on their own data.
+        """
+
+    @_abc_1.abstractmethod
+    def EraseAccount(
+        self,
+        request: _notification_pb2.EraseAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.EraseAccountResponse, _abc.Awaitable[_notification_pb2.EraseAccountResponse]]:
+        """Erases the data of a deleted account: its notifications and its subscription state.
+        Called by UserService, at least once, after an account is deleted; idempotent. Data that a
+        later account of the same email already owns is never touched, and the call is refused
+        while account_id is still the email's current account.
+        Errors: INVALID_ARGUMENT (malformed email or account_id), FAILED_PRECONDITION (account_id
+        is still registered), PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only UserService may call it.
         """
 
 def add_NotificationServiceServicer_to_server(servicer: NotificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

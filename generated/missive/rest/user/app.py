@@ -44,6 +44,10 @@ def operations(handlers: UserApi) -> dict[str, View]:
         await handlers.delete_user(token_info=token_info, email=email)
         return no_content()
 
+    async def revokeTokens(token_info: TokenInfo, email: Any) -> Any:
+        await handlers.revoke_tokens(token_info=token_info, email=email)
+        return no_content()
+
     async def login(body: Any) -> Any:
         return json_reply(await handlers.login(body=body), 200)
 
@@ -56,6 +60,7 @@ def operations(handlers: UserApi) -> dict[str, View]:
         "getUser": getUser,
         "updateUser": updateUser,
         "deleteUser": deleteUser,
+        "revokeTokens": revokeTokens,
         "login": login,
         "health": health,
     }

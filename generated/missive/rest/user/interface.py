@@ -64,8 +64,9 @@ class UserApi(abc.ABC):
 
         Updates the name, the password, or both, of the caller's own account and returns the
         updated user; `updated_at` is set to the time of the change. The email cannot be changed
-        (it is the account's key). At least one field must be given. Access tokens issued before
-        a password change stay valid until they expire.
+        (it is the account's key). At least one field must be given. A password change revokes
+        every access token issued before it, the one used for this call included: sign in again
+        with the new password.
 
         Fails with 403 if `email` is not the caller's own, 404 if the account no longer exists.
 
@@ -77,15 +78,32 @@ class UserApi(abc.ABC):
         """
         Delete the caller's account
 
-        Deletes the caller's own account; the email can then be registered again. Messages and
-        notifications held by MessageService and NotificationService are not removed. Tokens
-        already issued stay valid until they expire, but UserService then answers 404 for the
-        account.
+        Deletes the caller's own account and revokes its tokens at once. Its data in the other
+        services is erased shortly after (at least once, retried until done): every message it
+        sent or received (they also leave its peers' conversations), its conversations, its
+        notifications and its subscription; its live notification streams end. The email can
+        then be registered again: the new account is a different account (a new id) and never
+        sees anything of the deleted one, even before the erasure has finished.
 
         Fails with 403 if `email` is not the caller's own, 404 if the account no longer exists.
 
         `DELETE /users/{email}` → 204. Auth: bearer token (token_info holds its verified
         claims).
+        """
+
+    @abc.abstractmethod
+    async def revoke_tokens(self, *, token_info: TokenInfo, email: str) -> None:
+        """
+        Sign out everywhere
+
+        Revokes every access token of the caller's own account issued so far, the one used for
+        this call included; sign in again for a new one. Every Missive service refuses the old
+        tokens within 5 seconds, and live notification streams opened with them end.
+
+        Fails with 403 if `email` is not the caller's own, 404 if the account no longer exists.
+
+        `POST /users/{email}/revoke_tokens` → 204. Auth: bearer token (token_info holds its
+        verified claims).
         """
 
     @abc.abstractmethod

@@ -37,8 +37,9 @@ class LoginResponse(TypedDict):
     """Always true in this response (failed sign-ins answer 401); mirrors gRPC `AuthenticateUser`."""
     access_token: str
     """
-    Signed JWT identifying the user; send it as `Authorization: Bearer <access_token>`. Treat it
-    as opaque and secret.
+    Signed JWT identifying the user's account; send it as `Authorization: Bearer
+    <access_token>`. Treat it as opaque and secret. It stops being accepted at `expires_at`, or
+    earlier if revoked.
     """
     token_type: Literal['Bearer']
     """How to present the token; always `Bearer`."""

@@ -10,7 +10,9 @@ Conventions shared by every Missive service:
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from AuthenticateUser (or REST POST /login). A missing, malformed or expired token fails with
-  UNAUTHENTICATED; a valid token used on another user's data fails with PERMISSION_DENIED.
+  UNAUTHENTICATED, and so does a revoked one (its account was deleted, its password changed or
+  all its tokens revoked since it was issued); a valid token used on another user's data fails
+  with PERMISSION_DENIED.
 - Internal methods require the calling service's own credential, which a user token cannot
   forge; a caller that is not on the method's allowlist fails with PERMISSION_DENIED.
 - If the store (Redis) is unreachable, calls fail with UNAVAILABLE and may be retried.
@@ -119,6 +121,10 @@ class AuthenticateUserResponse(_message.Message):
     access_token: _builtins.str
     """Signed access token (a JWT signed by UserService with an asymmetric key) identifying the
     user; send it as `authorization: Bearer <access_token>`. Empty when authenticated is false.
+    Its claims: sub (the email), aid (the account id), tv (the account's token version), iat,
+    exp, iss, aud. It stops being accepted at expires_at, or earlier when revoked: when the
+    account is deleted, its password changes or all its tokens are revoked (REST
+    POST /users/{email}/revoke_tokens). Treat it as opaque.
     """
     token_type: _builtins.str
     """"Bearer" when authenticated is true; empty otherwise."""
@@ -171,16 +177,28 @@ class CheckUserExistsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EXISTS_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_VERSION_FIELD_NUMBER: _builtins.int
     exists: _builtins.bool
     """True when a user is registered under the requested email."""
+    account_id: _builtins.str
+    """The account's id when exists is true (empty otherwise): 32 lower-case hex digits, never
+    reused by another account, later accounts sorting after earlier ones.
+    """
+    token_version: _builtins.int
+    """The version every valid access token of the account carries (the `tv` claim) when exists
+    is true; raised to revoke all earlier tokens.
+    """
     def __init__(
         self,
         *,
         exists: _builtins.bool = ...,
+        account_id: _builtins.str = ...,
+        token_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exists", b"exists"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "exists", b"exists", "token_version", b"token_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,7 +10,9 @@ Conventions shared by every Missive service:
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from AuthenticateUser (or REST POST /login). A missing, malformed or expired token fails with
-  UNAUTHENTICATED; a valid token used on another user's data fails with PERMISSION_DENIED.
+  UNAUTHENTICATED, and so does a revoked one (its account was deleted, its password changed or
+  all its tokens revoked since it was issued); a valid token used on another user's data fails
+  with PERMISSION_DENIED.
 - Internal methods require the calling service's own credential, which a user token cannot
   forge; a caller that is not on the method's allowlist fails with PERMISSION_DENIED.
 - If the store (Redis) is unreachable, calls fail with UNAVAILABLE and may be retried.
@@ -67,9 +69,12 @@ class UserServiceStub:
     """
     CheckUserExists: _grpc.UnaryUnaryMultiCallable[_user_pb2.CheckUserExistsRequest, _user_pb2.CheckUserExistsResponse]
     """Tells whether a user is registered under an email, so that services can validate the
-    addresses they are given (MessageService checks the sender and receiver of every message).
+    addresses they are given (MessageService checks the sender and receiver of every message),
+    and, when one is, its account id and current token version, so that services can refuse
+    revoked tokens and keep the data of a deleted account from a later account of the same
+    email.
     Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.
-    Auth: internal; only MessageService, NotificationService may call it.
+    Auth: internal; only MessageService, NotificationService, FrontendService may call it.
     """
     ListUsers: _grpc.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]
     """Lists registered users one page at a time, in ascending email order.
@@ -104,9 +109,12 @@ class UserServiceAsyncStub(UserServiceStub):
     """
     CheckUserExists: _aio.UnaryUnaryMultiCallable[_user_pb2.CheckUserExistsRequest, _user_pb2.CheckUserExistsResponse]  # type: ignore[assignment]
     """Tells whether a user is registered under an email, so that services can validate the
-    addresses they are given (MessageService checks the sender and receiver of every message).
+    addresses they are given (MessageService checks the sender and receiver of every message),
+    and, when one is, its account id and current token version, so that services can refuse
+    revoked tokens and keep the data of a deleted account from a later account of the same
+    email.
     Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.
-    Auth: internal; only MessageService, NotificationService may call it.
+    Auth: internal; only MessageService, NotificationService, FrontendService may call it.
     """
     ListUsers: _aio.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]  # type: ignore[assignment]
     """Lists registered users one page at a time, in ascending email order.
@@ -150,9 +158,12 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_pb2.CheckUserExistsResponse, _abc.Awaitable[_user_pb2.CheckUserExistsResponse]]:
         """Tells whether a user is registered under an email, so that services can validate the
-        addresses they are given (MessageService checks the sender and receiver of every message).
+        addresses they are given (MessageService checks the sender and receiver of every message),
+        and, when one is, its account id and current token version, so that services can refuse
+        revoked tokens and keep the data of a deleted account from a later account of the same
+        email.
         Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.
-        Auth: internal; only MessageService, NotificationService may call it.
+        Auth: internal; only MessageService, NotificationService, FrontendService may call it.
         """
 
     @_abc_1.abstractmethod

@@ -19,8 +19,8 @@ class LoginResponse:
     Attributes:
         authenticated (bool): Always true in this response (failed sign-ins answer 401); mirrors gRPC
             `AuthenticateUser`.
-        access_token (str): Signed JWT identifying the user; send it as `Authorization: Bearer <access_token>`. Treat it
-            as opaque and secret.
+        access_token (str): Signed JWT identifying the user's account; send it as `Authorization: Bearer
+            <access_token>`. Treat it as opaque and secret. It stops being accepted at `expires_at`, or earlier if revoked.
         token_type (LoginResponseTokenType): How to present the token; always `Bearer`.
         expires_at (datetime.datetime): When the token stops being accepted (UTC); sign in again after it.
     """

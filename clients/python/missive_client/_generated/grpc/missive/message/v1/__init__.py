@@ -6,6 +6,7 @@
 __all__ = (
     "Conversation",
     "DeleteMessageRequest",
+    "EraseAccountRequest",
     "GetMessageRequest",
     "GetMessagesRequest",
     "GetMessagesResponse",
@@ -101,6 +102,29 @@ class DeleteMessageRequest(betterproto2.Message):
 
 default_message_pool.register_message(
     "missive.message.v1", "DeleteMessageRequest", DeleteMessageRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class EraseAccountRequest(betterproto2.Message):
+    """
+    Which deleted account's data to erase.
+    """
+
+    email: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The deleted account's email: normalised lower-case email, max 254 bytes.
+    """
+
+    account_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The deleted account's id: 32 lower-case hex digits, or empty for an account created before
+    account ids existed.
+    """
+
+
+default_message_pool.register_message(
+    "missive.message.v1", "EraseAccountRequest", EraseAccountRequest
 )
 
 
@@ -479,6 +503,26 @@ class MessageServiceStub:
             ___google__protobuf__.Empty.FromString,
         )(message)
 
+    def erase_account(
+        self, message: "EraseAccountRequest"
+    ) -> "___google__protobuf__.Empty":
+        """
+        Erases the data of a deleted account: every message it sent or received (so they also
+        leave its peers' conversations) and its conversations. Called by UserService, at least
+        once, after an account is deleted; idempotent. Data that a later account of the same email
+        already owns is never touched, and the call is refused while account_id is still the
+        email's current account.
+        Errors: INVALID_ARGUMENT (malformed email or account_id), FAILED_PRECONDITION (account_id
+        is still registered), PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only UserService may call it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.message.v1.MessageService/EraseAccount",
+            EraseAccountRequest.SerializeToString,
+            ___google__protobuf__.Empty.FromString,
+        )(message)
+
 
 class MessageServiceAsyncStub(betterproto2_grpclib.ServiceStub):
     """
@@ -646,6 +690,34 @@ class MessageServiceAsyncStub(betterproto2_grpclib.ServiceStub):
 
         return await self._unary_unary(
             "/missive.message.v1.MessageService/DeleteMessage",
+            message,
+            ___google__protobuf__.Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def erase_account(
+        self,
+        message: "EraseAccountRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "___google__protobuf__.Empty":
+        """
+        Erases the data of a deleted account: every message it sent or received (so they also
+        leave its peers' conversations) and its conversations. Called by UserService, at least
+        once, after an account is deleted; idempotent. Data that a later account of the same email
+        already owns is never touched, and the call is refused while account_id is still the
+        email's current account.
+        Errors: INVALID_ARGUMENT (malformed email or account_id), FAILED_PRECONDITION (account_id
+        is still registered), PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only UserService may call it.
+        """
+
+        return await self._unary_unary(
+            "/missive.message.v1.MessageService/EraseAccount",
             message,
             ___google__protobuf__.Empty,
             timeout=timeout,

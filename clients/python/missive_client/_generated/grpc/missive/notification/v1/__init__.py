@@ -7,6 +7,8 @@ __all__ = (
     "CheckUserSubscribedRequest",
     "CreateNotificationRequest",
     "CreateNotificationResponse",
+    "EraseAccountRequest",
+    "EraseAccountResponse",
     "ListNotificationsRequest",
     "ListNotificationsResponse",
     "MarkAllNotificationsReadRequest",
@@ -92,6 +94,13 @@ class CreateNotificationRequest(betterproto2.Message):
     Initial read state of the notification; MessageService sends false.
     """
 
+    receiver_account_id: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    The receiver's account id when the message was sent (32 lower-case hex digits), or empty
+    if unknown. A notification for an account that has since been deleted is not stored
+    (subscribed = false, created = false), so a later account of the same email never sees it.
+    """
+
 
 default_message_pool.register_message(
     "missive.notification.v1", "CreateNotificationRequest", CreateNotificationRequest
@@ -131,6 +140,46 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
+class EraseAccountRequest(betterproto2.Message):
+    """
+    Which deleted account's data to erase.
+    """
+
+    email: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The deleted account's email: normalised lower-case email, max 254 bytes.
+    """
+
+    account_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The deleted account's id: 32 lower-case hex digits, or empty for an account created before
+    account ids existed.
+    """
+
+
+default_message_pool.register_message(
+    "missive.notification.v1", "EraseAccountRequest", EraseAccountRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class EraseAccountResponse(betterproto2.Message):
+    """
+    Outcome of EraseAccount.
+    """
+
+    erased: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    Number of notifications removed by this call; 0 when there was nothing left to erase.
+    """
+
+
+default_message_pool.register_message(
+    "missive.notification.v1", "EraseAccountResponse", EraseAccountResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class ListNotificationsRequest(betterproto2.Message):
     """
     Which notifications to list.
@@ -154,6 +203,14 @@ class ListNotificationsRequest(betterproto2.Message):
     page_token: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
     """
     Opaque token from a previous response's next_page_token; empty for the first page.
+    """
+
+    account_id: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    For internal callers acting for a user (FrontendService replaying a stream): the user's
+    account id, 32 lower-case hex digits, so that notifications of an earlier, deleted account
+    of the same email are never listed. Ignored for user callers (their token names the
+    account); empty means not given.
     """
 
 
@@ -496,6 +553,23 @@ class NotificationServiceStub:
             MarkAllNotificationsReadResponse.FromString,
         )(message)
 
+    def erase_account(self, message: "EraseAccountRequest") -> "EraseAccountResponse":
+        """
+        Erases the data of a deleted account: its notifications and its subscription state.
+        Called by UserService, at least once, after an account is deleted; idempotent. Data that a
+        later account of the same email already owns is never touched, and the call is refused
+        while account_id is still the email's current account.
+        Errors: INVALID_ARGUMENT (malformed email or account_id), FAILED_PRECONDITION (account_id
+        is still registered), PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only UserService may call it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.notification.v1.NotificationService/EraseAccount",
+            EraseAccountRequest.SerializeToString,
+            EraseAccountResponse.FromString,
+        )(message)
+
 
 class NotificationServiceAsyncStub(betterproto2_grpclib.ServiceStub):
     """
@@ -685,6 +759,33 @@ class NotificationServiceAsyncStub(betterproto2_grpclib.ServiceStub):
             "/missive.notification.v1.NotificationService/MarkAllNotificationsRead",
             message,
             MarkAllNotificationsReadResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def erase_account(
+        self,
+        message: "EraseAccountRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "EraseAccountResponse":
+        """
+        Erases the data of a deleted account: its notifications and its subscription state.
+        Called by UserService, at least once, after an account is deleted; idempotent. Data that a
+        later account of the same email already owns is never touched, and the call is refused
+        while account_id is still the email's current account.
+        Errors: INVALID_ARGUMENT (malformed email or account_id), FAILED_PRECONDITION (account_id
+        is still registered), PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only UserService may call it.
+        """
+
+        return await self._unary_unary(
+            "/missive.notification.v1.NotificationService/EraseAccount",
+            message,
+            EraseAccountResponse,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,

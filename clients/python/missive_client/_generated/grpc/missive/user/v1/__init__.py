@@ -72,6 +72,10 @@ class AuthenticateUserResponse(betterproto2.Message):
     """
     Signed access token (a JWT signed by UserService with an asymmetric key) identifying the
     user; send it as `authorization: Bearer <access_token>`. Empty when authenticated is false.
+    Its claims: sub (the email), aid (the account id), tv (the account's token version), iat,
+    exp, iss, aud. It stops being accepted at expires_at, or earlier when revoked: when the
+    account is deleted, its password changes or all its tokens are revoked (REST
+    POST /users/{email}/revoke_tokens). Treat it as opaque.
     """
 
     token_type: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
@@ -121,6 +125,18 @@ class CheckUserExistsResponse(betterproto2.Message):
     exists: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
     """
     True when a user is registered under the requested email.
+    """
+
+    account_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The account's id when exists is true (empty otherwise): 32 lower-case hex digits, never
+    reused by another account, later accounts sorting after earlier ones.
+    """
+
+    token_version: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
+    """
+    The version every valid access token of the account carries (the `tv` claim) when exists
+    is true; raised to revoke all earlier tokens.
     """
 
 
@@ -267,9 +283,12 @@ class UserServiceStub:
     ) -> "CheckUserExistsResponse":
         """
         Tells whether a user is registered under an email, so that services can validate the
-        addresses they are given (MessageService checks the sender and receiver of every message).
+        addresses they are given (MessageService checks the sender and receiver of every message),
+        and, when one is, its account id and current token version, so that services can refuse
+        revoked tokens and keep the data of a deleted account from a later account of the same
+        email.
         Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.
-        Auth: internal; only MessageService, NotificationService may call it.
+        Auth: internal; only MessageService, NotificationService, FrontendService may call it.
         """
 
         return self._channel.unary_unary(
@@ -352,9 +371,12 @@ class UserServiceAsyncStub(betterproto2_grpclib.ServiceStub):
     ) -> "CheckUserExistsResponse":
         """
         Tells whether a user is registered under an email, so that services can validate the
-        addresses they are given (MessageService checks the sender and receiver of every message).
+        addresses they are given (MessageService checks the sender and receiver of every message),
+        and, when one is, its account id and current token version, so that services can refuse
+        revoked tokens and keep the data of a deleted account from a later account of the same
+        email.
         Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.
-        Auth: internal; only MessageService, NotificationService may call it.
+        Auth: internal; only MessageService, NotificationService, FrontendService may call it.
         """
 
         return await self._unary_unary(

@@ -81,10 +81,12 @@ def sync_detailed(
 ) -> Response[Any | Problem]:
     """Delete the caller's account
 
-     Deletes the caller's own account; the email can then be registered again. Messages and
-    notifications held by MessageService and NotificationService are not removed. Tokens
-    already issued stay valid until they expire, but UserService then answers 404 for the
-    account.
+     Deletes the caller's own account and revokes its tokens at once. Its data in the other
+    services is erased shortly after (at least once, retried until done): every message it
+    sent or received (they also leave its peers' conversations), its conversations, its
+    notifications and its subscription; its live notification streams end. The email can
+    then be registered again: the new account is a different account (a new id) and never
+    sees anything of the deleted one, even before the erasure has finished.
 
     Fails with 403 if `email` is not the caller's own, 404 if the account no longer exists.
 
@@ -117,10 +119,12 @@ def sync(
 ) -> Any | Problem | None:
     """Delete the caller's account
 
-     Deletes the caller's own account; the email can then be registered again. Messages and
-    notifications held by MessageService and NotificationService are not removed. Tokens
-    already issued stay valid until they expire, but UserService then answers 404 for the
-    account.
+     Deletes the caller's own account and revokes its tokens at once. Its data in the other
+    services is erased shortly after (at least once, retried until done): every message it
+    sent or received (they also leave its peers' conversations), its conversations, its
+    notifications and its subscription; its live notification streams end. The email can
+    then be registered again: the new account is a different account (a new id) and never
+    sees anything of the deleted one, even before the erasure has finished.
 
     Fails with 403 if `email` is not the caller's own, 404 if the account no longer exists.
 
@@ -148,10 +152,12 @@ async def asyncio_detailed(
 ) -> Response[Any | Problem]:
     """Delete the caller's account
 
-     Deletes the caller's own account; the email can then be registered again. Messages and
-    notifications held by MessageService and NotificationService are not removed. Tokens
-    already issued stay valid until they expire, but UserService then answers 404 for the
-    account.
+     Deletes the caller's own account and revokes its tokens at once. Its data in the other
+    services is erased shortly after (at least once, retried until done): every message it
+    sent or received (they also leave its peers' conversations), its conversations, its
+    notifications and its subscription; its live notification streams end. The email can
+    then be registered again: the new account is a different account (a new id) and never
+    sees anything of the deleted one, even before the erasure has finished.
 
     Fails with 403 if `email` is not the caller's own, 404 if the account no longer exists.
 
@@ -182,10 +188,12 @@ async def asyncio(
 ) -> Any | Problem | None:
     """Delete the caller's account
 
-     Deletes the caller's own account; the email can then be registered again. Messages and
-    notifications held by MessageService and NotificationService are not removed. Tokens
-    already issued stay valid until they expire, but UserService then answers 404 for the
-    account.
+     Deletes the caller's own account and revokes its tokens at once. Its data in the other
+    services is erased shortly after (at least once, retried until done): every message it
+    sent or received (they also leave its peers' conversations), its conversations, its
+    notifications and its subscription; its live notification streams end. The email can
+    then be registered again: the new account is a different account (a new id) and never
+    sees anything of the deleted one, even before the erasure has finished.
 
     Fails with 403 if `email` is not the caller's own, 404 if the account no longer exists.
 

@@ -100,8 +100,9 @@ def sync_detailed(
 
      Updates the name, the password, or both, of the caller's own account and returns the
     updated user; `updated_at` is set to the time of the change. The email cannot be
-    changed (it is the account's key). At least one field must be given. Access tokens
-    issued before a password change stay valid until they expire.
+    changed (it is the account's key). At least one field must be given. A password change
+    revokes every access token issued before it, the one used for this call included:
+    sign in again with the new password.
 
     Fails with 403 if `email` is not the caller's own, 404 if the account no longer exists.
 
@@ -139,8 +140,9 @@ def sync(
 
      Updates the name, the password, or both, of the caller's own account and returns the
     updated user; `updated_at` is set to the time of the change. The email cannot be
-    changed (it is the account's key). At least one field must be given. Access tokens
-    issued before a password change stay valid until they expire.
+    changed (it is the account's key). At least one field must be given. A password change
+    revokes every access token issued before it, the one used for this call included:
+    sign in again with the new password.
 
     Fails with 403 if `email` is not the caller's own, 404 if the account no longer exists.
 
@@ -173,8 +175,9 @@ async def asyncio_detailed(
 
      Updates the name, the password, or both, of the caller's own account and returns the
     updated user; `updated_at` is set to the time of the change. The email cannot be
-    changed (it is the account's key). At least one field must be given. Access tokens
-    issued before a password change stay valid until they expire.
+    changed (it is the account's key). At least one field must be given. A password change
+    revokes every access token issued before it, the one used for this call included:
+    sign in again with the new password.
 
     Fails with 403 if `email` is not the caller's own, 404 if the account no longer exists.
 
@@ -210,8 +213,9 @@ async def asyncio(
 
      Updates the name, the password, or both, of the caller's own account and returns the
     updated user; `updated_at` is set to the time of the change. The email cannot be
-    changed (it is the account's key). At least one field must be given. Access tokens
-    issued before a password change stay valid until they expire.
+    changed (it is the account's key). At least one field must be given. A password change
+    revokes every access token issued before it, the one used for this call included:
+    sign in again with the new password.
 
     Fails with 403 if `email` is not the caller's own, 404 if the account no longer exists.
 

@@ -1,0 +1,82 @@
+"""Erasing a deleted account's data in the other services: the `outbox:accounts` relay.
+
+Deleting an account writes, in the same script as the deletion, an event {email, account_id}
+to the `outbox:accounts` stream. This relay (the shared delivery component) hands each event to
+MessageService and NotificationService `EraseAccount`, at least once, retrying with backoff
+while either is unreachable. Both calls are idempotent, so a redelivery is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Final
+
+import grpc
+import grpc.aio
+from missive.message.v1 import message_pb2, message_pb2_grpc
+from missive.notification.v1 import notification_pb2, notification_pb2_grpc
+
+from services.common.delivery import OutboxConfig, PermanentDeliveryError
+from services.user.store import ACCOUNTS_DEAD_LETTERS, ACCOUNTS_OUTBOX
+
+logger = logging.getLogger(__name__)
+
+ERASE_TIMEOUT_SECONDS: Final = 10.0
+OUTBOX: Final = OutboxConfig(
+    stream=ACCOUNTS_OUTBOX,
+    group="erasure-relay",
+    dead_letter_stream=ACCOUNTS_DEAD_LETTERS,
+    claim_idle_ms=30_000,  # well above two erasure deadlines
+)
+# The services refused the event for good (malformed, or the account still exists).
+_PERMANENT: Final = frozenset(
+    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
+)
+
+
+def consumer_name() -> str:
+    """This process's name in the relay's consumer group: hostname-pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class EraseAccount:
+    """The relay's handler: EraseAccount on MessageService, then on NotificationService."""
+
+    def __init__(
+        self,
+        message_channel: grpc.aio.Channel,
+        notification_channel: grpc.aio.Channel,
+        timeout: float = ERASE_TIMEOUT_SECONDS,
+    ) -> None:
+        self._messages = message_pb2_grpc.MessageServiceStub(message_channel)
+        self._notifications = notification_pb2_grpc.NotificationServiceStub(notification_channel)
+        self._timeout = timeout
+
+    async def __call__(self, entry_id: str, fields: dict[str, str]) -> None:
+        email = fields.get("email", "")
+        account_id = fields.get("account_id", "")
+        if not email:
+            raise PermanentDeliveryError(f"outbox entry {entry_id} names no email")
+        try:
+            await self._messages.EraseAccount(
+                message_pb2.EraseAccountRequest(email=email, account_id=account_id),
+                timeout=self._timeout,
+            )
+            reply = await self._notifications.EraseAccount(
+                notification_pb2.EraseAccountRequest(email=email, account_id=account_id),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _PERMANENT:
+                raise PermanentDeliveryError(
+                    f"erasure of {email} ({account_id}) refused: {exc.details()}"
+                ) from exc
+            raise
+        logger.info(
+            "erased the data of deleted account %s of %s (%d notifications)",
+            account_id,
+            email,
+            reply.erased,
+        )
