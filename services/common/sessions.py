@@ -30,6 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+import grpc
+import grpc.aio
+from missive.user.v1 import user_pb2, user_pb2_grpc
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -61,6 +64,27 @@ class AccountLookup(Protocol):
     async def account(self, email: str) -> AccountState | None:
         """The account registered under ``email`` (None if none); Unavailable if unknown now."""
         ...
+
+
+class GrpcAccounts:
+    """An :class:`AccountLookup` through UserService ``CheckUserExists``, within a deadline.
+
+    Build the channel with ``peer_channel(addr, credentials, target="user")``."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout: float = 2.0) -> None:
+        self._stub = user_pb2_grpc.UserServiceStub(channel)
+        self._timeout = timeout
+
+    async def account(self, email: str) -> AccountState | None:
+        request = user_pb2.CheckUserExistsRequest(email=email)
+        try:
+            reply = await self._stub.CheckUserExists(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            logger.warning("cannot check the account of %s: %s", email, exc.code().name)
+            raise Unavailable("UserService is temporarily unavailable") from exc
+        if not reply.exists:
+            return None
+        return AccountState(reply.account_id, reply.token_version)
 
 
 @dataclass

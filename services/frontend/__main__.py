@@ -12,6 +12,7 @@ from services.common.bootstrap import Security, create_endpoint, run_endpoint
 from services.common.grpc_edge import peer_channel
 from services.common.logging import configure_logging
 from services.common.runner import run
+from services.common.sessions import GrpcAccounts, Sessions
 from services.frontend.grpc.app import register
 from services.frontend.replay import RETRY_METHODS, SERVICE_NAME, NotificationReplay
 from services.frontend.service import FrontendService
@@ -56,14 +57,19 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
         retry_service=SERVICE_NAME,
         retry_methods=RETRY_METHODS,
     )
+    users_channel = peer_channel(settings.user_addr, security.credentials, target="user")
     try:
-        service = FrontendService(NotificationReplay(channel))
+        # FrontendService has no Redis, so no revocation channel: open streams are re-checked
+        # every RECHECK_SECONDS, which is also the cache's lifetime.
+        sessions = Sessions(GrpcAccounts(users_channel))
+        service = FrontendService(NotificationReplay(channel), sessions=sessions)
         endpoint = create_endpoint(
             security=security,
             host=settings.host,
             port=settings.grpc_port,
             port_env=GRPC_PORT_ENV,
             register=lambda server: register(server, service),
+            sessions=sessions,
         )
         logger.info(
             "%s: gRPC on %s:%d, replaying from NotificationService at %s",
@@ -82,6 +88,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
         )
     finally:
         await channel.close()
+        await users_channel.close()
 
 
 if __name__ == "__main__":

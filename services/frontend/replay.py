@@ -40,13 +40,18 @@ class NotificationReplay:
         self._page_size = page_size
         self._max_pages = max_pages
 
-    async def list_unread(self, email: str) -> list[Notification]:
-        """All of ``email``'s unread notifications, newest first; Unavailable on any RPC failure."""
+    async def list_unread(self, email: str, account_id: str = "") -> list[Notification]:
+        """All of ``email``'s unread notifications, newest first (of account ``account_id``
+        only, when given); Unavailable on any RPC failure."""
         found: list[Notification] = []
         token = ""
         for _ in range(self._max_pages):
             request = notification_pb2.ListNotificationsRequest(
-                email=email, unread_only=True, page_size=self._page_size, page_token=token
+                email=email,
+                unread_only=True,
+                page_size=self._page_size,
+                page_token=token,
+                account_id=account_id,
             )
             try:
                 page = await self._stub.ListNotifications(request, timeout=self._timeout)

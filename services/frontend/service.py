@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from services.common.domain import DomainError, InvalidArgument, Principal
+from services.common.domain import DomainError, InvalidArgument, Principal, Unauthenticated
 from services.common.emails import normalise_email
+from services.common.sessions import Sessions
 from services.frontend.errors import RateLimited, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -26,6 +28,9 @@ MAX_STREAMS = 150
 MAX_STREAMS_PER_USER = 10
 """Open streams per user, so one user cannot take every slot."""
 RETRY_AFTER_SECONDS = 5
+RECHECK_SECONDS = 5.0
+"""How often an open stream's token is checked again (revocation reaches streams this fast)."""
+STREAM_EXPIRED = "the access token of this stream has expired; reconnect with a fresh token"
 
 _NOTIFICATION_ID = re.compile(r"[0-9]{1,19}")
 
@@ -45,8 +50,11 @@ class Notification:
 class UnreadSource(Protocol):
     """Where the unread notifications replayed to a new stream come from."""
 
-    async def list_unread(self, email: str) -> Sequence[Notification]:
-        """All of the user's unread notifications, newest first; Unavailable when unreachable."""
+    async def list_unread(self, email: str, account_id: str = "") -> Sequence[Notification]:
+        """All of the user's unread notifications, newest first; Unavailable when unreachable.
+
+        With ``account_id``, only those of that account (never of an earlier, deleted account
+        of the same email)."""
         ...
 
 
@@ -61,6 +69,13 @@ class Subscription:
         self._seen_limit = seen_limit
         self._wake = asyncio.Event()
         self._error: DomainError | None = None
+        # Who opened the stream: only notifications of this account are sent on it, and it
+        # ends when the token it was opened with expires or is revoked.
+        self.principal: Principal | None = None
+
+    @property
+    def account_id(self) -> str:
+        return self.principal.account_id if self.principal is not None else ""
 
     @property
     def closed(self) -> bool:
@@ -166,10 +181,14 @@ class Hub:
             del self._streams[subscription.email]
         return True
 
-    def publish(self, notification: Notification) -> int:
-        """Queue ``notification`` on its receiver's streams; how many took it."""
+    def publish(self, notification: Notification, receiver_account_id: str = "") -> int:
+        """Queue ``notification`` on its receiver's streams (only those of
+        ``receiver_account_id`` when given); how many took it."""
         delivered = 0
         for subscription in list(self._streams.get(notification.receiver_email, ())):
+            mine = subscription.account_id
+            if receiver_account_id and mine and mine != receiver_account_id:
+                continue  # a stream of an earlier, deleted account of the same email
             if subscription.offer(notification):
                 delivered += 1
             elif subscription.closed:
@@ -200,14 +219,24 @@ def _validated(notification: Notification | None) -> Notification:
 class FrontendService:
     """Shows pushed notifications and streams them, after a replay of unread ones, to clients."""
 
-    def __init__(self, source: UnreadSource, hub: Hub | None = None) -> None:
+    def __init__(
+        self,
+        source: UnreadSource,
+        hub: Hub | None = None,
+        *,
+        sessions: Sessions | None = None,
+        recheck_seconds: float = RECHECK_SECONDS,
+    ) -> None:
         self.source = source
         self.hub = hub if hub is not None else Hub()
+        self.sessions = sessions
+        self.recheck_seconds = recheck_seconds
 
-    def receive(self, notification: Notification | None) -> int:
-        """Show a notification: one log line, and every live stream of its receiver."""
+    def receive(self, notification: Notification | None, receiver_account_id: str = "") -> int:
+        """Show a notification: one log line, and every live stream of its receiver('s
+        account, when ``receiver_account_id`` is given)."""
         shown = _validated(notification)
-        delivered = self.hub.publish(shown)
+        delivered = self.hub.publish(shown, receiver_account_id)
         logger.info(
             "notification %s for %s shown on %d live stream(s)",
             shown.id,
@@ -231,6 +260,7 @@ class FrontendService:
         email = normalise_email(raw_email)
         principal.require_self(email)
         subscription = self.hub.register(email)
+        subscription.principal = principal
         logger.info("stream opened for %s (%d open)", email, self.hub.open_streams(email))
         return subscription
 
@@ -241,16 +271,49 @@ class FrontendService:
         stored after the fetch is pushed to it, and one pushed during the fetch is sent once.
         """
         try:
-            unread = await self.source.list_unread(subscription.email)
+            if subscription.account_id:
+                unread = await self.source.list_unread(
+                    subscription.email, account_id=subscription.account_id
+                )
+            else:
+                unread = await self.source.list_unread(subscription.email)
             for notification in reversed(unread):
                 if subscription.closed:
                     break  # ended during the replay: next() raises why
                 if not notification.read and subscription.claim(notification.id):
                     yield notification
             while True:
-                yield await subscription.next()
+                yield await self._next(subscription)
         finally:
             self.close(subscription)
+
+    async def _next(self, subscription: Subscription) -> Notification:
+        """The next live notification; every ``recheck_seconds`` (and when the token expires)
+        the stream's token is checked again, ending the stream (Unauthenticated) once it has
+        expired or was revoked."""
+        principal = subscription.principal
+        while True:
+            if principal is None or principal.kind != "user" or not principal.expires_at:
+                return await subscription.next()
+            remaining = principal.expires_at - time.time()
+            if remaining <= 0:
+                raise Unauthenticated(STREAM_EXPIRED)
+            try:
+                return await asyncio.wait_for(
+                    subscription.next(), timeout=min(self.recheck_seconds, remaining)
+                )
+            except TimeoutError:
+                await self._recheck(principal)
+
+    async def _recheck(self, principal: Principal) -> None:
+        if time.time() >= principal.expires_at:
+            raise Unauthenticated(STREAM_EXPIRED)
+        if self.sessions is None:
+            return
+        try:
+            await self.sessions.check(principal)
+        except Unavailable as exc:  # UserService unreachable: keep streaming, check again later
+            logger.warning("cannot re-check the stream of %s: %s", principal.name, exc.message)
 
     def close(self, subscription: Subscription) -> None:
         """Unregister a stream that ended (idempotent)."""

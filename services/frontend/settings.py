@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 
 GRPC_PORT_ENV = "FRONTEND_GRPC_PORT"
 NOTIFICATION_ADDR_ENV = "NOTIFICATION_SERVICE_ADDR"
+USER_ADDR_ENV = "USER_SERVICE_ADDR"
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Settings:
     host: str = "127.0.0.1"
     grpc_port: int = 3030
     notification_addr: str = "127.0.0.1:9799"
+    user_addr: str = "127.0.0.1:9797"  # checks the tokens of open streams against their account
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -40,4 +42,5 @@ class Settings:
             host=env_str(environ, "BIND_HOST", cls.host),
             grpc_port=env_int(environ, GRPC_PORT_ENV, cls.grpc_port, min=0, max=65535),
             notification_addr=env_address(environ, NOTIFICATION_ADDR_ENV, cls.notification_addr),
+            user_addr=env_address(environ, USER_ADDR_ENV, cls.user_addr),
         )

@@ -34,6 +34,7 @@ _SERVICES: tuple[tuple[str, str | None, int, str, int, str | None, int], ...] = 
 # The variables through which services find each other, and the service each one names.
 PEER_ADDRESS_VARS: dict[str, str] = {
     "USER_SERVICE_ADDR": "user",
+    "MESSAGE_SERVICE_ADDR": "message",
     "NOTIFICATION_SERVICE_ADDR": "notification",
     "FRONTEND_SERVICE_ADDR": "frontend",
 }

@@ -14,6 +14,7 @@ from services.common.grpc_edge import peer_channel
 from services.common.logging import configure_logging
 from services.common.redis import create_redis
 from services.common.runner import run
+from services.common.sessions import Sessions, follow_revocations
 from services.message.api_rest.app import create_rest_app
 from services.message.grpc.app import register
 from services.message.relay import OUTBOX, NotifyReceiver, consumer_name
@@ -62,15 +63,18 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
     resources = _Closer(users_channel.close, notification_channel.close, redis.aclose)
     try:
         store = RedisMessageStore(redis)
-        service = MessageService(store, GrpcUserDirectory(users_channel))
+        directory = GrpcUserDirectory(users_channel)
+        service = MessageService(store, directory)
+        sessions = Sessions(directory)
         endpoint = create_endpoint(
             security=security,
             host=settings.host,
             port=settings.grpc_port,
             port_env=GRPC_PORT_ENV,
             register=lambda server: register(server, service),
+            sessions=sessions,
         )
-        rest_app = create_rest_app(service, security.verifier, store.ping)
+        rest_app = create_rest_app(service, security.verifier, store.ping, sessions)
         relay = Relay(redis, OUTBOX, consumer_name(), NotifyReceiver(notification_channel))
         logger.info(
             "%s: gRPC on %s:%d, Redis %s db %d, UserService at %s, NotificationService at %s",
@@ -91,7 +95,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             rest_host=settings.host,
             rest_port=settings.rest_port,
             rest_port_env=REST_PORT_ENV,
-            background=[relay.run],
+            background=[relay.run, lambda: follow_revocations(redis, sessions)],
             on_shutdown=[resources.close],
             stop=stop,
         )

@@ -48,6 +48,12 @@ def user_messages_key(email: str) -> str:
     return f"user:{email}:messages"
 
 
+def account_key(email: str) -> str:
+    """The id of the account that owns the data keyed by ``email`` here (``{id}:erased`` once
+    that account was deleted and its data erased)."""
+    return f"account:{email}"
+
+
 def idempotency_key(sender: str, client_request_id: str) -> str:
     """The record of what ``sender`` first sent with ``client_request_id`` (expires)."""
     return f"idempotency:send:{sender}:{client_request_id}"

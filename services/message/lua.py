@@ -117,3 +117,47 @@ end
 redis.call('HSET', KEYS[1], 'unread:' .. ARGV[1], 0)
 return redis.call('HGETALL', KEYS[1])
 """
+
+# Account ownership of the data keyed by one email (shared by CLAIM and NotificationService).
+# KEYS: 1 account:{email}. ARGV: 1 the caller's account id (32 hex digits).
+# Returns {'ok'} (owned by this account, or now claimed for it), {'stale'} (the caller's
+# account was deleted: its data is erased or a later account owns the email) or
+# {'erase', marker} (an earlier, deleted account's data is still here: erase it, then
+# TAKE_OVER from `marker`). Ids sort by creation, so a later account never loses to an
+# earlier one.
+CLAIM: Final = """
+local marker = redis.call('GET', KEYS[1])
+if not marker then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return {'ok'}
+end
+local owner, erased = marker, false
+if string.sub(marker, -7) == ':erased' then
+  owner, erased = string.sub(marker, 1, -8), true
+end
+if owner == ARGV[1] then
+  if erased then
+    return {'stale'}
+  end
+  return {'ok'}
+end
+if owner > ARGV[1] then
+  return {'stale'}
+end
+return {'erase', marker}
+"""
+
+# KEYS: 1 account:{email}. ARGV: 1 the marker read before erasing, 2 the new marker.
+# Returns 1 if the marker was still ARGV[1] and is now ARGV[2], else 0.
+TAKE_OVER: Final = """
+local marker = redis.call('GET', KEYS[1])
+if (marker or '') ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 1
+"""

@@ -100,3 +100,4 @@ class MessageEvent:
     sender_email: str
     receiver_email: str
     timestamp: datetime  # aware, UTC
+    receiver_account_id: str = ""  # the receiver's account when the message was sent

@@ -60,6 +60,7 @@ class NotifyReceiver:
             sender_email=event.sender_email,
             receiver_email=event.receiver_email,
             read=False,
+            receiver_account_id=event.receiver_account_id,
         )
         request.timestamp.FromDatetime(event.timestamp)
         try:

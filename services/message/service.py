@@ -16,9 +16,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
-from services.common.domain import DomainError, Principal
+from services.common.auth import ACCOUNT_ID
+from services.common.domain import DomainError, FailedPrecondition, Principal, Unauthenticated
 from services.common.emails import normalise_email
 from services.common.paging import Page, encode_offset, parse_page
+from services.common.sessions import GONE, AccountState
 from services.message.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -58,7 +60,12 @@ class MessageStore(Protocol):
         message: Message,
         request_id: str | None = None,
         record: IdempotencyRecord | None = None,
+        receiver_account_id: str = "",
     ) -> AddOutcome: ...
+
+    async def claim(self, email: str, account_id: str) -> bool: ...
+
+    async def erase_account(self, email: str, account_id: str) -> int: ...
 
     async def get(self, message_id: int) -> Message | None: ...
 
@@ -82,8 +89,9 @@ class MessageStore(Protocol):
 class UserDirectory(Protocol):
     """Who is registered (UserService CheckUserExists in production)."""
 
-    async def exists(self, email: str) -> bool:
-        """Whether ``email`` is registered; Unavailable if that cannot be found out now."""
+    async def account(self, email: str) -> AccountState | None:
+        """The account registered under ``email``, or None; Unavailable if that cannot be
+        found out now. An account from before ids existed has an empty account_id."""
         ...
 
 
@@ -148,12 +156,36 @@ class MessageService:
         self._users = users
         self._clock = clock
 
-    @staticmethod
-    def _owner(principal: Principal, raw_email: str, field: str) -> str:
-        """The normalised email, if ``principal`` may act on it."""
+    async def _owner(self, principal: Principal, raw_email: str, field: str) -> str:
+        """The normalised email, if ``principal`` may act on it.
+
+        The data stored under the email must belong to the caller's account: data of an earlier,
+        deleted account of the same email is erased first; a deleted account is refused."""
         email = _email(raw_email, field)
         principal.require_self(email)
+        if principal.account_id:
+            await self._claim(email, principal.account_id)
         return email
+
+    async def _claim(self, email: str, account_id: str) -> None:
+        if not await self._store.claim(email, account_id):
+            raise Unauthenticated(GONE)
+
+    async def erase_account(self, principal: Principal, email: str, account_id: str) -> int:
+        """Erase the data of a deleted account (UserService's erasure relay); idempotent."""
+        if not principal.is_service:  # the edge allows only UserService; belt and braces
+            raise PermissionDenied("EraseAccount is internal to Missive's services")
+        address = _email(email, "email")
+        if account_id and not ACCOUNT_ID.fullmatch(account_id):
+            raise InvalidArgument("account_id must be 32 lower-case hex digits or empty")
+        current = await self._users.account(address)
+        if current is not None and current.account_id <= account_id:
+            raise FailedPrecondition(
+                f"account {account_id or '(without id)'} of {address} is still registered"
+            )
+        erased = await self._store.erase_account(address, account_id)
+        logger.info("erased %d messages of deleted account %s of %s", erased, account_id, address)
+        return erased
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -167,20 +199,25 @@ class MessageService:
         client_request_id: str | None = None,
     ) -> Message:
         """Store a message from the caller, once per client_request_id, with its outbox event."""
-        sender = self._owner(principal, sender_email, "sender_email")
+        sender = await self._owner(principal, sender_email, "sender_email")
         receiver = _email(receiver_email, "receiver_email")  # may be the sender: a note to self
         _check_content(content)
         request_id = _request_id(client_request_id)
+        if request_id is not None and principal.account_id:
+            request_id = f"{principal.account_id}:{request_id}"  # one namespace per account
         digest = content_digest(content)
         if request_id is not None:
             record = await self._store.idempotency_record(sender, request_id)
             if record is not None:
                 return await self._replay(record, request_id, receiver, digest)
-        await self._check_registered(sender, receiver)
+        receiver_account = await self._check_registered(sender, receiver)
+        if receiver_account and receiver != sender:
+            # The receiver's data here must be theirs before the message joins it.
+            await self._store.claim(receiver, receiver_account)
         for _ in range(_ID_ATTEMPTS):
             message = Message(await self._store.next_id(), sender, receiver, content, self._clock())
             record = IdempotencyRecord(message.id, receiver, digest) if request_id else None
-            outcome = await self._store.add(message, request_id, record)
+            outcome = await self._store.add(message, request_id, record, receiver_account)
             if outcome.existing is not None and request_id is not None:
                 return await self._replay(outcome.existing, request_id, receiver, digest)
             if outcome.stored:
@@ -206,11 +243,12 @@ class MessageService:
         logger.debug("client_request_id %s repeated: message %d", request_id, message.id)
         return message
 
-    async def _check_registered(self, sender: str, receiver: str) -> None:
-        """NotFound naming each unregistered user; Unavailable if UserService cannot tell."""
+    async def _check_registered(self, sender: str, receiver: str) -> str:
+        """The receiver's account id ("" if it has none yet); NotFound naming each unregistered
+        user; Unavailable if UserService cannot tell."""
         emails = {"sender_email": sender, "receiver_email": receiver}
         answers = await asyncio.gather(
-            *(self._users.exists(email) for email in emails.values()), return_exceptions=True
+            *(self._users.account(email) for email in emails.values()), return_exceptions=True
         )
         failures = [a for a in answers if isinstance(a, BaseException)]
         for failure in failures:
@@ -220,11 +258,13 @@ class MessageService:
             raise failures[0]
         missing = [
             f"{field}: no user is registered under {email}"
-            for (field, email), exists in zip(emails.items(), answers, strict=True)
-            if not exists
+            for (field, email), account in zip(emails.items(), answers, strict=True)
+            if account is None
         ]
         if missing:
             raise NotFound("; ".join(missing))
+        receiver_account = answers[1]
+        return receiver_account.account_id if isinstance(receiver_account, AccountState) else ""
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -239,7 +279,7 @@ class MessageService:
         user_field: str = "user_email",
     ) -> MessagePage:
         """One page of the user's messages (with ``peer_email`` only, if given), newest first."""
-        user = self._owner(principal, user_email, user_field)
+        user = await self._owner(principal, user_email, user_field)
         peer = _email(peer_email, "peer_email") if peer_email and peer_email.strip() else None
         page = parse_page(page_size, page_token)
         ids = await self._store.message_ids(user, peer, _cursor(page), page.size + 1)
@@ -256,7 +296,7 @@ class MessageService:
         user_field: str = "user_email",
     ) -> Message:
         """A message of which the user is the sender or the receiver."""
-        user = self._owner(principal, user_email, user_field)
+        user = await self._owner(principal, user_email, user_field)
         _check_id(message_id)
         message = await self._store.get(message_id)
         if message is None or not message.involves(user):
@@ -273,7 +313,7 @@ class MessageService:
         user_field: str = "user_email",
     ) -> ConversationPage:
         """One page of the user's conversations, most recent first."""
-        user = self._owner(principal, user_email, user_field)
+        user = await self._owner(principal, user_email, user_field)
         page = parse_page(page_size, page_token)
         refs = await self._store.conversation_peers(user, _cursor(page), page.size + 1)
         more, refs = len(refs) > page.size, refs[: page.size]
@@ -291,7 +331,7 @@ class MessageService:
         user_field: str = "user_email",
     ) -> Conversation:
         """Mark every message the peer sent to the user read; the updated conversation."""
-        user = self._owner(principal, user_email, user_field)
+        user = await self._owner(principal, user_email, user_field)
         peer = _email(peer_email, "peer_email")
         conversation = await self._store.mark_read(user, peer)
         if conversation is None:
@@ -307,7 +347,7 @@ class MessageService:
         user_field: str = "user_email",
     ) -> None:
         """Delete a message the user sent, for both participants."""
-        user = self._owner(principal, user_email, user_field)
+        user = await self._owner(principal, user_email, user_field)
         _check_id(message_id)
         message = await self._store.get(message_id)
         if message is None or not message.involves(user):

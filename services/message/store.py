@@ -17,6 +17,7 @@ from redis.commands.core import AsyncScript
 
 from services.common.delivery import outbox_lua_args
 from services.message import keys, lua
+from services.message.errors import Unavailable
 from services.message.models import (
     AddOutcome,
     Conversation,
@@ -106,14 +107,17 @@ def decode_record(text: str) -> IdempotencyRecord:
     return IdempotencyRecord(mid, receiver, digest)
 
 
-def outbox_event(message: Message) -> dict[str, str]:
+def outbox_event(message: Message, receiver_account_id: str = "") -> dict[str, str]:
     """Fields of the outbox entry that makes the relay notify the receiver of ``message``."""
-    return {
+    event = {
         "message_id": str(message.id),
         "sender_email": message.sender_email,
         "receiver_email": message.receiver_email,
         "timestamp": format_timestamp(message.timestamp),
     }
+    if receiver_account_id:
+        event["receiver_account_id"] = receiver_account_id
+    return event
 
 
 def decode_event(fields: dict[str, str]) -> MessageEvent:
@@ -125,7 +129,13 @@ def decode_event(fields: dict[str, str]) -> MessageEvent:
         raise ValueError(f"the outbox entry has no {exc.args[0]!r} field") from None
     if not raw_id.isdigit():
         raise ValueError(f"message_id {raw_id!r} is not a positive integer")
-    return MessageEvent(int(raw_id), sender, receiver, parse_timestamp(timestamp))
+    return MessageEvent(
+        int(raw_id),
+        sender,
+        receiver,
+        parse_timestamp(timestamp),
+        fields.get("receiver_account_id", ""),
+    )
 
 
 def _pairs(reply: Any) -> dict[str, str]:
@@ -174,6 +184,8 @@ class RedisMessageStore:
         self._send: AsyncScript = redis.register_script(lua.SEND)
         self._delete: AsyncScript = redis.register_script(lua.DELETE)
         self._mark_read: AsyncScript = redis.register_script(lua.MARK_READ)
+        self._claim: AsyncScript = redis.register_script(lua.CLAIM)
+        self._take_over: AsyncScript = redis.register_script(lua.TAKE_OVER)
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
@@ -193,6 +205,7 @@ class RedisMessageStore:
         message: Message,
         request_id: str | None = None,
         record: IdempotencyRecord | None = None,
+        receiver_account_id: str = "",
     ) -> AddOutcome:
         """Store ``message``, its indexes, the idempotency record and its outbox event, atomically.
 
@@ -228,7 +241,7 @@ class RedisMessageStore:
                 json.dumps(sorted((sender, receiver))),
                 encode_record(record) if record is not None else "",
                 self._idempotency_ttl,
-                *outbox_lua_args(outbox_event(message)),
+                *outbox_lua_args(outbox_event(message, receiver_account_id)),
             ],
         )
         outcome = str(reply[0])
@@ -379,6 +392,87 @@ class RedisMessageStore:
             args=[str(message.id), receiver, conversation],
         )
         return bool(deleted)
+
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    async def claim(self, email: str, account_id: str) -> bool:
+        """Make ``account_id`` the owner of ``email``'s data here; False if that account was
+        deleted (a later account owns the email, or its data was erased).
+
+        Data of an earlier account of the email is erased first, so a new account never sees
+        anything of a deleted one, whether or not the erasure event has arrived yet."""
+        for _ in range(_LOAD_ATTEMPTS):
+            reply: list[Any] = await self._claim(keys=[keys.account_key(email)], args=[account_id])
+            outcome = _text(reply[0])
+            if outcome == "ok":
+                return True
+            if outcome == "stale":
+                return False
+            marker = _text(reply[1])
+            erased = await self.erase(email)
+            if await self._take_over(keys=[keys.account_key(email)], args=[marker, account_id]):
+                logger.info(
+                    "account %s of %s took over; %d messages of %s erased",
+                    account_id,
+                    email,
+                    erased,
+                    marker,
+                )
+                return True
+        raise Unavailable(f"the data of {email} is being changed concurrently; retry")
+
+    async def erase_account(self, email: str, account_id: str) -> int:
+        """Erase the data of the deleted account ``account_id`` of ``email`` (idempotent);
+        how many messages were deleted. Nothing is touched if a later account owns the email.
+        An empty ``account_id`` (an account from before ids) erases only unclaimed data."""
+        for _ in range(_LOAD_ATTEMPTS):
+            marker = _text(await self._redis.get(keys.account_key(email)) or "")
+            owner = marker.removesuffix(":erased")
+            if marker and (not account_id or owner > account_id):
+                return 0  # a later account owns the email; its claim erased what was here
+            erased = await self.erase(email)
+            tombstone = f"{account_id}:erased" if account_id else ""
+            if await self._take_over(keys=[keys.account_key(email)], args=[marker, tombstone]):
+                return erased
+        raise Unavailable(f"the data of {email} is being changed concurrently; retry")
+
+    async def erase(self, email: str) -> int:
+        """Delete every message ``email`` sent or received (for both participants, with their
+        conversations); how many. Messages stored after this call began are kept."""
+        upto = int(await self._redis.get(keys.MESSAGE_ID_COUNTER) or 0)
+        index = keys.user_messages_key(email)
+        erased = 0
+        while True:
+            members: Any = await self._redis.zrangebyscore(index, "-inf", upto, start=0, num=100)
+            ids = [int(member) for member in members]
+            if not ids:
+                break
+            found = await self.messages(ids)
+            for message in found:
+                erased += int(await self.delete(message))
+            gone = set(ids) - {message.id for message in found}
+            if gone:  # index entries without a readable message
+                await self._redis.zrem(index, *(str(i) for i in gone))
+        await self._drop_empty_conversations(email)
+        return erased
+
+    async def _drop_empty_conversations(self, email: str) -> None:
+        """Conversations of ``email`` left without messages: hash and list entries removed."""
+        conversations: Any = await self._redis.smembers(keys.user_conversations_key(email))
+        for conversation in (_text(c) for c in conversations):
+            try:
+                peer = keys.peer_in(conversation, email)
+            except ValueError:
+                continue
+            if await self._redis.zcard(keys.conversation_messages_key(email, peer)):
+                continue
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(conversation)
+                for user in {email, peer}:
+                    pipe.srem(keys.user_conversations_key(user), conversation)
+                    pipe.zrem(keys.user_conversations_by_time_key(user), conversation)
+                await pipe.execute()
 
 
 def _marker(message: Message) -> tuple[str, str]:

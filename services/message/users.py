@@ -1,4 +1,5 @@
-"""UserService over gRPC: whether a user is registered (CheckUserExists), for SendMessage."""
+"""UserService over gRPC: whether a user is registered and its account (CheckUserExists), for
+SendMessage and for checking tokens against their account."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import grpc
 import grpc.aio
 from missive.user.v1 import user_pb2, user_pb2_grpc
 
+from services.common.sessions import AccountState
 from services.message.errors import Unavailable
 
 logger = logging.getLogger(__name__)
@@ -31,7 +33,12 @@ class GrpcUserDirectory:
         self._timeout = timeout
 
     async def exists(self, email: str) -> bool:
-        """Whether ``email`` is registered; Unavailable if UserService does not answer in time.
+        """Whether ``email`` is registered; Unavailable if UserService does not answer in time."""
+        return await self.account(email) is not None
+
+    async def account(self, email: str) -> AccountState | None:
+        """The account registered under ``email`` (its id and token version), or None;
+        Unavailable if UserService does not answer in time.
 
         Any failure is Unavailable: the caller can retry, and nothing was stored. Codes that
         point at a misconfiguration (credentials, allowlist) are logged as errors.
@@ -48,4 +55,6 @@ class GrpcUserDirectory:
             raise Unavailable(
                 "UserService is temporarily unavailable; the message was not stored"
             ) from exc
-        return bool(reply.exists)
+        if not reply.exists:
+            return None
+        return AccountState(reply.account_id, reply.token_version)

@@ -14,6 +14,7 @@ from services.common.grpc_edge import peer_channel
 from services.common.logging import configure_logging
 from services.common.redis import create_redis
 from services.common.runner import run
+from services.common.sessions import GrpcAccounts, Sessions, follow_revocations
 from services.notification.api_rest.app import create_rest_app
 from services.notification.grpc.app import register
 from services.notification.relay import OUTBOX, FrontendPush, consumer_name
@@ -53,18 +54,22 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
         client_name=NAME,
     )
     channel = peer_channel(settings.frontend_addr, security.credentials, target="frontend")
-    resources = _Closer(channel.close, redis.aclose)
+    users_channel = peer_channel(settings.user_addr, security.credentials, target="user")
+    resources = _Closer(channel.close, users_channel.close, redis.aclose)
     try:
         store = RedisNotificationStore(redis, retention=settings.retention)
-        service = NotificationService(store)
+        accounts = GrpcAccounts(users_channel)
+        service = NotificationService(store, accounts)
+        sessions = Sessions(accounts)
         endpoint = create_endpoint(
             security=security,
             host=settings.host,
             port=settings.grpc_port,
             port_env=GRPC_PORT_ENV,
             register=lambda server: register(server, service),
+            sessions=sessions,
         )
-        rest_app = create_rest_app(service, security.verifier, store.ping)
+        rest_app = create_rest_app(service, security.verifier, store.ping, sessions)
         relay = Relay(redis, OUTBOX, consumer_name(), FrontendPush(channel))
         logger.info(
             "%s: gRPC on %s:%d, Redis %s db %d, pushing to FrontendService at %s",
@@ -84,7 +89,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             rest_host=settings.host,
             rest_port=settings.rest_port,
             rest_port_env=REST_PORT_ENV,
-            background=[relay.run],
+            background=[relay.run, lambda: follow_revocations(redis, sessions)],
             on_shutdown=[resources.close],
             stop=stop,
         )

@@ -18,6 +18,7 @@ class NewNotification:
     receiver_email: str
     timestamp: datetime
     read: bool = False
+    receiver_account_id: str = ""  # the receiver's account when the message was sent
 
     @property
     def id(self) -> str:

@@ -47,7 +47,8 @@ class FrontendPush:
         except ValueError as exc:
             raise PermanentDeliveryError(f"malformed outbox entry {entry_id}: {exc}") from exc
         request = frontend_pb2.ReceiveNotificationRequest(
-            notification=notification_to_proto(notification)
+            notification=notification_to_proto(notification),
+            receiver_account_id=fields.get("receiver_account_id", ""),
         )
         try:
             reply = await self._stub.ReceiveNotification(request, timeout=self._timeout)

@@ -7,9 +7,11 @@ import re
 from datetime import datetime
 from typing import Protocol
 
-from services.common.domain import Principal
+from services.common.auth import ACCOUNT_ID
+from services.common.domain import FailedPrecondition, Principal, Unauthenticated
 from services.common.emails import normalise_email
 from services.common.paging import parse_page
+from services.common.sessions import GONE, AccountLookup
 from services.notification.errors import InvalidArgument, NotFound, PermissionDenied
 from services.notification.models import (
     CreateResult,
@@ -40,19 +42,54 @@ class NotificationStore(Protocol):
 
     async def set_subscribed(self, email: str, subscribed: bool) -> None: ...
 
+    async def claim(self, email: str, account_id: str) -> bool: ...
 
-def _owner(principal: Principal, raw_email: str) -> str:
-    """The normalised email, if ``principal`` may act on it (services were allowlisted)."""
-    email = normalise_email(raw_email)
-    principal.require_self(email)
-    return email
+    async def erase_account(self, email: str, account_id: str) -> int: ...
+
+
+def _account_id(raw: str, field: str) -> str:
+    if raw and not ACCOUNT_ID.fullmatch(raw):
+        raise InvalidArgument(f"{field} must be 32 lower-case hex digits or empty")
+    return raw
 
 
 class NotificationService:
-    """The operations of the contract, independent of gRPC and REST."""
+    """The operations of the contract, independent of gRPC and REST.
 
-    def __init__(self, store: NotificationStore) -> None:
+    ``accounts`` (UserService) confirms that an account is gone before its data is erased."""
+
+    def __init__(self, store: NotificationStore, accounts: AccountLookup | None = None) -> None:
         self._store = store
+        self._accounts = accounts
+
+    async def _owner(self, principal: Principal, raw_email: str, account_id: str = "") -> str:
+        """The normalised email, if ``principal`` may act on it (services were allowlisted).
+
+        The data stored under the email must belong to the caller's account (a user's token
+        names it; an internal caller may name it with ``account_id``): data of an earlier,
+        deleted account of the same email is erased first; a deleted account is refused."""
+        email = normalise_email(raw_email)
+        principal.require_self(email)
+        account = principal.account_id if principal.kind == "user" else account_id
+        if account and not await self._store.claim(email, account):
+            raise Unauthenticated(GONE)
+        return email
+
+    async def erase_account(self, principal: Principal, email: str, account_id: str) -> int:
+        """Erase the data of a deleted account (UserService's erasure relay); idempotent."""
+        if not principal.is_service:  # the edge allows only UserService; belt and braces
+            raise PermissionDenied("EraseAccount is internal to Missive's services")
+        address = normalise_email(email)
+        _account_id(account_id, "account_id")
+        if self._accounts is not None:
+            current = await self._accounts.account(address)
+            if current is not None and current.account_id <= account_id:
+                raise FailedPrecondition(
+                    f"account {account_id or '(without id)'} of {address} is still registered"
+                )
+        erased = await self._store.erase_account(address, account_id)
+        logger.info("erased %d notifications of deleted account %s of %s", erased, account_id, address)
+        return erased
 
     async def create_notification(
         self,
@@ -63,6 +100,7 @@ class NotificationService:
         receiver_email: str,
         timestamp: datetime | None,
         read: bool = False,
+        receiver_account_id: str = "",
     ) -> CreateResult:
         """Notify the receiver of a stored message once (idempotent per message id)."""
         if not principal.is_service:  # the edge allows only MessageService; belt and braces
@@ -75,7 +113,8 @@ class NotificationService:
             raise InvalidArgument("timestamp is required")
         if timestamp.tzinfo is None:
             raise InvalidArgument("timestamp must carry a UTC offset")
-        new = NewNotification(message_id, sender, receiver, timestamp, read)
+        account = _account_id(receiver_account_id, "receiver_account_id")
+        new = NewNotification(message_id, sender, receiver, timestamp, read, account)
         result = await self._store.create(new)
         if result.created:
             logger.debug("notification %s stored for %s", new.id, receiver)
@@ -86,17 +125,17 @@ class NotificationService:
         return result
 
     async def check_subscribed(self, principal: Principal, email: str) -> SubscriptionStatus:
-        owner = _owner(principal, email)
+        owner = await self._owner(principal, email)
         return SubscriptionStatus(owner, await self._store.is_subscribed(owner))
 
     async def subscribe(self, principal: Principal, email: str) -> SubscriptionStatus:
-        owner = _owner(principal, email)
+        owner = await self._owner(principal, email)
         await self._store.set_subscribed(owner, True)
         logger.info("%s subscribed to notifications", owner)
         return SubscriptionStatus(owner, True)
 
     async def unsubscribe(self, principal: Principal, email: str) -> SubscriptionStatus:
-        owner = _owner(principal, email)
+        owner = await self._owner(principal, email)
         await self._store.set_subscribed(owner, False)
         logger.info("%s unsubscribed from notifications", owner)
         return SubscriptionStatus(owner, False)
@@ -109,9 +148,10 @@ class NotificationService:
         unread_only: bool = False,
         page_size: int | None = None,
         page_token: str | None = None,
+        account_id: str = "",
     ) -> NotificationPage:
         """One page of the owner's notifications, newest first, and their unread total."""
-        owner = _owner(principal, email)
+        owner = await self._owner(principal, email, _account_id(account_id, "account_id"))
         page = parse_page(page_size, page_token)
         stored = await self._store.list_all(owner)
         unread = [n for n in stored if not n.read]
@@ -122,7 +162,7 @@ class NotificationService:
     async def mark_read(
         self, principal: Principal, email: str, notification_id: str
     ) -> Notification:
-        owner = _owner(principal, email)
+        owner = await self._owner(principal, email)
         if not _NOTIFICATION_ID.fullmatch(notification_id):
             raise InvalidArgument("id must be 1 to 19 decimal digits")
         notification = await self._store.mark_read(owner, notification_id)
@@ -131,7 +171,7 @@ class NotificationService:
         return notification
 
     async def mark_all_read(self, principal: Principal, email: str) -> int:
-        owner = _owner(principal, email)
+        owner = await self._owner(principal, email)
         marked = await self._store.mark_all_read(owner)
         logger.debug("marked %d notifications of %s read", marked, owner)
         return marked

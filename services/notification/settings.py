@@ -16,6 +16,7 @@ REST_PORT_ENV = "NOTIFICATION_REST_PORT"
 GRPC_PORT_ENV = "NOTIFICATION_GRPC_PORT"
 REDIS_DB_ENV = "NOTIFICATION_REDIS_DB"
 FRONTEND_ADDR_ENV = "FRONTEND_SERVICE_ADDR"
+USER_ADDR_ENV = "USER_SERVICE_ADDR"
 RETENTION_ENV = "NOTIFICATION_RETENTION"
 MAX_RETENTION = 100_000
 
@@ -31,6 +32,7 @@ class Settings:
     grpc_port: int = 9799
     redis_db: int = 2
     frontend_addr: str = "127.0.0.1:3030"
+    user_addr: str = "127.0.0.1:9797"  # checks tokens against their account
     retention: int = 1000  # notifications kept per user, newest first
 
     @classmethod
@@ -44,5 +46,6 @@ class Settings:
             grpc_port=env_int(environ, GRPC_PORT_ENV, cls.grpc_port, min=0, max=65535),
             redis_db=env_int(environ, REDIS_DB_ENV, cls.redis_db, min=0, max=15),
             frontend_addr=env_address(environ, FRONTEND_ADDR_ENV, cls.frontend_addr),
+            user_addr=env_address(environ, USER_ADDR_ENV, cls.user_addr),
             retention=env_int(environ, RETENTION_ENV, cls.retention, min=1, max=MAX_RETENTION),
         )

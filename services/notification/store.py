@@ -6,6 +6,9 @@ Keys (every email in a key was normalised first, so it holds no ':' or glob char
                                          `retention` long (LPUSH + LTRIM in one script)
     subscriptions                        hash email -> "1" subscribed / "0" unsubscribed;
                                          a missing field means subscribed (the default)
+    account:{email}                      string: id of the account that owns the email's list
+                                         and subscription here ("{id}:erased" once that account
+                                         was deleted and its data erased)
     notification:for_message:{msg id}    string: the notification id created for that message
                                          (dedupe key of CreateNotification; expires after 7 days)
     outbox:frontend                      stream: notifications still to push to FrontendService
@@ -67,6 +70,11 @@ def notifications_key(email: str) -> str:
     return f"notifications:{email}"
 
 
+def account_key(email: str) -> str:
+    """The id of the account that owns ``email``'s notifications and subscription here."""
+    return f"account:{email}"
+
+
 def dedupe_key(message_id: int) -> str:
     """Marks that the notification of ``message_id`` exists; holds its id."""
     return f"notification:for_message:{message_id}"
@@ -113,14 +121,19 @@ def decode_notification(text: str) -> Notification:
     return Notification(nid, message_id, sender, receiver, parse_timestamp(timestamp), read)
 
 
-def outbox_event(notification: Notification, encoded: str) -> dict[str, str]:
+def outbox_event(
+    notification: Notification, encoded: str, receiver_account_id: str = ""
+) -> dict[str, str]:
     """Fields of the outbox entry that makes the relay push ``notification`` to the frontend."""
-    return {
+    event = {
         "id": notification.id,
         "message_id": str(notification.message_id),
         "receiver_email": notification.receiver_email,
         "notification": encoded,
     }
+    if receiver_account_id:
+        event["receiver_account_id"] = receiver_account_id
+    return event
 
 
 def decode_event(fields: dict[str, str]) -> Notification:
@@ -134,12 +147,72 @@ def decode_event(fields: dict[str, str]) -> Notification:
     return notification
 
 
-# KEYS: 1 dedupe key, 2 subscriptions hash, 3 receiver's list, 4 outbox stream.
+# Account ownership of one email's list and subscription: claim(KEYS of account marker, list,
+# subscriptions hash; the email; the account id) returns 'ok' (owned by that account, or now
+# claimed for it - the data of an earlier, deleted account erased first) or 'stale' (that
+# account was deleted: a later one owns the email, or its data was erased). Account ids sort
+# by creation, so a later account never loses to an earlier one.
+_OWNERSHIP_LUA: Final = """
+local function claim(marker_key, list_key, subscriptions_key, email, account_id)
+  local marker = redis.call('GET', marker_key)
+  if marker then
+    local owner, erased = marker, false
+    if string.sub(marker, -7) == ':erased' then
+      owner, erased = string.sub(marker, 1, -8), true
+    end
+    if owner == account_id then
+      if erased then
+        return 'stale'
+      end
+      return 'ok'
+    end
+    if owner > account_id then
+      return 'stale'
+    end
+    redis.call('DEL', list_key)
+    redis.call('HDEL', subscriptions_key, email)
+  end
+  redis.call('SET', marker_key, account_id)
+  return 'ok'
+end
+"""
+
+# KEYS: 1 account marker, 2 the list, 3 subscriptions hash. ARGV: 1 email, 2 account id.
+_CLAIM_LUA: Final = _OWNERSHIP_LUA + """
+return claim(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+"""
+
+# KEYS: 1 account marker, 2 the list, 3 subscriptions hash. ARGV: 1 email, 2 the deleted
+# account's id ('' for one from before ids: only unclaimed data is erased).
+# Returns the number of notifications removed, or -1 if a later account owns the email.
+_ERASE_LUA: Final = """
+local marker = redis.call('GET', KEYS[1])
+if marker then
+  local owner = marker
+  if string.sub(marker, -7) == ':erased' then
+    owner = string.sub(marker, 1, -8)
+  end
+  if ARGV[2] == '' or owner > ARGV[2] then
+    return -1
+  end
+end
+local erased = redis.call('LLEN', KEYS[2])
+redis.call('DEL', KEYS[2])
+redis.call('HDEL', KEYS[3], ARGV[1])
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[2] .. ':erased')
+end
+return erased
+"""
+
+# KEYS: 1 dedupe key, 2 subscriptions hash, 3 receiver's list, 4 outbox stream, 5 receiver's
+#       account marker.
 # ARGV: 1 receiver email, 2 notification JSON, 3 id prefix, 4 retention, 5 dedupe TTL (s),
-#       6 notification id, 7 the "unsubscribed" hash value, 8.. the outbox event
-#       (delivery.outbox_lua_args).
+#       6 notification id, 7 the "unsubscribed" hash value, 8 the receiver's account id (or
+#       ''), 9.. the outbox event (delivery.outbox_lua_args).
 _CREATE_LUA: Final = (
     OUTBOX_LUA
+    + _OWNERSHIP_LUA
     + """
 local existing = redis.call('GET', KEYS[1])
 if existing then
@@ -151,13 +224,16 @@ if existing then
   end
   return {'duplicate'}
 end
+if ARGV[8] ~= '' and claim(KEYS[5], KEYS[3], KEYS[2], ARGV[1], ARGV[8]) == 'stale' then
+  return {'gone'}
+end
 if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[7] then
   return {'unsubscribed'}
 end
 redis.call('LPUSH', KEYS[3], ARGV[2])
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
 redis.call('SET', KEYS[1], ARGV[6], 'EX', tonumber(ARGV[5]))
-outbox_xadd(KEYS[4], ARGV, 8)
+outbox_xadd(KEYS[4], ARGV, 9)
 return {'created', ARGV[2]}
 """
 )
@@ -214,6 +290,8 @@ class RedisNotificationStore:
         self._create: AsyncScript = redis.register_script(_CREATE_LUA)
         self._mark_read: AsyncScript = redis.register_script(_MARK_READ_LUA)
         self._mark_all_read: AsyncScript = redis.register_script(_MARK_ALL_READ_LUA)
+        self._claim: AsyncScript = redis.register_script(_CLAIM_LUA)
+        self._erase: AsyncScript = redis.register_script(_ERASE_LUA)
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
@@ -233,6 +311,7 @@ class RedisNotificationStore:
                 SUBSCRIPTIONS_KEY,
                 notifications_key(new.receiver_email),
                 OUTBOX_STREAM,
+                account_key(new.receiver_email),
             ],
             args=[
                 new.receiver_email,
@@ -242,10 +321,19 @@ class RedisNotificationStore:
                 self._dedupe_ttl,
                 new.id,
                 UNSUBSCRIBED,
-                *outbox_lua_args(outbox_event(notification, encoded)),
+                new.receiver_account_id,
+                *outbox_lua_args(outbox_event(notification, encoded, new.receiver_account_id)),
             ],
         )
         outcome = reply[0]
+        if outcome == "gone":
+            logger.info(
+                "no notification for message %s: account %s of %s was deleted",
+                new.message_id,
+                new.receiver_account_id,
+                new.receiver_email,
+            )
+            return CreateResult(None, created=False, subscribed=False)
         if outcome == "unsubscribed":
             return CreateResult(None, created=False, subscribed=False)
         if outcome == "created":
@@ -278,6 +366,25 @@ class RedisNotificationStore:
             keys=[notifications_key(email)], args=[_UNREAD_SUFFIX, _READ_SUFFIX]
         )
         return int(marked)
+
+    async def claim(self, email: str, account_id: str) -> bool:
+        """Make ``account_id`` the owner of ``email``'s notifications and subscription here,
+        erasing those of an earlier, deleted account first; False if ``account_id`` itself
+        was deleted."""
+        outcome = await self._claim(
+            keys=[account_key(email), notifications_key(email), SUBSCRIPTIONS_KEY],
+            args=[email, account_id],
+        )
+        return _str(outcome) == "ok"
+
+    async def erase_account(self, email: str, account_id: str) -> int:
+        """Erase the notifications and subscription of a deleted account (idempotent); how
+        many notifications were removed (0 if a later account owns the email)."""
+        erased = await self._erase(
+            keys=[account_key(email), notifications_key(email), SUBSCRIPTIONS_KEY],
+            args=[email, account_id],
+        )
+        return max(0, int(erased))
 
     async def is_subscribed(self, email: str) -> bool:
         state = await self._redis.hget(SUBSCRIPTIONS_KEY, email)

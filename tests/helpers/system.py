@@ -91,6 +91,7 @@ class System:
                 env[rest_var] = str(svc.rest_port)
             env[grpc_var] = str(svc.grpc_port)
         env["USER_SERVICE_ADDR"] = self.grpc_addr("user")
+        env["MESSAGE_SERVICE_ADDR"] = self.grpc_addr("message")
         env["NOTIFICATION_SERVICE_ADDR"] = self.grpc_addr("notification")
         env["FRONTEND_SERVICE_ADDR"] = self.grpc_addr("frontend")
         env.update(self.extra_env)

@@ -31,7 +31,7 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServiceServicer):
         notification = (
             from_proto(request.notification) if request.HasField("notification") else None
         )
-        delivered = self._service.receive(notification)
+        delivered = self._service.receive(notification, request.receiver_account_id)
         return frontend_pb2.ReceiveNotificationResponse(delivered_to=delivered)
 
     async def SubscribeNotifications(

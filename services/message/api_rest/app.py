@@ -21,6 +21,7 @@ from missive.rest.message.models import Message as MessageBody
 
 from services.common.auth import TokenVerifier
 from services.common.rest_edge import bearer_verifier, install_error_handlers, principal
+from services.common.sessions import Sessions
 from services.message.models import Conversation, Message, format_timestamp
 from services.message.service import MessageService
 
@@ -131,7 +132,16 @@ class MessageRestApi(MessageApi):
         return Reply({"status": "NOT_SERVING"}, status=503)
 
 
-def create_rest_app(service: MessageService, verifier: TokenVerifier, ready: Readiness) -> AsyncApp:
-    """The Connexion app serving openapi/message.yaml, with the shared error edge."""
-    app = create_app(MessageRestApi(service, ready), verify_token=bearer_verifier(verifier))
+def create_rest_app(
+    service: MessageService,
+    verifier: TokenVerifier,
+    ready: Readiness,
+    sessions: Sessions | None = None,
+) -> AsyncApp:
+    """The Connexion app serving openapi/message.yaml, with the shared error edge.
+
+    With ``sessions``, revoked tokens and tokens of deleted accounts are refused (401)."""
+    app = create_app(
+        MessageRestApi(service, ready), verify_token=bearer_verifier(verifier, sessions)
+    )
     return install_error_handlers(app)

@@ -82,6 +82,12 @@ class MessageServicer(message_pb2_grpc.MessageServiceServicer):
         await self._service.delete(caller(), request.user_email, request.id)
         return empty_pb2.Empty()
 
+    async def EraseAccount(
+        self, request: message_pb2.EraseAccountRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self._service.erase_account(caller(), request.email, request.account_id)
+        return empty_pb2.Empty()
+
 
 def register(server: grpc.aio.Server, service: MessageService) -> Sequence[str]:
     """Add the servicer to ``server``; the full service names, for health and reflection."""

@@ -20,6 +20,7 @@ from missive.rest.notification.models import Notification as NotificationBody
 
 from services.common.auth import TokenVerifier
 from services.common.rest_edge import bearer_verifier, install_error_handlers, principal
+from services.common.sessions import Sessions
 from services.notification.models import Notification, format_timestamp
 from services.notification.models import SubscriptionStatus as Status
 from services.notification.service import NotificationService
@@ -106,8 +107,15 @@ class NotificationRestApi(NotificationApi):
 
 
 def create_rest_app(
-    service: NotificationService, verifier: TokenVerifier, ready: Readiness
+    service: NotificationService,
+    verifier: TokenVerifier,
+    ready: Readiness,
+    sessions: Sessions | None = None,
 ) -> AsyncApp:
-    """The Connexion app serving openapi/notification.yaml, with the shared error edge."""
-    app = create_app(NotificationRestApi(service, ready), verify_token=bearer_verifier(verifier))
+    """The Connexion app serving openapi/notification.yaml, with the shared error edge.
+
+    With ``sessions``, revoked tokens and tokens of deleted accounts are refused (401)."""
+    app = create_app(
+        NotificationRestApi(service, ready), verify_token=bearer_verifier(verifier, sessions)
+    )
     return install_error_handlers(app)

@@ -40,6 +40,7 @@ class NotificationServicer(notification_pb2_grpc.NotificationServiceServicer):
             receiver_email=request.receiver_email,
             timestamp=timestamp,
             read=request.read,
+            receiver_account_id=request.receiver_account_id,
         )
         reply = notification_pb2.CreateNotificationResponse(
             created=result.created, subscribed=result.subscribed
@@ -72,6 +73,7 @@ class NotificationServicer(notification_pb2_grpc.NotificationServiceServicer):
             unread_only=request.unread_only,
             page_size=request.page_size,
             page_token=request.page_token,
+            account_id=request.account_id,
         )
         return notification_pb2.ListNotificationsResponse(
             notifications=[notification_to_proto(n) for n in page.notifications],
@@ -90,6 +92,12 @@ class NotificationServicer(notification_pb2_grpc.NotificationServiceServicer):
     ) -> notification_pb2.MarkAllNotificationsReadResponse:
         marked = await self._service.mark_all_read(caller(), request.email)
         return notification_pb2.MarkAllNotificationsReadResponse(marked=marked)
+
+    async def EraseAccount(
+        self, request: notification_pb2.EraseAccountRequest, context: Context
+    ) -> notification_pb2.EraseAccountResponse:
+        erased = await self._service.erase_account(caller(), request.email, request.account_id)
+        return notification_pb2.EraseAccountResponse(erased=erased)
 
 
 def register(server: grpc.aio.Server, service: NotificationService) -> Sequence[str]:
