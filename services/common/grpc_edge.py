@@ -20,7 +20,6 @@ import redis.exceptions
 from missive.access import RPC_ACCESS, RpcAccess
 
 from services.common.auth import ServiceCredentials, TokenVerifier
-from services.common.sessions import Sessions
 from services.common.domain import (
     DomainError,
     PermissionDenied,
@@ -28,6 +27,7 @@ from services.common.domain import (
     RateLimited,
     Unauthenticated,
 )
+from services.common.sessions import Sessions
 
 logger = logging.getLogger(__name__)
 

@@ -144,7 +144,11 @@ class Sessions:
         try:
             state = await self._lookup.account(email)
         except Unavailable:
-            if entry is not None and now - entry.fetched <= self._grace and _matches(entry, principal):
+            if (
+                entry is not None
+                and now - entry.fetched <= self._grace
+                and _matches(entry, principal)
+            ):
                 logger.warning("UserService unreachable; trusting the cached account of %s", email)
                 return
             raise Unavailable("the access token cannot be checked right now; retry") from None
@@ -180,7 +184,9 @@ async def publish_revocation(redis: Redis, email: str) -> None:
         logger.warning("could not publish the revocation of %s: %s", email, exc)
 
 
-async def follow_revocations(redis: Redis, sessions: Sessions, *, retry_seconds: float = 1.0) -> None:
+async def follow_revocations(
+    redis: Redis, sessions: Sessions, *, retry_seconds: float = 1.0
+) -> None:
     """Runs until cancelled: drops each account named on :data:`REVOCATION_CHANNEL` from
     ``sessions``. While the subscription is down, the whole cache is dropped (messages may
     have been missed), so revocation stays bounded by the cache TTL."""

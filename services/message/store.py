@@ -393,7 +393,6 @@ class RedisMessageStore:
         )
         return bool(deleted)
 
-
     # -- accounts -----------------------------------------------------------------------------
 
     async def claim(self, email: str, account_id: str) -> bool:

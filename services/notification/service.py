@@ -88,7 +88,9 @@ class NotificationService:
                     f"account {account_id or '(without id)'} of {address} is still registered"
                 )
         erased = await self._store.erase_account(address, account_id)
-        logger.info("erased %d notifications of deleted account %s of %s", erased, account_id, address)
+        logger.info(
+            "erased %d notifications of deleted account %s of %s", erased, account_id, address
+        )
         return erased
 
     async def create_notification(

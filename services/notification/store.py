@@ -178,9 +178,12 @@ end
 """
 
 # KEYS: 1 account marker, 2 the list, 3 subscriptions hash. ARGV: 1 email, 2 account id.
-_CLAIM_LUA: Final = _OWNERSHIP_LUA + """
+_CLAIM_LUA: Final = (
+    _OWNERSHIP_LUA
+    + """
 return claim(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 """
+)
 
 # KEYS: 1 account marker, 2 the list, 3 subscriptions hash. ARGV: 1 email, 2 the deleted
 # account's id ('' for one from before ids: only unclaimed data is erased).

@@ -84,9 +84,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             endpoint=endpoint,
             readiness=redis_ready(redis),
             grace=common.shutdown_grace_seconds,
-            rest_app=build_rest_app(
-                service, security.verifier, settings.max_body_bytes, sessions
-            ),
+            rest_app=build_rest_app(service, security.verifier, settings.max_body_bytes, sessions),
             rest_host=settings.host,
             rest_port=settings.rest_port,
             rest_port_env=REST_PORT_ENV,

@@ -136,7 +136,12 @@ return 1
 _DELETE = (
     OUTBOX_LUA
     + """
-if redis.call('GET', KEYS[1]) ~= ARGV[2] then
+local current = redis.call('GET', KEYS[1])
+if not current then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 0
+end
+if current ~= ARGV[2] then
   return 0
 end
 redis.call('DEL', KEYS[1])
@@ -216,9 +221,8 @@ class UserStore:
 
     async def delete(self, user: StoredUser) -> bool:
         """Remove the user read as ``user`` and its index entry, and queue the erasure of its
-        account's data in one script; False if the document changed or is gone meanwhile."""
-        if not user.revision:
-            raise ValueError("delete needs a record read from the store")
+        account's data in one script; False if the document changed or is gone meanwhile
+        (an index entry left without its document is removed then)."""
         event = {"email": user.email, "account_id": user.account_id}
         removed = await self._delete(
             keys=[user_key(user.email), USERS_INDEX, ACCOUNTS_OUTBOX],

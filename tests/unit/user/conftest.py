@@ -22,7 +22,7 @@ from services.common.redis import create_redis
 from services.user.api_rest.app import build_rest_app
 from services.user.grpc.app import register
 from services.user.passwords import HashParams, Passwords
-from services.user.service import LoginLimits, UserService
+from services.user.service import LoginLimits, Revoked, UserService
 from services.user.store import UserStore
 
 ALICE = "alice@example.com"
@@ -100,12 +100,17 @@ def make_service(redis: Redis, issuer: UserTokenIssuer) -> MakeService:
         params: HashParams | None = None,
         concurrency: int = 4,
         store_redis: Redis | None = None,
+        revoked: Revoked | None = None,
     ) -> UserService:
+        async def nobody(_email: str) -> None:
+            return None
+
         return UserService(
             UserStore(store_redis or redis),
             Passwords(params or HashParams(), concurrency),
             issuer,
             limits,
+            revoked=revoked or nobody,
         )
 
     return make

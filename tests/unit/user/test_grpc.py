@@ -162,7 +162,7 @@ async def test_check_user_exists_refuses_users_and_other_callers(
         server.anonymous().CheckUserExists(request, metadata=bearer(token_for(ALICE)))
     )
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
-    error = await rpc_error(server.as_service("frontend").CheckUserExists(request))
+    error = await rpc_error(server.as_service("user").CheckUserExists(request))
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     error = await rpc_error(server.anonymous().CheckUserExists(request))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
+import jwt
 import pytest
 from redis.asyncio import Redis
 
-from services.common.auth import KeyRing, TokenVerifier
+from services.common.auth import ACCOUNT_ID, KeyRing, TokenVerifier
 from services.common.domain import (
     AlreadyExists,
     InvalidArgument,
@@ -18,6 +20,7 @@ from services.common.domain import (
     Principal,
     RateLimited,
 )
+from services.common.sessions import AccountState
 from services.user.passwords import HashParams
 from services.user.service import LoginLimits, UserService
 from services.user.store import failures_key, user_key
@@ -222,18 +225,54 @@ async def test_update_checks_owner_input_and_existence(service: UserService, red
     assert await snapshot(redis) == before
     with pytest.raises(NotFound):
         await service.update(AS_BOB, BOB, name="Bob", password=None)
-    assert await redis.dbsize() == 2
+    assert await redis.dbsize() == 3  # Alice, the index and the account id counter
 
 
 async def test_delete(service: UserService, redis: Redis) -> None:
     await service.register("Alice", ALICE, ALICE_PASSWORD)
     with pytest.raises(PermissionDenied):
         await service.delete(AS_BOB, ALICE)
+    deleted = await service.account(ALICE)
+    assert deleted is not None
     await service.delete(AS_ALICE, ALICE)
-    assert await redis.dbsize() == 0
+    assert not await redis.exists("user:" + ALICE) and not await redis.zcard("users")
+    events: Any = await redis.xrange("outbox:accounts")
+    assert [fields for _, fields in events] == [{"email": ALICE, "account_id": deleted.account_id}]
     with pytest.raises(NotFound):
         await service.delete(AS_ALICE, ALICE)
     await service.register("Alice again", ALICE, ALICE_PASSWORD)  # the email is free again
+    again = await service.account(ALICE)
+    assert again is not None and again.account_id > deleted.account_id  # a new account
+
+
+async def test_tokens_name_the_account_and_its_version(
+    make_service: MakeService, redis: Redis
+) -> None:
+    told: list[str] = []
+
+    async def revoked(email: str) -> None:
+        told.append(email)
+
+    service = make_service(revoked=revoked)
+    await service.register("Alice", ALICE, ALICE_PASSWORD)
+    account = await service.account(ALICE)
+    assert account is not None and account.token_version == 1
+    assert ACCOUNT_ID.fullmatch(account.account_id)
+    signed_in = await service.authenticate(ALICE, ALICE_PASSWORD, CLIENT)
+    assert signed_in is not None
+    claims = jwt.decode(signed_in.access_token, options={"verify_signature": False})
+    assert (claims["aid"], claims["tv"]) == (account.account_id, 1)
+    await service.update(AS_ALICE, ALICE, name="Al", password=None)  # a name: nothing revoked
+    assert await service.account(ALICE) == account and told == []
+    await service.update(AS_ALICE, ALICE, name=None, password="brand-new-secret")
+    assert await service.account(ALICE) == AccountState(account.account_id, 2)
+    await service.revoke_tokens(AS_ALICE, ALICE)
+    assert await service.account(ALICE) == AccountState(account.account_id, 3)
+    with pytest.raises(PermissionDenied):
+        await service.revoke_tokens(AS_BOB, ALICE)
+    await service.delete(AS_ALICE, ALICE)
+    assert await service.account(ALICE) is None
+    assert told == [ALICE, ALICE, ALICE]
 
 
 async def test_services_may_ask_about_anyone(service: UserService) -> None:

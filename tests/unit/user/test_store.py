@@ -6,10 +6,12 @@ import asyncio
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from redis.asyncio import Redis
 
 from services.user.store import (
+    ACCOUNTS_OUTBOX,
     USERS_INDEX,
     StoredUser,
     UserStore,
@@ -85,19 +87,34 @@ async def test_concurrent_creates_leave_one_user(redis: Redis) -> None:
     assert await redis.dbsize() == 2
 
 
-async def test_delete_removes_both(redis: Redis) -> None:
+async def test_delete_removes_both_and_queues_the_erasure(redis: Redis) -> None:
     store = UserStore(redis)
-    await store.create(user())
+    await store.create(replace(user(), account_id="0" * 16 + "a" * 16))
     await store.create(user(BOB))
-    assert await store.delete(ALICE)
+    stored = await store.get(ALICE)
+    assert stored is not None
+    assert await store.delete(stored)
     assert await redis.zrange(USERS_INDEX, 0, -1) == [BOB]
     assert not await redis.exists(user_key(ALICE))
-    assert not await store.delete(ALICE)
+    assert not await store.delete(stored)
+    events: Any = await redis.xrange(ACCOUNTS_OUTBOX)
+    assert [fields for _, fields in events] == [{"email": ALICE, "account_id": "0" * 16 + "a" * 16}]
+
+
+async def test_delete_refuses_a_changed_record(redis: Redis) -> None:
+    store = UserStore(redis)
+    await store.create(user())
+    stale = await store.get(ALICE)
+    assert stale is not None
+    assert await store.replace(stale, replace(stale, name="Alice B."))
+    assert not await store.delete(stale)
+    assert await redis.exists(user_key(ALICE))
+    assert not await redis.exists(ACCOUNTS_OUTBOX)
 
 
 async def test_delete_repairs_an_orphan_index_entry(redis: Redis) -> None:
     await redis.zadd(USERS_INDEX, {ALICE: 0})
-    assert not await UserStore(redis).delete(ALICE)
+    assert not await UserStore(redis).delete(user())
     assert await redis.dbsize() == 0
 
 
@@ -119,9 +136,9 @@ async def test_replace_never_recreates_a_deleted_user(redis: Redis) -> None:
     await store.create(user())
     current = await store.get(ALICE)
     assert current is not None
-    await store.delete(ALICE)
+    await store.delete(current)
     assert not await store.replace(current, replace(current, name="Ghost"))
-    assert await redis.dbsize() == 0
+    assert not await redis.exists(user_key(ALICE))
 
 
 async def test_list_page_in_email_order(redis: Redis) -> None:
