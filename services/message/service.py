@@ -156,19 +156,18 @@ class MessageService:
         self._users = users
         self._clock = clock
 
-    async def _owner(self, principal: Principal, raw_email: str, field: str) -> str:
-        """The normalised email, if ``principal`` may act on it.
-
-        The data stored under the email must belong to the caller's account: data of an earlier,
-        deleted account of the same email is erased first; a deleted account is refused."""
+    @staticmethod
+    def _owner(principal: Principal, raw_email: str, field: str) -> str:
+        """The normalised email, if ``principal`` may act on it."""
         email = _email(raw_email, field)
         principal.require_self(email)
-        if principal.account_id:
-            await self._claim(email, principal.account_id)
         return email
 
-    async def _claim(self, email: str, account_id: str) -> None:
-        if not await self._store.claim(email, account_id):
+    async def _claim(self, principal: Principal, email: str) -> None:
+        """Once the input is valid: the data stored under ``email`` must belong to the caller's
+        account. Data of an earlier, deleted account of the same email is erased first; a
+        deleted account is refused."""
+        if principal.account_id and not await self._store.claim(email, principal.account_id):
             raise Unauthenticated(GONE)
 
     async def erase_account(self, principal: Principal, email: str, account_id: str) -> int:
@@ -199,7 +198,7 @@ class MessageService:
         client_request_id: str | None = None,
     ) -> Message:
         """Store a message from the caller, once per client_request_id, with its outbox event."""
-        sender = await self._owner(principal, sender_email, "sender_email")
+        sender = self._owner(principal, sender_email, "sender_email")
         receiver = _email(receiver_email, "receiver_email")  # may be the sender: a note to self
         _check_content(content)
         request_id = _request_id(client_request_id)
@@ -211,6 +210,7 @@ class MessageService:
             if record is not None:
                 return await self._replay(record, request_id, receiver, digest)
         receiver_account = await self._check_registered(sender, receiver)
+        await self._claim(principal, sender)
         if receiver_account and receiver != sender:
             # The receiver's data here must be theirs before the message joins it.
             await self._store.claim(receiver, receiver_account)
@@ -279,9 +279,10 @@ class MessageService:
         user_field: str = "user_email",
     ) -> MessagePage:
         """One page of the user's messages (with ``peer_email`` only, if given), newest first."""
-        user = await self._owner(principal, user_email, user_field)
+        user = self._owner(principal, user_email, user_field)
         peer = _email(peer_email, "peer_email") if peer_email and peer_email.strip() else None
         page = parse_page(page_size, page_token)
+        await self._claim(principal, user)
         ids = await self._store.message_ids(user, peer, _cursor(page), page.size + 1)
         more, ids = len(ids) > page.size, ids[: page.size]
         messages = await self._store.messages(ids)
@@ -296,8 +297,9 @@ class MessageService:
         user_field: str = "user_email",
     ) -> Message:
         """A message of which the user is the sender or the receiver."""
-        user = await self._owner(principal, user_email, user_field)
+        user = self._owner(principal, user_email, user_field)
         _check_id(message_id)
+        await self._claim(principal, user)
         message = await self._store.get(message_id)
         if message is None or not message.involves(user):
             raise NotFound(f"message {message_id} does not exist")
@@ -313,8 +315,9 @@ class MessageService:
         user_field: str = "user_email",
     ) -> ConversationPage:
         """One page of the user's conversations, most recent first."""
-        user = await self._owner(principal, user_email, user_field)
+        user = self._owner(principal, user_email, user_field)
         page = parse_page(page_size, page_token)
+        await self._claim(principal, user)
         refs = await self._store.conversation_peers(user, _cursor(page), page.size + 1)
         more, refs = len(refs) > page.size, refs[: page.size]
         conversations = await self._store.conversations(user, [peer for peer, _ in refs])
@@ -331,8 +334,9 @@ class MessageService:
         user_field: str = "user_email",
     ) -> Conversation:
         """Mark every message the peer sent to the user read; the updated conversation."""
-        user = await self._owner(principal, user_email, user_field)
+        user = self._owner(principal, user_email, user_field)
         peer = _email(peer_email, "peer_email")
+        await self._claim(principal, user)
         conversation = await self._store.mark_read(user, peer)
         if conversation is None:
             raise NotFound(f"{user} has no conversation with {peer}")
@@ -347,8 +351,9 @@ class MessageService:
         user_field: str = "user_email",
     ) -> None:
         """Delete a message the user sent, for both participants."""
-        user = await self._owner(principal, user_email, user_field)
+        user = self._owner(principal, user_email, user_field)
         _check_id(message_id)
+        await self._claim(principal, user)
         message = await self._store.get(message_id)
         if message is None or not message.involves(user):
             raise NotFound(f"message {message_id} does not exist")

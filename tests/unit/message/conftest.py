@@ -26,12 +26,14 @@ from services.common.grpc_edge import Context, EdgeInterceptor, caller, peer_cha
 from services.common.grpc_server import bind_port, create_grpc_server
 from services.common.ports import free_port
 from services.common.redis import create_redis
+from services.common.sessions import AccountState
 from services.message.api_rest.app import create_rest_app
 from services.message.errors import Unavailable
 from services.message.grpc.app import register
 from services.message.service import MessageService
 from services.message.store import RedisMessageStore
 from services.message.users import RETRY_METHODS, USER_SERVICE_NAME, GrpcUserDirectory
+from tests.helpers.accounts import account_id_of
 
 ADA = "ada@example.com"
 BOB = "bob@example.com"
@@ -69,11 +71,11 @@ class KnownUsers:
         self.down = False
         self.asked: list[str] = []
 
-    async def exists(self, email: str) -> bool:
+    async def account(self, email: str) -> AccountState | None:
         self.asked.append(email)
         if self.down:
             raise Unavailable("UserService is temporarily unavailable; the message was not stored")
-        return email in self.emails
+        return AccountState(account_id_of(email), 1) if email in self.emails else None
 
 
 @pytest.fixture
@@ -85,7 +87,7 @@ def keys(tmp_path: Path) -> Path:
 @pytest.fixture
 def token_for(keys: Path) -> Callable[[str], str]:
     issuer = UserTokenIssuer(KeyRing.load(keys, "user", sign_user_tokens=True), 900)
-    return lambda email: issuer.issue(email)[0]
+    return lambda email: issuer.issue(email, account_id_of(email), 1)[0]
 
 
 @pytest.fixture
@@ -125,7 +127,11 @@ class UserStandIn(user_pb2_grpc.UserServiceServicer):
         self.callers.append(caller().name)
         if self.stall_seconds:
             await asyncio.sleep(self.stall_seconds)
-        return user_pb2.CheckUserExistsResponse(exists=request.email in self.emails)
+        if request.email not in self.emails:
+            return user_pb2.CheckUserExistsResponse(exists=False)
+        return user_pb2.CheckUserExistsResponse(
+            exists=True, account_id=account_id_of(request.email), token_version=1
+        )
 
 
 @dataclass

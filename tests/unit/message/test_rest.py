@@ -20,6 +20,7 @@ from services.message.api_rest.app import create_rest_app
 from services.message.service import MessageService
 from services.message.store import RedisMessageStore
 from services.message.users import GrpcUserDirectory
+from tests.helpers.accounts import account_id_of
 from tests.unit.message.conftest import (
     ADA,
     BOB,
@@ -113,7 +114,9 @@ async def test_send_get_list_mark_and_delete(rest: Rest, redis: Redis) -> None:
     assert await db_keys(redis) == {
         "message_id_counter",
         "outbox:notifications",
-        f"idempotency:send:{ADA}:3f2b8c1e-7d4a",  # kept until it expires
+        f"idempotency:send:{ADA}:{account_id_of(ADA)}:3f2b8c1e-7d4a",  # kept until it expires
+        f"account:{ADA}",  # which account owns each email's data here
+        f"account:{BOB}",
     }
 
 
@@ -237,7 +240,9 @@ async def test_tokens_are_required_and_callers_act_only_on_their_own_data(
     ):
         assert_problem(hidden, 404)
         assert "private" not in hidden.text
-    assert {key: await redis.dump(key) for key in await db_keys(redis)} == before
+    after = {key: await redis.dump(key) for key in await db_keys(redis)}
+    after.pop(f"account:{EVE}", None)  # Eve's valid requests record who owns her email
+    assert after == before
 
 
 @pytest.mark.parametrize(
