@@ -15,6 +15,7 @@ import grpc.aio
 import pytest
 from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
+from missive.user.v1 import user_pb2, user_pb2_grpc
 
 from services.common.auth import KeyRing, UserTokenIssuer, ensure_keys
 from services.common.bootstrap import Security, create_endpoint
@@ -24,6 +25,7 @@ from services.common.ports import free_port
 from services.frontend.grpc.app import register
 from services.frontend.replay import NotificationReplay
 from services.frontend.service import FrontendService, Hub
+from tests.helpers.accounts import account_id_of
 
 N = notification_pb2
 BOB = "bob@example.com"
@@ -175,7 +177,49 @@ def keys(tmp_path: Path) -> Path:
 @pytest.fixture
 def token_for(keys: Path) -> Callable[[str], str]:
     issuer = UserTokenIssuer(KeyRing.load(keys, "user", sign_user_tokens=True), 900)
-    return lambda email: issuer.issue(email)[0]
+    return lambda email: issuer.issue(email, account_id_of(email), 1)[0]
+
+
+class UserStandIn(user_pb2_grpc.UserServiceServicer):
+    """A peer, not the code under test: every email is registered, each with the account
+    tokens from ``token_for`` name, at ``versions[email]`` (1 unless changed)."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, int] = {}
+        self.deleted: set[str] = set()
+
+    async def CheckUserExists(
+        self, request: user_pb2.CheckUserExistsRequest, context: Context
+    ) -> user_pb2.CheckUserExistsResponse:
+        if request.email in self.deleted:
+            return user_pb2.CheckUserExistsResponse(exists=False)
+        return user_pb2.CheckUserExistsResponse(
+            exists=True,
+            account_id=account_id_of(request.email),
+            token_version=self.versions.get(request.email, 1),
+        )
+
+
+@dataclass
+class Users:
+    servicer: UserStandIn
+    address: str
+
+
+@pytest.fixture
+async def users(keys: Path) -> AsyncIterator[Users]:
+    """The UserService stand-in behind the real edge, answering CheckUserExists."""
+    server = create_grpc_server(
+        interceptors=[EdgeInterceptor(Security.load(keys, "user").verifier)]
+    )
+    servicer = UserStandIn()  # type: ignore[abstract]
+    user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
+    port = bind_port(server, "127.0.0.1", 0, "TEST_USER_PORT")
+    await server.start()
+    try:
+        yield Users(servicer, f"127.0.0.1:{port}")
+    finally:
+        await server.stop(None)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from services.common.settings import ConfigError
 from services.frontend.__main__ import main
 from services.frontend.settings import Settings
 from tests.helpers.grpc_clients import SERVING, wait_for_status
-from tests.unit.frontend.conftest import BOB, Peer, notification
+from tests.unit.frontend.conftest import BOB, Peer, Users, notification
 
 
 @pytest.fixture(autouse=True)
@@ -72,23 +72,26 @@ def test_bad_settings_name_the_variable(keys: Path, name: str, value: str) -> No
         Settings.from_env({"KEYS_DIR": str(keys), name: value})
 
 
-def _environ(keys: Path, port: int, replay_addr: str) -> dict[str, str]:
+def _environ(
+    keys: Path, port: int, replay_addr: str, user_addr: str = "127.0.0.1:9"
+) -> dict[str, str]:
     return {
         "KEYS_DIR": str(keys),
         "BIND_HOST": "127.0.0.1",
         "FRONTEND_GRPC_PORT": str(port),
         "NOTIFICATION_SERVICE_ADDR": replay_addr,
+        "USER_SERVICE_ADDR": user_addr,
         "SHUTDOWN_GRACE": "5",
     }
 
 
 async def test_main_serves_until_stopped_and_ends_streams_with_unavailable(
-    keys: Path, peer: Peer, token_for: Callable[[str], str]
+    keys: Path, peer: Peer, users: Users, token_for: Callable[[str], str]
 ) -> None:
     peer.servicer.stored = [notification(1)]
     port = free_port()
     stop = asyncio.Event()
-    server = asyncio.create_task(main(_environ(keys, port, peer.address), stop))
+    server = asyncio.create_task(main(_environ(keys, port, peer.address, users.address), stop))
     plain = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     pusher = peer_channel(
         f"127.0.0.1:{port}", Security.load(keys, "notification").credentials, target="frontend"

@@ -33,7 +33,7 @@ class ListSource:
         self.release.set()
         self.fetched = asyncio.Event()
 
-    async def list_unread(self, email: str) -> list[Notification]:
+    async def list_unread(self, email: str, account_id: str = "") -> list[Notification]:
         self.fetched.set()
         await self.release.wait()
         return [n for n in self.items if n.receiver_email == email]
