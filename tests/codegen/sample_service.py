@@ -109,6 +109,9 @@ class SampleUserApi(UserApi):
         self._get(email)
         del self.users[email]
 
+    async def revoke_tokens(self, *, token_info: TokenInfo, email: str) -> None:
+        self._get(email)
+
     async def login(self, *, body: LoginRequest) -> LoginResponse:
         raise ProblemException(
             status=401, title="Unauthorized", detail="Invalid email or password."

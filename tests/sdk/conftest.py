@@ -51,7 +51,7 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture
 def fake() -> Iterator[FakeServer]:
     """The scripted UserService + MessageService of :mod:`tests.sdk.fakes`."""
-    yield from serve(FakeBackend())
+    yield from serve(FakeBackend())  # type: ignore[abstract]
 
 
 @pytest.fixture(scope="module")
