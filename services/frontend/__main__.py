@@ -15,7 +15,7 @@ from services.common.runner import run
 from services.common.sessions import GrpcAccounts, Sessions
 from services.frontend.grpc.app import register
 from services.frontend.replay import RETRY_METHODS, SERVICE_NAME, NotificationReplay
-from services.frontend.service import FrontendService
+from services.frontend.service import RECHECK_SECONDS, FrontendService
 from services.frontend.settings import GRPC_PORT_ENV, Settings
 
 logger = logging.getLogger(__name__)
@@ -60,8 +60,8 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
     users_channel = peer_channel(settings.user_addr, security.credentials, target="user")
     try:
         # FrontendService has no Redis, so no revocation channel: open streams are re-checked
-        # every RECHECK_SECONDS, which is also the cache's lifetime.
-        sessions = Sessions(GrpcAccounts(users_channel))
+        # every RECHECK_SECONDS, which is also the cache's lifetime (5 s staleness at most).
+        sessions = Sessions(GrpcAccounts(users_channel), ttl_seconds=RECHECK_SECONDS)
         service = FrontendService(NotificationReplay(channel), sessions=sessions)
         endpoint = create_endpoint(
             security=security,

@@ -28,8 +28,9 @@ MAX_STREAMS = 150
 MAX_STREAMS_PER_USER = 10
 """Open streams per user, so one user cannot take every slot."""
 RETRY_AFTER_SECONDS = 5
-RECHECK_SECONDS = 5.0
-"""How often an open stream's token is checked again (revocation reaches streams this fast)."""
+RECHECK_SECONDS = 2.5
+"""How often an open stream's token is checked again. FrontendService caches account states
+for as long (it has no revocation channel), so a revocation ends a stream within 5 s."""
 STREAM_EXPIRED = "the access token of this stream has expired; reconnect with a fresh token"
 
 _NOTIFICATION_ID = re.compile(r"[0-9]{1,19}")
