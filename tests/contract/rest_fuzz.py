@@ -80,18 +80,27 @@ def acting_user(case: Case[Any]) -> str | None:
     return None
 
 
+def no_account(_email: str) -> tuple[str, int]:
+    return "", 0
+
+
 @dataclass
 class Tokens:
-    """Signs real user tokens; one default user for requests that act for nobody in particular."""
+    """Signs real user tokens; one default user for requests that act for nobody in particular.
+
+    ``accounts`` gives the account id and token version of a registered email (read from
+    UserService's store), so the tokens name the account as UserService's would."""
 
     issuer: UserTokenIssuer
     default_user: str
-    cache: dict[str, str] = field(default_factory=dict)
+    accounts: Callable[[str], tuple[str, int]] = no_account
+    cache: dict[tuple[str, str, int], str] = field(default_factory=dict)
 
     def for_user(self, email: str) -> str:
-        if email not in self.cache:
-            self.cache[email] = self.issuer.issue(email)[0]
-        return self.cache[email]
+        key = (email, *self.accounts(email))
+        if key not in self.cache:
+            self.cache[key] = self.issuer.issue(*key)[0]
+        return self.cache[key]
 
     def for_case(self, case: Case[Any]) -> str:
         return self.for_user(acting_user(case) or self.default_user)

@@ -34,9 +34,10 @@ generated string, which is malformed and rightly rejected with the documented 40
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from missive.notification.v1 import notification_pb2
+from redis import Redis as SyncRedis
 from schemathesis import Case
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.result import Ok
@@ -53,6 +55,7 @@ from services.common.auth import KeyRing, UserTokenIssuer
 from services.common.bootstrap import Security
 from services.common.grpc_edge import peer_channel
 from services.common.redis import create_redis
+from services.common.sessions import GrpcAccounts, Sessions
 from services.message.api_rest.app import create_rest_app as message_app
 from services.message.service import MessageService
 from services.message.settings import Settings as MessageSettings
@@ -104,9 +107,23 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
         state = RedisState(system.valkey.url, (0, 1, 2))
         state.save()
         issuer = UserTokenIssuer(KeyRing.load(system.keys_dir, "user", sign_user_tokens=True), 900)
-        yield Fuzzed(system, users, state, Tokens(issuer, users[0].email))
+        yield Fuzzed(
+            system, users, state, Tokens(issuer, users[0].email, accounts_in(system.valkey.url))
+        )
     finally:
         system.close()
+
+
+def accounts_in(redis_url: str) -> Callable[[str], tuple[str, int]]:
+    """The account id and token version UserService stores for an email ("", 0 if none)."""
+    users = SyncRedis.from_url(redis_url, db=0, decode_responses=True)
+
+    def account(email: str) -> tuple[str, int]:
+        raw = users.get(f"user:{email}")
+        document = json.loads(str(raw)) if raw else {}
+        return str(document.get("id", "")), int(document.get("token_version", 0))
+
+    return account
 
 
 async def _prepare(system: System) -> list[User]:
@@ -150,7 +167,8 @@ def _in_process_app(name: str, system: System) -> LazyApp:
             UserTokenIssuer(security.keys, settings.token_ttl_seconds),
             settings.login,
         )
-        app: AsgiApp = user_app(service, security.verifier, settings.max_body_bytes)
+        sessions = Sessions(service, ttl_seconds=0)
+        app: AsgiApp = user_app(service, security.verifier, settings.max_body_bytes, sessions)
         return app
 
     async def message() -> AsgiApp:
@@ -164,8 +182,9 @@ def _in_process_app(name: str, system: System) -> LazyApp:
             retry_service=USER_SERVICE_NAME,
             retry_methods=RETRY_METHODS,
         )
-        service = MessageService(store, GrpcUserDirectory(users))
-        app: AsgiApp = message_app(service, security.verifier, store.ping)
+        directory = GrpcUserDirectory(users)
+        service = MessageService(store, directory)
+        app: AsgiApp = message_app(service, security.verifier, store.ping, Sessions(directory))
         return app
 
     async def notification() -> AsgiApp:
@@ -173,7 +192,12 @@ def _in_process_app(name: str, system: System) -> LazyApp:
         security = Security.load(settings.keys_dir, "notification")
         redis = create_redis(settings.common.redis_url, settings.redis_db)
         store = RedisNotificationStore(redis, retention=settings.retention)
-        app: AsgiApp = notification_app(NotificationService(store), security.verifier, store.ping)
+        accounts = GrpcAccounts(
+            peer_channel(settings.user_addr, security.credentials, target="user")
+        )
+        app: AsgiApp = notification_app(
+            NotificationService(store, accounts), security.verifier, store.ping, Sessions(accounts)
+        )
         return app
 
     factories = {"user": user, "message": message, "notification": notification}
