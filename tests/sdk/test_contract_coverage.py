@@ -28,6 +28,7 @@ def every_call(transport: Transport) -> list[_ops.Call[Any]]:
         _ops.get_user(transport, email),
         _ops.update_user(email, "Ada", None),
         _ops.delete_user(email),
+        _ops.revoke_tokens(email),
         _ops.list_users(None, ""),
         _ops.send_message(transport, email, peer, "hi", "key"),
         _ops.get_message(transport, email, 1),
@@ -94,4 +95,4 @@ def test_rest_only_and_both_transport_operations_are_routed_as_documented() -> N
         for call in every_call("grpc")
         if not call.retry_safe
     }
-    assert unsafe == {"create_user", "delete_user", "delete_message"}
+    assert unsafe == {"create_user", "delete_user", "delete_message", "revoke_tokens"}

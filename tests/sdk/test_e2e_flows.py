@@ -217,14 +217,19 @@ def test_accounts_messages_and_subscriptions_round_trip(
         assert quiet.id not in {n.message_id for n in bob.notifications.list()}
 
         ada.users.update(password="a brand new password")
+        with pytest.raises(mc.Unauthenticated):
+            ada.users.get()  # a new password revokes the tokens issued before it
         with connect(live, transport=transport) as again:
             assert again.login(ada.email, "a brand new password").email == ada.email
             with pytest.raises(mc.Unauthenticated):
                 again.login(ada.email, PASSWORD)
-
+            again.users.revoke_tokens()  # sign out everywhere
+            with pytest.raises(mc.Unauthenticated):
+                again.users.get()
+        ada.login(ada.email, "a brand new password")
         ada.users.delete()
-        with pytest.raises(mc.NotFound):
-            ada.users.get()  # the token outlives the account; the account is gone
+        with pytest.raises(mc.Unauthenticated):
+            ada.users.get()  # a deleted account's token is refused at once
 
 
 async def test_async_accounts_round_trip(live: System) -> None:
@@ -242,8 +247,8 @@ async def test_async_accounts_round_trip(live: System) -> None:
         health = await client.status()
         assert len(health) == 7 and all(item.serving for item in health)
         await client.users.delete()
-        with pytest.raises(mc.NotFound):
-            await client.users.get()
+        with pytest.raises(mc.Unauthenticated):
+            await client.users.get()  # a deleted account's token is refused at once
 
 
 def test_status_reports_every_endpoint_serving(live: System) -> None:

@@ -47,7 +47,7 @@ EXPECTED = [
 ]
 
 GROUP_OPERATIONS = {
-    "users": {"register", "get", "update", "delete", "list"},
+    "users": {"register", "get", "update", "delete", "revoke_tokens", "list"},
     "messages": {"send", "get", "list", "conversations", "mark_read", "delete"},
     "notifications": {
         "list",

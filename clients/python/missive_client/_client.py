@@ -69,8 +69,14 @@ class Users:
         return user
 
     def delete(self, email: str | None = None) -> None:
-        """Delete the signed-in user's account (its messages and notifications stay stored)."""
+        """Delete the signed-in user's account: its token stops working at once, and its
+        messages, conversations, notifications and subscription are erased everywhere."""
         self._core.run(_ops.delete_user(self._email(email)))
+
+    def revoke_tokens(self, email: str | None = None) -> None:
+        """Sign out everywhere: every token of the signed-in user's account issued so far,
+        this client's included, stops working; sign in again for a new one."""
+        self._core.run(_ops.revoke_tokens(self._email(email)))
 
     def list(self, *, page_size: int | None = None) -> Pager[User]:
         """Every registered user, in ascending email order, fetched page by page.

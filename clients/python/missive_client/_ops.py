@@ -62,6 +62,7 @@ from missive_client._generated.rest.notification.models import (
 )
 from missive_client._generated.rest.notification.types import UNSET as NOTIFICATION_UNSET
 from missive_client._generated.rest.user.api.auth import login as rest_login
+from missive_client._generated.rest.user.api.auth import revoke_tokens as rest_revoke_tokens
 from missive_client._generated.rest.user.api.users import create_user as rest_create_user
 from missive_client._generated.rest.user.api.users import delete_user as rest_delete_user
 from missive_client._generated.rest.user.api.users import get_user as rest_get_user
@@ -268,6 +269,11 @@ def update_user(email: str, name: str | None, password: str | None) -> Call[User
 def delete_user(email: str) -> Call[None]:
     """Delete the caller's account: DELETE /users/{email} (REST only)."""
     return _rest("user", rest_delete_user, _nothing, retry_safe=False, email=email)
+
+
+def revoke_tokens(email: str) -> Call[None]:
+    """Sign out everywhere: POST /users/{email}/revoke_tokens (REST only)."""
+    return _rest("user", rest_revoke_tokens, _nothing, retry_safe=False, email=email)
 
 
 def list_users(page_size: int | None, page_token: str) -> Call[Page[UserModel]]:
