@@ -8,11 +8,18 @@ from typing import Any
 
 import redis.exceptions
 from connexion import AsyncApp
+from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.problem import problem
 
 from services.common.auth import TokenVerifier
-from services.common.domain import DomainError, Principal, RateLimited, Unauthenticated
+from services.common.domain import (
+    DomainError,
+    Principal,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
 from services.common.sessions import Sessions
 
 logger = logging.getLogger(__name__)
@@ -24,7 +31,7 @@ def bearer_verifier(
     """The `verify_token` of a generated create_app: claims of a valid user token, else None.
 
     With ``sessions``, a token whose account is gone or whose version was revoked is refused
-    too (401); Unavailable (the account cannot be checked now) propagates as a 503.
+    too (401); when the account cannot be checked now, the answer is 503 (never accepted).
     """
 
     async def verify(token: str) -> dict[str, Any] | None:
@@ -34,6 +41,10 @@ def bearer_verifier(
                 await sessions.check(principal)
         except Unauthenticated:
             return None
+        except Unavailable as exc:  # raised inside Connexion's security check: its own problem
+            raise ProblemException(
+                status=exc.http_status, title=exc.title, detail=exc.message
+            ) from exc
         return {
             "sub": principal.name,
             "kind": principal.kind,

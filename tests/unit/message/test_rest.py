@@ -13,9 +13,11 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from services.common.auth import KeyRing, UserTokenIssuer
 from services.common.bootstrap import Security
 from services.common.ports import free_port
 from services.common.redis import create_redis
+from services.common.sessions import Sessions
 from services.message.api_rest.app import create_rest_app
 from services.message.service import MessageService
 from services.message.store import RedisMessageStore
@@ -28,6 +30,7 @@ from tests.unit.message.conftest import (
     EVE,
     NOBODY,
     Rest,
+    UserServiceRunning,
     db_keys,
     dbsize,
     stream_fields,
@@ -327,3 +330,35 @@ async def test_mark_read_without_a_conversation_is_404(rest: Rest) -> None:
         f"/conversations/{BOB}/read", json={"email": ADA}, headers=rest.auth(ADA)
     )
     assert_problem(reply, 404, f"{ADA} has no conversation with {BOB}")
+
+
+async def test_tokens_are_checked_against_their_account(
+    keys: Path, store: RedisMessageStore, user_service: UserServiceRunning
+) -> None:
+    """With sessions (as the entry point wires it): revoked tokens 401, UserService down 503."""
+    issuer = UserTokenIssuer(KeyRing.load(keys, "user", sign_user_tokens=True), 900)
+    channel = user_channel(keys, user_service.address)
+    directory = GrpcUserDirectory(channel)
+    service = MessageService(store, directory)
+    verifier = Security.load(keys, "message").verifier
+    sessions = Sessions(directory, ttl_seconds=0, stale_grace_seconds=0)  # no outage grace
+    app = create_rest_app(service, verifier, store.ping, sessions)
+    transport = httpx.ASGITransport(app=app)
+    current = issuer.issue(ADA, account_id_of(ADA), 1)[0]
+    revoked = issuer.issue(ADA, account_id_of(ADA), 0)[0]
+    without_account = issuer.issue(ADA)[0]
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://message") as client:
+
+            async def get(token: str) -> httpx.Response:
+                return await client.get(
+                    "/messages", params={"email": ADA}, headers={"Authorization": f"Bearer {token}"}
+                )
+
+            assert (await get(current)).status_code == 200
+            assert_problem(await get(revoked), 401)
+            assert_problem(await get(without_account), 401)
+            user_service.servicer.stall_seconds = 3  # past the deadline: UserService unreachable
+            assert_problem(await get(current), 503, "cannot be checked")  # never unchecked
+    finally:
+        await channel.close()
