@@ -82,6 +82,8 @@ class GrpcAccounts:
         except grpc.aio.AioRpcError as exc:
             logger.warning("cannot check the account of %s: %s", email, exc.code().name)
             raise Unavailable("UserService is temporarily unavailable") from exc
+        except grpc.aio.UsageError as exc:  # the channel is closing (shutdown)
+            raise Unavailable("UserService is temporarily unavailable") from exc
         if not reply.exists:
             return None
         return AccountState(reply.account_id, reply.token_version)

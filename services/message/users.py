@@ -55,6 +55,8 @@ class GrpcUserDirectory:
             raise Unavailable(
                 "UserService is temporarily unavailable; the message was not stored"
             ) from exc
+        except grpc.aio.UsageError as exc:  # the channel is closing (shutdown)
+            raise Unavailable("UserService is temporarily unavailable") from exc
         if not reply.exists:
             return None
         return AccountState(reply.account_id, reply.token_version)
