@@ -62,16 +62,19 @@ class NotificationService:
         self._store = store
         self._accounts = accounts
 
-    async def _owner(self, principal: Principal, raw_email: str, account_id: str = "") -> str:
+    async def _owner(
+        self, principal: Principal, raw_email: str, account_id: str = "", *, valid: bool = True
+    ) -> str:
         """The normalised email, if ``principal`` may act on it (services were allowlisted).
 
-        The data stored under the email must belong to the caller's account (a user's token
-        names it; an internal caller may name it with ``account_id``): data of an earlier,
-        deleted account of the same email is erased first; a deleted account is refused."""
+        Once the rest of the input is ``valid``, the data stored under the email must belong
+        to the caller's account (a user's token names it; an internal caller may name it with
+        ``account_id``): data of an earlier, deleted account of the same email is erased
+        first; a deleted account is refused."""
         email = normalise_email(raw_email)
         principal.require_self(email)
         account = principal.account_id if principal.kind == "user" else account_id
-        if account and not await self._store.claim(email, account):
+        if valid and account and not await self._store.claim(email, account):
             raise Unauthenticated(GONE)
         return email
 
@@ -153,8 +156,10 @@ class NotificationService:
         account_id: str = "",
     ) -> NotificationPage:
         """One page of the owner's notifications, newest first, and their unread total."""
-        owner = await self._owner(principal, email, _account_id(account_id, "account_id"))
+        account = _account_id(account_id, "account_id")
+        await self._owner(principal, email, account, valid=False)  # 403 before 400
         page = parse_page(page_size, page_token)
+        owner = await self._owner(principal, email, account)
         stored = await self._store.list_all(owner)
         unread = [n for n in stored if not n.read]
         listed = unread if unread_only else stored
@@ -164,9 +169,10 @@ class NotificationService:
     async def mark_read(
         self, principal: Principal, email: str, notification_id: str
     ) -> Notification:
-        owner = await self._owner(principal, email)
+        await self._owner(principal, email, valid=False)  # 403 before 400
         if not _NOTIFICATION_ID.fullmatch(notification_id):
             raise InvalidArgument("id must be 1 to 19 decimal digits")
+        owner = await self._owner(principal, email)
         notification = await self._store.mark_read(owner, notification_id)
         if notification is None:
             raise NotFound(f"no notification {notification_id} for {owner}")

@@ -8,7 +8,12 @@ from dataclasses import replace
 import pytest
 from redis.asyncio import Redis
 
-from services.common.domain import FailedPrecondition, Principal, Unauthenticated
+from services.common.domain import (
+    FailedPrecondition,
+    InvalidArgument,
+    Principal,
+    Unauthenticated,
+)
 from services.common.sessions import AccountState
 from services.notification.service import NotificationService
 from services.notification.store import OUTBOX_STREAM, RedisNotificationStore
@@ -94,3 +99,11 @@ async def test_erase_account(
     late = await store.create(replace(new(4), receiver_account_id=OLD))
     assert late.notification is None  # nothing is stored for the erased account any more
     assert (await service.list_notifications(bob(NEW), BOB)).notifications == []
+
+
+async def test_bad_input_claims_nothing(service: NotificationService, redis: Redis) -> None:
+    with pytest.raises(InvalidArgument):
+        await service.mark_read(bob(NEW), BOB, "not-an-id")
+    with pytest.raises(InvalidArgument):
+        await service.list_notifications(bob(NEW), BOB, page_size=1000)
+    assert await redis.dbsize() == 0
