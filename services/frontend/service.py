@@ -272,12 +272,9 @@ class FrontendService:
         stored after the fetch is pushed to it, and one pushed during the fetch is sent once.
         """
         try:
-            if subscription.account_id:
-                unread = await self.source.list_unread(
-                    subscription.email, account_id=subscription.account_id
-                )
-            else:
-                unread = await self.source.list_unread(subscription.email)
+            unread = await self.source.list_unread(
+                subscription.email, account_id=subscription.account_id
+            )
             for notification in reversed(unread):
                 if subscription.closed:
                     break  # ended during the replay: next() raises why
