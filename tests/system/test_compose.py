@@ -32,11 +32,13 @@ from services.common.grpc_server import (
     create_grpc_server,
 )
 from services.common.ports import free_port
-from services.launcher.config import PEER_ADDRESS_VARS, LaunchConfig, ServiceSpec
+from services.launcher.config import PEER_ADDRESS_VARS, PEER_URL_VARS, LaunchConfig, ServiceSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-SERVICES = ("user", "message", "notification", "frontend")
+SERVICES = ("user", "message", "notification", "frontend", "web")
+GRPC_SERVICES = ("user", "message", "notification", "frontend")
+"""The four services; the web inbox is their client: HTTP only, no keys, no Redis."""
 NATIVE = {spec.name: spec for spec in LaunchConfig.from_env({}, data_dir=Path(".data")).services}
 
 
@@ -199,11 +201,13 @@ def test_ports_and_databases_are_the_native_ones(
 ) -> None:
     spec = _spec(name)
     env = _env(services[name])
-    expected = [f"{spec.grpc_port}:{spec.grpc_port}"]
-    assert env[spec.grpc_env] == str(spec.grpc_port)
+    expected = []
     if spec.rest_port is not None and spec.rest_env is not None:
-        expected.insert(0, f"{spec.rest_port}:{spec.rest_port}")
+        expected.append(f"{spec.rest_port}:{spec.rest_port}")
         assert env[spec.rest_env] == str(spec.rest_port)
+    if spec.grpc_port is not None and spec.grpc_env is not None:
+        expected.append(f"{spec.grpc_port}:{spec.grpc_port}")
+        assert env[spec.grpc_env] == str(spec.grpc_port)
     assert [str(port) for port in services[name]["ports"]] == expected
     if spec.redis_db is not None:
         assert env[f"{name.upper()}_REDIS_DB"] == str(spec.redis_db)
@@ -221,13 +225,26 @@ def test_environment_points_at_the_containers(
         if var in env:
             assert env[var] == f"{peer}:{_spec(peer).grpc_port}"
             assert peer in services
+    for var, peer in PEER_URL_VARS.items():
+        if var in env:
+            assert env[var] == f"http://{peer}:{_spec(peer).rest_port}"
+            assert peer in services
+
+
+def test_the_web_inbox_reaches_every_service_it_calls(services: dict[str, dict[str, Any]]) -> None:
+    env = _env(services["web"])
+    for var in ("USER_SERVICE_URL", "USER_SERVICE_ADDR", "MESSAGE_SERVICE_ADDR"):
+        assert var in env
+    assert {"NOTIFICATION_SERVICE_ADDR", "FRONTEND_SERVICE_ADDR"} <= set(env)
+    assert set(_depends(services["web"])) == set(GRPC_SERVICES)
 
 
 def test_only_the_user_service_creates_keys_and_the_others_wait_for_it(
     compose: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
     assert "keys" in compose["volumes"]
-    for name in SERVICES:
+    assert "volumes" not in services["web"], "the web inbox holds no keys"
+    for name in GRPC_SERVICES:
         env = _env(services[name])
         mounts = [str(volume) for volume in services[name]["volumes"]]
         if name == "user":
@@ -242,7 +259,15 @@ def test_only_the_user_service_creates_keys_and_the_others_wait_for_it(
 # -- health and order ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", SERVICES)
+def test_the_web_inbox_healthcheck_probes_its_http_health(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    port = str(_spec("web").rest_port)
+    test = services["web"]["healthcheck"]["test"]
+    assert test == ["CMD", "python", "-m", "services.common.healthcheck", "--http", port]
+
+
+@pytest.mark.parametrize("name", GRPC_SERVICES)
 def test_healthcheck_probes_the_grpc_health_service(
     services: dict[str, dict[str, Any]], name: str
 ) -> None:
@@ -270,7 +295,7 @@ def test_redis_persists_and_has_a_healthcheck(
     assert redis["healthcheck"]["test"] == ["CMD", cli, "ping"]
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", GRPC_SERVICES)
 def test_each_service_waits_for_a_healthy_redis(
     services: dict[str, dict[str, Any]], name: str
 ) -> None:
@@ -290,7 +315,8 @@ def test_start_order_has_no_cycle_and_message_comes_after_its_peers(
         pytest.fail(f"depends_on has a cycle: {exc.args[1]}")
     assert order[0] == "redis"
     assert {"user", "notification"} <= graph["message"]
-    assert order.index("message") == len(order) - 1
+    assert order.index("message") > max(order.index("user"), order.index("notification"))
+    assert order[-1] == "web", "the web inbox starts once every service it calls is healthy"
 
 
 # -- the healthcheck command itself ----------------------------------------------------------
