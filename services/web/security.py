@@ -5,9 +5,10 @@
 * CSRF: a random value in its own ``HttpOnly`` cookie, and in every form (and in a ``<meta>``
   tag for ``fetch``) the HMAC of it under the server's secret. A state-changing request must
   carry that HMAC in the ``csrf_token`` field or the ``X-CSRF-Token`` header; another site can
-  neither read the cookie nor compute the HMAC. A cross-origin ``Origin`` is refused as well.
+  neither read the cookie nor compute the HMAC. A cross-origin ``Origin`` is refused as well
+  (the referrer policy is ``same-origin``: with ``no-referrer`` browsers send ``Origin: null``).
 * Every response gets a strict Content-Security-Policy (scripts, styles and images from this
-  origin only: no inline script, no ``eval``), ``nosniff``, no framing and no referrer.
+  origin only: no inline script, no ``eval``), ``nosniff``, no framing, no referrer to other sites.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ _HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 ]

@@ -245,8 +245,14 @@
       source.close();
       window.location.assign("/signin?reason=expired");
     });
-    source.addEventListener("open", function () { body.classList.remove("offline"); });
-    source.addEventListener("error", function () { body.classList.add("offline"); });
+    source.addEventListener("open", function () {
+      body.classList.remove("offline");
+      body.dataset.liveState = "open";
+    });
+    source.addEventListener("error", function () {
+      body.classList.add("offline");
+      body.dataset.liveState = "reconnecting";
+    });
     window.addEventListener("pagehide", function () { source.close(); });
   }
 })();
