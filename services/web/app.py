@@ -8,7 +8,6 @@ UNAUTHENTICATED answer (expired, revoked or unknown token) signs the browser out
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -525,7 +524,9 @@ def _initials(email: str) -> str:
 
 
 def _hue(email: str) -> int:
-    return int(hashlib.sha256(email.encode()).hexdigest()[:2], 16) % 8
+    """One of 8 avatar colours; app.js computes the same (sum of UTF-16 code units mod 8)."""
+    data = email.encode("utf-16-le")
+    return sum(int.from_bytes(data[i : i + 2], "little") for i in range(0, len(data), 2)) % 8
 
 
 def _clock(moment: datetime) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -96,6 +98,7 @@ def test_a_message_arrives_live_with_toast_and_badge(site: Site) -> None:
         _send(alice_page, text)
     expect(item.locator(".badge.unread .count")).to_have_text("3")
     expect(bob_page.locator("#unread-total")).to_have_text("3")
+    expect(bob_page.locator("#lead")).to_contain_text("You have 3 unread messages.")
     screenshot(bob_page, "inbox-desktop")
 
     # Opening the conversation marks it read; new messages then appear in it.
@@ -105,7 +108,7 @@ def test_a_message_arrives_live_with_toast_and_badge(site: Site) -> None:
     expect(bob_page.locator("#unread-total")).to_be_hidden()
     site.wait_live(bob_page)
     _no_reload_marker(bob_page)
-    _send(alice_page, "Table booked 🎉")
+    _send(alice_page, "Table booked for noon")
     returned = time.monotonic()
     expect(bob_page.locator("#messages .message").last).to_have_text(
         re.compile("Table booked"), timeout=1000
@@ -298,3 +301,61 @@ def test_an_expired_session_goes_back_to_sign_in(site: Site) -> None:
     expect(page).to_have_url(re.compile(r"/signin\?reason=expired$"))
     assert not [c for c in context.cookies() if c["name"] == "missive_session"]
     context.close()
+
+
+def _events(client: httpx.Client, count: int, last_event_id: str | None = None) -> list[dict]:
+    """The first ``count`` message events of a new /events connection (then it disconnects)."""
+    headers = {"accept": "text/event-stream"}
+    if last_event_id is not None:
+        headers["last-event-id"] = last_event_id
+    found: list[dict] = []
+    event: dict = {}
+    with client.stream("GET", "/events", headers=headers, timeout=10) as stream:
+        for line in stream.iter_lines():
+            if not line:
+                if event.get("event") == "message":
+                    found.append(event)
+                    if len(found) == count:
+                        return found
+                event = {}
+                continue
+            field, _, value = line.partition(":")
+            event[field] = value.strip()
+    return found
+
+
+def test_a_reconnect_with_last_event_id_neither_loses_nor_repeats(site: Site) -> None:
+    mia, noah = site.register("mia"), site.register("noah")
+    with httpx.Client(base_url=site.url, trust_env=False) as client:
+        form = client.get("/signin").text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert token
+        signed_in = client.post(
+            "/signin", data={"email": noah, "password": PASSWORD, "csrf_token": token.group(1)}
+        )
+        assert signed_in.status_code == 303
+        sender = site.context()
+        page = site.sign_in(sender, mia)
+        page.goto(f"/c/{noah}")
+        for text in ("one", "two", "three"):
+            _send(page, text)
+        # First connection: the unread replay, oldest first.
+        first = _events(client, 3)
+        assert [json.loads(e["data"])["message"]["content"] for e in first] == [
+            "one",
+            "two",
+            "three",
+        ]
+        # The browser went away after the second event; two more messages arrive meanwhile.
+        for text in ("four", "five"):
+            _send(page, text)
+        resumed = _events(client, 3, last_event_id=first[1]["id"])
+        contents = [json.loads(e["data"])["message"]["content"] for e in resumed]
+        assert contents == ["three", "four", "five"]
+        # Resuming from the last one: nothing is repeated, the next new one comes.
+        _send(page, "six")
+        latest = _events(client, 1, last_event_id=resumed[-1]["id"])
+        assert [json.loads(e["data"])["message"]["content"] for e in latest] == ["six"]
+        # A malformed Last-Event-ID is a full replay, not an error.
+        assert len(_events(client, 6, last_event_id="not-a-cursor")) == 6
+        sender.close()

@@ -147,6 +147,12 @@
     setBadge(total, count);
     total.parentElement.setAttribute("aria-label", "Inbox, " + count + " unread");
     document.title = (count ? "(" + count + ") " : "") + baseTitle;
+    const lead = document.getElementById("lead");
+    if (lead) {
+      lead.textContent = count
+        ? "You have " + count + " unread message" + (count === 1 ? "" : "s") + ". Pick a conversation, or start a new one."
+        : "You're all caught up. Pick a conversation, or start a new one.";
+    }
   }
 
   function findConversation(peer) {
@@ -164,7 +170,9 @@
     item.querySelector("a").href = "/c/" + encodeURIComponent(peer).replace("%40", "@");
     const avatar = item.querySelector(".avatar");
     avatar.textContent = peer.charAt(0).toUpperCase();
-    avatar.classList.add("hue-0");
+    let sum = 0;
+    for (let i = 0; i < peer.length; i++) sum += peer.charCodeAt(i);
+    avatar.classList.add("hue-" + (sum % 8));  // as the server computes it
     item.querySelector(".peer").textContent = peer;
     const empty = document.getElementById("no-conversations");
     if (empty) empty.classList.add("hidden");
