@@ -18,7 +18,14 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    ViewportSize,
+    sync_playwright,
+)
 
 from services.common.auth import KeyRing, UserTokenIssuer
 from tests.helpers.system import ROOT, System
@@ -26,8 +33,8 @@ from tests.helpers.system import ROOT, System
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "web"
 PASSWORD = "correct-horse-battery"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 @dataclass
@@ -53,7 +60,7 @@ class Site:
         assert reply.status_code in (201, 409), reply.text
         return email
 
-    def context(self, viewport: dict[str, int] | None = None) -> BrowserContext:
+    def context(self, viewport: ViewportSize | None = None) -> BrowserContext:
         context = self.browser.new_context(viewport=viewport or DESKTOP, base_url=self.url)
         context.set_default_timeout(10_000)
         return context

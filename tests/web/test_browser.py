@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Dialog, Page, expect
 
 from tests.web.conftest import PASSWORD, PHONE, Site, screenshot, wait_until
 
@@ -22,7 +22,7 @@ def _no_reload_marker(page: Page) -> None:
 
 
 def _not_reloaded(page: Page) -> bool:
-    return page.evaluate("window.missiveTestMarker") == 42
+    return bool(page.evaluate("window.missiveTestMarker") == 42)
 
 
 def _send(page: Page, text: str) -> None:
@@ -99,6 +99,7 @@ def test_a_message_arrives_live_with_toast_and_badge(site: Site) -> None:
     expect(item.locator(".badge.unread .count")).to_have_text("3")
     expect(bob_page.locator("#unread-total")).to_have_text("3")
     expect(bob_page.locator("#lead")).to_contain_text("You have 3 unread messages.")
+    bob_page.wait_for_timeout(400)  # the last toast's entrance animation
     screenshot(bob_page, "inbox-desktop")
 
     # Opening the conversation marks it read; new messages then appear in it.
@@ -210,7 +211,12 @@ def test_hostile_content_is_shown_as_text(site: Site) -> None:
     grace_page = site.sign_in(grace_context, grace)
     site.wait_live(grace_page)
     dialogs: list[str] = []
-    grace_page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    grace_page.on("dialog", on_dialog)
     frank_context = site.context()
     frank_page = site.sign_in(frank_context, frank)
     frank_page.goto(f"/c/{grace}")
@@ -231,10 +237,11 @@ def test_a_post_without_the_csrf_token_is_refused(site: Site) -> None:
     heidi, ivan = site.register("heidi"), site.register("ivan")
     context = site.context()
     page = site.sign_in(context, heidi)
-    for form in (
+    forms: list[dict[str, str | float | bool]] = [
         {"to": ivan, "content": "forged"},
         {"to": ivan, "content": "forged", "csrf_token": "0" * 64},
-    ):
+    ]
+    for form in forms:
         reply = context.request.post("/send", form=form, max_redirects=0)
         assert reply.status == 403, reply.text()
         assert "did not come from this site" in reply.text()
@@ -303,13 +310,15 @@ def test_an_expired_session_goes_back_to_sign_in(site: Site) -> None:
     context.close()
 
 
-def _events(client: httpx.Client, count: int, last_event_id: str | None = None) -> list[dict]:
+def _events(
+    client: httpx.Client, count: int, last_event_id: str | None = None
+) -> list[dict[str, str]]:
     """The first ``count`` message events of a new /events connection (then it disconnects)."""
     headers = {"accept": "text/event-stream"}
     if last_event_id is not None:
         headers["last-event-id"] = last_event_id
-    found: list[dict] = []
-    event: dict = {}
+    found: list[dict[str, str]] = []
+    event: dict[str, str] = {}
     with client.stream("GET", "/events", headers=headers, timeout=10) as stream:
         for line in stream.iter_lines():
             if not line:
