@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 NAME = "web"
 _SLACK_SECONDS = 1.5
+_STREAM_END_POLLS = 50
+"""Up to 1 s (50 x 20 ms) for the live streams to end before the server stops."""
 
 
 class _Server(uvicorn.Server):
@@ -86,7 +88,12 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             raise RuntimeError(f"{NAME}: the HTTP server stopped unexpectedly")
         logger.info("%s: draining for up to %.1fs (%d live streams end now)",
                     NAME, common.shutdown_grace_seconds, streams.open)  # fmt: skip
-        AppStatus.should_exit = True  # ends every live stream; browsers reconnect elsewhere
+        streams.close()  # ends every live stream cleanly; browsers reconnect elsewhere
+        for _ in range(_STREAM_END_POLLS):
+            if not streams.open:
+                break
+            await asyncio.sleep(0.02)
+        AppStatus.should_exit = True  # any stream still open: sse-starlette ends it
         server.should_exit = True
         limit = common.shutdown_grace_seconds + _SLACK_SECONDS
         done, _ = await asyncio.wait({serving}, timeout=limit)

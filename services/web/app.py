@@ -42,7 +42,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from services.web.live import EVENT_SIGNED_OUT, RETRY_MS, Cursor, LiveStreams, bridge
+from services.web.live import (
+    EVENT_SIGNED_OUT,
+    RETRY_MS,
+    Cursor,
+    LiveStreams,
+    bridge,
+    until_closed,
+)
 from services.web.security import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -450,8 +457,9 @@ async def events(request: Request) -> Response:
         logger.info("live stream of %s reconnects in %.2fs after %s", client.email, wait, error)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
+        events = bridge(client, cursor, web.streams, on_reconnect=on_reconnect)
         try:
-            async for event in bridge(client, cursor, web.streams, on_reconnect=on_reconnect):
+            async for event in until_closed(events, web.streams.closing):
                 yield event
         finally:
             await client.close()

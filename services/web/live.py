@@ -11,7 +11,9 @@ cursor drops those the browser already has, so a reconnect neither loses nor rep
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -108,11 +110,46 @@ def message_payload(notification: Notification, message: Message) -> dict[str, o
 
 
 class LiveStreams:
-    """Counts the open browser streams of this process (each holds one upstream stream)."""
+    """The open browser streams of this process (each holds one upstream stream).
+
+    :meth:`close` (on shutdown) ends every one of them cleanly, so browsers reconnect
+    elsewhere at once instead of waiting for the server's grace period.
+    """
 
     def __init__(self) -> None:
         self.open = 0
         self.opened_total = 0
+        self.closing = asyncio.Event()
+
+    def close(self) -> None:
+        """End every stream now and any opened from now on."""
+        self.closing.set()
+
+
+async def until_closed(
+    events: AsyncIterator[ServerSentEvent], closing: asyncio.Event
+) -> AsyncIterator[ServerSentEvent]:
+    """``events`` until they end or ``closing`` is set (the generator is then cancelled)."""
+    iterator = aiter(events)
+    closed = asyncio.ensure_future(closing.wait())
+    try:
+        while not closing.is_set():
+            following = asyncio.ensure_future(anext(iterator))
+            await asyncio.wait({following, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await following
+                return
+            try:
+                yield following.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        closed.cancel()
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def bridge(
