@@ -10,13 +10,15 @@ run here against a real server.
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any
@@ -380,3 +382,45 @@ async def test_healthcheck_rejects_a_bad_port() -> None:
     code, _, err = await _healthcheck("http")
     assert code == 2
     assert "not a port number" in err
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    status = "SERVING"
+
+    def do_GET(self) -> None:
+        body = json.dumps({"status": self.status}).encode()
+        self.send_response(200 if self.path == "/health" else 404)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_health() -> Iterator[tuple[int, type[_Health]]]:
+    handler = type("Health", (_Health,), {"status": "SERVING"})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_healthcheck_http_mode_follows_get_health(
+    http_health: tuple[int, type[_Health]],
+) -> None:
+    port, handler = http_health
+    code, out, _ = await _healthcheck("--http", str(port))
+    assert (code, out) == (0, f"healthcheck: 127.0.0.1:{port} is SERVING\n")
+    handler.status = "NOT_SERVING"
+    code, _, err = await _healthcheck("--http", str(port))
+    assert (code, err) == (1, f"healthcheck: 127.0.0.1:{port} is NOT_SERVING\n")
+    code, _, err = await _healthcheck("--http", "--timeout", "1", str(free_port()))
+    assert code == 1
+    assert "ConnectError" in err

@@ -8,6 +8,7 @@ import time
 
 import httpx
 import pytest
+from missive_client import Client
 from playwright.sync_api import Dialog, Page, expect
 
 from tests.web.conftest import PASSWORD, PHONE, Site, screenshot, wait_until
@@ -368,3 +369,32 @@ def test_a_reconnect_with_last_event_id_neither_loses_nor_repeats(site: Site) ->
         # A malformed Last-Event-ID is a full replay, not an error.
         assert len(_events(client, 6, last_event_id="not-a-cursor")) == 6
         sender.close()
+
+
+def test_older_messages_load_on_demand_above_the_newest(site: Site) -> None:
+    olga, pete = site.register("olga"), site.register("pete")
+    with Client.connect(
+        user_url=site.system.rest_url("user"),
+        user_grpc=site.system.grpc_addr("user"),
+        message_grpc=site.system.grpc_addr("message"),
+        notification_grpc=site.system.grpc_addr("notification"),
+        frontend_grpc=site.system.grpc_addr("frontend"),
+    ) as client:
+        client.login(olga, PASSWORD)
+        for n in range(35):
+            client.messages.send(pete, f"note {n}")
+    context = site.context()
+    page = site.sign_in(context, pete)
+    page.goto(f"/c/{olga}")
+    bubbles = page.locator("#messages .bubble")
+    expect(bubbles).to_have_count(30)
+    expect(bubbles.first).to_have_text("note 5")
+    expect(bubbles.last).to_have_text("note 34")
+    older = page.get_by_role("link", name="Load older messages")
+    older.focus()
+    page.keyboard.press("Enter")
+    expect(bubbles).to_have_count(35)
+    expect(bubbles.first).to_have_text("note 0")
+    expect(bubbles.last).to_have_text("note 34")
+    expect(older).to_have_count(0)
+    context.close()
