@@ -185,8 +185,9 @@ def test_frontend_restart_loses_and_repeats_nothing(site: Site) -> None:
 
 def test_a_browser_that_leaves_closes_its_upstream_stream(site: Site) -> None:
     erin = site.register("erin")
+    wait_until(lambda: site.live_streams() == 0, what="earlier tests' streams closed")
+    before = 0
     context = site.context()
-    before = site.live_streams()
     pages = [site.sign_in(context, erin)]
     pages.append(context.new_page())
     pages[1].goto("/inbox")
