@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class Site:
 
     system: System
     browser: Browser
+    contexts: list[BrowserContext] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -63,7 +64,14 @@ class Site:
     def context(self, viewport: ViewportSize | None = None) -> BrowserContext:
         context = self.browser.new_context(viewport=viewport or DESKTOP, base_url=self.url)
         context.set_default_timeout(10_000)
+        self.contexts.append(context)
         return context
+
+    def close_contexts(self) -> None:
+        """Close what a test opened (also when it failed), ending its live streams."""
+        while self.contexts:
+            with contextlib.suppress(Exception):
+                self.contexts.pop().close()
 
     def sign_in(self, context: BrowserContext, email: str) -> Page:
         """A page of ``context`` signed in as ``email`` through the sign-in form, on the inbox."""
@@ -131,6 +139,14 @@ def site(tmp_path_factory: pytest.TempPathFactory, playwright: Playwright) -> It
             browser.close()
     finally:
         system.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_contexts(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "site" in request.fixturenames:
+        site: Site = request.getfixturevalue("site")
+        site.close_contexts()
 
 
 def wait_until(check: object, within: float = 10.0, what: str = "condition") -> None:

@@ -29,7 +29,9 @@ def _not_reloaded(page: Page) -> bool:
 def _send(page: Page, text: str) -> None:
     """Type ``text`` in the open conversation and send it; returns once the service stored it."""
     page.get_by_label(re.compile("^Message to ")).fill(text)
-    with page.expect_response(lambda r: r.request.method == "POST" and "/messages" in r.url) as r:
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and "/messages" in r.url, timeout=20_000
+    ) as r:
         page.get_by_role("button", name="Send").click()
     assert r.value.status == 201, r.value.text()
 
@@ -148,39 +150,45 @@ def _unread_after_reload(site: Site, context: object, peer: str) -> int:
 
 
 def test_frontend_restart_loses_and_repeats_nothing(site: Site) -> None:
-    carol, dave = site.register("carol"), site.register("dave")
-    dave_context = site.context()
-    conversation = site.sign_in(dave_context, dave)
+    carol, dave, quinn = site.register("carol"), site.register("dave"), site.register("quinn")
+    # Dave has the conversation open (messages appear in it and are marked read); Quinn has
+    # the inbox open (messages count as unread there).
+    conversation = site.sign_in(site.context(), dave)
     conversation.goto(f"/c/{carol}")
-    inbox = dave_context.new_page()
-    inbox.goto("/inbox")
+    inbox = site.sign_in(site.context(), quinn)
     for page in (conversation, inbox):
         site.wait_live(page)
         _no_reload_marker(page)
-    carol_context = site.context()
-    carol_page = site.sign_in(carol_context, carol)
-    carol_page.goto(f"/c/{dave}")
-    _send(carol_page, "before the restart")
-    expect(conversation.locator("#messages .message")).to_have_count(1)
+    sender = site.sign_in(site.context(), carol)
 
+    def send(text: str) -> None:
+        for peer in (dave, quinn):
+            sender.goto(f"/c/{peer}")
+            _send(sender, text)
+
+    send("before the restart")
+    expect(conversation.locator("#messages .message")).to_have_count(1)
     site.system.stop("frontend")
     sent = [f"while FrontendService was down #{i}" for i in range(3)]
     for text in sent:
-        _send(carol_page, text)
+        send(text)
     site.system.start("frontend")
-    _send(carol_page, "after the restart")
+    send("after the restart")
 
+    # The bridge reconnects upstream with the SDK's backoff (at most 5 s between attempts).
     for text in [*sent, "after the restart"]:
-        expect(conversation.locator("#messages .bubble", has_text=text)).to_have_count(1)
+        expect(conversation.locator("#messages .bubble", has_text=text)).to_have_count(
+            1, timeout=15_000
+        )
+    badge = inbox.locator(f'li.conversation[data-peer="{carol}"] .badge .count')
+    expect(badge).to_have_text("5", timeout=15_000)
     time.sleep(1.5)  # a late duplicate would show up now
     for text in ["before the restart", *sent, "after the restart"]:
         assert _message_count(conversation, text) == 1, text
     expect(conversation.locator("#messages .message")).to_have_count(5)
-    badge = inbox.locator(f'li.conversation[data-peer="{carol}"] .badge .count')
     expect(badge).to_have_text("5")
+    expect(inbox.locator("#unread-total")).to_have_text("5")
     assert _not_reloaded(conversation) and _not_reloaded(inbox)
-    dave_context.close()
-    carol_context.close()
 
 
 def test_a_browser_that_leaves_closes_its_upstream_stream(site: Site) -> None:
