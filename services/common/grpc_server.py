@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from services.common.channels import server_options
 from services.common.errors import PortInUse, StartupError
 from services.common.ports import format_address, port_is_taken
 
@@ -54,13 +55,9 @@ def create_grpc_server(
         # gRPC enables SO_REUSEPORT by default: a second server on a busy port would
         # silently share it instead of failing. Refuse, so a taken port is an error.
         ("grpc.so_reuseport", 0),
-        # Let clients keep idle connections alive with pings every 10 s or more.
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-        ("grpc.http2.max_ping_strikes", 2),
-        # Ping idle clients too, so a vanished subscriber of a stream is noticed in ~1 min.
-        ("grpc.keepalive_time_ms", 60_000),
-        ("grpc.keepalive_timeout_ms", 20_000),
+        # Clients may ping idle connections every 10 s or more; servers ping idle clients
+        # every minute (services.common.channels holds both sides' settings).
+        *server_options(),
     ]
     return grpc.aio.server(
         interceptors=list(interceptors),

@@ -56,8 +56,13 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
         retry_service=USER_SERVICE_NAME,
         retry_methods=RETRY_METHODS,
     )
+    # Only the relay uses this channel: it retries anyway, so each attempt waits (within its
+    # deadline) for a restarting NotificationService rather than failing at once.
     notification_channel = peer_channel(
-        settings.notification_service_addr, security.credentials, target="notification"
+        settings.notification_service_addr,
+        security.credentials,
+        target="notification",
+        wait_for_ready=True,
     )
     resources = _Closer(users_channel.close, notification_channel.close, redis.aclose)
     try:

@@ -52,7 +52,11 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
         settings.redis_db,
         client_name=NAME,
     )
-    channel = peer_channel(settings.frontend_addr, security.credentials, target="frontend")
+    # Only the relay uses this channel: each attempt waits (within its deadline) for a
+    # restarting FrontendService rather than failing at once.
+    channel = peer_channel(
+        settings.frontend_addr, security.credentials, target="frontend", wait_for_ready=True
+    )
     resources = _Closer(channel.close, redis.aclose)
     try:
         store = RedisNotificationStore(redis, retention=settings.retention)
