@@ -14,6 +14,8 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from services.common.channels import server_options
+from services.common.draining import DrainGate, note_port
+from services.common.draining import register as register_drain_gate
 from services.common.errors import PortInUse, StartupError
 from services.common.ports import format_address, port_is_taken
 
@@ -59,11 +61,15 @@ def create_grpc_server(
         # every minute (services.common.channels holds both sides' settings).
         *server_options(),
     ]
-    return grpc.aio.server(
-        interceptors=list(interceptors),
+    # First, so a call refused while shutting down never reaches authentication.
+    gate = DrainGate()
+    server = grpc.aio.server(
+        interceptors=[gate, *interceptors],
         options=[*defaults, *options],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
+    register_drain_gate(server, gate)
+    return server
 
 
 def bind_port(server: grpc.aio.Server, host: str, port: int, env_var: str) -> int:
@@ -84,6 +90,7 @@ def bind_port(server: grpc.aio.Server, host: str, port: int, env_var: str) -> in
         raise StartupError(f"cannot listen for gRPC on {address} (check {env_var})") from exc
     if bound == 0:
         raise StartupError(f"cannot listen for gRPC on {address} (check {env_var})")
+    note_port(server, bound)
     return bound
 
 
