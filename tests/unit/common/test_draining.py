@@ -36,7 +36,7 @@ async def test_in_flight_calls_finish_and_new_calls_get_unavailable_then_connect
     gate = drain_gate(server)
     assert gate is not None and gate.ports == {port}
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    slow = channel.unary_unary(f"/{SERVICE}/Slow")
+    slow: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(f"/{SERVICE}/Slow")
     try:
         in_flight = asyncio.ensure_future(slow(b"0.6", timeout=5))
         await asyncio.sleep(0.2)
@@ -84,7 +84,10 @@ async def test_drain_gives_up_after_the_grace_period() -> None:
     assert gate is not None
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        call = asyncio.ensure_future(channel.unary_unary(f"/{SERVICE}/Slow")(b"3", timeout=5))
+        slow: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            f"/{SERVICE}/Slow"
+        )
+        call = asyncio.ensure_future(slow(b"3", timeout=5))
         await asyncio.sleep(0.2)
         assert await gate.drain(0.3) is False
         assert gate.in_flight == 1
