@@ -2,7 +2,8 @@
 
 An outage the relay gave up on is reproduced as the relay records it: while NotificationService
 and MessageService's relay is stopped, the pending event of a sent message is moved to the
-dead-letter stream with the relay's dead_letter.* fields. The notification then never comes, until an operator replays it.
+dead-letter stream with the relay's dead_letter.* fields. The notification then never comes,
+until an operator replays it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -61,26 +63,30 @@ def _messages_db(system: System) -> redis.Redis:
     return redis.Redis.from_url(system.valkey.url, db=db, decode_responses=True)
 
 
+def _entries(db: redis.Redis, stream: str) -> list[tuple[str, dict[str, str]]]:
+    return [
+        (str(i), {str(k): str(v) for k, v in (f or {}).items()}) for i, f in db.xrange(stream) or []
+    ]
+
+
 def _give_up_on(db: redis.Redis, message_id: int) -> str:
     """Do what the relay does when it gives up on the event of ``message_id``."""
 
     def pending() -> tuple[str, dict[str, str]] | None:
-        for entry_id, fields in db.xrange(OUTBOX_STREAM):
+        for entry_id, fields in _entries(db, OUTBOX_STREAM):
             if fields.get("message_id") == str(message_id):
                 return entry_id, fields
         return None
 
     entry_id, fields = eventually(pending)
-    db.xadd(
-        OUTBOX_DEAD_LETTER_STREAM,
-        {
-            **fields,
-            DEAD_LETTER_ID_FIELD: entry_id,
-            DEAD_LETTER_REASON_FIELD: "failed: NotificationService unreachable (test)",
-            DEAD_LETTER_ATTEMPTS_FIELD: "8",
-            DEAD_LETTER_CONSUMER_FIELD: "test-relay",
-        },
-    )
+    dead_letter: dict[Any, Any] = {
+        **fields,
+        DEAD_LETTER_ID_FIELD: entry_id,
+        DEAD_LETTER_REASON_FIELD: "failed: NotificationService unreachable (test)",
+        DEAD_LETTER_ATTEMPTS_FIELD: "8",
+        DEAD_LETTER_CONSUMER_FIELD: "test-relay",
+    }
+    db.xadd(OUTBOX_DEAD_LETTER_STREAM, dead_letter)
     db.xack(OUTBOX_STREAM, OUTBOX.group, entry_id)
     db.xdel(OUTBOX_STREAM, entry_id)
     return entry_id
@@ -138,7 +144,7 @@ def test_list_replay_delivers_the_lost_notification_once_then_drop(
             db.xadd(
                 OUTBOX_DEAD_LETTER_STREAM, {"message_id": f"{n}", DEAD_LETTER_REASON_FIELD: "x"}
             )
-        first = db.xrange(OUTBOX_DEAD_LETTER_STREAM)[0][0]
+        first = _entries(db, OUTBOX_DEAD_LETTER_STREAM)[0][0]
         dropped = ok_json(admin_env, "admin", "dead-letters", "drop", "--service", "message", first)
         assert dropped == {"service": "message", "dropped": 1, "not_found": []}
         rest = ok_json(
