@@ -164,7 +164,7 @@ async def test_a_restarted_peer_is_reachable_again_within_a_fraction_of_a_second
     port = free_port()
     channel = peer_channel(f"127.0.0.1:{port}", credentials, target="user")
     try:
-        delays = [await _restart_delay(channel, port, down) for down in (1.0, 3.0, 5.0)]
+        delays = [await _restart_delay(channel, port, down) for down in (1.0, 3.0)]
     finally:
         await channel.close()
     print(f"peer_channel reconnect after restart: {', '.join(f'{d:.3f}s' for d in delays)}")
@@ -199,7 +199,7 @@ def test_the_blocking_sdk_channel_reconnects_quickly() -> None:
     async def main() -> float:
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=list(GRPC_OPTIONS))
         try:
-            return await _restart_delay(channel, port, 3.0)
+            return await _restart_delay(channel, port, 2.0)
         finally:
             await channel.close()
 
