@@ -99,8 +99,9 @@ async def serve(
 
     On shutdown: health NOT_SERVING, background tasks cancelled, gRPC and REST drain
     in-flight calls for up to ``grace`` seconds (concurrently; REST rounds it up to
-    whole seconds), then the REST app's lifespan shutdown, then the ``on_shutdown``
-    callbacks run in order. Close resources shared by REST and gRPC handlers in
+    whole seconds; meanwhile new gRPC calls get UNAVAILABLE, see
+    :mod:`services.common.draining`), then the REST app's lifespan shutdown, then the
+    ``on_shutdown`` callbacks run in order. Close resources shared by REST and gRPC handlers in
     ``on_shutdown`` rather than in the ASGI lifespan, which may end first.
 
     A taken REST port raises :class:`PortInUse` naming ``rest_port_env`` before anything
