@@ -20,6 +20,7 @@ import redis.exceptions
 from missive.access import RPC_ACCESS, RpcAccess
 
 from services.common.auth import ServiceCredentials, TokenVerifier
+from services.common.channels import client_options
 from services.common.domain import (
     DomainError,
     PermissionDenied,
@@ -187,15 +188,21 @@ def _rejecting(handler: Handler, error: DomainError, method: str) -> Handler:
 class _ServiceToken:
     """Adds this service's credential to the metadata of every call to one peer."""
 
-    def __init__(self, credentials: ServiceCredentials, target: str) -> None:
+    def __init__(
+        self, credentials: ServiceCredentials, target: str, wait_for_ready: bool | None = None
+    ) -> None:
         self.credentials = credentials
         self.target = target
+        self.wait_for_ready = wait_for_ready
 
     def details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         metadata.add(SERVICE_TOKEN_HEADER, self.credentials.token_for(self.target))
+        wait_for_ready = details.wait_for_ready
+        if wait_for_ready is None:
+            wait_for_ready = self.wait_for_ready
         return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+            details.method, details.timeout, metadata, details.credentials, wait_for_ready
         )
 
 
@@ -248,21 +255,25 @@ def peer_channel(
     *,
     retry_service: str | None = None,
     retry_methods: Sequence[str] = (),
+    wait_for_ready: bool | None = None,
 ) -> grpc.aio.Channel:
     """A channel to a peer service that presents this service's credential on every call.
 
-    Keepalive detects a silently dropped peer in seconds instead of TCP's ~15 minutes.
+    Keepalive (within the servers' ping policy) detects a silently dropped peer in seconds
+    instead of TCP's ~15 minutes; the reconnect backoff is capped at a few hundred ms, so a
+    restarted peer is reachable again at once (see :mod:`services.common.channels`).
+    ``wait_for_ready=True`` makes each call that has no setting of its own wait, within its
+    deadline, for the peer to become reachable instead of failing at once with UNAVAILABLE:
+    right for a relay that would retry anyway, wrong for a caller that must answer quickly.
     """
     options: list[tuple[str, Any]] = [
-        ("grpc.keepalive_time_ms", 10_000),
-        ("grpc.keepalive_timeout_ms", 5_000),
-        ("grpc.keepalive_permit_without_calls", 1),
+        *client_options(),
         ("grpc.max_receive_message_length", 4 * 1024 * 1024),
         ("grpc.enable_retries", 1),
     ]
     if retry_service and retry_methods:
         options.append(("grpc.service_config", retry_service_config(retry_service, retry_methods)))
-    token = _ServiceToken(credentials, target)
+    token = _ServiceToken(credentials, target, wait_for_ready)
     return grpc.aio.insecure_channel(
         address, options=options, interceptors=[_UnaryUnaryToken(token), _UnaryStreamToken(token)]
     )

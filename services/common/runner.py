@@ -16,6 +16,7 @@ import grpc.aio
 import uvicorn
 from starlette.types import ASGIApp
 
+from services.common.draining import drain_gate
 from services.common.errors import StartupError
 from services.common.grpc_server import HealthReporter
 from services.common.ports import bind_socket, format_address
@@ -98,8 +99,9 @@ async def serve(
 
     On shutdown: health NOT_SERVING, background tasks cancelled, gRPC and REST drain
     in-flight calls for up to ``grace`` seconds (concurrently; REST rounds it up to
-    whole seconds), then the REST app's lifespan shutdown, then the ``on_shutdown``
-    callbacks run in order. Close resources shared by REST and gRPC handlers in
+    whole seconds; meanwhile new gRPC calls get UNAVAILABLE, see
+    :mod:`services.common.draining`), then the REST app's lifespan shutdown, then the
+    ``on_shutdown`` callbacks run in order. Close resources shared by REST and gRPC handlers in
     ``on_shutdown`` rather than in the ASGI lifespan, which may end first.
 
     A taken REST port raises :class:`PortInUse` naming ``rest_port_env`` before anything
@@ -213,7 +215,7 @@ async def _shutdown(
                 )
     if rest is not None:
         rest.should_exit = True
-    await asyncio.gather(grpc_server.stop(grace), _stop_rest(name, rest, rest_task, grace))
+    await asyncio.gather(_stop_grpc(grpc_server, grace), _stop_rest(name, rest, rest_task, grace))
     for callback in on_shutdown:
         # The callbacks share what is left of the budget; a hung one cannot hold the exit.
         remaining = max(deadline - loop.time(), _MIN_CALLBACK_SECONDS)
@@ -222,6 +224,16 @@ async def _shutdown(
                 await callback()
         except Exception:
             logger.exception("%s: shutdown callback %r failed", name, callback)
+
+
+async def _stop_grpc(grpc_server: grpc.aio.Server, grace: float) -> None:
+    """New calls get UNAVAILABLE while unary calls in flight finish, then gRPC stops."""
+    gate = drain_gate(grpc_server)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    if gate is not None:
+        await gate.drain(grace)
+    await grpc_server.stop(max(grace - (loop.time() - start), 0.0))
 
 
 def _rest_grace(grace: float) -> int:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 
 from services.common.bootstrap import Security, create_endpoint, redis_ready, run_endpoint
+from services.common.dead_letters import DeadLetters
 from services.common.delivery import Relay
 from services.common.grpc_edge import peer_channel
 from services.common.logging import configure_logging
@@ -56,8 +57,13 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
         retry_service=USER_SERVICE_NAME,
         retry_methods=RETRY_METHODS,
     )
+    # Only the relay uses this channel: it retries anyway, so each attempt waits (within its
+    # deadline) for a restarting NotificationService rather than failing at once.
     notification_channel = peer_channel(
-        settings.notification_service_addr, security.credentials, target="notification"
+        settings.notification_service_addr,
+        security.credentials,
+        target="notification",
+        wait_for_ready=True,
     )
     resources = _Closer(users_channel.close, notification_channel.close, redis.aclose)
     try:
@@ -68,7 +74,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             host=settings.host,
             port=settings.grpc_port,
             port_env=GRPC_PORT_ENV,
-            register=lambda server: register(server, service),
+            register=lambda server: register(server, service, DeadLetters(redis, OUTBOX)),
         )
         rest_app = create_rest_app(service, security.verifier, store.ping)
         relay = Relay(redis, OUTBOX, consumer_name(), NotifyReceiver(notification_channel))

@@ -8,6 +8,7 @@ from typing import Any, cast
 import click
 
 from missive_client import Client, MissiveError, Notification, Transport
+from missive_client.cli._admin import admin
 from missive_client.cli._common import (
     EXIT_AUTH,
     EXIT_ERROR,
@@ -370,3 +371,6 @@ def status(ctx: click.Context, /, **_: Any) -> None:
     out.health(results)
     if not all(item.serving for item in results):
         ctx.exit(EXIT_UNAVAILABLE)
+
+
+cli.add_command(admin)

@@ -15,6 +15,9 @@ Conventions shared by every Missive service:
   PERMISSION_DENIED.
 - Internal callers use their own service credential, which a user token cannot forge; a
   service that is not on the method's allowlist fails with PERMISSION_DENIED.
+- While a service shuts down, calls it can no longer serve fail with UNAVAILABLE ("the service
+  is shutting down; retry"), never CANCELLED; retried with backoff, they reach another
+  instance or the restarted one.
 """
 
 from collections import abc as _abc

@@ -14,6 +14,9 @@ Conventions shared by every Missive service:
 - Internal methods require the calling service's own credential, which a user token cannot
   forge; a caller that is not on the method's allowlist fails with PERMISSION_DENIED.
 - If the store (Redis) is unreachable, calls fail with UNAVAILABLE and may be retried.
+- While a service shuts down, calls it can no longer serve fail with UNAVAILABLE ("the service
+  is shutting down; retry"), never CANCELLED; retried with backoff, they reach another
+  instance or the restarted one.
 - Timestamps are UTC.
 - Lists are paginated: page_size 0 means the default of 50, the maximum is 100 and larger or
   negative values are rejected with INVALID_ARGUMENT; page_token is the opaque
