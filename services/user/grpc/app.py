@@ -66,7 +66,9 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     async def ListUsers(
         self, request: user_pb2.ListUsersRequest, context: Context
     ) -> user_pb2.ListUsersResponse:
-        users, next_token = await self._service.list_users(request.page_size, request.page_token)
+        users, next_token = await self._service.list_users(
+            request.page_size, request.page_token, caller()
+        )
         return user_pb2.ListUsersResponse(
             users=[to_proto(user) for user in users], next_page_token=next_token
         )

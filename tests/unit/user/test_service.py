@@ -109,15 +109,15 @@ async def test_wrong_password_and_unknown_email_look_the_same(
     assert await service.authenticate(ALICE, WRONG_PASSWORD, CLIENT) is None
     assert await service.authenticate(BOB, WRONG_PASSWORD, CLIENT) is None
     # Both count against their account, so an unknown email locks like a real one.
-    assert await redis.get(failures_key(ALICE)) == "1"
-    assert await redis.get(failures_key(BOB)) == "1"
+    assert await redis.get(failures_key(ALICE, CLIENT)) == "1"
+    assert await redis.get(failures_key(BOB, CLIENT)) == "1"
 
 
 async def test_success_clears_the_failure_counter(service: UserService, redis: Redis) -> None:
     await service.register("Alice", ALICE, ALICE_PASSWORD)
     await service.authenticate(ALICE, WRONG_PASSWORD, CLIENT)
     assert await service.authenticate(ALICE, ALICE_PASSWORD, CLIENT) is not None
-    assert not await redis.exists(failures_key(ALICE))
+    assert not await redis.exists(failures_key(ALICE, CLIENT))
 
 
 @pytest.mark.parametrize(
