@@ -22,10 +22,11 @@ QUEUE_SIZE = 1000
 """Live notifications waiting for one slow stream; one more ends that stream (UNAVAILABLE)."""
 SEEN_LIMIT = 10_000
 """Ids one stream remembers for dedupe: far more than a relay redelivers, yet bounded memory."""
-MAX_STREAMS = 10_000
+MAX_STREAMS = 5_000
 """Open streams per process (FRONTEND_MAX_STREAMS), sized by memory: an idle stream costs about
-13 KiB of process memory (measured with 2,000 streams, see the service README), so 10,000 take
-about 130 MiB; the gRPC server admits this many calls plus room for pushes and health checks."""
+30 KiB of process memory (measured: 2,000 streams added 54 MiB of RSS, 4,000 added 117 MiB; see
+the service README), so 5,000 take about 150 MiB. The gRPC server admits this many calls plus
+room for pushes and health checks."""
 MAX_STREAMS_PER_USER = 10
 """Open streams per account (FRONTEND_MAX_STREAMS_PER_USER); one more ends the longest idle."""
 MAX_STREAMS_PER_CLIENT = 100
