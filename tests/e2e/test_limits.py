@@ -91,7 +91,7 @@ async def login(system: System, email: str, password: str, host: str) -> httpx.R
 
 async def signed_in(system: System, name: str) -> User:
     email = await register(system, name)
-    reply = await login(system, email, PASSWORD, "127.0.0.1")
+    reply = await login(system, email, PASSWORD, source())
     assert reply.status_code == 200, reply.text
     return User(email, reply.json()["access_token"])
 
