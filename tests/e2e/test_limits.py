@@ -287,7 +287,7 @@ async def test_the_messages_a_user_sent_are_bounded_by_a_quota(
 
 
 def subscribe(
-    stub: frontend_pb2_grpc.FrontendServiceStub, user: User
+    stub: frontend_pb2_grpc.FrontendServiceAsyncStub, user: User
 ) -> grpc.aio.UnaryStreamCall[Any, Any]:
     return stub.SubscribeNotifications(
         frontend_pb2.SubscribeNotificationsRequest(email=user.email), metadata=user.metadata

@@ -146,6 +146,7 @@ def test_pagination_across_several_pages(live: System, transport: mc.Transport) 
 
         with pytest.raises(mc.PermissionDenied):  # only operators list every user
             ada.users.list(page_size=2).to_list()
+        assert ada.email is not None
         live.grant_operator(ada.email)
         everyone = [user.email for user in ada.users.list(page_size=2)]
         assert everyone == sorted(everyone) and {ada.email, bob.email} <= set(everyone)
