@@ -195,8 +195,9 @@ class MessageService:
             record = await self._store.idempotency_record(sender, request_id)
             if record is not None:
                 return await self._replay(record, request_id, receiver, digest)
-        await self._check_rate(sender)
         await self._check_registered(sender, receiver)
+        # Counted once both users are known, so a refused send writes nothing at all.
+        await self._check_rate(sender)
         for _ in range(_ID_ATTEMPTS):
             message = Message(await self._store.next_id(), sender, receiver, content, self._clock())
             record = IdempotencyRecord(message.id, receiver, digest) if request_id else None
