@@ -67,8 +67,8 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
     )
     resources = _Closer(users_channel.close, notification_channel.close, redis.aclose)
     try:
-        store = RedisMessageStore(redis)
-        service = MessageService(store, GrpcUserDirectory(users_channel))
+        store = RedisMessageStore(redis, quota_bytes=settings.quota_bytes)
+        service = MessageService(store, GrpcUserDirectory(users_channel), limits=settings.send)
         endpoint = create_endpoint(
             security=security,
             host=settings.host,

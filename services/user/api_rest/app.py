@@ -58,12 +58,16 @@ class UserHandlers(UserApi):
     async def list_users(
         self, *, token_info: TokenInfo, page_size: int = 50, page_token: str | None = None
     ) -> UserList:
-        principal(token_info)  # any signed-in user may read the directory
-        users, next_token = await self._service.list_users(page_size, page_token)
+        # Operators only: an ordinary account may not enumerate every address.
+        users, next_token = await self._service.list_users(
+            page_size, page_token, principal(token_info)
+        )
         return {"users": [to_json(user) for user in users], "next_page_token": next_token}
 
     async def create_user(self, *, body: UserCreate) -> Reply[User]:
-        user = await self._service.register(body["name"], body["email"], body["password"])
+        user = await self._service.register(
+            body["name"], body["email"], body["password"], client_host()
+        )
         location = f"/users/{quote(user.email, safe='@')}"
         return Reply(to_json(user), status=201, headers={"Location": location})
 

@@ -154,7 +154,7 @@ def users_get(ctx: click.Context, /, **_: Any) -> None:
 @json_option
 @click.pass_context
 def users_list(ctx: click.Context, /, limit: int, **_: Any) -> None:
-    """List registered users, by email."""
+    """List registered users, by email (operators only)."""
     state = state_of(ctx)
     out = state.output(ctx)
     with out.spinner("Loading…"):

@@ -586,8 +586,12 @@ class MessageServiceStub:
         malformed client_request_id), UNAUTHENTICATED, PERMISSION_DENIED
         (sender_email is not the caller), NOT_FOUND (sender or receiver is not registered; the
         message names which), ALREADY_EXISTS (client_request_id already used by this sender for a
-        different receiver or content), UNAVAILABLE (UserService or the store unreachable; nothing
-        was stored, retry with the same client_request_id).
+        different receiver or content), RESOURCE_EXHAUSTED (the sender sent more than
+        MESSAGE_SEND_LIMIT messages, 60 by default, in MESSAGE_SEND_WINDOW_SECONDS, 60; or the
+        messages it sent and has not deleted would exceed MESSAGE_SENDER_QUOTA_BYTES, 50 MiB;
+        nothing was stored; retry after the `retry-after` trailer, in seconds), UNAVAILABLE
+        (UserService or the store unreachable; nothing was stored, retry with the same
+        client_request_id).
         Auth: user token; the caller acts only on their own data.
         """
 
@@ -773,8 +777,12 @@ class MessageServiceAsyncStub(betterproto2_grpclib.ServiceStub):
         malformed client_request_id), UNAUTHENTICATED, PERMISSION_DENIED
         (sender_email is not the caller), NOT_FOUND (sender or receiver is not registered; the
         message names which), ALREADY_EXISTS (client_request_id already used by this sender for a
-        different receiver or content), UNAVAILABLE (UserService or the store unreachable; nothing
-        was stored, retry with the same client_request_id).
+        different receiver or content), RESOURCE_EXHAUSTED (the sender sent more than
+        MESSAGE_SEND_LIMIT messages, 60 by default, in MESSAGE_SEND_WINDOW_SECONDS, 60; or the
+        messages it sent and has not deleted would exceed MESSAGE_SENDER_QUOTA_BYTES, 50 MiB;
+        nothing was stored; retry after the `retry-after` trailer, in seconds), UNAVAILABLE
+        (UserService or the store unreachable; nothing was stored, retry with the same
+        client_request_id).
         Auth: user token; the caller acts only on their own data.
         """
 
