@@ -100,7 +100,11 @@ def check(
     for op in history.ops:
         stored = stored_by_nonce.get(op.nonce, [])
         if len(stored) > 1:
-            m.note("duplicated", f"op {op.index} stored as {sorted(s.id for s in stored)}", len(stored) - 1)
+            m.note(
+                "duplicated",
+                f"op {op.index} stored as {sorted(s.id for s in stored)}",
+                len(stored) - 1,
+            )
         if op.outcome == Outcome.OK:
             if not stored:
                 if allow_lost is not None and allow_lost(op):
@@ -167,14 +171,19 @@ def check(
     by_message: dict[int, list[str]] = {}
     for notification in snap.notifications:
         by_message.setdefault(notification.message_id, []).append(notification.id)
-        message = expected_messages.get(notification.message_id)
-        if message is None:
+        of = expected_messages.get(notification.message_id)
+        if of is None:
             if notification.message_id not in excused:
-                n.note("unexpected", f"notification {notification.id} of unknown message "
-                       f"{notification.message_id}")
-        elif notification.listed_for != message.receiver or notification.receiver != message.receiver:
-            n.note("unexpected", f"notification {notification.id} listed for "
-                   f"{notification.listed_for}, message {message.id} is for {message.receiver}")
+                n.note(
+                    "unexpected",
+                    f"notification {notification.id} of unknown message {notification.message_id}",
+                )
+        elif not of.receiver == notification.listed_for == notification.receiver:
+            n.note(
+                "unexpected",
+                f"notification {notification.id} listed for {notification.listed_for}, "
+                f"message {of.id} is for {of.receiver}",
+            )
     for mid in expected_messages:
         count = len(by_message.get(mid, []))
         if count == 0:
@@ -195,12 +204,15 @@ def check(
             figures.note("lost", f"{stream.email}: notification {nid}")
         for index, connection in enumerate(stream.connections):
             for nid, count in connection.repeats().items():
-                figures.note("duplicated", f"{stream.email}: {nid} x{count} on connection {index}",
-                             count - 1)
+                figures.note(
+                    "duplicated", f"{stream.email}: {nid} x{count} on connection {index}", count - 1
+                )
         for nid in sorted(stream.first_seen.keys() - stored_ids):
             if stream.message_of.get(nid) not in excused:
-                figures.note("unexpected", f"{stream.email}: notification {nid} "
-                             f"(message {stream.message_of.get(nid)})")
+                figures.note(
+                    "unexpected",
+                    f"{stream.email}: notification {nid} (message {stream.message_of.get(nid)})",
+                )
         result.per_stream[stream.email] = figures
         result.streams.add(figures)
     return result

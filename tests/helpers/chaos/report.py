@@ -46,7 +46,9 @@ class ScenarioResult:
             + (f"{self.drain_s:.2f}s" if self.drain_s is not None else "never"),
         ]
         if self.check.allowed_lost:
-            lines.append(f"  lost inside the durability window (allowed): {self.check.allowed_lost}")
+            lines.append(
+                f"  lost inside the durability window (allowed): {self.check.allowed_lost}"
+            )
         for key, value in self.figures.items():
             lines.append(f"  {key}: {value}")
         for label, figures in (
@@ -66,8 +68,17 @@ class ScenarioResult:
 RESULTS: list[ScenarioResult] = []
 """Every scenario result of this pytest session, for the summary."""
 
-_COLUMNS = ("scenario", "result", "ops", "ok/fail/info", "msg l/d/u", "notif l/d/u",
-            "stream l/d/u", "dead", "drain")
+_COLUMNS = (
+    "scenario",
+    "result",
+    "ops",
+    "ok/fail/info",
+    "msg l/d/u",
+    "notif l/d/u",
+    "stream l/d/u",
+    "dead",
+    "drain",
+)
 
 
 def _triple(figures: Figures) -> str:

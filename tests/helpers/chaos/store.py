@@ -147,7 +147,7 @@ class StoreReader:
             )
         async for key in client.scan_iter(match="conversation:*", count=1000):
             if key.endswith(":messages"):
-                members = await client.zrange(key, 0, -1)
+                members: list[Any] = await client.zrange(key, 0, -1)
                 snap.conversation_messages[key.removesuffix(":messages")] = {
                     int(m) for m in members
                 }
@@ -156,9 +156,11 @@ class StoreReader:
         async for key in client.scan_iter(match="user:*", count=1000):
             email, _, kind = key.removeprefix("user:").rpartition(":")
             if kind == "messages":
-                snap.user_messages[email] = {int(m) for m in await client.zrange(key, 0, -1)}
+                ids: list[Any] = await client.zrange(key, 0, -1)
+                snap.user_messages[email] = {int(m) for m in ids}
             elif kind == "conversations":
-                snap.user_conversations[email] = set(await client.smembers(key))
+                conversations: set[Any] = await client.smembers(key)
+                snap.user_conversations[email] = {str(c) for c in conversations}
 
     async def _notifications(self, client: redis.asyncio.Redis, snap: Snapshot) -> None:
         async for key in client.scan_iter(match="notifications:*", count=1000):
@@ -178,7 +180,8 @@ class StoreReader:
     async def _streams(self, client: redis.asyncio.Redis, db: int, snap: Snapshot) -> None:
         async for key in client.scan_iter(_type="stream", count=1000):
             if key.endswith(DEAD_SUFFIX):
-                for entry_id, fields in await client.xrange(key):
+                entries: Any = await client.xrange(key)
+                for entry_id, fields in entries:
                     snap.dead_letters.append(DeadLetter(db, key, entry_id, dict(fields)))
                 continue
             groups = await client.xinfo_groups(key)
@@ -192,7 +195,5 @@ class StoreReader:
                 lag = group.get("lag")
                 behind = lag != 0 if lag is not None else group["last-delivered-id"] != last
                 snap.groups.append(
-                    GroupState(
-                        db, key, group["name"], int(group["pending"]), lag, bool(behind)
-                    )
+                    GroupState(db, key, group["name"], int(group["pending"]), lag, bool(behind))
                 )

@@ -151,3 +151,12 @@ def open_streams(system: System, users: list[User]) -> list[LiveStream]:
     for stream in streams:
         stream.start()
     return streams
+
+
+def end_codes(streams: list[LiveStream]) -> dict[str, int]:
+    """How the connections of all ``streams`` ended (status code -> count)."""
+    total: dict[str, int] = {}
+    for stream in streams:
+        for code, count in stream.end_codes().items():
+            total[code] = total.get(code, 0) + count
+    return dict(sorted(total.items()))

@@ -119,8 +119,7 @@ class Workload:
             while True:
                 outcome = classify(await self.attempt(op))
                 retry = (
-                    outcome == Outcome.INFO
-                    and time.monotonic() - op.invoked_at < self.retry_for
+                    outcome == Outcome.INFO and time.monotonic() - op.invoked_at < self.retry_for
                 )
                 if not retry:
                     op.outcome = outcome
@@ -138,8 +137,16 @@ class Workload:
 
     # -- load ---------------------------------------------------------------------------
 
-    async def run(self, ops: int, *, rate: float | None = None, concurrency: int = 8) -> None:
-        """``ops`` operations by up to ``concurrency`` clients, paced at ``rate`` per second."""
+    async def run(
+        self,
+        ops: int,
+        *,
+        rate: float | None = None,
+        concurrency: int = 8,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """``ops`` operations (fewer if ``stop`` is set first) by up to ``concurrency``
+        clients, paced at ``rate`` per second."""
         gate = asyncio.Semaphore(concurrency)
         tasks: list[asyncio.Task[SendOp]] = []
         start = time.monotonic()
@@ -151,6 +158,8 @@ class Workload:
                 gate.release()
 
         for n in range(ops):
+            if stop is not None and stop.is_set():
+                break
             if rate:
                 delay = start + n / rate - time.monotonic()
                 if delay > 0:
@@ -159,8 +168,16 @@ class Workload:
             tasks.append(asyncio.create_task(one()))
         await asyncio.gather(*tasks)
 
-    def start(self, ops: int, *, rate: float | None = None, concurrency: int = 8) -> asyncio.Task[None]:
-        return asyncio.create_task(self.run(ops, rate=rate, concurrency=concurrency))
+    def start(
+        self,
+        ops: int,
+        *,
+        rate: float | None = None,
+        concurrency: int = 8,
+        stop: asyncio.Event | None = None,
+    ) -> asyncio.Task[None]:
+        """:meth:`run` in a task; ``reached(n)`` and ``completed`` follow its progress."""
+        return asyncio.create_task(self.run(ops, rate=rate, concurrency=concurrency, stop=stop))
 
     @property
     def completed(self) -> int:
