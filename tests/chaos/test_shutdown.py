@@ -4,12 +4,15 @@ each exits within its grace period and resumes after a restart; nothing lost (R1
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
+import grpc
 import pytest
 
 from tests.helpers.chaos.run import ChaosRun
 from tests.helpers.chaos.streams import end_codes
+from tests.helpers.grpc_clients import NOT_SERVING, SERVING, health_watch, next_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault, pytest.mark.chaos, pytest.mark.chaos_deep]
 
@@ -20,13 +23,14 @@ async def test_sigterm_each_service_under_load(chaos: ChaosRun) -> None:
     await chaos.setup(users=6)
     grace = float(chaos.system.env()["SHUTDOWN_GRACE"])
     stop = asyncio.Event()
-    load = chaos.workload.start(100_000, rate=20.0, concurrency=10, stop=stop)
+    load = chaos.workload.start(100_000, rate=50.0, concurrency=20, stop=stop)
     exits: dict[str, float] = {}
     codes: dict[str, int] = {}
     resumed: dict[str, float] = {}
+    flipped: dict[str, bool] = {}
     for name in SERVICES:
         await asyncio.sleep(2)
-        exits[name] = chaos.system.terminate(name)
+        exits[name], flipped[name] = await _terminate_watching_health(chaos, name)
         chaos.system.start(name)
         started = time.monotonic()
         await chaos.system.wait_healthy(name, within=30)
@@ -42,6 +46,7 @@ async def test_sigterm_each_service_under_load(chaos: ChaosRun) -> None:
     result.figures["exit after SIGTERM"] = ", ".join(f"{k} {v:.2f}s" for k, v in exits.items())
     result.figures["SERVING after restart"] = ", ".join(f"{k} {v:.2f}s" for k, v in resumed.items())
     result.figures["stream connections ended by"] = str(streams)
+    result.figures["health NOT_SERVING before exit"] = str(flipped)
     result.require(set(codes) <= {"OK", "UNAVAILABLE"}, "sends answered only OK or UNAVAILABLE")
     result.require(
         set(streams) <= {"UNAVAILABLE"}, "streams ended only with UNAVAILABLE (never CANCELLED)"
@@ -51,4 +56,25 @@ async def test_sigterm_each_service_under_load(chaos: ChaosRun) -> None:
         f"each service exits within its grace period ({grace:g} s) + 1 s",
     )
     result.require(all(s <= 10 for s in resumed.values()), "each SERVING within 10 s")
+    result.require(all(flipped.values()), "health flips to NOT_SERVING before the service exits")
     chaos.finish(result)
+
+
+async def _terminate_watching_health(chaos: ChaosRun, name: str) -> tuple[float, bool]:
+    """SIGTERM ``name`` while watching its health; (seconds to exit, NOT_SERVING was sent)."""
+    statuses: list[int] = []
+    async with grpc.aio.insecure_channel(chaos.system.grpc_addr(name)) as channel:
+        watch = health_watch(channel)
+        assert await next_status(watch) == SERVING
+
+        async def follow() -> None:
+            with contextlib.suppress(grpc.aio.AioRpcError, AssertionError):
+                while True:
+                    statuses.append(await next_status(watch))
+
+        follower = asyncio.create_task(follow())
+        exited = await chaos.system.terminate(name)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(follower, 5)
+        watch.cancel()
+    return exited, NOT_SERVING in statuses

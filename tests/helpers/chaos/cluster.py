@@ -8,9 +8,9 @@ which is restarted on the same port and the same AOF directory.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,18 +54,21 @@ class ChaosSystem(System):
         os.kill(self.pid(name), signal.SIGCONT)
         self.paused.discard(name)
 
-    def terminate(self, name: str, timeout: float = 30.0) -> float:
-        """SIGTERM a service and wait for it to exit; the seconds it took."""
+    async def terminate(self, name: str, within: float = 30.0) -> float:
+        """SIGTERM a service and wait (without blocking the event loop) until it exits;
+        the seconds it took."""
         svc = self.services[name]
-        assert svc.process is not None and svc.process.poll() is None, f"{name} is not running"
+        process = svc.process
+        assert process is not None and process.poll() is None, f"{name} is not running"
         started = time.monotonic()
-        svc.process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
         try:
-            svc.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            svc.process.kill()
-            svc.process.wait()
-            raise AssertionError(f"{name} did not exit within {timeout:g}s of SIGTERM") from None
+            while process.poll() is None:
+                if time.monotonic() - started > within:
+                    process.kill()
+                    process.wait()
+                    raise AssertionError(f"{name} did not exit within {within:g}s of SIGTERM")
+                await asyncio.sleep(0.01)
         finally:
             svc.process = None
         return time.monotonic() - started
@@ -85,13 +88,13 @@ class ChaosSystem(System):
         """SIGKILL valkey-server: a crash; what was not yet fsynced to the AOF may be lost."""
         self.valkey.kill()
 
-    def start_valkey(self) -> None:
+    async def start_valkey(self) -> None:
         """Start valkey-server again on the same port and AOF directory (it replays the AOF)."""
-        self.valkey.start(timeout=30)
+        await asyncio.to_thread(self.valkey.start, 30)
 
-    def terminate_valkey(self) -> None:
+    async def terminate_valkey(self) -> None:
         """SIGTERM valkey-server: it flushes and fsyncs the AOF, then exits."""
-        self.valkey.stop()
+        await asyncio.to_thread(self.valkey.stop)
 
     def close(self) -> None:
         for name in list(self.paused):

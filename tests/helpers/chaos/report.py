@@ -105,6 +105,9 @@ def summary(results: list[ScenarioResult]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     for r in results:
+        if r.figures:
+            lines.append(f"{r.name}: " + "; ".join(f"{k} {v}" for k, v in r.figures.items()))
+    for r in results:
         if r.violations:
-            lines.append(f"{r.name}: " + "; ".join(r.violations))
+            lines.append(f"{r.name} VIOLATED: " + "; ".join(r.violations))
     return "\n".join(lines)
