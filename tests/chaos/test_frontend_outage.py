@@ -26,6 +26,7 @@ async def test_frontend_sigkill_with_streams_open(chaos: ChaosRun) -> None:
     base = chaos.workload.completed
     load = chaos.workload.start(ops, rate=rate)
     await chaos.workload.reached(base + ops // 5)
+    killed = time.monotonic()
     chaos.system.kill("frontend")
     await asyncio.sleep(down)
     snap = await chaos.reader.snapshot()
@@ -42,6 +43,7 @@ async def test_frontend_sigkill_with_streams_open(chaos: ChaosRun) -> None:
     await load
     result = await chaos.check()
     result.figures["stored later than 10 s during the outage"] = str(len(late))
+    result.figures["catch-up"] = chaos.catch_up(killed, result)
     result.figures["stream connections ended by"] = str(end_codes(chaos.streams))
     result.require(not late, "notifications stored within 10 s of each send during the outage")
     result.require(

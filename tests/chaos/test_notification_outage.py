@@ -31,6 +31,7 @@ async def _kill_mid_burst(chaos: ChaosRun, *, down: float, ops: int, rate: float
         f"{len(during)}, non-OK {failed}, "
         f"p99 {percentile([a.latency for a in during], 99) * 1000:.0f} ms"
     )
+    result.figures["catch-up"] = chaos.catch_up(killed, result)
     result.require(failed == 0, "SendMessage unaffected by the outage (the outbox decouples it)")
     if deep():
         p99 = percentile([a.latency for a in during], 99) * 1000

@@ -47,6 +47,7 @@ async def test_sigterm_each_service_under_load(chaos: ChaosRun) -> None:
     result.figures["SERVING after restart"] = ", ".join(f"{k} {v:.2f}s" for k, v in resumed.items())
     result.figures["stream connections ended by"] = str(streams)
     result.figures["health NOT_SERVING before exit"] = str(flipped)
+    result.figures["health Watch ended by"] = str(watch_ends)
     result.require(set(codes) <= {"OK", "UNAVAILABLE"}, "sends answered only OK or UNAVAILABLE")
     result.require(
         set(streams) <= {"UNAVAILABLE"}, "streams ended only with UNAVAILABLE (never CANCELLED)"
@@ -60,6 +61,9 @@ async def test_sigterm_each_service_under_load(chaos: ChaosRun) -> None:
     chaos.finish(result)
 
 
+watch_ends: dict[str, str] = {}
+
+
 async def _terminate_watching_health(chaos: ChaosRun, name: str) -> tuple[float, bool]:
     """SIGTERM ``name`` while watching its health; (seconds to exit, NOT_SERVING was sent)."""
     statuses: list[int] = []
@@ -68,9 +72,13 @@ async def _terminate_watching_health(chaos: ChaosRun, name: str) -> tuple[float,
         assert await next_status(watch) == SERVING
 
         async def follow() -> None:
-            with contextlib.suppress(grpc.aio.AioRpcError, AssertionError):
+            try:
                 while True:
                     statuses.append(await next_status(watch))
+            except grpc.aio.AioRpcError as exc:
+                watch_ends[name] = exc.code().name
+            except AssertionError:
+                watch_ends[name] = "OK"
 
         follower = asyncio.create_task(follow())
         exited = await chaos.system.terminate(name)

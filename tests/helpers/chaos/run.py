@@ -33,6 +33,7 @@ DEEP_ENV = "MISSIVE_CHAOS"
 """``MISSIVE_CHAOS=deep`` (what ``make chaos`` sets) runs every scenario at full scale."""
 
 NOTIFICATION_SLA_SECONDS = 10.0
+KEEPALIVE_COMPLAINTS = ("too_many_pings", "ENHANCE_YOUR_CALM")
 P99_ENV = "MISSIVE_CHAOS_P99_MS"
 """The SendMessage p99 budget (ms) of R1/R12 (default 250); raise it on a loaded host."""
 
@@ -175,8 +176,41 @@ class ChaosRun:
             f"{dead_letters} dead letter(s), found {len(snap.dead_letters)}"
             + "".join(f"\n      {d.describe()}" for d in snap.dead_letters[:5]),
         )
+        pings = self._log_mentions(KEEPALIVE_COMPLAINTS)
+        result.figures["keepalive complaints in service logs"] = str(pings)
+        result.require(
+            not any(pings.values()),
+            "no GOAWAY too_many_pings / ENHANCE_YOUR_CALM between clients and servers",
+        )
         self.snapshot = snap
         return result
+
+    def catch_up(self, fault_at: float, result: ScenarioResult) -> str:
+        """The backlog acknowledged during the fault and how fast it drained after the heal
+        (a rate only when no send was still running after the heal)."""
+        backlog = sum(
+            1
+            for op in self.history.by_outcome(Outcome.OK)
+            if fault_at <= (op.completed_at or 0.0) <= self.healed_at
+        )
+        if result.drain_s is None:
+            return f"{backlog} sent during the fault, never all delivered"
+        text = f"{backlog} sent during the fault, all delivered {result.drain_s:.2f} s after"
+        if self.history.last_completion <= self.healed_at and result.drain_s > 0:
+            text += f" the heal ({backlog / result.drain_s:.0f}/s)"
+        else:
+            text += " the last send"
+        return text
+
+    def _log_mentions(self, needles: tuple[str, ...]) -> dict[str, int]:
+        """How many lines of each service's log mention any of ``needles``."""
+        counts: dict[str, int] = {}
+        for name, svc in self.system.services.items():
+            text = svc.log_path.read_text(errors="replace") if svc.log_path.exists() else ""
+            counts[name] = sum(
+                1 for line in text.splitlines() if any(needle in line for needle in needles)
+            )
+        return counts
 
     @staticmethod
     def _groups(snap: Snapshot) -> str:
