@@ -8,6 +8,7 @@ import sys
 
 from tests.helpers.chaos.checker import check
 from tests.helpers.chaos.history import Attempt, History, Outcome, SendOp
+from tests.helpers.chaos.report import ScenarioResult, summary
 from tests.helpers.chaos.run import DEEP_ENV
 from tests.helpers.chaos.store import Snapshot, StoredMessage, StoredNotification
 from tests.helpers.chaos.streams import Connection, LiveStream
@@ -167,3 +168,16 @@ def test_deep_scenarios_run_only_when_asked() -> None:
     assert "test_notification_sigkill_60s" not in fast
     assert "test_notification_sigkill_60s" in full
     assert fast < full
+
+
+def test_the_summary_names_each_scenario_its_figures_and_violations() -> None:
+    passed = ScenarioResult("calm", ops=3, ok=3, drain_s=0.5)
+    failed = ScenarioResult("stormy", ops=2, ok=1, info=1)
+    failed.check.notifications.note("lost", "message 7 has no notification")
+    failed.figures["catch-up"] = "1 sent during the fault"
+    failed.require(failed.check.notifications.clean, "stored notifications: lost = 0")
+    table = summary([passed, failed])
+    assert "calm" in table and "PASS" in table and "0.5s" in table
+    assert "stormy" in table and "FAIL" in table and "1/0/0" in table and "never" in table
+    assert "stormy VIOLATED: stored notifications: lost = 0" in table
+    assert "message 7 has no notification" in failed.describe()

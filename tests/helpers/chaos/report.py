@@ -49,6 +49,9 @@ class ScenarioResult:
             lines.append(
                 f"  lost inside the durability window (allowed): {self.check.allowed_lost}"
             )
+        for email, figures in self.check.per_stream.items():
+            if not figures.clean:
+                lines.append(f"  stream of {email}: {figures}")
         for key, value in self.figures.items():
             lines.append(f"  {key}: {value}")
         for label, figures in (
