@@ -35,6 +35,7 @@ async def test_valkey_sigkill_restart_on_aof(chaos: ChaosRun) -> None:
     killed = time.monotonic()
     chaos.system.kill_valkey()
     await asyncio.sleep(5)
+    restarting = time.monotonic()
     await chaos.system.start_valkey()
     restarted = time.monotonic()
     await chaos.system.wait_healthy(within=30)
@@ -47,7 +48,7 @@ async def test_valkey_sigkill_restart_on_aof(chaos: ChaosRun) -> None:
         return killed - DURABILITY_WINDOW_SECONDS <= done <= killed
 
     result = await chaos.check(allow_lost=in_window)
-    during = chaos.history.attempts_between(killed + 0.2, restarted)
+    during = chaos.history.attempts_between(killed + 0.2, restarting)
     codes = sorted({a.code for a in during})
     slowest = max((a.latency for a in during), default=0.0)
     first_ok = min(
