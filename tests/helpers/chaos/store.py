@@ -3,8 +3,8 @@
 The layout is the services' own (see services/message/keys.py and
 services/notification/store.py): MessageService in DB 1, NotificationService in DB 2. Streams
 and their consumer groups are discovered (``SCAN TYPE stream``), so the drain check covers
-every outbox and delivery stream whatever their names; streams whose name ends in ``:dead``
-are dead letters.
+every outbox and delivery stream whatever their names; streams whose name contains ``dead``
+(``outbox:notifications:dead``, ``outbox:frontend:dead``) hold dead letters.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ USER_DB = 0
 MESSAGE_DB = 1
 NOTIFICATION_DB = 2
 DATABASES = (USER_DB, MESSAGE_DB, NOTIFICATION_DB)
-DEAD_SUFFIX = ":dead"
+DEAD_MARK = "dead"
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class StoreReader:
 
     async def _streams(self, client: redis.asyncio.Redis, db: int, snap: Snapshot) -> None:
         async for key in client.scan_iter(_type="stream", count=1000):
-            if key.endswith(DEAD_SUFFIX):
+            if DEAD_MARK in key.lower():
                 entries: Any = await client.xrange(key)
                 for entry_id, fields in entries:
                     snap.dead_letters.append(DeadLetter(db, key, entry_id, dict(fields)))
