@@ -13,14 +13,14 @@ from typing import Any, Generic, TypeVar
 
 import yaml
 from connexion import AsyncApp
-from connexion.exceptions import ProblemException
+from connexion.datastructures import MediaTypeDict
+from connexion.exceptions import BadRequestProblem, NonConformingResponseBody, ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.problem import problem
 from connexion.resolver import Resolver
 from connexion.security import BearerSecurityHandler
-from connexion.datastructures import MediaTypeDict
 from connexion.utils import is_null, is_nullable
 from connexion.validators import (
     VALIDATOR_MAP,
@@ -29,7 +29,6 @@ from connexion.validators import (
     ParameterValidator,
     TextResponseBodyValidator,
 )
-from connexion.exceptions import BadRequestProblem, NonConformingResponseBody
 from jsonschema import Draft4Validator, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -267,9 +266,7 @@ class SafeParameterValidator(ParameterValidator):  # type: ignore[misc]
             return validation_message(exception, root=str(param["name"]))
         return None
 
-    def validate_query_parameter_list(
-        self, request: Any, security_params: Any = None
-    ) -> set[str]:
+    def validate_query_parameter_list(self, request: Any, security_params: Any = None) -> set[str]:
         extra = super().validate_query_parameter_list(request, security_params)
         return {_short(name) for name in sorted(extra)[:_NAMES_SHOWN]}
 
