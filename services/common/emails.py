@@ -34,7 +34,9 @@ def normalise_email(raw: str, field: str = "email") -> str:
         raise InvalidArgument(f"{field} is not valid Unicode") from exc
     if size > MAX_EMAIL_BYTES:
         raise InvalidArgument(f"{field} is longer than {MAX_EMAIL_BYTES} bytes")
-    if not unicodedata.is_normalized("NFC", email):
+    if not (
+        unicodedata.is_normalized("NFC", raw.strip()) and unicodedata.is_normalized("NFC", email)
+    ):
         # Two spellings of one address (josé composed, or e + U+0301) would be two accounts;
         # rewriting one into the other would merge keys, so the sender must send NFC.
         raise InvalidArgument(
