@@ -67,7 +67,9 @@ async def test_undecodable_requests_are_invalid_argument(
     metadata = server.as_user(ADA) if authenticated else ()
     async with grpc.aio.insecure_channel(server.address) as channel:
         for method in ("SendMessage", "GetMessages", "ListConversations"):
-            call = channel.unary_unary(f"/missive.message.v1.MessageService/{method}")
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                f"/missive.message.v1.MessageService/{method}"
+            )
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await call(bytes.fromhex("0a03fffefd"), metadata=metadata, timeout=5)
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method

@@ -203,7 +203,8 @@ async def test_undecodable_requests_are_invalid_argument(
         token = Security.load(server.keys, "message").credentials.token_for("user")
         metadata = ((SERVICE_TOKEN_HEADER, token),)
     async with grpc.aio.insecure_channel(server.address) as channel:
-        call = channel.unary_unary(method)(payload, metadata=metadata, timeout=10)
+        raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
+        call = raw(payload, metadata=metadata, timeout=10)
         error = await rpc_error(call)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details() == UNDECODABLE_MESSAGE
