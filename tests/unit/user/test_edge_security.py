@@ -1,5 +1,6 @@
 """Hostile input at UserService's two edges (REST and gRPC), from a penetration test's findings.
 
+- the login throttle counts the TCP peer, whatever `X-Forwarded-For` says (no proxy trusted);
 - no reply or log line repeats a submitted password; validation messages name field and rule;
 - deeply nested JSON and out-of-range page tokens are a 400 / INVALID_ARGUMENT, never a 500;
 - bytes that do not decode as the request message are INVALID_ARGUMENT with a neutral message,
@@ -12,10 +13,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import unicodedata
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -27,6 +30,8 @@ from redis.asyncio import Redis
 
 from services.common.bootstrap import Security
 from services.common.grpc_edge import SERVICE_TOKEN_HEADER, UNDECODABLE_MESSAGE
+from services.common.ports import free_port
+from services.user.__main__ import main
 from services.user.service import UserService
 from tests.unit.user.conftest import (
     ALICE,
@@ -346,3 +351,47 @@ async def test_credentials_on_public_operations_are_ignored_on_both_transports(
         metadata=((SERVICE_TOKEN_HEADER, token_of_a_service),),
     )
     assert as_service.authenticated
+
+
+# -- finding 3: a forwarded address cannot steer the login throttle ---------------------------
+
+
+async def test_the_login_throttle_counts_the_peer_not_a_forwarded_header(
+    keys: Path, redis_url: str, redis: Redis
+) -> None:
+    spoofed = "203.0.113.77"
+    rest_port, grpc_port = free_port(), free_port()
+    environ = {
+        "KEYS_DIR": str(keys),
+        "REDIS_URL": redis_url,
+        "BIND_HOST": "127.0.0.1",
+        "USER_REST_PORT": str(rest_port),
+        "USER_GRPC_PORT": str(grpc_port),
+        "SHUTDOWN_GRACE": "1",
+    }
+    stop = asyncio.Event()
+    server = asyncio.create_task(main(environ, stop))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{rest_port}") as http:
+            async with asyncio.timeout(10):
+                while True:
+                    try:
+                        if (await http.get("/health")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await asyncio.sleep(0.05)
+            for i in range(3):
+                reply = await http.post(
+                    "/login",
+                    json={"email": f"nobody{i}@example.com", "password": "wrong-password"},
+                    headers={"X-Forwarded-For": f"{spoofed[:-1]}{i}"},
+                )
+                assert reply.status_code == 401, reply.text
+        stored = await snapshot(redis)
+        assert stored, "the failed sign-ins were not counted at all"
+        assert not [key for key in stored if spoofed[:-1] in key]
+        assert any("127.0.0.1" in key for key in stored)
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 10)
