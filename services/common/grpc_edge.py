@@ -17,6 +17,7 @@ as the REST operations without a security requirement do.
 from __future__ import annotations
 
 import contextvars
+import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -187,11 +188,19 @@ def _decoding_checked(handler: Handler) -> Handler:
         )
     if handler.unary_stream is not None:
         inner_stream: Any = handler.unary_stream
+        stream: Any
+        if inspect.isasyncgenfunction(inner_stream):
 
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            await _refuse_undecodable(request, context)
-            async for item in inner_stream(request, context):
-                yield item
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                await _refuse_undecodable(request, context)
+                async for item in inner_stream(request, context):
+                    yield item
+
+        else:  # a coroutine writing with context.write (the stock health Watch)
+
+            async def stream(request: Any, context: Context) -> Any:
+                await _refuse_undecodable(request, context)
+                return await inner_stream(request, context)
 
         return grpc.unary_stream_rpc_method_handler(
             stream,
@@ -201,14 +210,22 @@ def _decoding_checked(handler: Handler) -> Handler:
     if handler.stream_stream is not None:
         inner_bidi: Any = handler.stream_stream
 
-        async def bidi(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
-            async def checked() -> AsyncIterator[Any]:
-                async for request in requests:
-                    await _refuse_undecodable(request, context)
-                    yield request
+        async def checked(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            async for request in requests:
+                await _refuse_undecodable(request, context)
+                yield request
 
-            async for item in inner_bidi(checked(), context):
-                yield item
+        bidi: Any
+        if inspect.isasyncgenfunction(inner_bidi):
+
+            async def bidi(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+                async for item in inner_bidi(checked(requests, context), context):
+                    yield item
+
+        else:
+
+            async def bidi(requests: AsyncIterator[Any], context: Context) -> Any:
+                return await inner_bidi(checked(requests, context), context)
 
         return grpc.stream_stream_rpc_method_handler(
             bidi,

@@ -25,6 +25,7 @@ import grpc.aio
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 from missive.user.v1 import user_pb2
 from redis.asyncio import Redis
 
@@ -33,6 +34,7 @@ from services.common.grpc_edge import SERVICE_TOKEN_HEADER, UNDECODABLE_MESSAGE
 from services.common.ports import free_port
 from services.user.__main__ import main
 from services.user.service import UserService
+from tests.helpers.grpc_clients import NOT_SERVING, SERVING, health_watch, next_status
 from tests.unit.user.conftest import (
     ALICE,
     ALICE_PASSWORD,
@@ -234,6 +236,31 @@ async def test_health_still_answers_valid_requests(server: Grpc) -> None:
         health_pb2.HealthCheckResponse.SERVING,
         health_pb2.HealthCheckResponse.NOT_SERVING,
     )
+
+
+async def test_health_watch_and_reflection_still_work_behind_the_edge(server: Grpc) -> None:
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        watch = health_watch(channel)
+        assert await asyncio.wait_for(next_status(watch), 5) in (SERVING, NOT_SERVING)
+        watch.cancel()
+        bad_watch: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(
+            "/grpc.health.v1.Health/Watch"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for _ in bad_watch(INVALID_UTF8, timeout=5):
+                pass
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        reflect = channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        call = reflect(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        reply = await call.read()
+        assert isinstance(reply, reflection_pb2.ServerReflectionResponse)
+        names = {service.name for service in reply.list_services_response.service}
+        assert "missive.user.v1.UserService" in names
+        call.cancel()
 
 
 # -- finding 11: look-alike addresses ---------------------------------------------------------
