@@ -158,9 +158,24 @@ def guarded_protocol(settings: RestEdgeSettings, base: type[Any] = AutoHTTPProto
         def _check(self) -> None:
             self.watchdog = None
             transport = self.transport
-            if transport is None or transport.is_closing():
+            if transport is None:
                 return
-            reason = self._expired(self.loop.time())
+            now = self.loop.time()
+            paused = self.write_paused_at
+            if paused is not None and now - paused > settings.idle_timeout:
+                # A closing transport still waits for its unread output to drain: drop it.
+                logger.info(
+                    "closed a REST connection from %s: response not read for %gs",
+                    self.client,
+                    settings.idle_timeout,
+                )
+                transport.abort()
+                return
+            if transport.is_closing():
+                if paused is not None:  # closing, but stuck behind unread output
+                    self.watchdog = self.loop.call_later(tick, self._check)
+                return
+            reason = self._expired(now)
             if reason:
                 logger.info("closed a REST connection from %s: %s", self.client, reason)
                 transport.close()
@@ -180,9 +195,6 @@ def guarded_protocol(settings: RestEdgeSettings, base: type[Any] = AutoHTTPProto
                 settings.idle_timeout
             ):
                 return f"request body stalled for {settings.idle_timeout:g}s"
-            paused = self.write_paused_at
-            if paused is not None and now - paused > settings.idle_timeout:
-                return f"response not read for {settings.idle_timeout:g}s"
             return ""
 
     return GuardedHTTPProtocol

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.common.errors import ConfigError
@@ -34,7 +34,20 @@ async def _echo(request: Request) -> JSONResponse:
     return JSONResponse({"size": len(await request.body())})
 
 
-APP = Starlette(routes=[Route("/client", _client), Route("/echo", _echo, methods=["POST"])])
+BIG = 64 * 1024 * 1024  # more than loopback socket buffers hold, so writing must pause
+
+
+async def _big(_request: Request) -> Response:
+    return Response(b"x" * BIG, media_type="application/octet-stream")
+
+
+APP = Starlette(
+    routes=[
+        Route("/client", _client),
+        Route("/echo", _echo, methods=["POST"]),
+        Route("/big", _big),
+    ]
+)
 
 
 @asynccontextmanager
@@ -213,6 +226,24 @@ async def test_an_idle_keep_alive_connection_is_closed() -> None:
         started = time.monotonic()
         await _closed_within(reader, 5)
         assert time.monotonic() - started < 3
+        writer.close()
+
+
+async def test_a_client_that_stops_reading_the_response_is_closed() -> None:
+    async with serving(QUICK) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)
+        writer.write(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        await writer.drain()
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(3)  # read nothing for three idle timeouts
+        received = 0
+        try:
+            async with asyncio.timeout(20):
+                while chunk := await reader.read(1 << 20):
+                    received += len(chunk)
+        except ConnectionError:
+            pass
+        assert received < BIG  # closed before the whole response went out
         writer.close()
 
 
