@@ -5,11 +5,19 @@ from the `Auth:` lines of the .proto files; unknown methods are denied), (2) aut
 caller from metadata (`x-missive-service-token` for services, `authorization: Bearer` for
 users) and checks it against the allowlist, (3) runs the servicer with the caller in a
 ContextVar, and (4) turns DomainError and Redis outages into a status with a clear message.
+
+Before any of that, a request that does not decode as its message type (invalid UTF-8 in a
+string field, truncated bytes) fails with INVALID_ARGUMENT and a neutral message, on every
+method including health and reflection, instead of gRPC's UNKNOWN naming the parser's
+exception. A call with more than one `authorization` or service-credential entry is refused
+(UNAUTHENTICATED), so no layer has to pick one; public methods ignore credentials entirely,
+as the REST operations without a security requirement do.
 """
 
 from __future__ import annotations
 
 import contextvars
+import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -40,6 +48,34 @@ _caller: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
 )
 # Infrastructure services that stay open (health probes, grpcurl-style reflection).
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+_CREDENTIAL_KEYS = ("authorization", SERVICE_TOKEN_HEADER)
+UNDECODABLE_MESSAGE = "the request is not a valid message for this method"
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes did not decode, so the handler can refuse it."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Any:
+    if deserialize is None:
+        return None
+    inner = deserialize
+
+    def safe(data: bytes) -> Any:
+        try:
+            return inner(data)
+        except Exception:  # DecodeError, or anything a parser raises on hostile bytes
+            return _UNDECODABLE
+
+    return safe
+
+
+async def _refuse_undecodable(request: Any, context: Context) -> None:
+    if request is _UNDECODABLE:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
 
 
 def caller() -> Principal:
@@ -82,25 +118,31 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
     ) -> Handler | None:
         method: str = handler_call_details.method
         handler = await continuation(handler_call_details)
-        if handler is None or method.startswith(_OPEN_PREFIXES):
-            return handler
+        if handler is None:
+            return None
+        if method.startswith(_OPEN_PREFIXES):
+            return _decoding_checked(handler)
         access = RPC_ACCESS.get(method)
-        metadata = {
-            key: value
+        entries = [
+            (key, value)
             for key, value in (handler_call_details.invocation_metadata or ())
             if isinstance(value, str)
-        }
+        ]
         try:
-            principal = self._authenticate(method, access, metadata)
+            principal = self._authenticate(method, access, entries)
         except DomainError as exc:
             return _rejecting(handler, exc, method)
         return _wrapped(handler, principal, method)
 
     def _authenticate(
-        self, method: str, access: RpcAccess | None, metadata: dict[str, str]
+        self, method: str, access: RpcAccess | None, entries: list[tuple[str, str]]
     ) -> Principal | None:
         if access is None:
             raise PermissionDenied(f"{method} is not part of the published contracts")
+        metadata = _credentials(entries)
+        if access.public:
+            # Open to anyone: credentials sent along are ignored, not checked (as on REST).
+            return None
         service_token = metadata.get(SERVICE_TOKEN_HEADER)
         if service_token:
             principal = self.verifier.verify_service(service_token)
@@ -117,9 +159,81 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             if not access.users:
                 raise PermissionDenied(f"{method} is internal to Missive's services")
             return principal
-        if access.public:
-            return None
         raise Unauthenticated("this call requires an access token")
+
+
+def _credentials(entries: list[tuple[str, str]]) -> dict[str, str]:
+    """The credential metadata of a call; Unauthenticated when one is sent more than once."""
+    found: dict[str, str] = {}
+    for key, value in entries:
+        if key in _CREDENTIAL_KEYS:
+            if key in found:
+                raise Unauthenticated(f"the call carries more than one `{key}` metadata entry")
+            found[key] = value
+    return found
+
+
+def _decoding_checked(handler: Handler) -> Handler:
+    """`handler` with requests that do not decode refused as INVALID_ARGUMENT."""
+    if handler.unary_unary is not None:
+        inner_unary: Any = handler.unary_unary
+
+        async def unary(request: Any, context: Context) -> Any:
+            await _refuse_undecodable(request, context)
+            return await inner_unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        inner_stream: Any = handler.unary_stream
+        stream: Any
+        if inspect.isasyncgenfunction(inner_stream):
+
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                await _refuse_undecodable(request, context)
+                async for item in inner_stream(request, context):
+                    yield item
+
+        else:  # a coroutine writing with context.write (the stock health Watch)
+
+            async def stream(request: Any, context: Context) -> Any:
+                await _refuse_undecodable(request, context)
+                return await inner_stream(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_stream is not None:
+        inner_bidi: Any = handler.stream_stream
+
+        async def checked(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            async for request in requests:
+                await _refuse_undecodable(request, context)
+                yield request
+
+        bidi: Any
+        if inspect.isasyncgenfunction(inner_bidi):
+
+            async def bidi(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+                async for item in inner_bidi(checked(requests, context), context):
+                    yield item
+
+        else:
+
+            async def bidi(requests: AsyncIterator[Any], context: Context) -> Any:
+                return await inner_bidi(checked(requests, context), context)
+
+        return grpc.stream_stream_rpc_method_handler(
+            bidi,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
 
 def _wrapped(handler: Handler, principal: Principal | None, method: str) -> Handler:
@@ -127,6 +241,7 @@ def _wrapped(handler: Handler, principal: Principal | None, method: str) -> Hand
         inner_unary: Any = handler.unary_unary
 
         async def unary(request: Any, context: Context) -> Any:
+            await _refuse_undecodable(request, context)
             token = _caller.set(principal)
             try:
                 return await inner_unary(request, context)
@@ -137,13 +252,14 @@ def _wrapped(handler: Handler, principal: Principal | None, method: str) -> Hand
 
         return grpc.unary_unary_rpc_method_handler(
             unary,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream is not None:
         inner_stream: Any = handler.unary_stream
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            await _refuse_undecodable(request, context)
             token = _caller.set(principal)
             try:
                 async for item in inner_stream(request, context):
@@ -155,7 +271,7 @@ def _wrapped(handler: Handler, principal: Principal | None, method: str) -> Hand
 
         return grpc.unary_stream_rpc_method_handler(
             stream,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     return handler  # the contracts have no client-streaming methods
@@ -166,21 +282,23 @@ def _rejecting(handler: Handler, error: DomainError, method: str) -> Handler:
     logger.info("rejected %s: %s", method, error.message)
 
     async def unary(request: Any, context: Context) -> Any:
+        await _refuse_undecodable(request, context)
         await context.abort(_status(error), error.message)
 
     async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        await _refuse_undecodable(request, context)
         await context.abort(_status(error), error.message)
         yield  # pragma: no cover - makes this an async generator
 
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
             stream,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     return grpc.unary_unary_rpc_method_handler(
         unary,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=_safe_deserializer(handler.request_deserializer),
         response_serializer=handler.response_serializer,
     )
 

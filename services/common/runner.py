@@ -20,6 +20,7 @@ from services.common.draining import drain_gate
 from services.common.errors import StartupError
 from services.common.grpc_server import HealthReporter
 from services.common.ports import bind_socket, format_address
+from services.common.rest_server import RestEdgeSettings, uvicorn_options
 
 __all__ = ["BackgroundFactory", "ShutdownCallback", "run", "serve"]
 
@@ -94,6 +95,7 @@ async def serve(
     on_shutdown: Sequence[ShutdownCallback] = (),
     stop: asyncio.Event | None = None,
     access_log: bool = True,
+    rest_edge: RestEdgeSettings | None = None,
 ) -> None:
     """Serve gRPC (already bound with ``bind_port``) and REST until SIGTERM/SIGINT or ``stop``.
 
@@ -103,6 +105,10 @@ async def serve(
     :mod:`services.common.draining`), then the REST app's lifespan shutdown, then the
     ``on_shutdown`` callbacks run in order. Close resources shared by REST and gRPC handlers in
     ``on_shutdown`` rather than in the ASGI lifespan, which may end first.
+
+    ``rest_edge`` sets the trusted proxies, header and idle timeouts and the per-client
+    connection cap of the REST server (default: :class:`RestEdgeSettings`' defaults, which
+    trust no proxy).
 
     A taken REST port raises :class:`PortInUse` naming ``rest_port_env`` before anything
     starts. A crash of the REST server or of a background task shuts everything
@@ -136,6 +142,7 @@ async def serve(
                 # After this uvicorn cancels the requests still running (they get a
                 # 500) and still runs the app's lifespan shutdown. Whole seconds only.
                 timeout_graceful_shutdown=_rest_grace(grace),
+                **uvicorn_options(rest_edge or RestEdgeSettings()),
             )
             rest = _UvicornServer(config)
             rest_task = asyncio.create_task(rest.serve(sockets=[rest_socket]), name=f"{name}-rest")

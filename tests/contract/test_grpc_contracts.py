@@ -450,9 +450,10 @@ def test_emails_are_normalised_as_the_contracts_document(live: Live) -> None:
     token = ServiceCredentials(KeyRing.load(live.system.keys_dir, "message")).token_for(
         "notification"
     )
-    for email in ("0@0.XN--01A", "a@xn--bcher-kva.example", "e\u0301@example.com"):
+
+    def check(email: str) -> tuple[grpc.StatusCode, Any]:
         request = notification_pb2.CheckUserSubscribedRequest(email=email)
-        code, reply = live.run(
+        answer: tuple[grpc.StatusCode, Any] = live.run(
             fuzz.call_rpc(
                 live.channels["notification"],
                 rpc,
@@ -461,9 +462,17 @@ def test_emails_are_normalised_as_the_contracts_document(live: Live) -> None:
                 10,
             )
         )
+        return answer
+
+    # Validated, not rewritten: no IDNA decoding, no Unicode normalisation into another key.
+    for email in ("0@0.XN--01A", "a@xn--bcher-kva.example", "\u00e9@example.com"):
+        code, reply = check(email)
         assert code == grpc.StatusCode.OK
         assert isinstance(reply, notification_pb2.SubscriptionStatus)
         assert reply.email == email.strip().lower()
+    # A spelling that is not in NFC is refused rather than registered as a look-alike.
+    code, _ = check("e\u0301@example.com")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_every_rpc_is_fuzzed() -> None:

@@ -41,7 +41,8 @@ def to_json(user: UserInfo) -> User:
 
 
 def client_host() -> str:
-    """The connecting host of the current request (the peer, not a forwarded header)."""
+    """The connecting host of the current request: the TCP peer, or the client a trusted proxy
+    (REST_TRUSTED_PROXIES) forwarded for; never a forwarded header from anyone else."""
     try:
         client = scope.get("client")
     except (LookupError, RuntimeError):  # outside a request
