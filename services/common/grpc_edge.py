@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 import grpc
-import redis.exceptions
 from missive.access import RPC_ACCESS, RpcAccess
 
 from services.common.auth import ServiceCredentials, TokenVerifier
@@ -36,6 +35,7 @@ from services.common.domain import (
     RateLimited,
     Unauthenticated,
 )
+from services.common.redis import unavailable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +99,10 @@ async def _abort_for(exc: BaseException, context: Context, method: str) -> None:
         context.set_trailing_metadata((("retry-after", str(exc.retry_after)),))
     if isinstance(exc, DomainError):
         await context.abort(_status(exc), exc.message)
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+    reason = unavailable_reason(exc)
+    if reason is not None:
         logger.warning("redis unavailable during %s: %s", method, exc)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "the data store is unreachable; retry")
+        await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
     raise exc
 
 
