@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser codegen check-codegen check-breaking lint test fuzz up clean
+.PHONY: install browser codegen check-codegen check-breaking lint test fuzz chaos up clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ test: check-codegen lint browser  ## the whole test suite (what CI runs)
 
 fuzz: install  ## deeper property-based contract fuzzing than `make test` (MISSIVE_FUZZ_EXAMPLES)
 	MISSIVE_FUZZ_EXAMPLES=$${MISSIVE_FUZZ_EXAMPLES:-300} $(BIN)/python -m pytest tests/contract -q
+
+chaos: install  ## every chaos scenario at full scale (kills, pauses, SIGTERM, Valkey faults); summary at the end
+	MISSIVE_CHAOS=deep $(BIN)/python -m pytest tests/chaos $(ARGS)
 
 up: install  ## start embedded Valkey + the four services, print endpoints; Ctrl-C stops (ARGS="--no-valkey --data-dir DIR")
 	$(BIN)/python -m services.launcher $(ARGS)

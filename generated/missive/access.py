@@ -40,6 +40,15 @@ RPC_ACCESS: dict[str, RpcAccess] = {
     "/missive.notification.v1.NotificationService/MarkAllNotificationsRead": RpcAccess(
         public=False, users=True, services=frozenset([])
     ),
+    "/missive.notification.v1.NotificationService/ListDeadLetters": RpcAccess(
+        public=False, users=False, services=frozenset(['admin'])
+    ),
+    "/missive.notification.v1.NotificationService/ReplayDeadLetters": RpcAccess(
+        public=False, users=False, services=frozenset(['admin'])
+    ),
+    "/missive.notification.v1.NotificationService/DropDeadLetters": RpcAccess(
+        public=False, users=False, services=frozenset(['admin'])
+    ),
     "/missive.frontend.v1.FrontendService/ReceiveNotification": RpcAccess(
         public=False, users=False, services=frozenset(['notification'])
     ),
@@ -63,6 +72,15 @@ RPC_ACCESS: dict[str, RpcAccess] = {
     ),
     "/missive.message.v1.MessageService/DeleteMessage": RpcAccess(
         public=False, users=True, services=frozenset([])
+    ),
+    "/missive.message.v1.MessageService/ListDeadLetters": RpcAccess(
+        public=False, users=False, services=frozenset(['admin'])
+    ),
+    "/missive.message.v1.MessageService/ReplayDeadLetters": RpcAccess(
+        public=False, users=False, services=frozenset(['admin'])
+    ),
+    "/missive.message.v1.MessageService/DropDeadLetters": RpcAccess(
+        public=False, users=False, services=frozenset(['admin'])
     ),
     "/missive.user.v1.UserService/AuthenticateUser": RpcAccess(
         public=True, users=False, services=frozenset([])

@@ -20,7 +20,7 @@ from services.common.grpc_server import (
     create_grpc_server,
 )
 from services.common.runner import BackgroundFactory, ShutdownCallback, serve
-from services.common.settings import env_bool, env_str
+from services.common.settings import RestEdgeSettings, env_bool, env_str
 
 Readiness = Callable[[], Awaitable[bool]]
 
@@ -97,6 +97,7 @@ async def run_endpoint(
     background: Sequence[BackgroundFactory] = (),
     on_shutdown: Sequence[ShutdownCallback] = (),
     stop: asyncio.Event | None = None,
+    rest_edge: RestEdgeSettings | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stop`), health following `readiness` every second."""
     await serve(
@@ -111,4 +112,5 @@ async def run_endpoint(
         background=[lambda: endpoint.health.run_checks(readiness, interval=1.0), *background],
         on_shutdown=on_shutdown,
         stop=stop,
+        rest_edge=rest_edge,
     )

@@ -14,12 +14,14 @@ from services.common.logging import configure_logging
 from services.common.runner import run
 from services.frontend.grpc.app import register
 from services.frontend.replay import RETRY_METHODS, SERVICE_NAME, NotificationReplay
-from services.frontend.service import FrontendService
+from services.frontend.service import FrontendService, Hub
 from services.frontend.settings import GRPC_PORT_ENV, Settings
 
 logger = logging.getLogger(__name__)
 
 NAME = "frontend-service"
+STREAM_HEADROOM = 200
+"""Concurrent calls the gRPC server admits beyond the stream limit (pushes, health checks)."""
 
 
 async def always_ready() -> bool:
@@ -57,13 +59,20 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
         retry_methods=RETRY_METHODS,
     )
     try:
-        service = FrontendService(NotificationReplay(channel))
+        hub = Hub(
+            max_streams=settings.max_streams,
+            max_streams_per_user=settings.max_streams_per_user,
+            max_streams_per_client=settings.max_streams_per_client,
+        )
+        service = FrontendService(NotificationReplay(channel), hub)
         endpoint = create_endpoint(
             security=security,
             host=settings.host,
             port=settings.grpc_port,
             port_env=GRPC_PORT_ENV,
             register=lambda server: register(server, service),
+            # Every open stream is a call: admit them all, plus room for pushes and health.
+            max_concurrent_rpcs=settings.max_streams + STREAM_HEADROOM,
         )
         logger.info(
             "%s: gRPC on %s:%d, replaying from NotificationService at %s",

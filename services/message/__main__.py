@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 
 from services.common.bootstrap import Security, create_endpoint, redis_ready, run_endpoint
+from services.common.dead_letters import DeadLetters
 from services.common.delivery import Relay
 from services.common.grpc_edge import peer_channel
 from services.common.logging import configure_logging
@@ -56,19 +57,24 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
         retry_service=USER_SERVICE_NAME,
         retry_methods=RETRY_METHODS,
     )
+    # Only the relay uses this channel: it retries anyway, so each attempt waits (within its
+    # deadline) for a restarting NotificationService rather than failing at once.
     notification_channel = peer_channel(
-        settings.notification_service_addr, security.credentials, target="notification"
+        settings.notification_service_addr,
+        security.credentials,
+        target="notification",
+        wait_for_ready=True,
     )
     resources = _Closer(users_channel.close, notification_channel.close, redis.aclose)
     try:
-        store = RedisMessageStore(redis)
-        service = MessageService(store, GrpcUserDirectory(users_channel))
+        store = RedisMessageStore(redis, quota_bytes=settings.quota_bytes)
+        service = MessageService(store, GrpcUserDirectory(users_channel), limits=settings.send)
         endpoint = create_endpoint(
             security=security,
             host=settings.host,
             port=settings.grpc_port,
             port_env=GRPC_PORT_ENV,
-            register=lambda server: register(server, service),
+            register=lambda server: register(server, service, DeadLetters(redis, OUTBOX)),
         )
         rest_app = create_rest_app(service, security.verifier, store.ping)
         relay = Relay(redis, OUTBOX, consumer_name(), NotifyReceiver(notification_channel))
@@ -91,6 +97,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             rest_host=settings.host,
             rest_port=settings.rest_port,
             rest_port_env=REST_PORT_ENV,
+            rest_edge=common.rest,
             background=[relay.run],
             on_shutdown=[resources.close],
             stop=stop,

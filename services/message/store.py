@@ -41,6 +41,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_TTL_SECONDS: Final = 24 * 3600
+DEFAULT_QUOTA_BYTES: Final = 50 * 1024 * 1024
+
+# A fixed window: the expiry is set by the first increment and never extended.
+# KEYS: 1 counter. ARGV: 1 window (s). Returns {count, ttl}.
+_HIT: Final = """
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
+"""
 _LOAD_ATTEMPTS: Final = 3
 
 
@@ -166,11 +179,21 @@ class RedisMessageStore:
     store script without an idempotency key would store the message twice.
     """
 
-    def __init__(self, redis: Redis, *, idempotency_ttl: int = IDEMPOTENCY_TTL_SECONDS) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        idempotency_ttl: int = IDEMPOTENCY_TTL_SECONDS,
+        quota_bytes: int = DEFAULT_QUOTA_BYTES,
+    ) -> None:
         if idempotency_ttl < 1:
             raise ValueError("idempotency_ttl must be at least 1 second")
+        if quota_bytes < 1:
+            raise ValueError("quota_bytes must be at least 1")
         self._redis = redis
         self._idempotency_ttl = idempotency_ttl
+        self.quota_bytes = quota_bytes
+        self._hit: AsyncScript = redis.register_script(_HIT)
         self._send: AsyncScript = redis.register_script(lua.SEND)
         self._delete: AsyncScript = redis.register_script(lua.DELETE)
         self._mark_read: AsyncScript = redis.register_script(lua.MARK_READ)
@@ -183,6 +206,11 @@ class RedisMessageStore:
     async def idempotency_record(self, sender: str, request_id: str) -> IdempotencyRecord | None:
         text = await self._redis.get(keys.idempotency_key(sender, request_id))
         return decode_record(_text(text)) if text is not None else None
+
+    async def count_send(self, sender: str, window_seconds: int) -> tuple[int, int]:
+        """One more message from ``sender`` in its fixed window: (count, seconds left)."""
+        count, ttl = await self._hit(keys=[keys.send_rate_key(sender)], args=[window_seconds])
+        return int(count), int(ttl)
 
     async def next_id(self) -> int:
         """A new message id (INCR); ids only grow, so they order messages by creation."""
@@ -212,6 +240,7 @@ class RedisMessageStore:
             keys.user_messages_key(sender),
             keys.user_messages_key(receiver),
             keys.OUTBOX_STREAM,
+            keys.stored_bytes_key(sender),
         ]
         if request_id is not None:
             if record is None:
@@ -229,9 +258,12 @@ class RedisMessageStore:
                 encode_record(record) if record is not None else "",
                 self._idempotency_ttl,
                 *outbox_lua_args(outbox_event(message)),
+                self.quota_bytes,
             ],
         )
         outcome = str(reply[0])
+        if outcome == "quota":
+            return AddOutcome(stored=False, quota_used=int(reply[1]))
         if outcome == "duplicate":
             return AddOutcome(stored=False, existing=decode_record(str(reply[1])))
         if outcome == "taken":
@@ -375,6 +407,7 @@ class RedisMessageStore:
                 keys.user_conversations_key(receiver),
                 keys.user_conversations_by_time_key(sender),
                 keys.user_conversations_by_time_key(receiver),
+                keys.stored_bytes_key(sender),
             ],
             args=[str(message.id), receiver, conversation],
         )

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 
 from services.common.bootstrap import Security, create_endpoint, redis_ready, run_endpoint
+from services.common.dead_letters import DeadLetters
 from services.common.delivery import Relay
 from services.common.grpc_edge import peer_channel
 from services.common.logging import configure_logging
@@ -52,7 +53,11 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
         settings.redis_db,
         client_name=NAME,
     )
-    channel = peer_channel(settings.frontend_addr, security.credentials, target="frontend")
+    # Only the relay uses this channel: each attempt waits (within its deadline) for a
+    # restarting FrontendService rather than failing at once.
+    channel = peer_channel(
+        settings.frontend_addr, security.credentials, target="frontend", wait_for_ready=True
+    )
     resources = _Closer(channel.close, redis.aclose)
     try:
         store = RedisNotificationStore(redis, retention=settings.retention)
@@ -62,7 +67,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             host=settings.host,
             port=settings.grpc_port,
             port_env=GRPC_PORT_ENV,
-            register=lambda server: register(server, service),
+            register=lambda server: register(server, service, DeadLetters(redis, OUTBOX)),
         )
         rest_app = create_rest_app(service, security.verifier, store.ping)
         relay = Relay(redis, OUTBOX, consumer_name(), FrontendPush(channel))
@@ -84,6 +89,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             rest_host=settings.host,
             rest_port=settings.rest_port,
             rest_port_env=REST_PORT_ENV,
+            rest_edge=common.rest,
             background=[relay.run],
             on_shutdown=[resources.close],
             stop=stop,

@@ -64,6 +64,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             rest_host=settings.host,
             rest_port=settings.rest_port,
             rest_port_env=REST_PORT_ENV,
+            rest_edge=common.rest,
             stop=stop,
         )
     finally:

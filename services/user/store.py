@@ -1,9 +1,14 @@
 """UserService's Redis keys (DB 0) and their serialisation; every key name is built here.
 
-    user:{email}            string  JSON {name, email, password (Argon2id), created_at, updated_at}
-    users                   zset    every registered email, score 0 (lexical order for listing)
-    login_failures:{email}  string  sign-in attempts not yet followed by a success; expires
-    login_clients:{client}  string  sign-in attempts from one client host in the window; expires
+    user:{email}                    string  JSON {name, email, password (Argon2id), created_at,
+                                            updated_at[, role]}
+    users                           zset    every registered email, score 0 (lexical order)
+    login_failures:{email}:{client} string  failed sign-ins to one account from one client; expires
+    login_account:{email}           hash    failed sign-ins to one account from anywhere and the
+                                            back-off they impose ({failures, until_ms}); expires
+    login_known:{email}             set     client hosts that signed in to the account; expires
+    login_clients:{client}          string  failed sign-ins from one client host; expires
+    register_clients:{client}       string  registrations from one client host; expires
 
 Emails are normalised before they reach this module; client hosts are bounded and cleaned.
 """
@@ -29,12 +34,25 @@ def user_key(email: str) -> str:
     return f"user:{email}"
 
 
-def failures_key(email: str) -> str:
-    return f"login_failures:{email}"
+def failures_key(email: str, client: str) -> str:
+    """Failures for one account from one client (an email holds no ':', so this splits)."""
+    return f"login_failures:{email}:{clean_client(client)}"
+
+
+def account_key(email: str) -> str:
+    return f"login_account:{email}"
+
+
+def known_clients_key(email: str) -> str:
+    return f"login_known:{email}"
 
 
 def client_key(client: str) -> str:
-    return f"login_clients:{client}"
+    return f"login_clients:{clean_client(client)}"
+
+
+def register_key(client: str) -> str:
+    return f"register_clients:{clean_client(client)}"
 
 
 def clean_client(client: str) -> str:
@@ -67,20 +85,22 @@ class StoredUser:
     password_hash: str = field(repr=False)
     created_at: datetime
     updated_at: datetime
+    # "operator" may list every user; "" for everyone else (granted only by the operators CLI).
+    role: str = ""
     # The document this record was read from, for compare-and-set updates.
     revision: str = field(default="", repr=False, compare=False)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "name": self.name,
-                "email": self.email,
-                "password": self.password_hash,
-                "created_at": format_time(self.created_at),
-                "updated_at": format_time(self.updated_at),
-            },
-            separators=(",", ":"),
-        )
+        document: dict[str, str] = {
+            "name": self.name,
+            "email": self.email,
+            "password": self.password_hash,
+            "created_at": format_time(self.created_at),
+            "updated_at": format_time(self.updated_at),
+        }
+        if self.role:
+            document["role"] = self.role
+        return json.dumps(document, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str) -> StoredUser:
@@ -91,6 +111,7 @@ class StoredUser:
             password_hash=str(data["password"]),
             created_at=parse_time(str(data["created_at"])),
             updated_at=parse_time(str(data["updated_at"])),
+            role=str(data.get("role", "")),
             revision=raw,
         )
 
@@ -141,6 +162,101 @@ return {count, ttl}
 """
 
 
+@dataclass(frozen=True)
+class LoginPolicy:
+    """The numbers the sign-in admission script applies (see services.user.service.LoginLimits)."""
+
+    client_failures: int
+    client_window_seconds: int
+    pair_failures: int
+    pair_window_seconds: int
+    account_free_failures: int
+    account_base_delay_ms: int
+    account_max_delay_ms: int
+    account_window_seconds: int
+    known_clients: int
+    known_client_seconds: int
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The outcome of asking to verify a password: admitted, or refused for ``retry_after`` s.
+
+    ``scope`` says which limit refused it: ``client``, ``pair`` or ``account``.
+    """
+
+    admitted: bool
+    retry_after: int = 0
+    scope: str = ""
+
+
+# Sign-in admission, checked and reserved atomically so parallel guesses cannot exceed a limit.
+# KEYS: 1 login_clients:{client}, 2 login_failures:{email}:{client}, 3 login_account:{email},
+#       4 login_known:{email}.
+# ARGV: 1 client limit, 2 client window s, 3 pair limit, 4 pair window s, 5 free account
+#       failures, 6 base delay ms, 7 max delay ms, 8 account window s, 9 client host.
+# Each admitted attempt is counted as a failure in advance; _LOGIN_SUCCEEDED takes it back.
+# Returns {1} (admitted) or {0, retry_after_seconds, scope}.
+_LOGIN_ADMIT = """
+local function remaining(key)
+  local ttl = redis.call('TTL', key)
+  if ttl < 1 then return 1 end
+  return ttl
+end
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
+  return {0, remaining(KEYS[1]), 'client'}
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[3]) then
+  return {0, remaining(KEYS[2]), 'pair'}
+end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local known = redis.call('SISMEMBER', KEYS[4], ARGV[9]) == 1
+local failures = tonumber(redis.call('HGET', KEYS[3], 'failures') or '0')
+if not known then
+  local untl = tonumber(redis.call('HGET', KEYS[3], 'until_ms') or '0')
+  if untl > now then
+    return {0, math.ceil((untl - now) / 1000), 'account'}
+  end
+end
+local free = tonumber(ARGV[5])
+if failures >= free then
+  local delay = tonumber(ARGV[6]) * (2 ^ math.min(failures - free, 30))
+  delay = math.min(delay, tonumber(ARGV[7]))
+  redis.call('HSET', KEYS[3], 'until_ms', now + delay)
+end
+redis.call('HINCRBY', KEYS[3], 'failures', 1)
+redis.call('EXPIRE', KEYS[3], ARGV[8])
+for _, spec in ipairs({{KEYS[1], ARGV[2]}, {KEYS[2], ARGV[4]}}) do
+  redis.call('INCR', spec[1])
+  if redis.call('TTL', spec[1]) < 0 then
+    redis.call('EXPIRE', spec[1], spec[2])
+  end
+end
+return {1}
+"""
+
+# A verified password: the attempt was not a failure after all.
+# KEYS: 1 login_clients:{client}, 2 login_failures:{email}:{client}, 3 login_account:{email},
+#       4 login_known:{email}. ARGV: 1 client host, 2 most known clients, 3 known-client TTL s.
+_LOGIN_SUCCEEDED = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
+end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('SADD', KEYS[4], ARGV[1])
+if redis.call('SCARD', KEYS[4]) > tonumber(ARGV[2]) then
+  for _, other in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+    if other ~= ARGV[1] and redis.call('SCARD', KEYS[4]) > tonumber(ARGV[2]) then
+      redis.call('SREM', KEYS[4], other)
+    end
+  end
+end
+redis.call('EXPIRE', KEYS[4], ARGV[3])
+return 1
+"""
+
+
 class UserStore:
     """Users and sign-in counters in one Redis logical database."""
 
@@ -150,6 +266,8 @@ class UserStore:
         self._delete = redis.register_script(_DELETE)
         self._replace = redis.register_script(_REPLACE)
         self._hit = redis.register_script(_HIT)
+        self._admit = redis.register_script(_LOGIN_ADMIT)
+        self._succeeded = redis.register_script(_LOGIN_SUCCEEDED)
 
     async def ping(self) -> bool:
         """Whether Redis answers; False (not an error) when it does not."""
@@ -200,14 +318,46 @@ class UserStore:
         users = [StoredUser.from_json(_text(raw)) for raw in documents if raw is not None]
         return users, len(emails), int(total)
 
-    async def count_login_attempt(self, email: str, window_seconds: int) -> Counter:
-        return await self._count(failures_key(email), window_seconds)
+    def _login_keys(self, email: str, client: str) -> list[str]:
+        return [
+            client_key(client),
+            failures_key(email, client),
+            account_key(email),
+            known_clients_key(email),
+        ]
 
-    async def count_client_attempt(self, client: str, window_seconds: int) -> Counter:
-        return await self._count(client_key(clean_client(client)), window_seconds)
+    async def admit_login(self, email: str, client: str, policy: LoginPolicy) -> Admission:
+        """Whether a password may be checked now; an admitted attempt counts as a failure
+        until :meth:`login_succeeded` takes it back."""
+        reply = await self._admit(
+            keys=self._login_keys(email, client),
+            args=[
+                policy.client_failures,
+                policy.client_window_seconds,
+                policy.pair_failures,
+                policy.pair_window_seconds,
+                policy.account_free_failures,
+                policy.account_base_delay_ms,
+                policy.account_max_delay_ms,
+                policy.account_window_seconds,
+                clean_client(client),
+            ],
+        )
+        if int(reply[0]) == 1:
+            return Admission(True)
+        return Admission(False, int(reply[1]), _text(reply[2]))
 
-    async def clear_login_failures(self, email: str) -> None:
-        await self._redis.delete(failures_key(email))
+    async def login_succeeded(self, email: str, client: str, policy: LoginPolicy) -> None:
+        """Undo the failure counted at admission, reset the account's back-off and remember
+        the client as one the account signs in from."""
+        await self._succeeded(
+            keys=self._login_keys(email, client),
+            args=[clean_client(client), policy.known_clients, policy.known_client_seconds],
+        )
+
+    async def count_registration(self, client: str, window_seconds: int) -> Counter:
+        """One more registration from ``client`` in its fixed window."""
+        return await self._count(register_key(client), window_seconds)
 
     async def _count(self, key: str, window_seconds: int) -> Counter:
         count, ttl = await self._hit(keys=[key], args=[window_seconds])

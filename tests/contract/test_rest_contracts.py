@@ -156,7 +156,10 @@ def _in_process_app(name: str, system: System) -> LazyApp:
     async def message() -> AsgiApp:
         settings = MessageSettings.from_env(env)
         security = Security.load(settings.keys_dir, "message")
-        store = RedisMessageStore(create_redis(settings.common.redis_url, settings.redis_db))
+        store = RedisMessageStore(
+            create_redis(settings.common.redis_url, settings.redis_db),
+            quota_bytes=settings.quota_bytes,
+        )
         users = peer_channel(
             settings.user_service_addr,
             security.credentials,
@@ -164,7 +167,7 @@ def _in_process_app(name: str, system: System) -> LazyApp:
             retry_service=USER_SERVICE_NAME,
             retry_methods=RETRY_METHODS,
         )
-        service = MessageService(store, GrpcUserDirectory(users))
+        service = MessageService(store, GrpcUserDirectory(users), limits=settings.send)
         app: AsgiApp = message_app(service, security.verifier, store.ping)
         return app
 

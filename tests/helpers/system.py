@@ -99,8 +99,26 @@ class System:
         env["MESSAGE_SERVICE_ADDR"] = self.grpc_addr("message")
         env["NOTIFICATION_SERVICE_ADDR"] = self.grpc_addr("notification")
         env["FRONTEND_SERVICE_ADDR"] = self.grpc_addr("frontend")
+        # Tests register, send and stream from 127.0.0.1 far more than one client would: lift
+        # those limits unless a test is about them (it passes its own values in extra_env).
+        env.update(
+            USER_REGISTER_CLIENT_ATTEMPTS="1000000",
+            MESSAGE_SEND_LIMIT="1000000",
+            FRONTEND_MAX_STREAMS_PER_CLIENT="1000000",
+        )
         env.update(self.extra_env)
         return env
+
+    def grant_operator(self, email: str) -> None:
+        """Give ``email`` the operator role (may list every user), as an operator would."""
+        subprocess.run(
+            [sys.executable, "-m", "services.user.operators", "grant", email],
+            cwd=ROOT,
+            env=self.env(),
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
 
     def grpc_addr(self, name: str) -> str:
         return f"127.0.0.1:{self.services[name].grpc_port}"

@@ -11,6 +11,7 @@ from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 from missive.notification.v1 import notification_pb2
 
 from services.common.grpc_edge import Context, caller
+from services.common.peers import peer_host
 from services.frontend.service import FrontendService
 from services.frontend.wire import from_proto, to_proto
 
@@ -37,7 +38,7 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServiceServicer):
     async def SubscribeNotifications(
         self, request: frontend_pb2.SubscribeNotificationsRequest, context: Context
     ) -> AsyncIterator[notification_pb2.Notification]:
-        subscription = self._service.open(caller(), request.email)
+        subscription = self._service.open(caller(), request.email, peer_host(context.peer()))
 
         def unregister(_: Context) -> None:
             self._service.close(subscription)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import grpc.aio
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
+from services.common.dead_letters import AdminRpcs, DeadLetters
 from services.common.grpc_edge import Context, caller
 from services.notification.service import NotificationService
 from services.notification.wire import (
@@ -24,8 +25,11 @@ SERVICE_NAME: str = notification_pb2.DESCRIPTOR.services_by_name["NotificationSe
 class NotificationServicer(notification_pb2_grpc.NotificationServiceServicer):
     """Implements missive.notification.v1.NotificationService over :class:`NotificationService`."""
 
-    def __init__(self, service: NotificationService) -> None:
+    def __init__(
+        self, service: NotificationService, dead_letters: DeadLetters | None = None
+    ) -> None:
         self._service = service
+        self._admin = AdminRpcs(dead_letters, notification_pb2)
 
     async def CreateNotification(
         self, request: notification_pb2.CreateNotificationRequest, context: Context
@@ -91,10 +95,35 @@ class NotificationServicer(notification_pb2_grpc.NotificationServiceServicer):
         marked = await self._service.mark_all_read(caller(), request.email)
         return notification_pb2.MarkAllNotificationsReadResponse(marked=marked)
 
+    # -- operators: the outbox's dead letters (the edge admits only the `admin` credential) --
 
-def register(server: grpc.aio.Server, service: NotificationService) -> Sequence[str]:
+    async def ListDeadLetters(
+        self, request: notification_pb2.ListDeadLettersRequest, context: Context
+    ) -> notification_pb2.ListDeadLettersResponse:
+        caller()
+        reply: notification_pb2.ListDeadLettersResponse = await self._admin.list(request)
+        return reply
+
+    async def ReplayDeadLetters(
+        self, request: notification_pb2.ReplayDeadLettersRequest, context: Context
+    ) -> notification_pb2.ReplayDeadLettersResponse:
+        caller()
+        reply: notification_pb2.ReplayDeadLettersResponse = await self._admin.replay(request)
+        return reply
+
+    async def DropDeadLetters(
+        self, request: notification_pb2.DropDeadLettersRequest, context: Context
+    ) -> notification_pb2.DropDeadLettersResponse:
+        caller()
+        reply: notification_pb2.DropDeadLettersResponse = await self._admin.drop(request)
+        return reply
+
+
+def register(
+    server: grpc.aio.Server, service: NotificationService, dead_letters: DeadLetters | None = None
+) -> Sequence[str]:
     """Add the servicer to ``server``; the full service names, for health and reflection."""
     notification_pb2_grpc.add_NotificationServiceServicer_to_server(
-        NotificationServicer(service), server
+        NotificationServicer(service, dead_letters), server
     )
     return [SERVICE_NAME]

@@ -9,12 +9,21 @@ Conventions shared by every Missive service:
   use. A value that is not a valid address (a domain with at least one dot), is longer than
   254 bytes, or contains ':', '/', '"', a control character or a glob character ('*', '?',
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
+  So is an address not in Unicode normalization form C (NFC: `é` as one character, not
+  `e` and a combining accent); addresses are never rewritten into another spelling.
+- A request that is not a valid message of its type (e.g. invalid UTF-8 in a string field)
+  fails with INVALID_ARGUMENT before anything else is checked. A call with more than one
+  `authorization` or service-credential metadata entry fails with UNAUTHENTICATED; public
+  methods ignore the credentials sent with them.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from UserService AuthenticateUser (or REST POST /login). A missing, malformed or expired
   token fails with UNAUTHENTICATED; a valid token used on another user's data fails with
   PERMISSION_DENIED.
 - Internal callers use their own service credential, which a user token cannot forge; a
   service that is not on the method's allowlist fails with PERMISSION_DENIED.
+- While a service shuts down, calls it can no longer serve fail with UNAVAILABLE ("the service
+  is shutting down; retry"), never CANCELLED; retried with backoff, they reach another
+  instance or the restarted one.
 """
 
 from collections import abc as _abc
@@ -69,9 +78,15 @@ class FrontendServiceStub:
     MarkNotificationRead). The stream stays open until the client cancels it or the server shuts
     down (status UNAVAILABLE; reconnect to resume). Clients should enable gRPC keepalive, as the
     stream can be idle for long periods.
+
+    Capacity: at most FRONTEND_MAX_STREAMS_PER_USER streams per account (10 by default); one
+    more ends the account's stream that has been idle longest with ABORTED (the client should
+    not reconnect it automatically). At most FRONTEND_MAX_STREAMS_PER_CLIENT per client host
+    (100) and FRONTEND_MAX_STREAMS per server (5,000, about 30 KiB of memory each).
     Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is
-    not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
-    retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
+    not the caller's), RESOURCE_EXHAUSTED (too many open streams from this client host or on
+    this server; retry after the `retry-after` trailer, in seconds), ABORTED (ends a stream
+    replaced by a newer stream of the same account), UNAVAILABLE (NotificationService
     unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
     Auth: user token; the caller acts only on their own data.
     """
@@ -102,9 +117,15 @@ class FrontendServiceAsyncStub(FrontendServiceStub):
     MarkNotificationRead). The stream stays open until the client cancels it or the server shuts
     down (status UNAVAILABLE; reconnect to resume). Clients should enable gRPC keepalive, as the
     stream can be idle for long periods.
+
+    Capacity: at most FRONTEND_MAX_STREAMS_PER_USER streams per account (10 by default); one
+    more ends the account's stream that has been idle longest with ABORTED (the client should
+    not reconnect it automatically). At most FRONTEND_MAX_STREAMS_PER_CLIENT per client host
+    (100) and FRONTEND_MAX_STREAMS per server (5,000, about 30 KiB of memory each).
     Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is
-    not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
-    retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
+    not the caller's), RESOURCE_EXHAUSTED (too many open streams from this client host or on
+    this server; retry after the `retry-after` trailer, in seconds), ABORTED (ends a stream
+    replaced by a newer stream of the same account), UNAVAILABLE (NotificationService
     unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
     Auth: user token; the caller acts only on their own data.
     """
@@ -144,9 +165,15 @@ class FrontendServiceServicer(metaclass=_abc_1.ABCMeta):
         MarkNotificationRead). The stream stays open until the client cancels it or the server shuts
         down (status UNAVAILABLE; reconnect to resume). Clients should enable gRPC keepalive, as the
         stream can be idle for long periods.
+
+        Capacity: at most FRONTEND_MAX_STREAMS_PER_USER streams per account (10 by default); one
+        more ends the account's stream that has been idle longest with ABORTED (the client should
+        not reconnect it automatically). At most FRONTEND_MAX_STREAMS_PER_CLIENT per client host
+        (100) and FRONTEND_MAX_STREAMS per server (5,000, about 30 KiB of memory each).
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is
-        not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
-        retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
+        not the caller's), RESOURCE_EXHAUSTED (too many open streams from this client host or on
+        this server; retry after the `retry-after` trailer, in seconds), ABORTED (ends a stream
+        replaced by a newer stream of the same account), UNAVAILABLE (NotificationService
         unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
         Auth: user token; the caller acts only on their own data.
         """

@@ -9,6 +9,12 @@ Conventions shared by every Missive service:
   use. A value that is not a valid address (a domain with at least one dot), is longer than
   254 bytes, or contains ':', '/', '"', a control character or a glob character ('*', '?',
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
+  So is an address not in Unicode normalization form C (NFC: `é` as one character, not
+  `e` and a combining accent); addresses are never rewritten into another spelling.
+- A request that is not a valid message of its type (e.g. invalid UTF-8 in a string field)
+  fails with INVALID_ARGUMENT before anything else is checked. A call with more than one
+  `authorization` or service-credential metadata entry fails with UNAUTHENTICATED; public
+  methods ignore the credentials sent with them.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from UserService AuthenticateUser (or REST POST /login). A missing, malformed or expired
   token fails with UNAUTHENTICATED; a valid token used on another user's data fails with
@@ -16,6 +22,9 @@ Conventions shared by every Missive service:
 - Internal callers use their own service credential, which a user token cannot forge; a
   service that is not on the method's allowlist fails with PERMISSION_DENIED.
 - If the store (Redis) is unreachable, calls fail with UNAVAILABLE and may be retried.
+- While a service shuts down, calls it can no longer serve fail with UNAVAILABLE ("the service
+  is shutting down; retry"), never CANCELLED; retried with backoff, they reach another
+  instance or the restarted one.
 - Timestamps are UTC.
 - Lists are paginated: page_size 0 means the default of 50, the maximum is 100 and larger or
   negative values are rejected with INVALID_ARGUMENT; page_token is the opaque
@@ -118,6 +127,36 @@ class NotificationServiceStub:
     the caller's), UNAVAILABLE.
     Auth: user token; the caller acts only on their own data.
     """
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_notification_pb2.ListDeadLettersRequest, _notification_pb2.ListDeadLettersResponse]
+    """Lists the dead letters of the outbox:frontend stream - events the relay to FrontendService
+    gave up on (a permanent failure, such as a malformed event or INVALID_ARGUMENT) - oldest
+    first, each with the reason, the number of attempts and the event's original fields.
+    Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    ReplayDeadLetters: _grpc.UnaryUnaryMultiCallable[_notification_pb2.ReplayDeadLettersRequest, _notification_pb2.ReplayDeadLettersResponse]
+    """Replays dead letters: each one's original fields are appended to the outbox:frontend stream
+    again and the dead letter is removed, in one atomic step per entry, so the relay delivers
+    the event once more. Idempotent: an id that is no longer dead-lettered (already replayed
+    or dropped) is listed in not_found, and delivering an event again never duplicates what
+    it created (the receiver dedupes by the business id it carries).
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    DropDeadLetters: _grpc.UnaryUnaryMultiCallable[_notification_pb2.DropDeadLettersRequest, _notification_pb2.DropDeadLettersResponse]
+    """Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+    longer dead-lettered is listed in not_found.
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
 
 @_typing.type_check_only
 class NotificationServiceAsyncStub(NotificationServiceStub):
@@ -186,6 +225,36 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is not
     the caller's), UNAVAILABLE.
     Auth: user token; the caller acts only on their own data.
+    """
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_notification_pb2.ListDeadLettersRequest, _notification_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Lists the dead letters of the outbox:frontend stream - events the relay to FrontendService
+    gave up on (a permanent failure, such as a malformed event or INVALID_ARGUMENT) - oldest
+    first, each with the reason, the number of attempts and the event's original fields.
+    Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    ReplayDeadLetters: _aio.UnaryUnaryMultiCallable[_notification_pb2.ReplayDeadLettersRequest, _notification_pb2.ReplayDeadLettersResponse]  # type: ignore[assignment]
+    """Replays dead letters: each one's original fields are appended to the outbox:frontend stream
+    again and the dead letter is removed, in one atomic step per entry, so the relay delivers
+    the event once more. Idempotent: an id that is no longer dead-lettered (already replayed
+    or dropped) is listed in not_found, and delivering an event again never duplicates what
+    it created (the receiver dedupes by the business id it carries).
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    DropDeadLetters: _aio.UnaryUnaryMultiCallable[_notification_pb2.DropDeadLettersRequest, _notification_pb2.DropDeadLettersResponse]  # type: ignore[assignment]
+    """Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+    longer dead-lettered is listed in not_found.
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
     """
 
 class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -294,6 +363,54 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is not
         the caller's), UNAVAILABLE.
         Auth: user token; the caller acts only on their own data.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _notification_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.ListDeadLettersResponse, _abc.Awaitable[_notification_pb2.ListDeadLettersResponse]]:
+        """Lists the dead letters of the outbox:frontend stream - events the relay to FrontendService
+        gave up on (a permanent failure, such as a malformed event or INVALID_ARGUMENT) - oldest
+        first, each with the reason, the number of attempts and the event's original fields.
+        Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayDeadLetters(
+        self,
+        request: _notification_pb2.ReplayDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.ReplayDeadLettersResponse, _abc.Awaitable[_notification_pb2.ReplayDeadLettersResponse]]:
+        """Replays dead letters: each one's original fields are appended to the outbox:frontend stream
+        again and the dead letter is removed, in one atomic step per entry, so the relay delivers
+        the event once more. Idempotent: an id that is no longer dead-lettered (already replayed
+        or dropped) is listed in not_found, and delivering an event again never duplicates what
+        it created (the receiver dedupes by the business id it carries).
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+    @_abc_1.abstractmethod
+    def DropDeadLetters(
+        self,
+        request: _notification_pb2.DropDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.DropDeadLettersResponse, _abc.Awaitable[_notification_pb2.DropDeadLettersResponse]]:
+        """Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+        longer dead-lettered is listed in not_found.
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
         """
 
 def add_NotificationServiceServicer_to_server(servicer: NotificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

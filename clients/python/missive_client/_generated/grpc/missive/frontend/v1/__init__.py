@@ -127,9 +127,15 @@ class FrontendServiceStub:
         MarkNotificationRead). The stream stays open until the client cancels it or the server shuts
         down (status UNAVAILABLE; reconnect to resume). Clients should enable gRPC keepalive, as the
         stream can be idle for long periods.
+
+        Capacity: at most FRONTEND_MAX_STREAMS_PER_USER streams per account (10 by default); one
+        more ends the account's stream that has been idle longest with ABORTED (the client should
+        not reconnect it automatically). At most FRONTEND_MAX_STREAMS_PER_CLIENT per client host
+        (100) and FRONTEND_MAX_STREAMS per server (5,000, about 30 KiB of memory each).
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is
-        not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
-        retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
+        not the caller's), RESOURCE_EXHAUSTED (too many open streams from this client host or on
+        this server; retry after the `retry-after` trailer, in seconds), ABORTED (ends a stream
+        replaced by a newer stream of the same account), UNAVAILABLE (NotificationService
         unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
         Auth: user token; the caller acts only on their own data.
         """
@@ -192,9 +198,15 @@ class FrontendServiceAsyncStub(betterproto2_grpclib.ServiceStub):
         MarkNotificationRead). The stream stays open until the client cancels it or the server shuts
         down (status UNAVAILABLE; reconnect to resume). Clients should enable gRPC keepalive, as the
         stream can be idle for long periods.
+
+        Capacity: at most FRONTEND_MAX_STREAMS_PER_USER streams per account (10 by default); one
+        more ends the account's stream that has been idle longest with ABORTED (the client should
+        not reconnect it automatically). At most FRONTEND_MAX_STREAMS_PER_CLIENT per client host
+        (100) and FRONTEND_MAX_STREAMS per server (5,000, about 30 KiB of memory each).
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is
-        not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
-        retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
+        not the caller's), RESOURCE_EXHAUSTED (too many open streams from this client host or on
+        this server; retry after the `retry-after` trailer, in seconds), ABORTED (ends a stream
+        replaced by a newer stream of the same account), UNAVAILABLE (NotificationService
         unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
         Auth: user token; the caller acts only on their own data.
         """
