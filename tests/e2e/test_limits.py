@@ -41,7 +41,7 @@ LIMITS = {
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    running = System.create(tmp_path_factory.mktemp("limits"), **LIMITS)
+    running = System.create(tmp_path_factory.mktemp("limits"), web=False, **LIMITS)
     try:
         running.start()
         yield running

@@ -28,8 +28,8 @@ class ChaosSystem(System):
     paused: set[str] = field(default_factory=set)
 
     @classmethod
-    def create(cls, base: Path, **extra_env: str) -> ChaosSystem:
-        system = super().create(base, **extra_env)
+    def create(cls, base: Path, *, web: bool = False, **extra_env: str) -> ChaosSystem:
+        system = super().create(base, web=web, **extra_env)
         assert isinstance(system, ChaosSystem)
         return system
 
