@@ -668,7 +668,7 @@ class Relay:
         if now < self._touch_due:
             return
         self._touch_due = now + self._touch_period
-        ids = list(self._held)
+        ids: list[Any] = list(self._held)
         cfg = self._config
         for start in range(0, len(ids), _TOUCH_CHUNK):
             await self._redis.xclaim(

@@ -16,7 +16,7 @@ from services.common.redis import create_redis
 from services.common.runner import run
 from services.message.api_rest.app import create_rest_app
 from services.message.grpc.app import register
-from services.message.relay import OUTBOX, NotifyReceiver, consumer_name
+from services.message.relay import OUTBOX, NotifyReceiver, consumer_name, lane_key
 from services.message.service import MessageService
 from services.message.settings import (
     GRPC_PORT_ENV,
@@ -71,7 +71,9 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             register=lambda server: register(server, service),
         )
         rest_app = create_rest_app(service, security.verifier, store.ping)
-        relay = Relay(redis, OUTBOX, consumer_name(), NotifyReceiver(notification_channel))
+        relay = Relay(
+            redis, OUTBOX, consumer_name(), NotifyReceiver(notification_channel), lane_key=lane_key
+        )
         logger.info(
             "%s: gRPC on %s:%d, Redis %s db %d, UserService at %s, NotificationService at %s",
             NAME,

@@ -11,7 +11,12 @@ import grpc
 import grpc.aio
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
-from services.common.delivery import OutboxConfig, PermanentDeliveryError
+from services.common.delivery import (
+    OutboxConfig,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from services.common.rpc_outcome import delivery_error
 from services.message.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
 from services.message.store import decode_event
 
@@ -29,8 +34,14 @@ OUTBOX: Final = OutboxConfig(
     dead_letter_stream=OUTBOX_DEAD_LETTER_STREAM,
     claim_idle_ms=CLAIM_IDLE_MS,
 )
-# Codes that mean NotificationService refused this event for good; anything else is retried.
+# Codes that mean NotificationService refused this event for good (dead-lettered at once);
+# see services.common.rpc_outcome for the transient ones (retried until they succeed).
 _PERMANENT: Final = frozenset({grpc.StatusCode.INVALID_ARGUMENT})
+
+
+def lane_key(fields: dict[str, str]) -> str:
+    """Events for one receiver are delivered in order; different receivers independently."""
+    return fields.get("receiver_email", "")
 
 
 def consumer_name() -> str:
@@ -41,9 +52,10 @@ def consumer_name() -> str:
 class NotifyReceiver:
     """The relay's handler: one CreateNotification per outbox entry.
 
-    UNAVAILABLE, DEADLINE_EXCEEDED (and any other failure) propagate, so the relay retries with
-    backoff; INVALID_ARGUMENT or an undecodable entry is dead-lettered at once. Redelivery is
-    harmless: CreateNotification is idempotent per message_id.
+    UNAVAILABLE, DEADLINE_EXCEEDED and the other transient codes are retried until they succeed;
+    INVALID_ARGUMENT or an undecodable entry is dead-lettered at once; any other status counts
+    toward the relay's ``max_attempts``. Redelivery is harmless: CreateNotification is
+    idempotent per message_id.
     """
 
     def __init__(self, channel: grpc.aio.Channel, timeout: float = NOTIFY_TIMEOUT_SECONDS) -> None:
@@ -65,11 +77,10 @@ class NotifyReceiver:
         try:
             reply = await self._stub.CreateNotification(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in _PERMANENT:
-                raise PermanentDeliveryError(
-                    f"NotificationService refused message {event.message_id}: {exc.details()}"
-                ) from exc
-            raise
+            refused = f"NotificationService refused message {event.message_id}"
+            raise delivery_error(exc, permanent=_PERMANENT, refused=refused) from exc
+        except OSError as exc:
+            raise TransientDeliveryError(f"NotificationService unreachable: {exc}") from exc
         logger.debug(
             "message %d notified (created=%s, subscribed=%s)",
             event.message_id,

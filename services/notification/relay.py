@@ -10,7 +10,12 @@ import grpc
 import grpc.aio
 from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 
-from services.common.delivery import OutboxConfig, PermanentDeliveryError
+from services.common.delivery import (
+    OutboxConfig,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from services.common.rpc_outcome import delivery_error
 from services.notification.store import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM, decode_event
 from services.notification.wire import notification_to_proto
 
@@ -20,8 +25,14 @@ OUTBOX = OutboxConfig(
     stream=OUTBOX_STREAM, group="frontend-relay", dead_letter_stream=OUTBOX_DEAD_LETTER_STREAM
 )
 PUSH_TIMEOUT_SECONDS = 2.0
-# Codes that mean the frontend refused this notification for good; anything else is retried.
+# Codes that mean the frontend refused this notification for good (dead-lettered at once);
+# see services.common.rpc_outcome for the transient ones (retried until they succeed).
 _PERMANENT = frozenset({grpc.StatusCode.INVALID_ARGUMENT})
+
+
+def lane_key(fields: dict[str, str]) -> str:
+    """Pushes for one receiver are delivered in order; different receivers independently."""
+    return fields.get("receiver_email", "")
 
 
 def consumer_name() -> str:
@@ -32,9 +43,10 @@ def consumer_name() -> str:
 class FrontendPush:
     """The relay's handler: one ReceiveNotification per outbox entry.
 
-    UNAVAILABLE, DEADLINE_EXCEEDED (and any other failure) propagate, so the relay retries
-    with backoff; INVALID_ARGUMENT or an undecodable entry is dead-lettered at once. Pushing the
-    same notification twice is harmless: FrontendService shows each id once per stream.
+    UNAVAILABLE, DEADLINE_EXCEEDED and the other transient codes are retried until they succeed;
+    INVALID_ARGUMENT or an undecodable entry is dead-lettered at once; any other status counts
+    toward the relay's ``max_attempts``. Pushing the same notification twice is harmless:
+    FrontendService shows each id once per stream.
     """
 
     def __init__(self, channel: grpc.aio.Channel, timeout: float = PUSH_TIMEOUT_SECONDS) -> None:
@@ -52,11 +64,10 @@ class FrontendPush:
         try:
             reply = await self._stub.ReceiveNotification(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in _PERMANENT:
-                raise PermanentDeliveryError(
-                    f"FrontendService refused notification {notification.id}: {exc.details()}"
-                ) from exc
-            raise
+            refused = f"FrontendService refused notification {notification.id}"
+            raise delivery_error(exc, permanent=_PERMANENT, refused=refused) from exc
+        except OSError as exc:
+            raise TransientDeliveryError(f"FrontendService unreachable: {exc}") from exc
         logger.debug(
             "notification %s pushed to FrontendService (%d live streams)",
             notification.id,
