@@ -24,8 +24,9 @@ receiver's email). Each lane is delivered strictly in stream order, one attempt 
 failing or slow head holds back only its own lane. Up to ``concurrency`` lanes are delivered at
 once, and at most ``max_held`` entries are read ahead in memory. When attempts of several lanes
 fail transiently with no success in between (the receiver is down), all lanes pause together
-(the same capped backoff) instead of each probing the dead peer. The order guarantee is per
-relay: several relays on one stream each keep their own lanes in order.
+(the same capped backoff) and one attempt at a time probes the receiver until one succeeds.
+The order guarantee is per relay: several relays on one stream each keep their own lanes in
+order, and entries reclaimed from a crashed relay may follow newer ones of the same lane.
 
 An entry may reach a handler more than once: handlers MUST be idempotent (dedupe on a business
 id carried in the event, never on the stream entry id).
@@ -319,8 +320,9 @@ class Relay:
         (delivered or dead-lettered) by this call. Redis errors propagate.
         """
         if not self._ready and not self._tasks and self._waiting:
-            due = max(self._waiting[0][0], self._gate_until)
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            due = self._next_due()
+            if due is not None:
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
         self._claim_due = 0.0
         try:
             acked = await self._serve(block=False)
@@ -370,10 +372,8 @@ class Relay:
             await self._wait()
 
     def _runnable(self) -> bool:
-        now = time.monotonic()
-        if now < self._gate_until:
-            return False
-        return bool(self._ready) or bool(self._waiting and self._waiting[0][0] <= now)
+        due = self._next_due()
+        return due is not None and due <= time.monotonic()
 
     async def _wait(self) -> None:
         """Until an attempt settles, new entries arrive or the next retry falls due."""
@@ -381,13 +381,9 @@ class Relay:
             self._wake.clear()
             return
         timeout = self._touch_period
-        if len(self._tasks) < self._config.concurrency:  # else a settling attempt wakes us
-            now = time.monotonic()
-            if self._ready and now < self._gate_until:
-                timeout = min(timeout, self._gate_until - now)
-            if self._waiting:
-                due = max(self._waiting[0][0], self._gate_until)
-                timeout = min(timeout, max(0.0, due - now))
+        due = self._next_due()
+        if due is not None:
+            timeout = min(timeout, max(0.0, due - time.monotonic()))
         waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
         if self._reader is not None:
             waiters.append(self._reader)
@@ -487,8 +483,16 @@ class Relay:
 
     # -- delivering ---------------------------------------------------------------------------
 
+    def _outage(self) -> bool:
+        """Several attempts failed transiently and none succeeded since: the receiver is down."""
+        return self._transient_streak >= _GATE_AFTER
+
     def _dispatch(self) -> None:
-        """Start attempts for ready lanes, up to ``concurrency``, unless all lanes are paused."""
+        """Start attempts for ready lanes, up to ``concurrency``.
+
+        During an outage, one lane at a time probes the receiver once the pause is over; its
+        first success ends the outage and every lane resumes.
+        """
         now = time.monotonic()
         while self._waiting and self._waiting[0][0] <= now:
             lane = heapq.heappop(self._waiting)[2]
@@ -497,7 +501,8 @@ class Relay:
                 self._ready.append(lane)
         if now < self._gate_until:
             return
-        while self._ready and len(self._tasks) < self._config.concurrency:
+        limit = 1 if self._outage() else self._config.concurrency
+        while self._ready and len(self._tasks) < limit:
             lane = self._ready.popleft()
             lane.queued = False
             if lane.busy or not lane.entries:
@@ -506,6 +511,19 @@ class Relay:
             task = asyncio.create_task(self._work(lane))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _next_due(self) -> float | None:
+        """When :meth:`_dispatch` can next start an attempt; None if only a settling one tells."""
+        limit = 1 if self._outage() else self._config.concurrency
+        if len(self._tasks) >= limit:
+            return None
+        if self._ready:
+            due = time.monotonic()
+        elif self._waiting:
+            due = self._waiting[0][0]
+        else:
+            return None
+        return max(due, self._gate_until)
 
     async def _work(self, lane: _Lane) -> None:
         """Deliver the head of ``lane`` (and up to a burst after it) in order."""

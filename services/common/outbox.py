@@ -76,7 +76,7 @@ class OutboxConfig:
     block_ms: int = 1_000  # XREADGROUP BLOCK; must stay below the client's socket_timeout
     batch: int = 256  # entries per XREADGROUP / XAUTOCLAIM
     backoff_initial: float = 0.1
-    backoff_max: float = 2.0  # cap of the per-lane retry delay (before jitter)
+    backoff_max: float = 1.0  # cap of the retry delay (jitter then picks in [cap/2, cap])
     concurrency: int = 64  # handler calls in flight at once (each for a different lane)
     max_held: int = 10_000  # entries read and not yet settled, held in memory
     handler_timeout: float = 30.0  # a handler running longer is stuck: an unexpected failure

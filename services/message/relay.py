@@ -75,7 +75,9 @@ class NotifyReceiver:
         )
         request.timestamp.FromDatetime(event.timestamp)
         try:
-            reply = await self._stub.CreateNotification(request, timeout=self._timeout)
+            reply = await self._stub.CreateNotification(
+                request, timeout=self._timeout, wait_for_ready=True
+            )
         except grpc.aio.AioRpcError as exc:
             refused = f"NotificationService refused message {event.message_id}"
             raise delivery_error(exc, permanent=_PERMANENT, refused=refused) from exc

@@ -62,7 +62,9 @@ class FrontendPush:
             notification=notification_to_proto(notification)
         )
         try:
-            reply = await self._stub.ReceiveNotification(request, timeout=self._timeout)
+            reply = await self._stub.ReceiveNotification(
+                request, timeout=self._timeout, wait_for_ready=True
+            )
         except grpc.aio.AioRpcError as exc:
             refused = f"FrontendService refused notification {notification.id}"
             raise delivery_error(exc, permanent=_PERMANENT, refused=refused) from exc

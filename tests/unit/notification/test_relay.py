@@ -142,7 +142,7 @@ async def test_a_frontend_that_is_down_delays_the_push_without_losing_it(
 ) -> None:
     await notify(service, 1)
     config = dataclasses.replace(FAST, max_attempts=1000)
-    relay = Relay(redis, config, "test-relay", FrontendPush(channel))
+    relay = Relay(redis, config, "test-relay", FrontendPush(channel, timeout=0.5))
     running = asyncio.create_task(relay.run())
     try:
         while relay.stats()["retried"] < 2:  # noqa: ASYNC110 - observing a real relay
