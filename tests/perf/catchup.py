@@ -27,7 +27,7 @@ import redis.asyncio
 from tests.helpers.clients import PASSWORD, Stubs, User, register_and_login
 from tests.helpers.system import System
 
-MESSAGE_DB, NOTIFICATION_DB = 1, 2
+NOTIFICATION_DB = 2
 
 
 async def _send(stubs: Stubs, senders: list[User], receivers: list[User], count: int) -> int:
@@ -78,7 +78,7 @@ async def _timed(
 
 
 async def measure(base: Path, count: int, receivers_n: int) -> dict[str, float]:
-    system = System.create(base)
+    system = System.create(base, NOTIFICATION_RETENTION="100000")
     try:
         system.start()
         await system.wait_healthy()
@@ -113,6 +113,7 @@ async def measure(base: Path, count: int, receivers_n: int) -> dict[str, float]:
             hop2, hop2_first = await _timed(pushed, sent, within=300)
         finally:
             await notifications.aclose()
+
         return {
             "sent": sent,
             "send_per_s": sent / send_s,
