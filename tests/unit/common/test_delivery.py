@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.resources
 import platform
 import random
@@ -633,9 +634,9 @@ async def test_relay_restarts_during_an_outage_never_dead_letter(r: redis.asynci
     failing = Recorder(lambda key, n: TransientDeliveryError("DEADLINE_EXCEEDED"))
     for incarnation in range(6):  # same name (restart in place) and new names (new process)
         name = "c1" if incarnation % 2 else f"c-{incarnation}"
-        relay = Relay(r, cfg, name, failing, lane_key=_by_lane)
-        async with _running(relay.run()):
-            await _wait_for(lambda relay=relay: relay.stats()["retried"] >= 3)
+        target = len(failing.calls) + 3
+        async with _running(Relay(r, cfg, name, failing, lane_key=_by_lane).run()):
+            await _wait_for(functools.partial(lambda n: len(failing.calls) >= n, target))
         await asyncio.sleep(0.12)  # the stopped one's entries become reclaimable
     summary: Any = await r.xpending_range(cfg.stream, cfg.group, "-", "+", 10)
     assert all(int(p["times_delivered"]) >= 3 for p in summary)  # Redis' counter went up
