@@ -72,6 +72,7 @@ __all__ = [
     "DEAD_LETTER_OUTCOME_FIELD",
     "DEAD_LETTER_REASON_FIELD",
     "OUTBOX_LUA",
+    "BatchHandler",
     "Handler",
     "LaneKey",
     "OutboxConfig",
@@ -84,24 +85,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[str, dict[str, str]], Awaitable[None]]
-"""``handler(entry_id, fields)``: deliver one event; return on success, raise otherwise.
-
-Raise :class:`TransientDeliveryError` for an outage (retried forever) and
-:class:`PermanentDeliveryError` when retrying can never help (dead-lettered at once); anything
-else counts toward ``max_attempts``. Must be idempotent (the relay is at-least-once): dedupe on a
-business id carried in the fields (e.g. ``message_id``), not on ``entry_id``. Must bound its own
-run time (e.g. a gRPC deadline) well below ``handler_timeout`` and ``claim_idle_ms``.
-"""
-
-LaneKey = Callable[[dict[str, str]], str]
-"""``lane_key(fields)``: entries with the same key are delivered in stream order, one at a time."""
-
-_TRIM_INTERVAL_S: Final = 1.0
-_LANE_BURST: Final = 32  # entries one lane delivers before giving its slot to another lane
-_TOUCH_CHUNK: Final = 500  # entry ids per XCLAIM JUSTID (keeping held entries from idling)
-_GATE_AFTER: Final = 3  # transient failures of different attempts with no success in between
-
 
 class PermanentDeliveryError(Exception):
     """Raised by a handler when retrying can never help: the entry is dead-lettered at once."""
@@ -112,6 +95,37 @@ class TransientDeliveryError(Exception):
 
     Retried with backoff until it succeeds; never counts toward dead-lettering.
     """
+
+
+Handler = Callable[[str, dict[str, str]], Awaitable[None]]
+"""``handler(entry_id, fields)``: deliver one event; return on success, raise otherwise.
+
+Raise :class:`TransientDeliveryError` for an outage (retried forever) and
+:class:`PermanentDeliveryError` when retrying can never help (dead-lettered at once); anything
+else counts toward ``max_attempts``. Must be idempotent (the relay is at-least-once): dedupe on a
+business id carried in the fields (e.g. ``message_id``), not on ``entry_id``. Must bound its own
+run time (e.g. a gRPC deadline) well below ``handler_timeout`` and ``claim_idle_ms``.
+"""
+
+BatchHandler = Callable[
+    [list[tuple[str, dict[str, str]]]], Awaitable[list[PermanentDeliveryError | None]]
+]
+"""``batch_handler(entries)``: deliver several consecutive entries of one lane, in order.
+
+Returns one outcome per entry, in order: None (delivered) or a :class:`PermanentDeliveryError`
+(that entry is dead-lettered, the others are not affected). Raising fails the whole batch, with
+the same classification as a :data:`Handler`'s exceptions; after an unexpected error the lane
+retries its entries one at a time (through ``handler``), so one bad entry is found and judged
+alone. Same idempotency and run-time rules as ``handler``.
+"""
+
+LaneKey = Callable[[dict[str, str]], str]
+"""``lane_key(fields)``: entries with the same key are delivered in stream order, one at a time."""
+
+_TRIM_INTERVAL_S: Final = 1.0
+_LANE_BURST: Final = 32  # entries one lane delivers before giving its slot to another lane
+_TOUCH_CHUNK: Final = 500  # entry ids per XCLAIM JUSTID (keeping held entries from idling)
+_GATE_AFTER: Final = 3  # transient failures of different attempts with no success in between
 
 
 def _raise_if_cancel_swallowed() -> None:
@@ -151,6 +165,7 @@ class _Lane:
     key: str
     entries: deque[_Entry] = field(default_factory=deque)
     busy: bool = False  # an attempt task owns it
+    solo: bool = False  # deliver one entry at a time (a batch failed unexpectedly)
     queued: bool = False  # in the ready queue
     retry_at: float = 0.0
     failures: int = 0  # consecutive failed attempts of its head (for the backoff)
@@ -190,6 +205,8 @@ class Relay:
     The ``redis`` client should have automatic retries disabled (redis-py's retries re-send
     writes); this class handles connection errors itself. ``handler`` must be idempotent.
     ``lane_key`` groups entries whose order matters (default: one lane, the stream's order).
+    With ``batch_handler``, a lane with several entries waiting (a backlog) delivers up to
+    ``config.max_batch`` of them in one call; a lone entry still goes through ``handler``.
     """
 
     def __init__(
@@ -200,6 +217,7 @@ class Relay:
         handler: Handler,
         *,
         lane_key: LaneKey = _single_lane,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         if not consumer:
             raise ValueError("consumer name must be non-empty")
@@ -211,6 +229,7 @@ class Relay:
         self._consumer = consumer
         self._handler = handler
         self._lane_key = lane_key
+        self._batch_handler = batch_handler
         self._stats = {
             "delivered": 0,  # handler succeeded and our XACK removed the entry
             "retried": 0,  # failed attempts scheduled for a retry (transient or not)
@@ -531,15 +550,13 @@ class Relay:
             for _ in range(_LANE_BURST):
                 if not lane.entries or time.monotonic() < self._gate_until:
                     break
-                entry = lane.entries[0]
-                delay = await self._attempt(entry)
+                delay = await self._attempt_lane(lane)
                 if delay is not None:
                     lane.failures += 1
                     lane.retry_at = time.monotonic() + delay
                     self._seq += 1
                     heapq.heappush(self._waiting, (lane.retry_at, self._seq, lane))
                     return
-                lane.entries.popleft()
                 lane.failures = 0
                 lane.retry_at = 0.0
         finally:
@@ -551,6 +568,62 @@ class Relay:
                 lane.queued = True
                 self._ready.append(lane)
             self._wake.set()
+
+    async def _attempt_lane(self, lane: _Lane) -> float | None:
+        """Deliver the head of ``lane`` (a batch of it, when possible); settled ones leave it."""
+        head = lane.entries[0]
+        batch: list[_Entry] = []
+        if self._batch_handler is not None and not lane.solo and not self._attempts.get(head.id):
+            for entry in lane.entries:
+                if not entry.raw or len(batch) >= self._config.max_batch:
+                    break
+                batch.append(entry)
+        if len(batch) < 2:
+            delay = await self._attempt(head)
+            if delay is None:
+                lane.entries.popleft()
+                lane.solo = False
+            return delay
+        return await self._attempt_batch(lane, batch)
+
+    async def _attempt_batch(self, lane: _Lane, batch: list[_Entry]) -> float | None:
+        cfg = self._config
+        assert self._batch_handler is not None
+        timeout = asyncio.timeout(cfg.handler_timeout)
+        try:
+            async with timeout:
+                outcomes = await self._batch_handler([(e.id, e.fields()) for e in batch])
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
+        except TransientDeliveryError as exc:
+            return self._transient(batch[0], exc)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and timeout.expired():
+                reason = f"batch handler still running after {cfg.handler_timeout:g}s"
+            else:
+                reason = f"unexpected error: {exc!r}"
+            lane.solo = True
+            self._stats["retried"] += 1
+            delay = self._backoff(1)
+            logger.error(
+                "relay %s: a batch of %d entries from %s failed unexpectedly (%s); "
+                "retrying them one at a time in %.2fs",
+                self._consumer,
+                len(batch),
+                cfg.stream,
+                reason,
+                delay,
+            )
+            return delay
+        self._transient_streak = 0
+        for entry, outcome in zip(batch, outcomes, strict=True):
+            lane.entries.popleft()
+            if outcome is None:
+                self._settle(entry.id)
+                self._acks.append(entry.id)
+            else:
+                self._dead_letter(entry, "permanent", f"permanent failure: {outcome}", 1)
+        return None
 
     async def _attempt(self, entry: _Entry) -> float | None:
         """One attempt; None once the entry is settled, else the delay before the next one."""

@@ -77,6 +77,7 @@ class OutboxConfig:
     batch: int = 256  # entries per XREADGROUP / XAUTOCLAIM
     backoff_initial: float = 0.1
     backoff_max: float = 1.0  # cap of the retry delay (jitter then picks in [cap/2, cap])
+    max_batch: int = 100  # entries of one lane per batch_handler call (the RPCs' limit)
     concurrency: int = 64  # handler calls in flight at once (each for a different lane)
     max_held: int = 10_000  # entries read and not yet settled, held in memory
     handler_timeout: float = 30.0  # a handler running longer is stuck: an unexpected failure
@@ -87,7 +88,7 @@ class OutboxConfig:
         if self.dead_letter_stream == self.stream:
             raise ValueError("dead_letter_stream must differ from stream")
         names = ("max_attempts", "maxlen", "claim_idle_ms", "block_ms", "batch")
-        for name in (*names, "concurrency", "max_held"):
+        for name in (*names, "concurrency", "max_held", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if not 0 < self.backoff_initial <= self.backoff_max:

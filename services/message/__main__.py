@@ -71,8 +71,14 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             register=lambda server: register(server, service),
         )
         rest_app = create_rest_app(service, security.verifier, store.ping)
+        receiver = NotifyReceiver(notification_channel)
         relay = Relay(
-            redis, OUTBOX, consumer_name(), NotifyReceiver(notification_channel), lane_key=lane_key
+            redis,
+            OUTBOX,
+            consumer_name(),
+            receiver,
+            lane_key=lane_key,
+            batch_handler=receiver.deliver_batch,
         )
         logger.info(
             "%s: gRPC on %s:%d, Redis %s db %d, UserService at %s, NotificationService at %s",

@@ -65,7 +65,15 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             register=lambda server: register(server, service),
         )
         rest_app = create_rest_app(service, security.verifier, store.ping)
-        relay = Relay(redis, OUTBOX, consumer_name(), FrontendPush(channel), lane_key=lane_key)
+        push = FrontendPush(channel)
+        relay = Relay(
+            redis,
+            OUTBOX,
+            consumer_name(),
+            push,
+            lane_key=lane_key,
+            batch_handler=push.deliver_batch,
+        )
         logger.info(
             "%s: gRPC on %s:%d, Redis %s db %d, pushing to FrontendService at %s",
             NAME,
