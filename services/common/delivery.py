@@ -559,6 +559,7 @@ class Relay:
                     return
                 lane.failures = 0
                 lane.retry_at = 0.0
+                self._wake.set()  # acknowledge what settled without waiting for the burst
         finally:
             lane.busy = False
             if not lane.entries:
