@@ -228,3 +228,24 @@ async def test_a_poison_entry_is_dead_lettered_with_its_reason_while_others_flow
 def test_events_are_ordered_per_receiver() -> None:
     assert lane_key({"receiver_email": BOB, "message_id": "1"}) == BOB
     assert lane_key({"message_id": "1"}) == ""
+
+
+async def test_a_backlog_goes_one_call_per_event_to_a_service_without_batches(
+    service: MessageService,
+    redis: Redis,
+    channel: grpc.aio.Channel,
+    start_notification: StartNotification,
+    notification_port: int,
+) -> None:
+    sent = [
+        await service.send(user(ADA), sender_email=ADA, receiver_email=BOB, content=str(n))
+        for n in range(5)
+    ]
+    receiver = NotifyReceiver(channel)
+    relay = Relay(
+        redis, FAST, "test-relay", receiver, lane_key=lane_key, batch_handler=receiver.deliver_batch
+    )
+    async with start_notification(notification_port) as notification:  # no CreateNotifications
+        assert await relay.drain_once() == 5
+    assert [r.message_id for _, r in notification.received] == [m.id for m in sent]
+    assert await pending(redis) == 0 and await redis.xlen(DEAD) == 0

@@ -179,21 +179,38 @@ def test_the_consumer_is_named_after_host_and_process() -> None:
 class SelectiveFrontend(frontend_pb2_grpc.FrontendServiceServicer):
     """A peer stand-in: hangs on pushes for ``stuck`` receivers, fails some others at random."""
 
-    def __init__(self, stuck: set[str], failure_rate: float = 0.0) -> None:
+    def __init__(self, stuck: set[str], failure_rate: float = 0.0, fail_first: int = 0) -> None:
         self.stuck = stuck
         self.failure_rate = failure_rate
+        self.fail_first = fail_first
         self.rng = random.Random(5)
         self.received: list[notification_pb2.Notification] = []
+
+        self.batches: list[int] = []  # sizes of the ReceiveNotifications calls
+
+    async def _admit(self, receivers: set[str], context: Context) -> None:
+        if receivers & self.stuck:
+            await asyncio.sleep(30)  # the relay's deadline ends the call first
+        self.fail_first -= 1
+        if self.fail_first >= 0 or self.rng.random() < self.failure_rate:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "stand-in failure")
 
     async def ReceiveNotification(
         self, request: frontend_pb2.ReceiveNotificationRequest, context: Context
     ) -> frontend_pb2.ReceiveNotificationResponse:
-        if request.notification.receiver_email in self.stuck:
-            await asyncio.sleep(30)  # the relay's deadline ends the call first
-        if self.rng.random() < self.failure_rate:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "stand-in failure")
+        await self._admit({request.notification.receiver_email}, context)
         self.received.append(request.notification)
         return frontend_pb2.ReceiveNotificationResponse(delivered_to=1)
+
+    async def ReceiveNotifications(
+        self, request: frontend_pb2.ReceiveNotificationsRequest, context: Context
+    ) -> frontend_pb2.ReceiveNotificationsResponse:
+        await self._admit({item.notification.receiver_email for item in request.items}, context)
+        self.batches.append(len(request.items))
+        self.received.extend(item.notification for item in request.items)
+        return frontend_pb2.ReceiveNotificationsResponse(
+            results=[frontend_pb2.ReceiveNotificationResult(delivered_to=1) for _ in request.items]
+        )
 
     async def SubscribeNotifications(
         self, request: frontend_pb2.SubscribeNotificationsRequest, context: Context
@@ -239,7 +256,10 @@ async def test_a_stuck_receiver_does_not_hold_back_the_others(
     receivers = [EVE, BOB, EVE, ADA, BOB] * 4
     await notify_each(service, receivers)
     frontend = SelectiveFrontend(stuck={EVE})
-    relay = Relay(redis, FAST, "test-relay", FrontendPush(channel, timeout=0.3), lane_key=lane_key)
+    push = FrontendPush(channel, timeout=0.3)
+    relay = Relay(
+        redis, FAST, "test-relay", push, lane_key=lane_key, batch_handler=push.deliver_batch
+    )
     async with serve_frontend(keys, frontend_port, frontend):
         running = asyncio.create_task(relay.run())
         try:
@@ -270,8 +290,11 @@ async def test_each_receiver_gets_its_pushes_in_order_through_failures(
     rng = random.Random(11)
     receivers = [rng.choice([ADA, BOB, EVE]) for _ in range(90)]
     await notify_each(service, receivers)
-    frontend = SelectiveFrontend(stuck=set(), failure_rate=0.3)
-    relay = Relay(redis, FAST, "test-relay", FrontendPush(channel), lane_key=lane_key)
+    frontend = SelectiveFrontend(stuck=set(), failure_rate=0.3, fail_first=2)
+    push = FrontendPush(channel)
+    relay = Relay(
+        redis, FAST, "test-relay", push, lane_key=lane_key, batch_handler=push.deliver_batch
+    )
     async with serve_frontend(keys, frontend_port, frontend):
         running = asyncio.create_task(relay.run())
         try:
@@ -285,3 +308,22 @@ async def test_each_receiver_gets_its_pushes_in_order_through_failures(
         got = [int(n.message_id) for n in frontend.received if n.receiver_email == receiver]
         assert got == [n for n, r in enumerate(receivers, start=1) if r == receiver]
     assert relay.stats()["retried"] > 0 and relay.stats()["dead_lettered"] == 0
+    assert max(frontend.batches) > 1  # backlogs went in batches
+
+
+async def test_a_frontend_without_batches_gets_one_push_per_notification(
+    service: NotificationService,
+    redis: Redis,
+    channel: grpc.aio.Channel,
+    start_frontend: StartFrontend,
+    frontend_port: int,
+) -> None:
+    await notify(service, 1, 2, 3)
+    push = FrontendPush(channel)
+    relay = Relay(
+        redis, FAST, "test-relay", push, lane_key=lane_key, batch_handler=push.deliver_batch
+    )
+    async with start_frontend(frontend_port) as frontend:  # no ReceiveNotifications
+        await relay.drain_once()
+    assert [n.id for _, n in frontend.received] == ["1", "2", "3"]
+    assert await pending(redis) == 0 and relay.stats()["dead_lettered"] == 0
