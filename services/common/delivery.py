@@ -125,7 +125,8 @@ LaneKey = Callable[[dict[str, str]], str]
 _TRIM_INTERVAL_S: Final = 1.0
 _LANE_BURST: Final = 32  # entries one lane delivers before giving its slot to another lane
 _TOUCH_CHUNK: Final = 500  # entry ids per XCLAIM JUSTID (keeping held entries from idling)
-_GATE_AFTER: Final = 3  # transient failures of different attempts with no success in between
+_GATE_AFTER: Final = 3  # transient failures with no success in between: the receiver is down
+_HEALTHY_AFTER_S: Final = 5.0  # a pass this long resets the Redis backoff
 
 
 def _raise_if_cancel_swallowed() -> None:
@@ -293,9 +294,12 @@ class Relay:
         try:
             while True:
                 _raise_if_cancel_swallowed()
+                started = time.monotonic()
                 try:
                     await self._serve(block=True)
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    if time.monotonic() - started > _HEALTHY_AFTER_S:
+                        failures = 0  # it had been working: a new outage starts over
                     failures += 1
                     delay = self._backoff(failures)
                     logger.warning(
@@ -580,7 +584,7 @@ class Relay:
                     break
                 batch.append(entry)
         if len(batch) < 2:
-            delay = await self._attempt(head)
+            delay = await self._attempt(head, lane.failures + 1)
             if delay is None:
                 lane.entries.popleft()
                 lane.solo = False
@@ -597,7 +601,7 @@ class Relay:
             if len(outcomes) != len(batch):
                 raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
         except TransientDeliveryError as exc:
-            return self._transient(batch[0], exc)
+            return self._transient(batch[0], exc, lane.failures + 1)
         except Exception as exc:
             if isinstance(exc, TimeoutError) and timeout.expired():
                 reason = f"batch handler still running after {cfg.handler_timeout:g}s"
@@ -626,7 +630,7 @@ class Relay:
                 self._dead_letter(entry, "permanent", f"permanent failure: {outcome}", 1)
         return None
 
-    async def _attempt(self, entry: _Entry) -> float | None:
+    async def _attempt(self, entry: _Entry, failures: int = 1) -> float | None:
         """One attempt; None once the entry is settled, else the delay before the next one."""
         cfg = self._config
         if not entry.raw:
@@ -648,7 +652,7 @@ class Relay:
             self._dead_letter(entry, "permanent", f"permanent failure: {exc}", attempts)
             return None
         except TransientDeliveryError as exc:
-            return self._transient(entry, exc)
+            return self._transient(entry, exc, failures)
         except Exception as exc:
             if isinstance(exc, TimeoutError) and timeout.expired():
                 reason = f"handler still running after {cfg.handler_timeout:g}s"
@@ -677,10 +681,11 @@ class Relay:
         self._acks.append(entry.id)
         return None
 
-    def _transient(self, entry: _Entry, exc: TransientDeliveryError) -> float:
+    def _transient(self, entry: _Entry, exc: TransientDeliveryError, failures: int) -> float:
+        """Count a transient failure (``failures``-th in a row of its lane); the retry delay."""
         self._stats["retried"] += 1
         self._transient_streak += 1
-        delay = self._backoff(self._transient_streak)
+        delay = self._backoff(max(failures, self._transient_streak))
         if self._transient_streak >= _GATE_AFTER:
             # Several attempts failed and none succeeded since: the receiver looks down.
             # Pause every lane instead of letting each one probe it.
