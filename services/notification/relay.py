@@ -21,8 +21,15 @@ from services.notification.wire import notification_to_proto
 
 logger = logging.getLogger(__name__)
 
+# Consumer names are hostname-pid, so a restarted process is a new consumer: what a crashed one
+# had read but not acknowledged is taken over by XAUTOCLAIM once idle this long. The relay keeps
+# the entries it holds from idling, so this only needs to exceed a few heartbeats.
+CLAIM_IDLE_MS = 5_000
 OUTBOX = OutboxConfig(
-    stream=OUTBOX_STREAM, group="frontend-relay", dead_letter_stream=OUTBOX_DEAD_LETTER_STREAM
+    stream=OUTBOX_STREAM,
+    group="frontend-relay",
+    dead_letter_stream=OUTBOX_DEAD_LETTER_STREAM,
+    claim_idle_ms=CLAIM_IDLE_MS,
 )
 PUSH_TIMEOUT_SECONDS = 2.0
 # Codes that mean the frontend refused this notification for good (dead-lettered at once);
