@@ -777,3 +777,24 @@ async def test_a_backlog_is_acknowledged_in_batches(r: redis.asyncio.Redis) -> N
     stats: Any = await r.info("commandstats")
     assert stats["cmdstat_xreadgroup"]["calls"] < 30
     assert stats["cmdstat_xack"]["calls"] < 200  # one per settled group, not one per entry
+
+
+async def test_entries_held_by_a_live_relay_are_not_reclaimed_by_another(
+    r: redis.asyncio.Redis,
+) -> None:
+    # A delivery far longer than claim_idle_ms: the holder keeps the entry from idling.
+    cfg = _config(claim_idle_ms=300, handler_timeout=5)
+    calls: list[str] = []
+
+    async def slow(entry_id: str, fields: dict[str, str]) -> None:
+        calls.append(fields["key"])
+        await asyncio.sleep(1.2)
+
+    first, second = Relay(r, cfg, "c1", slow), Relay(r, cfg, "c2", slow)
+    async with _running(first.run()):
+        await _publish(r, cfg, "slow")
+        await _wait_for(lambda: calls == ["slow"])
+        async with _running(second.run()):
+            await _wait_for(lambda: first.stats()["delivered"] == 1, seconds=5)
+    assert calls == ["slow"]
+    assert second.stats()["reclaimed"] == 0
