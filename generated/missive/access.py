@@ -22,6 +22,9 @@ RPC_ACCESS: dict[str, RpcAccess] = {
     "/missive.notification.v1.NotificationService/CreateNotification": RpcAccess(
         public=False, users=False, services=frozenset(['message'])
     ),
+    "/missive.notification.v1.NotificationService/CreateNotifications": RpcAccess(
+        public=False, users=False, services=frozenset(['message'])
+    ),
     "/missive.notification.v1.NotificationService/CheckUserSubscribed": RpcAccess(
         public=False, users=True, services=frozenset(['message'])
     ),
@@ -50,6 +53,9 @@ RPC_ACCESS: dict[str, RpcAccess] = {
         public=False, users=False, services=frozenset(['admin'])
     ),
     "/missive.frontend.v1.FrontendService/ReceiveNotification": RpcAccess(
+        public=False, users=False, services=frozenset(['notification'])
+    ),
+    "/missive.frontend.v1.FrontendService/ReceiveNotifications": RpcAccess(
         public=False, users=False, services=frozenset(['notification'])
     ),
     "/missive.frontend.v1.FrontendService/SubscribeNotifications": RpcAccess(

@@ -17,7 +17,7 @@ from services.common.redis import create_redis
 from services.common.runner import run
 from services.message.api_rest.app import create_rest_app
 from services.message.grpc.app import register
-from services.message.relay import OUTBOX, NotifyReceiver, consumer_name
+from services.message.relay import OUTBOX, NotifyReceiver, consumer_name, lane_key
 from services.message.service import MessageService
 from services.message.settings import (
     GRPC_PORT_ENV,
@@ -77,7 +77,15 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             register=lambda server: register(server, service, DeadLetters(redis, OUTBOX)),
         )
         rest_app = create_rest_app(service, security.verifier, store.ping)
-        relay = Relay(redis, OUTBOX, consumer_name(), NotifyReceiver(notification_channel))
+        receiver = NotifyReceiver(notification_channel)
+        relay = Relay(
+            redis,
+            OUTBOX,
+            consumer_name(),
+            receiver,
+            lane_key=lane_key,
+            batch_handler=receiver.deliver_batch,
+        )
         logger.info(
             "%s: gRPC on %s:%d, Redis %s db %d, UserService at %s, NotificationService at %s",
             NAME,

@@ -17,7 +17,7 @@ from services.common.redis import create_redis
 from services.common.runner import run
 from services.notification.api_rest.app import create_rest_app
 from services.notification.grpc.app import register
-from services.notification.relay import OUTBOX, FrontendPush, consumer_name
+from services.notification.relay import OUTBOX, FrontendPush, consumer_name, lane_key
 from services.notification.service import NotificationService
 from services.notification.settings import (
     GRPC_PORT_ENV,
@@ -70,7 +70,15 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             register=lambda server: register(server, service, DeadLetters(redis, OUTBOX)),
         )
         rest_app = create_rest_app(service, security.verifier, store.ping)
-        relay = Relay(redis, OUTBOX, consumer_name(), FrontendPush(channel))
+        push = FrontendPush(channel)
+        relay = Relay(
+            redis,
+            OUTBOX,
+            consumer_name(),
+            push,
+            lane_key=lane_key,
+            batch_handler=push.deliver_batch,
+        )
         logger.info(
             "%s: gRPC on %s:%d, Redis %s db %d, pushing to FrontendService at %s",
             NAME,

@@ -322,6 +322,18 @@ def _reply_checks() -> dict[str, Callable[[Any, Any], None]]:
         if reply.HasField("notification"):
             assert reply.notification.message_id == request.message_id
 
+    def created_each(request: Any, reply: Any) -> None:
+        assert len(reply.results) == len(request.items)
+        for item, result in zip(request.items, reply.results, strict=True):
+            assert bool(result.invalid_argument) != result.HasField("response")
+            if result.HasField("response"):
+                created(item, result.response)
+
+    def received_each(request: Any, reply: Any) -> None:
+        assert len(reply.results) == len(request.items)
+        for result in reply.results:
+            assert not (result.invalid_argument and result.delivered_to)
+
     def stream(request: Any, reply: Any) -> None:
         for item in reply:
             assert item.receiver_email == _normalised(request.email)
@@ -355,6 +367,8 @@ def _reply_checks() -> dict[str, Callable[[Any, Any], None]]:
         "GetUser": user,
         "ListUsers": users,
         "CreateNotification": created,
+        "CreateNotifications": created_each,
+        "ReceiveNotifications": received_each,
         "SubscribeNotifications": stream,
         "ListDeadLetters": dead_letters,
         "ReplayDeadLetters": acted_on("replayed"),

@@ -10,6 +10,7 @@ from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
 from services.common.dead_letters import AdminRpcs, DeadLetters
 from services.common.grpc_edge import Context, caller
+from services.notification.errors import InvalidArgument
 from services.notification.service import NotificationService
 from services.notification.wire import (
     notification_to_proto,
@@ -19,6 +20,7 @@ from services.notification.wire import (
 
 logger = logging.getLogger(__name__)
 
+MAX_BATCH_ITEMS = 100  # CreateNotifications, as its contract states
 SERVICE_NAME: str = notification_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name
 
 
@@ -33,6 +35,26 @@ class NotificationServicer(notification_pb2_grpc.NotificationServiceServicer):
 
     async def CreateNotification(
         self, request: notification_pb2.CreateNotificationRequest, context: Context
+    ) -> notification_pb2.CreateNotificationResponse:
+        return await self._create(request)
+
+    async def CreateNotifications(
+        self, request: notification_pb2.CreateNotificationsRequest, context: Context
+    ) -> notification_pb2.CreateNotificationsResponse:
+        if not 1 <= len(request.items) <= MAX_BATCH_ITEMS:
+            raise InvalidArgument(f"items must hold 1 to {MAX_BATCH_ITEMS} requests")
+        reply = notification_pb2.CreateNotificationsResponse()
+        for item in request.items:
+            result = reply.results.add()
+            try:
+                result.response.CopyFrom(await self._create(item))
+            except InvalidArgument as exc:
+                result.ClearField("response")
+                result.invalid_argument = exc.message
+        return reply
+
+    async def _create(
+        self, request: notification_pb2.CreateNotificationRequest
     ) -> notification_pb2.CreateNotificationResponse:
         timestamp = (
             timestamp_from_proto(request.timestamp) if request.HasField("timestamp") else None

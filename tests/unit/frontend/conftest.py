@@ -199,7 +199,7 @@ async def peer(keys: Path) -> AsyncIterator[Peer]:
     server = create_grpc_server(
         interceptors=[EdgeInterceptor(Security.load(keys, "notification").verifier)]
     )
-    servicer = NotificationStandIn()
+    servicer = NotificationStandIn()  # type: ignore[abstract]
     notification_pb2_grpc.add_NotificationServiceServicer_to_server(servicer, server)
     port = bind_port(server, "127.0.0.1", 0, "TEST_NOTIFICATION_PORT")
     await server.start()

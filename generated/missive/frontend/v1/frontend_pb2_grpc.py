@@ -42,6 +42,11 @@ class FrontendServiceStub:
                 request_serializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationRequest.SerializeToString,
                 response_deserializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationResponse.FromString,
                 _registered_method=True)
+        self.ReceiveNotifications = channel.unary_unary(
+                '/missive.frontend.v1.FrontendService/ReceiveNotifications',
+                request_serializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationsRequest.SerializeToString,
+                response_deserializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationsResponse.FromString,
+                _registered_method=True)
         self.SubscribeNotifications = channel.unary_stream(
                 '/missive.frontend.v1.FrontendService/SubscribeNotifications',
                 request_serializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.SubscribeNotificationsRequest.SerializeToString,
@@ -62,6 +67,20 @@ class FrontendServiceServicer:
         is not sent again on a stream that already carried it.
         Errors: INVALID_ARGUMENT (notification unset, empty id, malformed receiver_email),
         UNAUTHENTICATED, PERMISSION_DENIED.
+        Auth: internal; only NotificationService may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReceiveNotifications(self, request, context):
+        """Shows several notifications, in order: each item does exactly what one ReceiveNotification
+        call with it does (idempotent per notification id within a stream), and gets its own
+        result, in the order of the items. An item that ReceiveNotification would reject with
+        INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
+        shown. NotificationService's relay uses it to catch up after an outage.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
+        PERMISSION_DENIED.
         Auth: internal; only NotificationService may call it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -101,6 +120,11 @@ def add_FrontendServiceServicer_to_server(servicer, server):
                     request_deserializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationRequest.FromString,
                     response_serializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationResponse.SerializeToString,
             ),
+            'ReceiveNotifications': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiveNotifications,
+                    request_deserializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationsRequest.FromString,
+                    response_serializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationsResponse.SerializeToString,
+            ),
             'SubscribeNotifications': grpc.unary_stream_rpc_method_handler(
                     servicer.SubscribeNotifications,
                     request_deserializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.SubscribeNotificationsRequest.FromString,
@@ -136,6 +160,33 @@ class FrontendService:
             '/missive.frontend.v1.FrontendService/ReceiveNotification',
             missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationRequest.SerializeToString,
             missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.frontend.v1.FrontendService/ReceiveNotifications',
+            missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationsRequest.SerializeToString,
+            missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,16 @@ class FrontendServiceStub:
     UNAUTHENTICATED, PERMISSION_DENIED.
     Auth: internal; only NotificationService may call it.
     """
+    ReceiveNotifications: _grpc.UnaryUnaryMultiCallable[_frontend_pb2.ReceiveNotificationsRequest, _frontend_pb2.ReceiveNotificationsResponse]
+    """Shows several notifications, in order: each item does exactly what one ReceiveNotification
+    call with it does (idempotent per notification id within a stream), and gets its own
+    result, in the order of the items. An item that ReceiveNotification would reject with
+    INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
+    shown. NotificationService's relay uses it to catch up after an outage.
+    Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
+    PERMISSION_DENIED.
+    Auth: internal; only NotificationService may call it.
+    """
     SubscribeNotifications: _grpc.UnaryStreamMultiCallable[_frontend_pb2.SubscribeNotificationsRequest, _notification_pb2.Notification]
     """Opens a server-streaming subscription to the caller's notifications. The stream first
     replays the user's unread notifications, oldest first (fetched from NotificationService),
@@ -106,6 +116,16 @@ class FrontendServiceAsyncStub(FrontendServiceStub):
     is not sent again on a stream that already carried it.
     Errors: INVALID_ARGUMENT (notification unset, empty id, malformed receiver_email),
     UNAUTHENTICATED, PERMISSION_DENIED.
+    Auth: internal; only NotificationService may call it.
+    """
+    ReceiveNotifications: _aio.UnaryUnaryMultiCallable[_frontend_pb2.ReceiveNotificationsRequest, _frontend_pb2.ReceiveNotificationsResponse]  # type: ignore[assignment]
+    """Shows several notifications, in order: each item does exactly what one ReceiveNotification
+    call with it does (idempotent per notification id within a stream), and gets its own
+    result, in the order of the items. An item that ReceiveNotification would reject with
+    INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
+    shown. NotificationService's relay uses it to catch up after an outage.
+    Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
+    PERMISSION_DENIED.
     Auth: internal; only NotificationService may call it.
     """
     SubscribeNotifications: _aio.UnaryStreamMultiCallable[_frontend_pb2.SubscribeNotificationsRequest, _notification_pb2.Notification]  # type: ignore[assignment]
@@ -148,6 +168,22 @@ class FrontendServiceServicer(metaclass=_abc_1.ABCMeta):
         is not sent again on a stream that already carried it.
         Errors: INVALID_ARGUMENT (notification unset, empty id, malformed receiver_email),
         UNAUTHENTICATED, PERMISSION_DENIED.
+        Auth: internal; only NotificationService may call it.
+        """
+
+    @_abc_1.abstractmethod
+    def ReceiveNotifications(
+        self,
+        request: _frontend_pb2.ReceiveNotificationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_frontend_pb2.ReceiveNotificationsResponse, _abc.Awaitable[_frontend_pb2.ReceiveNotificationsResponse]]:
+        """Shows several notifications, in order: each item does exactly what one ReceiveNotification
+        call with it does (idempotent per notification id within a stream), and gets its own
+        result, in the order of the items. An item that ReceiveNotification would reject with
+        INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
+        shown. NotificationService's relay uses it to catch up after an outage.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
+        PERMISSION_DENIED.
         Auth: internal; only NotificationService may call it.
         """
 

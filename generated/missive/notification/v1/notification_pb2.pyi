@@ -177,6 +177,82 @@ class CreateNotificationResponse(_message.Message):
 Global___CreateNotificationResponse: _TypeAlias = CreateNotificationResponse  # noqa: Y015
 
 @_typing.final
+class CreateNotificationsRequest(_message.Message):
+    """Several stored messages to notify their receivers about."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateNotificationRequest]:
+        """The messages, in the order they are recorded: 1 to 100 items."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___CreateNotificationRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateNotificationsRequest: _TypeAlias = CreateNotificationsRequest  # noqa: Y015
+
+@_typing.final
+class CreateNotificationsResponse(_message.Message):
+    """Outcome of CreateNotifications: one result per item."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateNotificationResult]:
+        """Results in the order of the request's items."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___CreateNotificationResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateNotificationsResponse: _TypeAlias = CreateNotificationsResponse  # noqa: Y015
+
+@_typing.final
+class CreateNotificationResult(_message.Message):
+    """Outcome of one item of CreateNotifications."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    INVALID_ARGUMENT_FIELD_NUMBER: _builtins.int
+    invalid_argument: _builtins.str
+    """Why the item was rejected (what INVALID_ARGUMENT would say); empty when it was accepted."""
+    @_builtins.property
+    def response(self) -> Global___CreateNotificationResponse:
+        """What CreateNotification returns for the item; unset when the item was rejected."""
+
+    def __init__(
+        self,
+        *,
+        response: Global___CreateNotificationResponse | None = ...,
+        invalid_argument: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invalid_argument", b"invalid_argument", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateNotificationResult: _TypeAlias = CreateNotificationResult  # noqa: Y015
+
+@_typing.final
 class CheckUserSubscribedRequest(_message.Message):
     """Whose subscription to read."""
 

@@ -43,6 +43,11 @@ class NotificationServiceStub:
                 request_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationRequest.SerializeToString,
                 response_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationResponse.FromString,
                 _registered_method=True)
+        self.CreateNotifications = channel.unary_unary(
+                '/missive.notification.v1.NotificationService/CreateNotifications',
+                request_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationsRequest.SerializeToString,
+                response_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationsResponse.FromString,
+                _registered_method=True)
         self.CheckUserSubscribed = channel.unary_unary(
                 '/missive.notification.v1.NotificationService/CheckUserSubscribed',
                 request_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.CheckUserSubscribedRequest.SerializeToString,
@@ -108,6 +113,22 @@ class NotificationServiceServicer:
         notification is unset.
         Errors: INVALID_ARGUMENT (message_id below 1, malformed email, timestamp unset),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only MessageService may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateNotifications(self, request, context):
+        """Records several stored messages at once, in order: each item does exactly what one
+        CreateNotification call with it does (idempotent per message_id, pushed to FrontendService
+        when created), and gets its own result, in the order of the items. An item that
+        CreateNotification would reject with INVALID_ARGUMENT is not stored: its result carries the
+        reason and the other items are still processed. MessageService's relay uses it to catch up
+        after an outage. If the call fails (e.g. UNAVAILABLE), some items may have been stored;
+        retrying the same items stores none twice.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is stored), UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE.
         Auth: internal; only MessageService may call it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -234,6 +255,11 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     request_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationRequest.FromString,
                     response_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationResponse.SerializeToString,
             ),
+            'CreateNotifications': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNotifications,
+                    request_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationsRequest.FromString,
+                    response_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationsResponse.SerializeToString,
+            ),
             'CheckUserSubscribed': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckUserSubscribed,
                     request_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.CheckUserSubscribedRequest.FromString,
@@ -311,6 +337,33 @@ class NotificationService:
             '/missive.notification.v1.NotificationService/CreateNotification',
             missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationRequest.SerializeToString,
             missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.notification.v1.NotificationService/CreateNotifications',
+            missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationsRequest.SerializeToString,
+            missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -81,6 +81,18 @@ class NotificationServiceStub:
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE.
     Auth: internal; only MessageService may call it.
     """
+    CreateNotifications: _grpc.UnaryUnaryMultiCallable[_notification_pb2.CreateNotificationsRequest, _notification_pb2.CreateNotificationsResponse]
+    """Records several stored messages at once, in order: each item does exactly what one
+    CreateNotification call with it does (idempotent per message_id, pushed to FrontendService
+    when created), and gets its own result, in the order of the items. An item that
+    CreateNotification would reject with INVALID_ARGUMENT is not stored: its result carries the
+    reason and the other items are still processed. MessageService's relay uses it to catch up
+    after an outage. If the call fails (e.g. UNAVAILABLE), some items may have been stored;
+    retrying the same items stores none twice.
+    Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is stored), UNAUTHENTICATED,
+    PERMISSION_DENIED, UNAVAILABLE.
+    Auth: internal; only MessageService may call it.
+    """
     CheckUserSubscribed: _grpc.UnaryUnaryMultiCallable[_notification_pb2.CheckUserSubscribedRequest, _notification_pb2.SubscriptionStatus]
     """Tells whether a user receives notifications. A user who never changed the setting is
     subscribed. Registration is not checked: any well-formed email has a state.
@@ -178,6 +190,18 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     notification is unset.
     Errors: INVALID_ARGUMENT (message_id below 1, malformed email, timestamp unset),
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE.
+    Auth: internal; only MessageService may call it.
+    """
+    CreateNotifications: _aio.UnaryUnaryMultiCallable[_notification_pb2.CreateNotificationsRequest, _notification_pb2.CreateNotificationsResponse]  # type: ignore[assignment]
+    """Records several stored messages at once, in order: each item does exactly what one
+    CreateNotification call with it does (idempotent per message_id, pushed to FrontendService
+    when created), and gets its own result, in the order of the items. An item that
+    CreateNotification would reject with INVALID_ARGUMENT is not stored: its result carries the
+    reason and the other items are still processed. MessageService's relay uses it to catch up
+    after an outage. If the call fails (e.g. UNAVAILABLE), some items may have been stored;
+    retrying the same items stores none twice.
+    Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is stored), UNAUTHENTICATED,
+    PERMISSION_DENIED, UNAVAILABLE.
     Auth: internal; only MessageService may call it.
     """
     CheckUserSubscribed: _aio.UnaryUnaryMultiCallable[_notification_pb2.CheckUserSubscribedRequest, _notification_pb2.SubscriptionStatus]  # type: ignore[assignment]
@@ -280,6 +304,24 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         notification is unset.
         Errors: INVALID_ARGUMENT (message_id below 1, malformed email, timestamp unset),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only MessageService may call it.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateNotifications(
+        self,
+        request: _notification_pb2.CreateNotificationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.CreateNotificationsResponse, _abc.Awaitable[_notification_pb2.CreateNotificationsResponse]]:
+        """Records several stored messages at once, in order: each item does exactly what one
+        CreateNotification call with it does (idempotent per message_id, pushed to FrontendService
+        when created), and gets its own result, in the order of the items. An item that
+        CreateNotification would reject with INVALID_ARGUMENT is not stored: its result carries the
+        reason and the other items are still processed. MessageService's relay uses it to catch up
+        after an outage. If the call fails (e.g. UNAVAILABLE), some items may have been stored;
+        retrying the same items stores none twice.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is stored), UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE.
         Auth: internal; only MessageService may call it.
         """
 

@@ -8,6 +8,9 @@ __all__ = (
     "FrontendServiceStub",
     "ReceiveNotificationRequest",
     "ReceiveNotificationResponse",
+    "ReceiveNotificationResult",
+    "ReceiveNotificationsRequest",
+    "ReceiveNotificationsResponse",
     "SubscribeNotificationsRequest",
 )
 
@@ -68,6 +71,66 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
+class ReceiveNotificationResult(betterproto2.Message):
+    """
+    Outcome of one item of ReceiveNotifications.
+    """
+
+    delivered_to: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    What ReceiveNotification returns as delivered_to for the item; 0 when it was rejected.
+    """
+
+    invalid_argument: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Why the item was rejected (what INVALID_ARGUMENT would say); empty when it was accepted.
+    """
+
+
+default_message_pool.register_message(
+    "missive.frontend.v1", "ReceiveNotificationResult", ReceiveNotificationResult
+)
+
+
+@dataclass(eq=False, repr=False)
+class ReceiveNotificationsRequest(betterproto2.Message):
+    """
+    Several notifications to show.
+    """
+
+    items: "list[ReceiveNotificationRequest]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    The notifications, in the order they are shown: 1 to 100 items.
+    """
+
+
+default_message_pool.register_message(
+    "missive.frontend.v1", "ReceiveNotificationsRequest", ReceiveNotificationsRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ReceiveNotificationsResponse(betterproto2.Message):
+    """
+    Outcome of ReceiveNotifications: one result per item.
+    """
+
+    results: "list[ReceiveNotificationResult]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Results in the order of the request's items.
+    """
+
+
+default_message_pool.register_message(
+    "missive.frontend.v1", "ReceiveNotificationsResponse", ReceiveNotificationsResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class SubscribeNotificationsRequest(betterproto2.Message):
     """
     Whose notifications to stream.
@@ -113,6 +176,26 @@ class FrontendServiceStub:
             "/missive.frontend.v1.FrontendService/ReceiveNotification",
             ReceiveNotificationRequest.SerializeToString,
             ReceiveNotificationResponse.FromString,
+        )(message)
+
+    def receive_notifications(
+        self, message: "ReceiveNotificationsRequest"
+    ) -> "ReceiveNotificationsResponse":
+        """
+        Shows several notifications, in order: each item does exactly what one ReceiveNotification
+        call with it does (idempotent per notification id within a stream), and gets its own
+        result, in the order of the items. An item that ReceiveNotification would reject with
+        INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
+        shown. NotificationService's relay uses it to catch up after an outage.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
+        PERMISSION_DENIED.
+        Auth: internal; only NotificationService may call it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.frontend.v1.FrontendService/ReceiveNotifications",
+            ReceiveNotificationsRequest.SerializeToString,
+            ReceiveNotificationsResponse.FromString,
         )(message)
 
     def subscribe_notifications(
@@ -176,6 +259,34 @@ class FrontendServiceAsyncStub(betterproto2_grpclib.ServiceStub):
             "/missive.frontend.v1.FrontendService/ReceiveNotification",
             message,
             ReceiveNotificationResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def receive_notifications(
+        self,
+        message: "ReceiveNotificationsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ReceiveNotificationsResponse":
+        """
+        Shows several notifications, in order: each item does exactly what one ReceiveNotification
+        call with it does (idempotent per notification id within a stream), and gets its own
+        result, in the order of the items. An item that ReceiveNotification would reject with
+        INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
+        shown. NotificationService's relay uses it to catch up after an outage.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
+        PERMISSION_DENIED.
+        Auth: internal; only NotificationService may call it.
+        """
+
+        return await self._unary_unary(
+            "/missive.frontend.v1.FrontendService/ReceiveNotifications",
+            message,
+            ReceiveNotificationsResponse,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,

@@ -7,6 +7,9 @@ __all__ = (
     "CheckUserSubscribedRequest",
     "CreateNotificationRequest",
     "CreateNotificationResponse",
+    "CreateNotificationResult",
+    "CreateNotificationsRequest",
+    "CreateNotificationsResponse",
     "DeadLetter",
     "DropDeadLettersRequest",
     "DropDeadLettersResponse",
@@ -134,6 +137,70 @@ class CreateNotificationResponse(betterproto2.Message):
 
 default_message_pool.register_message(
     "missive.notification.v1", "CreateNotificationResponse", CreateNotificationResponse
+)
+
+
+@dataclass(eq=False, repr=False)
+class CreateNotificationResult(betterproto2.Message):
+    """
+    Outcome of one item of CreateNotifications.
+    """
+
+    response: "CreateNotificationResponse | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    What CreateNotification returns for the item; unset when the item was rejected.
+    """
+
+    invalid_argument: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Why the item was rejected (what INVALID_ARGUMENT would say); empty when it was accepted.
+    """
+
+
+default_message_pool.register_message(
+    "missive.notification.v1", "CreateNotificationResult", CreateNotificationResult
+)
+
+
+@dataclass(eq=False, repr=False)
+class CreateNotificationsRequest(betterproto2.Message):
+    """
+    Several stored messages to notify their receivers about.
+    """
+
+    items: "list[CreateNotificationRequest]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    The messages, in the order they are recorded: 1 to 100 items.
+    """
+
+
+default_message_pool.register_message(
+    "missive.notification.v1", "CreateNotificationsRequest", CreateNotificationsRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class CreateNotificationsResponse(betterproto2.Message):
+    """
+    Outcome of CreateNotifications: one result per item.
+    """
+
+    results: "list[CreateNotificationResult]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Results in the order of the request's items.
+    """
+
+
+default_message_pool.register_message(
+    "missive.notification.v1",
+    "CreateNotificationsResponse",
+    CreateNotificationsResponse,
 )
 
 
@@ -600,6 +667,28 @@ class NotificationServiceStub:
             CreateNotificationResponse.FromString,
         )(message)
 
+    def create_notifications(
+        self, message: "CreateNotificationsRequest"
+    ) -> "CreateNotificationsResponse":
+        """
+        Records several stored messages at once, in order: each item does exactly what one
+        CreateNotification call with it does (idempotent per message_id, pushed to FrontendService
+        when created), and gets its own result, in the order of the items. An item that
+        CreateNotification would reject with INVALID_ARGUMENT is not stored: its result carries the
+        reason and the other items are still processed. MessageService's relay uses it to catch up
+        after an outage. If the call fails (e.g. UNAVAILABLE), some items may have been stored;
+        retrying the same items stores none twice.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is stored), UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only MessageService may call it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.notification.v1.NotificationService/CreateNotifications",
+            CreateNotificationsRequest.SerializeToString,
+            CreateNotificationsResponse.FromString,
+        )(message)
+
     def check_user_subscribed(
         self, message: "CheckUserSubscribedRequest"
     ) -> "SubscriptionStatus":
@@ -799,6 +888,36 @@ class NotificationServiceAsyncStub(betterproto2_grpclib.ServiceStub):
             "/missive.notification.v1.NotificationService/CreateNotification",
             message,
             CreateNotificationResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def create_notifications(
+        self,
+        message: "CreateNotificationsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "CreateNotificationsResponse":
+        """
+        Records several stored messages at once, in order: each item does exactly what one
+        CreateNotification call with it does (idempotent per message_id, pushed to FrontendService
+        when created), and gets its own result, in the order of the items. An item that
+        CreateNotification would reject with INVALID_ARGUMENT is not stored: its result carries the
+        reason and the other items are still processed. MessageService's relay uses it to catch up
+        after an outage. If the call fails (e.g. UNAVAILABLE), some items may have been stored;
+        retrying the same items stores none twice.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is stored), UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only MessageService may call it.
+        """
+
+        return await self._unary_unary(
+            "/missive.notification.v1.NotificationService/CreateNotifications",
+            message,
+            CreateNotificationsResponse,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
