@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install codegen check-codegen check-breaking lint test fuzz up clean
+.PHONY: install browser codegen check-codegen check-breaking lint test fuzz chaos up clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,15 @@ $(STAMP): $(BIN)/python pyproject.toml clients/python/pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)  ## create the virtual environment and install everything
+
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:  ## Debian's chromium for the browser tests (Playwright drives it; it downloads nothing)
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "installing chromium with apt (for the browser tests)"; \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; \
+	fi
 
 codegen: install  ## regenerate stubs, REST interfaces and SDK layers from the contracts
 	$(BIN)/python -m codegen
@@ -30,11 +39,14 @@ lint: install  ## ruff and mypy --strict on hand-written code
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy codegen services tests clients/python/missive_client
 
-test: check-codegen lint  ## the whole test suite (what CI runs)
+test: check-codegen lint browser  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
 
 fuzz: install  ## deeper property-based contract fuzzing than `make test` (MISSIVE_FUZZ_EXAMPLES)
 	MISSIVE_FUZZ_EXAMPLES=$${MISSIVE_FUZZ_EXAMPLES:-300} $(BIN)/python -m pytest tests/contract -q
+
+chaos: install  ## every chaos scenario at full scale (kills, pauses, SIGTERM, Valkey faults); summary at the end
+	MISSIVE_CHAOS=deep $(BIN)/python -m pytest tests/chaos $(ARGS)
 
 up: install  ## start embedded Valkey + the four services, print endpoints; Ctrl-C stops (ARGS="--no-valkey --data-dir DIR")
 	$(BIN)/python -m services.launcher $(ARGS)

@@ -22,6 +22,9 @@ RPC_ACCESS: dict[str, RpcAccess] = {
     "/missive.notification.v1.NotificationService/CreateNotification": RpcAccess(
         public=False, users=False, services=frozenset(['message'])
     ),
+    "/missive.notification.v1.NotificationService/CreateNotifications": RpcAccess(
+        public=False, users=False, services=frozenset(['message'])
+    ),
     "/missive.notification.v1.NotificationService/CheckUserSubscribed": RpcAccess(
         public=False, users=True, services=frozenset(['message'])
     ),
@@ -43,7 +46,19 @@ RPC_ACCESS: dict[str, RpcAccess] = {
     "/missive.notification.v1.NotificationService/EraseAccount": RpcAccess(
         public=False, users=False, services=frozenset(['user'])
     ),
+    "/missive.notification.v1.NotificationService/ListDeadLetters": RpcAccess(
+        public=False, users=False, services=frozenset(['admin'])
+    ),
+    "/missive.notification.v1.NotificationService/ReplayDeadLetters": RpcAccess(
+        public=False, users=False, services=frozenset(['admin'])
+    ),
+    "/missive.notification.v1.NotificationService/DropDeadLetters": RpcAccess(
+        public=False, users=False, services=frozenset(['admin'])
+    ),
     "/missive.frontend.v1.FrontendService/ReceiveNotification": RpcAccess(
+        public=False, users=False, services=frozenset(['notification'])
+    ),
+    "/missive.frontend.v1.FrontendService/ReceiveNotifications": RpcAccess(
         public=False, users=False, services=frozenset(['notification'])
     ),
     "/missive.frontend.v1.FrontendService/SubscribeNotifications": RpcAccess(
@@ -69,6 +84,15 @@ RPC_ACCESS: dict[str, RpcAccess] = {
     ),
     "/missive.message.v1.MessageService/EraseAccount": RpcAccess(
         public=False, users=False, services=frozenset(['user'])
+    ),
+    "/missive.message.v1.MessageService/ListDeadLetters": RpcAccess(
+        public=False, users=False, services=frozenset(['admin'])
+    ),
+    "/missive.message.v1.MessageService/ReplayDeadLetters": RpcAccess(
+        public=False, users=False, services=frozenset(['admin'])
+    ),
+    "/missive.message.v1.MessageService/DropDeadLetters": RpcAccess(
+        public=False, users=False, services=frozenset(['admin'])
     ),
     "/missive.user.v1.UserService/AuthenticateUser": RpcAccess(
         public=True, users=False, services=frozenset([])

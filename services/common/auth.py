@@ -35,6 +35,8 @@ USER_ISSUER = "missive-user-service"
 USER_AUDIENCE = "missive"
 SERVICE_PREFIX = "missive-service:"
 SERVICES = ("user", "message", "notification", "frontend")
+# Credentials that are not a service: `admin` signs the operators' calls (missive admin ...).
+OPERATORS = ("admin",)
 LEEWAY_SECONDS = 30
 _REQUIRED = ["exp", "iat", "iss", "aud", "sub"]
 ACCOUNT_ID_CLAIM = "aid"
@@ -83,7 +85,7 @@ def ensure_keys(keys_dir: Path) -> None:
     """Create any missing key pair (first start of a local system); never overwrites."""
     if not list((keys_dir / "user-token").glob("*.key")):
         _write_pair(keys_dir / "user-token", new_kid())
-    for service in SERVICES:
+    for service in (*SERVICES, *OPERATORS):
         if not (keys_dir / "service" / f"{service}.key").exists():
             _write_pair(keys_dir / "service", service)
 

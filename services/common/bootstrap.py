@@ -21,7 +21,7 @@ from services.common.grpc_server import (
 )
 from services.common.runner import BackgroundFactory, ShutdownCallback, serve
 from services.common.sessions import Sessions
-from services.common.settings import env_bool, env_str
+from services.common.settings import RestEdgeSettings, env_bool, env_str
 
 Readiness = Callable[[], Awaitable[bool]]
 
@@ -102,6 +102,7 @@ async def run_endpoint(
     background: Sequence[BackgroundFactory] = (),
     on_shutdown: Sequence[ShutdownCallback] = (),
     stop: asyncio.Event | None = None,
+    rest_edge: RestEdgeSettings | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stop`), health following `readiness` every second."""
     await serve(
@@ -116,4 +117,5 @@ async def run_endpoint(
         background=[lambda: endpoint.health.run_checks(readiness, interval=1.0), *background],
         on_shutdown=on_shutdown,
         stop=stop,
+        rest_edge=rest_edge,
     )

@@ -1,161 +1,132 @@
-"""Transactional outbox on a Redis Stream, and the relay that delivers it (at-least-once).
+"""The relay: delivers an outbox stream (see :mod:`services.common.outbox`) at least once.
 
-* Producers queue :func:`outbox_add` into the MULTI/EXEC of their business writes (or XADD from
-  their Lua script, see :data:`OUTBOX_LUA`): the event is recorded iff the writes commit.
-* A :class:`Relay` reads it through a consumer group and XACKs only after the handler returned;
-  unacknowledged entries stay pending, are re-read by the same consumer after a restart and are
-  reclaimed (XAUTOCLAIM) by other relays once idle for ``claim_idle_ms``.
-* Failures are retried in order with exponential backoff and jitter; after ``max_attempts``
-  deliveries, or on :class:`PermanentDeliveryError`, the entry moves to a dead-letter stream.
-* Outages of Redis or of the receiver only delay delivery; trimming keeps unacknowledged entries.
-* An entry may reach a handler more than once: handlers MUST be idempotent (dedupe on a business
-  id carried in the event, never on the stream entry id).
+A :class:`Relay` reads the stream through a consumer group in batches (XREADGROUP COUNT), hands
+each entry to ``handler`` and XACKs what is settled in one command per round. Unacknowledged
+entries stay pending: a restarted relay re-reads its own first, and entries of a crashed relay
+are reclaimed (XAUTOCLAIM) by another once idle for ``claim_idle_ms``.
+
+Outcomes of one attempt (the handler's return or exception):
+
+* success: the entry is acknowledged;
+* :class:`TransientDeliveryError` (the receiver is down, slow, shutting down, overloaded): the
+  attempt is retried with capped exponential backoff and jitter, *indefinitely*, and never counts
+  toward dead-lettering: an outage of any length delays delivery and loses nothing. Relay restarts
+  and reclaims never count either (Redis' delivery counter is not used);
+* :class:`PermanentDeliveryError` (a malformed event, a documented refusal such as
+  INVALID_ARGUMENT): the entry is dead-lettered at once;
+* any other exception, or a handler still running after ``handler_timeout`` (a bug, an
+  undocumented status): retried with backoff, and dead-lettered after ``max_attempts`` such
+  failures, so a bug hit by one event cannot block its lane forever. Dead letters keep the
+  original fields plus ``dead_letter.*`` ones, and can be replayed once the bug is fixed.
+
+Ordering and concurrency: entries are grouped in *lanes* by ``lane_key(fields)`` (e.g. the
+receiver's email). Each lane is delivered strictly in stream order, one attempt at a time; a
+failing or slow head holds back only its own lane. Up to ``concurrency`` lanes are delivered at
+once, and at most ``max_held`` entries are read ahead in memory. When attempts of several lanes
+fail transiently with no success in between (the receiver is down), all lanes pause together
+(the same capped backoff) and one attempt at a time probes the receiver until one succeeds.
+The order guarantee is per relay: several relays on one stream each keep their own lanes in
+order, and entries reclaimed from a crashed relay may follow newer ones of the same lane.
+
+An entry may reach a handler more than once: handlers MUST be idempotent (dedupe on a business
+id carried in the event, never on the stream entry id).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import redis.asyncio
-import redis.asyncio.client
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
+from services.common.outbox import (
+    DEAD_LETTER_AT_FIELD,
+    DEAD_LETTER_ATTEMPTS_FIELD,
+    DEAD_LETTER_CONSUMER_FIELD,
+    DEAD_LETTER_ID_FIELD,
+    DEAD_LETTER_OUTCOME_FIELD,
+    DEAD_LETTER_REASON_FIELD,
+    OUTBOX_LUA,
+    OutboxConfig,
+    outbox_add,
+    outbox_lua_args,
+)
+
 __all__ = [
     "DEAD_LETTER_ATTEMPTS_FIELD",
+    "DEAD_LETTER_AT_FIELD",
     "DEAD_LETTER_CONSUMER_FIELD",
     "DEAD_LETTER_ID_FIELD",
+    "DEAD_LETTER_OUTCOME_FIELD",
     "DEAD_LETTER_REASON_FIELD",
     "OUTBOX_LUA",
+    "BatchHandler",
     "Handler",
+    "LaneKey",
     "OutboxConfig",
     "PermanentDeliveryError",
     "Relay",
+    "TransientDeliveryError",
     "outbox_add",
     "outbox_lua_args",
 ]
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[str, dict[str, str]], Awaitable[None]]
-"""``handler(entry_id, fields)``: deliver one event; return on success, raise to retry.
-
-Must be idempotent (the relay is at-least-once): dedupe on a business id carried in the fields
-(e.g. ``message_id``), not on ``entry_id`` - a producer that retries its transaction writes a
-second entry with a new id. Must bound its own run time (e.g. a gRPC deadline) well below
-``claim_idle_ms``, or another relay reclaims the entry and delivers it concurrently.
-"""
-
-# Fields added to an entry when it is copied to the dead-letter stream (next to the original ones).
-DEAD_LETTER_ID_FIELD: Final = "dead_letter.id"
-DEAD_LETTER_REASON_FIELD: Final = "dead_letter.reason"
-DEAD_LETTER_ATTEMPTS_FIELD: Final = "dead_letter.attempts"
-DEAD_LETTER_CONSUMER_FIELD: Final = "dead_letter.consumer"
-
-_TRIM_INTERVAL_S: Final = 1.0
-
-OUTBOX_LUA: Final = """
--- Missive outbox: XADD an event from inside a Lua script, atomically with the script's writes.
--- stream_key must come from KEYS (e.g. KEYS[3]); argv[first] holds the number of field/value
--- strings that follow it, i.e. the list returned by delivery.outbox_lua_args(event).
-local function outbox_xadd(stream_key, argv, first)
-  local n = tonumber(argv[first])
-  return redis.call('XADD', stream_key, '*', unpack(argv, first + 1, first + n))
-end
-"""
-"""Lua snippet to paste at the top of a script that writes business data and an outbox event.
-
-Example (the stream name travels in KEYS, the event in ARGV after the script's own arguments)::
-
-    script = OUTBOX_LUA + '''
-    redis.call('SET', KEYS[1], ARGV[1])
-    outbox_xadd(KEYS[2], ARGV, 2)
-    '''
-    await r.eval(script, 2, "message:42", config.stream, payload, *outbox_lua_args(event))
-
-Put the XADD last: neither MULTI nor Lua rolls back writes that ran before a failing command.
-On Redis Cluster the stream key and the business keys must share a hash slot (hash tags).
-"""
-
-
-@dataclass(frozen=True)
-class OutboxConfig:
-    """One outbox stream, its relay consumer group and its dead-letter stream."""
-
-    stream: str  # e.g. "outbox:notifications"
-    group: str  # e.g. "notification-relay"
-    dead_letter_stream: str  # e.g. "outbox:notifications:dead"
-    max_attempts: int = 8  # deliveries before dead-lettering (a relay crash mid-entry counts)
-    maxlen: int = 100_000  # above this length, acknowledged history is trimmed (approximately)
-    claim_idle_ms: int = 15_000  # XAUTOCLAIM entries idle longer than this (crashed consumer)
-    block_ms: int = 1_000  # XREADGROUP BLOCK; must stay below the client's socket_timeout
-    batch: int = 32
-    backoff_initial: float = 0.1
-    backoff_max: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not self.stream or not self.group or not self.dead_letter_stream:
-            raise ValueError("stream, group and dead_letter_stream must be non-empty")
-        if self.dead_letter_stream == self.stream:
-            raise ValueError("dead_letter_stream must differ from stream")
-        for name in ("max_attempts", "maxlen", "claim_idle_ms", "block_ms", "batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if not 0 < self.backoff_initial <= self.backoff_max:
-            raise ValueError("need 0 < backoff_initial <= backoff_max")
-
 
 class PermanentDeliveryError(Exception):
     """Raised by a handler when retrying can never help: the entry is dead-lettered at once."""
 
 
-def _validated(event: Mapping[str, str]) -> dict[FieldT, EncodableT]:
-    if not event:
-        raise ValueError("an outbox event needs at least one field")
-    fields: dict[FieldT, EncodableT] = {}
-    for key, value in event.items():
-        if not isinstance(key, str) or not key or not isinstance(value, str):
-            raise TypeError("outbox event fields must be non-empty str keys with str values")
-        fields[key] = value
-    return fields
+class TransientDeliveryError(Exception):
+    """Raised by a handler when the receiver is unreachable, slow or shutting down.
 
-
-def outbox_add(
-    pipe: redis.asyncio.client.Pipeline, config: OutboxConfig, event: Mapping[str, str]
-) -> None:
-    """Queue an XADD of ``event`` into a MULTI/EXEC pipeline (transactional outbox).
-
-    The caller queues its business writes on the same ``pipe`` (created with
-    ``transaction=True``; after ``WATCH``, call ``pipe.multi()`` first) and executes it: the event
-    is stored iff the transaction commits. If EXEC is aborted (WATCH conflict, queue-time error,
-    connection lost before EXEC) neither is written. Redis has no rollback for commands failing at
-    run time (e.g. WRONGTYPE), so queue the outbox XADD last. No MAXLEN here: trimming on the
-    producer side could drop entries not yet delivered; the relay trims acknowledged history.
-
-    The event must carry its own idempotency key (e.g. ``message_id``) for the handlers; the
-    stream entry id is not one (a retried EXEC writes a second entry).
+    Retried with backoff until it succeeds; never counts toward dead-lettering.
     """
-    if pipe.watching and not pipe.explicit_transaction:
-        raise ValueError("pipeline is WATCHing in immediate mode: call pipe.multi() first")
-    if not (pipe.is_transaction or pipe.explicit_transaction):
-        raise ValueError("outbox_add needs a transactional pipeline (pipeline(transaction=True))")
-    pipe.xadd(config.stream, _validated(event))
 
 
-def outbox_lua_args(event: Mapping[str, str]) -> list[str]:
-    """ARGV tail for :data:`OUTBOX_LUA`: the field count, then field, value, field, value..."""
-    flat: list[str] = [str(2 * len(event))]
-    for key, value in _validated(event).items():
-        flat.extend((str(key), str(value)))
-    return flat
+Handler = Callable[[str, dict[str, str]], Awaitable[None]]
+"""``handler(entry_id, fields)``: deliver one event; return on success, raise otherwise.
+
+Raise :class:`TransientDeliveryError` for an outage (retried forever) and
+:class:`PermanentDeliveryError` when retrying can never help (dead-lettered at once); anything
+else counts toward ``max_attempts``. Must be idempotent (the relay is at-least-once): dedupe on a
+business id carried in the fields (e.g. ``message_id``), not on ``entry_id``. Must bound its own
+run time (e.g. a gRPC deadline) well below ``handler_timeout`` and ``claim_idle_ms``.
+"""
+
+BatchHandler = Callable[
+    [list[tuple[str, dict[str, str]]]], Awaitable[list[PermanentDeliveryError | None]]
+]
+"""``batch_handler(entries)``: deliver several consecutive entries of one lane, in order.
+
+Returns one outcome per entry, in order: None (delivered) or a :class:`PermanentDeliveryError`
+(that entry is dead-lettered, the others are not affected). Raising fails the whole batch, with
+the same classification as a :data:`Handler`'s exceptions; after an unexpected error the lane
+retries its entries one at a time (through ``handler``), so one bad entry is found and judged
+alone. Same idempotency and run-time rules as ``handler``.
+"""
+
+LaneKey = Callable[[dict[str, str]], str]
+"""``lane_key(fields)``: entries with the same key are delivered in stream order, one at a time."""
+
+_TRIM_INTERVAL_S: Final = 1.0
+_LANE_BURST: Final = 32  # entries one lane delivers before giving its slot to another lane
+_TOUCH_CHUNK: Final = 500  # entry ids per XCLAIM JUSTID (keeping held entries from idling)
+_GATE_AFTER: Final = 3  # transient failures with no success in between: the receiver is down
+_HEALTHY_AFTER_S: Final = 5.0  # a pass this long resets the Redis backoff
 
 
 def _raise_if_cancel_swallowed() -> None:
@@ -177,14 +148,36 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-@dataclass(frozen=True, slots=True)
+def _single_lane(fields: dict[str, str]) -> str:
+    return ""
+
+
+@dataclass(slots=True)
 class _Entry:
     id: str
     raw: dict[Any, Any]  # as returned by redis-py (bytes or str); empty if the entry was deleted
-    deliveries: int  # XPENDING delivery counter, including this delivery
 
     def fields(self) -> dict[str, str]:
         return {_text(k): _text(v) for k, v in self.raw.items()}
+
+
+@dataclass(slots=True)
+class _Lane:
+    key: str
+    entries: deque[_Entry] = field(default_factory=deque)
+    busy: bool = False  # an attempt task owns it
+    solo: bool = False  # deliver one entry at a time (a batch failed unexpectedly)
+    queued: bool = False  # in the ready queue
+    retry_at: float = 0.0
+    failures: int = 0  # consecutive failed attempts of its head (for the backoff)
+
+
+@dataclass(slots=True)
+class _DeadLetter:
+    entry: _Entry
+    outcome: str
+    reason: str
+    attempts: int
 
 
 def _stream_entries(response: Any) -> list[tuple[str, dict[Any, Any]]]:
@@ -195,12 +188,14 @@ def _stream_entries(response: Any) -> list[tuple[str, dict[Any, Any]]]:
     first = items[0] if items else None
     if isinstance(first, list) and (not first or isinstance(first[0], tuple | list)):
         items = first  # RESP3 legacy shape: {stream: [[entry, ...]]}
-    out: list[tuple[str, dict[Any, Any]]] = []
-    for entry_id, fields in items:
-        if isinstance(fields, list):
-            fields = dict(zip(fields[::2], fields[1::2], strict=True))
-        out.append((_text(entry_id), dict(fields or {})))
-    return out
+    return [_pair(entry) for entry in items]
+
+
+def _pair(entry: Any) -> tuple[str, dict[Any, Any]]:
+    entry_id, fields = entry
+    if isinstance(fields, list):
+        fields = dict(zip(fields[::2], fields[1::2], strict=True))
+    return _text(entry_id), dict(fields or {})
 
 
 class Relay:
@@ -210,6 +205,9 @@ class Relay:
     (e.g. service + pod/host name) so a restarted relay finds its own pending entries first.
     The ``redis`` client should have automatic retries disabled (redis-py's retries re-send
     writes); this class handles connection errors itself. ``handler`` must be idempotent.
+    ``lane_key`` groups entries whose order matters (default: one lane, the stream's order).
+    With ``batch_handler``, a lane with several entries waiting (a backlog) delivers up to
+    ``config.max_batch`` of them in one call; a lone entry still goes through ``handler``.
     """
 
     def __init__(
@@ -218,6 +216,9 @@ class Relay:
         config: OutboxConfig,
         consumer: str,
         handler: Handler,
+        *,
+        lane_key: LaneKey = _single_lane,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         if not consumer:
             raise ValueError("consumer name must be non-empty")
@@ -228,25 +229,41 @@ class Relay:
         self._config = config
         self._consumer = consumer
         self._handler = handler
+        self._lane_key = lane_key
+        self._batch_handler = batch_handler
         self._stats = {
             "delivered": 0,  # handler succeeded and our XACK removed the entry
-            "retried": 0,  # handler failures scheduled for a retry
+            "retried": 0,  # failed attempts scheduled for a retry (transient or not)
             "dead_lettered": 0,  # entries moved to the dead-letter stream
             "reclaimed": 0,  # entries taken over from idle consumers (XAUTOCLAIM)
             "already_acked": 0,  # handler succeeded but another relay had acked it meanwhile
         }
-        # Half the claim threshold: how often to scan for stale entries, and how long an
-        # in-memory batch may be worked on before it is re-read (which resets its idle time).
+        # How often held entries are touched (their idle time reset) and stale ones looked for.
+        self._touch_period = config.claim_idle_ms / 3000
         self._claim_period = max(config.claim_idle_ms / 2, config.block_ms) / 1000
-        self._stale_after = config.claim_idle_ms / 2000
         self._group_ready = False
-        self._recover = True  # next read is our own pending entries (id 0), not new ones
-        self._probe = False  # after a failure: re-read only the head entry until it succeeds
-        self._retry_at = 0.0
-        self._skipped: dict[str, int] = {}  # deliveries of an entry that did not run the handler
         self._claim_due = 0.0
         self._claim_start = "0-0"
         self._trim_due = 0.0
+        self._touch_due = 0.0
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._lanes: dict[str, _Lane] = {}
+        self._held: dict[str, _Entry] = {}  # read, not yet settled
+        self._attempts: dict[str, int] = {}  # unexpected failures per entry id
+        self._ready: deque[_Lane] = deque()
+        self._waiting: list[tuple[float, int, _Lane]] = []  # heap of (retry_at, seq, lane)
+        self._seq = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reader: asyncio.Task[list[_Entry]] | None = None
+        self._acks: list[str] = []  # delivered, to XACK
+        self._dead: list[_DeadLetter] = []  # to dead-letter, then XACK
+        self._wake = asyncio.Event()
+        self._recover = True  # our own pending entries (from id 0) are read before new ones
+        self._recover_cursor = "0-0"
+        self._transient_streak = 0  # transient failures since the last success
+        self._gate_until = 0.0  # all lanes pause until then (the receiver looks down)
 
     def stats(self) -> dict[str, int]:
         """Counters: delivered, retried, dead_lettered, reclaimed, already_acked."""
@@ -267,144 +284,175 @@ class Relay:
 
         Order of work: own pending entries (id 0), then stale entries of other consumers
         (XAUTOCLAIM every ``claim_idle_ms / 2``), then new ones (XREADGROUP ``>``, blocking).
-        Redis errors never end the loop: it logs, backs off and resumes (re-creating the group if
-        Redis lost it). Cancelling leaves the entry in progress pending, for a later re-read.
+        Redis errors never end the loop: it logs, drops what it holds in memory (still pending
+        in Redis), backs off and resumes from its own pending entries (re-creating the group if
+        Redis lost it). Cancelling leaves the entries in progress pending, for a later re-read.
         """
         cfg = self._config
         failures = 0
         logger.info("relay %s starting on %s (group %s)", self._consumer, cfg.stream, cfg.group)
-        while True:
-            _raise_if_cancel_swallowed()
-            try:
-                await self._pass(block=True, force_claim=False)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                failures += 1
-                delay = self._backoff(failures)
-                logger.warning(
-                    "relay %s on %s: Redis unavailable (%s); retrying in %.2fs",
-                    self._consumer,
-                    cfg.stream,
-                    exc,
-                    delay,
-                )
-            except ResponseError as exc:
-                failures += 1
-                delay = self._backoff(failures)
-                if "NOGROUP" in str(exc):
-                    self._group_ready = False
-                    self._skipped.clear()
-                    self._claim_start = "0-0"
+        try:
+            while True:
+                _raise_if_cancel_swallowed()
+                started = time.monotonic()
+                try:
+                    await self._serve(block=True)
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    if time.monotonic() - started > _HEALTHY_AFTER_S:
+                        failures = 0  # it had been working: a new outage starts over
+                    failures += 1
+                    delay = self._backoff(failures)
                     logger.warning(
-                        "relay %s: group %s on %s is gone; re-creating it",
+                        "relay %s on %s: Redis unavailable (%s); retrying in %.2fs",
                         self._consumer,
-                        cfg.group,
                         cfg.stream,
+                        exc,
+                        delay,
                     )
-                else:
-                    logger.error(
+                except ResponseError as exc:
+                    failures += 1
+                    delay = self._backoff(failures)
+                    self._group_ready = False  # NOGROUP, or the stream was deleted: re-create
+                    logger.warning(
                         "relay %s on %s: Redis error %s; retrying in %.2fs",
                         self._consumer,
                         cfg.stream,
                         exc,
                         delay,
                     )
-            except Exception:
-                failures += 1
-                delay = self._backoff(failures)
-                logger.exception(
-                    "relay %s on %s: unexpected error; retrying in %.2fs",
-                    self._consumer,
-                    cfg.stream,
-                    delay,
-                )
-            else:
-                if failures:
-                    logger.info("relay %s on %s: Redis is back", self._consumer, cfg.stream)
-                failures = 0
-                continue
-            self._recover = True  # the in-memory batch may be stale: re-read what we own
-            _raise_if_cancel_swallowed()
-            await asyncio.sleep(delay)
+                except Exception:
+                    failures += 1
+                    delay = self._backoff(failures)
+                    logger.exception(
+                        "relay %s on %s: unexpected error; retrying in %.2fs",
+                        self._consumer,
+                        cfg.stream,
+                        delay,
+                    )
+                await self._reset()
+                _raise_if_cancel_swallowed()
+                await asyncio.sleep(delay)
+        finally:
+            await self._reset()
 
     async def drain_once(self) -> int:
         """Process what is available now (own pending, stale ones, new ones) without blocking.
 
-        Waits out the backoff of a previously failed entry first; stops at the first failure
-        (scheduling its retry) or when nothing is left. Returns the number of entries acked
-        (delivered or dead-lettered) by this call. Redis errors propagate (``run`` handles them).
+        Waits out the earliest scheduled retry first if nothing is ready. Returns once every
+        entry read is settled or waiting for a retry, with the number of entries acknowledged
+        (delivered or dead-lettered) by this call. Redis errors propagate.
         """
-        return await self._pass(block=False, force_claim=True)
-
-    # -- one pass -----------------------------------------------------------------------------
-
-    async def _pass(self, *, block: bool, force_claim: bool) -> int:
-        if not self._group_ready:
-            await self.ensure_group()
-            self._recover = True
-        wait = self._retry_at - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        if force_claim:
-            self._claim_due = 0.0
-        acked = 0
-        ok = True
-        while ok:
-            entries = await self._fetch(block=block)
-            _raise_if_cancel_swallowed()
-            if not entries:
-                break
-            done, ok = await self._process(entries)
-            acked += done
-            if done:
-                await self._maybe_trim(force=False)
-        if acked and not block:  # drain_once leaves the stream trimmed
+        if not self._ready and not self._tasks and self._waiting:
+            due = self._next_due()
+            if due is not None:
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+        self._claim_due = 0.0
+        try:
+            acked = await self._serve(block=False)
+        except BaseException:
+            await self._reset()
+            raise
+        if acked:
             await self._maybe_trim(force=True)
         return acked
 
-    async def _fetch(self, *, block: bool) -> list[_Entry]:
-        while True:
-            if self._recover:
-                entries = await self._read_own_pending()
-                if entries:
-                    return entries
-                # Everything we owned is done; ids still in _skipped belong to others now.
-                self._recover = False
-                self._probe = False
-                self._skipped.clear()
-            if time.monotonic() >= self._claim_due:
-                if await self._claim():
-                    self._recover = True
-                continue
-            return await self._read_new(block=block)
+    async def _reset(self) -> None:
+        """Forget everything held in memory (it stays pending in Redis) and stop the attempts."""
+        tasks = [*self._tasks, *([self._reader] if self._reader else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._reset_state()
 
-    async def _read_own_pending(self) -> list[_Entry]:
+    # -- the scheduling loop ------------------------------------------------------------------
+
+    async def _serve(self, *, block: bool) -> int:
+        """Read, dispatch and settle. With ``block``, forever; else until nothing is runnable."""
+        if not self._group_ready:
+            await self.ensure_group()
+            self._recover = True
+            self._recover_cursor = "0-0"
+        acked = 0
+        while True:
+            _raise_if_cancel_swallowed()
+            self._dispatch()
+            acked += await self._flush()
+            await self._touch()
+            if block:
+                await self._maybe_trim(force=False)
+            room = len(self._held) < self._config.max_held
+            if room and await self._fetch_owned():
+                continue
+            if not block:
+                if room and self._enqueue(await self._read_new(block=False)):
+                    continue
+                if not self._tasks and not self._runnable():
+                    return acked + await self._flush()
+            elif room and self._reader is None:
+                self._reader = asyncio.create_task(self._read_new(block=True))
+            await self._wait()
+
+    def _runnable(self) -> bool:
+        due = self._next_due()
+        return due is not None and due <= time.monotonic()
+
+    async def _wait(self) -> None:
+        """Until an attempt settles, new entries arrive or the next retry falls due."""
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        timeout = self._touch_period
+        due = self._next_due()
+        if due is not None:
+            timeout = min(timeout, max(0.0, due - time.monotonic()))
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
+        if self._reader is not None:
+            waiters.append(self._reader)
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiters[0].cancel()
+        self._wake.clear()
+        reader = self._reader
+        if reader is not None and reader.done():
+            self._reader = None
+            self._enqueue(reader.result())  # a Redis error propagates from here
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def _fetch_owned(self) -> bool:
+        """Read our own pending entries (after a start or reset), or claim stale ones if due."""
         cfg = self._config
-        count = 1 if self._probe else cfg.batch
-        async with self._redis.pipeline(transaction=True) as pipe:
-            # Same selection twice (our PEL from the start, `count` entries), atomically:
-            # the entries and their delivery counters.
-            pipe.xreadgroup(cfg.group, self._consumer, {cfg.stream: "0"}, count=count)
-            pipe.xpending_range(cfg.stream, cfg.group, "-", "+", count, self._consumer)
-            read, pending = await pipe.execute()
-        deliveries = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
-        return [
-            _Entry(entry_id, raw, deliveries.get(entry_id, 1))
-            for entry_id, raw in _stream_entries(read)
-        ]
+        if self._recover:
+            response = await self._redis.xreadgroup(
+                cfg.group, self._consumer, {cfg.stream: self._recover_cursor}, count=cfg.batch
+            )
+            entries = [_Entry(entry_id, raw) for entry_id, raw in _stream_entries(response)]
+            if entries:
+                self._recover_cursor = entries[-1].id
+                self._enqueue(entries)
+                return True
+            self._recover = False
+        if time.monotonic() >= self._claim_due:
+            return await self._claim() > 0
+        return False
 
     async def _read_new(self, *, block: bool) -> list[_Entry]:
         cfg = self._config
+        count = max(1, min(cfg.batch, cfg.max_held - len(self._held)))
         response = await self._redis.xreadgroup(
             cfg.group,
             self._consumer,
             {cfg.stream: ">"},
-            count=cfg.batch,
+            count=count,
             block=cfg.block_ms if block else None,
         )
-        return [_Entry(entry_id, raw, 1) for entry_id, raw in _stream_entries(response)]
+        return [_Entry(entry_id, raw) for entry_id, raw in _stream_entries(response)]
 
     async def _claim(self) -> int:
-        """One XAUTOCLAIM step; claimed entries are then re-read through our pending list."""
+        """One XAUTOCLAIM step: entries idle in crashed consumers join our lanes."""
         cfg = self._config
         response = await self._redis.xautoclaim(
             cfg.stream,
@@ -417,7 +465,7 @@ class Relay:
         self._claim_start = _text(response[0])
         if self._claim_start == "0-0":
             self._claim_due = time.monotonic() + self._claim_period
-        claimed = [_text(entry[0]) for entry in response[1]]
+        claimed = [_Entry(*_pair(entry)) for entry in response[1] if entry]
         deleted = [_text(entry_id) for entry_id in response[2]] if len(response) > 2 else []
         if deleted:
             logger.warning(
@@ -426,50 +474,164 @@ class Relay:
                 len(deleted),
                 cfg.stream,
             )
-        for entry_id in claimed:  # the claim was a delivery that will not run the handler
-            self._skipped[entry_id] = self._skipped.get(entry_id, 0) + 1
-        if claimed:
-            self._stats["reclaimed"] += len(claimed)
+        fresh = [entry for entry in claimed if entry.id not in self._held]
+        if fresh:
+            self._stats["reclaimed"] += len(fresh)
             logger.info(
                 "relay %s reclaimed %d entries of %s idle for over %d ms",
                 self._consumer,
-                len(claimed),
+                len(fresh),
                 cfg.stream,
                 cfg.claim_idle_ms,
             )
-        return len(claimed)
+        return self._enqueue(fresh)
+
+    def _enqueue(self, entries: list[_Entry]) -> int:
+        for entry in entries:
+            if entry.id in self._held:
+                continue
+            self._held[entry.id] = entry
+            try:
+                key = self._lane_key(entry.fields()) if entry.raw else entry.id
+            except Exception:  # a malformed entry: alone in its lane (the handler will judge)
+                key = entry.id
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = _Lane(key)
+            lane.entries.append(entry)
+            if not lane.busy and not lane.queued and lane.retry_at <= time.monotonic():
+                lane.queued = True
+                self._ready.append(lane)
+        return len(entries)
 
     # -- delivering ---------------------------------------------------------------------------
 
-    async def _process(self, entries: list[_Entry]) -> tuple[int, bool]:
-        """Deliver ``entries`` in order. Returns (acked, ok); ok is False after a failure."""
-        fetched_at = time.monotonic()
-        acked = 0
-        for index, entry in enumerate(entries):
-            if index and time.monotonic() - fetched_at > self._stale_after:
-                # Slow batch: its tail may be reclaimable by now. Re-read what is still ours.
-                self._give_back(entries[index:])
-                return acked, True
-            try:
-                result = await self._deliver(entry)
-            except BaseException:
-                self._give_back(entries[index + 1 :])
-                raise
-            if result is None:
-                self._give_back(entries[index + 1 :])
-                return acked, False
-            acked += result
-        return acked, True
+    def _outage(self) -> bool:
+        """Several attempts failed transiently and none succeeded since: the receiver is down."""
+        return self._transient_streak >= _GATE_AFTER
 
-    def _give_back(self, entries: list[_Entry]) -> None:
-        """Entries read but not attempted stay pending; remember that this delivery was free."""
-        for entry in entries:
-            self._skipped[entry.id] = self._skipped.get(entry.id, 0) + 1
-        if entries:
-            self._recover = True
+    def _dispatch(self) -> None:
+        """Start attempts for ready lanes, up to ``concurrency``.
 
-    async def _deliver(self, entry: _Entry) -> int | None:
-        """Deliver one entry; returns the number acked (0/1), or None if a retry is scheduled."""
+        During an outage, one lane at a time probes the receiver once the pause is over; its
+        first success ends the outage and every lane resumes.
+        """
+        now = time.monotonic()
+        while self._waiting and self._waiting[0][0] <= now:
+            lane = heapq.heappop(self._waiting)[2]
+            if not lane.busy and not lane.queued and lane.entries:
+                lane.queued = True
+                self._ready.append(lane)
+        if now < self._gate_until:
+            return
+        limit = 1 if self._outage() else self._config.concurrency
+        while self._ready and len(self._tasks) < limit:
+            lane = self._ready.popleft()
+            lane.queued = False
+            if lane.busy or not lane.entries:
+                continue
+            lane.busy = True
+            task = asyncio.create_task(self._work(lane))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _next_due(self) -> float | None:
+        """When :meth:`_dispatch` can next start an attempt; None if only a settling one tells."""
+        limit = 1 if self._outage() else self._config.concurrency
+        if len(self._tasks) >= limit:
+            return None
+        if self._ready:
+            due = time.monotonic()
+        elif self._waiting:
+            due = self._waiting[0][0]
+        else:
+            return None
+        return max(due, self._gate_until)
+
+    async def _work(self, lane: _Lane) -> None:
+        """Deliver the head of ``lane`` (and up to a burst after it) in order."""
+        try:
+            for _ in range(_LANE_BURST):
+                if not lane.entries or time.monotonic() < self._gate_until:
+                    break
+                delay = await self._attempt_lane(lane)
+                if delay is not None:
+                    lane.failures += 1
+                    lane.retry_at = time.monotonic() + delay
+                    self._seq += 1
+                    heapq.heappush(self._waiting, (lane.retry_at, self._seq, lane))
+                    return
+                lane.failures = 0
+                lane.retry_at = 0.0
+                self._wake.set()  # acknowledge what settled without waiting for the burst
+        finally:
+            lane.busy = False
+            if not lane.entries:
+                if self._lanes.get(lane.key) is lane:
+                    del self._lanes[lane.key]
+            elif lane.retry_at <= time.monotonic() and not lane.queued:
+                lane.queued = True
+                self._ready.append(lane)
+            self._wake.set()
+
+    async def _attempt_lane(self, lane: _Lane) -> float | None:
+        """Deliver the head of ``lane`` (a batch of it, when possible); settled ones leave it."""
+        head = lane.entries[0]
+        batch: list[_Entry] = []
+        if self._batch_handler is not None and not lane.solo and not self._attempts.get(head.id):
+            for entry in lane.entries:
+                if not entry.raw or len(batch) >= self._config.max_batch:
+                    break
+                batch.append(entry)
+        if len(batch) < 2:
+            delay = await self._attempt(head, lane.failures + 1)
+            if delay is None:
+                lane.entries.popleft()
+                lane.solo = False
+            return delay
+        return await self._attempt_batch(lane, batch)
+
+    async def _attempt_batch(self, lane: _Lane, batch: list[_Entry]) -> float | None:
+        cfg = self._config
+        assert self._batch_handler is not None
+        timeout = asyncio.timeout(cfg.handler_timeout)
+        try:
+            async with timeout:
+                outcomes = await self._batch_handler([(e.id, e.fields()) for e in batch])
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
+        except TransientDeliveryError as exc:
+            return self._transient(batch[0], exc, lane.failures + 1)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and timeout.expired():
+                reason = f"batch handler still running after {cfg.handler_timeout:g}s"
+            else:
+                reason = f"unexpected error: {exc!r}"
+            lane.solo = True
+            self._stats["retried"] += 1
+            delay = self._backoff(1)
+            logger.error(
+                "relay %s: a batch of %d entries from %s failed unexpectedly (%s); "
+                "retrying them one at a time in %.2fs",
+                self._consumer,
+                len(batch),
+                cfg.stream,
+                reason,
+                delay,
+            )
+            return delay
+        self._transient_streak = 0
+        for entry, outcome in zip(batch, outcomes, strict=True):
+            lane.entries.popleft()
+            if outcome is None:
+                self._settle(entry.id)
+                self._acks.append(entry.id)
+            else:
+                self._dead_letter(entry, "permanent", f"permanent failure: {outcome}", 1)
+        return None
+
+    async def _attempt(self, entry: _Entry, failures: int = 1) -> float | None:
+        """One attempt; None once the entry is settled, else the delay before the next one."""
         cfg = self._config
         if not entry.raw:
             logger.warning(
@@ -478,75 +640,142 @@ class Relay:
                 entry.id,
                 cfg.stream,
             )
-            return await self._ack(entry.id)
-        attempt = max(1, entry.deliveries - self._skipped.get(entry.id, 0))
-        if attempt > cfg.max_attempts:
-            return await self._dead_letter(
-                entry,
-                attempt - 1,
-                f"delivered {attempt - 1} times without acknowledgement "
-                "(handler hung or relay crashed)",
-            )
+            self._settle(entry.id)
+            self._acks.append(entry.id)
+            return None
+        attempts = self._attempts.get(entry.id, 0) + 1
+        timeout = asyncio.timeout(cfg.handler_timeout)
         try:
-            await self._handler(entry.id, entry.fields())
+            async with timeout:
+                await self._handler(entry.id, entry.fields())
         except PermanentDeliveryError as exc:
-            return await self._dead_letter(entry, attempt, f"permanent failure: {exc!r}")
+            self._dead_letter(entry, "permanent", f"permanent failure: {exc}", attempts)
+            return None
+        except TransientDeliveryError as exc:
+            return self._transient(entry, exc, failures)
         except Exception as exc:
-            if attempt >= cfg.max_attempts:
-                return await self._dead_letter(entry, attempt, f"failed: {exc!r}")
-            delay = self._backoff(attempt)
-            self._retry_at = time.monotonic() + delay
-            self._probe = True
-            self._recover = True
+            if isinstance(exc, TimeoutError) and timeout.expired():
+                reason = f"handler still running after {cfg.handler_timeout:g}s"
+            else:
+                reason = f"unexpected error: {exc!r}"
+            if attempts >= cfg.max_attempts:
+                self._dead_letter(entry, "unexpected", reason, attempts)
+                return None
+            self._attempts[entry.id] = attempts
             self._stats["retried"] += 1
-            logger.warning(
-                "relay %s: delivery of %s from %s failed (attempt %d/%d), retrying in %.2fs: %r",
+            delay = self._backoff(attempts)
+            logger.error(
+                "relay %s: delivery of %s from %s failed unexpectedly "
+                "(attempt %d/%d), retrying in %.2fs: %s",
                 self._consumer,
                 entry.id,
                 cfg.stream,
-                attempt,
+                attempts,
                 cfg.max_attempts,
                 delay,
-                exc,
+                reason,
             )
-            return None
-        acked = await self._ack(entry.id)
-        self._stats["delivered" if acked else "already_acked"] += 1
-        return acked
+            return delay
+        self._transient_streak = 0
+        self._settle(entry.id)
+        self._acks.append(entry.id)
+        return None
 
-    async def _ack(self, entry_id: str) -> int:
-        cfg = self._config
-        acked = int(await self._redis.xack(cfg.stream, cfg.group, entry_id))
-        self._skipped.pop(entry_id, None)
-        self._probe = False  # the head entry is settled: read whole batches again
-        return acked
-
-    async def _dead_letter(self, entry: _Entry, attempts: int, reason: str) -> int:
-        """Copy the entry to the dead-letter stream, then XACK it.
-
-        Two commands, in this order, rather than one MULTI: a crash in between leaves a duplicate
-        dead letter (same ``dead_letter.id``), never a lost entry, and the two streams need not
-        share a Redis Cluster hash slot.
-        """
-        cfg = self._config
-        fields: dict[FieldT, EncodableT] = {_text(k): v for k, v in entry.raw.items()}
-        fields[DEAD_LETTER_ID_FIELD] = entry.id
-        fields[DEAD_LETTER_REASON_FIELD] = reason
-        fields[DEAD_LETTER_ATTEMPTS_FIELD] = str(attempts)
-        fields[DEAD_LETTER_CONSUMER_FIELD] = self._consumer
-        await self._redis.xadd(cfg.dead_letter_stream, fields, maxlen=cfg.maxlen, approximate=True)
-        acked = await self._ack(entry.id)
-        self._stats["dead_lettered"] += 1
-        logger.error(
-            "relay %s: dead-lettered entry %s of %s to %s after %d attempt(s): %s",
+    def _transient(self, entry: _Entry, exc: TransientDeliveryError, failures: int) -> float:
+        """Count a transient failure (``failures``-th in a row of its lane); the retry delay."""
+        self._stats["retried"] += 1
+        self._transient_streak += 1
+        delay = self._backoff(max(failures, self._transient_streak))
+        if self._transient_streak >= _GATE_AFTER:
+            # Several attempts failed and none succeeded since: the receiver looks down.
+            # Pause every lane instead of letting each one probe it.
+            self._gate_until = max(self._gate_until, time.monotonic() + delay)
+        streak = self._transient_streak
+        level = logging.WARNING if streak == 1 or streak % 20 == 0 else logging.DEBUG
+        logger.log(
+            level,
+            "relay %s: delivery of %s from %s failed transiently (%d in a row), "
+            "retrying in %.2fs: %s",
             self._consumer,
             entry.id,
-            cfg.stream,
-            cfg.dead_letter_stream,
-            attempts,
-            reason,
+            self._config.stream,
+            streak,
+            delay,
+            exc,
         )
-        return acked
+        return delay
+
+    def _settle(self, entry_id: str) -> None:
+        self._held.pop(entry_id, None)
+        self._attempts.pop(entry_id, None)
+
+    def _dead_letter(self, entry: _Entry, outcome: str, reason: str, attempts: int) -> None:
+        self._settle(entry.id)
+        self._dead.append(_DeadLetter(entry, outcome, reason, attempts))
+
+    async def _flush(self) -> int:
+        """Dead-letter, then XACK, what was settled since the last flush: one round trip.
+
+        XADD to the dead-letter stream precedes the XACK, so a crash in between leaves a
+        duplicate dead letter (same ``dead_letter.id``), never a lost entry.
+        """
+        acks, dead = self._acks, self._dead
+        if not acks and not dead:
+            return 0
+        self._acks, self._dead = [], []
+        cfg = self._config
+        now_ms = str(int(time.time() * 1000))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for letter in dead:
+                fields: dict[FieldT, EncodableT] = {
+                    _text(k): v for k, v in letter.entry.raw.items()
+                }
+                fields[DEAD_LETTER_ID_FIELD] = letter.entry.id
+                fields[DEAD_LETTER_REASON_FIELD] = letter.reason
+                fields[DEAD_LETTER_ATTEMPTS_FIELD] = str(letter.attempts)
+                fields[DEAD_LETTER_CONSUMER_FIELD] = self._consumer
+                fields[DEAD_LETTER_OUTCOME_FIELD] = letter.outcome
+                fields[DEAD_LETTER_AT_FIELD] = now_ms
+                pipe.xadd(cfg.dead_letter_stream, fields, maxlen=cfg.maxlen, approximate=True)
+            if dead:
+                pipe.xack(cfg.stream, cfg.group, *(letter.entry.id for letter in dead))
+            if acks:
+                pipe.xack(cfg.stream, cfg.group, *acks)
+            results = await pipe.execute()
+        if acks:
+            delivered = int(results[-1])
+            self._stats["delivered"] += delivered
+            self._stats["already_acked"] += len(acks) - delivered
+        for letter in dead:
+            self._stats["dead_lettered"] += 1
+            logger.error(
+                "relay %s: dead-lettered entry %s of %s to %s after %d attempt(s): %s",
+                self._consumer,
+                letter.entry.id,
+                cfg.stream,
+                cfg.dead_letter_stream,
+                letter.attempts,
+                letter.reason,
+            )
+        return len(acks) + len(dead)
+
+    async def _touch(self) -> None:
+        """Reset the idle time of held entries so that no other relay reclaims them."""
+        now = time.monotonic()
+        if now < self._touch_due:
+            return
+        self._touch_due = now + self._touch_period
+        ids: list[Any] = list(self._held)
+        cfg = self._config
+        for start in range(0, len(ids), _TOUCH_CHUNK):
+            await self._redis.xclaim(
+                cfg.stream,
+                cfg.group,
+                self._consumer,
+                0,
+                ids[start : start + _TOUCH_CHUNK],
+                justid=True,
+            )
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: a random delay in [d/2, d], d = initial * 2^(n-1)."""

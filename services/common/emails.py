@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import email_validator
 from email_validator import EmailNotValidError, validate_email
 
@@ -32,6 +34,15 @@ def normalise_email(raw: str, field: str = "email") -> str:
         raise InvalidArgument(f"{field} is not valid Unicode") from exc
     if size > MAX_EMAIL_BYTES:
         raise InvalidArgument(f"{field} is longer than {MAX_EMAIL_BYTES} bytes")
+    if not (
+        unicodedata.is_normalized("NFC", raw.strip()) and unicodedata.is_normalized("NFC", email)
+    ):
+        # Two spellings of one address (josé composed, or e + U+0301) would be two accounts;
+        # rewriting one into the other would merge keys, so the sender must send NFC.
+        raise InvalidArgument(
+            f"{field} is not in Unicode normalization form C (NFC): "
+            "compose accented characters before sending"
+        )
     bad = sorted(set(email) & _FORBIDDEN)
     if bad:
         shown = ", ".join(repr(c) for c in bad)

@@ -5,21 +5,29 @@ from the `Auth:` lines of the .proto files; unknown methods are denied), (2) aut
 caller from metadata (`x-missive-service-token` for services, `authorization: Bearer` for
 users) and checks it against the allowlist, (3) runs the servicer with the caller in a
 ContextVar, and (4) turns DomainError and Redis outages into a status with a clear message.
+
+Before any of that, a request that does not decode as its message type (invalid UTF-8 in a
+string field, truncated bytes) fails with INVALID_ARGUMENT and a neutral message, on every
+method including health and reflection, instead of gRPC's UNKNOWN naming the parser's
+exception. A call with more than one `authorization` or service-credential entry is refused
+(UNAUTHENTICATED), so no layer has to pick one; public methods ignore credentials entirely,
+as the REST operations without a security requirement do.
 """
 
 from __future__ import annotations
 
 import contextvars
+import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 import grpc
-import redis.exceptions
 from missive.access import RPC_ACCESS, RpcAccess
 
 from services.common.auth import ServiceCredentials, TokenVerifier
+from services.common.channels import client_options
 from services.common.domain import (
     DomainError,
     PermissionDenied,
@@ -27,6 +35,7 @@ from services.common.domain import (
     RateLimited,
     Unauthenticated,
 )
+from services.common.redis import unavailable_reason
 from services.common.sessions import Sessions
 
 logger = logging.getLogger(__name__)
@@ -40,6 +49,34 @@ _caller: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
 )
 # Infrastructure services that stay open (health probes, grpcurl-style reflection).
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+_CREDENTIAL_KEYS = ("authorization", SERVICE_TOKEN_HEADER)
+UNDECODABLE_MESSAGE = "the request is not a valid message for this method"
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes did not decode, so the handler can refuse it."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Any:
+    if deserialize is None:
+        return None
+    inner = deserialize
+
+    def safe(data: bytes) -> Any:
+        try:
+            return inner(data)
+        except Exception:  # DecodeError, or anything a parser raises on hostile bytes
+            return _UNDECODABLE
+
+    return safe
+
+
+async def _refuse_undecodable(request: Any, context: Context) -> None:
+    if request is _UNDECODABLE:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
 
 
 def caller() -> Principal:
@@ -63,9 +100,10 @@ async def _abort_for(exc: BaseException, context: Context, method: str) -> None:
         context.set_trailing_metadata((("retry-after", str(exc.retry_after)),))
     if isinstance(exc, DomainError):
         await context.abort(_status(exc), exc.message)
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+    reason = unavailable_reason(exc)
+    if reason is not None:
         logger.warning("redis unavailable during %s: %s", method, exc)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "the data store is unreachable; retry")
+        await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
     raise exc
 
 
@@ -83,16 +121,18 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
     ) -> Handler | None:
         method: str = handler_call_details.method
         handler = await continuation(handler_call_details)
-        if handler is None or method.startswith(_OPEN_PREFIXES):
-            return handler
+        if handler is None:
+            return None
+        if method.startswith(_OPEN_PREFIXES):
+            return _decoding_checked(handler)
         access = RPC_ACCESS.get(method)
-        metadata = {
-            key: value
+        entries = [
+            (key, value)
             for key, value in (handler_call_details.invocation_metadata or ())
             if isinstance(value, str)
-        }
+        ]
         try:
-            principal = self._authenticate(method, access, metadata)
+            principal = self._authenticate(method, access, entries)
             if principal is not None and self.sessions is not None:
                 await self.sessions.check(principal)  # expired, revoked or deleted: refused
         except DomainError as exc:
@@ -100,10 +140,14 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         return _wrapped(handler, principal, method)
 
     def _authenticate(
-        self, method: str, access: RpcAccess | None, metadata: dict[str, str]
+        self, method: str, access: RpcAccess | None, entries: list[tuple[str, str]]
     ) -> Principal | None:
         if access is None:
             raise PermissionDenied(f"{method} is not part of the published contracts")
+        metadata = _credentials(entries)
+        if access.public:
+            # Open to anyone: credentials sent along are ignored, not checked (as on REST).
+            return None
         service_token = metadata.get(SERVICE_TOKEN_HEADER)
         if service_token:
             principal = self.verifier.verify_service(service_token)
@@ -120,9 +164,81 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             if not access.users:
                 raise PermissionDenied(f"{method} is internal to Missive's services")
             return principal
-        if access.public:
-            return None
         raise Unauthenticated("this call requires an access token")
+
+
+def _credentials(entries: list[tuple[str, str]]) -> dict[str, str]:
+    """The credential metadata of a call; Unauthenticated when one is sent more than once."""
+    found: dict[str, str] = {}
+    for key, value in entries:
+        if key in _CREDENTIAL_KEYS:
+            if key in found:
+                raise Unauthenticated(f"the call carries more than one `{key}` metadata entry")
+            found[key] = value
+    return found
+
+
+def _decoding_checked(handler: Handler) -> Handler:
+    """`handler` with requests that do not decode refused as INVALID_ARGUMENT."""
+    if handler.unary_unary is not None:
+        inner_unary: Any = handler.unary_unary
+
+        async def unary(request: Any, context: Context) -> Any:
+            await _refuse_undecodable(request, context)
+            return await inner_unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        inner_stream: Any = handler.unary_stream
+        stream: Any
+        if inspect.isasyncgenfunction(inner_stream):
+
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                await _refuse_undecodable(request, context)
+                async for item in inner_stream(request, context):
+                    yield item
+
+        else:  # a coroutine writing with context.write (the stock health Watch)
+
+            async def stream(request: Any, context: Context) -> Any:
+                await _refuse_undecodable(request, context)
+                return await inner_stream(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_stream is not None:
+        inner_bidi: Any = handler.stream_stream
+
+        async def checked(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            async for request in requests:
+                await _refuse_undecodable(request, context)
+                yield request
+
+        bidi: Any
+        if inspect.isasyncgenfunction(inner_bidi):
+
+            async def bidi(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+                async for item in inner_bidi(checked(requests, context), context):
+                    yield item
+
+        else:
+
+            async def bidi(requests: AsyncIterator[Any], context: Context) -> Any:
+                return await inner_bidi(checked(requests, context), context)
+
+        return grpc.stream_stream_rpc_method_handler(
+            bidi,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
 
 def _wrapped(handler: Handler, principal: Principal | None, method: str) -> Handler:
@@ -130,6 +246,7 @@ def _wrapped(handler: Handler, principal: Principal | None, method: str) -> Hand
         inner_unary: Any = handler.unary_unary
 
         async def unary(request: Any, context: Context) -> Any:
+            await _refuse_undecodable(request, context)
             token = _caller.set(principal)
             try:
                 return await inner_unary(request, context)
@@ -140,13 +257,14 @@ def _wrapped(handler: Handler, principal: Principal | None, method: str) -> Hand
 
         return grpc.unary_unary_rpc_method_handler(
             unary,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream is not None:
         inner_stream: Any = handler.unary_stream
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            await _refuse_undecodable(request, context)
             token = _caller.set(principal)
             try:
                 async for item in inner_stream(request, context):
@@ -158,7 +276,7 @@ def _wrapped(handler: Handler, principal: Principal | None, method: str) -> Hand
 
         return grpc.unary_stream_rpc_method_handler(
             stream,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     return handler  # the contracts have no client-streaming methods
@@ -169,21 +287,23 @@ def _rejecting(handler: Handler, error: DomainError, method: str) -> Handler:
     logger.info("rejected %s: %s", method, error.message)
 
     async def unary(request: Any, context: Context) -> Any:
+        await _refuse_undecodable(request, context)
         await context.abort(_status(error), error.message)
 
     async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        await _refuse_undecodable(request, context)
         await context.abort(_status(error), error.message)
         yield  # pragma: no cover - makes this an async generator
 
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
             stream,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     return grpc.unary_unary_rpc_method_handler(
         unary,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=_safe_deserializer(handler.request_deserializer),
         response_serializer=handler.response_serializer,
     )
 
@@ -191,15 +311,21 @@ def _rejecting(handler: Handler, error: DomainError, method: str) -> Handler:
 class _ServiceToken:
     """Adds this service's credential to the metadata of every call to one peer."""
 
-    def __init__(self, credentials: ServiceCredentials, target: str) -> None:
+    def __init__(
+        self, credentials: ServiceCredentials, target: str, wait_for_ready: bool | None = None
+    ) -> None:
         self.credentials = credentials
         self.target = target
+        self.wait_for_ready = wait_for_ready
 
     def details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         metadata.add(SERVICE_TOKEN_HEADER, self.credentials.token_for(self.target))
+        wait_for_ready = details.wait_for_ready
+        if wait_for_ready is None:
+            wait_for_ready = self.wait_for_ready
         return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+            details.method, details.timeout, metadata, details.credentials, wait_for_ready
         )
 
 
@@ -252,21 +378,25 @@ def peer_channel(
     *,
     retry_service: str | None = None,
     retry_methods: Sequence[str] = (),
+    wait_for_ready: bool | None = None,
 ) -> grpc.aio.Channel:
     """A channel to a peer service that presents this service's credential on every call.
 
-    Keepalive detects a silently dropped peer in seconds instead of TCP's ~15 minutes.
+    Keepalive (within the servers' ping policy) detects a silently dropped peer in seconds
+    instead of TCP's ~15 minutes; the reconnect backoff is capped at a few hundred ms, so a
+    restarted peer is reachable again at once (see :mod:`services.common.channels`).
+    ``wait_for_ready=True`` makes each call that has no setting of its own wait, within its
+    deadline, for the peer to become reachable instead of failing at once with UNAVAILABLE:
+    right for a relay that would retry anyway, wrong for a caller that must answer quickly.
     """
     options: list[tuple[str, Any]] = [
-        ("grpc.keepalive_time_ms", 10_000),
-        ("grpc.keepalive_timeout_ms", 5_000),
-        ("grpc.keepalive_permit_without_calls", 1),
+        *client_options(),
         ("grpc.max_receive_message_length", 4 * 1024 * 1024),
         ("grpc.enable_retries", 1),
     ]
     if retry_service and retry_methods:
         options.append(("grpc.service_config", retry_service_config(retry_service, retry_methods)))
-    token = _ServiceToken(credentials, target)
+    token = _ServiceToken(credentials, target, wait_for_ready)
     return grpc.aio.insecure_channel(
         address, options=options, interceptors=[_UnaryUnaryToken(token), _UnaryStreamToken(token)]
     )

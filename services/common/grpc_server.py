@@ -13,6 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from services.common.channels import server_options
+from services.common.draining import DrainGate, note_port
+from services.common.draining import register as register_drain_gate
 from services.common.errors import PortInUse, StartupError
 from services.common.ports import format_address, port_is_taken
 
@@ -54,19 +57,19 @@ def create_grpc_server(
         # gRPC enables SO_REUSEPORT by default: a second server on a busy port would
         # silently share it instead of failing. Refuse, so a taken port is an error.
         ("grpc.so_reuseport", 0),
-        # Let clients keep idle connections alive with pings every 10 s or more.
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-        ("grpc.http2.max_ping_strikes", 2),
-        # Ping idle clients too, so a vanished subscriber of a stream is noticed in ~1 min.
-        ("grpc.keepalive_time_ms", 60_000),
-        ("grpc.keepalive_timeout_ms", 20_000),
+        # Clients may ping idle connections every 10 s or more; servers ping idle clients
+        # every minute (services.common.channels holds both sides' settings).
+        *server_options(),
     ]
-    return grpc.aio.server(
-        interceptors=list(interceptors),
+    # First, so a call refused while shutting down never reaches authentication.
+    gate = DrainGate()
+    server = grpc.aio.server(
+        interceptors=[gate, *interceptors],
         options=[*defaults, *options],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
+    register_drain_gate(server, gate)
+    return server
 
 
 def bind_port(server: grpc.aio.Server, host: str, port: int, env_var: str) -> int:
@@ -87,6 +90,7 @@ def bind_port(server: grpc.aio.Server, host: str, port: int, env_var: str) -> in
         raise StartupError(f"cannot listen for gRPC on {address} (check {env_var})") from exc
     if bound == 0:
         raise StartupError(f"cannot listen for gRPC on {address} (check {env_var})")
+    note_port(server, bound)
     return bound
 
 

@@ -1,6 +1,8 @@
 """``python -m services.common.healthcheck PORT``: exit 0 if the gRPC server there is SERVING.
 
 Container healthchecks run it; the launcher uses :func:`check_async` for the same probe.
+``--http`` probes an HTTP-only component (the web inbox) instead: ``GET /health`` must answer
+200 with ``"status": "SERVING"`` (:func:`check_http`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import httpx
 from grpc_health.v1 import health_pb2
 
 from services.common.ports import format_address
 
-__all__ = ["CHANNEL_OPTIONS", "check", "check_async", "main", "status_name"]
+__all__ = ["CHANNEL_OPTIONS", "check", "check_async", "check_http", "main", "status_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,20 @@ async def check_async(
     return reply.status
 
 
+def check_http(host: str, port: int, *, timeout: float = 2.0) -> str:
+    """What ``GET /health`` on ``host:port`` reports (``SERVING``, ...); httpx.HTTPError if
+    it does not answer. A local probe never goes through a proxy from the environment."""
+    url = f"http://{format_address(host, port)}/health"
+    response = httpx.get(url, timeout=timeout, trust_env=False)
+    if response.status_code != 200:
+        return f"HTTP {response.status_code}"
+    try:
+        status = response.json().get("status")
+    except ValueError:
+        return "not JSON"
+    return str(status)
+
+
 def _port(raw: str) -> int:
     try:
         value = int(raw, 10)
@@ -84,8 +101,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     parser.add_argument("--service", default="", help='service name ("" = the whole server)')
     parser.add_argument("--timeout", type=float, default=2.0, help="deadline in seconds")
+    parser.add_argument(
+        "--http", action="store_true", help="probe GET /health over HTTP instead of gRPC"
+    )
     args = parser.parse_args(argv)
     address = format_address(args.host, args.port)
+    if args.http:
+        try:
+            reported = check_http(args.host, args.port, timeout=args.timeout)
+        except httpx.HTTPError as exc:
+            sys.stderr.write(f"healthcheck: {address}: {type(exc).__name__}: {exc}\n")
+            return 1
+        if reported != "SERVING":
+            sys.stderr.write(f"healthcheck: {address} is {reported}\n")
+            return 1
+        sys.stdout.write(f"healthcheck: {address} is SERVING\n")
+        return 0
     try:
         status = check(args.host, args.port, service=args.service, timeout=args.timeout)
     except grpc.RpcError as exc:

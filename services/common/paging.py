@@ -11,6 +11,10 @@ from services.common.domain import InvalidArgument
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
 MAX_TOKEN_LENGTH = 512
+# The largest position a page token may carry: positions are ranks and ids that Redis also
+# compares as scores (doubles, exact up to 2**53), and rank arithmetic near 2**63 overflows
+# Redis's 64-bit integers. A token beyond it is malformed, whatever decoded it.
+MAX_OFFSET = 2**53 - 1
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,6 @@ def parse_page(page_size: int | None, page_token: str | None) -> Page:
         offset = int(number)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidArgument("page_token is malformed") from exc
-    if prefix != "o1" or offset < 0 or number != str(offset):
+    if prefix != "o1" or not 0 <= offset <= MAX_OFFSET or number != str(offset):
         raise InvalidArgument("page_token is malformed")
     return Page(offset, size)

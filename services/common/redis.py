@@ -8,9 +8,21 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError
+from redis.exceptions import (
+    ConnectionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_SOCKET_TIMEOUT", "create_redis"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_SOCKET_TIMEOUT",
+    "create_redis",
+    "unavailable_reason",
+]
 
 DEFAULT_SOCKET_TIMEOUT = 2.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
@@ -57,3 +69,26 @@ def create_redis(
     )
     pool = ConnectionPool(**options)
     return Redis.from_pool(pool)
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why Redis cannot serve a command right now (a retry later may succeed), else None.
+
+    Unreachable or still loading the dataset; out of memory (``maxmemory`` with the
+    ``noeviction`` policy refuses writes, so nothing is half-written and nothing is evicted);
+    refusing writes because it cannot persist them (MISCONF) or is a replica (READONLY). Both
+    edges answer these UNAVAILABLE / 503, never INTERNAL / 500. A script refused part-way by
+    one of them reports it inside an ``ERR Error running script`` reply, hence the text checks.
+    """
+    if isinstance(exc, ConnectionError | RedisTimeoutError):
+        return "the data store is unreachable; retry"
+    if not isinstance(exc, RedisError):
+        return None
+    text = str(exc)
+    if isinstance(exc, OutOfMemoryError) or (isinstance(exc, ResponseError) and "OOM " in text):
+        return "the data store is full; retry later"
+    if isinstance(exc, ReadOnlyError) or (
+        isinstance(exc, ResponseError) and ("MISCONF " in text or "READONLY " in text)
+    ):
+        return "the data store refuses writes for now; retry later"
+    return None

@@ -20,6 +20,7 @@ from services.common.domain import (
     Unauthenticated,
     Unavailable,
 )
+from services.common.redis import unavailable_reason
 from services.common.sessions import Sessions
 
 logger = logging.getLogger(__name__)
@@ -74,13 +75,16 @@ async def _domain_problem(_request: ConnexionRequest, exc: Exception) -> Connexi
 
 
 async def _redis_problem(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    reason = unavailable_reason(exc)
+    if reason is None:
+        logger.error("redis error: %s", exc)
+        return problem(500, "Internal Server Error", "The request could not be completed.")
     logger.warning("redis unavailable: %s", exc)
-    return problem(503, "Service Unavailable", "The data store is unreachable; retry later.")
+    return problem(503, "Service Unavailable", f"{reason[0].upper()}{reason[1:]}.")
 
 
 def install_error_handlers(app: AsyncApp) -> AsyncApp:
     """Translate domain errors and Redis outages once, for every operation of `app`."""
     app.add_error_handler(DomainError, _domain_problem)
-    app.add_error_handler(redis.exceptions.ConnectionError, _redis_problem)
-    app.add_error_handler(redis.exceptions.TimeoutError, _redis_problem)
+    app.add_error_handler(redis.exceptions.RedisError, _redis_problem)
     return app

@@ -16,9 +16,11 @@ import grpc.aio
 import uvicorn
 from starlette.types import ASGIApp
 
+from services.common.draining import drain_gate
 from services.common.errors import StartupError
 from services.common.grpc_server import HealthReporter
 from services.common.ports import bind_socket, format_address
+from services.common.rest_server import RestEdgeSettings, uvicorn_options
 
 __all__ = ["BackgroundFactory", "ShutdownCallback", "run", "serve"]
 
@@ -93,14 +95,20 @@ async def serve(
     on_shutdown: Sequence[ShutdownCallback] = (),
     stop: asyncio.Event | None = None,
     access_log: bool = True,
+    rest_edge: RestEdgeSettings | None = None,
 ) -> None:
     """Serve gRPC (already bound with ``bind_port``) and REST until SIGTERM/SIGINT or ``stop``.
 
     On shutdown: health NOT_SERVING, background tasks cancelled, gRPC and REST drain
     in-flight calls for up to ``grace`` seconds (concurrently; REST rounds it up to
-    whole seconds), then the REST app's lifespan shutdown, then the ``on_shutdown``
-    callbacks run in order. Close resources shared by REST and gRPC handlers in
+    whole seconds; meanwhile new gRPC calls get UNAVAILABLE, see
+    :mod:`services.common.draining`), then the REST app's lifespan shutdown, then the
+    ``on_shutdown`` callbacks run in order. Close resources shared by REST and gRPC handlers in
     ``on_shutdown`` rather than in the ASGI lifespan, which may end first.
+
+    ``rest_edge`` sets the trusted proxies, header and idle timeouts and the per-client
+    connection cap of the REST server (default: :class:`RestEdgeSettings`' defaults, which
+    trust no proxy).
 
     A taken REST port raises :class:`PortInUse` naming ``rest_port_env`` before anything
     starts. A crash of the REST server or of a background task shuts everything
@@ -134,6 +142,7 @@ async def serve(
                 # After this uvicorn cancels the requests still running (they get a
                 # 500) and still runs the app's lifespan shutdown. Whole seconds only.
                 timeout_graceful_shutdown=_rest_grace(grace),
+                **uvicorn_options(rest_edge or RestEdgeSettings()),
             )
             rest = _UvicornServer(config)
             rest_task = asyncio.create_task(rest.serve(sockets=[rest_socket]), name=f"{name}-rest")
@@ -213,7 +222,7 @@ async def _shutdown(
                 )
     if rest is not None:
         rest.should_exit = True
-    await asyncio.gather(grpc_server.stop(grace), _stop_rest(name, rest, rest_task, grace))
+    await asyncio.gather(_stop_grpc(grpc_server, grace), _stop_rest(name, rest, rest_task, grace))
     for callback in on_shutdown:
         # The callbacks share what is left of the budget; a hung one cannot hold the exit.
         remaining = max(deadline - loop.time(), _MIN_CALLBACK_SECONDS)
@@ -222,6 +231,16 @@ async def _shutdown(
                 await callback()
         except Exception:
             logger.exception("%s: shutdown callback %r failed", name, callback)
+
+
+async def _stop_grpc(grpc_server: grpc.aio.Server, grace: float) -> None:
+    """New calls get UNAVAILABLE while unary calls in flight finish, then gRPC stops."""
+    gate = drain_gate(grpc_server)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    if gate is not None:
+        await gate.drain(grace)
+    await grpc_server.stop(max(grace - (loop.time() - start), 0.0))
 
 
 def _rest_grace(grace: float) -> int:

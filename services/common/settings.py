@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ __all__ = [
     "REDIS_URL_SCHEMES",
     "CommonSettings",
     "ConfigError",
+    "RestEdgeSettings",
     "env_address",
     "env_bool",
     "env_choice",
@@ -183,6 +185,72 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+TRUSTED_PROXIES_ENV = "REST_TRUSTED_PROXIES"
+HEADER_TIMEOUT_ENV = "REST_HEADER_TIMEOUT"
+IDLE_TIMEOUT_ENV = "REST_IDLE_TIMEOUT"
+MAX_CONNECTIONS_PER_CLIENT_ENV = "REST_MAX_CONNECTIONS_PER_CLIENT"
+
+
+def parse_trusted_proxies(raw: str, name: str = TRUSTED_PROXIES_ENV) -> tuple[str, ...]:
+    """Comma-separated IP addresses or networks (CIDR); ConfigError naming ``name`` otherwise."""
+    proxies: list[str] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{name}={raw!r}: {item!r} is not an IP address or network (e.g. 10.0.0.0/8)"
+            ) from None
+        proxies.append(str(network.network_address) if network.num_addresses == 1 else str(network))
+    return tuple(dict.fromkeys(proxies))
+
+
+@dataclass(frozen=True)
+class RestEdgeSettings:
+    """How the REST server treats connections (services/common/rest_server.py applies it).
+
+    Forwarded headers are honoured only from ``trusted_proxies`` (none by default); request
+    headers must arrive within ``header_timeout`` seconds; a connection silent for
+    ``idle_timeout`` seconds between requests or in the middle of a body is closed; one client
+    address may hold ``max_connections_per_client`` connections.
+    """
+
+    trusted_proxies: tuple[str, ...] = ()
+    header_timeout: float = 10.0
+    idle_timeout: float = 15.0
+    max_connections_per_client: int = 64
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Self:
+        """Read REST_TRUSTED_PROXIES, REST_HEADER_TIMEOUT, REST_IDLE_TIMEOUT and
+        REST_MAX_CONNECTIONS_PER_CLIENT; ConfigError naming the first malformed one."""
+        return cls(
+            trusted_proxies=parse_trusted_proxies(env_str(environ, TRUSTED_PROXIES_ENV, "")),
+            header_timeout=env_float(
+                environ, HEADER_TIMEOUT_ENV, cls.header_timeout, min=0.1, max=3600.0
+            ),
+            idle_timeout=env_float(
+                environ, IDLE_TIMEOUT_ENV, cls.idle_timeout, min=0.1, max=3600.0
+            ),
+            max_connections_per_client=env_int(
+                environ,
+                MAX_CONNECTIONS_PER_CLIENT_ENV,
+                cls.max_connections_per_client,
+                min=1,
+                max=1_000_000,
+            ),
+        )
+
+    def is_trusted_proxy(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in ipaddress.ip_network(proxy) for proxy in self.trusted_proxies)
+
+
 @dataclass(frozen=True)
 class CommonSettings:
     """Settings every service reads: where Redis is, how to log, how long to drain on shutdown."""
@@ -191,10 +259,12 @@ class CommonSettings:
     log_level: str = "INFO"
     log_format: str = "text"
     shutdown_grace_seconds: float = 8.0
+    rest: RestEdgeSettings = field(default_factory=RestEdgeSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Self:
-        """Read REDIS_URL, LOG_LEVEL, LOG_FORMAT, SHUTDOWN_GRACE; ConfigError on bad values."""
+        """Read REDIS_URL, LOG_LEVEL, LOG_FORMAT, SHUTDOWN_GRACE and the REST_* connection
+        settings (:class:`RestEdgeSettings`); ConfigError on bad values."""
         return cls(
             redis_url=validate_redis_url("REDIS_URL", env_str(environ, "REDIS_URL", cls.redis_url)),
             log_level=env_choice(environ, "LOG_LEVEL", cls.log_level, LOG_LEVELS),
@@ -202,6 +272,7 @@ class CommonSettings:
             shutdown_grace_seconds=env_float(
                 environ, "SHUTDOWN_GRACE", cls.shutdown_grace_seconds, min=0.0, max=300.0
             ),
+            rest=RestEdgeSettings.from_env(environ),
         )
 
     @property

@@ -15,12 +15,14 @@ from services.common.runner import run
 from services.common.sessions import GrpcAccounts, Sessions
 from services.frontend.grpc.app import register
 from services.frontend.replay import RETRY_METHODS, SERVICE_NAME, NotificationReplay
-from services.frontend.service import RECHECK_SECONDS, FrontendService
+from services.frontend.service import RECHECK_SECONDS, FrontendService, Hub
 from services.frontend.settings import GRPC_PORT_ENV, Settings
 
 logger = logging.getLogger(__name__)
 
 NAME = "frontend-service"
+STREAM_HEADROOM = 200
+"""Concurrent calls the gRPC server admits beyond the stream limit (pushes, health checks)."""
 
 
 async def always_ready() -> bool:
@@ -62,7 +64,12 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
         # FrontendService has no Redis, so no revocation channel: open streams are re-checked
         # every RECHECK_SECONDS, which is also the cache's lifetime (5 s staleness at most).
         sessions = Sessions(GrpcAccounts(users_channel), ttl_seconds=RECHECK_SECONDS)
-        service = FrontendService(NotificationReplay(channel), sessions=sessions)
+        hub = Hub(
+            max_streams=settings.max_streams,
+            max_streams_per_user=settings.max_streams_per_user,
+            max_streams_per_client=settings.max_streams_per_client,
+        )
+        service = FrontendService(NotificationReplay(channel), hub, sessions=sessions)
         endpoint = create_endpoint(
             security=security,
             host=settings.host,
@@ -70,6 +77,8 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             port_env=GRPC_PORT_ENV,
             register=lambda server: register(server, service),
             sessions=sessions,
+            # Every open stream is a call: admit them all, plus room for pushes and health.
+            max_concurrent_rpcs=settings.max_streams + STREAM_HEADROOM,
         )
         logger.info(
             "%s: gRPC on %s:%d, replaying from NotificationService at %s",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from services.common.domain import (
     DomainError,
     InvalidArgument,
@@ -16,6 +18,16 @@ __all__ = [
     "InvalidArgument",
     "PermissionDenied",
     "RateLimited",
+    "StreamReplaced",
     "Unauthenticated",
     "Unavailable",
 ]
+
+
+class StreamReplaced(DomainError):
+    """A stream ended to make room for a newer one of the same account (ABORTED): clients
+    should not reconnect automatically, or two of them would keep replacing each other."""
+
+    code: ClassVar[str] = "ABORTED"
+    http_status: ClassVar[int] = 409
+    title: ClassVar[str] = "Conflict"

@@ -15,7 +15,7 @@ from typing import Protocol
 from services.common.domain import DomainError, InvalidArgument, Principal, Unauthenticated
 from services.common.emails import normalise_email
 from services.common.sessions import Sessions
-from services.frontend.errors import RateLimited, Unavailable
+from services.frontend.errors import RateLimited, StreamReplaced, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -23,10 +23,15 @@ QUEUE_SIZE = 1000
 """Live notifications waiting for one slow stream; one more ends that stream (UNAVAILABLE)."""
 SEEN_LIMIT = 10_000
 """Ids one stream remembers for dedupe: far more than a relay redelivers, yet bounded memory."""
-MAX_STREAMS = 150
-"""Open streams per process; below the server's 200 concurrent RPCs, so pushes still get in."""
+MAX_STREAMS = 5_000
+"""Open streams per process (FRONTEND_MAX_STREAMS), sized by memory: an idle stream costs about
+30 KiB of process memory (measured: 2,000 streams added 54 MiB of RSS, 4,000 added 117 MiB; see
+the service README), so 5,000 take about 150 MiB. The gRPC server admits this many calls plus
+room for pushes and health checks."""
 MAX_STREAMS_PER_USER = 10
-"""Open streams per user, so one user cannot take every slot."""
+"""Open streams per account (FRONTEND_MAX_STREAMS_PER_USER); one more ends the longest idle."""
+MAX_STREAMS_PER_CLIENT = 100
+"""Open streams per client host (FRONTEND_MAX_STREAMS_PER_CLIENT), whatever the accounts."""
 RETRY_AFTER_SECONDS = 5
 RECHECK_SECONDS = 2.5
 """How often an open stream's token is checked again. FrontendService caches account states
@@ -62,8 +67,11 @@ class UnreadSource(Protocol):
 class Subscription:
     """One live stream of one user: its bounded queue and the ids it has already carried."""
 
-    def __init__(self, email: str, queue_size: int, seen_limit: int) -> None:
+    def __init__(self, email: str, queue_size: int, seen_limit: int, client: str = "") -> None:
         self.email = email
+        self.client = client
+        self.last_active = time.monotonic()
+        """When it was opened or last took a notification: the oldest is evicted first."""
         self._queue: deque[Notification] = deque()
         self._queue_size = queue_size
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -106,6 +114,7 @@ class Subscription:
             )
             return False
         self.claim(notification.id)
+        self.last_active = time.monotonic()
         self._queue.append(notification)
         self._wake.set()
         return True
@@ -138,12 +147,15 @@ class Hub:
         seen_limit: int = SEEN_LIMIT,
         max_streams: int = MAX_STREAMS,
         max_streams_per_user: int = MAX_STREAMS_PER_USER,
+        max_streams_per_client: int = MAX_STREAMS_PER_CLIENT,
     ) -> None:
         self._queue_size = queue_size
         self._seen_limit = seen_limit
         self._max_streams = max_streams
         self._max_per_user = max_streams_per_user
+        self._max_per_client = max_streams_per_client
         self._streams: dict[str, set[Subscription]] = {}
+        self._by_client: dict[str, int] = {}
         self._count = 0
         self._closed = False
 
@@ -153,21 +165,38 @@ class Hub:
             return self._count
         return len(self._streams.get(email, ()))
 
-    def register(self, email: str) -> Subscription:
-        """A new subscription for ``email``, receiving from now on."""
+    def register(self, email: str, client: str = "") -> Subscription:
+        """A new subscription for ``email`` from client host ``client``, receiving from now on.
+
+        RateLimited when the process or the client host has no room left. An account at its
+        limit keeps its newest streams: the one idle longest ends (ABORTED) to make room.
+        """
         if self._closed:
             raise Unavailable("FrontendService is shutting down; reconnect to resume")
-        if self._count >= self._max_streams:
+        if self._by_client.get(client, 0) >= self._max_per_client:
+            raise RateLimited(
+                f"at most {self._max_per_client} streams may be open from one client; "
+                "close one first",
+                RETRY_AFTER_SECONDS,
+            )
+        mine = self._streams.get(email, set())
+        if len(mine) >= self._max_per_user:
+            oldest = min(mine, key=lambda subscription: subscription.last_active)
+            oldest.fail(
+                StreamReplaced(
+                    f"this stream was closed because its account opened more than "
+                    f"{self._max_per_user} streams and it had been idle the longest"
+                )
+            )
+            self.unregister(oldest)
+            logger.info("stream of %s replaced by a newer one (%d per account)", email, len(mine))
+        elif self._count >= self._max_streams:
             raise RateLimited(
                 "FrontendService has no room for more streams; retry later", RETRY_AFTER_SECONDS
             )
-        if len(self._streams.get(email, ())) >= self._max_per_user:
-            raise RateLimited(
-                f"at most {self._max_per_user} streams may be open per user; close one first",
-                RETRY_AFTER_SECONDS,
-            )
-        subscription = Subscription(email, self._queue_size, self._seen_limit)
+        subscription = Subscription(email, self._queue_size, self._seen_limit, client)
         self._streams.setdefault(email, set()).add(subscription)
+        self._by_client[client] = self._by_client.get(client, 0) + 1
         self._count += 1
         return subscription
 
@@ -180,6 +209,11 @@ class Hub:
         self._count -= 1
         if not mine:
             del self._streams[subscription.email]
+        left = self._by_client.get(subscription.client, 0) - 1
+        if left > 0:
+            self._by_client[subscription.client] = left
+        else:
+            self._by_client.pop(subscription.client, None)
         return True
 
     def publish(self, notification: Notification, receiver_account_id: str = "") -> int:
@@ -256,11 +290,11 @@ class FrontendService:
         )
         return delivered
 
-    def open(self, principal: Principal, raw_email: str) -> Subscription:
+    def open(self, principal: Principal, raw_email: str, client: str = "") -> Subscription:
         """Register a stream of the caller's own notifications (before the replay is fetched)."""
         email = normalise_email(raw_email)
         principal.require_self(email)
-        subscription = self.hub.register(email)
+        subscription = self.hub.register(email, client)
         subscription.principal = principal
         logger.info("stream opened for %s (%d open)", email, self.hub.open_streams(email))
         return subscription

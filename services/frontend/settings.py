@@ -9,6 +9,7 @@ from pathlib import Path
 
 from services.common.bootstrap import keys_dir_from_env
 from services.common.settings import CommonSettings, env_address, env_int, env_str
+from services.frontend.service import MAX_STREAMS, MAX_STREAMS_PER_CLIENT, MAX_STREAMS_PER_USER
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ class Settings:
     grpc_port: int = 3030
     notification_addr: str = "127.0.0.1:9799"
     user_addr: str = "127.0.0.1:9797"  # checks the tokens of open streams against their account
+    max_streams: int = MAX_STREAMS
+    max_streams_per_user: int = MAX_STREAMS_PER_USER
+    max_streams_per_client: int = MAX_STREAMS_PER_CLIENT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -43,4 +47,21 @@ class Settings:
             grpc_port=env_int(environ, GRPC_PORT_ENV, cls.grpc_port, min=0, max=65535),
             notification_addr=env_address(environ, NOTIFICATION_ADDR_ENV, cls.notification_addr),
             user_addr=env_address(environ, USER_ADDR_ENV, cls.user_addr),
+            max_streams=env_int(
+                environ, "FRONTEND_MAX_STREAMS", cls.max_streams, min=1, max=1_000_000
+            ),
+            max_streams_per_user=env_int(
+                environ,
+                "FRONTEND_MAX_STREAMS_PER_USER",
+                cls.max_streams_per_user,
+                min=1,
+                max=10_000,
+            ),
+            max_streams_per_client=env_int(
+                environ,
+                "FRONTEND_MAX_STREAMS_PER_CLIENT",
+                cls.max_streams_per_client,
+                min=1,
+                max=1_000_000,
+            ),
         )

@@ -10,13 +10,22 @@ from pathlib import Path
 from services.common.ports import format_address
 from services.common.settings import env_int, env_str, validate_redis_url
 
-__all__ = ["DEFAULT_REDIS_URL", "LaunchConfig", "PortSetting", "ServiceSpec", "connect_host"]
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "PEER_ADDRESS_VARS",
+    "PEER_URL_VARS",
+    "LaunchConfig",
+    "PortSetting",
+    "ServiceSpec",
+    "connect_host",
+]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 LOOPBACK = "127.0.0.1"
 
-# name; REST port variable and default; gRPC port variable and default; Redis DB variable, default
-_SERVICES: tuple[tuple[str, str | None, int, str, int, str | None, int], ...] = (
+# name; HTTP port variable and default; gRPC port variable and default; Redis DB variable, default.
+# The web inbox serves HTTP only (its health is GET /health); the others serve gRPC health.
+_SERVICES: tuple[tuple[str, str | None, int, str | None, int, str | None, int], ...] = (
     ("user", "USER_REST_PORT", 8080, "USER_GRPC_PORT", 9797, "USER_REDIS_DB", 0),
     ("message", "MESSAGE_REST_PORT", 8081, "MESSAGE_GRPC_PORT", 9798, "MESSAGE_REDIS_DB", 1),
     (
@@ -29,6 +38,7 @@ _SERVICES: tuple[tuple[str, str | None, int, str, int, str | None, int], ...] = 
         2,
     ),
     ("frontend", None, 0, "FRONTEND_GRPC_PORT", 3030, None, 0),
+    ("web", "WEB_PORT", 8083, None, 0, None, 0),
 )
 
 # The variables through which services find each other, and the service each one names.
@@ -38,6 +48,8 @@ PEER_ADDRESS_VARS: dict[str, str] = {
     "NOTIFICATION_SERVICE_ADDR": "notification",
     "FRONTEND_SERVICE_ADDR": "frontend",
 }
+# The same for REST base URLs (the web inbox registers users through UserService's REST API).
+PEER_URL_VARS: dict[str, str] = {"USER_SERVICE_URL": "user"}
 
 
 @dataclass(frozen=True)
@@ -51,12 +63,16 @@ class PortSetting:
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """One service process: its command line and the ports it serves."""
+    """One service process: its command line and the ports it serves.
+
+    A service without a gRPC port (the web inbox) is probed with ``GET /health`` on its HTTP
+    port instead of the gRPC health service.
+    """
 
     name: str
     command: tuple[str, ...]
-    grpc_port: int
-    grpc_env: str
+    grpc_port: int | None
+    grpc_env: str | None
     rest_port: int | None = None
     rest_env: str | None = None
     redis_db: int | None = None
@@ -83,7 +99,7 @@ def _services(environ: Mapping[str, str], python: str) -> tuple[ServiceSpec, ...
             ServiceSpec(
                 name=name,
                 command=(python, "-m", f"services.{name}"),
-                grpc_port=_port(environ, grpc_env, grpc_default),
+                grpc_port=_port(environ, grpc_env, grpc_default) if grpc_env else None,
                 grpc_env=grpc_env,
                 rest_port=_port(environ, rest_env, rest_default) if rest_env else None,
                 rest_env=rest_env,
@@ -150,13 +166,21 @@ class LaunchConfig:
         for spec in self.services:
             if spec.rest_port is not None and spec.rest_env is not None:
                 ports.append(PortSetting(spec.rest_port, spec.rest_env, host))
-            ports.append(PortSetting(spec.grpc_port, spec.grpc_env, host))
+            if spec.grpc_port is not None and spec.grpc_env is not None:
+                ports.append(PortSetting(spec.grpc_port, spec.grpc_env, host))
         return ports
 
     def grpc_address(self, name: str) -> str:
         """``host:port`` of a service's gRPC server."""
         spec = next(spec for spec in self.services if spec.name == name)
+        assert spec.grpc_port is not None, f"{name} has no gRPC port"
         return format_address(self.connect_host, spec.grpc_port)
+
+    def rest_url(self, name: str) -> str:
+        """``http://host:port`` of a service's REST (HTTP) server."""
+        spec = next(spec for spec in self.services if spec.name == name)
+        assert spec.rest_port is not None, f"{name} has no HTTP port"
+        return f"http://{format_address(self.connect_host, spec.rest_port)}"
 
     def child_env(self, environ: Mapping[str, str], redis_url: str) -> dict[str, str]:
         """The environment of the service processes.
@@ -172,4 +196,7 @@ class LaunchConfig:
         for var, service in PEER_ADDRESS_VARS.items():
             if not env.get(var, "").strip():
                 env[var] = self.grpc_address(service)
+        for var, service in PEER_URL_VARS.items():
+            if not env.get(var, "").strip():
+                env[var] = self.rest_url(service)
         return env

@@ -22,12 +22,13 @@ def _rows(config: LaunchConfig) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for spec in config.services:
         rest = f"http://{format_address(host, spec.rest_port)}" if spec.rest_port else _NONE
+        api = spec.grpc_port is not None  # the web inbox serves pages: no Swagger UI, no gRPC
         rows.append(
             (
                 spec.name,
                 rest,
-                f"{rest}/ui/" if spec.rest_port else _NONE,
-                format_address(host, spec.grpc_port),
+                f"{rest}/ui/" if spec.rest_port and api else _NONE,
+                format_address(host, spec.grpc_port) if spec.grpc_port is not None else _NONE,
                 str(spec.redis_db) if spec.redis_db is not None else _NONE,
             )
         )
@@ -47,6 +48,10 @@ def _curl(url: str, body: str) -> str:
 def render_endpoints(config: LaunchConfig, redis_url: str) -> str:
     """The endpoint table, the Redis in use, and the two commands that get a token."""
     lines = ["", "Missive is up.", ""]
+    web = next((spec for spec in config.services if spec.name == "web"), None)
+    if web is not None and web.rest_port:
+        url = f"http://{format_address(config.connect_host, web.rest_port)}/"
+        lines += [f"  Web inbox: {url}   (open it in a browser; register, sign in)", ""]
     lines += _table([_HEADERS, *_rows(config)])
     where = f"embedded Valkey, AOF in {config.valkey_dir}" if config.embedded_valkey else "external"
     lines += ["", f"  Redis: {redact_url(redis_url)} ({where}); signing keys in {config.keys_dir}"]

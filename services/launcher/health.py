@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import httpx
 
 from services.common.healthcheck import CHANNEL_OPTIONS, SERVING, check_async
 from services.common.ports import format_address
@@ -41,6 +42,15 @@ async def _serving(channel: grpc.aio.Channel) -> bool:
     try:
         return await check_async(channel, deadline=_CHECK_DEADLINE) == SERVING
     except grpc.aio.AioRpcError:
+        return False
+
+
+async def _http_serving(client: httpx.AsyncClient, url: str) -> bool:
+    """``GET /health`` answers 200 with status SERVING (HTTP-only components: the web inbox)."""
+    try:
+        response = await client.get(url, timeout=_CHECK_DEADLINE)
+        return response.status_code == 200 and response.json().get("status") == "SERVING"
+    except (httpx.HTTPError, ValueError, AttributeError):
         return False
 
 
@@ -75,7 +85,7 @@ class _Progress:
 async def wait_healthy(
     console: Console, specs: Sequence[ServiceSpec], host: str, within: float
 ) -> list[str]:
-    """Poll every service's health Check (1 s deadline) until all are SERVING.
+    """Poll every service's health (gRPC Check, or GET /health; 1 s deadline) until all serve.
 
     Returns the names still not serving after ``within`` seconds (empty when all are).
     """
@@ -87,21 +97,35 @@ async def wait_healthy(
     channels = {
         spec.name: grpc.aio.insecure_channel(format_address(host, spec.grpc_port), options=_OPTIONS)
         for spec in specs
+        if spec.grpc_port is not None
     }
+    urls = {
+        spec.name: f"http://{format_address(host, spec.rest_port)}/health"
+        for spec in specs
+        if spec.grpc_port is None and spec.rest_port is not None
+    }
+    names = [*channels, *urls]
+    http = httpx.AsyncClient(trust_env=False)
+
+    async def probe(name: str) -> bool:
+        if name in channels:
+            return await _serving(channels[name])
+        return await _http_serving(http, urls[name])
+
     spinner = asyncio.create_task(progress.spin(started)) if console.interactive else None
     try:
         while True:
-            pending = [name for name in channels if name not in progress.healthy]
-            results = await asyncio.gather(*(_serving(channels[name]) for name in pending))
+            pending = [name for name in names if name not in progress.healthy]
+            results = await asyncio.gather(*(probe(name) for name in pending))
             for name, serving in zip(pending, results, strict=True):
                 if serving:
                     progress.mark(name, loop.time() - started)
-            if len(progress.healthy) == len(channels):
+            if len(progress.healthy) == len(names):
                 console.status(None)
                 console.info(f"all services are healthy ({loop.time() - started:.1f}s)")
                 return []
             if loop.time() - started >= within:
-                return [name for name in channels if name not in progress.healthy]
+                return [name for name in names if name not in progress.healthy]
             await asyncio.sleep(_POLL_INTERVAL)
     finally:
         if spinner is not None:
@@ -111,3 +135,4 @@ async def wait_healthy(
         console.status(None)
         for channel in channels.values():
             await channel.close()
+        await http.aclose()

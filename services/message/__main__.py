@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 
 from services.common.bootstrap import Security, create_endpoint, redis_ready, run_endpoint
+from services.common.dead_letters import DeadLetters
 from services.common.delivery import Relay
 from services.common.grpc_edge import peer_channel
 from services.common.logging import configure_logging
@@ -17,7 +18,7 @@ from services.common.runner import run
 from services.common.sessions import Sessions, follow_revocations
 from services.message.api_rest.app import create_rest_app
 from services.message.grpc.app import register
-from services.message.relay import OUTBOX, NotifyReceiver, consumer_name
+from services.message.relay import OUTBOX, NotifyReceiver, consumer_name, lane_key
 from services.message.service import MessageService
 from services.message.settings import (
     GRPC_PORT_ENV,
@@ -57,25 +58,38 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
         retry_service=USER_SERVICE_NAME,
         retry_methods=RETRY_METHODS,
     )
+    # Only the relay uses this channel: it retries anyway, so each attempt waits (within its
+    # deadline) for a restarting NotificationService rather than failing at once.
     notification_channel = peer_channel(
-        settings.notification_service_addr, security.credentials, target="notification"
+        settings.notification_service_addr,
+        security.credentials,
+        target="notification",
+        wait_for_ready=True,
     )
     resources = _Closer(users_channel.close, notification_channel.close, redis.aclose)
     try:
-        store = RedisMessageStore(redis)
+        store = RedisMessageStore(redis, quota_bytes=settings.quota_bytes)
         directory = GrpcUserDirectory(users_channel)
-        service = MessageService(store, directory)
+        service = MessageService(store, directory, limits=settings.send)
         sessions = Sessions(directory)
         endpoint = create_endpoint(
             security=security,
             host=settings.host,
             port=settings.grpc_port,
             port_env=GRPC_PORT_ENV,
-            register=lambda server: register(server, service),
+            register=lambda server: register(server, service, DeadLetters(redis, OUTBOX)),
             sessions=sessions,
         )
         rest_app = create_rest_app(service, security.verifier, store.ping, sessions)
-        relay = Relay(redis, OUTBOX, consumer_name(), NotifyReceiver(notification_channel))
+        receiver = NotifyReceiver(notification_channel)
+        relay = Relay(
+            redis,
+            OUTBOX,
+            consumer_name(),
+            receiver,
+            lane_key=lane_key,
+            batch_handler=receiver.deliver_batch,
+        )
         logger.info(
             "%s: gRPC on %s:%d, Redis %s db %d, UserService at %s, NotificationService at %s",
             NAME,
@@ -95,6 +109,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             rest_host=settings.host,
             rest_port=settings.rest_port,
             rest_port_env=REST_PORT_ENV,
+            rest_edge=common.rest,
             background=[relay.run, lambda: follow_revocations(redis, sessions)],
             on_shutdown=[resources.close],
             stop=stop,

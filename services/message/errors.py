@@ -10,6 +10,7 @@ from services.common.domain import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    RateLimited,
     Unauthenticated,
     Unavailable,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
+    "RateLimited",
     "Unauthenticated",
     "Unavailable",
 ]

@@ -54,6 +54,16 @@ def account_key(email: str) -> str:
     return f"account:{email}"
 
 
+def stored_bytes_key(email: str) -> str:
+    """Bytes of the messages ``email`` sent that are still stored (the sender's quota)."""
+    return f"user:{email}:stored_bytes"
+
+
+def send_rate_key(email: str) -> str:
+    """Messages ``email`` sent in the current rate-limit window (expires with it)."""
+    return f"send_rate:{email}"
+
+
 def idempotency_key(sender: str, client_request_id: str) -> str:
     """The record of what ``sender`` first sent with ``client_request_id`` (expires)."""
     return f"idempotency:send:{sender}:{client_request_id}"

@@ -21,16 +21,19 @@ logger = logging.getLogger(__name__)
 
 # KEYS: 1 message:{id}, 2 conversation hash, 3 conversation message ids,
 #       4/5 sender's/receiver's conversation set, 6/7 sender's/receiver's conversations_by_time,
-#       8/9 sender's/receiver's message ids, 10 outbox stream, [11 idempotency key].
+#       8/9 sender's/receiver's message ids, 10 outbox stream, 11 sender's stored bytes,
+#       [12 idempotency key].
 # ARGV: 1 id, 2 message JSON, 3 receiver, 4 timestamp, 5 conversation key, 6 participants JSON,
-#       7 idempotency record JSON, 8 idempotency TTL (s), 9 outbox field count, 10.. fields.
+#       7 idempotency record JSON, 8 idempotency TTL (s), 9 outbox field count, 10.. fields,
+#       last: the sender's quota in bytes.
 # Returns {'duplicate', record} (the key was used meanwhile; nothing written), {'taken'} (the id
-# already holds a message; nothing written) or {'stored', read (0/1)}.
+# already holds a message; nothing written), {'quota', stored bytes} (the message would take the
+# sender over the quota; nothing written) or {'stored', read (0/1)}.
 SEND: Final = (
     OUTBOX_LUA
     + """
-if KEYS[11] then
-  local existing = redis.call('GET', KEYS[11])
+if KEYS[12] then
+  local existing = redis.call('GET', KEYS[12])
   if existing then
     return {'duplicate', existing}
   end
@@ -38,6 +41,11 @@ end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'taken'}
 end
+local used = tonumber(redis.call('GET', KEYS[11]) or '0')
+if used + string.len(ARGV[2]) > tonumber(ARGV[#ARGV]) then
+  return {'quota', used}
+end
+redis.call('INCRBY', KEYS[11], string.len(ARGV[2]))
 local id, receiver, conv = ARGV[1], ARGV[3], KEYS[2]
 local nid = tonumber(id)
 redis.call('SET', KEYS[1], ARGV[2])
@@ -60,8 +68,8 @@ redis.call('ZADD', KEYS[6], 'GT', id, ARGV[5])
 redis.call('ZADD', KEYS[7], 'GT', id, ARGV[5])
 redis.call('ZADD', KEYS[8], id, id)
 redis.call('ZADD', KEYS[9], id, id)
-if KEYS[11] then
-  redis.call('SET', KEYS[11], ARGV[7], 'EX', tonumber(ARGV[8]))
+if KEYS[12] then
+  redis.call('SET', KEYS[12], ARGV[7], 'EX', tonumber(ARGV[8]))
 end
 outbox_xadd(KEYS[10], ARGV, 9)
 return {'stored', read}
@@ -70,14 +78,22 @@ return {'stored', read}
 
 # KEYS: 1 message:{id}, 2 conversation hash, 3 conversation message ids,
 #       4/5 sender's/receiver's message ids, 6/7 sender's/receiver's conversation set,
-#       8/9 sender's/receiver's conversations_by_time.
+#       8/9 sender's/receiver's conversations_by_time, 10 sender's stored bytes.
 # ARGV: 1 id, 2 receiver, 3 conversation key.
 # Returns 0 if the message no longer exists, else 1. The last message of a conversation takes
 # the conversation with it (hash deleted, removed from both users' lists); updated_at and the
 # list order are kept otherwise.
 DELETE: Final = """
-if redis.call('DEL', KEYS[1]) == 0 then
+local document = redis.call('GET', KEYS[1])
+if not document then
   return 0
+end
+redis.call('DEL', KEYS[1])
+local used = tonumber(redis.call('GET', KEYS[10]) or '0')
+if used > string.len(document) then
+  redis.call('DECRBY', KEYS[10], string.len(document))
+else
+  redis.call('DEL', KEYS[10])
 end
 local id, receiver, conv = ARGV[1], ARGV[2], KEYS[2]
 redis.call('ZREM', KEYS[3], id)
@@ -147,12 +163,16 @@ end
 return {'erase', marker}
 """
 
-# KEYS: 1 account:{email}. ARGV: 1 the marker read before erasing, 2 the new marker.
-# Returns 1 if the marker was still ARGV[1] and is now ARGV[2], else 0.
+# KEYS: 1 account:{email}, then the email's per-account counters to reset with the new owner
+# (user:{email}:stored_bytes, send_rate:{email}). ARGV: 1 the marker read before erasing, 2 the
+# new marker. Returns 1 if the marker was still ARGV[1] and is now ARGV[2], else 0.
 TAKE_OVER: Final = """
 local marker = redis.call('GET', KEYS[1])
 if (marker or '') ~= ARGV[1] then
   return 0
+end
+for i = 2, #KEYS do
+  redis.call('DEL', KEYS[i])
 end
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])

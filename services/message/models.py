@@ -56,6 +56,7 @@ class AddOutcome:
     read: bool = False
     existing: IdempotencyRecord | None = None
     id_taken: bool = False  # the id already belonged to a stored message (counter rolled back)
+    quota_used: int | None = None  # not stored: the sender's stored bytes would exceed the quota
 
 
 @dataclass(frozen=True)

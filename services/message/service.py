@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
@@ -26,6 +26,7 @@ from services.message.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    RateLimited,
     Unavailable,
 )
 from services.message.models import (
@@ -46,6 +47,19 @@ _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ID_ATTEMPTS: Final = 3
 
 
+@dataclass(frozen=True)
+class SendLimits:
+    """Per-account sending limits: at most ``messages`` new messages per ``window_seconds``
+    (a fixed window from the first one; a repeated client_request_id is free)."""
+
+    messages: int = 60
+    window_seconds: int = 60
+
+    def __post_init__(self) -> None:
+        if min(self.messages, self.window_seconds) < 1:
+            raise ValueError("send limits must be at least 1")
+
+
 class MessageStore(Protocol):
     """What the service needs from storage (RedisMessageStore in production)."""
 
@@ -54,6 +68,8 @@ class MessageStore(Protocol):
     ) -> IdempotencyRecord | None: ...
 
     async def next_id(self) -> int: ...
+
+    async def count_send(self, sender: str, window_seconds: int) -> tuple[int, int]: ...
 
     async def add(
         self,
@@ -151,10 +167,13 @@ class MessageService:
         users: UserDirectory,
         *,
         clock: Callable[[], datetime] = _utc_now,
+        limits: SendLimits | None = None,
     ) -> None:
+        """``limits`` None sends without a rate limit (trusted in-process use only)."""
         self._store = store
         self._users = users
         self._clock = clock
+        self._limits = limits
 
     @staticmethod
     def _owner(principal: Principal, raw_email: str, field: str) -> str:
@@ -214,17 +233,42 @@ class MessageService:
         if receiver_account and receiver != sender:
             # The receiver's data here must be theirs before the message joins it.
             await self._store.claim(receiver, receiver_account)
+        # Counted once both users are known (and the sender's data is the caller's account's,
+        # so an earlier account's count is gone), so a refused send stores no message.
+        await self._check_rate(sender)
         for _ in range(_ID_ATTEMPTS):
             message = Message(await self._store.next_id(), sender, receiver, content, self._clock())
             record = IdempotencyRecord(message.id, receiver, digest) if request_id else None
             outcome = await self._store.add(message, request_id, record, receiver_account)
             if outcome.existing is not None and request_id is not None:
                 return await self._replay(outcome.existing, request_id, receiver, digest)
+            if outcome.quota_used is not None:
+                raise self._over_quota(sender, outcome.quota_used)
             if outcome.stored:
                 logger.debug("message %d stored from %s to %s", message.id, sender, receiver)
                 return replace(message, read=outcome.read)
             logger.error("message id %d is already taken: the id counter went back", message.id)
         raise Unavailable("could not allocate a message id; retry")
+
+    async def _check_rate(self, sender: str) -> None:
+        if self._limits is None:
+            return
+        count, ttl = await self._store.count_send(sender, self._limits.window_seconds)
+        if count > self._limits.messages:
+            logger.warning("sending throttled for %s", sender)
+            raise RateLimited(
+                f"at most {self._limits.messages} messages may be sent per "
+                f"{self._limits.window_seconds} seconds; retry in {ttl} seconds",
+                ttl,
+            )
+
+    def _over_quota(self, sender: str, used: int) -> RateLimited:
+        logger.warning("sender %s reached the storage quota (%d bytes stored)", sender, used)
+        return RateLimited(
+            f"storage quota reached: the messages you sent take {used} bytes; "
+            "delete some of them to send more",
+            self._limits.window_seconds if self._limits else 60,
+        )
 
     async def _replay(
         self, record: IdempotencyRecord, request_id: str, receiver: str, digest: str

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.bootstrap import keys_dir_from_env
 from services.common.settings import CommonSettings, env_address, env_int, env_str
+from services.message.service import SendLimits
+from services.message.store import DEFAULT_QUOTA_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ class Settings:
     redis_db: int = 1
     user_service_addr: str = "127.0.0.1:9797"
     notification_service_addr: str = "127.0.0.1:9799"
+    send: SendLimits = field(default_factory=SendLimits)
+    quota_bytes: int = DEFAULT_QUOTA_BYTES
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -45,5 +49,24 @@ class Settings:
             user_service_addr=env_address(environ, USER_ADDR_ENV, cls.user_service_addr),
             notification_service_addr=env_address(
                 environ, NOTIFICATION_ADDR_ENV, cls.notification_service_addr
+            ),
+            send=SendLimits(
+                messages=env_int(
+                    environ, "MESSAGE_SEND_LIMIT", SendLimits.messages, min=1, max=1_000_000
+                ),
+                window_seconds=env_int(
+                    environ,
+                    "MESSAGE_SEND_WINDOW_SECONDS",
+                    SendLimits.window_seconds,
+                    min=1,
+                    max=86400,
+                ),
+            ),
+            quota_bytes=env_int(
+                environ,
+                "MESSAGE_SENDER_QUOTA_BYTES",
+                cls.quota_bytes,
+                min=64 * 1024,
+                max=2**40,
             ),
         )

@@ -42,6 +42,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_TTL_SECONDS: Final = 24 * 3600
+DEFAULT_QUOTA_BYTES: Final = 50 * 1024 * 1024
+
+# A fixed window: the expiry is set by the first increment and never extended.
+# KEYS: 1 counter. ARGV: 1 window (s). Returns {count, ttl}.
+_HIT: Final = """
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
+"""
 _LOAD_ATTEMPTS: Final = 3
 
 
@@ -105,6 +118,12 @@ def decode_record(text: str) -> IdempotencyRecord:
     if not isinstance(mid, int) or not isinstance(receiver, str) or not isinstance(digest, str):
         raise ValueError("an idempotency record needs message_id, receiver and content_sha256")
     return IdempotencyRecord(mid, receiver, digest)
+
+
+def _owned_counters(email: str) -> list[str]:
+    """The account marker of ``email`` and the counters that belong to its account, not to
+    the address: a later account of the email starts with them reset."""
+    return [keys.account_key(email), keys.stored_bytes_key(email), keys.send_rate_key(email)]
 
 
 def outbox_event(message: Message, receiver_account_id: str = "") -> dict[str, str]:
@@ -176,11 +195,21 @@ class RedisMessageStore:
     store script without an idempotency key would store the message twice.
     """
 
-    def __init__(self, redis: Redis, *, idempotency_ttl: int = IDEMPOTENCY_TTL_SECONDS) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        idempotency_ttl: int = IDEMPOTENCY_TTL_SECONDS,
+        quota_bytes: int = DEFAULT_QUOTA_BYTES,
+    ) -> None:
         if idempotency_ttl < 1:
             raise ValueError("idempotency_ttl must be at least 1 second")
+        if quota_bytes < 1:
+            raise ValueError("quota_bytes must be at least 1")
         self._redis = redis
         self._idempotency_ttl = idempotency_ttl
+        self.quota_bytes = quota_bytes
+        self._hit: AsyncScript = redis.register_script(_HIT)
         self._send: AsyncScript = redis.register_script(lua.SEND)
         self._delete: AsyncScript = redis.register_script(lua.DELETE)
         self._mark_read: AsyncScript = redis.register_script(lua.MARK_READ)
@@ -195,6 +224,11 @@ class RedisMessageStore:
     async def idempotency_record(self, sender: str, request_id: str) -> IdempotencyRecord | None:
         text = await self._redis.get(keys.idempotency_key(sender, request_id))
         return decode_record(_text(text)) if text is not None else None
+
+    async def count_send(self, sender: str, window_seconds: int) -> tuple[int, int]:
+        """One more message from ``sender`` in its fixed window: (count, seconds left)."""
+        count, ttl = await self._hit(keys=[keys.send_rate_key(sender)], args=[window_seconds])
+        return int(count), int(ttl)
 
     async def next_id(self) -> int:
         """A new message id (INCR); ids only grow, so they order messages by creation."""
@@ -225,6 +259,7 @@ class RedisMessageStore:
             keys.user_messages_key(sender),
             keys.user_messages_key(receiver),
             keys.OUTBOX_STREAM,
+            keys.stored_bytes_key(sender),
         ]
         if request_id is not None:
             if record is None:
@@ -242,9 +277,12 @@ class RedisMessageStore:
                 encode_record(record) if record is not None else "",
                 self._idempotency_ttl,
                 *outbox_lua_args(outbox_event(message, receiver_account_id)),
+                self.quota_bytes,
             ],
         )
         outcome = str(reply[0])
+        if outcome == "quota":
+            return AddOutcome(stored=False, quota_used=int(reply[1]))
         if outcome == "duplicate":
             return AddOutcome(stored=False, existing=decode_record(str(reply[1])))
         if outcome == "taken":
@@ -388,6 +426,7 @@ class RedisMessageStore:
                 keys.user_conversations_key(receiver),
                 keys.user_conversations_by_time_key(sender),
                 keys.user_conversations_by_time_key(receiver),
+                keys.stored_bytes_key(sender),
             ],
             args=[str(message.id), receiver, conversation],
         )
@@ -410,7 +449,7 @@ class RedisMessageStore:
                 return False
             marker = _text(reply[1])
             erased = await self.erase(email)
-            if await self._take_over(keys=[keys.account_key(email)], args=[marker, account_id]):
+            if await self._take_over(keys=_owned_counters(email), args=[marker, account_id]):
                 logger.info(
                     "account %s of %s took over; %d messages of %s erased",
                     account_id,
@@ -432,7 +471,7 @@ class RedisMessageStore:
                 return 0  # a later account owns the email; its claim erased what was here
             erased = await self.erase(email)
             tombstone = f"{account_id}:erased" if account_id else ""
-            if await self._take_over(keys=[keys.account_key(email)], args=[marker, tombstone]):
+            if await self._take_over(keys=_owned_counters(email), args=[marker, tombstone]):
                 return erased
         raise Unavailable(f"the data of {email} is being changed concurrently; retry")
 

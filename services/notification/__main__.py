@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 
 from services.common.bootstrap import Security, create_endpoint, redis_ready, run_endpoint
+from services.common.dead_letters import DeadLetters
 from services.common.delivery import Relay
 from services.common.grpc_edge import peer_channel
 from services.common.logging import configure_logging
@@ -17,7 +18,7 @@ from services.common.runner import run
 from services.common.sessions import GrpcAccounts, Sessions, follow_revocations
 from services.notification.api_rest.app import create_rest_app
 from services.notification.grpc.app import register
-from services.notification.relay import OUTBOX, FrontendPush, consumer_name
+from services.notification.relay import OUTBOX, FrontendPush, consumer_name, lane_key
 from services.notification.service import NotificationService
 from services.notification.settings import (
     GRPC_PORT_ENV,
@@ -53,7 +54,11 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
         settings.redis_db,
         client_name=NAME,
     )
-    channel = peer_channel(settings.frontend_addr, security.credentials, target="frontend")
+    # Only the relay uses this channel: each attempt waits (within its deadline) for a
+    # restarting FrontendService rather than failing at once.
+    channel = peer_channel(
+        settings.frontend_addr, security.credentials, target="frontend", wait_for_ready=True
+    )
     users_channel = peer_channel(settings.user_addr, security.credentials, target="user")
     resources = _Closer(channel.close, users_channel.close, redis.aclose)
     try:
@@ -66,11 +71,19 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             host=settings.host,
             port=settings.grpc_port,
             port_env=GRPC_PORT_ENV,
-            register=lambda server: register(server, service),
+            register=lambda server: register(server, service, DeadLetters(redis, OUTBOX)),
             sessions=sessions,
         )
         rest_app = create_rest_app(service, security.verifier, store.ping, sessions)
-        relay = Relay(redis, OUTBOX, consumer_name(), FrontendPush(channel))
+        push = FrontendPush(channel)
+        relay = Relay(
+            redis,
+            OUTBOX,
+            consumer_name(),
+            push,
+            lane_key=lane_key,
+            batch_handler=push.deliver_batch,
+        )
         logger.info(
             "%s: gRPC on %s:%d, Redis %s db %d, pushing to FrontendService at %s",
             NAME,
@@ -89,6 +102,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             rest_host=settings.host,
             rest_port=settings.rest_port,
             rest_port_env=REST_PORT_ENV,
+            rest_edge=common.rest,
             background=[relay.run, lambda: follow_revocations(redis, sessions)],
             on_shutdown=[resources.close],
             stop=stop,

@@ -17,7 +17,7 @@ from services.common.redis import create_redis
 from services.common.runner import run
 from services.common.sessions import Sessions, publish_revocation
 from services.user.api_rest.app import build_rest_app
-from services.user.erasure import OUTBOX, EraseAccount, consumer_name
+from services.user.erasure import OUTBOX, EraseAccount, consumer_name, lane_key
 from services.user.grpc.app import register
 from services.user.passwords import Passwords
 from services.user.service import UserService
@@ -37,11 +37,19 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
     security = Security.load(settings.keys_dir, "user", sign_user_tokens=True)
     issuer = UserTokenIssuer(security.keys, settings.token_ttl_seconds)
     redis = create_redis(common.redis_url, settings.redis_db, client_name=NAME)
+    # Only the erasure relay uses these channels: each attempt waits (within its deadline) for
+    # a restarting peer rather than failing at once.
     message_channel = peer_channel(
-        settings.message_service_addr, security.credentials, target="message"
+        settings.message_service_addr,
+        security.credentials,
+        target="message",
+        wait_for_ready=True,
     )
     notification_channel = peer_channel(
-        settings.notification_service_addr, security.credentials, target="notification"
+        settings.notification_service_addr,
+        security.credentials,
+        target="notification",
+        wait_for_ready=True,
     )
     try:
 
@@ -70,6 +78,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             OUTBOX,
             consumer_name(),
             EraseAccount(message_channel, notification_channel),
+            lane_key=lane_key,
         )
         logger.info(
             "%s: gRPC on %s:%d, Redis %s db %d",
@@ -88,6 +97,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             rest_host=settings.host,
             rest_port=settings.rest_port,
             rest_port_env=REST_PORT_ENV,
+            rest_edge=common.rest,
             background=[relay.run],
             stop=stop,
         )

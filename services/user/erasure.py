@@ -2,8 +2,11 @@
 
 Deleting an account writes, in the same script as the deletion, an event {email, account_id}
 to the `outbox:accounts` stream. This relay (the shared delivery component) hands each event to
-MessageService and NotificationService `EraseAccount`, at least once, retrying with backoff
-while either is unreachable. Both calls are idempotent, so a redelivery is harmless.
+MessageService and NotificationService `EraseAccount`, at least once. Events of one email are
+delivered in order (one lane per email), different emails independently. Transient failures
+(UNAVAILABLE, DEADLINE_EXCEEDED, ...: see services.common.rpc_outcome) are retried until they
+succeed; INVALID_ARGUMENT or FAILED_PRECONDITION (the account is still registered) dead-letter
+the event at once. Both calls are idempotent, so a redelivery is harmless.
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ import grpc.aio
 from missive.message.v1 import message_pb2, message_pb2_grpc
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
-from services.common.delivery import OutboxConfig, PermanentDeliveryError
+from services.common.delivery import (
+    OutboxConfig,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from services.common.rpc_outcome import delivery_error
 from services.user.store import ACCOUNTS_DEAD_LETTERS, ACCOUNTS_OUTBOX
 
 logger = logging.getLogger(__name__)
@@ -34,6 +42,11 @@ OUTBOX: Final = OutboxConfig(
 _PERMANENT: Final = frozenset(
     {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
 )
+
+
+def lane_key(fields: dict[str, str]) -> str:
+    """Erasures of one email are delivered in order; different emails independently."""
+    return fields.get("email", "")
 
 
 def consumer_name() -> str:
@@ -63,17 +76,24 @@ class EraseAccount:
             await self._messages.EraseAccount(
                 message_pb2.EraseAccountRequest(email=email, account_id=account_id),
                 timeout=self._timeout,
+                wait_for_ready=True,
             )
+        except grpc.aio.AioRpcError as exc:
+            refused = f"MessageService refused the erasure of {email} ({account_id})"
+            raise delivery_error(exc, permanent=_PERMANENT, refused=refused) from exc
+        except OSError as exc:
+            raise TransientDeliveryError(f"MessageService unreachable: {exc}") from exc
+        try:
             reply = await self._notifications.EraseAccount(
                 notification_pb2.EraseAccountRequest(email=email, account_id=account_id),
                 timeout=self._timeout,
+                wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in _PERMANENT:
-                raise PermanentDeliveryError(
-                    f"erasure of {email} ({account_id}) refused: {exc.details()}"
-                ) from exc
-            raise
+            refused = f"NotificationService refused the erasure of {email} ({account_id})"
+            raise delivery_error(exc, permanent=_PERMANENT, refused=refused) from exc
+        except OSError as exc:
+            raise TransientDeliveryError(f"NotificationService unreachable: {exc}") from exc
         logger.info(
             "erased the data of deleted account %s of %s (%d notifications)",
             account_id,

@@ -17,15 +17,18 @@ from services.user.errors import (
     AlreadyExists,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     RateLimited,
     Unavailable,
 )
 from services.user.passwords import Passwords, validate_password
-from services.user.store import StoredUser, UserStore
+from services.user.store import LoginPolicy, StoredUser, UserStore
 
 logger = logging.getLogger(__name__)
 
 MAX_NAME_CHARS = 100
+OPERATOR = "operator"
+"""The role that may list every user (granted with ``python -m services.user.operators``)."""
 _UPDATE_ATTEMPTS = 3
 
 
@@ -45,23 +48,73 @@ async def _nobody_to_tell(_email: str) -> None:
 
 @dataclass(frozen=True)
 class LoginLimits:
-    """Sign-in throttling.
+    """Sign-in throttling: failures are counted, successes are not (OWASP Authentication
+    Cheat Sheet: the account's counter plus per-client limits, and no lockout an anonymous
+    attacker can use against the owner).
 
-    Per account: at most ``max_failures`` failed attempts in a window of ``lock_seconds``
-    that starts with the first one; then the account is locked until the window ends.
-    Per client host: at most ``client_attempts`` attempts per ``client_window_seconds``.
+    - Per account and client: after ``max_failures`` failed attempts on one account from one
+      client host within ``lock_seconds`` (a window starting at the first one), that client
+      is refused for that account until the window ends.
+    - Per client host: at most ``client_attempts`` failed attempts on any accounts per
+      ``client_window_seconds``.
+    - Per account, from every client together: the first ``account_free_failures`` failures
+      cost nothing; each further one makes the account wait ``account_base_delay_ms`` doubled
+      per failure, at most ``account_max_delay_seconds``, before the next attempt from a client
+      that has not signed in to it before. The count is forgotten ``account_window_seconds``
+      after the last failure. Clients that signed in to the account successfully (the last
+      ``known_clients`` of them, for ``known_client_days``) are not slowed down.
+    - Registration: at most ``register_attempts`` per client host per ``register_window_seconds``.
     """
 
     max_failures: int = 5
     lock_seconds: int = 900
     client_attempts: int = 20
     client_window_seconds: int = 60
+    account_free_failures: int = 10
+    account_base_delay_ms: int = 1000
+    account_max_delay_seconds: int = 60
+    account_window_seconds: int = 900
+    known_clients: int = 16
+    known_client_days: int = 30
+    register_attempts: int = 20
+    register_window_seconds: int = 3600
 
     def __post_init__(self) -> None:
         if min(self.max_failures, self.lock_seconds, self.client_attempts) < 1:
             raise ConfigError("login limits must be at least 1")
         if self.client_window_seconds < 1:
             raise ConfigError("the client window must be at least 1 second")
+        if min(self.account_base_delay_ms, self.account_max_delay_seconds) < 1:
+            raise ConfigError("the account back-off must be at least 1 ms and 1 second")
+        if min(self.account_window_seconds, self.known_clients, self.known_client_days) < 1:
+            raise ConfigError("the account window and known clients must be at least 1")
+        if self.account_free_failures < 0:
+            raise ConfigError("free account failures cannot be negative")
+        if min(self.register_attempts, self.register_window_seconds) < 1:
+            raise ConfigError("registration limits must be at least 1")
+
+    @property
+    def policy(self) -> LoginPolicy:
+        return LoginPolicy(
+            client_failures=self.client_attempts,
+            client_window_seconds=self.client_window_seconds,
+            pair_failures=self.max_failures,
+            pair_window_seconds=self.lock_seconds,
+            account_free_failures=self.account_free_failures,
+            account_base_delay_ms=self.account_base_delay_ms,
+            account_max_delay_ms=self.account_max_delay_seconds * 1000,
+            account_window_seconds=self.account_window_seconds,
+            known_clients=self.known_clients,
+            known_client_seconds=self.known_client_days * 86400,
+        )
+
+
+_REFUSALS = {
+    "client": "too many failed sign-in attempts from this client; retry in {} seconds",
+    "pair": "too many failed sign-in attempts for this account from this client; "
+    "retry in {} seconds",
+    "account": "too many recent failed sign-in attempts for this account; retry in {} seconds",
+}
 
 
 @dataclass(frozen=True)
@@ -125,14 +178,29 @@ class UserService:
     async def healthy(self) -> bool:
         return await self._store.ping()
 
-    async def register(self, name: str, email: str, password: str) -> UserInfo:
-        """Create an account; AlreadyExists if the (normalised) email is taken."""
+    async def register(
+        self, name: str, email: str, password: str, client: str | None = None
+    ) -> UserInfo:
+        """Create an account; AlreadyExists if the (normalised) email is taken.
+
+        RateLimited when ``client`` (the caller's host; None for trusted in-process callers)
+        has registered too often in the window. Every attempt that gets as far as hashing counts.
+        """
         validate_name(name)
         address = normalise_email(email)
         validate_password(password)
         taken = AlreadyExists(f"a user is already registered under {address}")
-        if await self._store.exists(address):  # spares a hash for the common duplicate
+        if await self._store.exists(address):  # spares a hash (and a count) for a duplicate
             raise taken
+        if client is not None:
+            limits = self._limits
+            counted = await self._store.count_registration(client, limits.register_window_seconds)
+            if counted.count > limits.register_attempts:
+                logger.warning("registration throttled for client %s", client)
+                raise RateLimited(
+                    f"too many registrations from this client; retry in {counted.ttl} seconds",
+                    counted.ttl,
+                )
         password_hash = await self._passwords.hash(password)
         now = self._clock()
         account_id = await self._store.new_account_id()
@@ -145,25 +213,20 @@ class UserService:
     async def authenticate(self, email: str, password: str, client: str) -> Authentication | None:
         """A token if the credentials match; None (same cost and answer) if they do not.
 
-        RateLimited while the client or the account is throttled. Every attempt counts against
-        the account until one succeeds, so parallel guesses cannot exceed the limit either.
+        RateLimited while the client, the account from this client, or the account's back-off
+        refuses the attempt (see :class:`LoginLimits`). Each admitted attempt counts as a
+        failure until it succeeds, so parallel guesses cannot exceed a limit either.
         """
         address = normalise_email(email)
         validate_password(password)
-        limits = self._limits
-        by_client = await self._store.count_client_attempt(client, limits.client_window_seconds)
-        if by_client.count > limits.client_attempts:
-            logger.warning("sign-in throttled for client %s", client)
-            raise RateLimited(
-                f"too many sign-in attempts from this client; retry in {by_client.ttl} seconds",
-                by_client.ttl,
+        policy = self._limits.policy
+        admission = await self._store.admit_login(address, client, policy)
+        if not admission.admitted:
+            logger.warning(
+                "sign-in throttled (%s) for %s from %s", admission.scope, address, client
             )
-        attempts = await self._store.count_login_attempt(address, limits.lock_seconds)
-        if attempts.count > limits.max_failures:
-            logger.warning("sign-in throttled for account %s", address)
             raise RateLimited(
-                f"too many failed sign-in attempts; retry in {attempts.ttl} seconds",
-                attempts.ttl,
+                _REFUSALS[admission.scope].format(admission.retry_after), admission.retry_after
             )
         user = await self._store.get(address)
         matches = await self._passwords.verify(
@@ -172,7 +235,7 @@ class UserService:
         if user is None or not matches:
             logger.info("failed sign-in for %s", address)
             return None
-        await self._store.clear_login_failures(address)
+        await self._store.login_succeeded(address, client, policy)
         if not user.account_id:
             user = await self._assign_account_id(user)
         if self._passwords.needs_rehash(user.password_hash):
@@ -286,9 +349,31 @@ class UserService:
         raise Unavailable("the account is being changed concurrently; retry")
 
     async def list_users(
-        self, page_size: int | None, page_token: str | None
+        self, page_size: int | None, page_token: str | None, caller: Principal | None = None
     ) -> tuple[list[UserInfo], str]:
-        """One page of users in ascending email order, and the next page's token."""
+        """One page of users in ascending email order, and the next page's token.
+
+        ``caller`` None is a service (ListUsers is internal); a user must hold the operator
+        role, so that an ordinary account cannot enumerate every address.
+        """
+        if caller is not None and not caller.is_service:
+            record = await self._store.get(caller.name)
+            if record is None or record.role != OPERATOR:
+                raise PermissionDenied("only operators may list every user")
         page = parse_page(page_size, page_token)
         users, read, total = await self._store.list_page(page.offset, page.size)
         return [UserInfo.of(user) for user in users], page.next_token(read, total)
+
+    async def set_role(self, email: str, role: str) -> UserInfo:
+        """Grant (``operator``) or remove (``""``) a role; an operator's tool, never an API."""
+        if role not in ("", OPERATOR):
+            raise InvalidArgument(f"unknown role {role!r}")
+        address = normalise_email(email)
+        for _ in range(_UPDATE_ATTEMPTS):
+            current = await self._store.get(address)
+            if current is None:
+                raise NotFound(f"no user is registered under {address}")
+            if await self._store.replace(current, replace(current, role=role)):
+                logger.info("role of %s is now %r", address, role or "user")
+                return UserInfo.of(current)
+        raise Unavailable("the account is being changed concurrently; retry")

@@ -93,6 +93,54 @@ class Settings:
                     min=1,
                     max=86400,
                 ),
+                account_free_failures=env_int(
+                    environ,
+                    "USER_LOGIN_ACCOUNT_FREE_FAILURES",
+                    login.account_free_failures,
+                    min=0,
+                    max=100_000,
+                ),
+                account_base_delay_ms=env_int(
+                    environ,
+                    "USER_LOGIN_ACCOUNT_BASE_DELAY_MS",
+                    login.account_base_delay_ms,
+                    min=1,
+                    max=60_000,
+                ),
+                account_max_delay_seconds=env_int(
+                    environ,
+                    "USER_LOGIN_ACCOUNT_MAX_DELAY_SECONDS",
+                    login.account_max_delay_seconds,
+                    min=1,
+                    max=3600,
+                ),
+                account_window_seconds=env_int(
+                    environ,
+                    "USER_LOGIN_ACCOUNT_WINDOW_SECONDS",
+                    login.account_window_seconds,
+                    min=1,
+                    max=86400,
+                ),
+                known_clients=env_int(
+                    environ, "USER_LOGIN_KNOWN_CLIENTS", login.known_clients, min=1, max=1000
+                ),
+                known_client_days=env_int(
+                    environ, "USER_LOGIN_KNOWN_CLIENT_DAYS", login.known_client_days, min=1, max=365
+                ),
+                register_attempts=env_int(
+                    environ,
+                    "USER_REGISTER_CLIENT_ATTEMPTS",
+                    login.register_attempts,
+                    min=1,
+                    max=1_000_000,
+                ),
+                register_window_seconds=env_int(
+                    environ,
+                    "USER_REGISTER_CLIENT_WINDOW_SECONDS",
+                    login.register_window_seconds,
+                    min=1,
+                    max=86400,
+                ),
             ),
             max_body_bytes=env_int(
                 environ, "USER_MAX_BODY_BYTES", cls.max_body_bytes, min=1024, max=16 * 1024 * 1024

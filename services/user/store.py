@@ -1,13 +1,19 @@
 """UserService's Redis keys (DB 0) and their serialisation; every key name is built here.
 
-    user:{email}            string  JSON {name, email, password (Argon2id), created_at, updated_at,
-                                    id (account id), token_version}
-    users                   zset    every registered email, score 0 (lexical order for listing)
-    account_id_counter      string  INCRed for the sequence part of every new account id
-    outbox:accounts         stream  deleted accounts whose data the other services still erase
-    outbox:accounts:dead    stream  erasures given up on (dead letters)
-    login_failures:{email}  string  sign-in attempts not yet followed by a success; expires
-    login_clients:{client}  string  sign-in attempts from one client host in the window; expires
+    user:{email}                    string  JSON {name, email, password (Argon2id), created_at,
+                                            updated_at[, id (account id), token_version][, role]}
+    users                           zset    every registered email, score 0 (lexical order)
+    account_id_counter              string  INCRed for the sequence part of every new account id
+    outbox:accounts                 stream  deleted accounts whose data the other services still
+                                            erase
+    outbox:accounts:dead            stream  erasures given up on (dead letters)
+    login_failures:{email}:{client} string  failed sign-ins to one account from one client; expires
+                                            (kept when the account is deleted: it only expires)
+    login_account:{email}           hash    failed sign-ins to one account from anywhere and the
+                                            back-off they impose ({failures, until_ms}); expires
+    login_known:{email}             set     client hosts that signed in to the account; expires
+    login_clients:{client}          string  failed sign-ins from one client host; expires
+    register_clients:{client}       string  registrations from one client host; expires
 
 Emails are normalised before they reach this module; client hosts are bounded and cleaned.
 """
@@ -39,12 +45,25 @@ def user_key(email: str) -> str:
     return f"user:{email}"
 
 
-def failures_key(email: str) -> str:
-    return f"login_failures:{email}"
+def failures_key(email: str, client: str) -> str:
+    """Failures for one account from one client (an email holds no ':', so this splits)."""
+    return f"login_failures:{email}:{clean_client(client)}"
+
+
+def account_key(email: str) -> str:
+    return f"login_account:{email}"
+
+
+def known_clients_key(email: str) -> str:
+    return f"login_known:{email}"
 
 
 def client_key(client: str) -> str:
-    return f"login_clients:{client}"
+    return f"login_clients:{clean_client(client)}"
+
+
+def register_key(client: str) -> str:
+    return f"register_clients:{clean_client(client)}"
 
 
 def clean_client(client: str) -> str:
@@ -81,6 +100,8 @@ class StoredUser:
     # every valid token of the account carries (raised to revoke all earlier tokens).
     account_id: str = ""
     token_version: int = 1
+    # "operator" may list every user; "" for everyone else (granted only by the operators CLI).
+    role: str = ""
     # The document this record was read from, for compare-and-set updates.
     revision: str = field(default="", repr=False, compare=False)
 
@@ -95,6 +116,8 @@ class StoredUser:
         if self.account_id:
             document["id"] = self.account_id
             document["token_version"] = self.token_version
+        if self.role:
+            document["role"] = self.role
         return json.dumps(document, separators=(",", ":"))
 
     @classmethod
@@ -108,6 +131,7 @@ class StoredUser:
             updated_at=parse_time(str(data["updated_at"])),
             account_id=str(data.get("id", "")),
             token_version=int(data.get("token_version", 1)),
+            role=str(data.get("role", "")),
             revision=raw,
         )
 
@@ -130,9 +154,10 @@ redis.call('ZADD', KEYS[2], 0, ARGV[2])
 return 1
 """
 
-# Removes both, if the document is still the one read (ARGV[2]), and records the deleted
-# account in the outbox (KEYS[3]) so the other services erase its data. The ZREM also repairs
-# an index entry left without its document.
+# Removes both, if the document is still the one read (ARGV[2]), with the account's sign-in
+# back-off and known clients (KEYS[4], KEYS[5]: a later account of the email starts afresh),
+# and records the deleted account in the outbox (KEYS[3]) so the other services erase its data.
+# The ZREM also repairs an index entry left without its document.
 _DELETE = (
     OUTBOX_LUA
     + """
@@ -144,7 +169,7 @@ end
 if current ~= ARGV[2] then
   return 0
 end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
 redis.call('ZREM', KEYS[2], ARGV[1])
 outbox_xadd(KEYS[3], ARGV, 3)
 return 1
@@ -172,6 +197,101 @@ return {count, ttl}
 """
 
 
+@dataclass(frozen=True)
+class LoginPolicy:
+    """The numbers the sign-in admission script applies (see services.user.service.LoginLimits)."""
+
+    client_failures: int
+    client_window_seconds: int
+    pair_failures: int
+    pair_window_seconds: int
+    account_free_failures: int
+    account_base_delay_ms: int
+    account_max_delay_ms: int
+    account_window_seconds: int
+    known_clients: int
+    known_client_seconds: int
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The outcome of asking to verify a password: admitted, or refused for ``retry_after`` s.
+
+    ``scope`` says which limit refused it: ``client``, ``pair`` or ``account``.
+    """
+
+    admitted: bool
+    retry_after: int = 0
+    scope: str = ""
+
+
+# Sign-in admission, checked and reserved atomically so parallel guesses cannot exceed a limit.
+# KEYS: 1 login_clients:{client}, 2 login_failures:{email}:{client}, 3 login_account:{email},
+#       4 login_known:{email}.
+# ARGV: 1 client limit, 2 client window s, 3 pair limit, 4 pair window s, 5 free account
+#       failures, 6 base delay ms, 7 max delay ms, 8 account window s, 9 client host.
+# Each admitted attempt is counted as a failure in advance; _LOGIN_SUCCEEDED takes it back.
+# Returns {1} (admitted) or {0, retry_after_seconds, scope}.
+_LOGIN_ADMIT = """
+local function remaining(key)
+  local ttl = redis.call('TTL', key)
+  if ttl < 1 then return 1 end
+  return ttl
+end
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
+  return {0, remaining(KEYS[1]), 'client'}
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[3]) then
+  return {0, remaining(KEYS[2]), 'pair'}
+end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local known = redis.call('SISMEMBER', KEYS[4], ARGV[9]) == 1
+local failures = tonumber(redis.call('HGET', KEYS[3], 'failures') or '0')
+if not known then
+  local untl = tonumber(redis.call('HGET', KEYS[3], 'until_ms') or '0')
+  if untl > now then
+    return {0, math.ceil((untl - now) / 1000), 'account'}
+  end
+end
+local free = tonumber(ARGV[5])
+if failures >= free then
+  local delay = tonumber(ARGV[6]) * (2 ^ math.min(failures - free, 30))
+  delay = math.min(delay, tonumber(ARGV[7]))
+  redis.call('HSET', KEYS[3], 'until_ms', now + delay)
+end
+redis.call('HINCRBY', KEYS[3], 'failures', 1)
+redis.call('EXPIRE', KEYS[3], ARGV[8])
+for _, spec in ipairs({{KEYS[1], ARGV[2]}, {KEYS[2], ARGV[4]}}) do
+  redis.call('INCR', spec[1])
+  if redis.call('TTL', spec[1]) < 0 then
+    redis.call('EXPIRE', spec[1], spec[2])
+  end
+end
+return {1}
+"""
+
+# A verified password: the attempt was not a failure after all.
+# KEYS: 1 login_clients:{client}, 2 login_failures:{email}:{client}, 3 login_account:{email},
+#       4 login_known:{email}. ARGV: 1 client host, 2 most known clients, 3 known-client TTL s.
+_LOGIN_SUCCEEDED = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
+end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('SADD', KEYS[4], ARGV[1])
+if redis.call('SCARD', KEYS[4]) > tonumber(ARGV[2]) then
+  for _, other in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+    if other ~= ARGV[1] and redis.call('SCARD', KEYS[4]) > tonumber(ARGV[2]) then
+      redis.call('SREM', KEYS[4], other)
+    end
+  end
+end
+redis.call('EXPIRE', KEYS[4], ARGV[3])
+return 1
+"""
+
+
 class UserStore:
     """Users and sign-in counters in one Redis logical database."""
 
@@ -181,6 +301,8 @@ class UserStore:
         self._delete = redis.register_script(_DELETE)
         self._replace = redis.register_script(_REPLACE)
         self._hit = redis.register_script(_HIT)
+        self._admit = redis.register_script(_LOGIN_ADMIT)
+        self._succeeded = redis.register_script(_LOGIN_SUCCEEDED)
 
     async def ping(self) -> bool:
         """Whether Redis answers; False (not an error) when it does not."""
@@ -225,7 +347,13 @@ class UserStore:
         (an index entry left without its document is removed then)."""
         event = {"email": user.email, "account_id": user.account_id}
         removed = await self._delete(
-            keys=[user_key(user.email), USERS_INDEX, ACCOUNTS_OUTBOX],
+            keys=[
+                user_key(user.email),
+                USERS_INDEX,
+                ACCOUNTS_OUTBOX,
+                account_key(user.email),
+                known_clients_key(user.email),
+            ],
             args=[user.email, user.revision, *outbox_lua_args(event)],
         )
         return bool(removed)
@@ -243,14 +371,46 @@ class UserStore:
         users = [StoredUser.from_json(_text(raw)) for raw in documents if raw is not None]
         return users, len(emails), int(total)
 
-    async def count_login_attempt(self, email: str, window_seconds: int) -> Counter:
-        return await self._count(failures_key(email), window_seconds)
+    def _login_keys(self, email: str, client: str) -> list[str]:
+        return [
+            client_key(client),
+            failures_key(email, client),
+            account_key(email),
+            known_clients_key(email),
+        ]
 
-    async def count_client_attempt(self, client: str, window_seconds: int) -> Counter:
-        return await self._count(client_key(clean_client(client)), window_seconds)
+    async def admit_login(self, email: str, client: str, policy: LoginPolicy) -> Admission:
+        """Whether a password may be checked now; an admitted attempt counts as a failure
+        until :meth:`login_succeeded` takes it back."""
+        reply = await self._admit(
+            keys=self._login_keys(email, client),
+            args=[
+                policy.client_failures,
+                policy.client_window_seconds,
+                policy.pair_failures,
+                policy.pair_window_seconds,
+                policy.account_free_failures,
+                policy.account_base_delay_ms,
+                policy.account_max_delay_ms,
+                policy.account_window_seconds,
+                clean_client(client),
+            ],
+        )
+        if int(reply[0]) == 1:
+            return Admission(True)
+        return Admission(False, int(reply[1]), _text(reply[2]))
 
-    async def clear_login_failures(self, email: str) -> None:
-        await self._redis.delete(failures_key(email))
+    async def login_succeeded(self, email: str, client: str, policy: LoginPolicy) -> None:
+        """Undo the failure counted at admission, reset the account's back-off and remember
+        the client as one the account signs in from."""
+        await self._succeeded(
+            keys=self._login_keys(email, client),
+            args=[clean_client(client), policy.known_clients, policy.known_client_seconds],
+        )
+
+    async def count_registration(self, client: str, window_seconds: int) -> Counter:
+        """One more registration from ``client`` in its fixed window."""
+        return await self._count(register_key(client), window_seconds)
 
     async def _count(self, key: str, window_seconds: int) -> Counter:
         count, ttl = await self._hit(keys=[key], args=[window_seconds])

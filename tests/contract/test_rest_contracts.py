@@ -174,7 +174,10 @@ def _in_process_app(name: str, system: System) -> LazyApp:
     async def message() -> AsgiApp:
         settings = MessageSettings.from_env(env)
         security = Security.load(settings.keys_dir, "message")
-        store = RedisMessageStore(create_redis(settings.common.redis_url, settings.redis_db))
+        store = RedisMessageStore(
+            create_redis(settings.common.redis_url, settings.redis_db),
+            quota_bytes=settings.quota_bytes,
+        )
         users = peer_channel(
             settings.user_service_addr,
             security.credentials,
@@ -183,7 +186,7 @@ def _in_process_app(name: str, system: System) -> LazyApp:
             retry_methods=RETRY_METHODS,
         )
         directory = GrpcUserDirectory(users)
-        service = MessageService(store, directory)
+        service = MessageService(store, directory, limits=settings.send)
         app: AsgiApp = message_app(service, security.verifier, store.ping, Sessions(directory))
         return app
 

@@ -1,7 +1,8 @@
 """The whole system for end-to-end and fault tests: Valkey plus the four services as processes.
 
 Each service runs through its real entry point (`python -m services.<svc>`) on free ports,
-so tests exercise exactly what `make up` and the containers run.
+so tests exercise exactly what `make up` and the containers run. ``System.create(base,
+web=True)`` adds the web inbox (`python -m services.web`), a client of the four.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import httpx
 
 from services.common.auth import ensure_keys
 from services.common.ports import free_port
@@ -30,6 +32,7 @@ _PORT_VARS = {
     "message": ("MESSAGE_REST_PORT", "MESSAGE_GRPC_PORT"),
     "notification": ("NOTIFICATION_REST_PORT", "NOTIFICATION_GRPC_PORT"),
     "frontend": (None, "FRONTEND_GRPC_PORT"),
+    "web": ("WEB_PORT", None),
 }
 
 
@@ -57,16 +60,16 @@ class System:
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, base: Path, **extra_env: str) -> System:
+    def create(cls, base: Path, *, web: bool = False, **extra_env: str) -> System:
         keys_dir = base / "keys"
         ensure_keys(keys_dir)
         system = cls(base, start_valkey(base / "valkey"), keys_dir, extra_env=extra_env)
-        for name in SERVICES:
-            rest_var, _ = _PORT_VARS[name]
+        for name in (*SERVICES, "web") if web else SERVICES:
+            rest_var, grpc_var = _PORT_VARS[name]
             system.services[name] = ServiceProcess(
                 name,
                 free_port() if rest_var else None,
-                free_port(),
+                free_port() if grpc_var else 0,
                 base / f"{name}.log",
             )
         return system
@@ -75,7 +78,7 @@ class System:
         env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("USER_", "MESSAGE_", "NOTIFICATION_", "FRONTEND_"))
+            if not key.startswith(("USER_", "MESSAGE_", "NOTIFICATION_", "FRONTEND_", "WEB_"))
         }
         env.update(
             REDIS_URL=self.valkey.url,
@@ -89,13 +92,33 @@ class System:
             rest_var, grpc_var = _PORT_VARS[name]
             if rest_var and svc.rest_port:
                 env[rest_var] = str(svc.rest_port)
-            env[grpc_var] = str(svc.grpc_port)
+            if grpc_var:
+                env[grpc_var] = str(svc.grpc_port)
         env["USER_SERVICE_ADDR"] = self.grpc_addr("user")
+        env["USER_SERVICE_URL"] = self.rest_url("user")
         env["MESSAGE_SERVICE_ADDR"] = self.grpc_addr("message")
         env["NOTIFICATION_SERVICE_ADDR"] = self.grpc_addr("notification")
         env["FRONTEND_SERVICE_ADDR"] = self.grpc_addr("frontend")
+        # Tests register, send and stream from 127.0.0.1 far more than one client would: lift
+        # those limits unless a test is about them (it passes its own values in extra_env).
+        env.update(
+            USER_REGISTER_CLIENT_ATTEMPTS="1000000",
+            MESSAGE_SEND_LIMIT="1000000",
+            FRONTEND_MAX_STREAMS_PER_CLIENT="1000000",
+        )
         env.update(self.extra_env)
         return env
+
+    def grant_operator(self, email: str) -> None:
+        """Give ``email`` the operator role (may list every user), as an operator would."""
+        subprocess.run(
+            [sys.executable, "-m", "services.user.operators", "grant", email],
+            cwd=ROOT,
+            env=self.env(),
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
 
     def grpc_addr(self, name: str) -> str:
         return f"127.0.0.1:{self.services[name].grpc_port}"
@@ -104,7 +127,7 @@ class System:
         return f"http://127.0.0.1:{self.services[name].rest_port}"
 
     def start(self, *names: str) -> None:
-        for name in names or SERVICES:
+        for name in names or tuple(self.services):
             svc = self.services[name]
             assert not svc.running, f"{name} is already running"
             log = svc.log_path.open("ab")
@@ -118,7 +141,7 @@ class System:
             log.close()
 
     def stop(self, *names: str, sig: signal.Signals = signal.SIGTERM, timeout: float = 15) -> None:
-        for name in names or SERVICES:
+        for name in names or tuple(self.services):
             svc = self.services[name]
             if svc.process is None:
                 continue
@@ -136,7 +159,10 @@ class System:
 
     async def wait_healthy(self, *names: str, within: float = 30.0) -> None:
         deadline = time.monotonic() + within
-        for name in names or SERVICES:
+        for name in names or tuple(self.services):
+            if name == "web":
+                await self._wait_web(deadline, within)
+                continue
             async with grpc.aio.insecure_channel(self.grpc_addr(name)) as channel:
                 while True:
                     svc = self.services[name]
@@ -150,6 +176,24 @@ class System:
                     if time.monotonic() > deadline:
                         raise AssertionError(f"{name} is not healthy:\n{self.log_tail(name)}")
                     await asyncio.sleep(0.05)
+
+    async def _wait_web(self, deadline: float, within: float) -> None:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            while True:
+                svc = self.services["web"]
+                if svc.process is not None and svc.process.poll() is not None:
+                    raise AssertionError(f"web exited early:\n{self.log_tail('web')}")
+                try:
+                    reply = await client.get(f"{self.rest_url('web')}/health", timeout=0.5)
+                    if reply.status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"web is not healthy after {within}s:\n{self.log_tail('web')}"
+                    )
+                await asyncio.sleep(0.05)
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         path = self.services[name].log_path

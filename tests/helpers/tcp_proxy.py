@@ -12,8 +12,11 @@ from urllib.parse import urlsplit
 class DelayProxy:
     """Forwards 127.0.0.1:<port> to a target; ``delay_next_reply`` stalls one reply chunk."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, source_host: str | None = None) -> None:
+        """``source_host``: connect to the target from this local address (e.g. 127.0.0.2),
+        so the target sees another client host."""
         self._target = (target_host, target_port)
+        self._source = (source_host, 0) if source_host else None
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._pipes: set[asyncio.Task[None]] = set()
@@ -75,7 +78,9 @@ class DelayProxy:
         upstream_w: asyncio.StreamWriter | None = None
         pipes: list[asyncio.Task[None]] = []
         try:
-            upstream_r, upstream_w = await asyncio.open_connection(*self._target)
+            upstream_r, upstream_w = await asyncio.open_connection(
+                *self._target, local_addr=self._source
+            )
             pipes = [
                 asyncio.create_task(self._pipe(client_r, upstream_w, replies=False)),
                 asyncio.create_task(self._pipe(upstream_r, client_w, replies=True)),

@@ -122,6 +122,7 @@ class FakeBackend(message_pb2_grpc.MessageServiceServicer, user_pb2_grpc.UserSer
 
     CheckUserExists = ListUsers = GetMessage = _unimplemented
     ListConversations = MarkConversationRead = _unimplemented
+    ListDeadLetters = ReplayDeadLetters = DropDeadLetters = _unimplemented
 
     @staticmethod
     def _message(message_id: int, content: str) -> Any:

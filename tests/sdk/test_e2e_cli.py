@@ -74,6 +74,7 @@ def test_register_login_send_read_and_manage(
     assert json.loads(ok("users", "update", "--name", "Ada CLI", "--json").output)["name"] == (
         "Ada CLI"
     )
+    live.grant_operator(ada)  # listing every user is for operators
     listed = json.loads(ok("users", "list", "--json", "--limit", "0").output)
     assert {ada, bob} <= {u["email"] for u in listed}
     assert "Ada CLI" in ok("users", "list").output

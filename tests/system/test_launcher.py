@@ -30,7 +30,7 @@ from services.launcher.endpoints import render_endpoints
 from services.launcher.output import Console, use_color
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("user", "message", "notification", "frontend")
+SERVICES = ("user", "message", "notification", "frontend", "web")
 PORT_VARS = (
     "VALKEY_PORT",
     "USER_REST_PORT",
@@ -40,8 +40,9 @@ PORT_VARS = (
     "NOTIFICATION_REST_PORT",
     "NOTIFICATION_GRPC_PORT",
     "FRONTEND_GRPC_PORT",
+    "WEB_PORT",
 )
-_OWN_VARS = ("USER_", "MESSAGE_", "NOTIFICATION_", "FRONTEND_", "VALKEY_")
+_OWN_VARS = ("USER_", "MESSAGE_", "NOTIFICATION_", "FRONTEND_", "VALKEY_", "WEB_")
 _UNSET = ("REDIS_URL", "KEYS_DIR", "KEYS_CREATE", "BIND_HOST", "NO_COLOR", "PYTHONPATH")
 REAL_SERVICES_EXIST = all((ROOT / "services" / name / "__main__.py").is_file() for name in SERVICES)
 
@@ -55,7 +56,8 @@ __path__ = [os.path.dirname(__file__), {real!r}]
 '''
 
 _FAKE_SERVICE = '''
-"""A stand-in service: a gRPC health server on the service's gRPC port, nothing else.
+"""A stand-in service: a gRPC health server on the service's gRPC port, nothing else
+(the web inbox: GET /health on WEB_PORT).
 
 FAKE_NOT_SERVING=a,b  never report SERVING
 FAKE_IGNORE_TERM=a,b  ignore SIGTERM
@@ -73,7 +75,24 @@ PORTS = {
     "message": ("MESSAGE_GRPC_PORT", 9798),
     "notification": ("NOTIFICATION_GRPC_PORT", 9799),
     "frontend": ("FRONTEND_GRPC_PORT", 3030),
+    "web": ("WEB_PORT", 8083),
 }
+
+
+class _HttpHealth:
+    """GET /health as the web inbox answers it, on a bare asyncio server."""
+
+    def __init__(self, serving):
+        self.serving = serving
+
+    async def handle(self, reader, writer):
+        await reader.readuntil(b"\\r\\n\\r\\n")
+        status = "SERVING" if self.serving else "NOT_SERVING"
+        body = ('{"status": "%s"}' % status).encode()
+        writer.write(b"HTTP/1.1 200 OK\\r\\ncontent-type: application/json\\r\\n"
+                     b"content-length: %d\\r\\nconnection: close\\r\\n\\r\\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
 
 
 def _listed(var, name):
@@ -84,18 +103,24 @@ async def _serve(name):
     env = os.environ
     var, default = PORTS[name]
     port = int(env.get(var) or default)
-    server = create_grpc_server()
-    health = add_health_and_reflection(server, [])
-    bind_port(server, env.get("BIND_HOST", "127.0.0.1"), port, var)
-    await server.start()
+    if name == "web":
+        http = _HttpHealth(not _listed("FAKE_NOT_SERVING", name))
+        server = await asyncio.start_server(http.handle, env.get("BIND_HOST", "127.0.0.1"), port)
+    else:
+        server = create_grpc_server()
+        health = add_health_and_reflection(server, [])
+        bind_port(server, env.get("BIND_HOST", "127.0.0.1"), port, var)
+        await server.start()
     print(
         f"fake {name} on {port} REDIS_URL={env.get('REDIS_URL')} KEYS_DIR={env.get('KEYS_DIR')}"
         f" USER_SERVICE_ADDR={env.get('USER_SERVICE_ADDR')}"
         f" NOTIFICATION_SERVICE_ADDR={env.get('NOTIFICATION_SERVICE_ADDR')}"
-        f" FRONTEND_SERVICE_ADDR={env.get('FRONTEND_SERVICE_ADDR')}",
+        f" FRONTEND_SERVICE_ADDR={env.get('FRONTEND_SERVICE_ADDR')}"
+        f" MESSAGE_SERVICE_ADDR={env.get('MESSAGE_SERVICE_ADDR')}"
+        f" USER_SERVICE_URL={env.get('USER_SERVICE_URL')}",
         flush=True,
     )
-    if not _listed("FAKE_NOT_SERVING", name):
+    if name != "web" and not _listed("FAKE_NOT_SERVING", name):
         await health.set_serving(True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -110,7 +135,10 @@ async def _serve(name):
         os._exit(int(crash.split(":")[1]))
     await stop.wait()
     print(f"fake {name} stopping", flush=True)
-    await server.stop(0)
+    if name == "web":
+        server.close()
+    else:
+        await server.stop(0)
 
 
 def main(name):
@@ -344,16 +372,21 @@ def test_starts_everything_prints_endpoints_and_stops_on_ctrl_c(
         assert f"REDIS_URL={valkey_url} KEYS_DIR={keys.resolve()} " in line
         assert f"USER_SERVICE_ADDR={user_grpc} " in line
         assert f"FRONTEND_SERVICE_ADDR=127.0.0.1:{ports['FRONTEND_GRPC_PORT']}" in line
+        assert f"MESSAGE_SERVICE_ADDR=127.0.0.1:{ports['MESSAGE_GRPC_PORT']}" in line
+        assert f"USER_SERVICE_URL=http://127.0.0.1:{ports['USER_REST_PORT']}" in line
     rest = f"http://127.0.0.1:{ports['USER_REST_PORT']}"
     assert re.search(rf"^  user +{rest} +{rest}/ui/ +{user_grpc} +0$", out, re.MULTILINE), out
     assert re.search(
         rf"^  frontend +- +- +127\.0\.0\.1:{ports['FRONTEND_GRPC_PORT']} +-$", out, re.MULTILINE
     )
+    web = f"http://127.0.0.1:{ports['WEB_PORT']}"
+    assert re.search(rf"^  web +{web} +- +- +-$", out, re.MULTILINE), out
+    assert f"  Web inbox: {web}/ " in out
     assert f"curl -s -X POST {rest}/login " in out
     assert (keys / "service" / "user.key").is_file()
     assert (tmp_path / "data" / "valkey" / "appendonlydir").is_dir()
     pids = running.pids()
-    assert len(pids) == 5
+    assert len(pids) == 6
 
     running.signal(signal.SIGINT)
     assert running.wait() == 0, running.err
@@ -393,7 +426,7 @@ def test_a_service_that_exits_stops_everything_with_exit_1(
     )
     out = running.out
     assert "notification | fake notification crashing" in out
-    for name in ("user", "message", "frontend"):
+    for name in ("user", "message", "frontend", "web"):
         assert f"missive: {name} stopped\n" in out
     assert "missive: valkey stopped" in out
     _assert_gone(running.pids())
@@ -402,10 +435,10 @@ def test_a_service_that_exits_stops_everything_with_exit_1(
 def test_a_service_that_never_becomes_healthy_times_out_with_exit_1(
     launch: Callable[..., Launched],
 ) -> None:
-    running = launch("--timeout", "2", FAKE_NOT_SERVING="frontend,message")
+    running = launch("--timeout", "2", FAKE_NOT_SERVING="frontend,message,web")
     assert running.wait() == 1
     assert (
-        "missive: timed out after 2s: message, frontend did not report SERVING "
+        "missive: timed out after 2s: message, frontend, web did not report SERVING "
         "(see their output above)\n" in running.err
     )
     assert "Missive is up." not in running.out
@@ -458,6 +491,8 @@ def test_peer_addresses_follow_the_ports_unless_set() -> None:
     assert env["USER_SERVICE_ADDR"] == "127.0.0.1:19797"
     assert env["NOTIFICATION_SERVICE_ADDR"] == "127.0.0.1:9799"
     assert env["FRONTEND_SERVICE_ADDR"] == "elsewhere:1"
+    assert env["MESSAGE_SERVICE_ADDR"] == "127.0.0.1:9798"
+    assert env["USER_SERVICE_URL"] == "http://127.0.0.1:8080"
     assert env["REDIS_URL"] == "redis://x:1"
     assert env["KEYS_DIR"] == str(Path("d/keys").resolve())
 
@@ -469,7 +504,7 @@ def test_redis_url_or_no_valkey_means_no_embedded_valkey() -> None:
     ).embedded_valkey
     assert not LaunchConfig.from_env({}, data_dir=Path("d"), no_valkey=True).embedded_valkey
     ports = [p.port for p in LaunchConfig.from_env({}, data_dir=Path("d")).ports()]
-    assert ports == [6379, 8080, 9797, 8081, 9798, 8082, 9799, 3030]
+    assert ports == [6379, 8080, 9797, 8081, 9798, 8082, 9799, 3030, 8083]
 
 
 class _Terminal(io.StringIO):
@@ -553,8 +588,12 @@ def test_make_up_starts_the_real_system_and_ctrl_c_stops_it(tmp_path: Path) -> N
             assert login.status_code == 200, login.text
             assert login.json()["access_token"]
             assert client.get("/ui/").status_code == 200
+        with httpx.Client(timeout=10, trust_env=False) as client:
+            inbox = client.get(f"http://127.0.0.1:{ports['WEB_PORT']}/signin")
+            assert inbox.status_code == 200
+            assert "Sign in" in inbox.text
         pids = running.pids()
-        assert len(pids) == 5
+        assert len(pids) == 6
         # Ctrl-C as the launcher sees it; make then exits with the launcher's status.
         os.kill(_launcher_under(process.pid), signal.SIGINT)
         assert running.wait(40) == 0, f"{running.out}\n{running.err}"

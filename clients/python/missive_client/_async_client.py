@@ -77,6 +77,7 @@ class AsyncUsers:
     def list(self, *, page_size: int | None = None) -> AsyncPager[User]:
         """Every registered user, in ascending email order, fetched page by page (``async for``).
 
+        Operators only: for an ordinary user the first page raises ``PermissionDenied``.
         ``page_size`` is 1 to 100 (the server's default is 50). Iterating fetches lazily.
         """
         return AsyncPager(lambda token: self._core.run(_ops.list_users(page_size, token)))

@@ -10,10 +10,10 @@ from typing import Any, TypeVar, cast
 import httpx
 from betterproto2.grpclib.grpclib_client import ServiceStub
 from grpclib.client import Channel
-from grpclib.config import Configuration
 from grpclib.events import RecvTrailingMetadata, listen
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
+from missive_client._channel_options import grpclib_configuration
 from missive_client._config import ClientConfig, split_host_port
 from missive_client._errors import (
     DeadlineExceeded,
@@ -42,8 +42,6 @@ from missive_client._session import Session
 from missive_client._wire import (
     HEALTH_CHECK_METHOD,
     HEALTH_STATUS_NAMES,
-    KEEPALIVE_SECONDS,
-    KEEPALIVE_TIMEOUT_SECONDS,
     SEND_TOKEN,
     USER_AGENT,
     BearerAuth,
@@ -131,11 +129,7 @@ class AsyncTransport:
             raise client_closed()
         if service not in self._channels:
             host, port = split_host_port(self.grpc_address(service), f"{service}_grpc")
-            config = Configuration(
-                _keepalive_time=KEEPALIVE_SECONDS,
-                _keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
-                _http2_max_pings_without_data=0,
-            )
+            config = grpclib_configuration()
             channel = Channel(host, port, config=config)
             listen(channel, RecvTrailingMetadata, _remember_trailers)
             self._channels[service] = channel

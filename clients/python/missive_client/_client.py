@@ -81,6 +81,7 @@ class Users:
     def list(self, *, page_size: int | None = None) -> Pager[User]:
         """Every registered user, in ascending email order, fetched page by page.
 
+        Operators only: for an ordinary user the first page raises ``PermissionDenied``.
         ``page_size`` is 1 to 100 (the server's default is 50). Iterating fetches lazily.
         """
         return Pager(lambda token: self._core.run(_ops.list_users(page_size, token)))

@@ -277,7 +277,7 @@ def revoke_tokens(email: str) -> Call[None]:
 
 
 def list_users(page_size: int | None, page_token: str) -> Call[Page[UserModel]]:
-    """One page of the directory: GET /users (REST only; the gRPC ListUsers is internal)."""
+    """One page of the directory: GET /users (REST only, operators only; ListUsers is internal)."""
 
     def convert(reply: Any) -> Page[UserModel]:
         return Page(tuple(_user(user) for user in reply.users), reply.next_page_token)

@@ -45,6 +45,10 @@ class Pager(Generic[T]):
         """Only the first page (one request)."""
         return self._fetch(self._start)
 
+    def starting_at(self, page_token: str) -> Pager[T]:
+        """The same listing, resumed at a ``next_page_token`` an earlier page returned."""
+        return Pager(self._fetch, page_token)
+
     def to_list(self, limit: int | None = None) -> list[T]:
         """The items as a list: all of them, or the first ``limit``."""
         items: list[T] = []
@@ -88,6 +92,10 @@ class AsyncPager(Generic[T]):
     async def first_page(self) -> Page[T]:
         """Only the first page (one request)."""
         return await self._fetch(self._start)
+
+    def starting_at(self, page_token: str) -> AsyncPager[T]:
+        """The same listing, resumed at a ``next_page_token`` an earlier page returned."""
+        return AsyncPager(self._fetch, page_token)
 
     async def to_list(self, limit: int | None = None) -> list[T]:
         """The items as a list: all of them, or the first ``limit``."""

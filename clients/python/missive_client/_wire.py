@@ -13,6 +13,7 @@ from typing import Any
 import betterproto2
 import httpx
 
+from missive_client._channel_options import CHANNEL_OPTIONS
 from missive_client._errors import DeadlineExceeded, MissiveError, Unavailable, from_http
 from missive_client._generated.rest.message import client as message_rest
 from missive_client._generated.rest.message.api.health import health as message_health
@@ -50,14 +51,10 @@ SEND_TOKEN: ContextVar[bool] = ContextVar("missive_send_token", default=True)
 """False while a public call (login) runs: a stale token must not be sent with it."""
 
 GRPC_OPTIONS: tuple[tuple[str, int | str], ...] = (
-    # The live stream can be idle for long; the servers accept pings every 10 s or more.
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.max_pings_without_data", 0),
+    # Keepalive within the servers' ping policy and a short reconnect backoff.
+    *CHANNEL_OPTIONS,
     ("grpc.primary_user_agent", USER_AGENT),
 )
-KEEPALIVE_SECONDS = 30.0
-KEEPALIVE_TIMEOUT_SECONDS = 10.0
 
 # The httpx client given to set_httpx_client carries the real base URL.
 _REST_PLACEHOLDER = "http://missive.invalid"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,13 +13,23 @@ from typing import Any, Generic, TypeVar
 
 import yaml
 from connexion import AsyncApp
-from connexion.exceptions import ProblemException
+from connexion.datastructures import MediaTypeDict
+from connexion.exceptions import BadRequestProblem, NonConformingResponseBody, ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.problem import problem
 from connexion.resolver import Resolver
 from connexion.security import BearerSecurityHandler
+from connexion.utils import is_null, is_nullable
+from connexion.validators import (
+    VALIDATOR_MAP,
+    JSONRequestBodyValidator,
+    JSONResponseBodyValidator,
+    ParameterValidator,
+    TextResponseBodyValidator,
+)
+from jsonschema import Draft4Validator, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +43,10 @@ Lifespan = Callable[[Any], Any]
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects a JSON body may have (the contracts need 3)."""
+
+logger = logging.getLogger(__name__)
 
 
 T = TypeVar("T")
@@ -114,7 +129,13 @@ def _method_not_allowed(
     return handler
 
 
-async def send_problem(send: Send, status: int, title: str, detail: str) -> None:
+async def send_problem(
+    send: Send,
+    status: int,
+    title: str,
+    detail: str,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
     """Answer with an application/problem+json document, straight from ASGI middleware."""
     body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
     await send(
@@ -124,10 +145,160 @@ async def send_problem(send: Send, status: int, title: str, detail: str) -> None
             "headers": [
                 (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(body.encode())).encode()),
+                *headers,
             ],
         }
     )
     await send({"type": "http.response.body", "body": body.encode()})
+
+
+# --- Validation messages ------------------------------------------------------------------
+#
+# jsonschema's messages quote the rejected value ("'Sh0rt!7' is too short"), which would put
+# passwords, tokens and whole 4 KiB texts into replies and logs. Every validation message
+# instead names the field and the rule it broke, and never contains the submitted value.
+
+_NAME_CHARS = 40
+_NAMES_SHOWN = 5
+
+
+def _short(name: object) -> str:
+    """A client-chosen name (an unknown property or parameter), quoted and cut short."""
+    text = str(name)
+    if len(text) > _NAME_CHARS:
+        text = text[:_NAME_CHARS] + "…"
+    return repr(text)
+
+
+def _names(names: Sequence[object]) -> str:
+    shown = ", ".join(_short(name) for name in list(names)[:_NAMES_SHOWN])
+    return shown + (f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else "")
+
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "a boolean",
+    "object": "an object",
+    "array": "an array",
+    "null": "null",
+}
+
+
+def _rule(error: ValidationError) -> str:
+    """What the value of the field failed, in words, without the value itself."""
+    value: Any = error.validator_value
+    rules: dict[str, Callable[[], str]] = {
+        "minLength": lambda: f"shorter than {value} characters",
+        "maxLength": lambda: f"longer than {value} characters",
+        "pattern": lambda: "does not match the pattern the contract requires",
+        "format": lambda: f"is not a valid {value}",
+        "minimum": lambda: f"below the minimum {value}",
+        "maximum": lambda: f"above the maximum {value}",
+        "exclusiveMinimum": lambda: "at or below the minimum",
+        "exclusiveMaximum": lambda: "at or above the maximum",
+        "minItems": lambda: f"fewer than {value} items",
+        "maxItems": lambda: f"more than {value} items",
+        "uniqueItems": lambda: "has duplicate items",
+        "minProperties": lambda: f"fewer than {value} properties",
+        "maxProperties": lambda: f"more than {value} properties",
+        "enum": lambda: "not one of: " + ", ".join(json.dumps(v) for v in value),
+        "const": lambda: f"must be {json.dumps(value)}",
+    }
+    if error.validator == "type":
+        kinds = value if isinstance(value, list) else [value]
+        if error.instance is None:
+            return "must not be null"
+        return "must be " + " or ".join(_TYPE_NAMES.get(str(k), str(k)) for k in kinds)
+    if error.validator in rules:
+        return rules[str(error.validator)]()
+    return f"does not satisfy the contract's {error.validator!s} rule"
+
+
+def validation_message(error: ValidationError, root: str = "body") -> str:
+    """`field: rule` for a jsonschema error, e.g. "password: shorter than 8 characters"."""
+    path = [str(part) for part in error.absolute_path]
+    field = ".".join(path) if path else root
+    instance: Any = error.instance
+    if error.validator == "required" and isinstance(instance, dict):
+        missing = [name for name in error.validator_value if name not in instance]
+        prefix = f"{field}." if path else ""
+        return f"{prefix}{missing[0] if missing else '?'}: required"
+    if error.validator == "additionalProperties" and isinstance(instance, dict):
+        known = set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
+        extra = sorted(str(name) for name in instance if name not in known)
+        return f"{field}: properties not in the contract: {_names(extra)}"
+    return f"{field}: {_rule(error)}"
+
+
+class SafeJSONRequestBodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
+    """Connexion's JSON body validator with messages that never quote the submitted value."""
+
+    def _validate(self, body: Any) -> dict[str, Any] | None:
+        if not self._nullable and body is None:
+            raise BadRequestProblem("body: required")
+        try:
+            return self._validator.validate(body)  # type: ignore[no-any-return]
+        except ValidationError as exception:
+            message = validation_message(exception)
+            logger.info("request body rejected: %s", message)
+            raise BadRequestProblem(detail=message) from None
+
+
+class SafeParameterValidator(ParameterValidator):  # type: ignore[misc]
+    """Connexion's parameter validator with messages that never quote the submitted value."""
+
+    @staticmethod
+    def validate_parameter(
+        parameter_type: str, value: Any, param: dict[str, Any], param_name: str | None = None
+    ) -> str | None:
+        if is_nullable(param) and is_null(value):
+            return None
+        if value is None:
+            if param.get("required"):
+                return f"{param['name']}: required {parameter_type} parameter"
+            return None
+        schema = param.get("schema", param)
+        try:
+            Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER).validate(value)
+        except ValidationError as exception:
+            return validation_message(exception, root=str(param["name"]))
+        return None
+
+    def validate_query_parameter_list(self, request: Any, security_params: Any = None) -> set[str]:
+        extra = super().validate_query_parameter_list(request, security_params)
+        return {_short(name) for name in sorted(extra)[:_NAMES_SHOWN]}
+
+
+class SafeJSONResponseBodyValidator(JSONResponseBodyValidator):  # type: ignore[misc]
+    """Logs a non-conforming response by field and rule: it may hold a fresh access token."""
+
+    def _validate(self, body: Any) -> None:
+        try:
+            self.validator.validate(body)
+        except ValidationError as exception:
+            message = validation_message(exception)
+            logger.warning("response body does not conform to the contract: %s", message)
+            raise NonConformingResponseBody(
+                detail=f"Response body does not conform to the contract. {message}"
+            ) from None
+
+
+class SafeTextResponseBodyValidator(TextResponseBodyValidator):  # type: ignore[misc]
+    _validate = SafeJSONResponseBodyValidator._validate
+
+
+def _validator_map() -> dict[str, Any]:
+    body = MediaTypeDict({**VALIDATOR_MAP["body"], "*/*json": SafeJSONRequestBodyValidator})
+    response = MediaTypeDict(
+        {
+            **VALIDATOR_MAP["response"],
+            "*/*json": SafeJSONResponseBodyValidator,
+            "text/plain": SafeTextResponseBodyValidator,
+        }
+    )
+    return {"parameter": SafeParameterValidator, "body": body, "response": response}
 
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -152,7 +323,13 @@ class PathControlCharacters:
 
 
 class BodySizeLimit:
-    """ASGI middleware answering 413 problem+json for bodies above a byte limit."""
+    """ASGI middleware reading the whole request body, bounded, before the app sees it.
+
+    A body above `max_bytes` is a 413 problem+json, whether it announced its size
+    (Content-Length) or not (chunked); a chunked body within the limit reaches the app with
+    its Content-Length set, as Connexion reads a body without one as missing. A JSON body
+    nested deeper than MAX_JSON_DEPTH is a 400 before anything parses it.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -162,41 +339,93 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+        headers = scope.get("headers", [])
+        length = next((value for name, value in headers if name == b"content-length"), None)
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._reject(send)
+            return
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: let the app see it
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_bytes:
                 await self._reject(send)
                 return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._reject(send)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        content_type = next((value for name, value in headers if name == b"content-type"), b"")
+        if b"json" in content_type.lower() and json_depth(body) > MAX_JSON_DEPTH:
+            detail = f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels."
+            await send_problem(send, 400, "Bad Request", detail)
+            return
+        if length is None and body:
+            scope = dict(scope)
+            scope["headers"] = [
+                *(item for item in headers if item[0] != b"transfer-encoding"),
+                (b"content-length", str(len(body)).encode()),
+            ]
+        replayed: Message = {"type": "http.request", "body": body, "more_body": False}
+        await self.app(scope, _replay([replayed], receive), send)
 
     async def _reject(self, send: Send) -> None:
         detail = f"The request body exceeds {self.max_bytes} bytes."
         await send_problem(send, 413, "Payload Too Large", detail)
 
 
-class _TooLarge(Exception):
-    pass
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A receive channel giving `messages` first, then whatever `receive` gives."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+# A string (its closing quote optional, so the scan stays linear on hostile text) or a bracket.
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text (brackets in strings skipped).
+
+    Only a bound: on text that is not JSON it may overcount, and the parser rejects it anyway.
+    """
+    depth = deepest = 0
+    for token in _JSON_TOKEN.findall(body):
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+class SingleAuthorization:
+    """ASGI middleware answering 401 problem+json for a request with several Authorization
+    headers: which one counts would otherwise depend on the layer reading them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            count = sum(1 for name, _ in scope.get("headers", []) if name == b"authorization")
+            if count > 1:
+                detail = "The request carries more than one Authorization header; send one."
+                challenge = [(b"www-authenticate", b"Bearer")]
+                await send_problem(send, 401, "Unauthorized", detail, challenge)
+                return
+        await self.app(scope, receive, send)
 
 
 def build_app(
@@ -224,6 +453,7 @@ def build_app(
         pythonic_params=False,
         swagger_ui_options=SwaggerUIOptions(swagger_ui=True),
         security_map={"bearer": _bearer_handler(verify_token)},
+        validator_map=_validator_map(),
     )
     app.add_error_handler(UnicodeDecodeError, _bad_encoding)
     app.add_error_handler(ProblemException, _problem)
@@ -235,6 +465,7 @@ def build_app(
         max_bytes=max_body_bytes,
     )
     app.add_middleware(PathControlCharacters, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    app.add_middleware(SingleAuthorization, position=MiddlewarePosition.BEFORE_EXCEPTION)
     for middleware in middlewares:
         app.add_middleware(middleware)
     return app

@@ -11,11 +11,14 @@ from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 from missive.notification.v1 import notification_pb2
 
 from services.common.grpc_edge import Context, caller
+from services.common.peers import peer_host
+from services.frontend.errors import InvalidArgument
 from services.frontend.service import FrontendService
 from services.frontend.wire import from_proto, to_proto
 
 logger = logging.getLogger(__name__)
 
+MAX_BATCH_ITEMS = 100  # ReceiveNotifications, as its contract states
 SERVICE_NAME: str = frontend_pb2.DESCRIPTOR.services_by_name["FrontendService"].full_name
 
 
@@ -34,10 +37,27 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServiceServicer):
         delivered = self._service.receive(notification, request.receiver_account_id)
         return frontend_pb2.ReceiveNotificationResponse(delivered_to=delivered)
 
+    async def ReceiveNotifications(
+        self, request: frontend_pb2.ReceiveNotificationsRequest, context: Context
+    ) -> frontend_pb2.ReceiveNotificationsResponse:
+        if not 1 <= len(request.items) <= MAX_BATCH_ITEMS:
+            raise InvalidArgument(f"items must hold 1 to {MAX_BATCH_ITEMS} requests")
+        reply = frontend_pb2.ReceiveNotificationsResponse()
+        for item in request.items:
+            result = reply.results.add()
+            try:
+                notification = (
+                    from_proto(item.notification) if item.HasField("notification") else None
+                )
+                result.delivered_to = self._service.receive(notification, item.receiver_account_id)
+            except InvalidArgument as exc:
+                result.invalid_argument = exc.message
+        return reply
+
     async def SubscribeNotifications(
         self, request: frontend_pb2.SubscribeNotificationsRequest, context: Context
     ) -> AsyncIterator[notification_pb2.Notification]:
-        subscription = self._service.open(caller(), request.email)
+        subscription = self._service.open(caller(), request.email, peer_host(context.peer()))
 
         def unregister(_: Context) -> None:
             self._service.close(subscription)

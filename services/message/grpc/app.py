@@ -9,6 +9,7 @@ import grpc.aio
 from google.protobuf import empty_pb2
 from missive.message.v1 import message_pb2, message_pb2_grpc
 
+from services.common.dead_letters import AdminRpcs, DeadLetters
 from services.common.grpc_edge import Context, caller
 from services.message.service import MessageService
 from services.message.wire import conversation_to_proto, message_to_proto
@@ -21,8 +22,9 @@ SERVICE_NAME: str = message_pb2.DESCRIPTOR.services_by_name["MessageService"].fu
 class MessageServicer(message_pb2_grpc.MessageServiceServicer):
     """Implements missive.message.v1.MessageService over :class:`MessageService`."""
 
-    def __init__(self, service: MessageService) -> None:
+    def __init__(self, service: MessageService, dead_letters: DeadLetters | None = None) -> None:
         self._service = service
+        self._admin = AdminRpcs(dead_letters, message_pb2)
 
     async def SendMessage(
         self, request: message_pb2.SendMessageRequest, context: Context
@@ -88,8 +90,35 @@ class MessageServicer(message_pb2_grpc.MessageServiceServicer):
         await self._service.erase_account(caller(), request.email, request.account_id)
         return empty_pb2.Empty()
 
+    # -- operators: the outbox's dead letters (the edge admits only the `admin` credential) --
 
-def register(server: grpc.aio.Server, service: MessageService) -> Sequence[str]:
+    async def ListDeadLetters(
+        self, request: message_pb2.ListDeadLettersRequest, context: Context
+    ) -> message_pb2.ListDeadLettersResponse:
+        caller()
+        reply: message_pb2.ListDeadLettersResponse = await self._admin.list(request)
+        return reply
+
+    async def ReplayDeadLetters(
+        self, request: message_pb2.ReplayDeadLettersRequest, context: Context
+    ) -> message_pb2.ReplayDeadLettersResponse:
+        caller()
+        reply: message_pb2.ReplayDeadLettersResponse = await self._admin.replay(request)
+        return reply
+
+    async def DropDeadLetters(
+        self, request: message_pb2.DropDeadLettersRequest, context: Context
+    ) -> message_pb2.DropDeadLettersResponse:
+        caller()
+        reply: message_pb2.DropDeadLettersResponse = await self._admin.drop(request)
+        return reply
+
+
+def register(
+    server: grpc.aio.Server, service: MessageService, dead_letters: DeadLetters | None = None
+) -> Sequence[str]:
     """Add the servicer to ``server``; the full service names, for health and reflection."""
-    message_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(service), server)
+    message_pb2_grpc.add_MessageServiceServicer_to_server(
+        MessageServicer(service, dead_letters), server
+    )
     return [SERVICE_NAME]

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 import grpc.aio
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
+from services.common.dead_letters import AdminRpcs, DeadLetters
 from services.common.grpc_edge import Context, caller
+from services.notification.errors import InvalidArgument
 from services.notification.service import NotificationService
 from services.notification.wire import (
     notification_to_proto,
@@ -18,17 +20,41 @@ from services.notification.wire import (
 
 logger = logging.getLogger(__name__)
 
+MAX_BATCH_ITEMS = 100  # CreateNotifications, as its contract states
 SERVICE_NAME: str = notification_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name
 
 
 class NotificationServicer(notification_pb2_grpc.NotificationServiceServicer):
     """Implements missive.notification.v1.NotificationService over :class:`NotificationService`."""
 
-    def __init__(self, service: NotificationService) -> None:
+    def __init__(
+        self, service: NotificationService, dead_letters: DeadLetters | None = None
+    ) -> None:
         self._service = service
+        self._admin = AdminRpcs(dead_letters, notification_pb2)
 
     async def CreateNotification(
         self, request: notification_pb2.CreateNotificationRequest, context: Context
+    ) -> notification_pb2.CreateNotificationResponse:
+        return await self._create(request)
+
+    async def CreateNotifications(
+        self, request: notification_pb2.CreateNotificationsRequest, context: Context
+    ) -> notification_pb2.CreateNotificationsResponse:
+        if not 1 <= len(request.items) <= MAX_BATCH_ITEMS:
+            raise InvalidArgument(f"items must hold 1 to {MAX_BATCH_ITEMS} requests")
+        reply = notification_pb2.CreateNotificationsResponse()
+        for item in request.items:
+            result = reply.results.add()
+            try:
+                result.response.CopyFrom(await self._create(item))
+            except InvalidArgument as exc:
+                result.ClearField("response")
+                result.invalid_argument = exc.message
+        return reply
+
+    async def _create(
+        self, request: notification_pb2.CreateNotificationRequest
     ) -> notification_pb2.CreateNotificationResponse:
         timestamp = (
             timestamp_from_proto(request.timestamp) if request.HasField("timestamp") else None
@@ -99,10 +125,35 @@ class NotificationServicer(notification_pb2_grpc.NotificationServiceServicer):
         erased = await self._service.erase_account(caller(), request.email, request.account_id)
         return notification_pb2.EraseAccountResponse(erased=erased)
 
+    # -- operators: the outbox's dead letters (the edge admits only the `admin` credential) --
 
-def register(server: grpc.aio.Server, service: NotificationService) -> Sequence[str]:
+    async def ListDeadLetters(
+        self, request: notification_pb2.ListDeadLettersRequest, context: Context
+    ) -> notification_pb2.ListDeadLettersResponse:
+        caller()
+        reply: notification_pb2.ListDeadLettersResponse = await self._admin.list(request)
+        return reply
+
+    async def ReplayDeadLetters(
+        self, request: notification_pb2.ReplayDeadLettersRequest, context: Context
+    ) -> notification_pb2.ReplayDeadLettersResponse:
+        caller()
+        reply: notification_pb2.ReplayDeadLettersResponse = await self._admin.replay(request)
+        return reply
+
+    async def DropDeadLetters(
+        self, request: notification_pb2.DropDeadLettersRequest, context: Context
+    ) -> notification_pb2.DropDeadLettersResponse:
+        caller()
+        reply: notification_pb2.DropDeadLettersResponse = await self._admin.drop(request)
+        return reply
+
+
+def register(
+    server: grpc.aio.Server, service: NotificationService, dead_letters: DeadLetters | None = None
+) -> Sequence[str]:
     """Add the servicer to ``server``; the full service names, for health and reflection."""
     notification_pb2_grpc.add_NotificationServiceServicer_to_server(
-        NotificationServicer(service), server
+        NotificationServicer(service, dead_letters), server
     )
     return [SERVICE_NAME]

@@ -42,7 +42,8 @@ def to_json(user: UserInfo) -> User:
 
 
 def client_host() -> str:
-    """The connecting host of the current request (the peer, not a forwarded header)."""
+    """The connecting host of the current request: the TCP peer, or the client a trusted proxy
+    (REST_TRUSTED_PROXIES) forwarded for; never a forwarded header from anyone else."""
     try:
         client = scope.get("client")
     except (LookupError, RuntimeError):  # outside a request
@@ -59,12 +60,16 @@ class UserHandlers(UserApi):
     async def list_users(
         self, *, token_info: TokenInfo, page_size: int = 50, page_token: str | None = None
     ) -> UserList:
-        principal(token_info)  # any signed-in user may read the directory
-        users, next_token = await self._service.list_users(page_size, page_token)
+        # Operators only: an ordinary account may not enumerate every address.
+        users, next_token = await self._service.list_users(
+            page_size, page_token, principal(token_info)
+        )
         return {"users": [to_json(user) for user in users], "next_page_token": next_token}
 
     async def create_user(self, *, body: UserCreate) -> Reply[User]:
-        user = await self._service.register(body["name"], body["email"], body["password"])
+        user = await self._service.register(
+            body["name"], body["email"], body["password"], client_host()
+        )
         location = f"/users/{quote(user.email, safe='@')}"
         return Reply(to_json(user), status=201, headers={"Location": location})
 

@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from urllib.parse import unquote
 
 import grpc.aio
 from missive.user.v1 import user_pb2, user_pb2_grpc
 
 from services.common.grpc_edge import Context, caller
+from services.common.peers import peer_host
 from services.user.service import UserInfo, UserService
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["SERVICE_NAME", "UserServicer", "peer_host", "register", "to_proto"]
+
 SERVICE_NAME: str = user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
-
-
-def peer_host(peer: str | None) -> str:
-    """The host of a gRPC peer (``ipv4:1.2.3.4:5``, ``ipv6:%5B::1%5D:5``, ``unix:...``)."""
-    if not peer:
-        return "unknown"
-    kind, _, address = peer.partition(":")
-    address = unquote(address)
-    if kind == "ipv4":
-        return address.rpartition(":")[0] or address
-    if kind == "ipv6":
-        host = address[1:].partition("]")[0] if address.startswith("[") else address
-        return host or "unknown"
-    return kind or "unknown"  # unix sockets: every local caller is one client
 
 
 def to_proto(user: UserInfo) -> user_pb2.User:
@@ -74,7 +62,9 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     async def ListUsers(
         self, request: user_pb2.ListUsersRequest, context: Context
     ) -> user_pb2.ListUsersResponse:
-        users, next_token = await self._service.list_users(request.page_size, request.page_token)
+        users, next_token = await self._service.list_users(
+            request.page_size, request.page_token, caller()
+        )
         return user_pb2.ListUsersResponse(
             users=[to_proto(user) for user in users], next_page_token=next_token
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.resources
 import platform
 import random
@@ -24,13 +25,17 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError, WatchError
 
 from services.common.delivery import (
+    DEAD_LETTER_AT_FIELD,
     DEAD_LETTER_ATTEMPTS_FIELD,
+    DEAD_LETTER_CONSUMER_FIELD,
     DEAD_LETTER_ID_FIELD,
+    DEAD_LETTER_OUTCOME_FIELD,
     DEAD_LETTER_REASON_FIELD,
     OUTBOX_LUA,
     OutboxConfig,
     PermanentDeliveryError,
     Relay,
+    TransientDeliveryError,
     outbox_add,
     outbox_lua_args,
 )
@@ -418,25 +423,23 @@ async def test_exhausted_attempts_dead_letter(r: redis.asyncio.Redis) -> None:
     assert await _pending(r, cfg) == 0
 
 
-async def test_entry_that_keeps_crashing_consumers_is_dead_lettered(
+async def test_redeliveries_after_crashes_and_restarts_never_dead_letter(
     r: redis.asyncio.Redis,
 ) -> None:
-    # Delivered max_attempts times without ever being acked (each reader "crashed"): the next
-    # relay dead-letters it from the delivery counter alone, without calling the handler.
+    # Read max_attempts times without ever being acked (each reader "crashed", or was restarted
+    # during an outage): Redis' delivery counter is not an attempt count, the entry is delivered.
     cfg = _config(max_attempts=3, claim_idle_ms=100)
     await r.xgroup_create(cfg.stream, cfg.group, id="0", mkstream=True)
-    await _publish(r, cfg, "crasher")
-    await _read_as(r, cfg, "dead-1")
-    await _read_as(r, cfg, "dead-1", start="0")
-    await _read_as(r, cfg, "dead-1", start="0")
+    await _publish(r, cfg, "survivor")
+    for start in (">", "0", "0", "0", "0"):
+        await _read_as(r, cfg, "dead-1", start=start)
     await asyncio.sleep(0.15)
     handler = Recorder()
     relay = Relay(r, cfg, "c1", handler)
     assert await relay.drain_once() == 1
-    assert handler.calls == []
-    [(_, dead)] = await _xrange(r, cfg.dead_letter_stream)
-    assert dead[DEAD_LETTER_ATTEMPTS_FIELD] == "3"
-    assert "without acknowledgement" in dead[DEAD_LETTER_REASON_FIELD]
+    assert handler.calls == ["survivor"]
+    assert await r.xlen(cfg.dead_letter_stream) == 0
+    assert relay.stats()["delivered"] == 1
     assert await _pending(r, cfg) == 0
 
 
@@ -597,3 +600,201 @@ async def test_configuration_is_validated(r: redis.asyncio.Redis) -> None:
         Relay(r, _config(block_ms=2_000), "c1", Recorder())
     with pytest.raises(ValueError):
         Relay(r, _config(), "", Recorder())
+
+
+# --- outcomes, lanes and outages ---------------------------------------------------------------
+
+
+def _by_lane(fields: dict[str, str]) -> str:
+    return fields["key"].split("/")[0]
+
+
+async def test_transient_failures_are_retried_indefinitely_and_never_dead_letter(
+    r: redis.asyncio.Redis,
+) -> None:
+    # An outage far longer than max_attempts x backoff: the old budget would have given up.
+    cfg = _config(max_attempts=2, backoff_initial=0.001, backoff_max=0.005)
+    await _publish(r, cfg, "a/1", "b/1", "a/2")
+    down = True
+    handler = Recorder(lambda key, n: TransientDeliveryError("UNAVAILABLE") if down else None)
+    relay = Relay(r, cfg, "c1", handler, lane_key=_by_lane)
+    async with _running(relay.run()):
+        await _wait_for(lambda: relay.stats()["retried"] >= 40)
+        assert relay.stats()["delivered"] == 0
+        down = False
+        await _wait_for(lambda: relay.stats()["delivered"] == 3)
+    assert relay.stats()["dead_lettered"] == 0
+    assert await r.xlen(cfg.dead_letter_stream) == 0
+    assert await _pending(r, cfg) == 0
+
+
+async def test_relay_restarts_during_an_outage_never_dead_letter(r: redis.asyncio.Redis) -> None:
+    cfg = _config(max_attempts=2, claim_idle_ms=100, backoff_initial=0.001, backoff_max=0.005)
+    await _publish(r, cfg, "x/1", "y/1")
+    failing = Recorder(lambda key, n: TransientDeliveryError("DEADLINE_EXCEEDED"))
+    for incarnation in range(6):  # same name (restart in place) and new names (new process)
+        name = "c1" if incarnation % 2 else f"c-{incarnation}"
+        target = len(failing.calls) + 3
+        async with _running(Relay(r, cfg, name, failing, lane_key=_by_lane).run()):
+            await _wait_for(functools.partial(lambda n: len(failing.calls) >= n, target))
+        await asyncio.sleep(0.12)  # the stopped one's entries become reclaimable
+    summary: Any = await r.xpending_range(cfg.stream, cfg.group, "-", "+", 10)
+    assert all(int(p["times_delivered"]) >= 3 for p in summary)  # Redis' counter went up
+    handler = Recorder()
+    relay = Relay(r, cfg, "c-final", handler, lane_key=_by_lane)
+    await _drain(relay, lambda: relay.stats()["delivered"] == 2)
+    assert sorted(handler.calls) == ["x/1", "y/1"]
+    assert await r.xlen(cfg.dead_letter_stream) == 0
+    assert await _pending(r, cfg) == 0
+
+
+async def test_a_stuck_lane_does_not_hold_back_the_others(r: redis.asyncio.Redis) -> None:
+    cfg = _config()
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    async def handler(entry_id: str, fields: dict[str, str]) -> None:
+        calls.append(fields["key"])
+        if fields["key"].startswith("stuck/"):
+            await release.wait()
+
+    await _publish(r, cfg, "stuck/1", "stuck/2", *(f"u{i}/1" for i in range(20)), "stuck/3")
+    relay = Relay(r, cfg, "c1", handler, lane_key=_by_lane)
+    async with _running(relay.run()):
+        await _wait_for(lambda: relay.stats()["delivered"] == 20)
+        assert calls.count("stuck/1") == 1 and "stuck/2" not in calls  # its lane waits in order
+        release.set()
+        await _wait_for(lambda: relay.stats()["delivered"] == 23)
+    assert [key for key in calls if key.startswith("stuck/")] == ["stuck/1", "stuck/2", "stuck/3"]
+    assert await _pending(r, cfg) == 0
+
+
+async def test_each_lane_keeps_its_order_through_failures(r: redis.asyncio.Redis) -> None:
+    cfg = _config(backoff_initial=0.001, backoff_max=0.01, batch=50, concurrency=8)
+    rng = random.Random(3)
+    keys = [f"lane{rng.randrange(12)}/{n}" for n in range(600)]
+    for start in range(0, len(keys), 100):
+        await _publish(r, cfg, *keys[start : start + 100])
+    delivered: list[str] = []
+
+    def plan(key: str, attempt: int) -> BaseException | None:
+        if rng.random() < 0.2:
+            return TransientDeliveryError("UNAVAILABLE") if attempt % 2 else RuntimeError("bug")
+        delivered.append(key)
+        return None
+
+    relay = Relay(r, cfg, "c1", Recorder(plan), lane_key=_by_lane)
+    async with _running(relay.run()):
+        await _wait_for(lambda: relay.stats()["delivered"] == 600, seconds=20)
+    for lane in {_by_lane({"key": key}) for key in keys}:
+        expected = [key for key in keys if key.startswith(f"{lane}/")]
+        assert [key for key in delivered if key.startswith(f"{lane}/")] == expected
+    assert relay.stats()["dead_lettered"] == 0
+
+
+async def test_a_poison_entry_is_dead_lettered_with_its_reason_while_others_flow(
+    r: redis.asyncio.Redis,
+) -> None:
+    cfg = _config()
+    await _publish(r, cfg, "bob/1", "ada/poison", "ada/2", "bob/2")
+    handler = Recorder(
+        lambda key, n: PermanentDeliveryError("malformed event") if "poison" in key else None
+    )
+    relay = Relay(r, cfg, "c1", handler, lane_key=_by_lane)
+    assert await relay.drain_once() == 4
+    [(_, dead)] = await _xrange(r, cfg.dead_letter_stream)
+    assert dead["key"] == "ada/poison"
+    assert dead[DEAD_LETTER_OUTCOME_FIELD] == "permanent"
+    assert "malformed event" in dead[DEAD_LETTER_REASON_FIELD]
+    assert dead[DEAD_LETTER_CONSUMER_FIELD] == "c1"
+    assert abs(int(dead[DEAD_LETTER_AT_FIELD]) - time.time() * 1000) < 60_000
+    assert relay.stats()["delivered"] == 3
+    assert await _pending(r, cfg) == 0
+
+
+async def test_a_handler_that_hangs_is_cut_off_and_counts_as_unexpected(
+    r: redis.asyncio.Redis,
+) -> None:
+    cfg = _config(max_attempts=2, handler_timeout=0.05)
+
+    async def hangs(entry_id: str, fields: dict[str, str]) -> None:
+        if fields["key"] == "hang":
+            await asyncio.Event().wait()
+
+    await _publish(r, cfg, "hang", "fine")
+    relay = Relay(r, cfg, "c1", hangs)
+    await _drain(relay, lambda: relay.stats()["delivered"] == 1)
+    [(_, dead)] = await _xrange(r, cfg.dead_letter_stream)
+    assert dead["key"] == "hang"
+    assert dead[DEAD_LETTER_OUTCOME_FIELD] == "unexpected"
+    assert dead[DEAD_LETTER_ATTEMPTS_FIELD] == "2"
+    assert "still running after 0.05s" in dead[DEAD_LETTER_REASON_FIELD]
+
+
+async def test_during_an_outage_one_attempt_at_a_time_probes_the_receiver(
+    r: redis.asyncio.Redis,
+) -> None:
+    cfg = _config(backoff_initial=0.01, backoff_max=0.05)
+    await _publish(r, cfg, *(f"user{i}/1" for i in range(50)))
+    down = True
+    in_flight = 0
+    peak_after_streak = 0
+    calls = 0
+
+    async def handler(entry_id: str, fields: dict[str, str]) -> None:
+        nonlocal in_flight, peak_after_streak, calls
+        calls += 1
+        in_flight += 1
+        if down and calls > 60:  # well after the outage was recognised
+            peak_after_streak = max(peak_after_streak, in_flight)
+        try:
+            await asyncio.sleep(0.002)
+            if down:
+                raise TransientDeliveryError("UNAVAILABLE")
+        finally:
+            in_flight -= 1
+
+    relay = Relay(r, cfg, "c1", handler, lane_key=_by_lane)
+    async with _running(relay.run()):
+        await _wait_for(lambda: calls > 80)
+        started, before = time.monotonic(), calls
+        await asyncio.sleep(0.5)
+        rate = (calls - before) / (time.monotonic() - started)
+        down = False
+        await _wait_for(lambda: relay.stats()["delivered"] == 50)
+    assert peak_after_streak == 1
+    assert rate < 100  # one probe per backoff (<= 0.05 s), not 50 lanes each probing
+    assert relay.stats()["dead_lettered"] == 0
+
+
+async def test_a_backlog_is_acknowledged_in_batches(r: redis.asyncio.Redis) -> None:
+    cfg = _config(batch=200)
+    await _publish(r, cfg, *(f"u{i % 40}/{i}" for i in range(1000)))
+    await r.config_resetstat()
+    relay = Relay(r, cfg, "c1", Recorder(), lane_key=_by_lane)
+    async with _running(relay.run()):
+        await _wait_for(lambda: relay.stats()["delivered"] == 1000)
+    stats: Any = await r.info("commandstats")
+    assert stats["cmdstat_xreadgroup"]["calls"] < 30
+    assert stats["cmdstat_xack"]["calls"] < 200  # one per settled group, not one per entry
+
+
+async def test_entries_held_by_a_live_relay_are_not_reclaimed_by_another(
+    r: redis.asyncio.Redis,
+) -> None:
+    # A delivery far longer than claim_idle_ms: the holder keeps the entry from idling.
+    cfg = _config(claim_idle_ms=300, handler_timeout=5)
+    calls: list[str] = []
+
+    async def slow(entry_id: str, fields: dict[str, str]) -> None:
+        calls.append(fields["key"])
+        await asyncio.sleep(1.2)
+
+    first, second = Relay(r, cfg, "c1", slow), Relay(r, cfg, "c2", slow)
+    async with _running(first.run()):
+        await _publish(r, cfg, "slow")
+        await _wait_for(lambda: calls == ["slow"])
+        async with _running(second.run()):
+            await _wait_for(lambda: first.stats()["delivered"] == 1, seconds=5)
+    assert calls == ["slow"]
+    assert second.stats()["reclaimed"] == 0

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from services.common.domain import InvalidArgument
 from services.common.emails import normalise_email
-from services.common.paging import DEFAULT_PAGE_SIZE, Page, encode_offset, parse_page
+from services.common.paging import (
+    DEFAULT_PAGE_SIZE,
+    MAX_OFFSET,
+    Page,
+    encode_offset,
+    parse_page,
+)
 
 
 def test_page_defaults_and_bounds() -> None:
@@ -85,3 +93,30 @@ def test_accepted_emails_are_safe_as_key_parts(raw: str) -> None:
     assert email == email.lower()
     assert not set(email) & set(":/*?[]\\{} \t\r\n")
     assert len(email.encode()) <= 254
+
+
+@pytest.mark.parametrize("offset", [MAX_OFFSET + 1, 2**63, 2**64, 10**100])
+def test_page_tokens_beyond_the_largest_position_are_malformed(offset: int) -> None:
+    # Redis answered "value is not an integer or out of range" (a 500) for o1:2**63.
+    with pytest.raises(InvalidArgument, match="page_token is malformed"):
+        parse_page(10, encode_offset(offset))
+    assert parse_page(10, encode_offset(MAX_OFFSET)).offset == MAX_OFFSET
+
+
+def test_addresses_not_in_nfc_are_rejected_not_rewritten() -> None:
+    composed = unicodedata.normalize("NFC", "josé@example.com")
+    decomposed = unicodedata.normalize("NFD", "josé@example.com")
+    assert normalise_email(composed) == composed
+    with pytest.raises(InvalidArgument, match=r"receiver_email is not in Unicode .* \(NFC\)"):
+        normalise_email(decomposed, "receiver_email")
+    with pytest.raises(InvalidArgument, match="NFC"):
+        normalise_email("\u212bngstrom@example.com")  # ANGSTROM SIGN: NFC maps it to Å
+
+
+@given(st.text(max_size=300))
+def test_accepted_emails_are_in_nfc(raw: str) -> None:
+    try:
+        email = normalise_email(raw)
+    except InvalidArgument:
+        return
+    assert unicodedata.is_normalized("NFC", email)

@@ -13,7 +13,7 @@ import redis.asyncio
 import redis.exceptions
 
 from services.common.ports import free_port
-from services.common.redis import create_redis
+from services.common.redis import create_redis, unavailable_reason
 from services.common.valkey import EmbeddedValkey
 from tests.helpers.tcp_proxy import DelayProxy
 
@@ -140,3 +140,26 @@ async def test_unix_socket_url() -> None:
 def test_rejects_unknown_schemes() -> None:
     with pytest.raises(ValueError, match="redis://, rediss://, unix://"):
         create_redis("valkey+unix:///tmp/valkey.sock", 0)
+
+
+async def test_refusals_that_a_retry_can_outlast_are_told_apart(
+    fresh_valkey: EmbeddedValkey,
+) -> None:
+    client = create_redis(fresh_valkey.url, 0)
+    try:
+        await client.config_set("maxmemory", "1")
+        with pytest.raises(redis.exceptions.RedisError) as direct:
+            await client.set("k", "v")
+        with pytest.raises(redis.exceptions.RedisError) as scripted:
+            await client.eval("return redis.call('SET', KEYS[1], 'v')", 1, "k")
+        with pytest.raises(redis.exceptions.RedisError) as wrong_type:
+            await client.config_set("maxmemory", "0")
+            await client.set("s", "v")
+            await client.lpush("s", "x")
+    finally:
+        await client.aclose()
+    assert unavailable_reason(direct.value) == "the data store is full; retry later"
+    assert unavailable_reason(scripted.value) == "the data store is full; retry later"
+    assert unavailable_reason(wrong_type.value) is None  # a bug, not an outage
+    assert unavailable_reason(redis.exceptions.ConnectionError("gone")) is not None
+    assert unavailable_reason(ValueError("OOM ")) is None

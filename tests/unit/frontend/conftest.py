@@ -103,6 +103,21 @@ class NotificationStandIn(notification_pb2_grpc.NotificationServiceServicer):
     ) -> notification_pb2.MarkAllNotificationsReadResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the stand-in")
 
+    async def ListDeadLetters(
+        self, request: notification_pb2.ListDeadLettersRequest, context: Context
+    ) -> notification_pb2.ListDeadLettersResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the stand-in")
+
+    async def ReplayDeadLetters(
+        self, request: notification_pb2.ReplayDeadLettersRequest, context: Context
+    ) -> notification_pb2.ReplayDeadLettersResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the stand-in")
+
+    async def DropDeadLetters(
+        self, request: notification_pb2.DropDeadLettersRequest, context: Context
+    ) -> notification_pb2.DropDeadLettersResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the stand-in")
+
 
 @dataclass
 class Peer:

@@ -48,6 +48,21 @@ def test_settings_defaults(keys: Path) -> None:
     )
     assert settings.keys_dir == keys
     assert settings.common.shutdown_grace_seconds == 8.0
+    limits = (settings.max_streams, settings.max_streams_per_user, settings.max_streams_per_client)
+    assert limits == (5000, 10, 100)
+
+
+def test_stream_limits_from_the_environment(keys: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "KEYS_DIR": str(keys),
+            "FRONTEND_MAX_STREAMS": "20000",
+            "FRONTEND_MAX_STREAMS_PER_USER": "3",
+            "FRONTEND_MAX_STREAMS_PER_CLIENT": "50",
+        }
+    )
+    limits = (settings.max_streams, settings.max_streams_per_user, settings.max_streams_per_client)
+    assert limits == (20000, 3, 50)
 
 
 def test_settings_ignore_redis_url(keys: Path) -> None:
@@ -65,6 +80,9 @@ def test_settings_ignore_redis_url(keys: Path) -> None:
         ("NOTIFICATION_SERVICE_ADDR", ":9799"),
         ("SHUTDOWN_GRACE", "-1"),
         ("LOG_LEVEL", "LOUD"),
+        ("FRONTEND_MAX_STREAMS", "0"),
+        ("FRONTEND_MAX_STREAMS_PER_USER", "many"),
+        ("FRONTEND_MAX_STREAMS_PER_CLIENT", "-1"),
     ],
 )
 def test_bad_settings_name_the_variable(keys: Path, name: str, value: str) -> None:

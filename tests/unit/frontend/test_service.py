@@ -14,6 +14,7 @@ from services.common.domain import (
     RateLimited,
     Unavailable,
 )
+from services.frontend.errors import StreamReplaced
 from services.frontend.service import FrontendService, Hub, Notification, Subscription
 
 BOB = "bob@example.com"
@@ -94,15 +95,43 @@ async def test_read_notifications_in_the_replay_are_skipped() -> None:
 
 
 def test_stream_caps_per_user_and_per_process() -> None:
+    # An account at its cap keeps its newest streams (the longest idle one ends); the process
+    # and each client host refuse beyond theirs.
     hub = Hub(max_streams=3, max_streams_per_user=2)
-    hub.register(BOB)
-    hub.register(BOB)
-    with pytest.raises(RateLimited, match="per user"):
-        hub.register(BOB)
+    first, second = hub.register(BOB), hub.register(BOB)
+    third = hub.register(BOB)
+    assert first.closed and not second.closed and not third.closed
+    assert hub.open_streams(BOB) == 2
     hub.register(ADA)
     with pytest.raises(RateLimited, match="retry later") as error:
         hub.register("cy@example.com")
     assert error.value.retry_after == 5
+    assert hub.open_streams() == 3
+
+
+async def test_the_longest_idle_stream_of_an_account_is_replaced() -> None:
+    hub = Hub(max_streams_per_user=2)
+    quiet, busy = hub.register(BOB), hub.register(BOB)
+    await asyncio.sleep(0.01)
+    assert hub.publish(note(1)) == 2  # both take it: both active now...
+    await asyncio.sleep(0.01)
+    busy.offer(note(2))  # ...and busy once more, later
+    hub.register(BOB)
+    assert quiet.closed and not busy.closed
+    with pytest.raises(StreamReplaced, match="more than 2 streams") as ended:
+        await quiet.next()
+    assert ended.value.code == "ABORTED"
+
+
+def test_streams_per_client_host_are_capped() -> None:
+    hub = Hub(max_streams_per_client=2)
+    hub.register(BOB, "198.51.100.1")
+    held = hub.register(ADA, "198.51.100.1")
+    with pytest.raises(RateLimited, match="from one client"):
+        hub.register("cy@example.com", "198.51.100.1")
+    hub.register("cy@example.com", "198.51.100.2")
+    hub.unregister(held)
+    hub.register("cy@example.com", "198.51.100.1")
     assert hub.open_streams() == 3
 
 

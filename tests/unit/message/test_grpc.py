@@ -305,3 +305,17 @@ async def test_bad_input_is_invalid_argument_and_writes_nothing(
     )
     assert await dbsize(redis) == 0
     assert user_service.servicer.callers == []
+
+
+async def test_a_full_data_store_is_unavailable_and_nothing_is_written(
+    server: Server, redis: Redis
+) -> None:
+    """maxmemory reached (noeviction): SendMessage fails cleanly (never UNKNOWN), writes nothing."""
+    await redis.config_set("maxmemory", "1")  # below what the server already uses
+    try:
+        details = await expect_error(server.send(ADA, BOB, "hi"), grpc.StatusCode.UNAVAILABLE)
+        assert details == "the data store is full; retry later"
+    finally:
+        await redis.config_set("maxmemory", "0")
+    assert await dbsize(redis) == 0
+    assert (await server.send(ADA, BOB, "hi again")).id

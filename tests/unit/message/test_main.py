@@ -48,6 +48,21 @@ def test_settings_defaults(keys: Path) -> None:
     assert settings.notification_service_addr == "127.0.0.1:9799"
     assert settings.common.redis_url == "redis://127.0.0.1:6379"
     assert settings.keys_dir == keys
+    assert (settings.send.messages, settings.send.window_seconds) == (60, 60)
+    assert settings.quota_bytes == 50 * 1024 * 1024
+
+
+def test_send_limits_from_the_environment(keys: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "KEYS_DIR": str(keys),
+            "MESSAGE_SEND_LIMIT": "5",
+            "MESSAGE_SEND_WINDOW_SECONDS": "10",
+            "MESSAGE_SENDER_QUOTA_BYTES": "1048576",
+        }
+    )
+    assert (settings.send.messages, settings.send.window_seconds) == (5, 10)
+    assert settings.quota_bytes == 1048576
 
 
 @pytest.mark.parametrize(
@@ -60,6 +75,9 @@ def test_settings_defaults(keys: Path) -> None:
         ("NOTIFICATION_SERVICE_ADDR", "localhost:0"),
         ("REDIS_URL", "http://localhost"),
         ("SHUTDOWN_GRACE", "-1"),
+        ("MESSAGE_SEND_LIMIT", "0"),
+        ("MESSAGE_SEND_WINDOW_SECONDS", "a minute"),
+        ("MESSAGE_SENDER_QUOTA_BYTES", "1024"),
     ],
 )
 def test_bad_settings_name_the_variable(keys: Path, name: str, value: str) -> None:

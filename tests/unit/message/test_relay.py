@@ -17,7 +17,12 @@ import pytest
 from redis.asyncio import Redis
 
 from services.common.bootstrap import Security
-from services.common.delivery import DEAD_LETTER_REASON_FIELD, Relay
+from services.common.delivery import (
+    DEAD_LETTER_ID_FIELD,
+    DEAD_LETTER_OUTCOME_FIELD,
+    DEAD_LETTER_REASON_FIELD,
+    Relay,
+)
 from services.common.grpc_edge import peer_channel
 from services.message.models import Message
 from services.message.relay import (
@@ -25,6 +30,7 @@ from services.message.relay import (
     OUTBOX,
     NotifyReceiver,
     consumer_name,
+    lane_key,
 )
 from services.message.service import MessageService
 from tests.unit.message.conftest import ADA, BOB, CAROL, StartNotification, stream_fields, user
@@ -163,3 +169,83 @@ def test_the_relay_is_configured_as_documented() -> None:
     )
     # A delivery (one deadline) must end well before the relay re-reads its batch.
     assert NOTIFY_TIMEOUT_SECONDS * 1000 < OUTBOX.claim_idle_ms / 2
+
+
+async def test_an_outage_longer_than_any_retry_budget_loses_and_dead_letters_nothing(
+    service: MessageService,
+    redis: Redis,
+    channel: grpc.aio.Channel,
+    start_notification: StartNotification,
+    notification_port: int,
+) -> None:
+    # With FAST's 10-50 ms backoff, the old budget of 8 attempts was spent in well under 0.5 s;
+    # NotificationService stays down for 2 s here, while messages keep arriving.
+    relay = Relay(
+        redis, FAST, "test-relay", NotifyReceiver(channel, timeout=0.2), lane_key=lane_key
+    )
+    running = asyncio.create_task(relay.run())
+    sent: list[Message] = []
+    try:
+        outage_ends = time.monotonic() + 2
+        while time.monotonic() < outage_ends:
+            sent += await send_two(service)
+            await asyncio.sleep(0.1)
+        assert relay.stats()["retried"] >= 8 and relay.stats()["delivered"] == 0
+        async with start_notification(notification_port) as notification:
+            deadline = time.monotonic() + 10
+            while await pending(redis) and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            delivered = {r.message_id for _, r in notification.received}
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert delivered == {m.id for m in sent}
+    assert await redis.xlen(DEAD) == 0 and relay.stats()["dead_lettered"] == 0
+    assert await pending(redis) == 0
+
+
+async def test_a_poison_entry_is_dead_lettered_with_its_reason_while_others_flow(
+    service: MessageService,
+    redis: Redis,
+    channel: grpc.aio.Channel,
+    start_notification: StartNotification,
+    notification_port: int,
+) -> None:
+    first = await send_two(service)
+    poison_id = await redis.xadd(OUTBOX.stream, {"message_id": "7", "receiver_email": BOB})
+    second = await send_two(service)
+    relay = Relay(redis, FAST, "test-relay", NotifyReceiver(channel), lane_key=lane_key)
+    async with start_notification(notification_port) as notification:
+        assert await relay.drain_once() == 5
+    assert [r.message_id for _, r in notification.received] == [m.id for m in first + second]
+    [dead] = await stream_fields(redis, DEAD)
+    assert dead[DEAD_LETTER_ID_FIELD] == poison_id
+    assert dead[DEAD_LETTER_OUTCOME_FIELD] == "permanent"
+    assert f"malformed outbox entry {poison_id}" in dead[DEAD_LETTER_REASON_FIELD]
+    assert await pending(redis) == 0
+
+
+def test_events_are_ordered_per_receiver() -> None:
+    assert lane_key({"receiver_email": BOB, "message_id": "1"}) == BOB
+    assert lane_key({"message_id": "1"}) == ""
+
+
+async def test_a_backlog_goes_one_call_per_event_to_a_service_without_batches(
+    service: MessageService,
+    redis: Redis,
+    channel: grpc.aio.Channel,
+    start_notification: StartNotification,
+    notification_port: int,
+) -> None:
+    sent = [
+        await service.send(user(ADA), sender_email=ADA, receiver_email=BOB, content=str(n))
+        for n in range(5)
+    ]
+    receiver = NotifyReceiver(channel)
+    relay = Relay(
+        redis, FAST, "test-relay", receiver, lane_key=lane_key, batch_handler=receiver.deliver_batch
+    )
+    async with start_notification(notification_port) as notification:  # no CreateNotifications
+        assert await relay.drain_once() == 5
+    assert [r.message_id for _, r in notification.received] == [m.id for m in sent]
+    assert await pending(redis) == 0 and await redis.xlen(DEAD) == 0

@@ -183,6 +183,17 @@ async def test_user_service_down_is_503_and_nothing_is_written(
     assert await dbsize(redis) == 0
 
 
+async def test_a_full_data_store_is_503_and_nothing_is_written(rest: Rest, redis: Redis) -> None:
+    """maxmemory reached (noeviction): a clean 503 problem, never a 500, and no partial write."""
+    await redis.config_set("maxmemory", "1")  # below what the server already uses
+    try:
+        assert_problem(await rest.send(ADA, BOB, "hi"), 503, "The data store is full")
+    finally:
+        await redis.config_set("maxmemory", "0")
+    assert await dbsize(redis) == 0
+    assert (await rest.send(ADA, BOB, "hi again")).status_code == 201
+
+
 async def test_redis_down_is_503_and_health_not_serving(
     keys: Path, token_for: Callable[[str], str]
 ) -> None:

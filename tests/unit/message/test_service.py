@@ -14,10 +14,12 @@ from services.message.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    RateLimited,
     Unavailable,
 )
 from services.message.models import Message
-from services.message.service import MessageService
+from services.message.service import MessageService, SendLimits
+from services.message.store import RedisMessageStore
 from tests.unit.message.conftest import (
     ADA,
     BOB,
@@ -415,3 +417,45 @@ async def test_deleting_updates_the_conversation_and_empties_it_away(
     assert (await service.get_messages(user(BOB), BOB)).messages == []
     with pytest.raises(NotFound):
         await service.mark_read(user(BOB), BOB, ADA)
+
+
+# -- limits ---------------------------------------------------------------------------------------
+
+
+async def test_sending_is_limited_per_account_and_repeats_are_free(
+    redis: Redis, known_users: KnownUsers
+) -> None:
+    service = MessageService(
+        RedisMessageStore(redis), known_users, limits=SendLimits(messages=2, window_seconds=60)
+    )
+    first = await service.send(
+        user(ADA), sender_email=ADA, receiver_email=BOB, content="a", client_request_id="k1"
+    )
+    await send(service, ADA, BOB, "b")
+    repeat = await service.send(
+        user(ADA), sender_email=ADA, receiver_email=BOB, content="a", client_request_id="k1"
+    )
+    assert repeat == first  # a repeated client_request_id is not counted
+    before = await dbsize(redis)
+    with pytest.raises(RateLimited, match="at most 2 messages") as limited:
+        await send(service, ADA, BOB, "c")
+    assert 59 <= limited.value.retry_after <= 60
+    assert await dbsize(redis) == before  # nothing stored
+    await send(service, BOB, ADA, "Bob has his own budget")
+
+
+async def test_a_sender_over_the_storage_quota_is_refused_until_it_deletes(
+    redis: Redis, known_users: KnownUsers
+) -> None:
+    service = MessageService(RedisMessageStore(redis, quota_bytes=1000), known_users)
+    kept = [await send(service, ADA, BOB, "x" * 300) for _ in range(2)]
+    with pytest.raises(RateLimited, match="storage quota reached"):
+        await send(service, ADA, BOB, "x" * 300)
+    assert len((await service.get_messages(user(ADA), ADA)).messages) == 2
+    await send(service, BOB, ADA, "x" * 300)  # the receiver's quota is its own
+    await service.delete(user(ADA), ADA, kept[0].id)
+    await send(service, ADA, BOB, "x" * 300)
+    for message in (await service.get_messages(user(ADA), ADA)).messages:
+        if message.sender_email == ADA:
+            await service.delete(user(ADA), ADA, message.id)
+    assert not await redis.exists(f"user:{ADA}:stored_bytes")  # every byte given back

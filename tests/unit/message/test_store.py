@@ -52,7 +52,10 @@ async def test_add_writes_the_documented_layout_in_one_go(
         f"user:{ADA}:messages",
         f"user:{BOB}:messages",
         "outbox:notifications",
+        f"user:{BOB}:stored_bytes",  # the sender's quota counts the stored document's bytes
     }
+    document = str(await redis.get("message:7"))
+    assert await redis.get(f"user:{BOB}:stored_bytes") == str(len(document.encode()))
     assert json.loads(str(await redis.get("message:7"))) == {
         "id": 7,
         "sender_email": BOB,

@@ -199,7 +199,7 @@ def start_frontend(keys: Path) -> StartFrontend:
         server = create_grpc_server(
             interceptors=[EdgeInterceptor(Security.load(keys, "frontend").verifier)]
         )
-        servicer = FrontendStandIn()
+        servicer = FrontendStandIn()  # type: ignore[abstract]  # batches get UNIMPLEMENTED
         frontend_pb2_grpc.add_FrontendServiceServicer_to_server(servicer, server)
         bind_port(server, "127.0.0.1", port, "FRONTEND_GRPC_PORT")
         await server.start()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
+import random
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -13,18 +15,22 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
+from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
+from missive.notification.v1 import notification_pb2
 from redis.asyncio import Redis
 
 from services.common.bootstrap import Security
 from services.common.delivery import DEAD_LETTER_REASON_FIELD, Relay
-from services.common.grpc_edge import peer_channel
-from services.notification.relay import OUTBOX, FrontendPush, consumer_name
+from services.common.grpc_edge import Context, EdgeInterceptor, peer_channel
+from services.common.grpc_server import bind_port, create_grpc_server
+from services.notification.relay import OUTBOX, FrontendPush, consumer_name, lane_key
 from services.notification.service import NotificationService
 from services.notification.store import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
 from services.notification.wire import notification_to_proto
 from tests.unit.notification.conftest import (
     ADA,
     BOB,
+    EVE,
     MESSAGE_SERVICE,
     StartFrontend,
     stream_fields,
@@ -142,7 +148,7 @@ async def test_a_frontend_that_is_down_delays_the_push_without_losing_it(
 ) -> None:
     await notify(service, 1)
     config = dataclasses.replace(FAST, max_attempts=1000)
-    relay = Relay(redis, config, "test-relay", FrontendPush(channel))
+    relay = Relay(redis, config, "test-relay", FrontendPush(channel, timeout=0.5))
     running = asyncio.create_task(relay.run())
     try:
         while relay.stats()["retried"] < 2:  # noqa: ASYNC110 - observing a real relay
@@ -168,3 +174,158 @@ def test_the_consumer_is_named_after_host_and_process() -> None:
         "frontend-relay",
         "outbox:frontend:dead",
     )
+
+
+class SelectiveFrontend(frontend_pb2_grpc.FrontendServiceServicer):
+    """A peer stand-in: hangs on pushes for ``stuck`` receivers, fails some others at random."""
+
+    def __init__(self, stuck: set[str], failure_rate: float = 0.0, fail_first: int = 0) -> None:
+        self.stuck = stuck
+        self.failure_rate = failure_rate
+        self.fail_first = fail_first
+        self.rng = random.Random(5)
+        self.received: list[notification_pb2.Notification] = []
+
+        self.batches: list[int] = []  # sizes of the ReceiveNotifications calls
+
+    async def _admit(self, receivers: set[str], context: Context) -> None:
+        if receivers & self.stuck:
+            await asyncio.sleep(30)  # the relay's deadline ends the call first
+        self.fail_first -= 1
+        if self.fail_first >= 0 or self.rng.random() < self.failure_rate:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "stand-in failure")
+
+    async def ReceiveNotification(
+        self, request: frontend_pb2.ReceiveNotificationRequest, context: Context
+    ) -> frontend_pb2.ReceiveNotificationResponse:
+        await self._admit({request.notification.receiver_email}, context)
+        self.received.append(request.notification)
+        return frontend_pb2.ReceiveNotificationResponse(delivered_to=1)
+
+    async def ReceiveNotifications(
+        self, request: frontend_pb2.ReceiveNotificationsRequest, context: Context
+    ) -> frontend_pb2.ReceiveNotificationsResponse:
+        await self._admit({item.notification.receiver_email for item in request.items}, context)
+        self.batches.append(len(request.items))
+        self.received.extend(item.notification for item in request.items)
+        return frontend_pb2.ReceiveNotificationsResponse(
+            results=[frontend_pb2.ReceiveNotificationResult(delivered_to=1) for _ in request.items]
+        )
+
+    async def SubscribeNotifications(
+        self, request: frontend_pb2.SubscribeNotificationsRequest, context: Context
+    ) -> AsyncIterator[notification_pb2.Notification]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the stand-in")
+        yield notification_pb2.Notification()  # pragma: no cover
+
+
+@contextlib.asynccontextmanager
+async def serve_frontend(
+    keys: Path, port: int, servicer: SelectiveFrontend
+) -> AsyncIterator[SelectiveFrontend]:
+    server = create_grpc_server(
+        interceptors=[EdgeInterceptor(Security.load(keys, "frontend").verifier)]
+    )
+    frontend_pb2_grpc.add_FrontendServiceServicer_to_server(servicer, server)
+    bind_port(server, "127.0.0.1", port, "FRONTEND_GRPC_PORT")
+    await server.start()
+    try:
+        yield servicer
+    finally:
+        await server.stop(None)
+
+
+async def notify_each(service: NotificationService, receivers: list[str]) -> None:
+    for message_id, receiver in enumerate(receivers, start=1):
+        await service.create_notification(
+            MESSAGE_SERVICE,
+            message_id=message_id,
+            sender_email=ADA if receiver != ADA else BOB,
+            receiver_email=receiver,
+            timestamp=when(message_id),
+        )
+
+
+async def test_a_stuck_receiver_does_not_hold_back_the_others(
+    service: NotificationService,
+    redis: Redis,
+    channel: grpc.aio.Channel,
+    keys: Path,
+    frontend_port: int,
+) -> None:
+    receivers = [EVE, BOB, EVE, ADA, BOB] * 4
+    await notify_each(service, receivers)
+    frontend = SelectiveFrontend(stuck={EVE})
+    push = FrontendPush(channel, timeout=0.3)
+    relay = Relay(
+        redis, FAST, "test-relay", push, lane_key=lane_key, batch_handler=push.deliver_batch
+    )
+    async with serve_frontend(keys, frontend_port, frontend):
+        running = asyncio.create_task(relay.run())
+        try:
+            async with asyncio.timeout(5):
+                while len(frontend.received) < receivers.count(BOB) + receivers.count(ADA):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+                while await pending(redis) > receivers.count(EVE):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            assert {n.receiver_email for n in frontend.received} == {ADA, BOB}
+            assert await pending(redis) == receivers.count(EVE)  # still pending, not lost
+            frontend.stuck.clear()
+            async with asyncio.timeout(10):
+                while await pending(redis):  # noqa: ASYNC110 - observing a real relay
+                    await asyncio.sleep(0.02)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+    eve = [int(n.message_id) for n in frontend.received if n.receiver_email == EVE]
+    assert eve == [n for n, r in enumerate(receivers, start=1) if r == EVE]
+    assert await redis.xlen(OUTBOX_DEAD_LETTER_STREAM) == 0
+
+
+async def test_each_receiver_gets_its_pushes_in_order_through_failures(
+    service: NotificationService,
+    redis: Redis,
+    channel: grpc.aio.Channel,
+    keys: Path,
+    frontend_port: int,
+) -> None:
+    rng = random.Random(11)
+    receivers = [rng.choice([ADA, BOB, EVE]) for _ in range(90)]
+    await notify_each(service, receivers)
+    frontend = SelectiveFrontend(stuck=set(), failure_rate=0.3, fail_first=2)
+    push = FrontendPush(channel)
+    relay = Relay(
+        redis, FAST, "test-relay", push, lane_key=lane_key, batch_handler=push.deliver_batch
+    )
+    async with serve_frontend(keys, frontend_port, frontend):
+        running = asyncio.create_task(relay.run())
+        try:
+            async with asyncio.timeout(20):
+                while relay.stats()["delivered"] < len(receivers):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+    for receiver in (ADA, BOB, EVE):
+        got = [int(n.message_id) for n in frontend.received if n.receiver_email == receiver]
+        assert got == [n for n, r in enumerate(receivers, start=1) if r == receiver]
+    assert relay.stats()["retried"] > 0 and relay.stats()["dead_lettered"] == 0
+    assert max(frontend.batches) > 1  # backlogs went in batches
+
+
+async def test_a_frontend_without_batches_gets_one_push_per_notification(
+    service: NotificationService,
+    redis: Redis,
+    channel: grpc.aio.Channel,
+    start_frontend: StartFrontend,
+    frontend_port: int,
+) -> None:
+    await notify(service, 1, 2, 3)
+    push = FrontendPush(channel)
+    relay = Relay(
+        redis, FAST, "test-relay", push, lane_key=lane_key, batch_handler=push.deliver_batch
+    )
+    async with start_frontend(frontend_port) as frontend:  # no ReceiveNotifications
+        await relay.drain_once()
+    assert [n.id for _, n in frontend.received] == ["1", "2", "3"]
+    assert await pending(redis) == 0 and relay.stats()["dead_lettered"] == 0

@@ -43,7 +43,9 @@ def test_settings_defaults(keys: Path) -> None:
     assert (settings.redis_db, settings.token_ttl_seconds) == (0, 900)
     assert settings.hashing == HashParams(time_cost=2, memory_kib=19456, parallelism=1)
     assert settings.hash_concurrency == 4
-    assert settings.login == LoginLimits(5, 900, 20, 60)
+    assert settings.login == LoginLimits()
+    assert (settings.login.max_failures, settings.login.lock_seconds) == (5, 900)
+    assert (settings.login.client_attempts, settings.login.client_window_seconds) == (20, 60)
     assert settings.max_body_bytes == 64 * 1024
     assert settings.common.redis_url == "redis://127.0.0.1:6379"
     assert settings.keys_dir == keys
@@ -66,6 +68,14 @@ def test_settings_from_environment(keys: Path) -> None:
             "USER_LOGIN_LOCK_SECONDS": "60",
             "USER_LOGIN_CLIENT_ATTEMPTS": "100",
             "USER_LOGIN_CLIENT_WINDOW_SECONDS": "30",
+            "USER_LOGIN_ACCOUNT_FREE_FAILURES": "3",
+            "USER_LOGIN_ACCOUNT_BASE_DELAY_MS": "500",
+            "USER_LOGIN_ACCOUNT_MAX_DELAY_SECONDS": "30",
+            "USER_LOGIN_ACCOUNT_WINDOW_SECONDS": "600",
+            "USER_LOGIN_KNOWN_CLIENTS": "4",
+            "USER_LOGIN_KNOWN_CLIENT_DAYS": "7",
+            "USER_REGISTER_CLIENT_ATTEMPTS": "50",
+            "USER_REGISTER_CLIENT_WINDOW_SECONDS": "120",
             "USER_MAX_BODY_BYTES": "4096",
         }
     )
@@ -73,7 +83,7 @@ def test_settings_from_environment(keys: Path) -> None:
     assert (settings.redis_db, settings.token_ttl_seconds) == (3, 600)
     assert settings.hashing == HashParams(3, 65536, 2)
     assert settings.hash_concurrency == 8
-    assert settings.login == LoginLimits(10, 60, 100, 30)
+    assert settings.login == LoginLimits(10, 60, 100, 30, 3, 500, 30, 600, 4, 7, 50, 120)
     assert settings.max_body_bytes == 4096
 
 
@@ -95,6 +105,8 @@ def test_keys_create(tmp_path: Path) -> None:
         ("USER_HASH_CONCURRENCY", "0"),
         ("USER_LOGIN_MAX_FAILURES", "0"),
         ("USER_LOGIN_LOCK_SECONDS", "-5"),
+        ("USER_LOGIN_ACCOUNT_MAX_DELAY_SECONDS", "0"),
+        ("USER_REGISTER_CLIENT_ATTEMPTS", "0"),
         ("USER_MAX_BODY_BYTES", "lots"),
         ("REDIS_URL", "http://x"),
     ],

@@ -23,7 +23,7 @@ from services.common.domain import (
 from services.common.sessions import AccountState
 from services.user.passwords import HashParams
 from services.user.service import LoginLimits, UserService
-from services.user.store import failures_key, user_key
+from services.user.store import account_key, failures_key, known_clients_key, user_key
 from tests.unit.user.conftest import (
     ALICE,
     ALICE_PASSWORD,
@@ -112,15 +112,15 @@ async def test_wrong_password_and_unknown_email_look_the_same(
     assert await service.authenticate(ALICE, WRONG_PASSWORD, CLIENT) is None
     assert await service.authenticate(BOB, WRONG_PASSWORD, CLIENT) is None
     # Both count against their account, so an unknown email locks like a real one.
-    assert await redis.get(failures_key(ALICE)) == "1"
-    assert await redis.get(failures_key(BOB)) == "1"
+    assert await redis.get(failures_key(ALICE, CLIENT)) == "1"
+    assert await redis.get(failures_key(BOB, CLIENT)) == "1"
 
 
 async def test_success_clears_the_failure_counter(service: UserService, redis: Redis) -> None:
     await service.register("Alice", ALICE, ALICE_PASSWORD)
     await service.authenticate(ALICE, WRONG_PASSWORD, CLIENT)
     assert await service.authenticate(ALICE, ALICE_PASSWORD, CLIENT) is not None
-    assert not await redis.exists(failures_key(ALICE))
+    assert not await redis.exists(failures_key(ALICE, CLIENT))
 
 
 @pytest.mark.parametrize(
@@ -303,3 +303,98 @@ async def test_list_users_pages_in_email_order(service: UserService) -> None:
     for size, bad_token in ((101, ""), (-1, ""), (10, "garbage!"), (10, "x" * 600)):
         with pytest.raises(InvalidArgument):
             await service.list_users(size, bad_token)
+
+
+# -- sign-in throttling: failures only, per account-and-client, account back-off -----------------
+
+
+async def test_successes_do_not_use_up_the_client_budget(make_service: MakeService) -> None:
+    service = make_service(limits=LoginLimits(client_attempts=3))
+    await service.register("Alice", ALICE, ALICE_PASSWORD)
+    for _ in range(10):
+        assert await service.authenticate(ALICE, ALICE_PASSWORD, CLIENT) is not None
+    for i in range(3):
+        assert await service.authenticate(f"u{i}@example.com", WRONG_PASSWORD, CLIENT) is None
+    with pytest.raises(RateLimited, match="from this client"):
+        await service.authenticate(ALICE, ALICE_PASSWORD, CLIENT)
+
+
+async def test_failures_from_other_clients_do_not_lock_the_account(
+    make_service: MakeService,
+) -> None:
+    service = make_service(limits=LoginLimits(max_failures=2, account_free_failures=100))
+    await service.register("Alice", ALICE, ALICE_PASSWORD)
+    for i in range(20):
+        assert await service.authenticate(ALICE, WRONG_PASSWORD, f"198.51.100.{i}") is None
+    assert await service.authenticate(ALICE, ALICE_PASSWORD, CLIENT) is not None
+
+
+async def test_the_account_back_off_doubles_is_capped_and_spares_known_clients(
+    make_service: MakeService, redis: Redis
+) -> None:
+    limits = LoginLimits(
+        account_free_failures=2, account_base_delay_ms=1000, account_max_delay_seconds=2
+    )
+    service = make_service(limits=limits)
+    await service.register("Alice", ALICE, ALICE_PASSWORD)
+    assert await service.authenticate(ALICE, ALICE_PASSWORD, CLIENT) is not None  # known now
+    for i in range(2):
+        assert await service.authenticate(ALICE, WRONG_PASSWORD, f"198.51.100.{i}") is None
+    assert await service.authenticate(ALICE, WRONG_PASSWORD, "198.51.100.9") is None  # sets 1 s
+    with pytest.raises(RateLimited, match="recent failed sign-in attempts") as slowed:
+        await service.authenticate(ALICE, ALICE_PASSWORD, "198.51.100.10")
+    assert slowed.value.retry_after == 1
+    await asyncio.sleep(1.05)
+    assert await service.authenticate(ALICE, WRONG_PASSWORD, "198.51.100.11") is None  # 2 s
+    with pytest.raises(RateLimited) as capped:
+        await service.authenticate(ALICE, ALICE_PASSWORD, "198.51.100.12")
+    assert capped.value.retry_after == 2
+    await asyncio.sleep(2.05)
+    assert await service.authenticate(ALICE, WRONG_PASSWORD, "198.51.100.13") is None  # 2 s, cap
+    assert await redis.hget(account_key(ALICE), "failures") == "5"
+    # The owner's known host goes straight through, and its success resets the back-off.
+    assert await service.authenticate(ALICE, ALICE_PASSWORD, CLIENT) is not None
+    assert not await redis.exists(account_key(ALICE))
+    assert await service.authenticate(ALICE, ALICE_PASSWORD, "198.51.100.14") is not None
+
+
+async def test_known_clients_are_bounded(make_service: MakeService, redis: Redis) -> None:
+    service = make_service(limits=LoginLimits(known_clients=3))
+    await service.register("Alice", ALICE, ALICE_PASSWORD)
+    for i in range(6):
+        assert await service.authenticate(ALICE, ALICE_PASSWORD, f"198.51.100.{i}") is not None
+    known = await redis.smembers(known_clients_key(ALICE))
+    assert len(known) == 3 and "198.51.100.5" in known
+    assert 29 * 86400 < await redis.ttl(known_clients_key(ALICE)) <= 30 * 86400
+
+
+async def test_registrations_are_limited_per_client(
+    make_service: MakeService, redis: Redis
+) -> None:
+    service = make_service(limits=LoginLimits(register_attempts=2, register_window_seconds=60))
+    await service.register("A", ALICE, ALICE_PASSWORD, CLIENT)
+    with pytest.raises(AlreadyExists):  # a duplicate is not counted
+        await service.register("A", ALICE, ALICE_PASSWORD, CLIENT)
+    await service.register("B", BOB, BOB_PASSWORD, CLIENT)
+    with pytest.raises(RateLimited, match="too many registrations") as limited:
+        await service.register("C", "cy@example.com", ALICE_PASSWORD, CLIENT)
+    assert 59 <= limited.value.retry_after <= 60
+    assert not await redis.exists(user_key("cy@example.com"))
+    await service.register("C", "cy@example.com", ALICE_PASSWORD, "198.51.100.1")
+    await service.register("D", "dee@example.com", ALICE_PASSWORD)  # in-process: not limited
+
+
+async def test_only_operators_list_users(service: UserService) -> None:
+    await service.register("Alice", ALICE, ALICE_PASSWORD)
+    with pytest.raises(PermissionDenied):
+        await service.list_users(None, None, Principal("user", ALICE))
+    with pytest.raises(PermissionDenied):  # an unknown (deleted) account is no operator either
+        await service.list_users(None, None, Principal("user", BOB))
+    assert (await service.list_users(None, None, Principal("service", "message")))[0]
+    await service.set_role(ALICE, "operator")
+    users, _ = await service.list_users(None, None, Principal("user", ALICE))
+    assert [u.email for u in users] == [ALICE]
+    with pytest.raises(InvalidArgument):
+        await service.set_role(ALICE, "admin")
+    with pytest.raises(NotFound):
+        await service.set_role(BOB, "operator")

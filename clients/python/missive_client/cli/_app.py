@@ -8,6 +8,7 @@ from typing import Any, cast
 import click
 
 from missive_client import Client, MissiveError, Notification, Transport
+from missive_client.cli._admin import admin
 from missive_client.cli._common import (
     EXIT_AUTH,
     EXIT_ERROR,
@@ -153,7 +154,7 @@ def users_get(ctx: click.Context, /, **_: Any) -> None:
 @json_option
 @click.pass_context
 def users_list(ctx: click.Context, /, limit: int, **_: Any) -> None:
-    """List registered users, by email."""
+    """List registered users, by email (operators only)."""
     state = state_of(ctx)
     out = state.output(ctx)
     with out.spinner("Loading…"):
@@ -370,3 +371,6 @@ def status(ctx: click.Context, /, **_: Any) -> None:
     out.health(results)
     if not all(item.serving for item in results):
         ctx.exit(EXIT_UNAVAILABLE)
+
+
+cli.add_command(admin)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from missive.notification.v1 import notification_pb2 as missive_dot_notification_dot_v1_dot_notification__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"missive/frontend/v1/frontend.proto\x12\x13missive.frontend.v1\x1a*missive/notification/v1/notification.proto\"v\n\x1aReceiveNotificationRequest\x12;\n\x0cnotification\x18\x01 \x01(\x0b\x32%.missive.notification.v1.Notification\x12\x1b\n\x13receiver_account_id\x18\x02 \x01(\t\"3\n\x1bReceiveNotificationResponse\x12\x14\n\x0c\x64\x65livered_to\x18\x01 \x01(\x05\".\n\x1dSubscribeNotificationsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t2\x82\x02\n\x0f\x46rontendService\x12x\n\x13ReceiveNotification\x12/.missive.frontend.v1.ReceiveNotificationRequest\x1a\x30.missive.frontend.v1.ReceiveNotificationResponse\x12u\n\x16SubscribeNotifications\x12\x32.missive.frontend.v1.SubscribeNotificationsRequest\x1a%.missive.notification.v1.Notification0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"missive/frontend/v1/frontend.proto\x12\x13missive.frontend.v1\x1a*missive/notification/v1/notification.proto\"v\n\x1aReceiveNotificationRequest\x12;\n\x0cnotification\x18\x01 \x01(\x0b\x32%.missive.notification.v1.Notification\x12\x1b\n\x13receiver_account_id\x18\x02 \x01(\t\"3\n\x1bReceiveNotificationResponse\x12\x14\n\x0c\x64\x65livered_to\x18\x01 \x01(\x05\"]\n\x1bReceiveNotificationsRequest\x12>\n\x05items\x18\x01 \x03(\x0b\x32/.missive.frontend.v1.ReceiveNotificationRequest\"_\n\x1cReceiveNotificationsResponse\x12?\n\x07results\x18\x01 \x03(\x0b\x32..missive.frontend.v1.ReceiveNotificationResult\"K\n\x19ReceiveNotificationResult\x12\x14\n\x0c\x64\x65livered_to\x18\x01 \x01(\x05\x12\x18\n\x10invalid_argument\x18\x02 \x01(\t\".\n\x1dSubscribeNotificationsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t2\xff\x02\n\x0f\x46rontendService\x12x\n\x13ReceiveNotification\x12/.missive.frontend.v1.ReceiveNotificationRequest\x1a\x30.missive.frontend.v1.ReceiveNotificationResponse\x12{\n\x14ReceiveNotifications\x12\x30.missive.frontend.v1.ReceiveNotificationsRequest\x1a\x31.missive.frontend.v1.ReceiveNotificationsResponse\x12u\n\x16SubscribeNotifications\x12\x32.missive.frontend.v1.SubscribeNotificationsRequest\x1a%.missive.notification.v1.Notification0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECEIVENOTIFICATIONREQUEST']._serialized_end=221
   _globals['_RECEIVENOTIFICATIONRESPONSE']._serialized_start=223
   _globals['_RECEIVENOTIFICATIONRESPONSE']._serialized_end=274
-  _globals['_SUBSCRIBENOTIFICATIONSREQUEST']._serialized_start=276
-  _globals['_SUBSCRIBENOTIFICATIONSREQUEST']._serialized_end=322
-  _globals['_FRONTENDSERVICE']._serialized_start=325
-  _globals['_FRONTENDSERVICE']._serialized_end=583
+  _globals['_RECEIVENOTIFICATIONSREQUEST']._serialized_start=276
+  _globals['_RECEIVENOTIFICATIONSREQUEST']._serialized_end=369
+  _globals['_RECEIVENOTIFICATIONSRESPONSE']._serialized_start=371
+  _globals['_RECEIVENOTIFICATIONSRESPONSE']._serialized_end=466
+  _globals['_RECEIVENOTIFICATIONRESULT']._serialized_start=468
+  _globals['_RECEIVENOTIFICATIONRESULT']._serialized_end=543
+  _globals['_SUBSCRIBENOTIFICATIONSREQUEST']._serialized_start=545
+  _globals['_SUBSCRIBENOTIFICATIONSREQUEST']._serialized_end=591
+  _globals['_FRONTENDSERVICE']._serialized_start=594
+  _globals['_FRONTENDSERVICE']._serialized_end=977
 # @@protoc_insertion_point(module_scope)

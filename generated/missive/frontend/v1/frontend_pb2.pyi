@@ -9,6 +9,12 @@ Conventions shared by every Missive service:
   use. A value that is not a valid address (a domain with at least one dot), is longer than
   254 bytes, or contains ':', '/', '"', a control character or a glob character ('*', '?',
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
+  So is an address not in Unicode normalization form C (NFC: `é` as one character, not
+  `e` and a combining accent); addresses are never rewritten into another spelling.
+- A request that is not a valid message of its type (e.g. invalid UTF-8 in a string field)
+  fails with INVALID_ARGUMENT before anything else is checked. A call with more than one
+  `authorization` or service-credential metadata entry fails with UNAUTHENTICATED; public
+  methods ignore the credentials sent with them.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from UserService AuthenticateUser (or REST POST /login). A missing, malformed or expired
   token fails with UNAUTHENTICATED, and so does a revoked one (its account was deleted, its
@@ -17,10 +23,15 @@ Conventions shared by every Missive service:
   PERMISSION_DENIED.
 - Internal callers use their own service credential, which a user token cannot forge; a
   service that is not on the method's allowlist fails with PERMISSION_DENIED.
+- While a service shuts down, calls it can no longer serve fail with UNAVAILABLE ("the service
+  is shutting down; retry"), never CANCELLED; retried with backoff, they reach another
+  instance or the restarted one.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from missive.notification.v1 import notification_pb2 as _notification_pb2
 import builtins as _builtins
 import sys
@@ -89,6 +100,80 @@ class ReceiveNotificationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReceiveNotificationResponse: _TypeAlias = ReceiveNotificationResponse  # noqa: Y015
+
+@_typing.final
+class ReceiveNotificationsRequest(_message.Message):
+    """Several notifications to show."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReceiveNotificationRequest]:
+        """The notifications, in the order they are shown: 1 to 100 items."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___ReceiveNotificationRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveNotificationsRequest: _TypeAlias = ReceiveNotificationsRequest  # noqa: Y015
+
+@_typing.final
+class ReceiveNotificationsResponse(_message.Message):
+    """Outcome of ReceiveNotifications: one result per item."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReceiveNotificationResult]:
+        """Results in the order of the request's items."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ReceiveNotificationResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveNotificationsResponse: _TypeAlias = ReceiveNotificationsResponse  # noqa: Y015
+
+@_typing.final
+class ReceiveNotificationResult(_message.Message):
+    """Outcome of one item of ReceiveNotifications."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERED_TO_FIELD_NUMBER: _builtins.int
+    INVALID_ARGUMENT_FIELD_NUMBER: _builtins.int
+    delivered_to: _builtins.int
+    """What ReceiveNotification returns as delivered_to for the item; 0 when it was rejected."""
+    invalid_argument: _builtins.str
+    """Why the item was rejected (what INVALID_ARGUMENT would say); empty when it was accepted."""
+    def __init__(
+        self,
+        *,
+        delivered_to: _builtins.int = ...,
+        invalid_argument: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered_to", b"delivered_to", "invalid_argument", b"invalid_argument"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveNotificationResult: _TypeAlias = ReceiveNotificationResult  # noqa: Y015
 
 @_typing.final
 class SubscribeNotificationsRequest(_message.Message):

@@ -42,6 +42,11 @@ class FrontendServiceStub:
                 request_serializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationRequest.SerializeToString,
                 response_deserializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationResponse.FromString,
                 _registered_method=True)
+        self.ReceiveNotifications = channel.unary_unary(
+                '/missive.frontend.v1.FrontendService/ReceiveNotifications',
+                request_serializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationsRequest.SerializeToString,
+                response_deserializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationsResponse.FromString,
+                _registered_method=True)
         self.SubscribeNotifications = channel.unary_stream(
                 '/missive.frontend.v1.FrontendService/SubscribeNotifications',
                 request_serializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.SubscribeNotificationsRequest.SerializeToString,
@@ -68,6 +73,20 @@ class FrontendServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReceiveNotifications(self, request, context):
+        """Shows several notifications, in order: each item does exactly what one ReceiveNotification
+        call with it does (idempotent per notification id within a stream), and gets its own
+        result, in the order of the items. An item that ReceiveNotification would reject with
+        INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
+        shown. NotificationService's relay uses it to catch up after an outage.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
+        PERMISSION_DENIED.
+        Auth: internal; only NotificationService may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubscribeNotifications(self, request, context):
         """Opens a server-streaming subscription to the caller's notifications. The stream first
         replays the user's unread notifications, oldest first (fetched from NotificationService),
@@ -81,9 +100,16 @@ class FrontendServiceServicer:
         with UNAUTHENTICATED; reconnect with a fresh token. A stream only ever carries
         notifications of the account it was opened for, never those of a later account of the same
         email. Clients should enable gRPC keepalive, as the stream can be idle for long periods.
+
+        Capacity: at most FRONTEND_MAX_STREAMS_PER_USER streams per account (10 by default); one
+        more ends the account's stream that has been idle longest with ABORTED (the client should
+        not reconnect it automatically). At most FRONTEND_MAX_STREAMS_PER_CLIENT per client host
+        (100) and FRONTEND_MAX_STREAMS per server (5,000, about 30 KiB of memory each).
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED (also ending an open stream whose
-        token expired or was revoked), PERMISSION_DENIED (email is not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
-        retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
+        token expired or was revoked), PERMISSION_DENIED (email is not the caller's),
+        RESOURCE_EXHAUSTED (too many open streams from this client host or on this server; retry
+        after the `retry-after` trailer, in seconds), ABORTED (ends a stream replaced by a newer
+        stream of the same account), UNAVAILABLE (NotificationService
         unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
         Auth: user token; the caller acts only on their own data.
         """
@@ -98,6 +124,11 @@ def add_FrontendServiceServicer_to_server(servicer, server):
                     servicer.ReceiveNotification,
                     request_deserializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationRequest.FromString,
                     response_serializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationResponse.SerializeToString,
+            ),
+            'ReceiveNotifications': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiveNotifications,
+                    request_deserializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationsRequest.FromString,
+                    response_serializer=missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationsResponse.SerializeToString,
             ),
             'SubscribeNotifications': grpc.unary_stream_rpc_method_handler(
                     servicer.SubscribeNotifications,
@@ -134,6 +165,33 @@ class FrontendService:
             '/missive.frontend.v1.FrontendService/ReceiveNotification',
             missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationRequest.SerializeToString,
             missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.frontend.v1.FrontendService/ReceiveNotifications',
+            missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationsRequest.SerializeToString,
+            missive_dot_frontend_dot_v1_dot_frontend__pb2.ReceiveNotificationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,6 +9,12 @@ Conventions shared by every Missive service:
   use. A value that is not a valid address (a domain with at least one dot), is longer than
   254 bytes, or contains ':', '/', '"', a control character or a glob character ('*', '?',
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
+  So is an address not in Unicode normalization form C (NFC: `é` as one character, not
+  `e` and a combining accent); addresses are never rewritten into another spelling.
+- A request that is not a valid message of its type (e.g. invalid UTF-8 in a string field)
+  fails with INVALID_ARGUMENT before anything else is checked. A call with more than one
+  `authorization` or service-credential metadata entry fails with UNAUTHENTICATED; public
+  methods ignore the credentials sent with them.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from UserService AuthenticateUser (or REST POST /login). A missing, malformed or expired
   token fails with UNAUTHENTICATED, and so does a revoked one (its account was deleted, its
@@ -17,6 +23,9 @@ Conventions shared by every Missive service:
   PERMISSION_DENIED.
 - Internal callers use their own service credential, which a user token cannot forge; a
   service that is not on the method's allowlist fails with PERMISSION_DENIED.
+- While a service shuts down, calls it can no longer serve fail with UNAVAILABLE ("the service
+  is shutting down; retry"), never CANCELLED; retried with backoff, they reach another
+  instance or the restarted one.
 """
 
 from collections import abc as _abc
@@ -62,6 +71,16 @@ class FrontendServiceStub:
     UNAUTHENTICATED, PERMISSION_DENIED.
     Auth: internal; only NotificationService may call it.
     """
+    ReceiveNotifications: _grpc.UnaryUnaryMultiCallable[_frontend_pb2.ReceiveNotificationsRequest, _frontend_pb2.ReceiveNotificationsResponse]
+    """Shows several notifications, in order: each item does exactly what one ReceiveNotification
+    call with it does (idempotent per notification id within a stream), and gets its own
+    result, in the order of the items. An item that ReceiveNotification would reject with
+    INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
+    shown. NotificationService's relay uses it to catch up after an outage.
+    Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
+    PERMISSION_DENIED.
+    Auth: internal; only NotificationService may call it.
+    """
     SubscribeNotifications: _grpc.UnaryStreamMultiCallable[_frontend_pb2.SubscribeNotificationsRequest, _notification_pb2.Notification]
     """Opens a server-streaming subscription to the caller's notifications. The stream first
     replays the user's unread notifications, oldest first (fetched from NotificationService),
@@ -75,9 +94,16 @@ class FrontendServiceStub:
     with UNAUTHENTICATED; reconnect with a fresh token. A stream only ever carries
     notifications of the account it was opened for, never those of a later account of the same
     email. Clients should enable gRPC keepalive, as the stream can be idle for long periods.
+
+    Capacity: at most FRONTEND_MAX_STREAMS_PER_USER streams per account (10 by default); one
+    more ends the account's stream that has been idle longest with ABORTED (the client should
+    not reconnect it automatically). At most FRONTEND_MAX_STREAMS_PER_CLIENT per client host
+    (100) and FRONTEND_MAX_STREAMS per server (5,000, about 30 KiB of memory each).
     Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED (also ending an open stream whose
-    token expired or was revoked), PERMISSION_DENIED (email is not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
-    retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
+    token expired or was revoked), PERMISSION_DENIED (email is not the caller's),
+    RESOURCE_EXHAUSTED (too many open streams from this client host or on this server; retry
+    after the `retry-after` trailer, in seconds), ABORTED (ends a stream replaced by a newer
+    stream of the same account), UNAVAILABLE (NotificationService
     unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
     Auth: user token; the caller acts only on their own data.
     """
@@ -99,6 +125,16 @@ class FrontendServiceAsyncStub(FrontendServiceStub):
     UNAUTHENTICATED, PERMISSION_DENIED.
     Auth: internal; only NotificationService may call it.
     """
+    ReceiveNotifications: _aio.UnaryUnaryMultiCallable[_frontend_pb2.ReceiveNotificationsRequest, _frontend_pb2.ReceiveNotificationsResponse]  # type: ignore[assignment]
+    """Shows several notifications, in order: each item does exactly what one ReceiveNotification
+    call with it does (idempotent per notification id within a stream), and gets its own
+    result, in the order of the items. An item that ReceiveNotification would reject with
+    INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
+    shown. NotificationService's relay uses it to catch up after an outage.
+    Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
+    PERMISSION_DENIED.
+    Auth: internal; only NotificationService may call it.
+    """
     SubscribeNotifications: _aio.UnaryStreamMultiCallable[_frontend_pb2.SubscribeNotificationsRequest, _notification_pb2.Notification]  # type: ignore[assignment]
     """Opens a server-streaming subscription to the caller's notifications. The stream first
     replays the user's unread notifications, oldest first (fetched from NotificationService),
@@ -112,9 +148,16 @@ class FrontendServiceAsyncStub(FrontendServiceStub):
     with UNAUTHENTICATED; reconnect with a fresh token. A stream only ever carries
     notifications of the account it was opened for, never those of a later account of the same
     email. Clients should enable gRPC keepalive, as the stream can be idle for long periods.
+
+    Capacity: at most FRONTEND_MAX_STREAMS_PER_USER streams per account (10 by default); one
+    more ends the account's stream that has been idle longest with ABORTED (the client should
+    not reconnect it automatically). At most FRONTEND_MAX_STREAMS_PER_CLIENT per client host
+    (100) and FRONTEND_MAX_STREAMS per server (5,000, about 30 KiB of memory each).
     Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED (also ending an open stream whose
-    token expired or was revoked), PERMISSION_DENIED (email is not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
-    retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
+    token expired or was revoked), PERMISSION_DENIED (email is not the caller's),
+    RESOURCE_EXHAUSTED (too many open streams from this client host or on this server; retry
+    after the `retry-after` trailer, in seconds), ABORTED (ends a stream replaced by a newer
+    stream of the same account), UNAVAILABLE (NotificationService
     unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
     Auth: user token; the caller acts only on their own data.
     """
@@ -141,6 +184,22 @@ class FrontendServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def ReceiveNotifications(
+        self,
+        request: _frontend_pb2.ReceiveNotificationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_frontend_pb2.ReceiveNotificationsResponse, _abc.Awaitable[_frontend_pb2.ReceiveNotificationsResponse]]:
+        """Shows several notifications, in order: each item does exactly what one ReceiveNotification
+        call with it does (idempotent per notification id within a stream), and gets its own
+        result, in the order of the items. An item that ReceiveNotification would reject with
+        INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
+        shown. NotificationService's relay uses it to catch up after an outage.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
+        PERMISSION_DENIED.
+        Auth: internal; only NotificationService may call it.
+        """
+
+    @_abc_1.abstractmethod
     def SubscribeNotifications(
         self,
         request: _frontend_pb2.SubscribeNotificationsRequest,
@@ -158,9 +217,16 @@ class FrontendServiceServicer(metaclass=_abc_1.ABCMeta):
         with UNAUTHENTICATED; reconnect with a fresh token. A stream only ever carries
         notifications of the account it was opened for, never those of a later account of the same
         email. Clients should enable gRPC keepalive, as the stream can be idle for long periods.
+
+        Capacity: at most FRONTEND_MAX_STREAMS_PER_USER streams per account (10 by default); one
+        more ends the account's stream that has been idle longest with ABORTED (the client should
+        not reconnect it automatically). At most FRONTEND_MAX_STREAMS_PER_CLIENT per client host
+        (100) and FRONTEND_MAX_STREAMS per server (5,000, about 30 KiB of memory each).
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED (also ending an open stream whose
-        token expired or was revoked), PERMISSION_DENIED (email is not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
-        retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
+        token expired or was revoked), PERMISSION_DENIED (email is not the caller's),
+        RESOURCE_EXHAUSTED (too many open streams from this client host or on this server; retry
+        after the `retry-after` trailer, in seconds), ABORTED (ends a stream replaced by a newer
+        stream of the same account), UNAVAILABLE (NotificationService
         unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
         Auth: user token; the caller acts only on their own data.
         """

@@ -73,6 +73,21 @@ class MessageServiceStub:
                 request_serializer=missive_dot_message_dot_v1_dot_message__pb2.EraseAccountRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/missive.message.v1.MessageService/ListDeadLetters',
+                request_serializer=missive_dot_message_dot_v1_dot_message__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=missive_dot_message_dot_v1_dot_message__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetters = channel.unary_unary(
+                '/missive.message.v1.MessageService/ReplayDeadLetters',
+                request_serializer=missive_dot_message_dot_v1_dot_message__pb2.ReplayDeadLettersRequest.SerializeToString,
+                response_deserializer=missive_dot_message_dot_v1_dot_message__pb2.ReplayDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.DropDeadLetters = channel.unary_unary(
+                '/missive.message.v1.MessageService/DropDeadLetters',
+                request_serializer=missive_dot_message_dot_v1_dot_message__pb2.DropDeadLettersRequest.SerializeToString,
+                response_deserializer=missive_dot_message_dot_v1_dot_message__pb2.DropDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class MessageServiceServicer:
@@ -93,8 +108,12 @@ class MessageServiceServicer:
         malformed client_request_id), UNAUTHENTICATED, PERMISSION_DENIED
         (sender_email is not the caller), NOT_FOUND (sender or receiver is not registered; the
         message names which), ALREADY_EXISTS (client_request_id already used by this sender for a
-        different receiver or content), UNAVAILABLE (UserService or the store unreachable; nothing
-        was stored, retry with the same client_request_id).
+        different receiver or content), RESOURCE_EXHAUSTED (the sender sent more than
+        MESSAGE_SEND_LIMIT messages, 60 by default, in MESSAGE_SEND_WINDOW_SECONDS, 60; or the
+        messages it sent and has not deleted would exceed MESSAGE_SENDER_QUOTA_BYTES, 50 MiB;
+        nothing was stored; retry after the `retry-after` trailer, in seconds), UNAVAILABLE
+        (UserService or the store unreachable; nothing was stored, retry with the same
+        client_request_id).
         Auth: user token; the caller acts only on their own data.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -177,6 +196,48 @@ class MessageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """Lists the dead letters of the outbox:notifications stream - events the relay to NotificationService
+        gave up on (a permanent failure, such as a malformed event or INVALID_ARGUMENT) - oldest
+        first, each with the reason, the number of attempts and the event's original fields.
+        Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetters(self, request, context):
+        """Replays dead letters: each one's original fields are appended to the outbox:notifications stream
+        again and the dead letter is removed, in one atomic step per entry, so the relay delivers
+        the event once more. Idempotent: an id that is no longer dead-lettered (already replayed
+        or dropped) is listed in not_found, and delivering an event again never duplicates what
+        it created (the receiver dedupes by the business id it carries).
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropDeadLetters(self, request, context):
+        """Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+        longer dead-lettered is listed in not_found.
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +275,21 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.EraseAccount,
                     request_deserializer=missive_dot_message_dot_v1_dot_message__pb2.EraseAccountRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=missive_dot_message_dot_v1_dot_message__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=missive_dot_message_dot_v1_dot_message__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetters,
+                    request_deserializer=missive_dot_message_dot_v1_dot_message__pb2.ReplayDeadLettersRequest.FromString,
+                    response_serializer=missive_dot_message_dot_v1_dot_message__pb2.ReplayDeadLettersResponse.SerializeToString,
+            ),
+            'DropDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropDeadLetters,
+                    request_deserializer=missive_dot_message_dot_v1_dot_message__pb2.DropDeadLettersRequest.FromString,
+                    response_serializer=missive_dot_message_dot_v1_dot_message__pb2.DropDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -408,6 +484,87 @@ class MessageService:
             '/missive.message.v1.MessageService/EraseAccount',
             missive_dot_message_dot_v1_dot_message__pb2.EraseAccountRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.message.v1.MessageService/ListDeadLetters',
+            missive_dot_message_dot_v1_dot_message__pb2.ListDeadLettersRequest.SerializeToString,
+            missive_dot_message_dot_v1_dot_message__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.message.v1.MessageService/ReplayDeadLetters',
+            missive_dot_message_dot_v1_dot_message__pb2.ReplayDeadLettersRequest.SerializeToString,
+            missive_dot_message_dot_v1_dot_message__pb2.ReplayDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.message.v1.MessageService/DropDeadLetters',
+            missive_dot_message_dot_v1_dot_message__pb2.DropDeadLettersRequest.SerializeToString,
+            missive_dot_message_dot_v1_dot_message__pb2.DropDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,6 +9,12 @@ Conventions shared by every Missive service:
   use. A value that is not a valid address (a domain with at least one dot), is longer than
   254 bytes, or contains ':', '/', '"', a control character or a glob character ('*', '?',
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
+  So is an address not in Unicode normalization form C (NFC: `é` as one character, not
+  `e` and a combining accent); addresses are never rewritten into another spelling.
+- A request that is not a valid message of its type (e.g. invalid UTF-8 in a string field)
+  fails with INVALID_ARGUMENT before anything else is checked. A call with more than one
+  `authorization` or service-credential metadata entry fails with UNAUTHENTICATED; public
+  methods ignore the credentials sent with them.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from UserService AuthenticateUser (or REST POST /login). A missing, malformed or expired
   token fails with UNAUTHENTICATED, and so does a revoked one (its account was deleted, its
@@ -16,6 +22,9 @@ Conventions shared by every Missive service:
   revocation within 5 seconds); a valid token used on another user's data fails with
   PERMISSION_DENIED.
 - If the store (Redis) is unreachable, calls fail with UNAVAILABLE and may be retried.
+- While a service shuts down, calls it can no longer serve fail with UNAVAILABLE ("the service
+  is shutting down; retry"), never CANCELLED; retried with backoff, they reach another
+  instance or the restarted one.
 - Timestamps are UTC.
 - Lists are paginated: page_size 0 means the default of 50, the maximum is 100 and larger or
   negative values are rejected with INVALID_ARGUMENT; page_token is the opaque
@@ -71,8 +80,12 @@ class MessageServiceStub:
     malformed client_request_id), UNAUTHENTICATED, PERMISSION_DENIED
     (sender_email is not the caller), NOT_FOUND (sender or receiver is not registered; the
     message names which), ALREADY_EXISTS (client_request_id already used by this sender for a
-    different receiver or content), UNAVAILABLE (UserService or the store unreachable; nothing
-    was stored, retry with the same client_request_id).
+    different receiver or content), RESOURCE_EXHAUSTED (the sender sent more than
+    MESSAGE_SEND_LIMIT messages, 60 by default, in MESSAGE_SEND_WINDOW_SECONDS, 60; or the
+    messages it sent and has not deleted would exceed MESSAGE_SENDER_QUOTA_BYTES, 50 MiB;
+    nothing was stored; retry after the `retry-after` trailer, in seconds), UNAVAILABLE
+    (UserService or the store unreachable; nothing was stored, retry with the same
+    client_request_id).
     Auth: user token; the caller acts only on their own data.
     """
     GetMessages: _grpc.UnaryUnaryMultiCallable[_message_pb2.GetMessagesRequest, _message_pb2.GetMessagesResponse]
@@ -127,6 +140,36 @@ class MessageServiceStub:
     is still registered), PERMISSION_DENIED, UNAVAILABLE.
     Auth: internal; only UserService may call it.
     """
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_message_pb2.ListDeadLettersRequest, _message_pb2.ListDeadLettersResponse]
+    """Lists the dead letters of the outbox:notifications stream - events the relay to NotificationService
+    gave up on (a permanent failure, such as a malformed event or INVALID_ARGUMENT) - oldest
+    first, each with the reason, the number of attempts and the event's original fields.
+    Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    ReplayDeadLetters: _grpc.UnaryUnaryMultiCallable[_message_pb2.ReplayDeadLettersRequest, _message_pb2.ReplayDeadLettersResponse]
+    """Replays dead letters: each one's original fields are appended to the outbox:notifications stream
+    again and the dead letter is removed, in one atomic step per entry, so the relay delivers
+    the event once more. Idempotent: an id that is no longer dead-lettered (already replayed
+    or dropped) is listed in not_found, and delivering an event again never duplicates what
+    it created (the receiver dedupes by the business id it carries).
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    DropDeadLetters: _grpc.UnaryUnaryMultiCallable[_message_pb2.DropDeadLettersRequest, _message_pb2.DropDeadLettersResponse]
+    """Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+    longer dead-lettered is listed in not_found.
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
 
 @_typing.type_check_only
 class MessageServiceAsyncStub(MessageServiceStub):
@@ -148,8 +191,12 @@ class MessageServiceAsyncStub(MessageServiceStub):
     malformed client_request_id), UNAUTHENTICATED, PERMISSION_DENIED
     (sender_email is not the caller), NOT_FOUND (sender or receiver is not registered; the
     message names which), ALREADY_EXISTS (client_request_id already used by this sender for a
-    different receiver or content), UNAVAILABLE (UserService or the store unreachable; nothing
-    was stored, retry with the same client_request_id).
+    different receiver or content), RESOURCE_EXHAUSTED (the sender sent more than
+    MESSAGE_SEND_LIMIT messages, 60 by default, in MESSAGE_SEND_WINDOW_SECONDS, 60; or the
+    messages it sent and has not deleted would exceed MESSAGE_SENDER_QUOTA_BYTES, 50 MiB;
+    nothing was stored; retry after the `retry-after` trailer, in seconds), UNAVAILABLE
+    (UserService or the store unreachable; nothing was stored, retry with the same
+    client_request_id).
     Auth: user token; the caller acts only on their own data.
     """
     GetMessages: _aio.UnaryUnaryMultiCallable[_message_pb2.GetMessagesRequest, _message_pb2.GetMessagesResponse]  # type: ignore[assignment]
@@ -204,6 +251,36 @@ class MessageServiceAsyncStub(MessageServiceStub):
     is still registered), PERMISSION_DENIED, UNAVAILABLE.
     Auth: internal; only UserService may call it.
     """
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_message_pb2.ListDeadLettersRequest, _message_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Lists the dead letters of the outbox:notifications stream - events the relay to NotificationService
+    gave up on (a permanent failure, such as a malformed event or INVALID_ARGUMENT) - oldest
+    first, each with the reason, the number of attempts and the event's original fields.
+    Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    ReplayDeadLetters: _aio.UnaryUnaryMultiCallable[_message_pb2.ReplayDeadLettersRequest, _message_pb2.ReplayDeadLettersResponse]  # type: ignore[assignment]
+    """Replays dead letters: each one's original fields are appended to the outbox:notifications stream
+    again and the dead letter is removed, in one atomic step per entry, so the relay delivers
+    the event once more. Idempotent: an id that is no longer dead-lettered (already replayed
+    or dropped) is listed in not_found, and delivering an event again never duplicates what
+    it created (the receiver dedupes by the business id it carries).
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    DropDeadLetters: _aio.UnaryUnaryMultiCallable[_message_pb2.DropDeadLettersRequest, _message_pb2.DropDeadLettersResponse]  # type: ignore[assignment]
+    """Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+    longer dead-lettered is listed in not_found.
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
 
 class MessageServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stores and serves messages. Storing a message also records, in the same Redis transaction,
@@ -228,8 +305,12 @@ class MessageServiceServicer(metaclass=_abc_1.ABCMeta):
         malformed client_request_id), UNAUTHENTICATED, PERMISSION_DENIED
         (sender_email is not the caller), NOT_FOUND (sender or receiver is not registered; the
         message names which), ALREADY_EXISTS (client_request_id already used by this sender for a
-        different receiver or content), UNAVAILABLE (UserService or the store unreachable; nothing
-        was stored, retry with the same client_request_id).
+        different receiver or content), RESOURCE_EXHAUSTED (the sender sent more than
+        MESSAGE_SEND_LIMIT messages, 60 by default, in MESSAGE_SEND_WINDOW_SECONDS, 60; or the
+        messages it sent and has not deleted would exceed MESSAGE_SENDER_QUOTA_BYTES, 50 MiB;
+        nothing was stored; retry after the `retry-after` trailer, in seconds), UNAVAILABLE
+        (UserService or the store unreachable; nothing was stored, retry with the same
+        client_request_id).
         Auth: user token; the caller acts only on their own data.
         """
 
@@ -319,6 +400,54 @@ class MessageServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (malformed email or account_id), FAILED_PRECONDITION (account_id
         is still registered), PERMISSION_DENIED, UNAVAILABLE.
         Auth: internal; only UserService may call it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _message_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_message_pb2.ListDeadLettersResponse, _abc.Awaitable[_message_pb2.ListDeadLettersResponse]]:
+        """Lists the dead letters of the outbox:notifications stream - events the relay to NotificationService
+        gave up on (a permanent failure, such as a malformed event or INVALID_ARGUMENT) - oldest
+        first, each with the reason, the number of attempts and the event's original fields.
+        Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayDeadLetters(
+        self,
+        request: _message_pb2.ReplayDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_message_pb2.ReplayDeadLettersResponse, _abc.Awaitable[_message_pb2.ReplayDeadLettersResponse]]:
+        """Replays dead letters: each one's original fields are appended to the outbox:notifications stream
+        again and the dead letter is removed, in one atomic step per entry, so the relay delivers
+        the event once more. Idempotent: an id that is no longer dead-lettered (already replayed
+        or dropped) is listed in not_found, and delivering an event again never duplicates what
+        it created (the receiver dedupes by the business id it carries).
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+    @_abc_1.abstractmethod
+    def DropDeadLetters(
+        self,
+        request: _message_pb2.DropDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_message_pb2.DropDeadLettersResponse, _abc.Awaitable[_message_pb2.DropDeadLettersResponse]]:
+        """Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+        longer dead-lettered is listed in not_found.
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
         """
 
 def add_MessageServiceServicer_to_server(servicer: MessageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,41 +25,65 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*missive/notification/v1/notification.proto\x12\x17missive.notification.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x01\n\x0cNotification\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\x03\x12\x14\n\x0csender_email\x18\x03 \x01(\t\x12\x16\n\x0ereceiver_email\x18\x04 \x01(\t\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04read\x18\x06 \x01(\x08\"\xb7\x01\n\x19\x43reateNotificationRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\x03\x12\x14\n\x0csender_email\x18\x02 \x01(\t\x12\x16\n\x0ereceiver_email\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04read\x18\x05 \x01(\x08\x12\x1b\n\x13receiver_account_id\x18\x06 \x01(\t\"~\n\x1a\x43reateNotificationResponse\x12;\n\x0cnotification\x18\x01 \x01(\x0b\x32%.missive.notification.v1.Notification\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\nsubscribed\x18\x03 \x01(\x08\"+\n\x1a\x43heckUserSubscribedRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"7\n\x12SubscriptionStatus\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x12\n\nsubscribed\x18\x02 \x01(\x08\"%\n\x14SubscribeUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"\'\n\x16UnsubscribeUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"y\n\x18ListNotificationsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x13\n\x0bunread_only\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\naccount_id\x18\x05 \x01(\t\"\x88\x01\n\x19ListNotificationsResponse\x12<\n\rnotifications\x18\x01 \x03(\x0b\x32%.missive.notification.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x14\n\x0cunread_count\x18\x03 \x01(\x05\"8\n\x1bMarkNotificationReadRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"0\n\x1fMarkAllNotificationsReadRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"2\n MarkAllNotificationsReadResponse\x12\x0e\n\x06marked\x18\x01 \x01(\x05\"8\n\x13\x45raseAccountRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\"&\n\x14\x45raseAccountResponse\x12\x0e\n\x06\x65rased\x18\x01 \x01(\x05\x32\xdb\x07\n\x13NotificationService\x12}\n\x12\x43reateNotification\x12\x32.missive.notification.v1.CreateNotificationRequest\x1a\x33.missive.notification.v1.CreateNotificationResponse\x12w\n\x13\x43heckUserSubscribed\x12\x33.missive.notification.v1.CheckUserSubscribedRequest\x1a+.missive.notification.v1.SubscriptionStatus\x12k\n\rSubscribeUser\x12-.missive.notification.v1.SubscribeUserRequest\x1a+.missive.notification.v1.SubscriptionStatus\x12o\n\x0fUnsubscribeUser\x12/.missive.notification.v1.UnsubscribeUserRequest\x1a+.missive.notification.v1.SubscriptionStatus\x12z\n\x11ListNotifications\x12\x31.missive.notification.v1.ListNotificationsRequest\x1a\x32.missive.notification.v1.ListNotificationsResponse\x12s\n\x14MarkNotificationRead\x12\x34.missive.notification.v1.MarkNotificationReadRequest\x1a%.missive.notification.v1.Notification\x12\x8f\x01\n\x18MarkAllNotificationsRead\x12\x38.missive.notification.v1.MarkAllNotificationsReadRequest\x1a\x39.missive.notification.v1.MarkAllNotificationsReadResponse\x12k\n\x0c\x45raseAccount\x12,.missive.notification.v1.EraseAccountRequest\x1a-.missive.notification.v1.EraseAccountResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*missive/notification/v1/notification.proto\x12\x17missive.notification.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x01\n\x0cNotification\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\x03\x12\x14\n\x0csender_email\x18\x03 \x01(\t\x12\x16\n\x0ereceiver_email\x18\x04 \x01(\t\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04read\x18\x06 \x01(\x08\"\xb7\x01\n\x19\x43reateNotificationRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\x03\x12\x14\n\x0csender_email\x18\x02 \x01(\t\x12\x16\n\x0ereceiver_email\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04read\x18\x05 \x01(\x08\x12\x1b\n\x13receiver_account_id\x18\x06 \x01(\t\"~\n\x1a\x43reateNotificationResponse\x12;\n\x0cnotification\x18\x01 \x01(\x0b\x32%.missive.notification.v1.Notification\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\nsubscribed\x18\x03 \x01(\x08\"_\n\x1a\x43reateNotificationsRequest\x12\x41\n\x05items\x18\x01 \x03(\x0b\x32\x32.missive.notification.v1.CreateNotificationRequest\"a\n\x1b\x43reateNotificationsResponse\x12\x42\n\x07results\x18\x01 \x03(\x0b\x32\x31.missive.notification.v1.CreateNotificationResult\"{\n\x18\x43reateNotificationResult\x12\x45\n\x08response\x18\x01 \x01(\x0b\x32\x33.missive.notification.v1.CreateNotificationResponse\x12\x18\n\x10invalid_argument\x18\x02 \x01(\t\"+\n\x1a\x43heckUserSubscribedRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"7\n\x12SubscriptionStatus\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x12\n\nsubscribed\x18\x02 \x01(\x08\"%\n\x14SubscribeUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"\'\n\x16UnsubscribeUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"y\n\x18ListNotificationsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x13\n\x0bunread_only\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x12\n\naccount_id\x18\x05 \x01(\t\"\x88\x01\n\x19ListNotificationsResponse\x12<\n\rnotifications\x18\x01 \x03(\x0b\x32%.missive.notification.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x14\n\x0cunread_count\x18\x03 \x01(\x05\"8\n\x1bMarkNotificationReadRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"0\n\x1fMarkAllNotificationsReadRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"2\n MarkAllNotificationsReadResponse\x12\x0e\n\x06marked\x18\x01 \x01(\x05\"8\n\x13\x45raseAccountRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\"&\n\x14\x45raseAccountResponse\x12\x0e\n\x06\x65rased\x18\x01 \x01(\x05\"\x87\x02\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0boriginal_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x10\n\x08\x63onsumer\x18\x05 \x01(\t\x12\x34\n\x10\x64\x65\x61\x64_lettered_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x06\x66ields\x18\x07 \x03(\x0b\x32/.missive.notification.v1.DeadLetter.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x16ListDeadLettersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"|\n\x17ListDeadLettersResponse\x12\x39\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32#.missive.notification.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"4\n\x18ReplayDeadLettersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\"@\n\x19ReplayDeadLettersResponse\x12\x10\n\x08replayed\x18\x01 \x01(\x03\x12\x11\n\tnot_found\x18\x02 \x03(\t\"2\n\x16\x44ropDeadLettersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\"=\n\x17\x44ropDeadLettersResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x03\x12\x11\n\tnot_found\x18\x02 \x03(\t2\xc6\x0b\n\x13NotificationService\x12}\n\x12\x43reateNotification\x12\x32.missive.notification.v1.CreateNotificationRequest\x1a\x33.missive.notification.v1.CreateNotificationResponse\x12\x80\x01\n\x13\x43reateNotifications\x12\x33.missive.notification.v1.CreateNotificationsRequest\x1a\x34.missive.notification.v1.CreateNotificationsResponse\x12w\n\x13\x43heckUserSubscribed\x12\x33.missive.notification.v1.CheckUserSubscribedRequest\x1a+.missive.notification.v1.SubscriptionStatus\x12k\n\rSubscribeUser\x12-.missive.notification.v1.SubscribeUserRequest\x1a+.missive.notification.v1.SubscriptionStatus\x12o\n\x0fUnsubscribeUser\x12/.missive.notification.v1.UnsubscribeUserRequest\x1a+.missive.notification.v1.SubscriptionStatus\x12z\n\x11ListNotifications\x12\x31.missive.notification.v1.ListNotificationsRequest\x1a\x32.missive.notification.v1.ListNotificationsResponse\x12s\n\x14MarkNotificationRead\x12\x34.missive.notification.v1.MarkNotificationReadRequest\x1a%.missive.notification.v1.Notification\x12\x8f\x01\n\x18MarkAllNotificationsRead\x12\x38.missive.notification.v1.MarkAllNotificationsReadRequest\x1a\x39.missive.notification.v1.MarkAllNotificationsReadResponse\x12k\n\x0c\x45raseAccount\x12,.missive.notification.v1.EraseAccountRequest\x1a-.missive.notification.v1.EraseAccountResponse\x12t\n\x0fListDeadLetters\x12/.missive.notification.v1.ListDeadLettersRequest\x1a\x30.missive.notification.v1.ListDeadLettersResponse\x12z\n\x11ReplayDeadLetters\x12\x31.missive.notification.v1.ReplayDeadLettersRequest\x1a\x32.missive.notification.v1.ReplayDeadLettersResponse\x12t\n\x0f\x44ropDeadLetters\x12/.missive.notification.v1.DropDeadLettersRequest\x1a\x30.missive.notification.v1.DropDeadLettersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'missive.notification.v1.notification_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DEADLETTER_FIELDSENTRY']._loaded_options = None
+  _globals['_DEADLETTER_FIELDSENTRY']._serialized_options = b'8\001'
   _globals['_NOTIFICATION']._serialized_start=105
   _globals['_NOTIFICATION']._serialized_end=258
   _globals['_CREATENOTIFICATIONREQUEST']._serialized_start=261
   _globals['_CREATENOTIFICATIONREQUEST']._serialized_end=444
   _globals['_CREATENOTIFICATIONRESPONSE']._serialized_start=446
   _globals['_CREATENOTIFICATIONRESPONSE']._serialized_end=572
-  _globals['_CHECKUSERSUBSCRIBEDREQUEST']._serialized_start=574
-  _globals['_CHECKUSERSUBSCRIBEDREQUEST']._serialized_end=617
-  _globals['_SUBSCRIPTIONSTATUS']._serialized_start=619
-  _globals['_SUBSCRIPTIONSTATUS']._serialized_end=674
-  _globals['_SUBSCRIBEUSERREQUEST']._serialized_start=676
-  _globals['_SUBSCRIBEUSERREQUEST']._serialized_end=713
-  _globals['_UNSUBSCRIBEUSERREQUEST']._serialized_start=715
-  _globals['_UNSUBSCRIBEUSERREQUEST']._serialized_end=754
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=756
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=877
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=880
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=1016
-  _globals['_MARKNOTIFICATIONREADREQUEST']._serialized_start=1018
-  _globals['_MARKNOTIFICATIONREADREQUEST']._serialized_end=1074
-  _globals['_MARKALLNOTIFICATIONSREADREQUEST']._serialized_start=1076
-  _globals['_MARKALLNOTIFICATIONSREADREQUEST']._serialized_end=1124
-  _globals['_MARKALLNOTIFICATIONSREADRESPONSE']._serialized_start=1126
-  _globals['_MARKALLNOTIFICATIONSREADRESPONSE']._serialized_end=1176
-  _globals['_ERASEACCOUNTREQUEST']._serialized_start=1178
-  _globals['_ERASEACCOUNTREQUEST']._serialized_end=1234
-  _globals['_ERASEACCOUNTRESPONSE']._serialized_start=1236
-  _globals['_ERASEACCOUNTRESPONSE']._serialized_end=1274
-  _globals['_NOTIFICATIONSERVICE']._serialized_start=1277
-  _globals['_NOTIFICATIONSERVICE']._serialized_end=2264
+  _globals['_CREATENOTIFICATIONSREQUEST']._serialized_start=574
+  _globals['_CREATENOTIFICATIONSREQUEST']._serialized_end=669
+  _globals['_CREATENOTIFICATIONSRESPONSE']._serialized_start=671
+  _globals['_CREATENOTIFICATIONSRESPONSE']._serialized_end=768
+  _globals['_CREATENOTIFICATIONRESULT']._serialized_start=770
+  _globals['_CREATENOTIFICATIONRESULT']._serialized_end=893
+  _globals['_CHECKUSERSUBSCRIBEDREQUEST']._serialized_start=895
+  _globals['_CHECKUSERSUBSCRIBEDREQUEST']._serialized_end=938
+  _globals['_SUBSCRIPTIONSTATUS']._serialized_start=940
+  _globals['_SUBSCRIPTIONSTATUS']._serialized_end=995
+  _globals['_SUBSCRIBEUSERREQUEST']._serialized_start=997
+  _globals['_SUBSCRIBEUSERREQUEST']._serialized_end=1034
+  _globals['_UNSUBSCRIBEUSERREQUEST']._serialized_start=1036
+  _globals['_UNSUBSCRIBEUSERREQUEST']._serialized_end=1075
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=1077
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=1198
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=1201
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=1337
+  _globals['_MARKNOTIFICATIONREADREQUEST']._serialized_start=1339
+  _globals['_MARKNOTIFICATIONREADREQUEST']._serialized_end=1395
+  _globals['_MARKALLNOTIFICATIONSREADREQUEST']._serialized_start=1397
+  _globals['_MARKALLNOTIFICATIONSREADREQUEST']._serialized_end=1445
+  _globals['_MARKALLNOTIFICATIONSREADRESPONSE']._serialized_start=1447
+  _globals['_MARKALLNOTIFICATIONSREADRESPONSE']._serialized_end=1497
+  _globals['_ERASEACCOUNTREQUEST']._serialized_start=1499
+  _globals['_ERASEACCOUNTREQUEST']._serialized_end=1555
+  _globals['_ERASEACCOUNTRESPONSE']._serialized_start=1557
+  _globals['_ERASEACCOUNTRESPONSE']._serialized_end=1595
+  _globals['_DEADLETTER']._serialized_start=1598
+  _globals['_DEADLETTER']._serialized_end=1861
+  _globals['_DEADLETTER_FIELDSENTRY']._serialized_start=1816
+  _globals['_DEADLETTER_FIELDSENTRY']._serialized_end=1861
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1863
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1926
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1928
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2052
+  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_start=2054
+  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_end=2106
+  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_start=2108
+  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_end=2172
+  _globals['_DROPDEADLETTERSREQUEST']._serialized_start=2174
+  _globals['_DROPDEADLETTERSREQUEST']._serialized_end=2224
+  _globals['_DROPDEADLETTERSRESPONSE']._serialized_start=2226
+  _globals['_DROPDEADLETTERSRESPONSE']._serialized_end=2287
+  _globals['_NOTIFICATIONSERVICE']._serialized_start=2290
+  _globals['_NOTIFICATIONSERVICE']._serialized_end=3768
 # @@protoc_insertion_point(module_scope)

@@ -43,6 +43,11 @@ class NotificationServiceStub:
                 request_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationRequest.SerializeToString,
                 response_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationResponse.FromString,
                 _registered_method=True)
+        self.CreateNotifications = channel.unary_unary(
+                '/missive.notification.v1.NotificationService/CreateNotifications',
+                request_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationsRequest.SerializeToString,
+                response_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationsResponse.FromString,
+                _registered_method=True)
         self.CheckUserSubscribed = channel.unary_unary(
                 '/missive.notification.v1.NotificationService/CheckUserSubscribed',
                 request_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.CheckUserSubscribedRequest.SerializeToString,
@@ -78,6 +83,21 @@ class NotificationServiceStub:
                 request_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.EraseAccountRequest.SerializeToString,
                 response_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.EraseAccountResponse.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/missive.notification.v1.NotificationService/ListDeadLetters',
+                request_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetters = channel.unary_unary(
+                '/missive.notification.v1.NotificationService/ReplayDeadLetters',
+                request_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.ReplayDeadLettersRequest.SerializeToString,
+                response_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.ReplayDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.DropDeadLetters = channel.unary_unary(
+                '/missive.notification.v1.NotificationService/DropDeadLetters',
+                request_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.DropDeadLettersRequest.SerializeToString,
+                response_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.DropDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class NotificationServiceServicer:
@@ -98,6 +118,22 @@ class NotificationServiceServicer:
         notification is unset.
         Errors: INVALID_ARGUMENT (message_id below 1, malformed email, timestamp unset),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only MessageService may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateNotifications(self, request, context):
+        """Records several stored messages at once, in order: each item does exactly what one
+        CreateNotification call with it does (idempotent per message_id, pushed to FrontendService
+        when created), and gets its own result, in the order of the items. An item that
+        CreateNotification would reject with INVALID_ARGUMENT is not stored: its result carries the
+        reason and the other items are still processed. MessageService's relay uses it to catch up
+        after an outage. If the call fails (e.g. UNAVAILABLE), some items may have been stored;
+        retrying the same items stores none twice.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is stored), UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE.
         Auth: internal; only MessageService may call it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -187,6 +223,48 @@ class NotificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """Lists the dead letters of the outbox:frontend stream - events the relay to FrontendService
+        gave up on (a permanent failure, such as a malformed event or INVALID_ARGUMENT) - oldest
+        first, each with the reason, the number of attempts and the event's original fields.
+        Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetters(self, request, context):
+        """Replays dead letters: each one's original fields are appended to the outbox:frontend stream
+        again and the dead letter is removed, in one atomic step per entry, so the relay delivers
+        the event once more. Idempotent: an id that is no longer dead-lettered (already replayed
+        or dropped) is listed in not_found, and delivering an event again never duplicates what
+        it created (the receiver dedupes by the business id it carries).
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropDeadLetters(self, request, context):
+        """Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+        longer dead-lettered is listed in not_found.
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +272,11 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.CreateNotification,
                     request_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationRequest.FromString,
                     response_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationResponse.SerializeToString,
+            ),
+            'CreateNotifications': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNotifications,
+                    request_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationsRequest.FromString,
+                    response_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationsResponse.SerializeToString,
             ),
             'CheckUserSubscribed': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckUserSubscribed,
@@ -230,6 +313,21 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     request_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.EraseAccountRequest.FromString,
                     response_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.EraseAccountResponse.SerializeToString,
             ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetters,
+                    request_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.ReplayDeadLettersRequest.FromString,
+                    response_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.ReplayDeadLettersResponse.SerializeToString,
+            ),
+            'DropDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropDeadLetters,
+                    request_deserializer=missive_dot_notification_dot_v1_dot_notification__pb2.DropDeadLettersRequest.FromString,
+                    response_serializer=missive_dot_notification_dot_v1_dot_notification__pb2.DropDeadLettersResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'missive.notification.v1.NotificationService', rpc_method_handlers)
@@ -262,6 +360,33 @@ class NotificationService:
             '/missive.notification.v1.NotificationService/CreateNotification',
             missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationRequest.SerializeToString,
             missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.notification.v1.NotificationService/CreateNotifications',
+            missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationsRequest.SerializeToString,
+            missive_dot_notification_dot_v1_dot_notification__pb2.CreateNotificationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -451,6 +576,87 @@ class NotificationService:
             '/missive.notification.v1.NotificationService/EraseAccount',
             missive_dot_notification_dot_v1_dot_notification__pb2.EraseAccountRequest.SerializeToString,
             missive_dot_notification_dot_v1_dot_notification__pb2.EraseAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.notification.v1.NotificationService/ListDeadLetters',
+            missive_dot_notification_dot_v1_dot_notification__pb2.ListDeadLettersRequest.SerializeToString,
+            missive_dot_notification_dot_v1_dot_notification__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.notification.v1.NotificationService/ReplayDeadLetters',
+            missive_dot_notification_dot_v1_dot_notification__pb2.ReplayDeadLettersRequest.SerializeToString,
+            missive_dot_notification_dot_v1_dot_notification__pb2.ReplayDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.notification.v1.NotificationService/DropDeadLetters',
+            missive_dot_notification_dot_v1_dot_notification__pb2.DropDeadLettersRequest.SerializeToString,
+            missive_dot_notification_dot_v1_dot_notification__pb2.DropDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

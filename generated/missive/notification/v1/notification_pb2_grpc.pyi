@@ -9,6 +9,12 @@ Conventions shared by every Missive service:
   use. A value that is not a valid address (a domain with at least one dot), is longer than
   254 bytes, or contains ':', '/', '"', a control character or a glob character ('*', '?',
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
+  So is an address not in Unicode normalization form C (NFC: `é` as one character, not
+  `e` and a combining accent); addresses are never rewritten into another spelling.
+- A request that is not a valid message of its type (e.g. invalid UTF-8 in a string field)
+  fails with INVALID_ARGUMENT before anything else is checked. A call with more than one
+  `authorization` or service-credential metadata entry fails with UNAUTHENTICATED; public
+  methods ignore the credentials sent with them.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from UserService AuthenticateUser (or REST POST /login). A missing, malformed or expired
   token fails with UNAUTHENTICATED, and so does a revoked one (its account was deleted, its
@@ -18,6 +24,9 @@ Conventions shared by every Missive service:
 - Internal callers use their own service credential, which a user token cannot forge; a
   service that is not on the method's allowlist fails with PERMISSION_DENIED.
 - If the store (Redis) is unreachable, calls fail with UNAVAILABLE and may be retried.
+- While a service shuts down, calls it can no longer serve fail with UNAVAILABLE ("the service
+  is shutting down; retry"), never CANCELLED; retried with backoff, they reach another
+  instance or the restarted one.
 - Timestamps are UTC.
 - Lists are paginated: page_size 0 means the default of 50, the maximum is 100 and larger or
   negative values are rejected with INVALID_ARGUMENT; page_token is the opaque
@@ -72,6 +81,18 @@ class NotificationServiceStub:
     notification is unset.
     Errors: INVALID_ARGUMENT (message_id below 1, malformed email, timestamp unset),
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE.
+    Auth: internal; only MessageService may call it.
+    """
+    CreateNotifications: _grpc.UnaryUnaryMultiCallable[_notification_pb2.CreateNotificationsRequest, _notification_pb2.CreateNotificationsResponse]
+    """Records several stored messages at once, in order: each item does exactly what one
+    CreateNotification call with it does (idempotent per message_id, pushed to FrontendService
+    when created), and gets its own result, in the order of the items. An item that
+    CreateNotification would reject with INVALID_ARGUMENT is not stored: its result carries the
+    reason and the other items are still processed. MessageService's relay uses it to catch up
+    after an outage. If the call fails (e.g. UNAVAILABLE), some items may have been stored;
+    retrying the same items stores none twice.
+    Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is stored), UNAUTHENTICATED,
+    PERMISSION_DENIED, UNAVAILABLE.
     Auth: internal; only MessageService may call it.
     """
     CheckUserSubscribed: _grpc.UnaryUnaryMultiCallable[_notification_pb2.CheckUserSubscribedRequest, _notification_pb2.SubscriptionStatus]
@@ -129,6 +150,36 @@ class NotificationServiceStub:
     is still registered), PERMISSION_DENIED, UNAVAILABLE.
     Auth: internal; only UserService may call it.
     """
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_notification_pb2.ListDeadLettersRequest, _notification_pb2.ListDeadLettersResponse]
+    """Lists the dead letters of the outbox:frontend stream - events the relay to FrontendService
+    gave up on (a permanent failure, such as a malformed event or INVALID_ARGUMENT) - oldest
+    first, each with the reason, the number of attempts and the event's original fields.
+    Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    ReplayDeadLetters: _grpc.UnaryUnaryMultiCallable[_notification_pb2.ReplayDeadLettersRequest, _notification_pb2.ReplayDeadLettersResponse]
+    """Replays dead letters: each one's original fields are appended to the outbox:frontend stream
+    again and the dead letter is removed, in one atomic step per entry, so the relay delivers
+    the event once more. Idempotent: an id that is no longer dead-lettered (already replayed
+    or dropped) is listed in not_found, and delivering an event again never duplicates what
+    it created (the receiver dedupes by the business id it carries).
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    DropDeadLetters: _grpc.UnaryUnaryMultiCallable[_notification_pb2.DropDeadLettersRequest, _notification_pb2.DropDeadLettersResponse]
+    """Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+    longer dead-lettered is listed in not_found.
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
 
 @_typing.type_check_only
 class NotificationServiceAsyncStub(NotificationServiceStub):
@@ -150,6 +201,18 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     notification is unset.
     Errors: INVALID_ARGUMENT (message_id below 1, malformed email, timestamp unset),
     UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE.
+    Auth: internal; only MessageService may call it.
+    """
+    CreateNotifications: _aio.UnaryUnaryMultiCallable[_notification_pb2.CreateNotificationsRequest, _notification_pb2.CreateNotificationsResponse]  # type: ignore[assignment]
+    """Records several stored messages at once, in order: each item does exactly what one
+    CreateNotification call with it does (idempotent per message_id, pushed to FrontendService
+    when created), and gets its own result, in the order of the items. An item that
+    CreateNotification would reject with INVALID_ARGUMENT is not stored: its result carries the
+    reason and the other items are still processed. MessageService's relay uses it to catch up
+    after an outage. If the call fails (e.g. UNAVAILABLE), some items may have been stored;
+    retrying the same items stores none twice.
+    Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is stored), UNAUTHENTICATED,
+    PERMISSION_DENIED, UNAVAILABLE.
     Auth: internal; only MessageService may call it.
     """
     CheckUserSubscribed: _aio.UnaryUnaryMultiCallable[_notification_pb2.CheckUserSubscribedRequest, _notification_pb2.SubscriptionStatus]  # type: ignore[assignment]
@@ -207,6 +270,36 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     is still registered), PERMISSION_DENIED, UNAVAILABLE.
     Auth: internal; only UserService may call it.
     """
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_notification_pb2.ListDeadLettersRequest, _notification_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Lists the dead letters of the outbox:frontend stream - events the relay to FrontendService
+    gave up on (a permanent failure, such as a malformed event or INVALID_ARGUMENT) - oldest
+    first, each with the reason, the number of attempts and the event's original fields.
+    Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    ReplayDeadLetters: _aio.UnaryUnaryMultiCallable[_notification_pb2.ReplayDeadLettersRequest, _notification_pb2.ReplayDeadLettersResponse]  # type: ignore[assignment]
+    """Replays dead letters: each one's original fields are appended to the outbox:frontend stream
+    again and the dead letter is removed, in one atomic step per entry, so the relay delivers
+    the event once more. Idempotent: an id that is no longer dead-lettered (already replayed
+    or dropped) is listed in not_found, and delivering an event again never duplicates what
+    it created (the receiver dedupes by the business id it carries).
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    DropDeadLetters: _aio.UnaryUnaryMultiCallable[_notification_pb2.DropDeadLettersRequest, _notification_pb2.DropDeadLettersResponse]  # type: ignore[assignment]
+    """Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+    longer dead-lettered is listed in not_found.
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
 
 class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Turns stored messages into notifications for their receivers, keeps them in Redis so that
@@ -231,6 +324,24 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         notification is unset.
         Errors: INVALID_ARGUMENT (message_id below 1, malformed email, timestamp unset),
         UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only MessageService may call it.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateNotifications(
+        self,
+        request: _notification_pb2.CreateNotificationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.CreateNotificationsResponse, _abc.Awaitable[_notification_pb2.CreateNotificationsResponse]]:
+        """Records several stored messages at once, in order: each item does exactly what one
+        CreateNotification call with it does (idempotent per message_id, pushed to FrontendService
+        when created), and gets its own result, in the order of the items. An item that
+        CreateNotification would reject with INVALID_ARGUMENT is not stored: its result carries the
+        reason and the other items are still processed. MessageService's relay uses it to catch up
+        after an outage. If the call fails (e.g. UNAVAILABLE), some items may have been stored;
+        retrying the same items stores none twice.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is stored), UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE.
         Auth: internal; only MessageService may call it.
         """
 
@@ -329,6 +440,54 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (malformed email or account_id), FAILED_PRECONDITION (account_id
         is still registered), PERMISSION_DENIED, UNAVAILABLE.
         Auth: internal; only UserService may call it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _notification_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.ListDeadLettersResponse, _abc.Awaitable[_notification_pb2.ListDeadLettersResponse]]:
+        """Lists the dead letters of the outbox:frontend stream - events the relay to FrontendService
+        gave up on (a permanent failure, such as a malformed event or INVALID_ARGUMENT) - oldest
+        first, each with the reason, the number of attempts and the event's original fields.
+        Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayDeadLetters(
+        self,
+        request: _notification_pb2.ReplayDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.ReplayDeadLettersResponse, _abc.Awaitable[_notification_pb2.ReplayDeadLettersResponse]]:
+        """Replays dead letters: each one's original fields are appended to the outbox:frontend stream
+        again and the dead letter is removed, in one atomic step per entry, so the relay delivers
+        the event once more. Idempotent: an id that is no longer dead-lettered (already replayed
+        or dropped) is listed in not_found, and delivering an event again never duplicates what
+        it created (the receiver dedupes by the business id it carries).
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+    @_abc_1.abstractmethod
+    def DropDeadLetters(
+        self,
+        request: _notification_pb2.DropDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.DropDeadLettersResponse, _abc.Awaitable[_notification_pb2.DropDeadLettersResponse]]:
+        """Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+        longer dead-lettered is listed in not_found.
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
         """
 
 def add_NotificationServiceServicer_to_server(servicer: NotificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

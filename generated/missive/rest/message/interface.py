@@ -64,6 +64,13 @@ class MessageApi(abc.ABC):
         receiver is not registered, and 503 if UserService or Redis is unreachable (nothing was
         stored; retry with the same `client_request_id`).
 
+        **Limits.** Each account may send at most `MESSAGE_SEND_LIMIT` new messages (60 by
+        default) per `MESSAGE_SEND_WINDOW_SECONDS` (60); a repeated `client_request_id` is not
+        counted. The messages a user sent and has not deleted may take at most
+        `MESSAGE_SENDER_QUOTA_BYTES` of storage (50 MiB by default); deleting sent messages
+        frees quota. Beyond either limit the answer is 429 with `Retry-After` and nothing is
+        stored.
+
         `POST /messages` → 201. Auth: bearer token (token_info holds its verified claims).
         """
 

@@ -21,11 +21,13 @@ class UserApi(abc.ABC):
     @abc.abstractmethod
     async def list_users(self, *, token_info: TokenInfo, page_size: int = 50, page_token: str | None = None) -> UserList:
         """
-        List registered users
+        List registered users (operators only)
 
-        Returns one page of the user directory in ascending email order, so that a signed-in
-        user can find people to write to. Any signed-in user may call it; passwords are never
-        included.
+        Returns one page of the user directory in ascending email order; passwords are never
+        included. Only operators may call it: an ordinary signed-in user gets 403, so that no
+        account can enumerate every address. The operator role is granted outside the API
+        (`python -m services.user.operators grant EMAIL`), is kept with the account and ends
+        with it. Services list users with the internal gRPC `ListUsers`.
 
         `GET /users` → 200. Auth: bearer token (token_info holds its verified claims).
         """
@@ -41,6 +43,10 @@ class UserApi(abc.ABC):
 
         Fails with 409 if the email is already registered, 400 if a field is missing, unknown or
         out of bounds. Registration does not sign in: call `POST /login` next.
+
+        Each client host may register at most `USER_REGISTER_CLIENT_ATTEMPTS` accounts (20 by
+        default) per `USER_REGISTER_CLIENT_WINDOW_SECONDS` (3600); beyond that the answer is 429
+        with `Retry-After` and nothing is stored. A duplicate (409) is not counted.
 
         `POST /users` → 201. Auth: public.
         """
@@ -116,8 +122,12 @@ class UserApi(abc.ABC):
         Missive service, until `expires_at`.
 
         Wrong credentials, including an unknown email, give 401 without saying which part was
-        wrong. Repeated failures are throttled per email and per client: while throttled the
-        answer is 429 with `Retry-After`.
+        wrong. Failed attempts (never successful ones) are throttled, each answer while
+        throttled being 429 with `Retry-After`: per email and client host (5 failures in 15
+        minutes by default), per client host (20 failures a minute), and per email from every
+        client together, as an exponential back-off after 10 failures that never exceeds 60
+        seconds and does not apply to client hosts that signed in to the account before. The
+        README's Security section lists the settings.
 
         `POST /login` → 200. Auth: public.
         """

@@ -8,6 +8,12 @@ Conventions shared by every Missive service:
   use. A value that is not a valid address (a domain with at least one dot), is longer than
   254 bytes, or contains ':', '/', '"', a control character or a glob character ('*', '?',
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
+  So is an address not in Unicode normalization form C (NFC: `é` as one character, not
+  `e` and a combining accent); addresses are never rewritten into another spelling.
+- A request that is not a valid message of its type (e.g. invalid UTF-8 in a string field)
+  fails with INVALID_ARGUMENT before anything else is checked. A call with more than one
+  `authorization` or service-credential metadata entry fails with UNAUTHENTICATED; public
+  methods ignore the credentials sent with them.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from AuthenticateUser (or REST POST /login). A missing, malformed or expired token fails with
   UNAUTHENTICATED, and so does a revoked one (its account was deleted, its password changed or
@@ -16,6 +22,9 @@ Conventions shared by every Missive service:
 - Internal methods require the calling service's own credential, which a user token cannot
   forge; a caller that is not on the method's allowlist fails with PERMISSION_DENIED.
 - If the store (Redis) is unreachable, calls fail with UNAVAILABLE and may be retried.
+- While a service shuts down, calls it can no longer serve fail with UNAVAILABLE ("the service
+  is shutting down; retry"), never CANCELLED; retried with backoff, they reach another
+  instance or the restarted one.
 - Timestamps are UTC.
 - Lists are paginated: page_size 0 means the default of 50, the maximum is 100 and larger or
   negative values are rejected with INVALID_ARGUMENT; page_token is the opaque

@@ -8,6 +8,12 @@ Conventions shared by every Missive service:
   use. A value that is not a valid address (a domain with at least one dot), is longer than
   254 bytes, or contains ':', '/', '"', a control character or a glob character ('*', '?',
   '[', ']', '{', '}', '\\') is rejected with INVALID_ARGUMENT.
+  So is an address not in Unicode normalization form C (NFC: `é` as one character, not
+  `e` and a combining accent); addresses are never rewritten into another spelling.
+- A request that is not a valid message of its type (e.g. invalid UTF-8 in a string field)
+  fails with INVALID_ARGUMENT before anything else is checked. A call with more than one
+  `authorization` or service-credential metadata entry fails with UNAUTHENTICATED; public
+  methods ignore the credentials sent with them.
 - User calls carry the metadata `authorization: Bearer <access_token>`, where the token comes
   from AuthenticateUser (or REST POST /login). A missing, malformed or expired token fails with
   UNAUTHENTICATED, and so does a revoked one (its account was deleted, its password changed or
@@ -16,6 +22,9 @@ Conventions shared by every Missive service:
 - Internal methods require the calling service's own credential, which a user token cannot
   forge; a caller that is not on the method's allowlist fails with PERMISSION_DENIED.
 - If the store (Redis) is unreachable, calls fail with UNAVAILABLE and may be retried.
+- While a service shuts down, calls it can no longer serve fail with UNAVAILABLE ("the service
+  is shutting down; retry"), never CANCELLED; retried with backoff, they reach another
+  instance or the restarted one.
 - Timestamps are UTC.
 - Lists are paginated: page_size 0 means the default of 50, the maximum is 100 and larger or
   negative values are rejected with INVALID_ARGUMENT; page_token is the opaque
@@ -61,8 +70,11 @@ class UserServiceStub:
 
     Wrong credentials, including an unknown email, are not an error: the reply has
     authenticated = false, an empty access_token and token_type and no expires_at, and does not
-    say which part was wrong. Repeated failures are throttled per email and per client: while
-    throttled, calls fail with RESOURCE_EXHAUSTED and should be retried later.
+    say which part was wrong. Failed attempts (never successful ones) are throttled per email
+    and client host, per client host, and per email from every client together (an
+    exponential back-off capped at 60 s by default, which spares client hosts that signed in to
+    the account before): while throttled, calls fail with RESOURCE_EXHAUSTED and a
+    `retry-after` trailer in seconds. The limits are the same as REST POST /login's.
     Errors: INVALID_ARGUMENT (malformed email, password outside 8-128 characters),
     RESOURCE_EXHAUSTED (too many failed attempts), UNAVAILABLE.
     Auth: public.
@@ -77,7 +89,8 @@ class UserServiceStub:
     Auth: internal; only MessageService, NotificationService, FrontendService may call it.
     """
     ListUsers: _grpc.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]
-    """Lists registered users one page at a time, in ascending email order.
+    """Lists registered users one page at a time, in ascending email order. Internal only: users
+    never enumerate the directory (REST GET /users is reserved to operators).
     Errors: INVALID_ARGUMENT (page_size outside 0-100, malformed page_token), PERMISSION_DENIED,
     UNAVAILABLE.
     Auth: internal; only MessageService, NotificationService, FrontendService may call it.
@@ -101,8 +114,11 @@ class UserServiceAsyncStub(UserServiceStub):
 
     Wrong credentials, including an unknown email, are not an error: the reply has
     authenticated = false, an empty access_token and token_type and no expires_at, and does not
-    say which part was wrong. Repeated failures are throttled per email and per client: while
-    throttled, calls fail with RESOURCE_EXHAUSTED and should be retried later.
+    say which part was wrong. Failed attempts (never successful ones) are throttled per email
+    and client host, per client host, and per email from every client together (an
+    exponential back-off capped at 60 s by default, which spares client hosts that signed in to
+    the account before): while throttled, calls fail with RESOURCE_EXHAUSTED and a
+    `retry-after` trailer in seconds. The limits are the same as REST POST /login's.
     Errors: INVALID_ARGUMENT (malformed email, password outside 8-128 characters),
     RESOURCE_EXHAUSTED (too many failed attempts), UNAVAILABLE.
     Auth: public.
@@ -117,7 +133,8 @@ class UserServiceAsyncStub(UserServiceStub):
     Auth: internal; only MessageService, NotificationService, FrontendService may call it.
     """
     ListUsers: _aio.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]  # type: ignore[assignment]
-    """Lists registered users one page at a time, in ascending email order.
+    """Lists registered users one page at a time, in ascending email order. Internal only: users
+    never enumerate the directory (REST GET /users is reserved to operators).
     Errors: INVALID_ARGUMENT (page_size outside 0-100, malformed page_token), PERMISSION_DENIED,
     UNAVAILABLE.
     Auth: internal; only MessageService, NotificationService, FrontendService may call it.
@@ -144,8 +161,11 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Wrong credentials, including an unknown email, are not an error: the reply has
         authenticated = false, an empty access_token and token_type and no expires_at, and does not
-        say which part was wrong. Repeated failures are throttled per email and per client: while
-        throttled, calls fail with RESOURCE_EXHAUSTED and should be retried later.
+        say which part was wrong. Failed attempts (never successful ones) are throttled per email
+        and client host, per client host, and per email from every client together (an
+        exponential back-off capped at 60 s by default, which spares client hosts that signed in to
+        the account before): while throttled, calls fail with RESOURCE_EXHAUSTED and a
+        `retry-after` trailer in seconds. The limits are the same as REST POST /login's.
         Errors: INVALID_ARGUMENT (malformed email, password outside 8-128 characters),
         RESOURCE_EXHAUSTED (too many failed attempts), UNAVAILABLE.
         Auth: public.
@@ -172,7 +192,8 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_pb2.ListUsersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_user_pb2.ListUsersResponse, _abc.Awaitable[_user_pb2.ListUsersResponse]]:
-        """Lists registered users one page at a time, in ascending email order.
+        """Lists registered users one page at a time, in ascending email order. Internal only: users
+        never enumerate the directory (REST GET /users is reserved to operators).
         Errors: INVALID_ARGUMENT (page_size outside 0-100, malformed page_token), PERMISSION_DENIED,
         UNAVAILABLE.
         Auth: internal; only MessageService, NotificationService, FrontendService may call it.

@@ -8,6 +8,9 @@ __all__ = (
     "FrontendServiceStub",
     "ReceiveNotificationRequest",
     "ReceiveNotificationResponse",
+    "ReceiveNotificationResult",
+    "ReceiveNotificationsRequest",
+    "ReceiveNotificationsResponse",
     "SubscribeNotificationsRequest",
 )
 
@@ -75,6 +78,66 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
+class ReceiveNotificationResult(betterproto2.Message):
+    """
+    Outcome of one item of ReceiveNotifications.
+    """
+
+    delivered_to: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    What ReceiveNotification returns as delivered_to for the item; 0 when it was rejected.
+    """
+
+    invalid_argument: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Why the item was rejected (what INVALID_ARGUMENT would say); empty when it was accepted.
+    """
+
+
+default_message_pool.register_message(
+    "missive.frontend.v1", "ReceiveNotificationResult", ReceiveNotificationResult
+)
+
+
+@dataclass(eq=False, repr=False)
+class ReceiveNotificationsRequest(betterproto2.Message):
+    """
+    Several notifications to show.
+    """
+
+    items: "list[ReceiveNotificationRequest]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    The notifications, in the order they are shown: 1 to 100 items.
+    """
+
+
+default_message_pool.register_message(
+    "missive.frontend.v1", "ReceiveNotificationsRequest", ReceiveNotificationsRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ReceiveNotificationsResponse(betterproto2.Message):
+    """
+    Outcome of ReceiveNotifications: one result per item.
+    """
+
+    results: "list[ReceiveNotificationResult]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Results in the order of the request's items.
+    """
+
+
+default_message_pool.register_message(
+    "missive.frontend.v1", "ReceiveNotificationsResponse", ReceiveNotificationsResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class SubscribeNotificationsRequest(betterproto2.Message):
     """
     Whose notifications to stream.
@@ -122,6 +185,26 @@ class FrontendServiceStub:
             ReceiveNotificationResponse.FromString,
         )(message)
 
+    def receive_notifications(
+        self, message: "ReceiveNotificationsRequest"
+    ) -> "ReceiveNotificationsResponse":
+        """
+        Shows several notifications, in order: each item does exactly what one ReceiveNotification
+        call with it does (idempotent per notification id within a stream), and gets its own
+        result, in the order of the items. An item that ReceiveNotification would reject with
+        INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
+        shown. NotificationService's relay uses it to catch up after an outage.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
+        PERMISSION_DENIED.
+        Auth: internal; only NotificationService may call it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.frontend.v1.FrontendService/ReceiveNotifications",
+            ReceiveNotificationsRequest.SerializeToString,
+            ReceiveNotificationsResponse.FromString,
+        )(message)
+
     def subscribe_notifications(
         self, message: "SubscribeNotificationsRequest"
     ) -> "Iterator[__notification__v1__.Notification]":
@@ -138,9 +221,16 @@ class FrontendServiceStub:
         with UNAUTHENTICATED; reconnect with a fresh token. A stream only ever carries
         notifications of the account it was opened for, never those of a later account of the same
         email. Clients should enable gRPC keepalive, as the stream can be idle for long periods.
+
+        Capacity: at most FRONTEND_MAX_STREAMS_PER_USER streams per account (10 by default); one
+        more ends the account's stream that has been idle longest with ABORTED (the client should
+        not reconnect it automatically). At most FRONTEND_MAX_STREAMS_PER_CLIENT per client host
+        (100) and FRONTEND_MAX_STREAMS per server (5,000, about 30 KiB of memory each).
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED (also ending an open stream whose
-        token expired or was revoked), PERMISSION_DENIED (email is not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
-        retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
+        token expired or was revoked), PERMISSION_DENIED (email is not the caller's),
+        RESOURCE_EXHAUSTED (too many open streams from this client host or on this server; retry
+        after the `retry-after` trailer, in seconds), ABORTED (ends a stream replaced by a newer
+        stream of the same account), UNAVAILABLE (NotificationService
         unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
         Auth: user token; the caller acts only on their own data.
         """
@@ -186,6 +276,34 @@ class FrontendServiceAsyncStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def receive_notifications(
+        self,
+        message: "ReceiveNotificationsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ReceiveNotificationsResponse":
+        """
+        Shows several notifications, in order: each item does exactly what one ReceiveNotification
+        call with it does (idempotent per notification id within a stream), and gets its own
+        result, in the order of the items. An item that ReceiveNotification would reject with
+        INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
+        shown. NotificationService's relay uses it to catch up after an outage.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
+        PERMISSION_DENIED.
+        Auth: internal; only NotificationService may call it.
+        """
+
+        return await self._unary_unary(
+            "/missive.frontend.v1.FrontendService/ReceiveNotifications",
+            message,
+            ReceiveNotificationsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
     async def subscribe_notifications(
         self,
         message: "SubscribeNotificationsRequest",
@@ -207,9 +325,16 @@ class FrontendServiceAsyncStub(betterproto2_grpclib.ServiceStub):
         with UNAUTHENTICATED; reconnect with a fresh token. A stream only ever carries
         notifications of the account it was opened for, never those of a later account of the same
         email. Clients should enable gRPC keepalive, as the stream can be idle for long periods.
+
+        Capacity: at most FRONTEND_MAX_STREAMS_PER_USER streams per account (10 by default); one
+        more ends the account's stream that has been idle longest with ABORTED (the client should
+        not reconnect it automatically). At most FRONTEND_MAX_STREAMS_PER_CLIENT per client host
+        (100) and FRONTEND_MAX_STREAMS per server (5,000, about 30 KiB of memory each).
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED (also ending an open stream whose
-        token expired or was revoked), PERMISSION_DENIED (email is not the caller's), RESOURCE_EXHAUSTED (too many open streams for this user or server;
-        retry after the `retry-after` trailer, in seconds), UNAVAILABLE (NotificationService
+        token expired or was revoked), PERMISSION_DENIED (email is not the caller's),
+        RESOURCE_EXHAUSTED (too many open streams from this client host or on this server; retry
+        after the `retry-after` trailer, in seconds), ABORTED (ends a stream replaced by a newer
+        stream of the same account), UNAVAILABLE (NotificationService
         unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
         Auth: user token; the caller acts only on their own data.
         """

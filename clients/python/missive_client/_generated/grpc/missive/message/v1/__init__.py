@@ -5,17 +5,24 @@
 
 __all__ = (
     "Conversation",
+    "DeadLetter",
     "DeleteMessageRequest",
+    "DropDeadLettersRequest",
+    "DropDeadLettersResponse",
     "EraseAccountRequest",
     "GetMessageRequest",
     "GetMessagesRequest",
     "GetMessagesResponse",
     "ListConversationsRequest",
     "ListConversationsResponse",
+    "ListDeadLettersRequest",
+    "ListDeadLettersResponse",
     "MarkConversationReadRequest",
     "Message",
     "MessageServiceAsyncStub",
     "MessageServiceStub",
+    "ReplayDeadLettersRequest",
+    "ReplayDeadLettersResponse",
     "SendMessageRequest",
     "SendMessageResponse",
 )
@@ -84,6 +91,62 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
+class DeadLetter(betterproto2.Message):
+    """
+    An event the outbox relay gave up delivering, kept in the dead-letter stream.
+    """
+
+    id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    Id of the dead-letter stream entry (<milliseconds>-<sequence>): what replay and drop take.
+    """
+
+    original_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Id the event had in the outbox stream.
+    """
+
+    reason: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Why the relay gave up, e.g. "permanent failure: ...".
+    """
+
+    attempts: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+    """
+    Delivery attempts made before giving up.
+    """
+
+    consumer: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    The relay consumer (hostname-pid) that dead-lettered it.
+    """
+
+    dead_lettered_at: "datetime.datetime | None" = betterproto2.field(
+        6,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
+    )
+    """
+    When it was dead-lettered (UTC), from its id.
+    """
+
+    fields: "dict[str, str]" = betterproto2.field(
+        7,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(
+            betterproto2.TYPE_STRING, betterproto2.TYPE_STRING
+        ),
+    )
+    """
+    The event as its producer wrote it: field name to value.
+    """
+
+
+default_message_pool.register_message("missive.message.v1", "DeadLetter", DeadLetter)
+
+
+@dataclass(eq=False, repr=False)
 class DeleteMessageRequest(betterproto2.Message):
     """
     Which message to delete.
@@ -102,6 +165,52 @@ class DeleteMessageRequest(betterproto2.Message):
 
 default_message_pool.register_message(
     "missive.message.v1", "DeleteMessageRequest", DeleteMessageRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class DropDeadLettersRequest(betterproto2.Message):
+    """
+    Dead letters to drop: some ids, or all of them (exactly one of the two).
+    """
+
+    ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Ids of dead letters (DeadLetter.id), at most 100.
+    """
+
+    all: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    True to drop every dead letter present when the call starts.
+    """
+
+
+default_message_pool.register_message(
+    "missive.message.v1", "DropDeadLettersRequest", DropDeadLettersRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class DropDeadLettersResponse(betterproto2.Message):
+    """
+    What a drop did.
+    """
+
+    dropped: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+    """
+    Number of dead letters removed.
+    """
+
+    not_found: "list[str]" = betterproto2.field(
+        2, betterproto2.TYPE_STRING, repeated=True
+    )
+    """
+    Requested ids that are not (or no longer) dead-lettered.
+    """
+
+
+default_message_pool.register_message(
+    "missive.message.v1", "DropDeadLettersResponse", DropDeadLettersResponse
 )
 
 
@@ -260,6 +369,57 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
+class ListDeadLettersRequest(betterproto2.Message):
+    """
+    Which page of dead letters to list.
+    """
+
+    page_size: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    Maximum number of dead letters to return: 0 means the default of 50, the maximum is 100.
+    """
+
+    page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Opaque token from a previous response's next_page_token; empty for the first page.
+    """
+
+
+default_message_pool.register_message(
+    "missive.message.v1", "ListDeadLettersRequest", ListDeadLettersRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ListDeadLettersResponse(betterproto2.Message):
+    """
+    One page of dead letters, oldest first.
+    """
+
+    dead_letters: "list[DeadLetter]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    The dead letters of this page.
+    """
+
+    next_page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Token for the next page; empty on the last page.
+    """
+
+    total: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
+    """
+    Number of dead letters in the stream when the page was read.
+    """
+
+
+default_message_pool.register_message(
+    "missive.message.v1", "ListDeadLettersResponse", ListDeadLettersResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class MarkConversationReadRequest(betterproto2.Message):
     """
     Which conversation to mark read.
@@ -325,6 +485,52 @@ class Message(betterproto2.Message):
 
 
 default_message_pool.register_message("missive.message.v1", "Message", Message)
+
+
+@dataclass(eq=False, repr=False)
+class ReplayDeadLettersRequest(betterproto2.Message):
+    """
+    Dead letters to replay: some ids, or all of them (exactly one of the two).
+    """
+
+    ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Ids of dead letters (DeadLetter.id), at most 100.
+    """
+
+    all: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    True to replay every dead letter present when the call starts.
+    """
+
+
+default_message_pool.register_message(
+    "missive.message.v1", "ReplayDeadLettersRequest", ReplayDeadLettersRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ReplayDeadLettersResponse(betterproto2.Message):
+    """
+    What a replay did.
+    """
+
+    replayed: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+    """
+    Number of dead letters put back on the outbox stream.
+    """
+
+    not_found: "list[str]" = betterproto2.field(
+        2, betterproto2.TYPE_STRING, repeated=True
+    )
+    """
+    Requested ids that are not (or no longer) dead-lettered.
+    """
+
+
+default_message_pool.register_message(
+    "missive.message.v1", "ReplayDeadLettersResponse", ReplayDeadLettersResponse
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -404,8 +610,12 @@ class MessageServiceStub:
         malformed client_request_id), UNAUTHENTICATED, PERMISSION_DENIED
         (sender_email is not the caller), NOT_FOUND (sender or receiver is not registered; the
         message names which), ALREADY_EXISTS (client_request_id already used by this sender for a
-        different receiver or content), UNAVAILABLE (UserService or the store unreachable; nothing
-        was stored, retry with the same client_request_id).
+        different receiver or content), RESOURCE_EXHAUSTED (the sender sent more than
+        MESSAGE_SEND_LIMIT messages, 60 by default, in MESSAGE_SEND_WINDOW_SECONDS, 60; or the
+        messages it sent and has not deleted would exceed MESSAGE_SENDER_QUOTA_BYTES, 50 MiB;
+        nothing was stored; retry after the `retry-after` trailer, in seconds), UNAVAILABLE
+        (UserService or the store unreachable; nothing was stored, retry with the same
+        client_request_id).
         Auth: user token; the caller acts only on their own data.
         """
 
@@ -523,6 +733,66 @@ class MessageServiceStub:
             ___google__protobuf__.Empty.FromString,
         )(message)
 
+    def list_dead_letters(
+        self, message: "ListDeadLettersRequest"
+    ) -> "ListDeadLettersResponse":
+        """
+        Lists the dead letters of the outbox:notifications stream - events the relay to NotificationService
+        gave up on (a permanent failure, such as a malformed event or INVALID_ARGUMENT) - oldest
+        first, each with the reason, the number of attempts and the event's original fields.
+        Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.message.v1.MessageService/ListDeadLetters",
+            ListDeadLettersRequest.SerializeToString,
+            ListDeadLettersResponse.FromString,
+        )(message)
+
+    def replay_dead_letters(
+        self, message: "ReplayDeadLettersRequest"
+    ) -> "ReplayDeadLettersResponse":
+        """
+        Replays dead letters: each one's original fields are appended to the outbox:notifications stream
+        again and the dead letter is removed, in one atomic step per entry, so the relay delivers
+        the event once more. Idempotent: an id that is no longer dead-lettered (already replayed
+        or dropped) is listed in not_found, and delivering an event again never duplicates what
+        it created (the receiver dedupes by the business id it carries).
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.message.v1.MessageService/ReplayDeadLetters",
+            ReplayDeadLettersRequest.SerializeToString,
+            ReplayDeadLettersResponse.FromString,
+        )(message)
+
+    def drop_dead_letters(
+        self, message: "DropDeadLettersRequest"
+    ) -> "DropDeadLettersResponse":
+        """
+        Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+        longer dead-lettered is listed in not_found.
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.message.v1.MessageService/DropDeadLetters",
+            DropDeadLettersRequest.SerializeToString,
+            DropDeadLettersResponse.FromString,
+        )(message)
+
 
 class MessageServiceAsyncStub(betterproto2_grpclib.ServiceStub):
     """
@@ -551,8 +821,12 @@ class MessageServiceAsyncStub(betterproto2_grpclib.ServiceStub):
         malformed client_request_id), UNAUTHENTICATED, PERMISSION_DENIED
         (sender_email is not the caller), NOT_FOUND (sender or receiver is not registered; the
         message names which), ALREADY_EXISTS (client_request_id already used by this sender for a
-        different receiver or content), UNAVAILABLE (UserService or the store unreachable; nothing
-        was stored, retry with the same client_request_id).
+        different receiver or content), RESOURCE_EXHAUSTED (the sender sent more than
+        MESSAGE_SEND_LIMIT messages, 60 by default, in MESSAGE_SEND_WINDOW_SECONDS, 60; or the
+        messages it sent and has not deleted would exceed MESSAGE_SENDER_QUOTA_BYTES, 50 MiB;
+        nothing was stored; retry after the `retry-after` trailer, in seconds), UNAVAILABLE
+        (UserService or the store unreachable; nothing was stored, retry with the same
+        client_request_id).
         Auth: user token; the caller acts only on their own data.
         """
 
@@ -720,6 +994,90 @@ class MessageServiceAsyncStub(betterproto2_grpclib.ServiceStub):
             "/missive.message.v1.MessageService/EraseAccount",
             message,
             ___google__protobuf__.Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def list_dead_letters(
+        self,
+        message: "ListDeadLettersRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListDeadLettersResponse":
+        """
+        Lists the dead letters of the outbox:notifications stream - events the relay to NotificationService
+        gave up on (a permanent failure, such as a malformed event or INVALID_ARGUMENT) - oldest
+        first, each with the reason, the number of attempts and the event's original fields.
+        Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return await self._unary_unary(
+            "/missive.message.v1.MessageService/ListDeadLetters",
+            message,
+            ListDeadLettersResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def replay_dead_letters(
+        self,
+        message: "ReplayDeadLettersRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ReplayDeadLettersResponse":
+        """
+        Replays dead letters: each one's original fields are appended to the outbox:notifications stream
+        again and the dead letter is removed, in one atomic step per entry, so the relay delivers
+        the event once more. Idempotent: an id that is no longer dead-lettered (already replayed
+        or dropped) is listed in not_found, and delivering an event again never duplicates what
+        it created (the receiver dedupes by the business id it carries).
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return await self._unary_unary(
+            "/missive.message.v1.MessageService/ReplayDeadLetters",
+            message,
+            ReplayDeadLettersResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def drop_dead_letters(
+        self,
+        message: "DropDeadLettersRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "DropDeadLettersResponse":
+        """
+        Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+        longer dead-lettered is listed in not_found.
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return await self._unary_unary(
+            "/missive.message.v1.MessageService/DropDeadLetters",
+            message,
+            DropDeadLettersResponse,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,

@@ -7,8 +7,16 @@ __all__ = (
     "CheckUserSubscribedRequest",
     "CreateNotificationRequest",
     "CreateNotificationResponse",
+    "CreateNotificationResult",
+    "CreateNotificationsRequest",
+    "CreateNotificationsResponse",
+    "DeadLetter",
+    "DropDeadLettersRequest",
+    "DropDeadLettersResponse",
     "EraseAccountRequest",
     "EraseAccountResponse",
+    "ListDeadLettersRequest",
+    "ListDeadLettersResponse",
     "ListNotificationsRequest",
     "ListNotificationsResponse",
     "MarkAllNotificationsReadRequest",
@@ -17,6 +25,8 @@ __all__ = (
     "Notification",
     "NotificationServiceAsyncStub",
     "NotificationServiceStub",
+    "ReplayDeadLettersRequest",
+    "ReplayDeadLettersResponse",
     "SubscribeUserRequest",
     "SubscriptionStatus",
     "UnsubscribeUserRequest",
@@ -140,6 +150,174 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
+class CreateNotificationResult(betterproto2.Message):
+    """
+    Outcome of one item of CreateNotifications.
+    """
+
+    response: "CreateNotificationResponse | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    What CreateNotification returns for the item; unset when the item was rejected.
+    """
+
+    invalid_argument: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Why the item was rejected (what INVALID_ARGUMENT would say); empty when it was accepted.
+    """
+
+
+default_message_pool.register_message(
+    "missive.notification.v1", "CreateNotificationResult", CreateNotificationResult
+)
+
+
+@dataclass(eq=False, repr=False)
+class CreateNotificationsRequest(betterproto2.Message):
+    """
+    Several stored messages to notify their receivers about.
+    """
+
+    items: "list[CreateNotificationRequest]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    The messages, in the order they are recorded: 1 to 100 items.
+    """
+
+
+default_message_pool.register_message(
+    "missive.notification.v1", "CreateNotificationsRequest", CreateNotificationsRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class CreateNotificationsResponse(betterproto2.Message):
+    """
+    Outcome of CreateNotifications: one result per item.
+    """
+
+    results: "list[CreateNotificationResult]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Results in the order of the request's items.
+    """
+
+
+default_message_pool.register_message(
+    "missive.notification.v1",
+    "CreateNotificationsResponse",
+    CreateNotificationsResponse,
+)
+
+
+@dataclass(eq=False, repr=False)
+class DeadLetter(betterproto2.Message):
+    """
+    An event the outbox relay gave up delivering, kept in the dead-letter stream.
+    """
+
+    id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    Id of the dead-letter stream entry (<milliseconds>-<sequence>): what replay and drop take.
+    """
+
+    original_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Id the event had in the outbox stream.
+    """
+
+    reason: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Why the relay gave up, e.g. "permanent failure: ...".
+    """
+
+    attempts: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+    """
+    Delivery attempts made before giving up.
+    """
+
+    consumer: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    The relay consumer (hostname-pid) that dead-lettered it.
+    """
+
+    dead_lettered_at: "datetime.datetime | None" = betterproto2.field(
+        6,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
+    )
+    """
+    When it was dead-lettered (UTC), from its id.
+    """
+
+    fields: "dict[str, str]" = betterproto2.field(
+        7,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(
+            betterproto2.TYPE_STRING, betterproto2.TYPE_STRING
+        ),
+    )
+    """
+    The event as its producer wrote it: field name to value.
+    """
+
+
+default_message_pool.register_message(
+    "missive.notification.v1", "DeadLetter", DeadLetter
+)
+
+
+@dataclass(eq=False, repr=False)
+class DropDeadLettersRequest(betterproto2.Message):
+    """
+    Dead letters to drop: some ids, or all of them (exactly one of the two).
+    """
+
+    ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Ids of dead letters (DeadLetter.id), at most 100.
+    """
+
+    all: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    True to drop every dead letter present when the call starts.
+    """
+
+
+default_message_pool.register_message(
+    "missive.notification.v1", "DropDeadLettersRequest", DropDeadLettersRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class DropDeadLettersResponse(betterproto2.Message):
+    """
+    What a drop did.
+    """
+
+    dropped: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+    """
+    Number of dead letters removed.
+    """
+
+    not_found: "list[str]" = betterproto2.field(
+        2, betterproto2.TYPE_STRING, repeated=True
+    )
+    """
+    Requested ids that are not (or no longer) dead-lettered.
+    """
+
+
+default_message_pool.register_message(
+    "missive.notification.v1", "DropDeadLettersResponse", DropDeadLettersResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class EraseAccountRequest(betterproto2.Message):
     """
     Which deleted account's data to erase.
@@ -176,6 +354,57 @@ class EraseAccountResponse(betterproto2.Message):
 
 default_message_pool.register_message(
     "missive.notification.v1", "EraseAccountResponse", EraseAccountResponse
+)
+
+
+@dataclass(eq=False, repr=False)
+class ListDeadLettersRequest(betterproto2.Message):
+    """
+    Which page of dead letters to list.
+    """
+
+    page_size: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    Maximum number of dead letters to return: 0 means the default of 50, the maximum is 100.
+    """
+
+    page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Opaque token from a previous response's next_page_token; empty for the first page.
+    """
+
+
+default_message_pool.register_message(
+    "missive.notification.v1", "ListDeadLettersRequest", ListDeadLettersRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ListDeadLettersResponse(betterproto2.Message):
+    """
+    One page of dead letters, oldest first.
+    """
+
+    dead_letters: "list[DeadLetter]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    The dead letters of this page.
+    """
+
+    next_page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Token for the next page; empty on the last page.
+    """
+
+    total: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
+    """
+    Number of dead letters in the stream when the page was read.
+    """
+
+
+default_message_pool.register_message(
+    "missive.notification.v1", "ListDeadLettersResponse", ListDeadLettersResponse
 )
 
 
@@ -360,6 +589,52 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
+class ReplayDeadLettersRequest(betterproto2.Message):
+    """
+    Dead letters to replay: some ids, or all of them (exactly one of the two).
+    """
+
+    ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Ids of dead letters (DeadLetter.id), at most 100.
+    """
+
+    all: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    True to replay every dead letter present when the call starts.
+    """
+
+
+default_message_pool.register_message(
+    "missive.notification.v1", "ReplayDeadLettersRequest", ReplayDeadLettersRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ReplayDeadLettersResponse(betterproto2.Message):
+    """
+    What a replay did.
+    """
+
+    replayed: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+    """
+    Number of dead letters put back on the outbox stream.
+    """
+
+    not_found: "list[str]" = betterproto2.field(
+        2, betterproto2.TYPE_STRING, repeated=True
+    )
+    """
+    Requested ids that are not (or no longer) dead-lettered.
+    """
+
+
+default_message_pool.register_message(
+    "missive.notification.v1", "ReplayDeadLettersResponse", ReplayDeadLettersResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class SubscribeUserRequest(betterproto2.Message):
     """
     Who subscribes.
@@ -447,6 +722,28 @@ class NotificationServiceStub:
             "/missive.notification.v1.NotificationService/CreateNotification",
             CreateNotificationRequest.SerializeToString,
             CreateNotificationResponse.FromString,
+        )(message)
+
+    def create_notifications(
+        self, message: "CreateNotificationsRequest"
+    ) -> "CreateNotificationsResponse":
+        """
+        Records several stored messages at once, in order: each item does exactly what one
+        CreateNotification call with it does (idempotent per message_id, pushed to FrontendService
+        when created), and gets its own result, in the order of the items. An item that
+        CreateNotification would reject with INVALID_ARGUMENT is not stored: its result carries the
+        reason and the other items are still processed. MessageService's relay uses it to catch up
+        after an outage. If the call fails (e.g. UNAVAILABLE), some items may have been stored;
+        retrying the same items stores none twice.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is stored), UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only MessageService may call it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.notification.v1.NotificationService/CreateNotifications",
+            CreateNotificationsRequest.SerializeToString,
+            CreateNotificationsResponse.FromString,
         )(message)
 
     def check_user_subscribed(
@@ -570,6 +867,66 @@ class NotificationServiceStub:
             EraseAccountResponse.FromString,
         )(message)
 
+    def list_dead_letters(
+        self, message: "ListDeadLettersRequest"
+    ) -> "ListDeadLettersResponse":
+        """
+        Lists the dead letters of the outbox:frontend stream - events the relay to FrontendService
+        gave up on (a permanent failure, such as a malformed event or INVALID_ARGUMENT) - oldest
+        first, each with the reason, the number of attempts and the event's original fields.
+        Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.notification.v1.NotificationService/ListDeadLetters",
+            ListDeadLettersRequest.SerializeToString,
+            ListDeadLettersResponse.FromString,
+        )(message)
+
+    def replay_dead_letters(
+        self, message: "ReplayDeadLettersRequest"
+    ) -> "ReplayDeadLettersResponse":
+        """
+        Replays dead letters: each one's original fields are appended to the outbox:frontend stream
+        again and the dead letter is removed, in one atomic step per entry, so the relay delivers
+        the event once more. Idempotent: an id that is no longer dead-lettered (already replayed
+        or dropped) is listed in not_found, and delivering an event again never duplicates what
+        it created (the receiver dedupes by the business id it carries).
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.notification.v1.NotificationService/ReplayDeadLetters",
+            ReplayDeadLettersRequest.SerializeToString,
+            ReplayDeadLettersResponse.FromString,
+        )(message)
+
+    def drop_dead_letters(
+        self, message: "DropDeadLettersRequest"
+    ) -> "DropDeadLettersResponse":
+        """
+        Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+        longer dead-lettered is listed in not_found.
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.notification.v1.NotificationService/DropDeadLetters",
+            DropDeadLettersRequest.SerializeToString,
+            DropDeadLettersResponse.FromString,
+        )(message)
+
 
 class NotificationServiceAsyncStub(betterproto2_grpclib.ServiceStub):
     """
@@ -605,6 +962,36 @@ class NotificationServiceAsyncStub(betterproto2_grpclib.ServiceStub):
             "/missive.notification.v1.NotificationService/CreateNotification",
             message,
             CreateNotificationResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def create_notifications(
+        self,
+        message: "CreateNotificationsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "CreateNotificationsResponse":
+        """
+        Records several stored messages at once, in order: each item does exactly what one
+        CreateNotification call with it does (idempotent per message_id, pushed to FrontendService
+        when created), and gets its own result, in the order of the items. An item that
+        CreateNotification would reject with INVALID_ARGUMENT is not stored: its result carries the
+        reason and the other items are still processed. MessageService's relay uses it to catch up
+        after an outage. If the call fails (e.g. UNAVAILABLE), some items may have been stored;
+        retrying the same items stores none twice.
+        Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is stored), UNAUTHENTICATED,
+        PERMISSION_DENIED, UNAVAILABLE.
+        Auth: internal; only MessageService may call it.
+        """
+
+        return await self._unary_unary(
+            "/missive.notification.v1.NotificationService/CreateNotifications",
+            message,
+            CreateNotificationsResponse,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
@@ -786,6 +1173,90 @@ class NotificationServiceAsyncStub(betterproto2_grpclib.ServiceStub):
             "/missive.notification.v1.NotificationService/EraseAccount",
             message,
             EraseAccountResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def list_dead_letters(
+        self,
+        message: "ListDeadLettersRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListDeadLettersResponse":
+        """
+        Lists the dead letters of the outbox:frontend stream - events the relay to FrontendService
+        gave up on (a permanent failure, such as a malformed event or INVALID_ARGUMENT) - oldest
+        first, each with the reason, the number of attempts and the event's original fields.
+        Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return await self._unary_unary(
+            "/missive.notification.v1.NotificationService/ListDeadLetters",
+            message,
+            ListDeadLettersResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def replay_dead_letters(
+        self,
+        message: "ReplayDeadLettersRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ReplayDeadLettersResponse":
+        """
+        Replays dead letters: each one's original fields are appended to the outbox:frontend stream
+        again and the dead letter is removed, in one atomic step per entry, so the relay delivers
+        the event once more. Idempotent: an id that is no longer dead-lettered (already replayed
+        or dropped) is listed in not_found, and delivering an event again never duplicates what
+        it created (the receiver dedupes by the business id it carries).
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return await self._unary_unary(
+            "/missive.notification.v1.NotificationService/ReplayDeadLetters",
+            message,
+            ReplayDeadLettersResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def drop_dead_letters(
+        self,
+        message: "DropDeadLettersRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "DropDeadLettersResponse":
+        """
+        Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+        longer dead-lettered is listed in not_found.
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return await self._unary_unary(
+            "/missive.notification.v1.NotificationService/DropDeadLetters",
+            message,
+            DropDeadLettersResponse,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,

@@ -265,8 +265,11 @@ class UserServiceStub:
 
         Wrong credentials, including an unknown email, are not an error: the reply has
         authenticated = false, an empty access_token and token_type and no expires_at, and does not
-        say which part was wrong. Repeated failures are throttled per email and per client: while
-        throttled, calls fail with RESOURCE_EXHAUSTED and should be retried later.
+        say which part was wrong. Failed attempts (never successful ones) are throttled per email
+        and client host, per client host, and per email from every client together (an
+        exponential back-off capped at 60 s by default, which spares client hosts that signed in to
+        the account before): while throttled, calls fail with RESOURCE_EXHAUSTED and a
+        `retry-after` trailer in seconds. The limits are the same as REST POST /login's.
         Errors: INVALID_ARGUMENT (malformed email, password outside 8-128 characters),
         RESOURCE_EXHAUSTED (too many failed attempts), UNAVAILABLE.
         Auth: public.
@@ -299,7 +302,8 @@ class UserServiceStub:
 
     def list_users(self, message: "ListUsersRequest") -> "ListUsersResponse":
         """
-        Lists registered users one page at a time, in ascending email order.
+        Lists registered users one page at a time, in ascending email order. Internal only: users
+        never enumerate the directory (REST GET /users is reserved to operators).
         Errors: INVALID_ARGUMENT (page_size outside 0-100, malformed page_token), PERMISSION_DENIED,
         UNAVAILABLE.
         Auth: internal; only MessageService, NotificationService, FrontendService may call it.
@@ -345,8 +349,11 @@ class UserServiceAsyncStub(betterproto2_grpclib.ServiceStub):
 
         Wrong credentials, including an unknown email, are not an error: the reply has
         authenticated = false, an empty access_token and token_type and no expires_at, and does not
-        say which part was wrong. Repeated failures are throttled per email and per client: while
-        throttled, calls fail with RESOURCE_EXHAUSTED and should be retried later.
+        say which part was wrong. Failed attempts (never successful ones) are throttled per email
+        and client host, per client host, and per email from every client together (an
+        exponential back-off capped at 60 s by default, which spares client hosts that signed in to
+        the account before): while throttled, calls fail with RESOURCE_EXHAUSTED and a
+        `retry-after` trailer in seconds. The limits are the same as REST POST /login's.
         Errors: INVALID_ARGUMENT (malformed email, password outside 8-128 characters),
         RESOURCE_EXHAUSTED (too many failed attempts), UNAVAILABLE.
         Auth: public.
@@ -397,7 +404,8 @@ class UserServiceAsyncStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "ListUsersResponse":
         """
-        Lists registered users one page at a time, in ascending email order.
+        Lists registered users one page at a time, in ascending email order. Internal only: users
+        never enumerate the directory (REST GET /users is reserved to operators).
         Errors: INVALID_ARGUMENT (page_size outside 0-100, malformed page_token), PERMISSION_DENIED,
         UNAVAILABLE.
         Auth: internal; only MessageService, NotificationService, FrontendService may call it.

@@ -69,6 +69,11 @@ def _parse_response(
 
         return response_413
 
+    if response.status_code == 429:
+        response_429 = Problem.from_dict(response.json())
+
+        return response_429
+
     if response.status_code == 503:
         response_503 = Problem.from_dict(response.json())
 
@@ -112,6 +117,12 @@ def sync_detailed(
     Fails with 400 if the content is empty or over 4096 characters, 404 if the sender or
     receiver is not registered, and 503 if UserService or Redis is unreachable (nothing was
     stored; retry with the same `client_request_id`).
+
+    **Limits.** Each account may send at most `MESSAGE_SEND_LIMIT` new messages (60 by
+    default) per `MESSAGE_SEND_WINDOW_SECONDS` (60); a repeated `client_request_id` is not
+    counted. The messages a user sent and has not deleted may take at most
+    `MESSAGE_SENDER_QUOTA_BYTES` of storage (50 MiB by default); deleting sent messages frees
+    quota. Beyond either limit the answer is 429 with `Retry-After` and nothing is stored.
 
     Args:
         body (SendMessageRequest): A message to send.
@@ -157,6 +168,12 @@ def sync(
     receiver is not registered, and 503 if UserService or Redis is unreachable (nothing was
     stored; retry with the same `client_request_id`).
 
+    **Limits.** Each account may send at most `MESSAGE_SEND_LIMIT` new messages (60 by
+    default) per `MESSAGE_SEND_WINDOW_SECONDS` (60); a repeated `client_request_id` is not
+    counted. The messages a user sent and has not deleted may take at most
+    `MESSAGE_SENDER_QUOTA_BYTES` of storage (50 MiB by default); deleting sent messages frees
+    quota. Beyond either limit the answer is 429 with `Retry-After` and nothing is stored.
+
     Args:
         body (SendMessageRequest): A message to send.
 
@@ -195,6 +212,12 @@ async def asyncio_detailed(
     Fails with 400 if the content is empty or over 4096 characters, 404 if the sender or
     receiver is not registered, and 503 if UserService or Redis is unreachable (nothing was
     stored; retry with the same `client_request_id`).
+
+    **Limits.** Each account may send at most `MESSAGE_SEND_LIMIT` new messages (60 by
+    default) per `MESSAGE_SEND_WINDOW_SECONDS` (60); a repeated `client_request_id` is not
+    counted. The messages a user sent and has not deleted may take at most
+    `MESSAGE_SENDER_QUOTA_BYTES` of storage (50 MiB by default); deleting sent messages frees
+    quota. Beyond either limit the answer is 429 with `Retry-After` and nothing is stored.
 
     Args:
         body (SendMessageRequest): A message to send.
@@ -237,6 +260,12 @@ async def asyncio(
     Fails with 400 if the content is empty or over 4096 characters, 404 if the sender or
     receiver is not registered, and 503 if UserService or Redis is unreachable (nothing was
     stored; retry with the same `client_request_id`).
+
+    **Limits.** Each account may send at most `MESSAGE_SEND_LIMIT` new messages (60 by
+    default) per `MESSAGE_SEND_WINDOW_SECONDS` (60); a repeated `client_request_id` is not
+    counted. The messages a user sent and has not deleted may take at most
+    `MESSAGE_SENDER_QUOTA_BYTES` of storage (50 MiB by default); deleting sent messages frees
+    quota. Beyond either limit the answer is 429 with `Retry-After` and nothing is stored.
 
     Args:
         body (SendMessageRequest): A message to send.

@@ -93,8 +93,12 @@ def sync_detailed(
     Missive service, until `expires_at`.
 
     Wrong credentials, including an unknown email, give 401 without saying which part was
-    wrong. Repeated failures are throttled per email and per client: while throttled the
-    answer is 429 with `Retry-After`.
+    wrong. Failed attempts (never successful ones) are throttled, each answer while
+    throttled being 429 with `Retry-After`: per email and client host (5 failures in 15
+    minutes by default), per client host (20 failures a minute), and per email from every
+    client together, as an exponential back-off after 10 failures that never exceeds 60
+    seconds and does not apply to client hosts that signed in to the account before. The
+    README's Security section lists the settings.
 
     Args:
         body (LoginRequest): Credentials to sign in with.
@@ -130,8 +134,12 @@ def sync(
     Missive service, until `expires_at`.
 
     Wrong credentials, including an unknown email, give 401 without saying which part was
-    wrong. Repeated failures are throttled per email and per client: while throttled the
-    answer is 429 with `Retry-After`.
+    wrong. Failed attempts (never successful ones) are throttled, each answer while
+    throttled being 429 with `Retry-After`: per email and client host (5 failures in 15
+    minutes by default), per client host (20 failures a minute), and per email from every
+    client together, as an exponential back-off after 10 failures that never exceeds 60
+    seconds and does not apply to client hosts that signed in to the account before. The
+    README's Security section lists the settings.
 
     Args:
         body (LoginRequest): Credentials to sign in with.
@@ -162,8 +170,12 @@ async def asyncio_detailed(
     Missive service, until `expires_at`.
 
     Wrong credentials, including an unknown email, give 401 without saying which part was
-    wrong. Repeated failures are throttled per email and per client: while throttled the
-    answer is 429 with `Retry-After`.
+    wrong. Failed attempts (never successful ones) are throttled, each answer while
+    throttled being 429 with `Retry-After`: per email and client host (5 failures in 15
+    minutes by default), per client host (20 failures a minute), and per email from every
+    client together, as an exponential back-off after 10 failures that never exceeds 60
+    seconds and does not apply to client hosts that signed in to the account before. The
+    README's Security section lists the settings.
 
     Args:
         body (LoginRequest): Credentials to sign in with.
@@ -197,8 +209,12 @@ async def asyncio(
     Missive service, until `expires_at`.
 
     Wrong credentials, including an unknown email, give 401 without saying which part was
-    wrong. Repeated failures are throttled per email and per client: while throttled the
-    answer is 429 with `Retry-After`.
+    wrong. Failed attempts (never successful ones) are throttled, each answer while
+    throttled being 429 with `Retry-After`: per email and client host (5 failures in 15
+    minutes by default), per client host (20 failures a minute), and per email from every
+    client together, as an exponential back-off after 10 failures that never exceeds 60
+    seconds and does not apply to client hosts that signed in to the account before. The
+    README's Security section lists the settings.
 
     Args:
         body (LoginRequest): Credentials to sign in with.

@@ -54,6 +54,11 @@ def _parse_response(
 
         return response_413
 
+    if response.status_code == 429:
+        response_429 = Problem.from_dict(response.json())
+
+        return response_429
+
     if response.status_code == 503:
         response_503 = Problem.from_dict(response.json())
 
@@ -89,6 +94,10 @@ def sync_detailed(
 
     Fails with 409 if the email is already registered, 400 if a field is missing, unknown
     or out of bounds. Registration does not sign in: call `POST /login` next.
+
+    Each client host may register at most `USER_REGISTER_CLIENT_ATTEMPTS` accounts (20 by
+    default) per `USER_REGISTER_CLIENT_WINDOW_SECONDS` (3600); beyond that the answer is 429
+    with `Retry-After` and nothing is stored. A duplicate (409) is not counted.
 
     Args:
         body (UserCreate): A new account to register.
@@ -126,6 +135,10 @@ def sync(
     Fails with 409 if the email is already registered, 400 if a field is missing, unknown
     or out of bounds. Registration does not sign in: call `POST /login` next.
 
+    Each client host may register at most `USER_REGISTER_CLIENT_ATTEMPTS` accounts (20 by
+    default) per `USER_REGISTER_CLIENT_WINDOW_SECONDS` (3600); beyond that the answer is 429
+    with `Retry-After` and nothing is stored. A duplicate (409) is not counted.
+
     Args:
         body (UserCreate): A new account to register.
 
@@ -156,6 +169,10 @@ async def asyncio_detailed(
 
     Fails with 409 if the email is already registered, 400 if a field is missing, unknown
     or out of bounds. Registration does not sign in: call `POST /login` next.
+
+    Each client host may register at most `USER_REGISTER_CLIENT_ATTEMPTS` accounts (20 by
+    default) per `USER_REGISTER_CLIENT_WINDOW_SECONDS` (3600); beyond that the answer is 429
+    with `Retry-After` and nothing is stored. A duplicate (409) is not counted.
 
     Args:
         body (UserCreate): A new account to register.
@@ -190,6 +207,10 @@ async def asyncio(
 
     Fails with 409 if the email is already registered, 400 if a field is missing, unknown
     or out of bounds. Registration does not sign in: call `POST /login` next.
+
+    Each client host may register at most `USER_REGISTER_CLIENT_ATTEMPTS` accounts (20 by
+    default) per `USER_REGISTER_CLIENT_WINDOW_SECONDS` (3600); beyond that the answer is 429
+    with `Retry-After` and nothing is stored. A duplicate (409) is not counted.
 
     Args:
         body (UserCreate): A new account to register.

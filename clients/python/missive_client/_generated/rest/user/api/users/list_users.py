@@ -85,11 +85,13 @@ def sync_detailed(
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
 ) -> Response[Problem | UserList]:
-    """List registered users
+    """List registered users (operators only)
 
-     Returns one page of the user directory in ascending email order, so that a signed-in
-    user can find people to write to. Any signed-in user may call it; passwords are never
-    included.
+     Returns one page of the user directory in ascending email order; passwords are never
+    included. Only operators may call it: an ordinary signed-in user gets 403, so that no
+    account can enumerate every address. The operator role is granted outside the API
+    (`python -m services.user.operators grant EMAIL`), is kept with the account and ends
+    with it. Services list users with the internal gRPC `ListUsers`.
 
     Args:
         page_size (int | Unset):  Default: 50.
@@ -121,11 +123,13 @@ def sync(
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
 ) -> Problem | UserList | None:
-    """List registered users
+    """List registered users (operators only)
 
-     Returns one page of the user directory in ascending email order, so that a signed-in
-    user can find people to write to. Any signed-in user may call it; passwords are never
-    included.
+     Returns one page of the user directory in ascending email order; passwords are never
+    included. Only operators may call it: an ordinary signed-in user gets 403, so that no
+    account can enumerate every address. The operator role is granted outside the API
+    (`python -m services.user.operators grant EMAIL`), is kept with the account and ends
+    with it. Services list users with the internal gRPC `ListUsers`.
 
     Args:
         page_size (int | Unset):  Default: 50.
@@ -152,11 +156,13 @@ async def asyncio_detailed(
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
 ) -> Response[Problem | UserList]:
-    """List registered users
+    """List registered users (operators only)
 
-     Returns one page of the user directory in ascending email order, so that a signed-in
-    user can find people to write to. Any signed-in user may call it; passwords are never
-    included.
+     Returns one page of the user directory in ascending email order; passwords are never
+    included. Only operators may call it: an ordinary signed-in user gets 403, so that no
+    account can enumerate every address. The operator role is granted outside the API
+    (`python -m services.user.operators grant EMAIL`), is kept with the account and ends
+    with it. Services list users with the internal gRPC `ListUsers`.
 
     Args:
         page_size (int | Unset):  Default: 50.
@@ -186,11 +192,13 @@ async def asyncio(
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
 ) -> Problem | UserList | None:
-    """List registered users
+    """List registered users (operators only)
 
-     Returns one page of the user directory in ascending email order, so that a signed-in
-    user can find people to write to. Any signed-in user may call it; passwords are never
-    included.
+     Returns one page of the user directory in ascending email order; passwords are never
+    included. Only operators may call it: an ordinary signed-in user gets 403, so that no
+    account can enumerate every address. The operator role is granted outside the API
+    (`python -m services.user.operators grant EMAIL`), is kept with the account and ends
+    with it. Services list users with the internal gRPC `ListUsers`.
 
     Args:
         page_size (int | Unset):  Default: 50.
