@@ -11,6 +11,7 @@ import pytest
 from missive.frontend.v1 import frontend_pb2
 from missive.notification.v1 import notification_pb2
 
+from tests.helpers.accounts import account_id_of
 from tests.unit.frontend.conftest import ADA, BOB, Frontend, notification
 
 
@@ -68,3 +69,28 @@ async def test_only_notification_service_may_push_in_batches(frontend: Frontend)
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await frontend.as_service("message").ReceiveNotifications(batch(notification(1)), timeout=5)
     assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_batch_items_reach_only_the_streams_of_their_account(
+    frontend: Frontend, token_for: Callable[[str], str]
+) -> None:
+    stream = frontend.subscribe(BOB, token_for(BOB))
+    try:
+        await frontend.wait_streams(BOB, 1)
+        earlier_account = "0" * 31 + "1"  # a deleted account of the same email
+        request = frontend_pb2.ReceiveNotificationsRequest(
+            items=[
+                frontend_pb2.ReceiveNotificationRequest(
+                    notification=notification(21), receiver_account_id=earlier_account
+                ),
+                frontend_pb2.ReceiveNotificationRequest(
+                    notification=notification(22), receiver_account_id=account_id_of(BOB)
+                ),
+            ]
+        )
+        reply = await frontend.as_service("notification").ReceiveNotifications(request, timeout=5)
+        assert [r.delivered_to for r in reply.results] == [0, 1]
+        shown = await asyncio.wait_for(stream.read(), 5)
+        assert isinstance(shown, notification_pb2.Notification) and shown.message_id == 22
+    finally:
+        stream.cancel()

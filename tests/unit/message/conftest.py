@@ -284,6 +284,7 @@ class NotificationStandIn(notification_pb2_grpc.NotificationServiceServicer):
         self.received: list[tuple[str, notification_pb2.CreateNotificationRequest]] = []
         self.failures: list[grpc.StatusCode] = []
         self.calls = 0
+        self.batches = 0
 
     async def CreateNotification(
         self, request: notification_pb2.CreateNotificationRequest, context: Context
@@ -296,7 +297,21 @@ class NotificationStandIn(notification_pb2_grpc.NotificationServiceServicer):
         return notification_pb2.CreateNotificationResponse(created=created, subscribed=True)
 
 
-StartNotification = Callable[[int], AbstractAsyncContextManager[NotificationStandIn]]
+class BatchingNotificationStandIn(NotificationStandIn):
+    """The stand-in with CreateNotifications too: each item recorded like one CreateNotification."""
+
+    async def CreateNotifications(
+        self, request: notification_pb2.CreateNotificationsRequest, context: Context
+    ) -> notification_pb2.CreateNotificationsResponse:
+        self.batches += 1
+        reply = notification_pb2.CreateNotificationsResponse()
+        for item in request.items:
+            self.received.append((caller().name, item))
+            reply.results.add().response.subscribed = True
+        return reply
+
+
+StartNotification = Callable[..., AbstractAsyncContextManager[NotificationStandIn]]
 
 
 @pytest.fixture
@@ -304,11 +319,16 @@ def start_notification(keys: Path) -> StartNotification:
     """Serve the stand-in on ``port`` behind the real edge (only `message` may create)."""
 
     @asynccontextmanager
-    async def start(port: int) -> AsyncIterator[NotificationStandIn]:
+    async def start(port: int, *, batches: bool = False) -> AsyncIterator[NotificationStandIn]:
         server = create_grpc_server(
             interceptors=[EdgeInterceptor(Security.load(keys, "notification").verifier)]
         )
-        servicer = NotificationStandIn()  # type: ignore[abstract]  # only CreateNotification
+        # Only CreateNotification(s): the other methods answer UNIMPLEMENTED.
+        servicer: NotificationStandIn = (
+            BatchingNotificationStandIn()  # type: ignore[abstract]
+            if batches
+            else NotificationStandIn()  # type: ignore[abstract]
+        )
         notification_pb2_grpc.add_NotificationServiceServicer_to_server(servicer, server)
         bind_port(server, "127.0.0.1", port, "NOTIFICATION_GRPC_PORT")
         await server.start()

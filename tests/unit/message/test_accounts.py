@@ -8,9 +8,15 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from services.common.domain import FailedPrecondition, InvalidArgument, Principal, Unauthenticated
+from services.common.domain import (
+    FailedPrecondition,
+    InvalidArgument,
+    Principal,
+    RateLimited,
+    Unauthenticated,
+)
 from services.common.sessions import AccountState
-from services.message.service import MessageService
+from services.message.service import MessageService, SendLimits
 from services.message.store import RedisMessageStore
 from tests.unit.message.conftest import ADA, BOB, CAROL
 
@@ -137,3 +143,25 @@ async def test_erasing_an_earlier_account_never_touches_the_later_ones_data(
     await service.send(bob, sender_email=BOB, receiver_email=ADA, content="hi, new Ada")
     assert await service.erase_account(SERVICE, ADA, OLD) == 0  # the late erasure event
     assert len((await service.get_messages(new_ada, ADA)).messages) == 1
+
+
+async def test_a_later_account_starts_with_a_fresh_quota_and_send_window(
+    redis: Redis, directory: Directory
+) -> None:
+    limits = SendLimits(messages=2, window_seconds=60)
+    service = MessageService(RedisMessageStore(redis, quota_bytes=10_000), directory, limits=limits)
+    old_ada, bob = as_user(ADA, directory), as_user(BOB, directory)
+    await service.send(old_ada, sender_email=ADA, receiver_email=BOB, content="one")
+    await service.send(old_ada, sender_email=ADA, receiver_email=BOB, content="two")
+    with pytest.raises(RateLimited):
+        await service.send(old_ada, sender_email=ADA, receiver_email=BOB, content="three")
+    assert int(str(await redis.get(f"user:{ADA}:stored_bytes"))) > 0
+    # Some drift in the old account's counters: taking over must not keep it either.
+    await redis.incrby(f"user:{ADA}:stored_bytes", 5_000)
+    directory.accounts[ADA] = AccountState(NEW, 1)  # deleted and registered again
+    new_ada = as_user(ADA, directory)
+    sent = await service.send(new_ada, sender_email=ADA, receiver_email=BOB, content="fresh")
+    assert await redis.get(f"send_rate:{ADA}") == "1"  # a new window, counting only this one
+    stored: Any = await redis.get(f"message:{sent.id}")
+    assert await redis.get(f"user:{ADA}:stored_bytes") == str(len(stored))
+    assert (await service.get_messages(bob, BOB)).messages[0].content == "fresh"

@@ -33,6 +33,7 @@ from services.message.relay import (
     lane_key,
 )
 from services.message.service import MessageService
+from tests.helpers.accounts import account_id_of
 from tests.unit.message.conftest import ADA, BOB, CAROL, StartNotification, stream_fields, user
 
 FAST = dataclasses.replace(OUTBOX, backoff_initial=0.01, backoff_max=0.05, block_ms=100)
@@ -249,3 +250,24 @@ async def test_a_backlog_goes_one_call_per_event_to_a_service_without_batches(
         assert await relay.drain_once() == 5
     assert [r.message_id for _, r in notification.received] == [m.id for m in sent]
     assert await pending(redis) == 0 and await redis.xlen(DEAD) == 0
+
+
+@pytest.mark.parametrize("batches", [False, True])
+async def test_every_notification_request_names_the_receivers_account(
+    service: MessageService,
+    redis: Redis,
+    channel: grpc.aio.Channel,
+    start_notification: StartNotification,
+    notification_port: int,
+    batches: bool,
+) -> None:
+    for n in range(4):  # a backlog for one receiver: one batch when the peer takes batches
+        await service.send(user(ADA), sender_email=ADA, receiver_email=BOB, content=str(n))
+    receiver = NotifyReceiver(channel)
+    relay = Relay(
+        redis, FAST, "test-relay", receiver, lane_key=lane_key, batch_handler=receiver.deliver_batch
+    )
+    async with start_notification(notification_port, batches=batches) as notification:
+        assert await relay.drain_once() == 4
+    assert [r.receiver_account_id for _, r in notification.received] == [account_id_of(BOB)] * 4
+    assert notification.batches == (1 if batches else 0)

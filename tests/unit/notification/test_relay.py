@@ -187,6 +187,7 @@ class SelectiveFrontend(frontend_pb2_grpc.FrontendServiceServicer):
         self.received: list[notification_pb2.Notification] = []
 
         self.batches: list[int] = []  # sizes of the ReceiveNotifications calls
+        self.accounts: list[str] = []  # receiver_account_id of every push received
 
     async def _admit(self, receivers: set[str], context: Context) -> None:
         if receivers & self.stuck:
@@ -200,6 +201,7 @@ class SelectiveFrontend(frontend_pb2_grpc.FrontendServiceServicer):
     ) -> frontend_pb2.ReceiveNotificationResponse:
         await self._admit({request.notification.receiver_email}, context)
         self.received.append(request.notification)
+        self.accounts.append(request.receiver_account_id)
         return frontend_pb2.ReceiveNotificationResponse(delivered_to=1)
 
     async def ReceiveNotifications(
@@ -208,6 +210,7 @@ class SelectiveFrontend(frontend_pb2_grpc.FrontendServiceServicer):
         await self._admit({item.notification.receiver_email for item in request.items}, context)
         self.batches.append(len(request.items))
         self.received.extend(item.notification for item in request.items)
+        self.accounts.extend(item.receiver_account_id for item in request.items)
         return frontend_pb2.ReceiveNotificationsResponse(
             results=[frontend_pb2.ReceiveNotificationResult(delivered_to=1) for _ in request.items]
         )
@@ -329,3 +332,42 @@ async def test_a_frontend_without_batches_gets_one_push_per_notification(
         await relay.drain_once()
     assert [n.id for _, n in frontend.received] == ["1", "2", "3"]
     assert await pending(redis) == 0 and relay.stats()["dead_lettered"] == 0
+
+
+async def test_batched_and_single_pushes_name_the_receivers_account(
+    service: NotificationService,
+    redis: Redis,
+    channel: grpc.aio.Channel,
+    keys: Path,
+    frontend_port: int,
+) -> None:
+    account = "0000000000000007" + "e" * 16
+    for message_id in range(1, 5):
+        await service.create_notification(
+            MESSAGE_SERVICE,
+            message_id=message_id,
+            sender_email=ADA,
+            receiver_email=BOB,
+            timestamp=when(message_id),
+            receiver_account_id=account,
+        )
+    frontend = SelectiveFrontend(stuck=set())
+    push = FrontendPush(channel)
+    relay = Relay(
+        redis, FAST, "test-relay", push, lane_key=lane_key, batch_handler=push.deliver_batch
+    )
+    async with serve_frontend(keys, frontend_port, frontend):
+        assert await relay.drain_once() == 4
+    assert frontend.batches == [4]  # the backlog of one receiver went in one call
+    await service.create_notification(
+        MESSAGE_SERVICE,
+        message_id=5,
+        sender_email=ADA,
+        receiver_email=BOB,
+        timestamp=when(5),
+        receiver_account_id=account,
+    )
+    async with serve_frontend(keys, frontend_port, frontend):
+        assert await relay.drain_once() == 1
+    assert frontend.batches == [4]  # a lone entry went through ReceiveNotification
+    assert frontend.accounts == [account] * 5

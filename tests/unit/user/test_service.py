@@ -245,6 +245,31 @@ async def test_delete(service: UserService, redis: Redis) -> None:
     assert again is not None and again.account_id > deleted.account_id  # a new account
 
 
+async def test_a_later_account_inherits_no_role_and_no_sign_in_back_off(
+    service: UserService, redis: Redis
+) -> None:
+    await service.register("Alice", ALICE, ALICE_PASSWORD)
+    await service.set_role(ALICE, "operator")
+    assert await service.authenticate(ALICE, "wrong-password-1", CLIENT) is None
+    assert await redis.exists(account_key(ALICE))  # the back-off counts the failure
+    assert await service.authenticate(ALICE, ALICE_PASSWORD, CLIENT) is not None
+    assert await redis.exists(known_clients_key(ALICE))
+    assert await service.authenticate(ALICE, "wrong-password-2", "198.51.100.9") is None
+    assert await redis.exists(account_key(ALICE))
+    await service.delete(AS_ALICE, ALICE)
+    # Deleted with the record: the per-email sign-in state of the account.
+    assert not await redis.exists(account_key(ALICE))
+    assert not await redis.exists(known_clients_key(ALICE))
+    # The per-client failure counter is not enumerated: it only expires with its window.
+    assert await redis.ttl(failures_key(ALICE, "198.51.100.9")) > 0
+    await service.register("Alice again", ALICE, ALICE_PASSWORD)
+    again = await service.account(ALICE)
+    assert again is not None
+    with pytest.raises(PermissionDenied):  # the operator role ended with the first account
+        await service.list_users(None, None, Principal("user", ALICE, account_id=again.account_id))
+    assert "role" not in await stored(redis)
+
+
 async def test_tokens_name_the_account_and_its_version(
     make_service: MakeService, redis: Redis
 ) -> None:
