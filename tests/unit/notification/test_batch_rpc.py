@@ -11,7 +11,7 @@ from missive.notification.v1 import notification_pb2
 from redis.asyncio import Redis
 
 from services.notification.store import OUTBOX_STREAM
-from tests.unit.notification.conftest import ADA, BOB, EVE, Server, create_request
+from tests.unit.notification.conftest import ADA, BOB, EVE, Server, create_request, stream_fields
 
 
 def batch(*requests: notification_pb2.CreateNotificationRequest) -> Any:
@@ -84,3 +84,16 @@ async def test_only_message_service_may_create_in_batches(server: Server) -> Non
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await server.as_service("frontend").CreateNotifications(batch(create_request(1)), timeout=5)
     assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_each_item_keeps_its_receivers_account(server: Server, redis: Redis) -> None:
+    older, newer = "0000000000000001" + "a" * 16, "0000000000000002" + "b" * 16
+    first, late = create_request(1), create_request(2)
+    first.receiver_account_id = newer  # the email's current account
+    late.receiver_account_id = older  # a deleted account of the same email, delivered late
+    reply = await server.as_service("message").CreateNotifications(batch(first, late), timeout=5)
+    assert [r.response.created for r in reply.results] == [True, False]
+    assert [r.invalid_argument for r in reply.results] == ["", ""]
+    assert await stored_message_ids(server, BOB) == [1]  # nothing stored for the older account
+    events = await stream_fields(redis, OUTBOX_STREAM)
+    assert [e["receiver_account_id"] for e in events] == [newer]
