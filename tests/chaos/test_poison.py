@@ -9,7 +9,7 @@ import redis.asyncio
 from redis.typing import EncodableT, FieldT
 
 from tests.helpers.chaos.run import NOTIFICATION_SLA_SECONDS, ChaosRun, deep
-from tests.helpers.chaos.store import MESSAGE_DB, NOTIFICATION_DB
+from tests.helpers.chaos.store import MESSAGE_DB, NOTIFICATION_DB, USER_DB
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault, pytest.mark.chaos]
 
@@ -20,6 +20,8 @@ OUTBOXES: dict[str, tuple[int, dict[FieldT, EncodableT]]] = {
         {"message_id": "not-a-number", "sender_email": "x", "receiver_email": "y"},
     ),
     "outbox:frontend": (NOTIFICATION_DB, {"id": "1", "notification": "{not json"}),
+    # an erasure event that names no email: the erasure relay cannot deliver it
+    "outbox:accounts": (USER_DB, {"account_id": "not-an-account"}),
 }
 
 
