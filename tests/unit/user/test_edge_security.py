@@ -175,7 +175,7 @@ async def test_deeply_nested_json_is_a_400(
 async def test_a_page_token_beyond_the_range_is_rejected(
     rest: httpx.AsyncClient, server: Grpc, token_for: Tokens, service: UserService
 ) -> None:
-    await service.set_role(ALICE, "operator")  # only operators list users over REST
+    await service.set_role(ALICE, "operator")  # listing every user is for operators
     listed = await rest.get(
         "/users",
         params={"page_token": BEYOND_RANGE},
