@@ -13,11 +13,12 @@ from services.common.bootstrap import Security, create_endpoint, redis_ready, ru
 from services.common.delivery import Relay
 from services.common.grpc_edge import peer_channel
 from services.common.logging import configure_logging
+from services.common.receivers import consumer_name
 from services.common.redis import create_redis
 from services.common.runner import run
 from services.common.sessions import Sessions, publish_revocation
 from services.user.api_rest.app import build_rest_app
-from services.user.erasure import OUTBOX, EraseAccount, consumer_name, lane_key
+from services.user.erasure import OUTBOX, EraseAccount, lane_key
 from services.user.grpc.app import register
 from services.user.passwords import Passwords
 from services.user.service import UserService

@@ -12,8 +12,6 @@ the event at once. Both calls are idempotent, so a redelivery is harmless.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from typing import Final
 
 import grpc
@@ -47,11 +45,6 @@ _PERMANENT: Final = frozenset(
 def lane_key(fields: dict[str, str]) -> str:
     """Erasures of one email are delivered in order; different emails independently."""
     return fields.get("email", "")
-
-
-def consumer_name() -> str:
-    """This process's name in the relay's consumer group: hostname-pid."""
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class EraseAccount:
