@@ -4,7 +4,9 @@
 hand, so that both transports convert into one set of frozen dataclasses with documented
 fields. A field added to a contract type (say `Message.subject` in the proto and the OpenAPI
 document) must reach its SDK model too: this check fails codegen, naming the field and both
-locations, whenever a model and its contract types disagree. The models are read with `ast`
+locations, whenever a model and its contract types disagree (a field on one side only, or of
+another type than the proto field's: `int` for int64, `datetime` for a Timestamp, the mirroring
+model for a message, `tuple[..., ...]` for a repeated field). The models are read with `ast`
 (never imported: the SDK imports the generated tree that codegen is about to replace).
 """
 
@@ -66,6 +68,74 @@ class _Fields:
     where: str
     fields: dict[str, str]
     """field name -> `file:line` of its declaration."""
+    types: dict[str, str] = field(default_factory=dict)
+    """field name -> its Python type (`str`, `datetime`, `tuple[Message, ...]`), where known."""
+
+
+_FD = descriptor_pb2.FieldDescriptorProto
+_PYTHON_TYPES = {
+    _FD.TYPE_STRING: "str",
+    _FD.TYPE_BYTES: "bytes",
+    _FD.TYPE_BOOL: "bool",
+    _FD.TYPE_DOUBLE: "float",
+    _FD.TYPE_FLOAT: "float",
+    **dict.fromkeys(
+        (
+            _FD.TYPE_INT32,
+            _FD.TYPE_SINT32,
+            _FD.TYPE_SFIXED32,
+            _FD.TYPE_UINT32,
+            _FD.TYPE_FIXED32,
+            _FD.TYPE_INT64,
+            _FD.TYPE_SINT64,
+            _FD.TYPE_SFIXED64,
+            _FD.TYPE_UINT64,
+            _FD.TYPE_FIXED64,
+        ),
+        "int",
+    ),
+}
+"""The SDK type of each proto scalar (an SDK model may also widen it with `| None`)."""
+
+
+def _proto_python_type(item: descriptor_pb2.FieldDescriptorProto) -> str | None:
+    """The Python type an SDK model declares for a proto field; None when any will do."""
+    if item.type == _FD.TYPE_MESSAGE:
+        if item.type_name == ".google.protobuf.Timestamp":
+            base = "datetime"
+        else:
+            full = item.type_name.lstrip(".")
+            models = [
+                name
+                for name, mirror in MIRRORS.items()
+                if mirror is not None and mirror.proto == full
+            ]
+            if not models:
+                return None
+            base = models[0]
+    elif item.type in _PYTHON_TYPES:
+        base = _PYTHON_TYPES[item.type]
+    else:
+        return None  # enums: a Literal or a str, as the model documents
+    return f"tuple[{base}, ...]" if item.label == _FD.LABEL_REPEATED else base
+
+
+def _annotation_type(annotation: ast.expr) -> str:
+    """The declared type without `| None` / `Optional[...]`, as source text."""
+    if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
+        parts = [annotation.left, annotation.right]
+        kept = [
+            part for part in parts if not (isinstance(part, ast.Constant) and part.value is None)
+        ]
+        if len(kept) == 1:
+            return _annotation_type(kept[0])
+    if (
+        isinstance(annotation, ast.Subscript)
+        and isinstance(annotation.value, ast.Name)
+        and annotation.value.id == "Optional"
+    ):
+        return _annotation_type(annotation.slice)
+    return ast.unparse(annotation)
 
 
 def _sdk_classes(root: Path) -> dict[str, _Fields]:
@@ -79,14 +149,26 @@ def _sdk_classes(root: Path) -> dict[str, _Fields]:
     for node in tree.body:
         if not isinstance(node, ast.ClassDef) or not _is_dataclass(node):
             continue
-        fields = {
-            statement.target.id: f"{display}:{statement.lineno}"
+        declared = [
+            statement
             for statement in node.body
             if isinstance(statement, ast.AnnAssign)
             and isinstance(statement.target, ast.Name)
             and not _is_class_var(statement.annotation)
-        }
-        classes[node.name] = _Fields(where=f"{display}:{node.lineno}", fields=fields)
+        ]
+        classes[node.name] = _Fields(
+            where=f"{display}:{node.lineno}",
+            fields={
+                statement.target.id: f"{display}:{statement.lineno}"
+                for statement in declared
+                if isinstance(statement.target, ast.Name)
+            },
+            types={
+                statement.target.id: _annotation_type(statement.annotation)
+                for statement in declared
+                if isinstance(statement.target, ast.Name)
+            },
+        )
     return classes
 
 
@@ -118,8 +200,13 @@ def _proto_messages(descriptors: descriptor_pb2.FileDescriptorSet) -> dict[str, 
                 item.name: f"{display}:{lines.get((4, index, 2, number), 0)}"
                 for number, item in enumerate(message.field)
             }
+            types = {
+                item.name: python_type
+                for item in message.field
+                if (python_type := _proto_python_type(item)) is not None
+            }
             found[f"{file.package}.{message.name}"] = _Fields(
-                where=f"{display}:{lines.get((4, index), 0)}", fields=fields
+                where=f"{display}:{lines.get((4, index), 0)}", fields=fields, types=types
             )
     return found
 
@@ -185,6 +272,13 @@ def check_sdk_models(
                     problems.append(
                         f"{name}.{field_name}: defined at {where} but missing from the SDK "
                         f"model {name} at {model.where}"
+                    )
+            for field_name, expected in contract.types.items():
+                declared = model.types.get(field_name)
+                if declared is not None and declared != expected:
+                    problems.append(
+                        f"{name}.{field_name}: {contract.fields[field_name]} needs {expected}, "
+                        f"but the SDK model declares {declared} at {model.fields[field_name]}"
                     )
             for field_name, where in model.fields.items():
                 if field_name not in contract.fields and field_name not in mirror.sdk_only:

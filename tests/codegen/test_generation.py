@@ -285,3 +285,19 @@ def test_a_new_sdk_model_must_name_its_contract_type(project: Path) -> None:
         r"contract type: add it to MIRRORS in codegen/sdk_models\.py",
         result.stderr,
     ), result.stderr
+
+
+def test_an_sdk_model_field_of_another_type_fails_codegen(project: Path) -> None:
+    sdk = project / "clients/python/missive_client/_models.py"
+    lines = sdk.read_text().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith("class Message:"))
+    index = next(i for i in range(start, len(lines)) if lines[i] == "    id: int\n")
+    lines[index] = "    id: str\n"
+    sdk.write_text("".join(lines))
+    result = run_codegen(project)
+    assert result.returncode == 1
+    assert re.search(
+        r"Message\.id: proto_definitions/missive/message/v1/message\.proto:\d+ needs int, but "
+        rf"the SDK model declares str at clients/python/missive_client/_models\.py:{index + 1}",
+        result.stderr,
+    ), result.stderr
