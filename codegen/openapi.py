@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import yaml
 from jsonschema import Draft4Validator
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import ValidationError
 from openapi_spec_validator import OpenAPIV30SpecValidator
 from openapi_spec_validator.schemas import schema_v30
 
@@ -124,10 +125,44 @@ def _schema_problems(document: Document) -> list[tuple[int, str]]:
     validator = Draft4Validator(dict(schema_v30))
     problems = []
     for error in validator.iter_errors(document.data):
-        cause = best_match([error])
-        pointer = list(cause.absolute_path)
-        problems.append((document.line_of(pointer), _describe(pointer, cause)))
+        cause = _cause(error)
+        unexpected = _unexpected_key(cause)
+        pointer = [*cause.absolute_path, *unexpected]
+        message = f"{unexpected[0]!r} is not an allowed key here" if unexpected else None
+        problems.append((document.line_of(pointer), _describe(pointer, cause, message)))
     return problems
+
+
+def _cause(error: ValidationError) -> ValidationError:
+    """The most specific failure under a `oneOf`/`anyOf`: the deepest one, ignoring the
+    alternative "it is a `$ref`" that every schema, parameter and response may also be."""
+    while error.context:
+        candidates = [
+            sub
+            for sub in error.context
+            if not (sub.validator == "required" and "'$ref'" in sub.message)
+        ]
+        if not candidates:
+            break
+        error = max(
+            candidates,
+            key=lambda sub: (len(sub.absolute_path), sub.validator not in ("oneOf", "anyOf")),
+        )
+    return error
+
+
+def _unexpected_key(error: ValidationError) -> list[str | int]:
+    """For a key that is not allowed (a misspelt `maxLenght`), the key, so the report points
+    at its own line rather than at the object holding it."""
+    if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
+        return []
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    known = schema.get("properties", {})
+    patterns = schema.get("patternProperties", {})
+    for key in error.instance:
+        if key not in known and not any(re.search(pattern, key) for pattern in patterns):
+            return [key]
+    return []
 
 
 def _keyword_problems(document: Document) -> list[tuple[int, str]]:
@@ -141,15 +176,16 @@ def _keyword_problems(document: Document) -> list[tuple[int, str]]:
     return problems
 
 
-def _describe(pointer: Sequence[str | int], error: ValidationError) -> str:
+def _describe(
+    pointer: Sequence[str | int], error: ValidationError, message: str | None = None
+) -> str:
     """`a.b.c: message (rule: keyword)` on one line, with no dump of a whole object."""
-    message = error.message
+    message = message or error.message
     instance = error.instance
-    if isinstance(instance, (dict, list)) and message.startswith(repr(instance)):
+    shown = repr(instance)
+    if isinstance(instance, (dict, list)) and len(shown) > 40 and message.startswith(shown):
         message = (
-            "the "
-            + ("object" if isinstance(instance, dict) else "array")
-            + message[len(repr(instance)) :]
+            "the " + ("object" if isinstance(instance, dict) else "array") + message[len(shown) :]
         )
     message = " ".join(message.split())
     if len(message) > _MESSAGE_LIMIT:
@@ -158,8 +194,8 @@ def _describe(pointer: Sequence[str | int], error: ValidationError) -> str:
     rule = error.validator if isinstance(error.validator, str) else None
     if rule:
         value = error.validator_value
-        shown = value if isinstance(value, (str, int, float, bool)) else None
-        rule = f"{rule}: {shown}" if shown is not None and len(str(shown)) <= 60 else rule
+        plain = value if isinstance(value, (str, int, float, bool)) else None
+        rule = f"{rule}: {plain}" if plain is not None and len(str(plain)) <= 60 else rule
     return f"{where}: {message}" + (f" (rule: {rule})" if rule else "")
 
 

@@ -301,3 +301,18 @@ def test_an_sdk_model_field_of_another_type_fails_codegen(project: Path) -> None
         rf"the SDK model declares str at clients/python/missive_client/_models\.py:{index + 1}",
         result.stderr,
     ), result.stderr
+
+
+def test_misspelt_openapi_key_is_reported_at_its_own_line(project: Path) -> None:
+    document = project / "openapi/message.yaml"
+    lines = document.read_text().splitlines(keepends=True)
+    index = next(i for i, line in enumerate(lines) if "maxLength: 4096" in line)
+    lines[index] = lines[index].replace("maxLength: 4096", "maxLenght: 4096")
+    document.write_text("".join(lines))
+    result = run_codegen(project)
+    assert result.returncode == 1
+    problems = [line for line in result.stderr.splitlines() if line.startswith("  ")]
+    assert problems == [
+        f"  openapi/message.yaml:{index + 1}: components.schemas.Message.properties.content."
+        "maxLenght: 'maxLenght' is not an allowed key here (rule: additionalProperties: False)"
+    ], result.stderr
