@@ -49,16 +49,18 @@ def _repository_relative(line: str, proto_root: Path) -> str:
     path for some semantic ones (an undefined type, a duplicate field); both become
     `proto_definitions/missive/...`.
     """
+    root = proto_root.resolve()
     head, sep, rest = line.partition(".proto:")
-    if not sep or " " in head:
+    if not sep:
         return line
     file = Path(head + ".proto")
-    root = proto_root.resolve()
     if file.is_absolute():
         try:
             file = file.resolve().relative_to(root)
         except ValueError:
             return line
+    elif " " in head:
+        return line  # not a file name: a message that mentions a .proto file
     return f"{(root.name / file).as_posix()}:{rest}"
 
 
