@@ -17,6 +17,7 @@ from codegen.crosscheck import cross_check
 from codegen.errors import ContractError
 from codegen.openapi import Document, load_document
 from codegen.rest import RestGenerator, pascal_case
+from codegen.sdk_models import SDK_MODELS, check_sdk_models
 
 SERVER_ROOT = Path("generated")
 """The one generated package every service imports (`missive.*`)."""
@@ -60,6 +61,12 @@ def build(root: Path, staging: Path) -> None:
     problems = cross_check(descriptors, documents)
     if problems:
         raise ContractError("contracts disagree:\n  " + "\n  ".join(problems))
+    problems = check_sdk_models(root, descriptors, documents)
+    if problems:
+        raise ContractError(
+            "the SDK's public models disagree with the contracts (update "
+            f"{SDK_MODELS.as_posix()} and its conversions):\n  " + "\n  ".join(problems)
+        )
 
     server = staging / SERVER_ROOT
     protos.generate_server(sources.proto_root, proto_files, server)

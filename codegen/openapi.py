@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft4Validator
+from jsonschema.exceptions import ValidationError
 from openapi_spec_validator import OpenAPIV30SpecValidator
+from openapi_spec_validator.schemas import schema_v30
 
 from codegen.errors import ContractError
 
@@ -25,14 +29,15 @@ class Document:
     display: str = field(default="")
 
     def line_of(self, pointer: Sequence[str | int]) -> int:
-        """1-based line of the element at a JSON pointer (the closest existing ancestor)."""
+        """1-based line of the element at a JSON pointer (the closest existing ancestor): the
+        line of its key in a mapping, where a block value starts on the line after."""
         node = self.node
-        for part in pointer:
-            child = _child(node, part)
-            if child is None:
-                break
-            node = child
         line: int = node.start_mark.line
+        for part in pointer:
+            found = _child(node, part)
+            if found is None:
+                break
+            line, node = found[0].start_mark.line, found[1]
         return line + 1
 
     def where(self, pointer: Sequence[str | int]) -> str:
@@ -62,15 +67,15 @@ class Document:
                     yield route, method, item[method]
 
 
-def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
+def _child(node: yaml.Node, part: str | int) -> tuple[yaml.Node, yaml.Node] | None:
+    """(key node, value node) of a mapping entry, or (item, item) of a sequence item."""
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if key.value == str(part):
-                found: yaml.Node = value
-                return found
+                return key, value
     elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
         child: yaml.Node = node.value[part]
-        return child
+        return child, child
     return None
 
 
@@ -95,17 +100,134 @@ def load_document(path: Path, display: str) -> Document:
         raise ContractError(
             f"{document.where(['openapi'])}: expected `openapi: 3.0.x`, got {version!r}"
         )
-    errors = sorted(
-        OpenAPIV30SpecValidator(data).iter_errors(),
-        key=lambda error: document.line_of(list(error.absolute_path)),
-    )
-    if errors:
-        lines = [
-            f"{document.where(list(error.absolute_path))}: {error.message}" for error in errors[:10]
-        ]
+    problems = _schema_problems(document) or _keyword_problems(document)
+    if problems:
+        problems.sort(key=lambda problem: problem[0])
+        lines = [f"{document.display}:{line}: {text}" for line, text in problems[:10]]
+        more = len(problems) - len(lines)
+        if more:
+            lines.append(f"... and {more} more")
         raise ContractError("invalid OpenAPI document:\n  " + "\n  ".join(lines))
     _check_conventions(document)
     return document
+
+
+_MESSAGE_LIMIT = 200
+
+
+def _schema_problems(document: Document) -> list[tuple[int, str]]:
+    """The document checked against the OpenAPI 3.0 JSON schema: (line, one-line problem).
+
+    Each failure of a `oneOf`/`anyOf` is narrowed to its most specific cause (the deepest
+    failing element), so `maxLength: two-hundred` is reported at its own line as a `type` rule
+    rather than as "the whole schema object matches no alternative".
+    """
+    validator = Draft4Validator(dict(schema_v30))
+    problems = []
+    for error in validator.iter_errors(document.data):
+        cause = _cause(error)
+        unexpected = _unexpected_key(cause)
+        pointer = [*cause.absolute_path, *unexpected]
+        message = f"{unexpected[0]!r} is not an allowed key here" if unexpected else None
+        problems.append((document.line_of(pointer), _describe(pointer, cause, message)))
+    return problems
+
+
+def _cause(error: ValidationError) -> ValidationError:
+    """The most specific failure under a `oneOf`/`anyOf`: the deepest one, ignoring the
+    alternative "it is a `$ref`" that every schema, parameter and response may also be."""
+    while error.context:
+        candidates = [
+            sub
+            for sub in error.context
+            if not (sub.validator == "required" and "'$ref'" in sub.message)
+        ]
+        if not candidates:
+            break
+        error = max(
+            candidates,
+            key=lambda sub: (len(sub.absolute_path), sub.validator not in ("oneOf", "anyOf")),
+        )
+    return error
+
+
+def _unexpected_key(error: ValidationError) -> list[str | int]:
+    """For a key that is not allowed (a misspelt `maxLenght`), the key, so the report points
+    at its own line rather than at the object holding it."""
+    if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
+        return []
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    known = schema.get("properties", {})
+    patterns = schema.get("patternProperties", {})
+    for key in error.instance:
+        if key not in known and not any(re.search(pattern, key) for pattern in patterns):
+            return [key]
+    return []
+
+
+def _keyword_problems(document: Document) -> list[tuple[int, str]]:
+    """openapi-spec-validator's checks beyond the JSON schema (defaults against their schema,
+    path parameters, duplicate operation ids); their paths are relative to the element checked,
+    so the element is found by its value."""
+    problems = []
+    for error in OpenAPIV30SpecValidator(document.data).iter_errors():
+        pointer = _locate(document, list(error.absolute_path), error.instance)
+        problems.append((document.line_of(pointer), _describe(pointer, error)))
+    return problems
+
+
+def _describe(
+    pointer: Sequence[str | int], error: ValidationError, message: str | None = None
+) -> str:
+    """`a.b.c: message (rule: keyword)` on one line, with no dump of a whole object."""
+    message = message or error.message
+    instance = error.instance
+    shown = repr(instance)
+    if isinstance(instance, (dict, list)) and len(shown) > 40 and message.startswith(shown):
+        message = (
+            "the " + ("object" if isinstance(instance, dict) else "array") + message[len(shown) :]
+        )
+    message = " ".join(message.split())
+    if len(message) > _MESSAGE_LIMIT:
+        message = message[: _MESSAGE_LIMIT - 3] + "..."
+    where = ".".join(str(part) for part in pointer) or "(document)"
+    rule = error.validator if isinstance(error.validator, str) else None
+    if rule:
+        value = error.validator_value
+        plain = value if isinstance(value, (str, int, float, bool)) else None
+        rule = f"{rule}: {plain}" if plain is not None and len(str(plain)) <= 60 else rule
+    return f"{where}: {message}" + (f" (rule: {rule})" if rule else "")
+
+
+def _locate(document: Document, relative: list[str | int], instance: Any) -> list[str | int]:
+    """The document pointer of an element reported relative to an unknown parent: the first
+    place (a `default` or `example` first) where `relative` leads to `instance`."""
+    candidates: list[list[str | int]] = []
+
+    def walk(value: Any, pointer: list[str | int]) -> None:
+        target: Any = value
+        for part in relative:
+            if isinstance(target, dict) and part in target:
+                target = target[part]
+            elif isinstance(target, list) and isinstance(part, int) and part < len(target):
+                target = target[part]
+            else:
+                break
+        else:
+            if target == instance and type(target) is type(instance):
+                candidates.append(pointer + relative)
+        if isinstance(value, dict):
+            for key, child in value.items():
+                walk(child, [*pointer, key])
+        elif isinstance(value, list):
+            for index, child in enumerate(value):
+                walk(child, [*pointer, index])
+
+    walk(document.data, [])
+    if not candidates:
+        return relative
+    preferred = [c for c in candidates if any(p in ("default", "example") for p in c[-2:])]
+    return (preferred or candidates)[0]
 
 
 def _check_conventions(document: Document) -> None:

@@ -38,12 +38,30 @@ def _protoc(proto_root: Path, protos: list[Path], args: list[str], cwd: Path | N
         line for line in result.stderr.splitlines() if line and not line.startswith("Writing ")
     ]
     if result.returncode != 0 or messages:
-        # protoc reports `file.proto:LINE:COL: reason`; make the paths repository-relative.
-        lines = [
-            f"proto_definitions/{line}" if ".proto:" in line.split(" ")[0] else line
-            for line in messages
-        ]
+        lines = [_repository_relative(line, proto_root) for line in messages]
         raise ContractError("protoc failed:\n  " + "\n  ".join(lines or ["(no output)"]))
+
+
+def _repository_relative(line: str, proto_root: Path) -> str:
+    """protoc's `file.proto:LINE:COL: reason` with the file relative to the repository.
+
+    protoc names a file as it was given (relative to -I) for syntax errors but by its absolute
+    path for some semantic ones (an undefined type, a duplicate field); both become
+    `proto_definitions/missive/...`.
+    """
+    root = proto_root.resolve()
+    head, sep, rest = line.partition(".proto:")
+    if not sep:
+        return line
+    file = Path(head + ".proto")
+    if file.is_absolute():
+        try:
+            file = file.resolve().relative_to(root)
+        except ValueError:
+            return line
+    elif " " in head:
+        return line  # not a file name: a message that mentions a .proto file
+    return f"{(root.name / file).as_posix()}:{rest}"
 
 
 def load_descriptors(

@@ -16,6 +16,7 @@ COPIED = (
     "openapi",
     "generated",
     "clients/python/missive_client/_generated",
+    "clients/python/missive_client/_models.py",
 )
 
 
@@ -41,9 +42,14 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy of the contracts and the committed generated code."""
+    """A copy of the contracts, the committed generated code and the SDK's public models."""
     for rel in COPIED:
-        shutil.copytree(ROOT / rel, tmp_path / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        source, target = ROOT / rel, tmp_path / rel
+        if source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            continue
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
     return tmp_path
 
 
