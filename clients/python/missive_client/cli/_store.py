@@ -131,7 +131,10 @@ class TokenStore:
             yield section
             if not section["tokens"]:
                 del profiles[self.profile]
-            self._write(document)
+            if profiles:
+                self._write(document)
+            else:
+                self.path.unlink(missing_ok=True)  # nobody is signed in anywhere
             self.legacy_path.unlink(missing_ok=True)  # now part of tokens.json
         finally:
             os.close(lock)
@@ -163,6 +166,8 @@ class TokenStore:
         with self._editing() as section:
             tokens: dict[str, Any] = section["tokens"]
             wanted = email or section.get("current")
+            if isinstance(wanted, str) and wanted not in tokens:
+                wanted = wanted.strip().lower()
             if not isinstance(wanted, str) or wanted not in tokens:
                 return None
             del tokens[wanted]
