@@ -287,6 +287,7 @@ missive login {ada} --password-stdin <<< '{PASSWORD}' >/dev/null
 missive login {bob} --password-stdin <<< '{PASSWORD}' >/dev/null
 missive --user {ada} --json send {bob} "from Ada"
 MISSIVE_USER={bob} missive --json send {ada} "from Bob"
+MISSIVE_USER={ada} missive login {ada} --password-stdin <<< '{PASSWORD}' >/dev/null
 missive --json whoami
 """
     done = _shell(setup, **env)
@@ -294,7 +295,8 @@ missive --json whoami
     documents = [json.loads(part) for part in _json_documents(done.stdout)]
     assert documents[0]["sender_email"] == ada and documents[1]["sender_email"] == bob
     who = documents[2]
-    assert who["profile"] == "default" and who["user"] == bob  # the last to log in
+    # The last to log in without --user / MISSIVE_USER (a login naming its user keeps it).
+    assert who["profile"] == "default" and who["user"] == bob
     assert {row["email"] for row in who["signed_in"]} == {ada, bob}
     # --user reads as Ada while Bob stays the current user.
     mine = _shell(f"missive --user {ada} --json messages {bob}", **env)

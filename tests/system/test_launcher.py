@@ -613,6 +613,53 @@ def _launcher_under(make_pid: int, within: float = 10.0) -> int:
     raise AssertionError("make started no launcher")
 
 
+def _the_quickstart_runs_with_the_printed_exports(out: str, config: Path) -> None:
+    """The README's quickstart in fresh shells that know only what `make up` printed.
+
+    The password is piped with --password-stdin where the README lets the command prompt.
+    """
+    exports = "\n".join(line.strip() for line in out.splitlines() if line.startswith("  export "))
+    assert exports.count("export MISSIVE_") == 7, out
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MISSIVE_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    password = "correct-horse-battery"
+
+    def shell(script: str, config: Path) -> str:
+        done = subprocess.run(
+            ["bash", "-eu", "-c", f"{exports}\n{script}"],
+            env={**env, "XDG_CONFIG_HOME": str(config)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    alice = shell(
+        f"""
+missive users register --name Alice --email alice@example.com --password-stdin <<< {password}
+missive users register --name Bob --email bob@example.com --password-stdin <<< {password}
+missive login alice@example.com --password-stdin <<< {password}
+missive send bob@example.com "Hello Bob"
+missive conversations
+missive status
+""",
+        config,
+    )
+    assert "sent message" in alice and "bob@example.com" in alice and "SERVING" in alice
+    bob = shell(
+        f"""
+export MISSIVE_USER=bob@example.com
+missive login bob@example.com --password-stdin <<< {password}
+missive watch --count 1
+""",
+        config,
+    )
+    assert "new message from alice@example.com: Hello Bob" in bob
+    # Alice's terminal still acts as Alice.
+    assert "alice@example.com" in shell("missive users get", config)
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_SERVICES_EXIST, reason="needs services/<svc>/__main__.py for all four")
@@ -652,6 +699,7 @@ def test_make_up_starts_the_real_system_and_ctrl_c_stops_it(tmp_path: Path) -> N
             inbox = client.get(f"http://127.0.0.1:{ports['WEB_PORT']}/signin")
             assert inbox.status_code == 200
             assert "Sign in" in inbox.text
+        _the_quickstart_runs_with_the_printed_exports(running.out, tmp_path / "config")
         pids = running.pids()
         assert len(pids) == 6
         # Ctrl-C as the launcher sees it; make then exits with the launcher's status.

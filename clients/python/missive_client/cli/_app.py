@@ -104,7 +104,11 @@ def cli(
 @json_option
 @click.pass_context
 def login(ctx: click.Context, /, email: str | None, password_stdin: bool, **_: Any) -> None:
-    """Sign in as EMAIL and make it the current user (other users' sign-ins are kept)."""
+    """Sign in as EMAIL and make it the current user (other users' sign-ins are kept).
+
+    With --user or MISSIVE_USER the current user stays as it is (unless there is none): a
+    terminal with MISSIVE_USER set signs in its own user without switching the others.
+    """
     state = state_of(ctx)
     out = state.output(ctx)
     address = email or state.user or str(click.prompt("Email"))

@@ -175,7 +175,10 @@ def read_password(from_stdin: bool, prompt: str, *, confirm: bool = False) -> st
 
 
 def save_token(state: State, token: Token) -> None:
-    state.store.save(StoredToken(token.email, token.access_token, token.expires_at))
+    """Store the token; a login with --user / MISSIVE_USER leaves the current user as it is
+    (unless there is none), so a terminal that names its user does not switch the others."""
+    stored = StoredToken(token.email, token.access_token, token.expires_at)
+    state.store.save(stored, make_current=state.user is None)
 
 
 def state_of(ctx: click.Context) -> State:

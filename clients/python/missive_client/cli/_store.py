@@ -152,14 +152,16 @@ class TokenStore:
             temporary.unlink(missing_ok=True)
             raise
 
-    def save(self, token: StoredToken) -> None:
-        """Store ``token`` (replacing that user's earlier one) and make its user current."""
+    def save(self, token: StoredToken, *, make_current: bool = True) -> None:
+        """Store ``token`` (replacing that user's earlier one); its user becomes the current
+        one if ``make_current`` or when there is none."""
         with self._editing() as section:
             section["tokens"][token.email] = {
                 "access_token": token.access_token,
                 "expires_at": token.expires_at.isoformat(),
             }
-            section["current"] = token.email
+            if make_current or section.get("current") not in section["tokens"]:
+                section["current"] = token.email
 
     def clear(self, email: str | None = None) -> str | None:
         """Forget the sign-in of ``email`` (None: the current user); the email, or None."""
