@@ -154,8 +154,9 @@ def test_a_profile_sets_addresses_below_the_variables(
     # MISSIVE_HOST is the environment's level: above the whole profile.
     hosted = mc.ClientConfig.resolve({**environ, "MISSIVE_HOST": "h"}, profile="staging")
     assert hosted.user_url == "http://h:8080" and hosted.transport == "rest"
-    # Without a named profile, [profiles.default] applies.
-    assert mc.ClientConfig.resolve(environ).user_grpc == "10.1.1.1:9797"
+    # Only a named profile applies, even one called default.
+    assert mc.ClientConfig.resolve(environ).user_grpc == "127.0.0.1:9797"
+    assert mc.ClientConfig.resolve(environ, profile="default").user_grpc == "10.1.1.1:9797"
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     with mc.Client.connect(profile="staging") as client:
         assert client.config.user_url == "https://users.example"

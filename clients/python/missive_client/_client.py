@@ -326,7 +326,7 @@ class Client:
         ``MISSIVE_NOTIFICATION_URL``, ``MISSIVE_USER_GRPC``, ``MISSIVE_MESSAGE_GRPC``,
         ``MISSIVE_NOTIFICATION_GRPC``, ``MISSIVE_FRONTEND_GRPC``), else ``MISSIVE_HOST``, else
         ``profile`` (or ``MISSIVE_PROFILE``): a ``[profiles.NAME]`` table of
-        ``$XDG_CONFIG_HOME/missive/config.toml`` (``[profiles.default]`` when none is named),
+        ``$XDG_CONFIG_HOME/missive/config.toml`` (read only when a profile is named),
         else the local system's default (``make up``). ``transport`` (or
         ``MISSIVE_TRANSPORT``) picks gRPC (default) or REST for operations both offer;
         ``timeout`` (or ``MISSIVE_TIMEOUT``) bounds each call in seconds. ``token`` is an

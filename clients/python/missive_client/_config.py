@@ -130,8 +130,8 @@ class ClientConfig:
         ``host`` (or ``MISSIVE_HOST``, or a profile's ``host``) is the base setting: every
         service at its default port on that host; an address given at the same level or a
         higher one overrides it for that service. ``profile`` (or ``MISSIVE_PROFILE``) names a
-        table ``[profiles.NAME]`` of ``$XDG_CONFIG_HOME/missive/config.toml``; without one,
-        ``[profiles.default]`` applies when the file has it.
+        table ``[profiles.NAME]`` of ``$XDG_CONFIG_HOME/missive/config.toml``; the file is read
+        only when a profile is named (``default`` may be absent from it: the built-in defaults).
         """
         env = os.environ if environ is None else environ
         known = {f.name for f in fields(cls)}
@@ -206,11 +206,13 @@ _PROFILE_KEYS = frozenset({"host", *ENV_VARS, "retries", "refresh_margin"})
 
 
 def load_profile(name: str | None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The settings of profile ``name`` (None: ``default`` if present, else none).
+    """The settings of profile ``name`` ({} for None, without reading the file).
 
     ConfigError naming the file when it is malformed, the profile is missing (when named) or
     a key is unknown or has a wrong value.
     """
+    if name is None:
+        return {}
     path = config_file(environ)
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -223,10 +225,10 @@ def load_profile(name: str | None, environ: Mapping[str, str] | None = None) -> 
     profiles = document.get("profiles", {})
     if not isinstance(profiles, dict):
         raise ConfigError(f"{path}: 'profiles' must be a table of [profiles.NAME] tables")
-    wanted = name or DEFAULT_PROFILE
+    wanted = name
     settings = profiles.get(wanted)
     if settings is None:
-        if name is None or name == DEFAULT_PROFILE:
+        if name == DEFAULT_PROFILE:
             return {}
         known = ", ".join(sorted(profiles)) or "none"
         raise ConfigError(

@@ -50,7 +50,7 @@ __all__ = ["EXIT_AUTH", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_UNAVAILABLE", "c
     metavar="NAME",
     default=None,
     help="Profile of the config file: its service addresses and its sign-ins "
-    "[env MISSIVE_PROFILE; default: [profiles.default] if present].",
+    "[env MISSIVE_PROFILE; default: none, the built-in addresses].",
 )
 @click.option(
     "--user",
