@@ -120,9 +120,6 @@ class ClientConfig:
     def resolve(
         cls,
         environ: Mapping[str, str] | None = None,
-        *,
-        host: str | None = None,
-        profile: str | None = None,
         **arguments: object,
     ) -> ClientConfig:
         """Arguments that are not None, else MISSIVE_* variables, else the profile, else defaults.
@@ -134,6 +131,8 @@ class ClientConfig:
         only when a profile is named (``default`` may be absent from it: the built-in defaults).
         """
         env = os.environ if environ is None else environ
+        host = _optional_text(arguments.pop("host", None), "host")
+        profile = _optional_text(arguments.pop("profile", None), "profile")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(arguments) - known)
         if unknown:
@@ -156,6 +155,12 @@ class ClientConfig:
         given.update({name: value for name, value in arguments.items() if value is not None})
         values.update(given)
         return cls(**values)
+
+
+def _optional_text(value: object, name: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ConfigError(f"{name}={value!r} must be a string")
 
 
 def _layer(values: dict[str, Any], settings: Mapping[str, Any]) -> None:
