@@ -110,6 +110,8 @@ def test_missive_host_puts_every_service_on_one_host_and_service_variables_overr
     assert config.message_grpc == "staging.example:9798"
     assert config.frontend_grpc == "staging.example:3030"
     assert config.user_grpc == "users.example:1"
+    # The host's default ports are the defaults of every address.
+    assert mc.ClientConfig.resolve({"MISSIVE_HOST": "127.0.0.1"}) == mc.ClientConfig()
     v6 = mc.ClientConfig.resolve({"MISSIVE_HOST": "::1"})
     assert v6.user_url == "http://[::1]:8080" and v6.frontend_grpc == "[::1]:3030"
     assert mc.ClientConfig.resolve({"MISSIVE_HOST": "[::1]"}).user_grpc == "[::1]:9797"
