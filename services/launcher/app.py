@@ -220,7 +220,7 @@ async def _run_services(
                     f"did not report SERVING (see their output above{hint})"
                 )
                 return 1
-            console.block(render_endpoints(config, redis_url))
+            console.block(render_endpoints(config, redis_url, environ))
             await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
         if stopped.done():
             return 0

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Mapping
 
 from services.common.ports import format_address
 from services.common.settings import redact_url
 from services.launcher.config import LaunchConfig
 
-__all__ = ["render_endpoints"]
+__all__ = ["CLIENT_DEFAULT_HOST", "CLIENT_VARS", "client_exports", "render_endpoints"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +42,75 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
             for row in rows]  # fmt: skip
 
 
+CLIENT_DEFAULT_HOST = "127.0.0.1"
+"""Where the SDK and the CLI look for the services when nothing is set (``MISSIVE_HOST``)."""
+
+# The SDK's per-service variables: (service, "rest" or "grpc") -> the variable and the default
+# port the SDK assumes on its host (clients/python/missive_client/_config.py; a test checks
+# that both agree).
+CLIENT_VARS: dict[tuple[str, str], tuple[str, int]] = {
+    ("user", "rest"): ("MISSIVE_USER_URL", 8080),
+    ("message", "rest"): ("MISSIVE_MESSAGE_URL", 8081),
+    ("notification", "rest"): ("MISSIVE_NOTIFICATION_URL", 8082),
+    ("user", "grpc"): ("MISSIVE_USER_GRPC", 9797),
+    ("message", "grpc"): ("MISSIVE_MESSAGE_GRPC", 9798),
+    ("notification", "grpc"): ("MISSIVE_NOTIFICATION_GRPC", 9799),
+    ("frontend", "grpc"): ("MISSIVE_FRONTEND_GRPC", 3030),
+}
+_HOST_VAR = "MISSIVE_HOST"
+_PROFILE_VAR = "MISSIVE_PROFILE"
+
+
+def _client_addresses(config: LaunchConfig) -> dict[str, tuple[str, int, int]]:
+    """Each client variable: the address this launch serves it on, its port, the default port."""
+    host = config.connect_host
+    found: dict[str, tuple[str, int, int]] = {}
+    for spec in config.services:
+        for kind, port in (("rest", spec.rest_port), ("grpc", spec.grpc_port)):
+            entry = CLIENT_VARS.get((spec.name, kind))
+            if entry is None or port is None:
+                continue
+            variable, default = entry
+            address = format_address(host, port)
+            found[variable] = (f"http://{address}" if kind == "rest" else address, port, default)
+    return found
+
+
+def client_exports(config: LaunchConfig, environ: Mapping[str, str]) -> list[str]:
+    """The shell lines that point the SDK and the CLI at this launch; [] when the defaults do.
+
+    ``MISSIVE_HOST`` when the services are not on the client's default host, and a service's
+    own variable for each port that differs from its default, plus any MISSIVE_* variable of
+    this environment that would point a client elsewhere (so that pasting the lines into a
+    shell like this one is enough).
+    """
+    host = config.connect_host
+    lines: dict[str, str] = {}
+    if host != CLIENT_DEFAULT_HOST or _differs(environ.get(_HOST_VAR), host):
+        lines[_HOST_VAR] = host
+    for variable, (address, port, default) in _client_addresses(config).items():
+        if port != default or _differs(environ.get(variable), address):
+            lines[variable] = address
+    exports = [f"export {name}={shlex.quote(value)}" for name, value in lines.items()]
+    if environ.get(_PROFILE_VAR, "").strip() and exports:
+        exports.insert(0, f"unset {_PROFILE_VAR}")
+    return exports
+
+
+def _differs(current: str | None, wanted: str) -> bool:
+    """True when a variable is set to something else than ``wanted``."""
+    value = (current or "").strip()
+    return bool(value) and value.rstrip("/").strip("[]") != wanted.strip("[]")
+
+
 def _curl(url: str, body: str) -> str:
     return f"curl -s -X POST {url} -H 'content-type: application/json' -d {shlex.quote(body)}"
 
 
-def render_endpoints(config: LaunchConfig, redis_url: str) -> str:
-    """The endpoint table, the Redis in use, and the two commands that get a token."""
+def render_endpoints(
+    config: LaunchConfig, redis_url: str, environ: Mapping[str, str] | None = None
+) -> str:
+    """The endpoint table, the Redis in use, client exports, and the commands that get a token."""
     lines = ["", "Missive is up.", ""]
     web = next((spec for spec in config.services if spec.name == "web"), None)
     if web is not None and web.rest_port:
@@ -55,6 +119,13 @@ def render_endpoints(config: LaunchConfig, redis_url: str) -> str:
     lines += _table([_HEADERS, *_rows(config)])
     where = f"embedded Valkey, AOF in {config.valkey_dir}" if config.embedded_valkey else "external"
     lines += ["", f"  Redis: {redact_url(redis_url)} ({where}); signing keys in {config.keys_dir}"]
+    exports = client_exports(config, environ or {})
+    if exports:
+        lines += [
+            "",
+            "Point the missive CLI and the SDK here: run in each terminal that uses them",
+            *(f"  {line}" for line in exports),
+        ]
     user = next(spec for spec in config.services if spec.name == "user")
     if user.rest_port:
         base = f"http://{format_address(config.connect_host, user.rest_port)}"

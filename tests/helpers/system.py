@@ -120,6 +120,14 @@ class System:
             timeout=30,
         )
 
+    def client_exports(self) -> str:
+        """The ``export`` lines `make up` prints for these ports (for the CLI and the SDK)."""
+        from services.launcher.config import LaunchConfig
+        from services.launcher.endpoints import client_exports
+
+        config = LaunchConfig.from_env(self.env(), data_dir=self.base)
+        return "\n".join(client_exports(config, {}))
+
     def grpc_addr(self, name: str) -> str:
         return f"127.0.0.1:{self.services[name].grpc_port}"
 

@@ -127,6 +127,7 @@ def test_an_unreachable_service_is_a_one_line_error_exit_4(monkeypatch: pytest.M
     assert result.exit_code == EXIT_UNAVAILABLE
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach UserService")
+    assert "set MISSIVE_HOST (every service), MISSIVE_USER_GRPC (this service)" in lines[0]
 
 
 def test_usage_errors_exit_2() -> None:
@@ -146,3 +147,57 @@ def test_colour_only_where_the_terminal_supports_it(monkeypatch: pytest.MonkeyPa
     as_json = CliRunner().invoke(cli, ["status", "--json"])
     assert "\x1b[" not in as_json.output  # JSON is never decorated
     json.loads(as_json.output)
+
+
+def test_the_store_keeps_one_token_per_user_and_profile(tmp_path: Path) -> None:
+    expiry = datetime.now(UTC) + timedelta(minutes=5)
+    default = TokenStore(tmp_path)
+    default.save(StoredToken("ada@example.com", "ada-token", expiry))
+    default.save(StoredToken("bob@example.com", "bob-token", expiry))
+    staging = TokenStore(tmp_path, "staging")
+    staging.save(StoredToken("ada@example.com", "ada-staging", expiry))
+    assert default.current() == "bob@example.com"  # the last to log in
+    assert default.load().access_token == "bob-token"  # type: ignore[union-attr]
+    assert default.load("ADA@example.com").access_token == "ada-token"  # type: ignore[union-attr]
+    assert staging.load().access_token == "ada-staging"  # type: ignore[union-attr]
+    assert set(default.tokens()) == {"ada@example.com", "bob@example.com"}
+    assert stat.S_IMODE(default.path.stat().st_mode) == 0o600
+    assert default.clear() == "bob@example.com" and default.current() is None
+    assert default.load() is None and default.load("ada@example.com") is not None
+    assert default.clear_all() == ["ada@example.com"] and default.tokens() == {}
+    assert staging.load() is not None  # another profile's sign-ins are untouched
+    assert staging.clear() == "ada@example.com" and not default.path.exists()
+
+
+def test_a_token_file_of_the_earlier_version_is_read_and_migrated(tmp_path: Path) -> None:
+    expiry = datetime.now(UTC) + timedelta(minutes=5)
+    legacy = tmp_path / "token.json"
+    legacy.write_text(
+        json.dumps(
+            {"email": "ada@example.com", "access_token": "t", "expires_at": expiry.isoformat()}
+        )
+    )
+    store = TokenStore(tmp_path)
+    assert store.load() == StoredToken("ada@example.com", "t", expiry)
+    store.save(StoredToken("bob@example.com", "u", expiry))
+    assert not legacy.exists() and set(store.tokens()) == {"ada@example.com", "bob@example.com"}
+
+
+def test_user_picks_a_stored_sign_in_and_names_a_missing_one(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path / "config" / "missive")
+    expiry = datetime.now(UTC) + timedelta(minutes=5)
+    store.save(StoredToken("ada@example.com", "t", expiry))
+    store.save(StoredToken("bob@example.com", "t", expiry))
+    store.clear()  # Bob signs out: Ada stays stored, but nobody is current
+    result = CliRunner().invoke(cli, ["conversations"])
+    assert result.exit_code == EXIT_AUTH
+    assert result.output.strip() == (
+        "error: no current user: choose one with --user or MISSIVE_USER (ada@example.com), "
+        "or run `missive login`"
+    )
+    missing = CliRunner().invoke(cli, ["--user", "eve@example.com", "conversations"])
+    assert missing.output.strip() == (
+        "error: eve@example.com is not signed in: run `missive login eve@example.com`"
+    )
+    other = CliRunner().invoke(cli, ["--profile", "staging", "whoami"], env={})
+    assert "profile staging: acting as nobody" in other.output

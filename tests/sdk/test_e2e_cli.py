@@ -15,7 +15,7 @@ from missive_client.cli import cli
 from missive_client.cli._app import EXIT_AUTH, EXIT_ERROR
 
 from tests.helpers.system import System
-from tests.sdk.conftest import PASSWORD, new_email
+from tests.sdk.conftest import PASSWORD, new_email, sdk_env
 from tests.sdk.helpers import eventually, signed_in
 
 pytestmark = pytest.mark.e2e
@@ -44,7 +44,7 @@ def register_and_login(name: str) -> str:
 
 @pytest.fixture
 def token_file(tmp_path: Path) -> Path:
-    return tmp_path / "config" / "missive" / "token.json"
+    return tmp_path / "config" / "missive" / "tokens.json"
 
 
 def test_register_login_send_read_and_manage(
@@ -54,8 +54,9 @@ def test_register_login_send_read_and_manage(
     ok("logout")
     ada = register_and_login("Ada")
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-    stored = json.loads(token_file.read_text())
-    assert stored["email"] == ada and PASSWORD not in token_file.read_text()
+    stored = json.loads(token_file.read_text())["profiles"]["default"]
+    assert stored["current"] == ada and list(stored["tokens"]) == [ada]  # Bob signed out
+    assert PASSWORD not in token_file.read_text()
 
     sent = json.loads(ok("send", bob, "Hello from the CLI", "--json").output)
     assert sent["receiver_email"] == bob and sent["content"] == "Hello from the CLI"
@@ -180,3 +181,142 @@ def test_the_installed_script_runs(live_env: dict[str, str]) -> None:
     )
     assert denied.returncode == EXIT_AUTH
     assert denied.stderr.strip() == "error: not signed in: run `missive login`"
+
+
+# -- pointing the CLI at a system, profiles, several users -----------------------------------
+
+
+def _shell(script: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh shell with no MISSIVE_* variable but those it sets itself."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MISSIVE_")}
+    env["PATH"] = f"{MISSIVE.parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return subprocess.run(
+        ["bash", "-eu", "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_printed_exports_alone_point_the_installed_cli_at_moved_ports(live: System) -> None:
+    exports = live.client_exports()
+    # Every port of the test system is a free one, so each of the seven addresses is exported.
+    assert len(exports.splitlines()) == 7, exports
+    assert all(line.startswith("export MISSIVE_") for line in exports.splitlines())
+    ada, bob = new_email("ada"), new_email("bob")
+    script = f"""
+{exports}
+missive users register --name Ada --email {ada} --password-stdin <<< '{PASSWORD}'
+missive users register --name Bob --email {bob} --password-stdin <<< '{PASSWORD}'
+missive login {ada} --password-stdin <<< '{PASSWORD}'
+missive send {bob} "Hello Bob"
+missive --json conversations
+missive status
+"""
+    done = _shell(script)
+    assert done.returncode == 0, done.stderr
+    assert "sent message" in done.stdout and "SERVING" in done.stdout
+    assert f'"peer_email": "{bob}"' in done.stdout
+    # Without the exports the same commands look for the defaults (and name what to set).
+    unset = _shell(
+        f"missive login {ada} --password-stdin <<< '{PASSWORD}'",
+        MISSIVE_USER_GRPC="127.0.0.1:1",
+        MISSIVE_TIMEOUT="3",
+    )
+    assert unset.returncode == 4
+    [line] = unset.stderr.strip().splitlines()
+    assert line.startswith("error: cannot reach UserService at 127.0.0.1:1: ")
+    assert "set MISSIVE_HOST (every service), MISSIVE_USER_GRPC (this service)" in line
+    assert "--profile" in line and "`make up` prints the exports" in line
+
+
+def test_the_cannot_reach_error_names_the_rest_variable(tmp_path: Path) -> None:
+    done = _shell(
+        "missive --transport rest users register --name A --email a@example.com "
+        f"--password-stdin <<< '{PASSWORD}'",
+        MISSIVE_HOST="127.0.0.1",
+        MISSIVE_USER_URL="http://127.0.0.1:1",
+    )
+    assert done.returncode == 4
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: cannot reach UserService at http://127.0.0.1:1: ")
+    assert "MISSIVE_HOST" in line and "MISSIVE_USER_URL (this service)" in line
+
+
+def test_profiles_hold_the_addresses_and_their_own_sign_ins(live: System, tmp_path: Path) -> None:
+    config = tmp_path / "config" / "missive" / "config.toml"
+    config.parent.mkdir(parents=True)
+    addresses = "\n".join(
+        f'{key.removeprefix("MISSIVE_").lower()} = "{value}"'
+        for key, value in sdk_env(live).items()
+    )
+    config.write_text(
+        f'[profiles.test]\nhost = "127.0.0.1"\n{addresses}\n\n'
+        '[profiles.nowhere]\nhost = "127.0.0.1"\nuser_grpc = "127.0.0.1:1"\n'
+    )
+    ada = new_email("ada")
+    script = f"""
+missive --profile test users register --name Ada --email {ada} --password-stdin <<< '{PASSWORD}'
+missive --profile test login {ada} --password-stdin <<< '{PASSWORD}'
+MISSIVE_PROFILE=test missive --json users get
+"""
+    done = _shell(script)
+    assert done.returncode == 0, done.stderr
+    assert f'"email": "{ada}"' in done.stdout
+    # The sign-in belongs to the profile: the default one has none.
+    default = _shell("missive conversations")
+    assert default.returncode == EXIT_AUTH
+    assert default.stderr.strip() == "error: not signed in: run `missive login`"
+    stored = json.loads((config.parent / "tokens.json").read_text())["profiles"]
+    assert list(stored) == ["test"] and stored["test"]["current"] == ada
+    # A service's own variable still overrides the profile.
+    moved = _shell("missive --profile test --timeout 3 users get", MISSIVE_USER_GRPC="127.0.0.1:1")
+    assert moved.returncode == 4 and "cannot reach UserService at 127.0.0.1:1" in moved.stderr
+    nowhere = _shell("missive --profile nowhere --timeout 3 status")
+    assert nowhere.returncode == 4
+    missing = _shell("missive --profile staging status")
+    assert missing.returncode == 2
+    assert "no profile 'staging' in" in missing.stderr and "nowhere, test" in missing.stderr
+
+
+def test_several_users_stay_signed_in_and_user_selects_one(live: System) -> None:
+    ada, bob = new_email("ada"), new_email("bob")
+    env = sdk_env(live)
+    setup = f"""
+missive users register --name Ada --email {ada} --password-stdin <<< '{PASSWORD}' >/dev/null
+missive users register --name Bob --email {bob} --password-stdin <<< '{PASSWORD}' >/dev/null
+missive login {ada} --password-stdin <<< '{PASSWORD}' >/dev/null
+missive login {bob} --password-stdin <<< '{PASSWORD}' >/dev/null
+missive --user {ada} --json send {bob} "from Ada"
+MISSIVE_USER={bob} missive --json send {ada} "from Bob"
+MISSIVE_USER={ada} missive login {ada} --password-stdin <<< '{PASSWORD}' >/dev/null
+missive --json whoami
+"""
+    done = _shell(setup, **env)
+    assert done.returncode == 0, done.stderr
+    documents = [json.loads(part) for part in _json_documents(done.stdout)]
+    assert documents[0]["sender_email"] == ada and documents[1]["sender_email"] == bob
+    who = documents[2]
+    # The last to log in without --user / MISSIVE_USER (a login naming its user keeps it).
+    assert who["profile"] == "default" and who["user"] == bob
+    assert {row["email"] for row in who["signed_in"]} == {ada, bob}
+    # --user reads as Ada while Bob stays the current user.
+    mine = _shell(f"missive --user {ada} --json messages {bob}", **env)
+    assert [m["content"] for m in json.loads(mine.stdout)] == ["from Bob", "from Ada"]
+    out = _shell(f"missive --user {ada} logout && missive --user {ada} conversations", **env)
+    assert out.returncode == EXIT_AUTH
+    assert f"Signed out {ada}." in out.stdout
+    assert out.stderr.strip() == f"error: {ada} is not signed in: run `missive login {ada}`"
+    still = _shell("missive --json users get", **env)
+    assert still.returncode == 0 and json.loads(still.stdout)["email"] == bob
+    gone = _shell("missive logout --all && missive conversations", **env)
+    assert gone.returncode == EXIT_AUTH and f"Signed out {bob}." in gone.stdout
+
+
+def _json_documents(text: str) -> list[str]:
+    """Split concatenated pretty-printed JSON documents (each starts at column 0)."""
+    parts: list[str] = []
+    for line in text.splitlines():
+        if line.startswith(("{", "[")):
+            parts.append(line)
+        else:
+            parts[-1] += "\n" + line
+    return parts

@@ -26,7 +26,7 @@ import pytest
 from services.common.ports import free_port
 from services.common.valkey import EmbeddedValkey
 from services.launcher.config import LaunchConfig
-from services.launcher.endpoints import render_endpoints
+from services.launcher.endpoints import client_exports, render_endpoints
 from services.launcher.output import Console, use_color
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -383,6 +383,18 @@ def test_starts_everything_prints_endpoints_and_stops_on_ctrl_c(
     assert re.search(rf"^  web +{web} +- +- +-$", out, re.MULTILINE), out
     assert f"  Web inbox: {web}/ " in out
     assert f"curl -s -X POST {rest}/login " in out
+    # Every port moved, so the seven client addresses are printed as shell lines to paste.
+    exports = [line.strip() for line in out.splitlines() if line.startswith("  export ")]
+    assert exports == [
+        f"export MISSIVE_USER_URL={rest}",
+        f"export MISSIVE_USER_GRPC={user_grpc}",
+        f"export MISSIVE_MESSAGE_URL=http://127.0.0.1:{ports['MESSAGE_REST_PORT']}",
+        f"export MISSIVE_MESSAGE_GRPC=127.0.0.1:{ports['MESSAGE_GRPC_PORT']}",
+        f"export MISSIVE_NOTIFICATION_URL=http://127.0.0.1:{ports['NOTIFICATION_REST_PORT']}",
+        f"export MISSIVE_NOTIFICATION_GRPC=127.0.0.1:{ports['NOTIFICATION_GRPC_PORT']}",
+        f"export MISSIVE_FRONTEND_GRPC=127.0.0.1:{ports['FRONTEND_GRPC_PORT']}",
+    ], out
+    assert "Point the missive CLI and the SDK here: run in each terminal that uses them" in out
     assert (keys / "service" / "user.key").is_file()
     assert (tmp_path / "data" / "valkey" / "appendonlydir").is_dir()
     pids = running.pids()
@@ -484,6 +496,54 @@ def test_the_endpoint_table_and_token_commands() -> None:
     ) in text
 
 
+def test_no_exports_on_the_default_ports() -> None:
+    config = LaunchConfig.from_env({}, data_dir=Path(".data"))
+    assert client_exports(config, {}) == []
+    assert "export" not in render_endpoints(config, "redis://127.0.0.1:6379", {})
+
+
+def test_exports_name_only_the_moved_ports_exactly() -> None:
+    environ = {"USER_REST_PORT": "18080", "FRONTEND_GRPC_PORT": "13030", "WEB_PORT": "18083"}
+    config = LaunchConfig.from_env(environ, data_dir=Path(".data"))
+    assert client_exports(config, {}) == [
+        "export MISSIVE_USER_URL=http://127.0.0.1:18080",
+        "export MISSIVE_FRONTEND_GRPC=127.0.0.1:13030",
+    ]
+    text = render_endpoints(config, "redis://127.0.0.1:6379", {})
+    assert (
+        "Point the missive CLI and the SDK here: run in each terminal that uses them\n"
+        "  export MISSIVE_USER_URL=http://127.0.0.1:18080\n"
+        "  export MISSIVE_FRONTEND_GRPC=127.0.0.1:13030\n"
+    ) in text
+
+
+def test_another_host_is_one_missive_host_line() -> None:
+    config = LaunchConfig.from_env({"BIND_HOST": "::1"}, data_dir=Path("d"))
+    assert client_exports(config, {}) == ["export MISSIVE_HOST=::1"]
+    moved = LaunchConfig.from_env(
+        {"BIND_HOST": "10.0.0.7", "MESSAGE_GRPC_PORT": "1"}, data_dir=Path("d")
+    )
+    assert client_exports(moved, {}) == [
+        "export MISSIVE_HOST=10.0.0.7",
+        "export MISSIVE_MESSAGE_GRPC=10.0.0.7:1",
+    ]
+
+
+def test_variables_of_this_shell_that_point_elsewhere_are_corrected() -> None:
+    config = LaunchConfig.from_env({}, data_dir=Path("d"))
+    stale = {
+        "MISSIVE_USER_URL": "http://old:1",
+        "MISSIVE_MESSAGE_URL": "http://127.0.0.1:8081/",  # the right one: left alone
+        "MISSIVE_HOST": "old",
+        "MISSIVE_PROFILE": "staging",
+    }
+    assert client_exports(config, stale) == [
+        "unset MISSIVE_PROFILE",
+        "export MISSIVE_HOST=127.0.0.1",
+        "export MISSIVE_USER_URL=http://127.0.0.1:8080",
+    ]
+
+
 def test_peer_addresses_follow_the_ports_unless_set() -> None:
     environ = {"USER_GRPC_PORT": "19797", "FRONTEND_SERVICE_ADDR": "elsewhere:1"}
     config = LaunchConfig.from_env(environ, data_dir=Path("d"))
@@ -553,6 +613,53 @@ def _launcher_under(make_pid: int, within: float = 10.0) -> int:
     raise AssertionError("make started no launcher")
 
 
+def _the_quickstart_runs_with_the_printed_exports(out: str, config: Path) -> None:
+    """The README's quickstart in fresh shells that know only what `make up` printed.
+
+    The password is piped with --password-stdin where the README lets the command prompt.
+    """
+    exports = "\n".join(line.strip() for line in out.splitlines() if line.startswith("  export "))
+    assert exports.count("export MISSIVE_") == 7, out
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MISSIVE_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    password = "correct-horse-battery"
+
+    def shell(script: str, config: Path) -> str:
+        done = subprocess.run(
+            ["bash", "-eu", "-c", f"{exports}\n{script}"],
+            env={**env, "XDG_CONFIG_HOME": str(config)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    alice = shell(
+        f"""
+missive users register --name Alice --email alice@example.com --password-stdin <<< {password}
+missive users register --name Bob --email bob@example.com --password-stdin <<< {password}
+missive login alice@example.com --password-stdin <<< {password}
+missive send bob@example.com "Hello Bob"
+missive conversations
+missive status
+""",
+        config,
+    )
+    assert "sent message" in alice and "bob@example.com" in alice and "SERVING" in alice
+    bob = shell(
+        f"""
+export MISSIVE_USER=bob@example.com
+missive login bob@example.com --password-stdin <<< {password}
+missive watch --count 1
+""",
+        config,
+    )
+    assert "new message from alice@example.com: Hello Bob" in bob
+    # Alice's terminal still acts as Alice.
+    assert "alice@example.com" in shell("missive users get", config)
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_SERVICES_EXIST, reason="needs services/<svc>/__main__.py for all four")
@@ -592,6 +699,7 @@ def test_make_up_starts_the_real_system_and_ctrl_c_stops_it(tmp_path: Path) -> N
             inbox = client.get(f"http://127.0.0.1:{ports['WEB_PORT']}/signin")
             assert inbox.status_code == 200
             assert "Sign in" in inbox.text
+        _the_quickstart_runs_with_the_printed_exports(running.out, tmp_path / "config")
         pids = running.pids()
         assert len(pids) == 6
         # Ctrl-C as the launcher sees it; make then exits with the launcher's status.

@@ -261,6 +261,8 @@ class AsyncClient:
     def __init__(
         self,
         *,
+        host: str | None = None,
+        profile: str | None = None,
         user_url: str | None = None,
         message_url: str | None = None,
         notification_url: str | None = None,
@@ -276,6 +278,8 @@ class AsyncClient:
     ) -> None:
         """Resolve the configuration (ConfigError naming a malformed setting); no I/O yet."""
         config = ClientConfig.resolve(
+            host=host,
+            profile=profile,
             user_url=user_url,
             message_url=message_url,
             notification_url=notification_url,

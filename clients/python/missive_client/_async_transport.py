@@ -14,7 +14,7 @@ from grpclib.events import RecvTrailingMetadata, listen
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from missive_client._channel_options import grpclib_configuration
-from missive_client._config import ClientConfig, split_host_port
+from missive_client._config import ClientConfig, address_hint, split_host_port
 from missive_client._errors import (
     DeadlineExceeded,
     MissiveError,
@@ -97,7 +97,11 @@ def _grpclib_error(
     if isinstance(exc, TimeoutError):
         return DeadlineExceeded(f"{title} at {address} did not answer in time", service=service)
     if isinstance(exc, OSError | StreamTerminatedError):
-        return Unavailable(f"cannot reach {title} at {address}: {exc!s}", service=service)
+        return Unavailable(
+            f"cannot reach {title} at {address}: {exc!s}; "
+            + address_hint(service, f"{service}_grpc"),
+            service=service,
+        )
     return ServerError(f"{title} at {address} broke the protocol: {exc!s}", service=service)
 
 

@@ -260,6 +260,8 @@ class Client:
     def __init__(
         self,
         *,
+        host: str | None = None,
+        profile: str | None = None,
         user_url: str | None = None,
         message_url: str | None = None,
         notification_url: str | None = None,
@@ -275,6 +277,8 @@ class Client:
     ) -> None:
         """See :meth:`connect`."""
         config = ClientConfig.resolve(
+            host=host,
+            profile=profile,
             user_url=user_url,
             message_url=message_url,
             notification_url=notification_url,
@@ -299,6 +303,8 @@ class Client:
     def connect(
         cls,
         *,
+        host: str | None = None,
+        profile: str | None = None,
         user_url: str | None = None,
         message_url: str | None = None,
         notification_url: str | None = None,
@@ -314,9 +320,13 @@ class Client:
     ) -> Client:
         """A client for the Missive system; connections open lazily on first use.
 
-        Every address not given comes from its environment variable (``MISSIVE_USER_URL``,
-        ``MISSIVE_MESSAGE_URL``, ``MISSIVE_NOTIFICATION_URL``, ``MISSIVE_USER_GRPC``,
-        ``MISSIVE_MESSAGE_GRPC``, ``MISSIVE_NOTIFICATION_GRPC``, ``MISSIVE_FRONTEND_GRPC``),
+        ``host`` (or ``MISSIVE_HOST``) puts every service on that host at its default port;
+        an address given explicitly overrides it for one service. Every address not given
+        comes from its environment variable (``MISSIVE_USER_URL``, ``MISSIVE_MESSAGE_URL``,
+        ``MISSIVE_NOTIFICATION_URL``, ``MISSIVE_USER_GRPC``, ``MISSIVE_MESSAGE_GRPC``,
+        ``MISSIVE_NOTIFICATION_GRPC``, ``MISSIVE_FRONTEND_GRPC``), else ``MISSIVE_HOST``, else
+        ``profile`` (or ``MISSIVE_PROFILE``): a ``[profiles.NAME]`` table of
+        ``$XDG_CONFIG_HOME/missive/config.toml`` (read only when a profile is named),
         else the local system's default (``make up``). ``transport`` (or
         ``MISSIVE_TRANSPORT``) picks gRPC (default) or REST for operations both offer;
         ``timeout`` (or ``MISSIVE_TIMEOUT``) bounds each call in seconds. ``token`` is an
@@ -324,6 +334,8 @@ class Client:
         ConfigError naming a malformed setting.
         """
         return cls(
+            host=host,
+            profile=profile,
             user_url=user_url,
             message_url=message_url,
             notification_url=notification_url,

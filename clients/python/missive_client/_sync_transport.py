@@ -9,7 +9,7 @@ from typing import Any, TypeVar, cast
 import grpc
 import httpx
 
-from missive_client._config import ClientConfig
+from missive_client._config import ClientConfig, address_hint
 from missive_client._errors import MissiveError, ServerError, from_grpc, parse_retry_after
 from missive_client._generated.grpc.missive.frontend import v1 as frontend_pb
 from missive_client._generated.grpc.missive.message import v1 as message_pb
@@ -69,7 +69,9 @@ def grpc_error(exc: grpc.RpcError, service: ServiceName, address: str) -> Missiv
     details = exc.details() or ""
     if code == "UNAVAILABLE" and details.startswith("failed to connect"):
         # grpc's own connectivity error, not a server's message: say which service it was.
-        details = f"cannot reach {title} at {address}: {details}"
+        details = f"cannot reach {title} at {address}: {details}; " + address_hint(
+            service, f"{service}_grpc"
+        )
     return from_grpc(code, details, retry_after=retry_after, service=service)
 
 

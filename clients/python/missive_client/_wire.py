@@ -14,6 +14,7 @@ import betterproto2
 import httpx
 
 from missive_client._channel_options import CHANNEL_OPTIONS
+from missive_client._config import address_hint
 from missive_client._errors import DeadlineExceeded, MissiveError, Unavailable, from_http
 from missive_client._generated.rest.message import client as message_rest
 from missive_client._generated.rest.message.api.health import health as message_health
@@ -126,7 +127,10 @@ def http_transport_error(exc: httpx.TransportError, service: ServiceName, url: s
         return DeadlineExceeded(
             f"{title} at {url} did not answer in time ({exc!s})", service=service
         )
-    return Unavailable(f"cannot reach {title} at {url}: {exc!s}", service=service)
+    return Unavailable(
+        f"cannot reach {title} at {url}: {exc!s}; " + address_hint(service, f"{service}_url"),
+        service=service,
+    )
 
 
 def client_closed() -> MissiveError:

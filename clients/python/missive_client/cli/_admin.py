@@ -168,7 +168,7 @@ class AdminClient:
 
 def _client(ctx: click.Context, service: AdminService, keys: str | None) -> AdminClient:
     state = state_of(ctx)
-    config = ClientConfig.resolve(timeout=state.timeout)
+    config = ClientConfig.resolve(profile=state.profile, timeout=state.timeout)
     client = AdminClient(service, keys_dir(keys), config)
     ctx.call_on_close(client.close)
     return client

@@ -8,6 +8,7 @@ from typing import Any, cast
 import click
 
 from missive_client import Client, MissiveError, Notification, Transport
+from missive_client._config import DEFAULT_PROFILE, PROFILE_VAR
 from missive_client.cli._admin import admin
 from missive_client.cli._common import (
     EXIT_AUTH,
@@ -43,22 +44,53 @@ __all__ = ["EXIT_AUTH", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_UNAVAILABLE", "c
 @click.option(
     "--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds per call."
 )
+@click.option(
+    "--profile",
+    envvar=PROFILE_VAR,
+    metavar="NAME",
+    default=None,
+    help="Profile of the config file: its service addresses and its sign-ins "
+    "[env MISSIVE_PROFILE; default: none, the built-in addresses].",
+)
+@click.option(
+    "--user",
+    envvar="MISSIVE_USER",
+    metavar="EMAIL",
+    default=None,
+    help="Act as this signed-in user [env MISSIVE_USER; default: the last one to log in].",
+)
 @click.version_option(package_name="missive-client", prog_name="missive")
 @click.pass_context
-def cli(ctx: click.Context, as_json: bool, transport: str | None, timeout: float | None) -> None:
+def cli(
+    ctx: click.Context,
+    as_json: bool,
+    transport: str | None,
+    timeout: float | None,
+    profile: str | None,
+    user: str | None,
+) -> None:
     """Missive from the command line: accounts, messages and live notifications.
 
-    Service addresses come from MISSIVE_USER_URL, MISSIVE_MESSAGE_URL,
-    MISSIVE_NOTIFICATION_URL, MISSIVE_USER_GRPC, MISSIVE_MESSAGE_GRPC,
-    MISSIVE_NOTIFICATION_GRPC and MISSIVE_FRONTEND_GRPC (default: the local system of
-    `make up`). `missive login` stores a token in $XDG_CONFIG_HOME/missive/token.json
-    (~/.config/missive by default), readable only by you; the password is never stored.
+    Service addresses: MISSIVE_HOST puts every service on one host at its default port;
+    MISSIVE_USER_URL, MISSIVE_MESSAGE_URL, MISSIVE_NOTIFICATION_URL, MISSIVE_USER_GRPC,
+    MISSIVE_MESSAGE_GRPC, MISSIVE_NOTIFICATION_GRPC and MISSIVE_FRONTEND_GRPC override one
+    service each; `make up` prints the exports when its ports differ from the defaults.
+    Otherwise they come from the profile (--profile NAME: a [profiles.NAME] table of
+    $XDG_CONFIG_HOME/missive/config.toml with host = "..." and/or the addresses as user_url,
+    user_grpc, ...), else the local system of `make up`.
+
+    `missive login` stores a token per profile and per user in
+    $XDG_CONFIG_HOME/missive/tokens.json (~/.config/missive by default), readable only by you;
+    the password is never stored. Commands act as the last user to log in, or --user EMAIL.
 
     Exit codes: 0 success, 1 error reported by a service, 2 usage error, 3 not signed in or
     wrong credentials, 4 a service is unreachable, 130 interrupted.
     """
     chosen = cast("Transport | None", transport)  # click.Choice checked the value
-    state = State(as_json, chosen, timeout, TokenStore(config_dir()))
+    name = (profile or "").strip() or None
+    store = TokenStore(config_dir(), name or DEFAULT_PROFILE)
+    wanted = (user or "").strip() or None
+    state = State(as_json, chosen, timeout, store, profile=name, user=wanted)
     ctx.obj = state
     ctx.call_on_close(state.close)
 
@@ -72,10 +104,14 @@ def cli(ctx: click.Context, as_json: bool, transport: str | None, timeout: float
 @json_option
 @click.pass_context
 def login(ctx: click.Context, /, email: str | None, password_stdin: bool, **_: Any) -> None:
-    """Sign in and store the access token for the next commands."""
+    """Sign in as EMAIL and make it the current user (other users' sign-ins are kept).
+
+    With --user or MISSIVE_USER the current user stays as it is (unless there is none): a
+    terminal with MISSIVE_USER set signs in its own user without switching the others.
+    """
     state = state_of(ctx)
     out = state.output(ctx)
-    address = email or str(click.prompt("Email"))
+    address = email or state.user or str(click.prompt("Email"))
     password = read_password(password_stdin, "Password")
     client = state.client(signed_in=False)
     with out.spinner("Signing in…"):
@@ -88,17 +124,53 @@ def login(ctx: click.Context, /, email: str | None, password_stdin: bool, **_: A
 
 
 @cli.command()
+@click.option("--all", "everyone", is_flag=True, help="Forget every user of the profile.")
 @json_option
 @click.pass_context
-def logout(ctx: click.Context, /, **_: Any) -> None:
-    """Forget the stored token."""
+def logout(ctx: click.Context, /, everyone: bool, **_: Any) -> None:
+    """Forget the stored token of the current user (or --user), or of everyone with --all."""
     state = state_of(ctx)
-    removed = state.store.clear()
+    removed = state.store.clear_all() if everyone else _as_list(state.store.clear(state.user))
     out = state.output(ctx)
     if out.as_json:
         out.json({"signed_out": removed})
+    elif removed:
+        out.say(f"Signed out {', '.join(removed)}.")
     else:
-        out.say("Signed out." if removed else "Not signed in.")
+        out.say(f"{state.user} is not signed in." if state.user else "Not signed in.")
+
+
+def _as_list(email: str | None) -> list[str]:
+    return [email] if email else []
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def whoami(ctx: click.Context, /, **_: Any) -> None:
+    """Show the profile, the user commands act as, and every stored sign-in."""
+    state = state_of(ctx)
+    out = state.output(ctx)
+    store = state.store
+    acting = state.user or store.current()
+    tokens = store.tokens()
+    if out.as_json:
+        out.json(
+            {
+                "profile": store.profile,
+                "user": acting,
+                "signed_in": [
+                    {"email": t.email, "expires_at": t.expires_at, "expired": t.expired}
+                    for t in tokens.values()
+                ],
+            }
+        )
+        return
+    out.say(f"profile {store.profile}: acting as {acting or 'nobody (run `missive login`)'}")
+    for token in sorted(tokens.values(), key=lambda t: t.email):
+        mark = "*" if token.email == acting else " "
+        until = f"valid until {token.expires_at:%Y-%m-%d %H:%M %Z}"
+        out.say(f" {mark} {token.email}  ({'expired' if token.expired else until})")
 
 
 # -- users ----------------------------------------------------------------------------------
@@ -202,7 +274,7 @@ def users_delete(ctx: click.Context, /, yes: bool, **_: Any) -> None:
         click.confirm(f"Delete the account {me}? This cannot be undone", abort=True)
     with out.spinner("Deleting…"):
         state.client().users.delete()
-    state.store.clear()
+    state.store.clear(me)
     if out.as_json:
         out.json({"deleted": me})
     else:

@@ -11,6 +11,7 @@ import click
 
 from missive_client import (
     Client,
+    ConfigError,
     DeadlineExceeded,
     MissiveError,
     Token,
@@ -19,13 +20,14 @@ from missive_client import (
     Unavailable,
 )
 from missive_client.cli._render import Output
-from missive_client.cli._store import StoredToken, TokenStore
+from missive_client.cli._store import DEFAULT_PROFILE, StoredToken, TokenStore
 
 __all__ = [
     "EXIT_AUTH",
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
     "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
     "MissiveGroup",
     "State",
     "json_option",
@@ -38,6 +40,8 @@ __all__ = [
 
 EXIT_ERROR = 1
 """Any error reported by a service (invalid input, not found, permission denied, ...)."""
+EXIT_USAGE = 2
+"""A usage error: a bad option, or a malformed MISSIVE_* variable or profile."""
 EXIT_AUTH = 3
 """Not signed in, session expired, or wrong credentials: run ``missive login``."""
 EXIT_UNAVAILABLE = 4
@@ -55,6 +59,8 @@ class State:
     transport: Transport | None
     timeout: float | None
     store: TokenStore
+    profile: str | None = None
+    user: str | None = None
     _client: Client | None = field(default=None, repr=False)
     _stored: StoredToken | None = field(default=None, repr=False)
 
@@ -70,18 +76,30 @@ class State:
                 self._stored = self.require_token()
                 token = self._stored.access_token
             self._client = Client.connect(
-                transport=self.transport, timeout=self.timeout, token=token
+                profile=self.profile, transport=self.transport, timeout=self.timeout, token=token
             )
         return self._client
 
     def require_token(self) -> StoredToken:
-        """The stored token; Unauthenticated with a hint when absent or expired."""
-        stored = self.store.load()
+        """The selected user's token; Unauthenticated with a hint when absent or expired."""
+        where = "" if self.store.profile == DEFAULT_PROFILE else f" (profile {self.store.profile})"
+        stored = self.store.load(self.user)
         if stored is None:
-            raise Unauthenticated("not signed in: run `missive login`")
+            if self.user:
+                raise Unauthenticated(
+                    f"{self.user} is not signed in{where}: run `missive login {self.user}`"
+                )
+            others = sorted(self.store.tokens())
+            if others:
+                raise Unauthenticated(
+                    f"no current user{where}: choose one with --user or MISSIVE_USER "
+                    f"({', '.join(others)}), or run `missive login`"
+                )
+            raise Unauthenticated(f"not signed in{where}: run `missive login`")
         if stored.expired:
             raise Unauthenticated(
-                f"the session of {stored.email} has expired: run `missive login` again"
+                f"the session of {stored.email} has expired{where}: "
+                f"run `missive login {stored.email}` again"
             )
         return stored
 
@@ -116,6 +134,8 @@ def _describe(exc: MissiveError) -> str:
 
 
 def _exit_code(exc: MissiveError) -> int:
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE  # a malformed MISSIVE_* variable, profile or option
     if isinstance(exc, Unauthenticated):
         return EXIT_AUTH
     if isinstance(exc, Unavailable | DeadlineExceeded):
@@ -155,7 +175,10 @@ def read_password(from_stdin: bool, prompt: str, *, confirm: bool = False) -> st
 
 
 def save_token(state: State, token: Token) -> None:
-    state.store.save(StoredToken(token.email, token.access_token, token.expires_at))
+    """Store the token; a login with --user / MISSIVE_USER leaves the current user as it is
+    (unless there is none), so a terminal that names its user does not switch the others."""
+    stored = StoredToken(token.email, token.access_token, token.expires_at)
+    state.store.save(stored, make_current=state.user is None)
 
 
 def state_of(ctx: click.Context) -> State:

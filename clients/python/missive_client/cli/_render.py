@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from missive_client import Conversation, Message, Notification, ServiceHealth, User
+from missive_client._config import HOST_VAR, PROFILE_VAR
 
 __all__ = ["Output", "jsonable"]
 
@@ -207,10 +208,21 @@ class Output:
             self.json([{**jsonable(item), "serving": item.serving} for item in results])
             return
         table = self._table("service", "transport", "address", "status", "detail")
+        marker = f"; set {HOST_VAR} "
+        hinted = False
         for item in results:
             style = "bold green" if item.serving else "bold red"
             detail = "" if item.detail == item.status else item.detail
+            if marker in detail:  # the hint of "cannot reach", said once below the table
+                detail = detail[: detail.index(marker)]
+                hinted = True
             table.add_row(
                 item.service, item.transport, item.address, Text(item.status, style=style), detail
             )
         self.out.print(table)
+        if hinted:
+            self.note(
+                f"To reach services elsewhere: set {HOST_VAR} (every service), a service's own "
+                f"MISSIVE_* variable, or a profile ({PROFILE_VAR}, --profile); "
+                "`make up` prints the exports."
+            )
