@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import click
 
-from missive_client import Client, MissiveError, Notification, Transport
+from missive_client import Client, MissiveError, Notification, RateLimited, Transport
 from missive_client.cli._admin import admin
 from missive_client.cli._common import (
     EXIT_AUTH,
@@ -22,7 +22,9 @@ from missive_client.cli._common import (
     read_password,
     save_token,
     state_of,
+    throttled_sign_in,
 )
+from missive_client.cli._render import Output
 from missive_client.cli._store import TokenStore, config_dir
 
 __all__ = ["EXIT_AUTH", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_UNAVAILABLE", "cli"]
@@ -54,8 +56,9 @@ def cli(ctx: click.Context, as_json: bool, transport: str | None, timeout: float
     `make up`). `missive login` stores a token in $XDG_CONFIG_HOME/missive/token.json
     (~/.config/missive by default), readable only by you; the password is never stored.
 
-    Exit codes: 0 success, 1 error reported by a service, 2 usage error, 3 not signed in or
-    wrong credentials, 4 a service is unreachable, 130 interrupted.
+    Exit codes: 0 success, 1 error reported by a service, 2 usage error, 3 not signed in,
+    wrong credentials or sign-in throttled (locked after repeated failures), 4 a service is
+    unreachable (or, for `status`, not serving), 130 interrupted.
     """
     chosen = cast("Transport | None", transport)  # click.Choice checked the value
     state = State(as_json, chosen, timeout, TokenStore(config_dir()))
@@ -78,8 +81,14 @@ def login(ctx: click.Context, /, email: str | None, password_stdin: bool, **_: A
     address = email or str(click.prompt("Email"))
     password = read_password(password_stdin, "Password")
     client = state.client(signed_in=False)
-    with out.spinner("Signing in…"):
-        token = client.login(address, password)
+    try:
+        with out.spinner("Signing in…"):
+            token = client.login(address, password)
+    except RateLimited as exc:
+        # Sign-in locked or throttled after too many failures: a credentials problem (exit 3),
+        # not a refused request, and the line says when to try again.
+        Output(False).error(throttled_sign_in(exc))
+        ctx.exit(EXIT_AUTH)
     save_token(state, token)
     if out.as_json:
         out.json({"email": token.email, "expires_at": token.expires_at})
