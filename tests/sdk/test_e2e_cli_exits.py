@@ -123,3 +123,13 @@ async def test_the_async_status_reports_a_hung_service_within_the_deadline(
     assert [item.serving for item in results if item.service == "UserService"] == [False, False]
     await live.wait_healthy("user")
     assert isinstance(results[0], mc.ServiceHealth)
+
+
+def test_a_throttled_line_without_a_wait_gets_one_from_retry_after() -> None:
+    from missive_client.cli._common import throttled_sign_in
+
+    bare = mc.RateLimited("too many failed sign-in attempts", retry_after=4.2)
+    assert throttled_sign_in(bare) == "too many failed sign-in attempts (try again in 5 s)"
+    worded = mc.RateLimited("locked; retry in 30 seconds", retry_after=30)
+    assert throttled_sign_in(worded) == "locked; retry in 30 seconds"
+    assert throttled_sign_in(mc.RateLimited("locked")) == "locked"
