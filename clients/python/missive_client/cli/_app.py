@@ -372,7 +372,11 @@ def _content(client: Client, me: str, notification: Notification) -> str | None:
 @json_option
 @click.pass_context
 def status(ctx: click.Context, /, **_: Any) -> None:
-    """Check the health of every service (exit code 4 unless all are serving)."""
+    """Check the health of every service (exit code 4 unless all are serving).
+
+    Every endpoint is checked at once, each for 2 seconds at most: a hung service shows as
+    unreachable without holding up the others.
+    """
     state = state_of(ctx)
     out = state.output(ctx)
     with out.spinner("Checking…"):
