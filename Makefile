@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Editable installs of the services (a finder: they span two package roots) and of the SDK (a .pth
+# path entry, which type checkers follow). setuptools' "Editable installation" notice is
+# informational only and is not printed.
+PIP_EDITABLE := PYTHONWARNINGS="ignore:Editable installation:UserWarning" \
+	$(BIN)/python -m pip install --quiet
 
 .PHONY: install browser codegen check-codegen check-breaking lint test fuzz chaos up clean
 
@@ -11,7 +16,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml clients/python/pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]" -e clients/python
+	$(PIP_EDITABLE) -e ".[dev]" -e clients/python
 	touch $(STAMP)
 
 install: $(STAMP)  ## create the virtual environment and install everything

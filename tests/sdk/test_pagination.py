@@ -107,3 +107,42 @@ def test_page_size_none_asks_for_the_server_default(fake: FakeServer, size: int 
         assert client.messages.list(page_size=size).to_list() != []
     [call] = fake.backend.calls_to("GetMessages")
     assert call.request.page_size == (size or 0)
+
+
+def test_next_page_token_is_where_to_resume_and_page_token_starts_there() -> None:
+    tokens, book = pages_of(list(range(10)), 3)
+    requested: list[str] = []
+
+    def fetch(token: str) -> mc.Page[int]:
+        requested.append(token)
+        return book[token]
+
+    pager = mc.Pager(fetch)
+    assert (pager.page_token, pager.next_page_token) == ("", None)
+    assert pager.first_page().items == (0, 1, 2)
+    assert pager.next_page_token == tokens[1]
+    resumed = mc.Pager(fetch, pager.next_page_token)
+    assert resumed.page_token == tokens[1] and resumed.next_page_token is None
+    pages = resumed.pages()
+    assert next(pages).items == (3, 4, 5)
+    assert resumed.next_page_token == tokens[2]
+    assert list(resumed) == [3, 4, 5, 6, 7, 8, 9]
+    assert resumed.next_page_token == ""  # exhausted
+    assert list(pager.starting_at(tokens[3])) == [9]
+    assert requested[-1] == tokens[3]
+
+
+async def test_async_next_page_token_is_where_to_resume() -> None:
+    tokens, book = pages_of(list(range(5)), 2)
+
+    async def fetch(token: str) -> mc.Page[int]:
+        return book[token]
+
+    pager = mc.AsyncPager(fetch)
+    assert pager.next_page_token is None
+    assert (await pager.first_page()).items == (0, 1)
+    assert pager.next_page_token == tokens[1]
+    resumed = mc.AsyncPager(fetch, tokens[1])
+    assert [item async for item in resumed] == [2, 3, 4]
+    assert resumed.next_page_token == ""
+    assert await pager.starting_at(tokens[2]).to_list() == [4]

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import site
 import subprocess
 import sys
-import sysconfig
-import venv
 from pathlib import Path
 
-import missive_client
 import pytest
 
 HERE = Path(__file__).parent
@@ -25,31 +21,12 @@ with Client.connect() as client:
 """
 
 
-def application_python(directory: Path) -> Path:
-    """An interpreter whose site-packages holds the SDK as a regular install would.
-
-    The repository installs the SDK in editable mode through an import hook, which type
-    checkers cannot follow; a .pth path entry is what they read, as for a wheel install.
-    """
-    env_dir = directory / "app-venv"
-    venv.EnvBuilder(with_pip=False, symlinks=True).create(env_dir)
-    python = env_dir / "bin" / "python"
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    sdk_root = Path(missive_client.__file__).resolve().parents[1]
-    dependencies = {sysconfig.get_paths()["purelib"], *site.getsitepackages()}
-    lines = [str(sdk_root), *sorted(dependencies)]
-    (Path(purelib) / "missive_sdk.pth").write_text("\n".join(lines) + "\n")
-    return python
-
-
 def mypy_strict(directory: Path, *files: Path) -> subprocess.CompletedProcess[str]:
-    """Run mypy --strict where no project configuration applies, as an application would."""
-    python = application_python(directory)
+    """Run mypy --strict where no project configuration applies, as an application would.
+
+    The SDK is found through the environment's editable install (`make install`), as an
+    application developed beside it finds it.
+    """
     return subprocess.run(
         [
             sys.executable,
@@ -57,7 +34,7 @@ def mypy_strict(directory: Path, *files: Path) -> subprocess.CompletedProcess[st
             "mypy",
             "--strict",
             "--no-incremental",
-            f"--python-executable={python}",
+            f"--python-executable={sys.executable}",
             *map(str, files),
         ],
         cwd=directory,

@@ -74,13 +74,15 @@ class AsyncUsers:
         this client's included, stops working; sign in again for a new one."""
         await self._core.run(_ops.revoke_tokens(self._email(email)))
 
-    def list(self, *, page_size: int | None = None) -> AsyncPager[User]:
+    def list(self, *, page_size: int | None = None, page_token: str = "") -> AsyncPager[User]:
         """Every registered user, in ascending email order, fetched page by page (``async for``).
 
         Operators only: for an ordinary user the first page raises ``PermissionDenied``.
         ``page_size`` is 1 to 100 (the server's default is 50). Iterating fetches lazily.
         """
-        return AsyncPager(lambda token: self._core.run(_ops.list_users(page_size, token)))
+        return AsyncPager(
+            lambda token: self._core.run(_ops.list_users(page_size, token)), page_token
+        )
 
 
 class AsyncMessages:
@@ -118,7 +120,12 @@ class AsyncMessages:
         return await self._core.run(call)
 
     def list(
-        self, peer: str | None = None, *, email: str | None = None, page_size: int | None = None
+        self,
+        peer: str | None = None,
+        *,
+        email: str | None = None,
+        page_size: int | None = None,
+        page_token: str = "",
     ) -> AsyncPager[Message]:
         """The signed-in user's messages, newest first: with ``peer`` only, or with everyone."""
         user = self._email(email)
@@ -126,17 +133,21 @@ class AsyncMessages:
         return AsyncPager(
             lambda token: self._core.run(
                 _ops.list_messages(transport, user, peer, page_size, token)
-            )
+            ),
+            page_token,
         )
 
     def conversations(
-        self, *, email: str | None = None, page_size: int | None = None
+        self, *, email: str | None = None, page_size: int | None = None, page_token: str = ""
     ) -> AsyncPager[Conversation]:
         """The signed-in user's conversations, most recent first, with unread counts."""
         user = self._email(email)
         transport = self._core.config.transport
         return AsyncPager(
-            lambda token: self._core.run(_ops.list_conversations(transport, user, page_size, token))
+            lambda token: self._core.run(
+                _ops.list_conversations(transport, user, page_size, token)
+            ),
+            page_token,
         )
 
     async def mark_read(self, peer: str, *, email: str | None = None) -> Conversation:
@@ -165,6 +176,7 @@ class AsyncNotifications:
         unread_only: bool = False,
         email: str | None = None,
         page_size: int | None = None,
+        page_token: str = "",
     ) -> AsyncPager[Notification]:
         """The signed-in user's stored notifications, newest first (optionally only unread).
 
@@ -175,7 +187,8 @@ class AsyncNotifications:
         return AsyncPager(
             lambda token: self._core.run(
                 _ops.list_notifications(transport, user, unread_only, page_size, token)
-            )
+            ),
+            page_token,
         )
 
     async def unread_count(self, *, email: str | None = None) -> int:

@@ -42,6 +42,7 @@ from missive_client._session import Session
 from missive_client._wire import (
     HEALTH_CHECK_METHOD,
     HEALTH_STATUS_NAMES,
+    HEALTH_TIMEOUT,
     SEND_TOKEN,
     USER_AGENT,
     BearerAuth,
@@ -233,28 +234,36 @@ class AsyncTransport:
             await items.aclose()
 
     async def health(self) -> list[ServiceHealth]:
-        """The health of every gRPC server and REST API, checked concurrently."""
-        checks = [self._grpc_health(service) for service in GRPC_SERVICES]
-        checks += [self._rest_health(service) for service in REST_SERVICES]
+        """The health of every gRPC server and REST API, checked concurrently.
+
+        Each check may take ``HEALTH_TIMEOUT`` seconds at most (see the blocking client).
+        """
+        seconds = min(self.config.timeout, HEALTH_TIMEOUT)
+        checks = [self._grpc_health(service, seconds) for service in GRPC_SERVICES]
+        checks += [self._rest_health(service, seconds) for service in REST_SERVICES]
         return list(await asyncio.gather(*checks))
 
-    async def _grpc_health(self, service: ServiceName) -> ServiceHealth:
+    async def _grpc_health(self, service: ServiceName, seconds: float) -> ServiceHealth:
         address = self.grpc_address(service)
         title = SERVICE_TITLES[service]
         try:
-            reply = await _HealthStub(self.channel(service)).check(min(self.config.timeout, 5.0))
+            reply = await _HealthStub(self.channel(service)).check(seconds)
         except _GRPCLIB_ERRORS as exc:
             error = _grpclib_error(exc, service, address, {})
             return ServiceHealth(title, "grpc", address, "UNREACHABLE", str(error))
         name = HEALTH_STATUS_NAMES.get(reply.status, "UNKNOWN")
         return ServiceHealth(title, "grpc", address, serving_status(name == "SERVING"), name)
 
-    async def _rest_health(self, service: ServiceName) -> ServiceHealth:
+    async def _rest_health(self, service: ServiceName, seconds: float) -> ServiceHealth:
         url = self.rest_url(service)
         title = SERVICE_TITLES[service]
+        endpoint = rest_health_endpoint(service)
         token = SEND_TOKEN.set(False)
         try:
-            reply = await rest_health_endpoint(service).asyncio_detailed(client=self.rest(service))
+            client = self.rest(service)
+            http = client.get_async_httpx_client()
+            response = await http.request(**endpoint._get_kwargs(), timeout=seconds)
+            reply = endpoint._build_response(client=client, response=response)
         except MissiveError as exc:
             return ServiceHealth(title, "rest", url, "NOT_SERVING", str(exc))
         except httpx.TransportError as exc:

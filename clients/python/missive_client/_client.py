@@ -78,13 +78,13 @@ class Users:
         this client's included, stops working; sign in again for a new one."""
         self._core.run(_ops.revoke_tokens(self._email(email)))
 
-    def list(self, *, page_size: int | None = None) -> Pager[User]:
+    def list(self, *, page_size: int | None = None, page_token: str = "") -> Pager[User]:
         """Every registered user, in ascending email order, fetched page by page.
 
         Operators only: for an ordinary user the first page raises ``PermissionDenied``.
         ``page_size`` is 1 to 100 (the server's default is 50). Iterating fetches lazily.
         """
-        return Pager(lambda token: self._core.run(_ops.list_users(page_size, token)))
+        return Pager(lambda token: self._core.run(_ops.list_users(page_size, token)), page_token)
 
 
 class Messages:
@@ -122,7 +122,12 @@ class Messages:
         return self._core.run(call)
 
     def list(
-        self, peer: str | None = None, *, email: str | None = None, page_size: int | None = None
+        self,
+        peer: str | None = None,
+        *,
+        email: str | None = None,
+        page_size: int | None = None,
+        page_token: str = "",
     ) -> Pager[Message]:
         """The signed-in user's messages, newest first: with ``peer`` only, or with everyone."""
         user = self._email(email)
@@ -130,17 +135,21 @@ class Messages:
         return Pager(
             lambda token: self._core.run(
                 _ops.list_messages(transport, user, peer, page_size, token)
-            )
+            ),
+            page_token,
         )
 
     def conversations(
-        self, *, email: str | None = None, page_size: int | None = None
+        self, *, email: str | None = None, page_size: int | None = None, page_token: str = ""
     ) -> Pager[Conversation]:
         """The signed-in user's conversations, most recent first, with unread counts."""
         user = self._email(email)
         transport = self._core.config.transport
         return Pager(
-            lambda token: self._core.run(_ops.list_conversations(transport, user, page_size, token))
+            lambda token: self._core.run(
+                _ops.list_conversations(transport, user, page_size, token)
+            ),
+            page_token,
         )
 
     def mark_read(self, peer: str, *, email: str | None = None) -> Conversation:
@@ -169,6 +178,7 @@ class Notifications:
         unread_only: bool = False,
         email: str | None = None,
         page_size: int | None = None,
+        page_token: str = "",
     ) -> Pager[Notification]:
         """The signed-in user's stored notifications, newest first (optionally only unread).
 
@@ -179,7 +189,8 @@ class Notifications:
         return Pager(
             lambda token: self._core.run(
                 _ops.list_notifications(transport, user, unread_only, page_size, token)
-            )
+            ),
+            page_token,
         )
 
     def unread_count(self, *, email: str | None = None) -> int:

@@ -16,14 +16,38 @@ T = TypeVar("T")
 class Pager(Generic[T]):
     """Iterates over every item of a list operation, fetching pages as it goes.
 
-    Nothing is fetched until iteration starts; each new iteration starts again from the first
-    page. Errors of a page fetch are raised from the iteration. ``pages()`` yields whole pages
-    (for their tokens or, on notifications, ``unread_count``).
+    Nothing is fetched until iteration starts; each new iteration starts again from
+    ``page_token`` (the first page unless the listing was given a saved token). Errors of a
+    page fetch are raised from the iteration. ``pages()`` yields whole pages (for their tokens
+    or, on notifications, ``unread_count``).
+
+    Resuming: ``next_page_token`` is the token of the page after the last one fetched ("" once
+    the listing is exhausted). Save it after a whole page, then pass it as ``page_token=`` to
+    the list call (or to ``starting_at``) to go on from the next page, in this process or
+    another.
     """
 
     def __init__(self, fetch: Callable[[str], Page[T]], page_token: str = "") -> None:
         self._fetch = fetch
         self._start = page_token
+        self._next: str | None = None
+
+    @property
+    def page_token(self) -> str:
+        """The token this listing starts at ("" for the first page)."""
+        return self._start
+
+    @property
+    def next_page_token(self) -> str | None:
+        """The last fetched page's ``next_page_token``: where to resume after it.
+
+        ``None`` until a page has been fetched; "" when that page was the last one.
+        """
+        return self._next
+
+    def _fetched(self, page: Page[T]) -> Page[T]:
+        self._next = page.next_page_token
+        return page
 
     def __iter__(self) -> Iterator[T]:
         for page in self.pages():
@@ -34,7 +58,7 @@ class Pager(Generic[T]):
         token = self._start
         seen: set[str] = set()
         while True:
-            page = self._fetch(token)
+            page = self._fetched(self._fetch(token))
             yield page
             token = page.next_page_token
             if not token or token in seen:  # a repeated token would loop forever
@@ -43,10 +67,13 @@ class Pager(Generic[T]):
 
     def first_page(self) -> Page[T]:
         """Only the first page (one request)."""
-        return self._fetch(self._start)
+        return self._fetched(self._fetch(self._start))
 
     def starting_at(self, page_token: str) -> Pager[T]:
-        """The same listing, resumed at a ``next_page_token`` an earlier page returned."""
+        """The same listing, resumed at a ``next_page_token`` an earlier page returned.
+
+        The same as passing ``page_token=`` to the list call.
+        """
         return Pager(self._fetch, page_token)
 
     def to_list(self, limit: int | None = None) -> list[T]:
@@ -64,12 +91,32 @@ class Pager(Generic[T]):
 class AsyncPager(Generic[T]):
     """Async iteration over every item of a list operation (``async for``), page by page.
 
-    Nothing is fetched until iteration starts; each new iteration starts from the first page.
+    Nothing is fetched until iteration starts; each new iteration starts from ``page_token``
+    (the first page unless the listing was given a saved token). ``next_page_token`` is the
+    token of the page after the last one fetched, to resume from as with ``Pager``.
     """
 
     def __init__(self, fetch: Callable[[str], Awaitable[Page[T]]], page_token: str = "") -> None:
         self._fetch = fetch
         self._start = page_token
+        self._next: str | None = None
+
+    @property
+    def page_token(self) -> str:
+        """The token this listing starts at ("" for the first page)."""
+        return self._start
+
+    @property
+    def next_page_token(self) -> str | None:
+        """The last fetched page's ``next_page_token``: where to resume after it.
+
+        ``None`` until a page has been fetched; "" when that page was the last one.
+        """
+        return self._next
+
+    def _fetched(self, page: Page[T]) -> Page[T]:
+        self._next = page.next_page_token
+        return page
 
     async def __aiter__(self) -> AsyncGenerator[T, None]:
         async with aclosing(self.pages()) as pages:
@@ -82,7 +129,7 @@ class AsyncPager(Generic[T]):
         token = self._start
         seen: set[str] = set()
         while True:
-            page = await self._fetch(token)
+            page = self._fetched(await self._fetch(token))
             yield page
             token = page.next_page_token
             if not token or token in seen:
@@ -91,10 +138,13 @@ class AsyncPager(Generic[T]):
 
     async def first_page(self) -> Page[T]:
         """Only the first page (one request)."""
-        return await self._fetch(self._start)
+        return self._fetched(await self._fetch(self._start))
 
     def starting_at(self, page_token: str) -> AsyncPager[T]:
-        """The same listing, resumed at a ``next_page_token`` an earlier page returned."""
+        """The same listing, resumed at a ``next_page_token`` an earlier page returned.
+
+        The same as passing ``page_token=`` to the list call.
+        """
         return AsyncPager(self._fetch, page_token)
 
     async def to_list(self, limit: int | None = None) -> list[T]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -31,6 +34,7 @@ from missive_client._wire import (
     GRPC_OPTIONS,
     HEALTH_CHECK_METHOD,
     HEALTH_STATUS_NAMES,
+    HEALTH_TIMEOUT,
     SEND_TOKEN,
     USER_AGENT,
     BearerAuth,
@@ -265,15 +269,21 @@ class SyncTransport:
             SEND_TOKEN.reset(token)
 
     def health(self) -> list[ServiceHealth]:
-        """The health of every gRPC server and REST API, each checked once."""
-        results: list[ServiceHealth] = []
-        for service in GRPC_SERVICES:
-            results.append(self._grpc_health(service))
-        for service in REST_SERVICES:
-            results.append(self._rest_health(service))
-        return results
+        """The health of every gRPC server and REST API, checked in parallel (each once).
 
-    def _grpc_health(self, service: ServiceName) -> ServiceHealth:
+        Each check may take ``HEALTH_TIMEOUT`` seconds at most, so one hung service delays the
+        answer by that much, not by the sum of every check's wait.
+        """
+        seconds = min(self.config.timeout, HEALTH_TIMEOUT)
+        checks: list[Callable[[], ServiceHealth]] = [
+            *(partial(self._grpc_health, service, seconds) for service in GRPC_SERVICES),
+            *(partial(self._rest_health, service, seconds) for service in REST_SERVICES),
+        ]
+        with ThreadPoolExecutor(len(checks), thread_name_prefix="missive-health") as pool:
+            futures = [pool.submit(copy_context().run, check) for check in checks]
+            return [future.result() for future in futures]
+
+    def _grpc_health(self, service: ServiceName, seconds: float) -> ServiceHealth:
         address = self.grpc_address(service)
         self.channel(service)
         check = self._raw_channels[service].unary_unary(
@@ -282,7 +292,7 @@ class SyncTransport:
             response_deserializer=HealthCheckResponse.FromString,
         )
         try:
-            reply = check(HealthCheckRequest(), timeout=min(self.config.timeout, 5.0))
+            reply = check(HealthCheckRequest(), timeout=seconds)
         except grpc.RpcError as exc:
             error = grpc_error(exc, service, address)
             title = SERVICE_TITLES[service]
@@ -291,12 +301,15 @@ class SyncTransport:
         title = SERVICE_TITLES[service]
         return ServiceHealth(title, "grpc", address, serving_status(name == "SERVING"), name)
 
-    def _rest_health(self, service: ServiceName) -> ServiceHealth:
+    def _rest_health(self, service: ServiceName, seconds: float) -> ServiceHealth:
         url = self.rest_url(service)
         title = SERVICE_TITLES[service]
+        endpoint = rest_health_endpoint(service)
         token = SEND_TOKEN.set(False)
         try:
-            reply = rest_health_endpoint(service).sync_detailed(client=self.rest(service))
+            client = self.rest(service)
+            response = client.get_httpx_client().request(**endpoint._get_kwargs(), timeout=seconds)
+            reply = endpoint._build_response(client=client, response=response)
         except MissiveError as exc:
             return ServiceHealth(title, "rest", url, "NOT_SERVING", str(exc))
         except httpx.TransportError as exc:

@@ -28,6 +28,7 @@ from missive_client._session import Session
 
 __all__ = [
     "GRPC_OPTIONS",
+    "HEALTH_TIMEOUT",
     "SEND_TOKEN",
     "USER_AGENT",
     "BearerAuth",
@@ -104,6 +105,11 @@ def new_rest_client(service: ServiceName) -> Any:
         "notification": notification_rest.AuthenticatedClient,
     }
     return classes[service](base_url=_REST_PLACEHOLDER, token="")
+
+
+HEALTH_TIMEOUT = 2.0
+"""Seconds one health check may take (at most the client's ``timeout``): a service that has not
+answered by then is reported as not answering, so ``status`` stays quick when one hangs."""
 
 
 def rest_health_endpoint(service: ServiceName) -> Any:

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import click
 
-from missive_client import Client, MissiveError, Notification, Transport
+from missive_client import Client, MissiveError, Notification, RateLimited, Transport
 from missive_client._config import DEFAULT_PROFILE, PROFILE_VAR
 from missive_client.cli._admin import admin
 from missive_client.cli._common import (
@@ -23,7 +23,9 @@ from missive_client.cli._common import (
     read_password,
     save_token,
     state_of,
+    throttled_sign_in,
 )
+from missive_client.cli._render import Output
 from missive_client.cli._store import TokenStore, config_dir
 
 __all__ = ["EXIT_AUTH", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_UNAVAILABLE", "cli"]
@@ -83,8 +85,9 @@ def cli(
     $XDG_CONFIG_HOME/missive/tokens.json (~/.config/missive by default), readable only by you;
     the password is never stored. Commands act as the last user to log in, or --user EMAIL.
 
-    Exit codes: 0 success, 1 error reported by a service, 2 usage error, 3 not signed in or
-    wrong credentials, 4 a service is unreachable, 130 interrupted.
+    Exit codes: 0 success, 1 error reported by a service, 2 usage error, 3 not signed in,
+    wrong credentials or sign-in throttled (locked after repeated failures), 4 a service is
+    unreachable (or, for `status`, not serving), 130 interrupted.
     """
     chosen = cast("Transport | None", transport)  # click.Choice checked the value
     name = (profile or "").strip() or None
@@ -114,8 +117,14 @@ def login(ctx: click.Context, /, email: str | None, password_stdin: bool, **_: A
     address = email or state.user or str(click.prompt("Email"))
     password = read_password(password_stdin, "Password")
     client = state.client(signed_in=False)
-    with out.spinner("Signing in…"):
-        token = client.login(address, password)
+    try:
+        with out.spinner("Signing in…"):
+            token = client.login(address, password)
+    except RateLimited as exc:
+        # Sign-in locked or throttled after too many failures: a credentials problem (exit 3),
+        # not a refused request, and the line says when to try again.
+        Output(False).error(throttled_sign_in(exc))
+        ctx.exit(EXIT_AUTH)
     save_token(state, token)
     if out.as_json:
         out.json({"email": token.email, "expires_at": token.expires_at})
@@ -435,7 +444,11 @@ def _content(client: Client, me: str, notification: Notification) -> str | None:
 @json_option
 @click.pass_context
 def status(ctx: click.Context, /, **_: Any) -> None:
-    """Check the health of every service (exit code 4 unless all are serving)."""
+    """Check the health of every service (exit code 4 unless all are serving).
+
+    Every endpoint is checked at once, each for 2 seconds at most: a hung service shows as
+    unreachable without holding up the others.
+    """
     state = state_of(ctx)
     out = state.output(ctx)
     with out.spinner("Checking…"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from missive_client import (
     ConfigError,
     DeadlineExceeded,
     MissiveError,
+    RateLimited,
     Token,
     Transport,
     Unauthenticated,
@@ -36,6 +38,7 @@ __all__ = [
     "read_password",
     "save_token",
     "state_of",
+    "throttled_sign_in",
 ]
 
 EXIT_ERROR = 1
@@ -43,7 +46,8 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 """A usage error: a bad option, or a malformed MISSIVE_* variable or profile."""
 EXIT_AUTH = 3
-"""Not signed in, session expired, or wrong credentials: run ``missive login``."""
+"""Not signed in, session expired, wrong credentials, or sign-in throttled (the account or host
+is locked after repeated failures): run ``missive login`` (again, after the wait)."""
 EXIT_UNAVAILABLE = 4
 """A service could not be reached or is not serving."""
 EXIT_INTERRUPTED = 130
@@ -141,6 +145,14 @@ def _exit_code(exc: MissiveError) -> int:
     if isinstance(exc, Unavailable | DeadlineExceeded):
         return EXIT_UNAVAILABLE
     return EXIT_ERROR
+
+
+def throttled_sign_in(exc: RateLimited) -> str:
+    """The one line for a sign-in refused as throttled, with when to try again."""
+    line = _describe(exc)
+    if exc.retry_after is not None and not any(w in line.lower() for w in ("retry", "try again")):
+        line += f" (try again in {math.ceil(exc.retry_after)} s)"
+    return line
 
 
 def json_option(command: F) -> F:
