@@ -48,9 +48,12 @@ async def test_valkey_sigkill_restart_on_aof(chaos: ChaosRun) -> None:
         return killed - DURABILITY_WINDOW_SECONDS <= done <= killed
 
     result = await chaos.check(allow_lost=in_window)
-    during = chaos.history.attempts_between(killed + 0.2, restarting)
+    started = chaos.history.attempts_between(killed + 0.2, restarting)
+    # An attempt that started while Valkey was down but reached it after the restart may
+    # rightly succeed: the outage's answers are those given before the restart began.
+    during = [a for a in started if a.ended < restarting]
     codes = sorted({a.code for a in during})
-    slowest = max((a.latency for a in during), default=0.0)
+    slowest = max((a.latency for a in started), default=0.0)
     first_ok = min(
         (
             a.ended
@@ -68,7 +71,7 @@ async def test_valkey_sigkill_restart_on_aof(chaos: ChaosRun) -> None:
         f"{first_ok - restarted:.2f} s after the restart" if first_ok else "none"
     )
     result.require(
-        set(codes) <= {"UNAVAILABLE", "DEADLINE_EXCEEDED"},
+        bool(during) and set(codes) <= {"UNAVAILABLE", "DEADLINE_EXCEEDED"},
         "during the outage every send is UNAVAILABLE or DEADLINE_EXCEEDED, none OK",
     )
     result.require(slowest <= SEND_DEADLINE_SECONDS + 0.5, "each within the deadline + 0.5 s")
