@@ -68,6 +68,15 @@ def principal(token_info: dict[str, Any]) -> Principal:
     )
 
 
+def own_email(token_info: dict[str, Any], email: str | None) -> str:
+    """The `email` query parameter, defaulting to the caller's own address when left out.
+
+    A given address is passed on unchanged, so the service still refuses (403) one that is not
+    the caller's.
+    """
+    return str(token_info["sub"]) if email is None else email
+
+
 async def _domain_problem(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     assert isinstance(exc, DomainError)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None

@@ -107,8 +107,8 @@ class SendMessageRequest(TypedDict):
     """Author, who must be the caller: normalised lower-case email, max 254 bytes."""
     receiver_email: str
     """
-    Addressee, a registered user other than the sender: normalised lower-case email, max 254
-    bytes.
+    Addressee, a registered user (the sender too, for a note to self): normalised lower-case
+    email, max 254 bytes.
     """
     content: str
     """Message text, 1 to 4096 characters (Unicode code points)."""
