@@ -26,6 +26,7 @@ import logging
 from collections import Counter
 from typing import Any
 
+from missive.rest._runtime import problem_document
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from services.common.settings import RestEdgeSettings
@@ -50,9 +51,7 @@ def uvicorn_options(settings: RestEdgeSettings) -> dict[str, Any]:
 
 
 def _problem_response(status: int, reason: str, detail: str, retry_after: int) -> bytes:
-    body = json.dumps(
-        {"type": "about:blank", "title": reason, "status": status, "detail": detail}
-    ).encode()
+    body = json.dumps(problem_document(status, reason, detail)).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
         "content-type: application/problem+json\r\n"
