@@ -63,7 +63,7 @@ PROBLEM_TYPES: Mapping[int, str] = {
     404: "not-found",
     405: "method-not-allowed",
     406: "not-acceptable",
-    409: "conflict",
+    409: "already-exists",
     413: "payload-too-large",
     415: "unsupported-media-type",
     429: "rate-limited",

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from missive.rest._runtime import problem_type
 from redis.asyncio import Redis
 
 from services.common.bootstrap import Security
@@ -39,7 +40,11 @@ async def notify(service: NotificationService, *message_ids: int, receiver: str 
 
 def is_problem(response: httpx.Response, status: int) -> bool:
     content_type = response.headers["content-type"]
-    return response.status_code == status and content_type == "application/problem+json"
+    return (
+        response.status_code == status
+        and content_type == "application/problem+json"
+        and response.json()["type"] == problem_type(status)
+    )
 
 
 async def test_list_notifications(
@@ -148,6 +153,16 @@ async def test_other_users_data_is_403_and_unchanged(
     assert (await http.get(f"/subscriptions/{BOB}", headers=auth(BOB))).json()["subscribed"]
 
 
+async def test_the_list_defaults_to_the_caller(
+    http: httpx.AsyncClient, service: NotificationService, auth: Auth
+) -> None:
+    await notify(service, 1, 2)
+    listed = await http.get("/list_notifications", headers=auth(BOB))
+    assert listed.status_code == 200, listed.text
+    assert [n["message_id"] for n in listed.json()["notifications"]] == [2, 1]
+    assert (await http.get("/list_notifications", headers=auth(EVE))).json()["notifications"] == []
+
+
 @pytest.mark.parametrize(
     ("method", "url", "kwargs"),
     [
@@ -155,7 +170,7 @@ async def test_other_users_data_is_403_and_unchanged(
         ("GET", "/list_notifications", {"params": {"email": BOB, "page_size": 101}}),
         ("GET", "/list_notifications", {"params": {"email": BOB, "page_size": 0}}),
         ("GET", "/list_notifications", {"params": {"email": BOB, "page_token": "%%"}}),
-        ("GET", "/list_notifications", {"params": {}}),
+        ("GET", "/list_notifications", {"params": {"email": BOB, "unread_only": "maybe"}}),
         ("POST", "/notifications/abc/read", {"json": {"email": BOB}}),
         ("POST", f"/notifications/{'1' * 20}/read", {"json": {"email": BOB}}),
         ("POST", "/notifications/1/read", {"json": {"email": BOB, "read": False}}),
