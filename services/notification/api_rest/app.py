@@ -43,6 +43,8 @@ def notification_body(notification: Notification) -> NotificationBody:
         "receiver_email": notification.receiver_email,
         "timestamp": format_timestamp(notification.timestamp),
         "read": notification.read,
+        "preview": notification.preview,
+        "sender_name": notification.sender_name,
     }
 
 

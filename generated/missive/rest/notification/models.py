@@ -51,6 +51,13 @@ class Notification(TypedDict):
     """When the message was stored by MessageService (UTC)."""
     read: bool
     """True once the receiver marked the notification read."""
+    preview: str
+    """
+    The start of the message's content, at most 100 characters (Unicode code points); empty for
+    notifications created before previews existed.
+    """
+    sender_name: str
+    """The sender's display name when the message was sent; empty when unknown."""
 
 
 class NotificationList(TypedDict):
