@@ -26,7 +26,6 @@ import logging
 from collections import Counter
 from typing import Any
 
-from missive.rest._runtime import problem_document
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from services.common.settings import RestEdgeSettings
@@ -51,6 +50,10 @@ def uvicorn_options(settings: RestEdgeSettings) -> dict[str, Any]:
 
 
 def _problem_response(status: int, reason: str, detail: str, retry_after: int) -> bytes:
+    # Imported here: the generated runtime loads Connexion, which command-line tools importing
+    # this module (through the settings) need not pay for.
+    from missive.rest._runtime import problem_document
+
     body = json.dumps(problem_document(status, reason, detail)).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"

@@ -35,6 +35,8 @@ async def notify(service: NotificationService, *message_ids: int, receiver: str 
             sender_email=ADA,
             receiver_email=receiver,
             timestamp=when(message_id),
+            preview=f"text of message {message_id}",
+            sender_name="Ada Lovelace",
         )
 
 
@@ -69,6 +71,8 @@ async def test_list_notifications(
             "receiver_email": BOB,
             "timestamp": "2025-01-14T12:00:03Z",
             "read": False,
+            "preview": "text of message 3",
+            "sender_name": "Ada Lovelace",
         },
         {
             "id": "2",
@@ -77,6 +81,8 @@ async def test_list_notifications(
             "receiver_email": BOB,
             "timestamp": "2025-01-14T12:00:02Z",
             "read": True,
+            "preview": "text of message 2",
+            "sender_name": "Ada Lovelace",
         },
     ]
     rest = await http.get(
