@@ -283,7 +283,7 @@ async def test_the_notification_keeps_a_bounded_preview_and_the_sender_name(
     [listed] = page.notifications
     assert (listed.preview, listed.sender_name) == ("é" * 100, "Ada Lovelace")
     assert await redis.xlen(OUTBOX_STREAM) == 1
-    [(_, fields)] = await redis.xrange(OUTBOX_STREAM)
+    [fields] = await stream_fields(redis, OUTBOX_STREAM)
     assert '"preview":"' in fields["notification"]
 
 
