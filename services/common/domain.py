@@ -1,16 +1,18 @@
 """Domain errors and the caller identity, shared by every service and free of transport imports.
 
     DomainError
-    ├── InvalidArgument    bad input                      → INVALID_ARGUMENT / 400
-    ├── Unauthenticated    no or bad credentials          → UNAUTHENTICATED / 401
-    ├── PermissionDenied   not allowed for this caller    → PERMISSION_DENIED / 403
-    ├── NotFound           no such resource               → NOT_FOUND / 404
-    ├── AlreadyExists      key taken / key reused         → ALREADY_EXISTS / 409
-    ├── RateLimited        throttled, retry after N s     → RESOURCE_EXHAUSTED / 429
+    ├── InvalidArgument    bad input                      → INVALID_ARGUMENT / 400 validation
+    ├── Unauthenticated    no or bad credentials          → UNAUTHENTICATED / 401 unauthenticated
+    ├── PermissionDenied   not allowed for this caller    → PERMISSION_DENIED / 403 forbidden
+    ├── NotFound           no such resource               → NOT_FOUND / 404 not-found
+    ├── AlreadyExists      key taken / key reused         → ALREADY_EXISTS / 409 already-exists
+    ├── RateLimited        throttled, retry after N s     → RESOURCE_EXHAUSTED / 429 rate-limited
     ├── FailedPrecondition not in a state that allows it  → FAILED_PRECONDITION / 409
-    └── Unavailable        a dependency is down           → UNAVAILABLE / 503
+    │                                                        failed-precondition
+    └── Unavailable        a dependency is down           → UNAVAILABLE / 503 unavailable
 
-Each edge (gRPC interceptor, REST error handler) translates them once.
+Each edge (gRPC interceptor, REST error handler) translates them once; on REST the last word is
+the problem type, `https://missive.dev/problems/<kind>`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class DomainError(Exception):
     code: ClassVar[str] = "INTERNAL"
     http_status: ClassVar[int] = 500
     title: ClassVar[str] = "Internal Server Error"
+    problem_kind: ClassVar[str] = "internal"
+    """The last segment of the REST problem `type` URI."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -33,26 +37,32 @@ class DomainError(Exception):
 
 class InvalidArgument(DomainError):
     code, http_status, title = "INVALID_ARGUMENT", 400, "Bad Request"
+    problem_kind = "validation"
 
 
 class Unauthenticated(DomainError):
     code, http_status, title = "UNAUTHENTICATED", 401, "Unauthorized"
+    problem_kind = "unauthenticated"
 
 
 class PermissionDenied(DomainError):
     code, http_status, title = "PERMISSION_DENIED", 403, "Forbidden"
+    problem_kind = "forbidden"
 
 
 class NotFound(DomainError):
     code, http_status, title = "NOT_FOUND", 404, "Not Found"
+    problem_kind = "not-found"
 
 
 class AlreadyExists(DomainError):
     code, http_status, title = "ALREADY_EXISTS", 409, "Conflict"
+    problem_kind = "already-exists"
 
 
 class RateLimited(DomainError):
     code, http_status, title = "RESOURCE_EXHAUSTED", 429, "Too Many Requests"
+    problem_kind = "rate-limited"
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
@@ -61,10 +71,12 @@ class RateLimited(DomainError):
 
 class FailedPrecondition(DomainError):
     code, http_status, title = "FAILED_PRECONDITION", 409, "Conflict"
+    problem_kind = "failed-precondition"
 
 
 class Unavailable(DomainError):
     code, http_status, title = "UNAVAILABLE", 503, "Service Unavailable"
+    problem_kind = "unavailable"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import redis.exceptions
 from connexion import AsyncApp
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
-from connexion.problem import problem
+from missive.rest._runtime import problem_response, problem_type
 
 from services.common.auth import TokenVerifier
 from services.common.domain import (
@@ -44,7 +44,10 @@ def bearer_verifier(
             return None
         except Unavailable as exc:  # raised inside Connexion's security check: its own problem
             raise ProblemException(
-                status=exc.http_status, title=exc.title, detail=exc.message
+                status=exc.http_status,
+                title=exc.title,
+                detail=exc.message,
+                type=problem_type(exc.http_status, exc.problem_kind),
             ) from exc
         return {
             "sub": principal.name,
@@ -68,19 +71,31 @@ def principal(token_info: dict[str, Any]) -> Principal:
     )
 
 
+def own_email(token_info: dict[str, Any], email: str | None) -> str:
+    """The `email` query parameter, defaulting to the caller's own address when left out.
+
+    A given address is passed on unchanged, so the service still refuses (403) one that is not
+    the caller's.
+    """
+    return str(token_info["sub"]) if email is None else email
+
+
 async def _domain_problem(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     assert isinstance(exc, DomainError)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-    return problem(exc.http_status, exc.title, exc.message, headers=headers)
+    return problem_response(
+        exc.http_status, exc.title, exc.message, kind=exc.problem_kind, headers=headers
+    )
 
 
 async def _redis_problem(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     reason = unavailable_reason(exc)
     if reason is None:
         logger.error("redis error: %s", exc)
-        return problem(500, "Internal Server Error", "The request could not be completed.")
+        detail = "The request could not be completed."
+        return problem_response(500, "Internal Server Error", detail)
     logger.warning("redis unavailable: %s", exc)
-    return problem(503, "Service Unavailable", f"{reason[0].upper()}{reason[1:]}.")
+    return problem_response(503, "Service Unavailable", f"{reason[0].upper()}{reason[1:]}.")
 
 
 def install_error_handlers(app: AsyncApp) -> AsyncApp:

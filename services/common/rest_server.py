@@ -50,9 +50,11 @@ def uvicorn_options(settings: RestEdgeSettings) -> dict[str, Any]:
 
 
 def _problem_response(status: int, reason: str, detail: str, retry_after: int) -> bytes:
-    body = json.dumps(
-        {"type": "about:blank", "title": reason, "status": status, "detail": detail}
-    ).encode()
+    # Imported here: the generated runtime loads Connexion, which command-line tools importing
+    # this module (through the settings) need not pay for.
+    from missive.rest._runtime import problem_document
+
+    body = json.dumps(problem_document(status, reason, detail)).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
         "content-type: application/problem+json\r\n"

@@ -27,7 +27,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 import grpc
@@ -58,6 +58,7 @@ class AccountState:
 
     account_id: str
     token_version: int
+    name: str = field(default="", compare=False)  # the display name, where UserService gives it
 
 
 class AccountLookup(Protocol):

@@ -51,6 +51,8 @@ class Notification:
     receiver_email: str
     timestamp: datetime | None
     read: bool
+    preview: str = ""  # the start of the message's content; empty when unknown
+    sender_name: str = ""  # the sender's display name; empty when unknown
 
 
 class UnreadSource(Protocol):

@@ -28,6 +28,8 @@ def from_proto(message: notification_pb2.Notification) -> Notification:
         receiver_email=message.receiver_email,
         timestamp=timestamp,
         read=message.read,
+        preview=message.preview,
+        sender_name=message.sender_name,
     )
 
 
@@ -39,6 +41,8 @@ def to_proto(notification: Notification) -> notification_pb2.Notification:
         sender_email=notification.sender_email,
         receiver_email=notification.receiver_email,
         read=notification.read,
+        preview=notification.preview,
+        sender_name=notification.sender_name,
     )
     if notification.timestamp is not None:
         message.timestamp.FromDatetime(notification.timestamp)

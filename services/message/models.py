@@ -102,3 +102,5 @@ class MessageEvent:
     receiver_email: str
     timestamp: datetime  # aware, UTC
     receiver_account_id: str = ""  # the receiver's account when the message was sent
+    preview: str = ""  # the start of the content (empty in events recorded before previews)
+    sender_name: str = ""  # the sender's display name when the message was sent, if known

@@ -61,6 +61,8 @@ class NotifyReceiver(RpcReceiver[notification_pb2.CreateNotificationRequest]):
             receiver_email=event.receiver_email,
             read=False,
             receiver_account_id=event.receiver_account_id,
+            preview=event.preview,
+            sender_name=event.sender_name,
         )
         request.timestamp.FromDatetime(event.timestamp)
         return request, str(event.message_id)

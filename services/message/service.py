@@ -77,6 +77,7 @@ class MessageStore(Protocol):
         request_id: str | None = None,
         record: IdempotencyRecord | None = None,
         receiver_account_id: str = "",
+        sender_name: str = "",
     ) -> AddOutcome: ...
 
     async def claim(self, email: str, account_id: str) -> bool: ...
@@ -228,7 +229,7 @@ class MessageService:
             record = await self._store.idempotency_record(sender, request_id)
             if record is not None:
                 return await self._replay(record, request_id, receiver, digest)
-        receiver_account = await self._check_registered(sender, receiver)
+        receiver_account, sender_name = await self._check_registered(sender, receiver)
         await self._claim(principal, sender)
         if receiver_account and receiver != sender:
             # The receiver's data here must be theirs before the message joins it.
@@ -239,7 +240,9 @@ class MessageService:
         for _ in range(_ID_ATTEMPTS):
             message = Message(await self._store.next_id(), sender, receiver, content, self._clock())
             record = IdempotencyRecord(message.id, receiver, digest) if request_id else None
-            outcome = await self._store.add(message, request_id, record, receiver_account)
+            outcome = await self._store.add(
+                message, request_id, record, receiver_account, sender_name=sender_name
+            )
             if outcome.existing is not None and request_id is not None:
                 return await self._replay(outcome.existing, request_id, receiver, digest)
             if outcome.quota_used is not None:
@@ -287,9 +290,10 @@ class MessageService:
         logger.debug("client_request_id %s repeated: message %d", request_id, message.id)
         return message
 
-    async def _check_registered(self, sender: str, receiver: str) -> str:
-        """The receiver's account id ("" if it has none yet); NotFound naming each unregistered
-        user; Unavailable if UserService cannot tell."""
+    async def _check_registered(self, sender: str, receiver: str) -> tuple[str, str]:
+        """The receiver's account id ("" if it has none yet) and the sender's display name ("" if
+        unknown); NotFound naming each unregistered user; Unavailable if UserService cannot
+        tell."""
         emails = {"sender_email": sender, "receiver_email": receiver}
         answers = await asyncio.gather(
             *(self._users.account(email) for email in emails.values()), return_exceptions=True
@@ -307,8 +311,11 @@ class MessageService:
         ]
         if missing:
             raise NotFound("; ".join(missing))
-        receiver_account = answers[1]
-        return receiver_account.account_id if isinstance(receiver_account, AccountState) else ""
+        sender_account, receiver_account = answers
+        return (
+            receiver_account.account_id if isinstance(receiver_account, AccountState) else "",
+            sender_account.name if isinstance(sender_account, AccountState) else "",
+        )
 
     # -- reading ------------------------------------------------------------------------------
 

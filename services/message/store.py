@@ -126,16 +126,29 @@ def _owned_counters(email: str) -> list[str]:
     return [keys.account_key(email), keys.stored_bytes_key(email), keys.send_rate_key(email)]
 
 
-def outbox_event(message: Message, receiver_account_id: str = "") -> dict[str, str]:
-    """Fields of the outbox entry that makes the relay notify the receiver of ``message``."""
+PREVIEW_CHARS: Final = 100
+"""Longest preview of a message's content (and sender name) a notification event carries."""
+
+
+def outbox_event(
+    message: Message, receiver_account_id: str = "", sender_name: str = ""
+) -> dict[str, str]:
+    """Fields of the outbox entry that makes the relay notify the receiver of ``message``.
+
+    It carries a preview of the content (its first PREVIEW_CHARS characters) and the sender's
+    display name, so the notification shows them without another call.
+    """
     event = {
         "message_id": str(message.id),
         "sender_email": message.sender_email,
         "receiver_email": message.receiver_email,
         "timestamp": format_timestamp(message.timestamp),
+        "preview": message.content[:PREVIEW_CHARS],
     }
     if receiver_account_id:
         event["receiver_account_id"] = receiver_account_id
+    if sender_name:
+        event["sender_name"] = sender_name[:PREVIEW_CHARS]
     return event
 
 
@@ -154,6 +167,8 @@ def decode_event(fields: dict[str, str]) -> MessageEvent:
         receiver,
         parse_timestamp(timestamp),
         fields.get("receiver_account_id", ""),
+        fields.get("preview", "")[:PREVIEW_CHARS],
+        fields.get("sender_name", "")[:PREVIEW_CHARS],
     )
 
 
@@ -240,6 +255,7 @@ class RedisMessageStore:
         request_id: str | None = None,
         record: IdempotencyRecord | None = None,
         receiver_account_id: str = "",
+        sender_name: str = "",
     ) -> AddOutcome:
         """Store ``message``, its indexes, the idempotency record and its outbox event, atomically.
 
@@ -276,7 +292,7 @@ class RedisMessageStore:
                 json.dumps(sorted((sender, receiver))),
                 encode_record(record) if record is not None else "",
                 self._idempotency_ttl,
-                *outbox_lua_args(outbox_event(message, receiver_account_id)),
+                *outbox_lua_args(outbox_event(message, receiver_account_id, sender_name)),
                 self.quota_bytes,
             ],
         )

@@ -59,4 +59,4 @@ class GrpcUserDirectory:
             raise Unavailable("UserService is temporarily unavailable") from exc
         if not reply.exists:
             return None
-        return AccountState(reply.account_id, reply.token_version)
+        return AccountState(reply.account_id, reply.token_version, reply.name)

@@ -19,6 +19,8 @@ class NewNotification:
     timestamp: datetime
     read: bool = False
     receiver_account_id: str = ""  # the receiver's account when the message was sent
+    preview: str = ""  # the start of the message's content; empty when the event had none
+    sender_name: str = ""  # the sender's display name; empty when unknown
 
     @property
     def id(self) -> str:
@@ -33,6 +35,8 @@ class NewNotification:
             receiver_email=self.receiver_email,
             timestamp=self.timestamp,
             read=self.read,
+            preview=self.preview,
+            sender_name=self.sender_name,
         )
 
 
@@ -46,6 +50,8 @@ class Notification:
     receiver_email: str
     timestamp: datetime  # aware, UTC
     read: bool
+    preview: str = ""  # the start of the message's content (empty before previews existed)
+    sender_name: str = ""  # the sender's display name when the message was sent, if known
 
 
 @dataclass(frozen=True)

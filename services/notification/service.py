@@ -47,6 +47,15 @@ class NotificationStore(Protocol):
     async def erase_account(self, email: str, account_id: str) -> int: ...
 
 
+PREVIEW_CHARS = 100
+"""Longest preview and sender name a notification keeps (Unicode code points)."""
+
+
+def _bounded(text: str) -> str:
+    """``text`` cut to PREVIEW_CHARS characters (a longer one is shortened, not refused)."""
+    return text[:PREVIEW_CHARS]
+
+
 def _account_id(raw: str, field: str) -> str:
     if raw and not ACCOUNT_ID.fullmatch(raw):
         raise InvalidArgument(f"{field} must be 32 lower-case hex digits or empty")
@@ -106,6 +115,8 @@ class NotificationService:
         timestamp: datetime | None,
         read: bool = False,
         receiver_account_id: str = "",
+        preview: str = "",
+        sender_name: str = "",
     ) -> CreateResult:
         """Notify the receiver of a stored message once (idempotent per message id)."""
         if not principal.is_service:  # the edge allows only MessageService; belt and braces
@@ -119,7 +130,16 @@ class NotificationService:
         if timestamp.tzinfo is None:
             raise InvalidArgument("timestamp must carry a UTC offset")
         account = _account_id(receiver_account_id, "receiver_account_id")
-        new = NewNotification(message_id, sender, receiver, timestamp, read, account)
+        new = NewNotification(
+            message_id,
+            sender,
+            receiver,
+            timestamp,
+            read,
+            account,
+            preview=_bounded(preview),
+            sender_name=_bounded(sender_name),
+        )
         result = await self._store.create(new)
         if result.created:
             logger.debug("notification %s stored for %s", new.id, receiver)

@@ -97,6 +97,8 @@ def encode_notification(notification: Notification) -> str:
             "sender_email": notification.sender_email,
             "receiver_email": notification.receiver_email,
             "timestamp": format_timestamp(notification.timestamp),
+            "preview": notification.preview,
+            "sender_name": notification.sender_name,
             "read": notification.read,
         },
         separators=(",", ":"),
@@ -118,7 +120,19 @@ def decode_notification(text: str) -> Notification:
         raise ValueError("a stored notification needs a string id, an int message_id, a bool read")
     if not (isinstance(sender, str) and isinstance(receiver, str) and isinstance(timestamp, str)):
         raise ValueError("a stored notification needs string emails and timestamp")
-    return Notification(nid, message_id, sender, receiver, parse_timestamp(timestamp), read)
+    preview, sender_name = data.get("preview", ""), data.get("sender_name", "")
+    if not (isinstance(preview, str) and isinstance(sender_name, str)):
+        raise ValueError("a stored notification's preview and sender_name must be strings")
+    return Notification(
+        nid,
+        message_id,
+        sender,
+        receiver,
+        parse_timestamp(timestamp),
+        read,
+        preview=preview,
+        sender_name=sender_name,
+    )
 
 
 def outbox_event(

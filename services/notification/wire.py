@@ -29,6 +29,8 @@ def notification_to_proto(notification: Notification) -> notification_pb2.Notifi
         sender_email=notification.sender_email,
         receiver_email=notification.receiver_email,
         read=notification.read,
+        preview=notification.preview,
+        sender_name=notification.sender_name,
     )
     message.timestamp.FromDatetime(notification.timestamp)
     return message

@@ -260,7 +260,7 @@ class UserService:
         user = await self._store.get(email)
         if user is None or not user.account_id:
             return None
-        return AccountState(user.account_id, user.token_version)
+        return AccountState(user.account_id, user.token_version, user.name)
 
     async def _rehash(self, user: StoredUser, password: str) -> None:
         upgraded = replace(user, password_hash=await self._passwords.hash(password))

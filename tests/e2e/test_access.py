@@ -6,6 +6,7 @@ refuse anonymous callers, so an unprotected addition fails this suite.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable
 from typing import Any
@@ -258,3 +259,38 @@ async def test_a_user_cannot_read_or_change_another_users_data(
             assert reply.status_code == 403, (method, url, reply.status_code, reply.text)
             assert "private" not in reply.text
     assert await _state(system, bob) == before
+
+
+async def test_rest_lists_default_email_to_the_caller(system: System, stubs: Stubs) -> None:
+    """`email` may be left out of the query: the token names the caller."""
+    ada, bob = [await register_and_login(system, name) for name in ("Ada", "Bob")]
+    sent = await stubs.send(ada, bob, "hello without an email parameter")
+    message_url = system.rest_url("message")
+    async with httpx.AsyncClient(timeout=5) as http:
+        conversations = await http.get(message_url + "/list_conversations", headers=bob.headers)
+        assert conversations.status_code == 200, conversations.text
+        [conversation] = conversations.json()["conversations"]
+        assert conversation["peer_email"] == ada.email
+        messages = await http.get(message_url + "/messages", headers=bob.headers)
+        assert messages.status_code == 200, messages.text
+        assert [m["id"] for m in messages.json()["messages"]] == [sent.id]
+        one = await http.get(message_url + f"/messages/{sent.id}", headers=ada.headers)
+        assert one.status_code == 200, one.text
+        listed = None
+        for _ in range(50):  # the notification arrives through the relay
+            listed = await http.get(
+                system.rest_url("notification") + "/list_notifications", headers=bob.headers
+            )
+            assert listed.status_code == 200, listed.text
+            if listed.json()["notifications"]:
+                break
+            await asyncio.sleep(0.1)
+        assert listed is not None
+        assert [n["message_id"] for n in listed.json()["notifications"]] == [sent.id]
+        # Given explicitly, it must still be the caller's own address.
+        other = await http.get(
+            message_url + f"/list_conversations?email={ada.email}", headers=bob.headers
+        )
+        assert other.status_code == 403, other.text
+        deleted = await http.delete(message_url + f"/messages/{sent.id}", headers=ada.headers)
+        assert deleted.status_code == 204, deleted.text

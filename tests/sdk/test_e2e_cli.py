@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -16,7 +17,7 @@ from missive_client.cli._app import EXIT_AUTH, EXIT_ERROR
 
 from tests.helpers.system import System
 from tests.sdk.conftest import PASSWORD, new_email, sdk_env
-from tests.sdk.helpers import eventually, signed_in
+from tests.sdk.helpers import connect, eventually, signed_in
 
 pytestmark = pytest.mark.e2e
 
@@ -167,6 +168,42 @@ def test_watch_renders_human_lines(live_env: dict[str, str], live: System) -> No
     eventually(lambda: json.loads(ok("notifications", "--json").output)["unread_count"] == 1)
     result = ok("watch", "--count", "1")
     assert "new message from" in result.output and "shown with its text" in result.output
+
+
+def test_notifications_show_a_preview_and_the_sender_name(
+    live_env: dict[str, str], live: System
+) -> None:
+    bob = register_and_login("Bob")
+    text = "Lunch at noon? " + "x" * 200
+    ada_email = new_email("ada")
+    with connect(live) as ada:
+        ada.users.register("Ada Lovelace", ada_email, PASSWORD)
+        ada.login(ada_email, PASSWORD)
+        ada.messages.send(bob, text)
+    env = {**os.environ, **live_env, "COLUMNS": "200"}
+
+    def listed() -> dict[str, Any]:
+        done = subprocess.run(
+            [str(MISSIVE), "notifications", "--unread", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        doc: dict[str, Any] = json.loads(done.stdout)
+        return doc
+
+    doc = eventually(lambda: (d := listed()) and d["unread_count"] == 1 and d)
+    [notification] = doc["notifications"]
+    assert notification["preview"] == text[:100]
+    assert notification["sender_name"] == "Ada Lovelace"
+    assert notification["sender_email"] == ada_email
+    human = subprocess.run(
+        [str(MISSIVE), "notifications"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert human.returncode == 0, human.stderr
+    assert "Lunch at noon?" in human.stdout and "Ada Lovelace" in human.stdout
 
 
 def test_the_installed_script_runs(live_env: dict[str, str]) -> None:

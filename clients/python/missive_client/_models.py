@@ -72,7 +72,12 @@ class Conversation:
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """Tells a user that a message arrived for them."""
+    """Tells a user that a message arrived for them.
+
+    ``preview`` is the start of the message's content (at most 100 characters) and
+    ``sender_name`` the sender's display name; both are empty for notifications created before
+    the services carried them.
+    """
 
     id: str
     message_id: int
@@ -80,6 +85,8 @@ class Notification:
     receiver_email: str
     timestamp: datetime
     read: bool
+    preview: str = ""
+    sender_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)

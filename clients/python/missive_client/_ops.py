@@ -186,6 +186,8 @@ def _notification(reply: Any) -> Notification:
         receiver_email=reply.receiver_email,
         timestamp=_when(reply.timestamp, "timestamp"),
         read=bool(reply.read),
+        preview=str(getattr(reply, "preview", "") or ""),
+        sender_name=str(getattr(reply, "sender_name", "") or ""),
     )
 
 

@@ -30,6 +30,7 @@ from connexion.validators import (
     TextResponseBodyValidator,
 )
 from jsonschema import Draft4Validator, ValidationError
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -47,6 +48,84 @@ MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays and objects a JSON body may have (the contracts need 3)."""
 
 logger = logging.getLogger(__name__)
+
+# --- Problem types ---------------------------------------------------------------------------
+#
+# Every error is an RFC 9457 problem whose `type` names its kind with a stable URI, documented
+# in each OpenAPI document. Validation problems also carry the failing field: `pointer`, a JSON
+# pointer into the request body (RFC 6901, "" for the body as a whole), or `parameter`, the
+# name of a query or path parameter. Neither ever carries the submitted value.
+
+PROBLEM_TYPE_BASE = "https://missive.dev/problems/"
+PROBLEM_TYPES: Mapping[int, str] = {
+    400: "validation",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    409: "already-exists",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    429: "rate-limited",
+    500: "internal",
+    503: "unavailable",
+}
+"""The kind of error each status code means, by default (a domain error may name its own)."""
+
+
+def problem_type(status: int, kind: str | None = None) -> str:
+    """The `type` URI of a problem: `kind` (e.g. "already-exists"), else the status's kind."""
+    slug = kind or PROBLEM_TYPES.get(status)
+    return PROBLEM_TYPE_BASE + slug if slug else "about:blank"
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    kind: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    ext: Mapping[str, Any] | None = None,
+) -> ConnexionResponse:
+    """An application/problem+json response whose `type` names the kind of error."""
+    return problem(
+        status,
+        title,
+        detail,
+        type=problem_type(status, kind),
+        headers=dict(headers) if headers else None,
+        ext=dict(ext) if ext else None,
+    )
+
+
+def problem_document(
+    status: int, title: str, detail: str, *, kind: str | None = None
+) -> dict[str, Any]:
+    """The body of a problem, for code answering below Connexion (ASGI, the HTTP protocol)."""
+    return {"type": problem_type(status, kind), "title": title, "status": status, "detail": detail}
+
+
+class ValidationProblem(BadRequestProblem):  # type: ignore[misc]
+    """A 400 for input the contract refuses, naming the failing field (never its value)."""
+
+    def __init__(
+        self, detail: str, *, pointer: str | None = None, parameter: str | None = None
+    ) -> None:
+        super().__init__(detail=detail)
+        self.type = problem_type(400)
+        ext: dict[str, str] = {}
+        if pointer is not None:
+            ext["pointer"] = pointer
+        if parameter is not None:
+            ext["parameter"] = parameter
+        self.ext = ext or None
+
+
+def json_pointer(path: Sequence[object]) -> str:
+    """The RFC 6901 JSON pointer of a location in a document ("" for the whole document)."""
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
 
 
 T = TypeVar("T")
@@ -91,12 +170,42 @@ def _bearer_handler(verify: TokenVerifier) -> type[BearerSecurityHandler]:
 
 async def _bad_encoding(_request: ConnexionRequest, _exc: Exception) -> ConnexionResponse:
     # A JSON body that is not valid UTF-8 otherwise surfaces as a 500.
-    return problem(400, "Bad Request", "The request body is not valid UTF-8 JSON.")
+    detail = "The request body is not valid UTF-8 JSON."
+    return problem_response(400, "Bad Request", detail, ext={"pointer": ""})
 
 
 async def _problem(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     assert isinstance(exc, ProblemException)
+    if not exc.type or exc.type == "about:blank":
+        exc.type = problem_type(int(exc.status))
     return exc.to_problem()
+
+
+async def _http_problem(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    """Starlette's HTTP errors (e.g. 404 for a path no operation has), typed like the rest."""
+    assert isinstance(exc, HTTPException)
+    title = _STATUS_TITLES.get(exc.status_code, "Error")
+    return problem_response(exc.status_code, title, str(exc.detail), headers=exc.headers)
+
+
+async def _internal_problem(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    logger.error("unhandled error: %r", exc, exc_info=exc)
+    detail = "The request could not be completed."
+    return problem_response(500, "Internal Server Error", detail)
+
+
+_STATUS_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -124,7 +233,7 @@ def _method_not_allowed(
         path = request.url.path
         allowed = next((methods for regex, methods in table if regex.match(path)), "")
         detail = f"{request.method} is not supported here; allowed: {allowed}."
-        return problem(405, "Method Not Allowed", detail, headers={"Allow": allowed})
+        return problem_response(405, "Method Not Allowed", detail, headers={"Allow": allowed})
 
     return handler
 
@@ -137,7 +246,7 @@ async def send_problem(
     headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
     """Answer with an application/problem+json document, straight from ASGI middleware."""
-    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    body = json.dumps(problem_document(status, title, detail))
     await send(
         {
             "type": "http.response.start",
@@ -216,6 +325,17 @@ def _rule(error: ValidationError) -> str:
     return f"does not satisfy the contract's {error.validator!s} rule"
 
 
+def validation_pointer(error: ValidationError) -> str:
+    """The JSON pointer of the failing member: the missing property for `required`."""
+    path: list[object] = list(error.absolute_path)
+    instance: Any = error.instance
+    if error.validator == "required" and isinstance(instance, dict):
+        missing = [name for name in error.validator_value if name not in instance]
+        if missing:
+            path.append(missing[0])
+    return json_pointer(path)
+
+
 def validation_message(error: ValidationError, root: str = "body") -> str:
     """`field: rule` for a jsonschema error, e.g. "password: shorter than 8 characters"."""
     path = [str(part) for part in error.absolute_path]
@@ -237,33 +357,41 @@ class SafeJSONRequestBodyValidator(JSONRequestBodyValidator):  # type: ignore[mi
 
     def _validate(self, body: Any) -> dict[str, Any] | None:
         if not self._nullable and body is None:
-            raise BadRequestProblem("body: required")
+            raise ValidationProblem("body: required", pointer="")
         try:
             return self._validator.validate(body)  # type: ignore[no-any-return]
         except ValidationError as exception:
             message = validation_message(exception)
             logger.info("request body rejected: %s", message)
-            raise BadRequestProblem(detail=message) from None
+            raise ValidationProblem(message, pointer=validation_pointer(exception)) from None
 
 
 class SafeParameterValidator(ParameterValidator):  # type: ignore[misc]
-    """Connexion's parameter validator with messages that never quote the submitted value."""
+    """Connexion's parameter validator with messages that never quote the submitted value.
+
+    A refused parameter is a ValidationProblem naming it in `parameter`.
+    """
 
     @staticmethod
     def validate_parameter(
         parameter_type: str, value: Any, param: dict[str, Any], param_name: str | None = None
     ) -> str | None:
+        name = str(param["name"])
         if is_nullable(param) and is_null(value):
             return None
         if value is None:
             if param.get("required"):
-                return f"{param['name']}: required {parameter_type} parameter"
+                raise ValidationProblem(
+                    f"{name}: required {parameter_type} parameter", parameter=name
+                )
             return None
         schema = param.get("schema", param)
         try:
             Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER).validate(value)
         except ValidationError as exception:
-            return validation_message(exception, root=str(param["name"]))
+            raise ValidationProblem(
+                validation_message(exception, root=name), parameter=name
+            ) from None
         return None
 
     def validate_query_parameter_list(self, request: Any, security_params: Any = None) -> set[str]:
@@ -457,6 +585,8 @@ def build_app(
     )
     app.add_error_handler(UnicodeDecodeError, _bad_encoding)
     app.add_error_handler(ProblemException, _problem)
+    app.add_error_handler(HTTPException, _http_problem)
+    app.add_error_handler(Exception, _internal_problem)
     app.add_error_handler(405, _method_not_allowed(spec))
     # Outermost, so an oversized body is refused before anything reads it.
     app.add_middleware(

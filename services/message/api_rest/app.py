@@ -20,7 +20,12 @@ from missive.rest.message.models import (
 from missive.rest.message.models import Message as MessageBody
 
 from services.common.auth import TokenVerifier
-from services.common.rest_edge import bearer_verifier, install_error_handlers, principal
+from services.common.rest_edge import (
+    bearer_verifier,
+    install_error_handlers,
+    own_email,
+    principal,
+)
 from services.common.sessions import Sessions
 from services.message.models import Conversation, Message, format_timestamp
 from services.message.service import MessageService
@@ -64,12 +69,16 @@ class MessageRestApi(MessageApi):
         self,
         *,
         token_info: TokenInfo,
-        email: str,
+        email: str | None = None,
         page_size: int = 50,
         page_token: str | None = None,
     ) -> ConversationList:
         page = await self._service.list_conversations(
-            principal(token_info), email, page_size, page_token, user_field=_USER_FIELD
+            principal(token_info),
+            own_email(token_info, email),
+            page_size,
+            page_token,
+            user_field=_USER_FIELD,
         )
         return {
             "conversations": [conversation_body(c) for c in page.conversations],
@@ -80,13 +89,18 @@ class MessageRestApi(MessageApi):
         self,
         *,
         token_info: TokenInfo,
-        email: str,
+        email: str | None = None,
         peer_email: str | None = None,
         page_size: int = 50,
         page_token: str | None = None,
     ) -> MessageList:
         page = await self._service.get_messages(
-            principal(token_info), email, peer_email, page_size, page_token, user_field=_USER_FIELD
+            principal(token_info),
+            own_email(token_info, email),
+            peer_email,
+            page_size,
+            page_token,
+            user_field=_USER_FIELD,
         )
         return {
             "messages": [message_body(m) for m in page.messages],
@@ -103,14 +117,20 @@ class MessageRestApi(MessageApi):
         )
         return message_body(message)
 
-    async def get_message(self, *, token_info: TokenInfo, id: int, email: str) -> MessageBody:
+    async def get_message(
+        self, *, token_info: TokenInfo, id: int, email: str | None = None
+    ) -> MessageBody:
         message = await self._service.get_message(
-            principal(token_info), email, id, user_field=_USER_FIELD
+            principal(token_info), own_email(token_info, email), id, user_field=_USER_FIELD
         )
         return message_body(message)
 
-    async def delete_message(self, *, token_info: TokenInfo, id: int, email: str) -> None:
-        await self._service.delete(principal(token_info), email, id, user_field=_USER_FIELD)
+    async def delete_message(
+        self, *, token_info: TokenInfo, id: int, email: str | None = None
+    ) -> None:
+        await self._service.delete(
+            principal(token_info), own_email(token_info, email), id, user_field=_USER_FIELD
+        )
 
     async def mark_conversation_read(
         self, *, token_info: TokenInfo, body: MarkReadRequest, peer_email: str

@@ -19,7 +19,12 @@ from missive.rest.notification.models import (
 from missive.rest.notification.models import Notification as NotificationBody
 
 from services.common.auth import TokenVerifier
-from services.common.rest_edge import bearer_verifier, install_error_handlers, principal
+from services.common.rest_edge import (
+    bearer_verifier,
+    install_error_handlers,
+    own_email,
+    principal,
+)
 from services.common.sessions import Sessions
 from services.notification.models import Notification, format_timestamp
 from services.notification.models import SubscriptionStatus as Status
@@ -38,6 +43,8 @@ def notification_body(notification: Notification) -> NotificationBody:
         "receiver_email": notification.receiver_email,
         "timestamp": format_timestamp(notification.timestamp),
         "read": notification.read,
+        "preview": notification.preview,
+        "sender_name": notification.sender_name,
     }
 
 
@@ -56,14 +63,14 @@ class NotificationRestApi(NotificationApi):
         self,
         *,
         token_info: TokenInfo,
-        email: str,
+        email: str | None = None,
         unread_only: bool = False,
         page_size: int = 50,
         page_token: str | None = None,
     ) -> NotificationList:
         page = await self._service.list_notifications(
             principal(token_info),
-            email,
+            own_email(token_info, email),
             unread_only=unread_only,
             page_size=page_size,
             page_token=page_token,

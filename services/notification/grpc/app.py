@@ -67,6 +67,8 @@ class NotificationServicer(notification_pb2_grpc.NotificationServiceServicer):
             timestamp=timestamp,
             read=request.read,
             receiver_account_id=request.receiver_account_id,
+            preview=request.preview,
+            sender_name=request.sender_name,
         )
         reply = notification_pb2.CreateNotificationResponse(
             created=result.created, subscribed=result.subscribed

@@ -56,7 +56,10 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
                 exists=await self._service.exists(request.email)
             )
         return user_pb2.CheckUserExistsResponse(
-            exists=True, account_id=account.account_id, token_version=account.token_version
+            exists=True,
+            account_id=account.account_id,
+            token_version=account.token_version,
+            name=account.name,
         )
 
     async def ListUsers(

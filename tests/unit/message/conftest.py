@@ -63,6 +63,11 @@ async def stream_fields(redis: Redis, stream: str) -> list[dict[str, str]]:
     return [dict(fields) for _, fields in entries]
 
 
+def display_name(email: str) -> str:
+    """The display name the stand-ins give a registered user: "Ada" for ada@example.com."""
+    return email.split("@")[0].title()
+
+
 class KnownUsers:
     """The UserDirectory of the domain tests: a fixed set of emails, or down."""
 
@@ -75,7 +80,9 @@ class KnownUsers:
         self.asked.append(email)
         if self.down:
             raise Unavailable("UserService is temporarily unavailable; the message was not stored")
-        return AccountState(account_id_of(email), 1) if email in self.emails else None
+        if email not in self.emails:
+            return None
+        return AccountState(account_id_of(email), 1, display_name(email))
 
 
 @pytest.fixture
@@ -130,7 +137,10 @@ class UserStandIn(user_pb2_grpc.UserServiceServicer):
         if request.email not in self.emails:
             return user_pb2.CheckUserExistsResponse(exists=False)
         return user_pb2.CheckUserExistsResponse(
-            exists=True, account_id=account_id_of(request.email), token_version=1
+            exists=True,
+            account_id=account_id_of(request.email),
+            token_version=1,
+            name=display_name(request.email),
         )
 
 

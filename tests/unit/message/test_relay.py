@@ -77,9 +77,33 @@ async def test_the_relay_creates_one_notification_per_message_and_acks(
         (m.id, m.sender_email, m.receiver_email, False) for m in sent
     ]
     assert [r.timestamp.ToDatetime(tzinfo=UTC) for r in requests] == [m.timestamp for m in sent]
+    assert [(r.preview, r.sender_name) for r in requests] == [("one", "Ada"), ("two", "Carol")]
     assert await pending(redis) == 0
     assert await redis.xlen(DEAD) == 0
     assert relay.stats()["delivered"] == 2
+
+
+async def test_an_event_recorded_before_previews_is_still_delivered(
+    redis: Redis,
+    channel: grpc.aio.Channel,
+    start_notification: StartNotification,
+    notification_port: int,
+) -> None:
+    await redis.xadd(
+        OUTBOX.stream,
+        {
+            "message_id": "41",
+            "sender_email": ADA,
+            "receiver_email": BOB,
+            "timestamp": "2025-01-14T12:00:41Z",
+        },
+    )
+    relay = Relay(redis, FAST, "test-relay", NotifyReceiver(channel))
+    async with start_notification(notification_port) as notification:
+        assert await relay.drain_once() == 1
+    [(_, request)] = notification.received
+    assert (request.message_id, request.preview, request.sender_name) == (41, "", "")
+    assert await redis.xlen(DEAD) == 0
 
 
 async def test_unavailable_and_deadlines_are_retried_until_delivered(

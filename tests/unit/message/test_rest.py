@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from missive.rest._runtime import problem_type
 from redis.asyncio import Redis
 
 from services.common.auth import KeyRing, UserTokenIssuer
@@ -44,6 +45,7 @@ def assert_problem(reply: httpx.Response, status: int, detail: str = "") -> None
     assert reply.status_code == status, reply.text
     assert reply.headers["content-type"].startswith(PROBLEM)
     assert reply.json()["status"] == status
+    assert reply.json()["type"] == problem_type(status), reply.text
     assert detail in reply.json().get("detail", "")
 
 
@@ -306,7 +308,7 @@ async def test_tokens_are_required_and_callers_act_only_on_their_own_data(
         ("GET", "/messages", {"email": ADA, "peer_email": "x:y@example.com"}, None),
         ("GET", "/list_conversations", {"email": ADA, "page_size": 101}, None),
         ("GET", "/list_conversations", {"email": ADA, "page_token": "garbage!"}, None),
-        ("GET", "/list_conversations", {}, None),
+        ("GET", "/list_conversations", {"email": "not-an-email"}, None),
         ("GET", "/messages/0", {"email": ADA}, None),
         ("DELETE", "/messages/0", {"email": ADA}, None),
         ("POST", "/conversations/nope/read", None, {"email": ADA}),
@@ -327,6 +329,49 @@ async def test_bad_input_is_400_and_writes_nothing(
     reply = await rest.client.request(method, url, params=params, content=content, headers=headers)
     assert_problem(reply, 400)
     assert await dbsize(redis) == 0
+
+
+async def test_validation_problems_locate_the_field_without_its_value(rest: Rest) -> None:
+    secret = "x" * 4097
+    body = {"sender_email": ADA, "receiver_email": BOB, "content": secret}
+    reply = await rest.client.post("/messages", json=body, headers=rest.auth(ADA))
+    assert_problem(reply, 400, "content: longer than 4096 characters")
+    problem = reply.json()
+    assert problem["type"] == "https://missive.dev/problems/validation"
+    assert problem["pointer"] == "/content"
+    assert "parameter" not in problem
+    assert secret not in reply.text
+
+    missing = await rest.client.post(
+        "/messages", json={"sender_email": ADA, "receiver_email": BOB}, headers=rest.auth(ADA)
+    )
+    assert_problem(missing, 400, "content: required")
+    assert missing.json()["pointer"] == "/content"
+
+    page = await rest.client.get(
+        "/list_conversations", params={"page_size": 101}, headers=rest.auth(ADA)
+    )
+    assert_problem(page, 400, "page_size: above the maximum 100")
+    assert page.json()["parameter"] == "page_size"
+    assert "pointer" not in page.json()
+
+
+async def test_each_error_kind_has_its_problem_type(rest: Rest) -> None:
+    kinds = {
+        await rest.client.get("/list_conversations"): "unauthenticated",
+        await rest.client.get(
+            "/list_conversations", params={"email": BOB}, headers=rest.auth(ADA)
+        ): "forbidden",
+        await rest.client.get("/messages/12345", headers=rest.auth(ADA)): "not-found",
+        await rest.client.get("/no/such/path", headers=rest.auth(ADA)): "not-found",
+        await rest.client.put("/messages", headers=rest.auth(ADA)): "method-not-allowed",
+        await rest.client.post(
+            "/messages", content=b"x" * 70_000, headers=rest.auth(ADA)
+        ): "payload-too-large",
+    }
+    for reply, kind in kinds.items():
+        assert reply.headers["content-type"].startswith(PROBLEM), reply.text
+        assert reply.json()["type"] == f"https://missive.dev/problems/{kind}", reply.text
 
 
 async def test_an_oversized_body_is_413(rest: Rest, redis: Redis) -> None:

@@ -84,6 +84,7 @@ async def test_add_writes_the_documented_layout_in_one_go(
             "sender_email": BOB,
             "receiver_email": ADA,
             "timestamp": "2025-01-14T12:00:07Z",
+            "preview": "héllo",
         }
     ]
 
@@ -258,3 +259,23 @@ def test_key_names() -> None:
     assert keys.peer_in(keys.conversation_key(ADA, BOB), BOB) == ADA
     with pytest.raises(ValueError, match="participant"):
         keys.peer_in(keys.conversation_key(ADA, BOB), CAROL)
+
+
+def test_the_outbox_event_carries_a_bounded_preview_and_the_sender_name() -> None:
+    message = Message(9, BOB, ADA, "x" * 99 + "é" + "y" * 400, datetime(2025, 1, 14, tzinfo=UTC))
+    fields = outbox_event(message, "", "Bob " + "B" * 200)
+    assert fields["preview"] == "x" * 99 + "é"
+    assert fields["sender_name"] == "Bob " + "B" * 96
+    event = decode_event(fields)
+    assert (event.preview, event.sender_name) == (fields["preview"], fields["sender_name"])
+
+
+def test_an_event_recorded_before_previews_still_decodes() -> None:
+    old = {
+        "message_id": "3",
+        "sender_email": BOB,
+        "receiver_email": ADA,
+        "timestamp": "2025-01-14T12:00:07Z",
+    }
+    event = decode_event(old)
+    assert (event.message_id, event.preview, event.sender_name) == (3, "", "")

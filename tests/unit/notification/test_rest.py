@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from missive.rest._runtime import problem_type
 from redis.asyncio import Redis
 
 from services.common.bootstrap import Security
@@ -34,12 +35,18 @@ async def notify(service: NotificationService, *message_ids: int, receiver: str 
             sender_email=ADA,
             receiver_email=receiver,
             timestamp=when(message_id),
+            preview=f"text of message {message_id}",
+            sender_name="Ada Lovelace",
         )
 
 
 def is_problem(response: httpx.Response, status: int) -> bool:
     content_type = response.headers["content-type"]
-    return response.status_code == status and content_type == "application/problem+json"
+    return (
+        response.status_code == status
+        and content_type == "application/problem+json"
+        and response.json()["type"] == problem_type(status)
+    )
 
 
 async def test_list_notifications(
@@ -64,6 +71,8 @@ async def test_list_notifications(
             "receiver_email": BOB,
             "timestamp": "2025-01-14T12:00:03Z",
             "read": False,
+            "preview": "text of message 3",
+            "sender_name": "Ada Lovelace",
         },
         {
             "id": "2",
@@ -72,6 +81,8 @@ async def test_list_notifications(
             "receiver_email": BOB,
             "timestamp": "2025-01-14T12:00:02Z",
             "read": True,
+            "preview": "text of message 2",
+            "sender_name": "Ada Lovelace",
         },
     ]
     rest = await http.get(
@@ -148,6 +159,16 @@ async def test_other_users_data_is_403_and_unchanged(
     assert (await http.get(f"/subscriptions/{BOB}", headers=auth(BOB))).json()["subscribed"]
 
 
+async def test_the_list_defaults_to_the_caller(
+    http: httpx.AsyncClient, service: NotificationService, auth: Auth
+) -> None:
+    await notify(service, 1, 2)
+    listed = await http.get("/list_notifications", headers=auth(BOB))
+    assert listed.status_code == 200, listed.text
+    assert [n["message_id"] for n in listed.json()["notifications"]] == [2, 1]
+    assert (await http.get("/list_notifications", headers=auth(EVE))).json()["notifications"] == []
+
+
 @pytest.mark.parametrize(
     ("method", "url", "kwargs"),
     [
@@ -155,7 +176,7 @@ async def test_other_users_data_is_403_and_unchanged(
         ("GET", "/list_notifications", {"params": {"email": BOB, "page_size": 101}}),
         ("GET", "/list_notifications", {"params": {"email": BOB, "page_size": 0}}),
         ("GET", "/list_notifications", {"params": {"email": BOB, "page_token": "%%"}}),
-        ("GET", "/list_notifications", {"params": {}}),
+        ("GET", "/list_notifications", {"params": {"email": BOB, "unread_only": "maybe"}}),
         ("POST", "/notifications/abc/read", {"json": {"email": BOB}}),
         ("POST", f"/notifications/{'1' * 20}/read", {"json": {"email": BOB}}),
         ("POST", "/notifications/1/read", {"json": {"email": BOB, "read": False}}),

@@ -251,3 +251,55 @@ async def test_subscription_calls_are_idempotent(service: NotificationService) -
     for _ in range(2):
         status = await service.subscribe(user(BOB), "Bob@Example.com")
         assert (status.email, status.subscribed) == (BOB, True)
+
+
+async def test_the_notification_keeps_a_bounded_preview_and_the_sender_name(
+    service: NotificationService, redis: Redis
+) -> None:
+    long_text = "é" * 100 + "cut here"
+    result = await service.create_notification(
+        MESSAGE_SERVICE,
+        message_id=5,
+        sender_email=ADA,
+        receiver_email=BOB,
+        timestamp=when(5),
+        preview=long_text,
+        sender_name="Ada Lovelace",
+    )
+    assert result.notification is not None
+    assert result.notification.preview == "é" * 100
+    assert result.notification.sender_name == "Ada Lovelace"
+    # A repeat (an event redelivered) stores nothing more and keeps the first one.
+    again = await service.create_notification(
+        MESSAGE_SERVICE,
+        message_id=5,
+        sender_email=ADA,
+        receiver_email=BOB,
+        timestamp=when(5),
+        preview="something else",
+    )
+    assert not again.created
+    page = await service.list_notifications(user(BOB), BOB)
+    [listed] = page.notifications
+    assert (listed.preview, listed.sender_name) == ("é" * 100, "Ada Lovelace")
+    assert await redis.xlen(OUTBOX_STREAM) == 1
+    [fields] = await stream_fields(redis, OUTBOX_STREAM)
+    assert '"preview":"' in fields["notification"]
+
+
+async def test_an_event_without_preview_still_notifies_and_old_records_still_list(
+    service: NotificationService, redis: Redis
+) -> None:
+    result = await service.create_notification(
+        MESSAGE_SERVICE, message_id=6, sender_email=ADA, receiver_email=BOB, timestamp=when(6)
+    )
+    assert result.created and result.notification is not None
+    assert (result.notification.preview, result.notification.sender_name) == ("", "")
+    # A notification stored before previews existed has neither key.
+    old = (
+        '{"id":"4","message_id":4,"sender_email":"ada@example.com",'
+        '"receiver_email":"bob@example.com","timestamp":"2025-01-14T12:00:04Z","read":false}'
+    )
+    await redis.rpush(notifications_key(BOB), old)
+    page = await service.list_notifications(user(BOB), BOB)
+    assert [(n.id, n.preview) for n in page.notifications] == [("6", ""), ("4", "")]

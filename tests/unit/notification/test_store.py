@@ -38,6 +38,8 @@ async def test_create_stores_the_notification_its_dedupe_key_and_one_outbox_entr
             "sender_email": ADA,
             "receiver_email": BOB,
             "timestamp": "2025-01-14T12:00:42Z",
+            "preview": "",
+            "sender_name": "",
             "read": False,
         }
     ]

@@ -143,11 +143,10 @@ async def test_client_throttling_uses_the_peer_host(
 async def test_check_user_exists_for_allowed_services(server: Grpc) -> None:
     for name in ("message", "notification"):
         client = server.as_service(name)
-        assert (
-            await client.CheckUserExists(U.CheckUserExistsRequest(email="BOB@example.com"))
-        ).exists
+        found = await client.CheckUserExists(U.CheckUserExistsRequest(email="BOB@example.com"))
+        assert found.exists and found.name == "Bob"  # the display name a notification shows
         missing = await client.CheckUserExists(U.CheckUserExistsRequest(email="x@example.com"))
-        assert not missing.exists
+        assert not missing.exists and missing.name == ""
     error = await rpc_error(
         server.as_service("message").CheckUserExists(U.CheckUserExistsRequest(email="bad"))
     )

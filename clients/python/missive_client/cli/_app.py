@@ -437,7 +437,7 @@ def _content(client: Client, me: str, notification: Notification) -> str | None:
     try:
         return client.messages.get(notification.message_id, email=me).content
     except MissiveError:
-        return None
+        return notification.preview or None
 
 
 @cli.command()

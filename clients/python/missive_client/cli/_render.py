@@ -177,11 +177,18 @@ class Output:
         if notifications:
             table = self._table("id", "when", "from", "message", "read")
             for item in notifications:
+                sender = (
+                    f"{item.sender_name} <{item.sender_email}>"
+                    if item.sender_name
+                    else item.sender_email
+                )
                 table.add_row(
                     str(item.id),
                     _when(item.timestamp),
-                    Text(item.sender_email, style="cyan"),
-                    str(item.message_id),
+                    Text(sender, style="cyan"),
+                    Text(_preview(item.preview, 60))
+                    if item.preview
+                    else Text(f"message {item.message_id}", style="dim"),
                     "yes" if item.read else Text("no", style="bold yellow"),
                 )
             self.out.print(table)

@@ -151,8 +151,8 @@ class SendMessageRequest(_message.Message):
     sender_email: _builtins.str
     """Author, who must be the caller: normalised lower-case email, max 254 bytes."""
     receiver_email: _builtins.str
-    """Addressee, a registered user other than the sender: normalised lower-case email, max 254
-    bytes.
+    """Addressee, a registered user (the sender too, for a note to self): normalised lower-case
+    email, max 254 bytes.
     """
     content: _builtins.str
     """Message text, 1 to 4096 characters (Unicode code points)."""

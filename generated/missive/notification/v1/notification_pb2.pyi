@@ -64,6 +64,8 @@ class Notification(_message.Message):
     RECEIVER_EMAIL_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     READ_FIELD_NUMBER: _builtins.int
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    SENDER_NAME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id assigned by NotificationService: a string of 1 to 19 decimal digits."""
     message_id: _builtins.int
@@ -76,6 +78,14 @@ class Notification(_message.Message):
     """
     read: _builtins.bool
     """True once the receiver marked the notification read."""
+    preview: _builtins.str
+    """The start of the message's content, at most 100 characters (Unicode code points); empty for
+    notifications created before previews existed.
+    """
+    sender_name: _builtins.str
+    """The sender's display name when the message was sent, at most 100 characters; empty when
+    unknown (e.g. notifications created before names were carried).
+    """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """When the message was stored by MessageService (UTC)."""
@@ -89,10 +99,12 @@ class Notification(_message.Message):
         receiver_email: _builtins.str = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
         read: _builtins.bool = ...,
+        preview: _builtins.str = ...,
+        sender_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "message_id", b"message_id", "read", b"read", "receiver_email", b"receiver_email", "sender_email", b"sender_email", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "message_id", b"message_id", "preview", b"preview", "read", b"read", "receiver_email", b"receiver_email", "sender_email", b"sender_email", "sender_name", b"sender_name", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -110,6 +122,8 @@ class CreateNotificationRequest(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     READ_FIELD_NUMBER: _builtins.int
     RECEIVER_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    SENDER_NAME_FIELD_NUMBER: _builtins.int
     message_id: _builtins.int
     """Id of the stored message, at least 1; the idempotency key of this call."""
     sender_email: _builtins.str
@@ -125,6 +139,12 @@ class CreateNotificationRequest(_message.Message):
     if unknown. A notification for an account that has since been deleted is not stored
     (subscribed = false, created = false), so a later account of the same email never sees it.
     """
+    preview: _builtins.str
+    """The start of the message's content, at most 100 characters; longer text is cut to 100.
+    Empty when unknown (an event recorded before previews existed).
+    """
+    sender_name: _builtins.str
+    """The sender's display name, at most 100 characters (longer is cut); empty when unknown."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """When the message was stored (UTC); required."""
@@ -138,10 +158,12 @@ class CreateNotificationRequest(_message.Message):
         timestamp: _timestamp_pb2.Timestamp | None = ...,
         read: _builtins.bool = ...,
         receiver_account_id: _builtins.str = ...,
+        preview: _builtins.str = ...,
+        sender_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "read", b"read", "receiver_account_id", b"receiver_account_id", "receiver_email", b"receiver_email", "sender_email", b"sender_email", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "preview", b"preview", "read", b"read", "receiver_account_id", b"receiver_account_id", "receiver_email", b"receiver_email", "sender_email", b"sender_email", "sender_name", b"sender_name", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

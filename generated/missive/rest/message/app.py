@@ -28,19 +28,19 @@ View = Callable[..., Awaitable[Any]]
 def operations(handlers: MessageApi) -> dict[str, View]:
     """operationId → Connexion view calling the matching handler method."""
 
-    async def listConversations(token_info: TokenInfo, email: Any, page_size: Any = 50, page_token: Any | None = None) -> Any:
+    async def listConversations(token_info: TokenInfo, email: Any | None = None, page_size: Any = 50, page_token: Any | None = None) -> Any:
         return json_reply(await handlers.list_conversations(token_info=token_info, email=email, page_size=page_size, page_token=page_token), 200)
 
-    async def getMessages(token_info: TokenInfo, email: Any, peer_email: Any | None = None, page_size: Any = 50, page_token: Any | None = None) -> Any:
+    async def getMessages(token_info: TokenInfo, email: Any | None = None, peer_email: Any | None = None, page_size: Any = 50, page_token: Any | None = None) -> Any:
         return json_reply(await handlers.get_messages(token_info=token_info, email=email, peer_email=peer_email, page_size=page_size, page_token=page_token), 200)
 
     async def sendMessage(token_info: TokenInfo, body: Any) -> Any:
         return json_reply(await handlers.send_message(token_info=token_info, body=body), 201)
 
-    async def getMessage(token_info: TokenInfo, id: Any, email: Any) -> Any:
+    async def getMessage(token_info: TokenInfo, id: Any, email: Any | None = None) -> Any:
         return json_reply(await handlers.get_message(token_info=token_info, id=id, email=email), 200)
 
-    async def deleteMessage(token_info: TokenInfo, id: Any, email: Any) -> Any:
+    async def deleteMessage(token_info: TokenInfo, id: Any, email: Any | None = None) -> Any:
         await handlers.delete_message(token_info=token_info, id=id, email=email)
         return no_content()
 

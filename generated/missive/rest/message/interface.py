@@ -19,7 +19,7 @@ class MessageApi(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def list_conversations(self, *, token_info: TokenInfo, email: str, page_size: int = 50, page_token: str | None = None) -> ConversationList:
+    async def list_conversations(self, *, token_info: TokenInfo, email: str | None = None, page_size: int = 50, page_token: str | None = None) -> ConversationList:
         """
         List the caller's conversations
 
@@ -32,7 +32,7 @@ class MessageApi(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def get_messages(self, *, token_info: TokenInfo, email: str, peer_email: str | None = None, page_size: int = 50, page_token: str | None = None) -> MessageList:
+    async def get_messages(self, *, token_info: TokenInfo, email: str | None = None, peer_email: str | None = None, page_size: int = 50, page_token: str | None = None) -> MessageList:
         """
         List the caller's messages
 
@@ -75,7 +75,7 @@ class MessageApi(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def get_message(self, *, token_info: TokenInfo, id: int, email: str) -> Message:
+    async def get_message(self, *, token_info: TokenInfo, id: int, email: str | None = None) -> Message:
         """
         Get one message
 
@@ -86,7 +86,7 @@ class MessageApi(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def delete_message(self, *, token_info: TokenInfo, id: int, email: str) -> None:
+    async def delete_message(self, *, token_info: TokenInfo, id: int, email: str | None = None) -> None:
         """
         Delete a message the caller sent
 

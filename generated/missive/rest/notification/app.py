@@ -28,7 +28,7 @@ View = Callable[..., Awaitable[Any]]
 def operations(handlers: NotificationApi) -> dict[str, View]:
     """operationId → Connexion view calling the matching handler method."""
 
-    async def listNotifications(token_info: TokenInfo, email: Any, unread_only: Any = False, page_size: Any = 50, page_token: Any | None = None) -> Any:
+    async def listNotifications(token_info: TokenInfo, email: Any | None = None, unread_only: Any = False, page_size: Any = 50, page_token: Any | None = None) -> Any:
         return json_reply(await handlers.list_notifications(token_info=token_info, email=email, unread_only=unread_only, page_size=page_size, page_token=page_token), 200)
 
     async def markNotificationRead(token_info: TokenInfo, body: Any, id: Any) -> Any:

@@ -19,7 +19,7 @@ class NotificationApi(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def list_notifications(self, *, token_info: TokenInfo, email: str, unread_only: bool = False, page_size: int = 50, page_token: str | None = None) -> NotificationList:
+    async def list_notifications(self, *, token_info: TokenInfo, email: str | None = None, unread_only: bool = False, page_size: int = 50, page_token: str | None = None) -> NotificationList:
         """
         List the caller's notifications
 

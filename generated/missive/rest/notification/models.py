@@ -51,6 +51,13 @@ class Notification(TypedDict):
     """When the message was stored by MessageService (UTC)."""
     read: bool
     """True once the receiver marked the notification read."""
+    preview: str
+    """
+    The start of the message's content, at most 100 characters (Unicode code points); empty for
+    notifications created before previews existed.
+    """
+    sender_name: str
+    """The sender's display name when the message was sent; empty when unknown."""
 
 
 class NotificationList(TypedDict):
@@ -72,7 +79,10 @@ class Problem(TypedDict):
     ones below may be present and must be ignored if not understood.
     """
     type: NotRequired[str]
-    """URI reference identifying the problem type; `about:blank` when the status code says it all."""
+    """
+    URI identifying the kind of problem, `https://missive.dev/problems/<kind>`; the kinds are
+    listed in the description of this document.
+    """
     title: NotRequired[str]
     """Short, human-readable summary of the problem type (e.g. `Not Found`)."""
     status: NotRequired[int]
@@ -81,6 +91,13 @@ class Problem(TypedDict):
     """Human-readable explanation of this occurrence, naming the offending field when there is one."""
     instance: NotRequired[str]
     """URI reference identifying this occurrence of the problem."""
+    pointer: NotRequired[str]
+    """
+    Validation problems: JSON pointer (RFC 6901) to the failing member of the request body, e.g.
+    `/content`; an empty string for the body as a whole. Never the value.
+    """
+    parameter: NotRequired[str]
+    """Validation problems: name of the failing query or path parameter, e.g. `page_size`."""
 
 
 class SubscriptionStatus(TypedDict):

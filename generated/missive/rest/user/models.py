@@ -53,7 +53,10 @@ class Problem(TypedDict):
     ones below may be present and must be ignored if not understood.
     """
     type: NotRequired[str]
-    """URI reference identifying the problem type; `about:blank` when the status code says it all."""
+    """
+    URI identifying the kind of problem, `https://missive.dev/problems/<kind>`; the kinds are
+    listed in the description of this document.
+    """
     title: NotRequired[str]
     """Short, human-readable summary of the problem type (e.g. `Not Found`)."""
     status: NotRequired[int]
@@ -62,6 +65,13 @@ class Problem(TypedDict):
     """Human-readable explanation of this occurrence, naming the offending field when there is one."""
     instance: NotRequired[str]
     """URI reference identifying this occurrence of the problem."""
+    pointer: NotRequired[str]
+    """
+    Validation problems: JSON pointer (RFC 6901) to the failing member of the request body, e.g.
+    `/content`; an empty string for the body as a whole. Never the value.
+    """
+    parameter: NotRequired[str]
+    """Validation problems: name of the failing query or path parameter, e.g. `page_size`."""
 
 
 class User(TypedDict):

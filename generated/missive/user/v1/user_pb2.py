@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amissive/user/v1/user.proto\x12\x0fmissive.user.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\x04User\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x17\x41uthenticateUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\x8b\x01\n\x18\x41uthenticateUserResponse\x12\x15\n\rauthenticated\x18\x01 \x01(\x08\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\'\n\x16\x43heckUserExistsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"T\n\x17\x43heckUserExistsResponse\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x15\n\rtoken_version\x18\x03 \x01(\x03\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x11ListUsersResponse\x12$\n\x05users\x18\x01 \x03(\x0b\x32\x15.missive.user.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0eGetUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t2\xf3\x02\n\x0bUserService\x12g\n\x10\x41uthenticateUser\x12(.missive.user.v1.AuthenticateUserRequest\x1a).missive.user.v1.AuthenticateUserResponse\x12\x64\n\x0f\x43heckUserExists\x12\'.missive.user.v1.CheckUserExistsRequest\x1a(.missive.user.v1.CheckUserExistsResponse\x12R\n\tListUsers\x12!.missive.user.v1.ListUsersRequest\x1a\".missive.user.v1.ListUsersResponse\x12\x41\n\x07GetUser\x12\x1f.missive.user.v1.GetUserRequest\x1a\x15.missive.user.v1.Userb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amissive/user/v1/user.proto\x12\x0fmissive.user.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\x04User\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x17\x41uthenticateUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\x8b\x01\n\x18\x41uthenticateUserResponse\x12\x15\n\rauthenticated\x18\x01 \x01(\x08\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\'\n\x16\x43heckUserExistsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"b\n\x17\x43heckUserExistsResponse\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x15\n\rtoken_version\x18\x03 \x01(\x03\x12\x0c\n\x04name\x18\x04 \x01(\t\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x11ListUsersResponse\x12$\n\x05users\x18\x01 \x03(\x0b\x32\x15.missive.user.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0eGetUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t2\xf3\x02\n\x0bUserService\x12g\n\x10\x41uthenticateUser\x12(.missive.user.v1.AuthenticateUserRequest\x1a).missive.user.v1.AuthenticateUserResponse\x12\x64\n\x0f\x43heckUserExists\x12\'.missive.user.v1.CheckUserExistsRequest\x1a(.missive.user.v1.CheckUserExistsResponse\x12R\n\tListUsers\x12!.missive.user.v1.ListUsersRequest\x1a\".missive.user.v1.ListUsersResponse\x12\x41\n\x07GetUser\x12\x1f.missive.user.v1.GetUserRequest\x1a\x15.missive.user.v1.Userb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,13 +41,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKUSEREXISTSREQUEST']._serialized_start=416
   _globals['_CHECKUSEREXISTSREQUEST']._serialized_end=455
   _globals['_CHECKUSEREXISTSRESPONSE']._serialized_start=457
-  _globals['_CHECKUSEREXISTSRESPONSE']._serialized_end=541
-  _globals['_LISTUSERSREQUEST']._serialized_start=543
-  _globals['_LISTUSERSREQUEST']._serialized_end=600
-  _globals['_LISTUSERSRESPONSE']._serialized_start=602
-  _globals['_LISTUSERSRESPONSE']._serialized_end=684
-  _globals['_GETUSERREQUEST']._serialized_start=686
-  _globals['_GETUSERREQUEST']._serialized_end=717
-  _globals['_USERSERVICE']._serialized_start=720
-  _globals['_USERSERVICE']._serialized_end=1091
+  _globals['_CHECKUSEREXISTSRESPONSE']._serialized_end=555
+  _globals['_LISTUSERSREQUEST']._serialized_start=557
+  _globals['_LISTUSERSREQUEST']._serialized_end=614
+  _globals['_LISTUSERSRESPONSE']._serialized_start=616
+  _globals['_LISTUSERSRESPONSE']._serialized_end=698
+  _globals['_GETUSERREQUEST']._serialized_start=700
+  _globals['_GETUSERREQUEST']._serialized_end=731
+  _globals['_USERSERVICE']._serialized_start=734
+  _globals['_USERSERVICE']._serialized_end=1105
 # @@protoc_insertion_point(module_scope)

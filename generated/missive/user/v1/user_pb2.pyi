@@ -188,6 +188,7 @@ class CheckUserExistsResponse(_message.Message):
     EXISTS_FIELD_NUMBER: _builtins.int
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     TOKEN_VERSION_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     exists: _builtins.bool
     """True when a user is registered under the requested email."""
     account_id: _builtins.str
@@ -198,16 +199,19 @@ class CheckUserExistsResponse(_message.Message):
     """The version every valid access token of the account carries (the `tv` claim) when exists
     is true; raised to revoke all earlier tokens.
     """
+    name: _builtins.str
+    """The user's display name when exists is true (empty otherwise)."""
     def __init__(
         self,
         *,
         exists: _builtins.bool = ...,
         account_id: _builtins.str = ...,
         token_version: _builtins.int = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "exists", b"exists", "token_version", b"token_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "exists", b"exists", "name", b"name", "token_version", b"token_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -17,8 +17,8 @@ class SendMessageRequest:
 
     Attributes:
         sender_email (str): Author, who must be the caller: normalised lower-case email, max 254 bytes.
-        receiver_email (str): Addressee, a registered user other than the sender: normalised lower-case email, max 254
-            bytes.
+        receiver_email (str): Addressee, a registered user (the sender too, for a note to self): normalised lower-case
+            email, max 254 bytes.
         content (str): Message text, 1 to 4096 characters (Unicode code points).
         client_request_id (str | Unset): Optional idempotency key chosen by the client (1 to 64 characters of
             `[A-Za-z0-9_-]`, e.g. a UUID). Scoped to the sender and remembered for at least 24 hours: a retry with the same

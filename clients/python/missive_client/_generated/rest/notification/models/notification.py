@@ -22,6 +22,9 @@ class Notification:
             bytes.
         timestamp (datetime.datetime): When the message was stored by MessageService (UTC).
         read (bool): True once the receiver marked the notification read.
+        preview (str): The start of the message's content, at most 100 characters (Unicode code points); empty for
+            notifications created before previews existed.
+        sender_name (str): The sender's display name when the message was sent; empty when unknown.
     """
 
     id: str
@@ -30,6 +33,8 @@ class Notification:
     receiver_email: str
     timestamp: datetime.datetime
     read: bool
+    preview: str
+    sender_name: str
 
     def to_dict(self) -> dict[str, Any]:
         id = self.id
@@ -44,6 +49,10 @@ class Notification:
 
         read = self.read
 
+        preview = self.preview
+
+        sender_name = self.sender_name
+
         field_dict: dict[str, Any] = {}
 
         field_dict.update(
@@ -54,6 +63,8 @@ class Notification:
                 "receiver_email": receiver_email,
                 "timestamp": timestamp,
                 "read": read,
+                "preview": preview,
+                "sender_name": sender_name,
             }
         )
 
@@ -74,6 +85,10 @@ class Notification:
 
         read = d.pop("read")
 
+        preview = d.pop("preview")
+
+        sender_name = d.pop("sender_name")
+
         notification = cls(
             id=id,
             message_id=message_id,
@@ -81,6 +96,8 @@ class Notification:
             receiver_email=receiver_email,
             timestamp=timestamp,
             read=read,
+            preview=preview,
+            sender_name=sender_name,
         )
 
         return notification

@@ -18,12 +18,16 @@ class Problem:
     and must be ignored if not understood.
 
         Attributes:
-            type_ (str | Unset): URI reference identifying the problem type; `about:blank` when the status code says it all.
+            type_ (str | Unset): URI identifying the kind of problem, `https://missive.dev/problems/<kind>`; the kinds are
+                listed in the description of this document.
             title (str | Unset): Short, human-readable summary of the problem type (e.g. `Not Found`).
             status (int | Unset): The HTTP status code of the response.
             detail (str | Unset): Human-readable explanation of this occurrence, naming the offending field when there is
                 one.
             instance (str | Unset): URI reference identifying this occurrence of the problem.
+            pointer (str | Unset): Validation problems: JSON pointer (RFC 6901) to the failing member of the request body,
+                e.g. `/content`; an empty string for the body as a whole. Never the value.
+            parameter (str | Unset): Validation problems: name of the failing query or path parameter, e.g. `page_size`.
     """
 
     type_: str | Unset = UNSET
@@ -31,6 +35,8 @@ class Problem:
     status: int | Unset = UNSET
     detail: str | Unset = UNSET
     instance: str | Unset = UNSET
+    pointer: str | Unset = UNSET
+    parameter: str | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -43,6 +49,10 @@ class Problem:
         detail = self.detail
 
         instance = self.instance
+
+        pointer = self.pointer
+
+        parameter = self.parameter
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
@@ -57,6 +67,10 @@ class Problem:
             field_dict["detail"] = detail
         if instance is not UNSET:
             field_dict["instance"] = instance
+        if pointer is not UNSET:
+            field_dict["pointer"] = pointer
+        if parameter is not UNSET:
+            field_dict["parameter"] = parameter
 
         return field_dict
 
@@ -73,12 +87,18 @@ class Problem:
 
         instance = d.pop("instance", UNSET)
 
+        pointer = d.pop("pointer", UNSET)
+
+        parameter = d.pop("parameter", UNSET)
+
         problem = cls(
             type_=type_,
             title=title,
             status=status,
             detail=detail,
             instance=instance,
+            pointer=pointer,
+            parameter=parameter,
         )
 
         problem.additional_properties = d

@@ -546,8 +546,8 @@ class SendMessageRequest(betterproto2.Message):
 
     receiver_email: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
     """
-    Addressee, a registered user other than the sender: normalised lower-case email, max 254
-    bytes.
+    Addressee, a registered user (the sender too, for a note to self): normalised lower-case
+    email, max 254 bytes.
     """
 
     content: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)

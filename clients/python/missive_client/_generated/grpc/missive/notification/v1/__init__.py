@@ -111,6 +111,17 @@ class CreateNotificationRequest(betterproto2.Message):
     (subscribed = false, created = false), so a later account of the same email never sees it.
     """
 
+    preview: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
+    """
+    The start of the message's content, at most 100 characters; longer text is cut to 100.
+    Empty when unknown (an event recorded before previews existed).
+    """
+
+    sender_name: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
+    """
+    The sender's display name, at most 100 characters (longer is cut); empty when unknown.
+    """
+
 
 default_message_pool.register_message(
     "missive.notification.v1", "CreateNotificationRequest", CreateNotificationRequest
@@ -580,6 +591,18 @@ class Notification(betterproto2.Message):
     read: "bool" = betterproto2.field(6, betterproto2.TYPE_BOOL)
     """
     True once the receiver marked the notification read.
+    """
+
+    preview: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
+    """
+    The start of the message's content, at most 100 characters (Unicode code points); empty for
+    notifications created before previews existed.
+    """
+
+    sender_name: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
+    """
+    The sender's display name when the message was sent, at most 100 characters; empty when
+    unknown (e.g. notifications created before names were carried).
     """
 
 

@@ -139,6 +139,11 @@ class CheckUserExistsResponse(betterproto2.Message):
     is true; raised to revoke all earlier tokens.
     """
 
+    name: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    The user's display name when exists is true (empty otherwise).
+    """
+
 
 default_message_pool.register_message(
     "missive.user.v1", "CheckUserExistsResponse", CheckUserExistsResponse

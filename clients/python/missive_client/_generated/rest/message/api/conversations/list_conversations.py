@@ -13,7 +13,7 @@ from ...types import UNSET, Response, Unset
 
 def _get_kwargs(
     *,
-    email: str,
+    email: str | Unset = UNSET,
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
 ) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def _build_response(
 def sync_detailed(
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
 ) -> Response[ConversationList | Problem]:
@@ -96,7 +96,7 @@ def sync_detailed(
     message count. A conversation whose messages have all been deleted is not listed.
 
     Args:
-        email (str):
+        email (str | Unset):
         page_size (int | Unset):  Default: 50.
         page_token (str | Unset):
 
@@ -124,7 +124,7 @@ def sync_detailed(
 def sync(
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
 ) -> ConversationList | Problem | None:
@@ -135,7 +135,7 @@ def sync(
     message count. A conversation whose messages have all been deleted is not listed.
 
     Args:
-        email (str):
+        email (str | Unset):
         page_size (int | Unset):  Default: 50.
         page_token (str | Unset):
 
@@ -158,7 +158,7 @@ def sync(
 async def asyncio_detailed(
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
 ) -> Response[ConversationList | Problem]:
@@ -169,7 +169,7 @@ async def asyncio_detailed(
     message count. A conversation whose messages have all been deleted is not listed.
 
     Args:
-        email (str):
+        email (str | Unset):
         page_size (int | Unset):  Default: 50.
         page_token (str | Unset):
 
@@ -195,7 +195,7 @@ async def asyncio_detailed(
 async def asyncio(
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
 ) -> ConversationList | Problem | None:
@@ -206,7 +206,7 @@ async def asyncio(
     message count. A conversation whose messages have all been deleted is not listed.
 
     Args:
-        email (str):
+        email (str | Unset):
         page_size (int | Unset):  Default: 50.
         page_token (str | Unset):
 

@@ -8,13 +8,13 @@ import httpx
 from ... import errors
 from ...client import AuthenticatedClient, Client
 from ...models.problem import Problem
-from ...types import UNSET, Response
+from ...types import UNSET, Response, Unset
 
 
 def _get_kwargs(
     id: int,
     *,
-    email: str,
+    email: str | Unset = UNSET,
 ) -> dict[str, Any]:
 
     params: dict[str, Any] = {}
@@ -87,7 +87,7 @@ def sync_detailed(
     id: int,
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
 ) -> Response[Any | Problem]:
     """Delete a message the caller sent
 
@@ -98,7 +98,7 @@ def sync_detailed(
 
     Args:
         id (int):
-        email (str):
+        email (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -124,7 +124,7 @@ def sync(
     id: int,
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
 ) -> Any | Problem | None:
     """Delete a message the caller sent
 
@@ -135,7 +135,7 @@ def sync(
 
     Args:
         id (int):
-        email (str):
+        email (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -156,7 +156,7 @@ async def asyncio_detailed(
     id: int,
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
 ) -> Response[Any | Problem]:
     """Delete a message the caller sent
 
@@ -167,7 +167,7 @@ async def asyncio_detailed(
 
     Args:
         id (int):
-        email (str):
+        email (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -191,7 +191,7 @@ async def asyncio(
     id: int,
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
 ) -> Any | Problem | None:
     """Delete a message the caller sent
 
@@ -202,7 +202,7 @@ async def asyncio(
 
     Args:
         id (int):
-        email (str):
+        email (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.

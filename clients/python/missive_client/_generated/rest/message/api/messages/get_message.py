@@ -9,13 +9,13 @@ from ... import errors
 from ...client import AuthenticatedClient, Client
 from ...models.message import Message
 from ...models.problem import Problem
-from ...types import UNSET, Response
+from ...types import UNSET, Response, Unset
 
 
 def _get_kwargs(
     id: int,
     *,
-    email: str,
+    email: str | Unset = UNSET,
 ) -> dict[str, Any]:
 
     params: dict[str, Any] = {}
@@ -89,7 +89,7 @@ def sync_detailed(
     id: int,
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
 ) -> Response[Message | Problem]:
     """Get one message
 
@@ -98,7 +98,7 @@ def sync_detailed(
 
     Args:
         id (int):
-        email (str):
+        email (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -124,7 +124,7 @@ def sync(
     id: int,
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
 ) -> Message | Problem | None:
     """Get one message
 
@@ -133,7 +133,7 @@ def sync(
 
     Args:
         id (int):
-        email (str):
+        email (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -154,7 +154,7 @@ async def asyncio_detailed(
     id: int,
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
 ) -> Response[Message | Problem]:
     """Get one message
 
@@ -163,7 +163,7 @@ async def asyncio_detailed(
 
     Args:
         id (int):
-        email (str):
+        email (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -187,7 +187,7 @@ async def asyncio(
     id: int,
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
 ) -> Message | Problem | None:
     """Get one message
 
@@ -196,7 +196,7 @@ async def asyncio(
 
     Args:
         id (int):
-        email (str):
+        email (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.

@@ -13,7 +13,7 @@ from ...types import UNSET, Response, Unset
 
 def _get_kwargs(
     *,
-    email: str,
+    email: str | Unset = UNSET,
     peer_email: str | Unset = UNSET,
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
@@ -88,7 +88,7 @@ def _build_response(
 def sync_detailed(
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
     peer_email: str | Unset = UNSET,
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
@@ -101,7 +101,7 @@ def sync_detailed(
     list, not 404.
 
     Args:
-        email (str):
+        email (str | Unset):
         peer_email (str | Unset):
         page_size (int | Unset):  Default: 50.
         page_token (str | Unset):
@@ -131,7 +131,7 @@ def sync_detailed(
 def sync(
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
     peer_email: str | Unset = UNSET,
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
@@ -144,7 +144,7 @@ def sync(
     list, not 404.
 
     Args:
-        email (str):
+        email (str | Unset):
         peer_email (str | Unset):
         page_size (int | Unset):  Default: 50.
         page_token (str | Unset):
@@ -169,7 +169,7 @@ def sync(
 async def asyncio_detailed(
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
     peer_email: str | Unset = UNSET,
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
@@ -182,7 +182,7 @@ async def asyncio_detailed(
     list, not 404.
 
     Args:
-        email (str):
+        email (str | Unset):
         peer_email (str | Unset):
         page_size (int | Unset):  Default: 50.
         page_token (str | Unset):
@@ -210,7 +210,7 @@ async def asyncio_detailed(
 async def asyncio(
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
     peer_email: str | Unset = UNSET,
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
@@ -223,7 +223,7 @@ async def asyncio(
     list, not 404.
 
     Args:
-        email (str):
+        email (str | Unset):
         peer_email (str | Unset):
         page_size (int | Unset):  Default: 50.
         page_token (str | Unset):

@@ -13,7 +13,7 @@ from ...types import UNSET, Response, Unset
 
 def _get_kwargs(
     *,
-    email: str,
+    email: str | Unset = UNSET,
     unread_only: bool | Unset = False,
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
@@ -88,7 +88,7 @@ def _build_response(
 def sync_detailed(
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
     unread_only: bool | Unset = False,
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
@@ -99,7 +99,7 @@ def sync_detailed(
     the unread ones, together with the caller's total number of unread notifications.
 
     Args:
-        email (str):
+        email (str | Unset):
         unread_only (bool | Unset):  Default: False.
         page_size (int | Unset):  Default: 50.
         page_token (str | Unset):
@@ -129,7 +129,7 @@ def sync_detailed(
 def sync(
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
     unread_only: bool | Unset = False,
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
@@ -140,7 +140,7 @@ def sync(
     the unread ones, together with the caller's total number of unread notifications.
 
     Args:
-        email (str):
+        email (str | Unset):
         unread_only (bool | Unset):  Default: False.
         page_size (int | Unset):  Default: 50.
         page_token (str | Unset):
@@ -165,7 +165,7 @@ def sync(
 async def asyncio_detailed(
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
     unread_only: bool | Unset = False,
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
@@ -176,7 +176,7 @@ async def asyncio_detailed(
     the unread ones, together with the caller's total number of unread notifications.
 
     Args:
-        email (str):
+        email (str | Unset):
         unread_only (bool | Unset):  Default: False.
         page_size (int | Unset):  Default: 50.
         page_token (str | Unset):
@@ -204,7 +204,7 @@ async def asyncio_detailed(
 async def asyncio(
     *,
     client: AuthenticatedClient,
-    email: str,
+    email: str | Unset = UNSET,
     unread_only: bool | Unset = False,
     page_size: int | Unset = 50,
     page_token: str | Unset = UNSET,
@@ -215,7 +215,7 @@ async def asyncio(
     the unread ones, together with the caller's total number of unread notifications.
 
     Args:
-        email (str):
+        email (str | Unset):
         unread_only (bool | Unset):  Default: False.
         page_size (int | Unset):  Default: 50.
         page_token (str | Unset):
