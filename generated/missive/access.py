@@ -106,4 +106,13 @@ RPC_ACCESS: dict[str, RpcAccess] = {
     "/missive.user.v1.UserService/GetUser": RpcAccess(
         public=False, users=True, services=frozenset([])
     ),
+    "/missive.user.v1.UserService/ListDeadLetters": RpcAccess(
+        public=False, users=False, services=frozenset(['admin'])
+    ),
+    "/missive.user.v1.UserService/ReplayDeadLetters": RpcAccess(
+        public=False, users=False, services=frozenset(['admin'])
+    ),
+    "/missive.user.v1.UserService/DropDeadLetters": RpcAccess(
+        public=False, users=False, services=frozenset(['admin'])
+    ),
 }

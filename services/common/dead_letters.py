@@ -239,9 +239,10 @@ class DeadLetters:
 class AdminRpcs:
     """The three admin RPCs, for a servicer whose proto package defines their messages.
 
-    ``pb2`` is that package's generated module (``message_pb2``, ``notification_pb2``): both
-    define DeadLetter and the request and response messages alike. Without ``dead_letters``
-    (a process wired without Redis, as in some tests) the calls answer UNAVAILABLE.
+    ``pb2`` is that package's generated module (``message_pb2``, ``notification_pb2``,
+    ``user_pb2``): each defines DeadLetter and the request and response messages alike.
+    Without ``dead_letters`` (a process wired without Redis, as in some tests) the calls
+    answer UNAVAILABLE.
     """
 
     def __init__(self, dead_letters: DeadLetters | None, pb2: Any) -> None:

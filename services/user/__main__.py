@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from services.common.auth import UserTokenIssuer
 from services.common.bootstrap import Security, create_endpoint, redis_ready, run_endpoint
+from services.common.dead_letters import DeadLetters
 from services.common.delivery import Relay
 from services.common.grpc_edge import peer_channel
 from services.common.logging import configure_logging
@@ -71,7 +72,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             host=settings.host,
             port=settings.grpc_port,
             port_env=GRPC_PORT_ENV,
-            register=lambda server: register(server, service),
+            register=lambda server: register(server, service, DeadLetters(redis, OUTBOX)),
             sessions=sessions,
         )
         relay = Relay(

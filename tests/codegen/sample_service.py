@@ -58,6 +58,23 @@ class SampleUserServicer(user_pb2_grpc.UserServiceServicer):
             name="Sample", email=request.email, created_at=created, updated_at=created
         )
 
+    async def ListDeadLetters(
+        self, request: user_pb2.ListDeadLettersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> user_pb2.ListDeadLettersResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of the sample")
+
+    async def ReplayDeadLetters(
+        self,
+        request: user_pb2.ReplayDeadLettersRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> user_pb2.ReplayDeadLettersResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of the sample")
+
+    async def DropDeadLetters(
+        self, request: user_pb2.DropDeadLettersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> user_pb2.DropDeadLettersResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of the sample")
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")

@@ -29,7 +29,14 @@ def test_the_minted_token_verifies_as_the_admin_service(tmp_path: Path) -> None:
 
 def test_only_the_dead_letter_rpcs_admit_the_admin_credential() -> None:
     admitted = sorted(m.rsplit("/", 1)[1] for m, a in RPC_ACCESS.items() if "admin" in a.services)
-    assert admitted == sorted(["ListDeadLetters", "ReplayDeadLetters", "DropDeadLetters"] * 2)
+    # Those of UserService, MessageService and NotificationService, the three outbox owners.
+    assert admitted == sorted(["ListDeadLetters", "ReplayDeadLetters", "DropDeadLetters"] * 3)
+    owners = {m.split("/")[1] for m, a in RPC_ACCESS.items() if "admin" in a.services}
+    assert owners == {
+        "missive.user.v1.UserService",
+        "missive.message.v1.MessageService",
+        "missive.notification.v1.NotificationService",
+    }
     assert all(a.services == {"admin"} for m, a in RPC_ACCESS.items() if "DeadLetters" in m)
 
 

@@ -3,7 +3,9 @@
 An outage the relay gave up on is reproduced as the relay records it: while NotificationService
 and MessageService's relay is stopped, the pending event of a sent message is moved to the
 dead-letter stream with the relay's dead_letter.* fields. The notification then never comes,
-until an operator replays it.
+until an operator replays it. UserService's erasure outbox is covered the same way: dead letters
+written with the relay's fields are listed, replayed (the relay then delivers the erasure, or
+dead-letters a poison event anew) and dropped.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -30,6 +33,9 @@ from services.common.delivery import (
 from services.message.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
 from services.message.relay import OUTBOX
 from services.message.settings import Settings as MessageSettings
+from services.user.erasure import OUTBOX as ACCOUNTS
+from services.user.settings import Settings as UserSettings
+from services.user.store import ACCOUNTS_DEAD_LETTERS, ACCOUNTS_OUTBOX
 from tests.helpers.system import System
 from tests.sdk.helpers import eventually, signed_in
 
@@ -60,6 +66,11 @@ def admin_env(live_env: dict[str, str], live: System) -> dict[str, str]:
 
 def _messages_db(system: System) -> redis.Redis:
     db = MessageSettings.from_env({"REDIS_URL": system.valkey.url}).redis_db
+    return redis.Redis.from_url(system.valkey.url, db=db, decode_responses=True)
+
+
+def _users_db(system: System) -> redis.Redis:
+    db = UserSettings.from_env({"REDIS_URL": system.valkey.url}).redis_db
     return redis.Redis.from_url(system.valkey.url, db=db, decode_responses=True)
 
 
@@ -184,3 +195,106 @@ def test_errors_are_one_line_with_the_documented_exit_codes(
         "notification",
     )
     assert down.returncode == EXIT_UNAVAILABLE and down.stderr.count("\n") == 1
+
+
+def test_the_erasure_outbox_of_user_service_is_listed_replayed_and_dropped(
+    live: System, admin_env: dict[str, str]
+) -> None:
+    db = _users_db(live)
+    db.delete(ACCOUNTS_DEAD_LETTERS)
+    relay: dict[Any, Any] = {
+        DEAD_LETTER_ATTEMPTS_FIELD: "1",
+        DEAD_LETTER_CONSUMER_FIELD: "test-relay",
+    }
+    # The erasure of an account nobody holds any more (the services refused it while it was
+    # registered again, say), and a poison event that names no email.
+    ghost = f"ghost-{secrets.token_hex(4)}@example.com"
+    erasure: dict[Any, Any] = {"email": ghost, "account_id": secrets.token_hex(16)}
+    erasure_letter = str(
+        db.xadd(
+            ACCOUNTS_DEAD_LETTERS,
+            {
+                **erasure,
+                **relay,
+                DEAD_LETTER_ID_FIELD: "1-0",
+                DEAD_LETTER_REASON_FIELD: "permanent failure: still registered (test)",
+            },
+        )
+    )
+    poison_letter = str(
+        db.xadd(
+            ACCOUNTS_DEAD_LETTERS,
+            {
+                "account_id": "poison",
+                **relay,
+                DEAD_LETTER_ID_FIELD: "2-0",
+                DEAD_LETTER_REASON_FIELD: "permanent failure: names no email",
+            },
+        )
+    )
+
+    listed = ok_json(admin_env, "admin", "dead-letters", "list", "--service", "user")
+    assert isinstance(listed, list)
+    assert [(d["service"], d["id"], d["fields"]) for d in listed] == [
+        ("user", erasure_letter, erasure),
+        ("user", poison_letter, {"account_id": "poison"}),
+    ]
+    assert listed[0]["original_id"] == "1-0" and listed[0]["attempts"] == 1
+    assert "still registered" in listed[0]["reason"]
+    human = missive(admin_env, "admin", "dead-letters", "list")
+    assert human.returncode == 0 and erasure_letter in human.stdout
+    assert "user: 2 dead letter(s) in outbox:accounts" in human.stderr
+    assert "message: 0 dead letter(s)" in human.stderr
+
+    # Replayed, the erasure goes back to outbox:accounts and the relay delivers it: MessageService
+    # and NotificationService accept the erasure of an account that is not registered.
+    replayed = ok_json(
+        admin_env, "admin", "dead-letters", "replay", "--service", "user", erasure_letter
+    )
+    assert replayed == {"service": "user", "replayed": 1, "not_found": []}
+
+    def delivered() -> bool:
+        mine = [i for i, f in _entries(db, ACCOUNTS_OUTBOX) if f.get("email") == ghost]
+        if mine:
+            group = next(g for g in db.xinfo_groups(ACCOUNTS_OUTBOX) if g["name"] == ACCOUNTS.group)
+            if _id(str(group["last-delivered-id"])) < _id(mine[0]):
+                return False  # not read by the relay yet
+            if db.xpending_range(ACCOUNTS_OUTBOX, ACCOUNTS.group, mine[0], mine[0], 1):
+                return False  # read, not acknowledged yet
+        return True
+
+    eventually(delivered)
+    time.sleep(0.5)
+    assert _stream_ids(db) == [poison_letter]  # not dead-lettered again
+    again = ok_json(
+        admin_env, "admin", "dead-letters", "replay", "--service", "user", erasure_letter
+    )
+    assert again == {"service": "user", "replayed": 0, "not_found": [erasure_letter]}
+
+    # Replayed, the poison event reaches the relay again, which dead-letters it anew.
+    assert ok_json(admin_env, "admin", "dead-letters", "replay", "--service", "user", "--all") == {
+        "service": "user",
+        "replayed": 1,
+        "not_found": [],
+    }
+
+    def dead_again() -> list[tuple[str, dict[str, str]]] | None:
+        entries = _entries(db, ACCOUNTS_DEAD_LETTERS)
+        return entries if entries and entries[0][0] != poison_letter else None
+
+    [(renewed, fields)] = eventually(dead_again)
+    assert fields["account_id"] == "poison" and "names no email" in fields[DEAD_LETTER_REASON_FIELD]
+
+    dropped = ok_json(admin_env, "admin", "dead-letters", "drop", "--service", "user", renewed)
+    assert dropped == {"service": "user", "dropped": 1, "not_found": []}
+    assert db.xlen(ACCOUNTS_DEAD_LETTERS) == 0
+    assert ok_json(admin_env, "admin", "dead-letters", "list", "--service", "user") == []
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    millis, _, sequence = entry_id.partition("-")
+    return int(millis), int(sequence or 0)
+
+
+def _stream_ids(db: redis.Redis) -> list[str]:
+    return [entry_id for entry_id, _ in _entries(db, ACCOUNTS_DEAD_LETTERS)]

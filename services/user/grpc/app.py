@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import grpc.aio
 from missive.user.v1 import user_pb2, user_pb2_grpc
 
+from services.common.dead_letters import AdminRpcs, DeadLetters
 from services.common.grpc_edge import Context, caller
 from services.common.peers import peer_host
 from services.user.service import UserInfo, UserService
@@ -29,8 +30,9 @@ def to_proto(user: UserInfo) -> user_pb2.User:
 class UserServicer(user_pb2_grpc.UserServiceServicer):
     """Implements missive.user.v1.UserService over :class:`UserService`."""
 
-    def __init__(self, service: UserService) -> None:
+    def __init__(self, service: UserService, dead_letters: DeadLetters | None = None) -> None:
         self._service = service
+        self._admin = AdminRpcs(dead_letters, user_pb2)
 
     async def AuthenticateUser(
         self, request: user_pb2.AuthenticateUserRequest, context: Context
@@ -75,8 +77,33 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     async def GetUser(self, request: user_pb2.GetUserRequest, context: Context) -> user_pb2.User:
         return to_proto(await self._service.get(caller(), request.email))
 
+    # -- operators: the erasure outbox's dead letters (the edge admits only `admin`) --
 
-def register(server: grpc.aio.Server, service: UserService) -> Sequence[str]:
+    async def ListDeadLetters(
+        self, request: user_pb2.ListDeadLettersRequest, context: Context
+    ) -> user_pb2.ListDeadLettersResponse:
+        caller()
+        reply: user_pb2.ListDeadLettersResponse = await self._admin.list(request)
+        return reply
+
+    async def ReplayDeadLetters(
+        self, request: user_pb2.ReplayDeadLettersRequest, context: Context
+    ) -> user_pb2.ReplayDeadLettersResponse:
+        caller()
+        reply: user_pb2.ReplayDeadLettersResponse = await self._admin.replay(request)
+        return reply
+
+    async def DropDeadLetters(
+        self, request: user_pb2.DropDeadLettersRequest, context: Context
+    ) -> user_pb2.DropDeadLettersResponse:
+        caller()
+        reply: user_pb2.DropDeadLettersResponse = await self._admin.drop(request)
+        return reply
+
+
+def register(
+    server: grpc.aio.Server, service: UserService, dead_letters: DeadLetters | None = None
+) -> Sequence[str]:
     """Add the servicer to ``server``; the full service names, for health and reflection."""
-    user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(service), server)
+    user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(service, dead_letters), server)
     return [SERVICE_NAME]

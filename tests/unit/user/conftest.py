@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from services.common.auth import KeyRing, UserTokenIssuer, ensure_keys
 from services.common.bootstrap import Security, create_endpoint
+from services.common.dead_letters import DeadLetters
 from services.common.grpc_edge import peer_channel
 from services.common.ports import free_port
 from services.common.redis import create_redis
@@ -228,21 +229,22 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
 
-StartGrpc = Callable[[UserService], Awaitable[Grpc]]
+StartGrpc = Callable[..., Awaitable[Grpc]]
 
 
 @pytest.fixture
 async def start_grpc(security: Security, keys: Path) -> AsyncIterator[StartGrpc]:
-    """Start a UserService gRPC server (port 0) with the real EdgeInterceptor."""
+    """Start a UserService gRPC server (port 0) with the real EdgeInterceptor (and, given
+    ``dead_letters``, the admin RPCs over them)."""
     running: list[tuple[Any, Grpc]] = []
 
-    async def start(service: UserService) -> Grpc:
+    async def start(service: UserService, dead_letters: DeadLetters | None = None) -> Grpc:
         endpoint = create_endpoint(
             security=security,
             host="127.0.0.1",
             port=0,
             port_env="USER_GRPC_PORT",
-            register=lambda server: register(server, service),
+            register=lambda server: register(server, service, dead_letters),
         )
         await endpoint.server.start()
         served = Grpc(f"127.0.0.1:{endpoint.port}", keys)

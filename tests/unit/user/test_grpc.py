@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -11,9 +12,14 @@ from missive.user.v1 import user_pb2
 from redis.asyncio import Redis
 
 from services.common.auth import KeyRing, TokenVerifier
+from services.common.dead_letters import DeadLetters
+from services.common.delivery import Relay
 from services.common.domain import Principal
+from services.common.ports import free_port
+from services.user.erasure import OUTBOX, EraseAccount, lane_key
 from services.user.grpc.app import peer_host
 from services.user.service import LoginLimits, UserService
+from services.user.store import ACCOUNTS_DEAD_LETTERS, ACCOUNTS_OUTBOX
 from tests.unit.user.conftest import (
     ALICE,
     ALICE_PASSWORD,
@@ -234,4 +240,86 @@ async def test_redis_down_is_unavailable(
             U.AuthenticateUserRequest(email=ALICE, password=ALICE_PASSWORD)
         )
     )
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_operators_list_replay_and_drop_the_erasure_dead_letters(
+    start_grpc: StartGrpc, service: UserService, redis: Redis, token_for: Callable[[str], str]
+) -> None:
+    await redis.delete(ACCOUNTS_OUTBOX, ACCOUNTS_DEAD_LETTERS)
+    # A poison erasure (it names no email): the real relay dead-letters it at once, without
+    # calling MessageService or NotificationService (nobody listens on these channels).
+    nowhere = grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}")
+    relay = Relay(redis, OUTBOX, "test-relay", EraseAccount(nowhere, nowhere), lane_key=lane_key)
+
+    async def dead_letter_poison() -> None:
+        await relay.ensure_group()
+        while await relay.drain_once():
+            pass
+
+    try:
+        original = str(await redis.xadd(ACCOUNTS_OUTBOX, {"account_id": "acct-1"}))
+        await dead_letter_poison()
+        server = await start_grpc(service, DeadLetters(redis, OUTBOX))
+        admin = server.as_service("admin")
+
+        listed = await admin.ListDeadLetters(U.ListDeadLettersRequest())
+        assert listed.total == 1 and len(listed.dead_letters) == 1
+        letter = listed.dead_letters[0]
+        assert letter.original_id == original and letter.consumer == "test-relay"
+        assert "names no email" in letter.reason and letter.attempts == 1
+        assert dict(letter.fields) == {"account_id": "acct-1"}
+        assert letter.HasField("dead_lettered_at")
+
+        # Only the operator's credential: not a user, not another service, not anonymous.
+        request = U.ListDeadLettersRequest()
+        for client, metadata, code in (
+            (server.anonymous(), bearer(token_for(ALICE)), grpc.StatusCode.PERMISSION_DENIED),
+            (server.as_service("message"), (), grpc.StatusCode.PERMISSION_DENIED),
+            (server.anonymous(), (), grpc.StatusCode.UNAUTHENTICATED),
+        ):
+            error = await rpc_error(client.ListDeadLetters(request, metadata=metadata))
+            assert error.code() == code
+            error = await rpc_error(
+                client.DropDeadLetters(U.DropDeadLettersRequest(all=True), metadata=metadata)
+            )
+            assert error.code() == code
+        assert await redis.xlen(ACCOUNTS_DEAD_LETTERS) == 1
+
+        # Bad requests are INVALID_ARGUMENT and change nothing.
+        for bad in (
+            U.ReplayDeadLettersRequest(),
+            U.ReplayDeadLettersRequest(ids=[letter.id], all=True),
+            U.ReplayDeadLettersRequest(ids=["not-an-id"]),
+        ):
+            error = await rpc_error(admin.ReplayDeadLetters(bad))
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        error = await rpc_error(admin.ListDeadLetters(U.ListDeadLettersRequest(page_size=101)))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert await redis.xlen(ACCOUNTS_DEAD_LETTERS) == 1
+
+        await redis.xtrim(ACCOUNTS_OUTBOX, maxlen=0)
+        replayed = await admin.ReplayDeadLetters(U.ReplayDeadLettersRequest(ids=[letter.id]))
+        assert replayed.replayed == 1 and list(replayed.not_found) == []
+        back: Any = await redis.xrange(ACCOUNTS_OUTBOX)
+        assert [fields for _, fields in back] == [{"account_id": "acct-1"}]
+        assert await redis.xlen(ACCOUNTS_DEAD_LETTERS) == 0
+        again = await admin.ReplayDeadLetters(U.ReplayDeadLettersRequest(ids=[letter.id]))
+        assert again.replayed == 0 and list(again.not_found) == [letter.id]
+
+        # The relay refuses the replayed event again; the operator drops it for good.
+        await dead_letter_poison()
+        assert await redis.xlen(ACCOUNTS_DEAD_LETTERS) == 1
+        dropped = await admin.DropDeadLetters(U.DropDeadLettersRequest(all=True))
+        assert dropped.dropped == 1 and list(dropped.not_found) == []
+        assert await redis.xlen(ACCOUNTS_DEAD_LETTERS) == 0
+    finally:
+        await nowhere.close()
+
+
+async def test_dead_letters_without_a_store_are_unavailable(
+    start_grpc: StartGrpc, service: UserService
+) -> None:
+    server = await start_grpc(service)
+    error = await rpc_error(server.as_service("admin").ListDeadLetters(U.ListDeadLettersRequest()))
     assert error.code() == grpc.StatusCode.UNAVAILABLE

@@ -22,16 +22,24 @@ from missive_client._config import ClientConfig
 from missive_client._errors import Unauthenticated
 from missive_client._generated.grpc.missive.message import v1 as message_pb
 from missive_client._generated.grpc.missive.notification import v1 as notification_pb
+from missive_client._generated.grpc.missive.user import v1 as user_pb
 from missive_client._sync_transport import _CallDetails, grpc_error
 from missive_client._wire import GRPC_OPTIONS
 from missive_client.cli._common import json_option, state_of
 
 __all__ = ["admin", "mint_admin_token"]
 
-AdminService = Literal["message", "notification"]
+AdminService = Literal["user", "message", "notification"]
 OUTBOXES: dict[AdminService, str] = {
+    "user": "outbox:accounts (UserService's account erasures to MessageService and "
+    "NotificationService)",
     "message": "outbox:notifications (MessageService to NotificationService)",
     "notification": "outbox:frontend (NotificationService to FrontendService)",
+}
+_MODULES: dict[AdminService, tuple[Any, str]] = {
+    "user": (user_pb, "UserServiceStub"),
+    "message": (message_pb, "MessageServiceStub"),
+    "notification": (notification_pb, "NotificationServiceStub"),
 }
 OPERATOR = "admin"
 TOKEN_TTL_SECONDS = 300
@@ -114,10 +122,9 @@ class AdminClient:
         token = mint_admin_token(directory, service)
         self._raw = grpc.insecure_channel(self.address, options=GRPC_OPTIONS)
         channel = grpc.intercept_channel(self._raw, _Credential(token, config.timeout))
-        pb: Any = message_pb if service == "message" else notification_pb
+        pb, stub_name = _MODULES[service]
         self._pb = pb
-        stub_class = pb.MessageServiceStub if service == "message" else pb.NotificationServiceStub
-        self._stub = stub_class(channel)
+        self._stub = getattr(pb, stub_name)(channel)
 
     def close(self) -> None:
         self._raw.close()
@@ -174,7 +181,7 @@ def _client(ctx: click.Context, service: AdminService, keys: str | None) -> Admi
     return client
 
 
-_SERVICE_CHOICE = click.Choice(["message", "notification"])
+_SERVICE_CHOICE = click.Choice(list(OUTBOXES))
 
 
 def _keys_option(command: Any) -> Any:
@@ -196,15 +203,16 @@ def admin() -> None:
 def dead_letters() -> None:
     """Events the relays gave up on: list them, replay them, or drop them.
 
-    MessageService (--service message) holds those of outbox:notifications (notification
-    events for NotificationService); NotificationService (--service notification) those of
-    outbox:frontend (pushes to FrontendService).
+    UserService (--service user) holds those of outbox:accounts (account erasures for
+    MessageService and NotificationService); MessageService (--service message) those of
+    outbox:notifications (notification events for NotificationService); NotificationService
+    (--service notification) those of outbox:frontend (pushes to FrontendService).
     """
 
 
 @dead_letters.command("list")
 @click.option(
-    "--service", type=_SERVICE_CHOICE, help="Only this outbox's dead letters (default: both)."
+    "--service", type=_SERVICE_CHOICE, help="Only this outbox's dead letters (default: all three)."
 )
 @click.option("--limit", type=click.IntRange(min=0), default=0, help="At most this many (0: all).")
 @_keys_option

@@ -56,6 +56,21 @@ class UserServiceStub:
                 request_serializer=missive_dot_user_dot_v1_dot_user__pb2.GetUserRequest.SerializeToString,
                 response_deserializer=missive_dot_user_dot_v1_dot_user__pb2.User.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/missive.user.v1.UserService/ListDeadLetters',
+                request_serializer=missive_dot_user_dot_v1_dot_user__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=missive_dot_user_dot_v1_dot_user__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetters = channel.unary_unary(
+                '/missive.user.v1.UserService/ReplayDeadLetters',
+                request_serializer=missive_dot_user_dot_v1_dot_user__pb2.ReplayDeadLettersRequest.SerializeToString,
+                response_deserializer=missive_dot_user_dot_v1_dot_user__pb2.ReplayDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.DropDeadLetters = channel.unary_unary(
+                '/missive.user.v1.UserService/DropDeadLetters',
+                request_serializer=missive_dot_user_dot_v1_dot_user__pb2.DropDeadLettersRequest.SerializeToString,
+                response_deserializer=missive_dot_user_dot_v1_dot_user__pb2.DropDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
@@ -115,6 +130,49 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """Lists the dead letters of the outbox:accounts stream - account erasures the relay to
+        MessageService and NotificationService gave up on (a permanent failure, such as a malformed
+        event, INVALID_ARGUMENT, or FAILED_PRECONDITION because the account is registered again) -
+        oldest first, each with the reason, the number of attempts and the event's original fields.
+        Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetters(self, request, context):
+        """Replays dead letters: each one's original fields are appended to the outbox:accounts
+        stream again and the dead letter is removed, in one atomic step per entry, so the relay
+        delivers the erasure once more. Idempotent: an id that is no longer dead-lettered (already
+        replayed or dropped) is listed in not_found, and erasing an account again is harmless (the
+        receivers erase by account id and find nothing more to remove).
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropDeadLetters(self, request, context):
+        """Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+        longer dead-lettered is listed in not_found.
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +195,21 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.GetUser,
                     request_deserializer=missive_dot_user_dot_v1_dot_user__pb2.GetUserRequest.FromString,
                     response_serializer=missive_dot_user_dot_v1_dot_user__pb2.User.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=missive_dot_user_dot_v1_dot_user__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=missive_dot_user_dot_v1_dot_user__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetters,
+                    request_deserializer=missive_dot_user_dot_v1_dot_user__pb2.ReplayDeadLettersRequest.FromString,
+                    response_serializer=missive_dot_user_dot_v1_dot_user__pb2.ReplayDeadLettersResponse.SerializeToString,
+            ),
+            'DropDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropDeadLetters,
+                    request_deserializer=missive_dot_user_dot_v1_dot_user__pb2.DropDeadLettersRequest.FromString,
+                    response_serializer=missive_dot_user_dot_v1_dot_user__pb2.DropDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -249,6 +322,87 @@ class UserService:
             '/missive.user.v1.UserService/GetUser',
             missive_dot_user_dot_v1_dot_user__pb2.GetUserRequest.SerializeToString,
             missive_dot_user_dot_v1_dot_user__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.user.v1.UserService/ListDeadLetters',
+            missive_dot_user_dot_v1_dot_user__pb2.ListDeadLettersRequest.SerializeToString,
+            missive_dot_user_dot_v1_dot_user__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.user.v1.UserService/ReplayDeadLetters',
+            missive_dot_user_dot_v1_dot_user__pb2.ReplayDeadLettersRequest.SerializeToString,
+            missive_dot_user_dot_v1_dot_user__pb2.ReplayDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.user.v1.UserService/DropDeadLetters',
+            missive_dot_user_dot_v1_dot_user__pb2.DropDeadLettersRequest.SerializeToString,
+            missive_dot_user_dot_v1_dot_user__pb2.DropDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -101,6 +101,37 @@ class UserServiceStub:
     the caller's), NOT_FOUND (the account was deleted after the token was issued), UNAVAILABLE.
     Auth: user token; the caller acts only on their own data.
     """
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_user_pb2.ListDeadLettersRequest, _user_pb2.ListDeadLettersResponse]
+    """Lists the dead letters of the outbox:accounts stream - account erasures the relay to
+    MessageService and NotificationService gave up on (a permanent failure, such as a malformed
+    event, INVALID_ARGUMENT, or FAILED_PRECONDITION because the account is registered again) -
+    oldest first, each with the reason, the number of attempts and the event's original fields.
+    Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    ReplayDeadLetters: _grpc.UnaryUnaryMultiCallable[_user_pb2.ReplayDeadLettersRequest, _user_pb2.ReplayDeadLettersResponse]
+    """Replays dead letters: each one's original fields are appended to the outbox:accounts
+    stream again and the dead letter is removed, in one atomic step per entry, so the relay
+    delivers the erasure once more. Idempotent: an id that is no longer dead-lettered (already
+    replayed or dropped) is listed in not_found, and erasing an account again is harmless (the
+    receivers erase by account id and find nothing more to remove).
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    DropDeadLetters: _grpc.UnaryUnaryMultiCallable[_user_pb2.DropDeadLettersRequest, _user_pb2.DropDeadLettersResponse]
+    """Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+    longer dead-lettered is listed in not_found.
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
 
 @_typing.type_check_only
 class UserServiceAsyncStub(UserServiceStub):
@@ -144,6 +175,37 @@ class UserServiceAsyncStub(UserServiceStub):
     Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is not
     the caller's), NOT_FOUND (the account was deleted after the token was issued), UNAVAILABLE.
     Auth: user token; the caller acts only on their own data.
+    """
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_user_pb2.ListDeadLettersRequest, _user_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Lists the dead letters of the outbox:accounts stream - account erasures the relay to
+    MessageService and NotificationService gave up on (a permanent failure, such as a malformed
+    event, INVALID_ARGUMENT, or FAILED_PRECONDITION because the account is registered again) -
+    oldest first, each with the reason, the number of attempts and the event's original fields.
+    Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    ReplayDeadLetters: _aio.UnaryUnaryMultiCallable[_user_pb2.ReplayDeadLettersRequest, _user_pb2.ReplayDeadLettersResponse]  # type: ignore[assignment]
+    """Replays dead letters: each one's original fields are appended to the outbox:accounts
+    stream again and the dead letter is removed, in one atomic step per entry, so the relay
+    delivers the erasure once more. Idempotent: an id that is no longer dead-lettered (already
+    replayed or dropped) is listed in not_found, and erasing an account again is harmless (the
+    receivers erase by account id and find nothing more to remove).
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
+    """
+    DropDeadLetters: _aio.UnaryUnaryMultiCallable[_user_pb2.DropDeadLettersRequest, _user_pb2.DropDeadLettersResponse]  # type: ignore[assignment]
+    """Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+    longer dead-lettered is listed in not_found.
+    Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+    <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+    it.
     """
 
 class UserServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -209,6 +271,55 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (malformed email), UNAUTHENTICATED, PERMISSION_DENIED (email is not
         the caller's), NOT_FOUND (the account was deleted after the token was issued), UNAVAILABLE.
         Auth: user token; the caller acts only on their own data.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _user_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_pb2.ListDeadLettersResponse, _abc.Awaitable[_user_pb2.ListDeadLettersResponse]]:
+        """Lists the dead letters of the outbox:accounts stream - account erasures the relay to
+        MessageService and NotificationService gave up on (a permanent failure, such as a malformed
+        event, INVALID_ARGUMENT, or FAILED_PRECONDITION because the account is registered again) -
+        oldest first, each with the reason, the number of attempts and the event's original fields.
+        Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayDeadLetters(
+        self,
+        request: _user_pb2.ReplayDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_pb2.ReplayDeadLettersResponse, _abc.Awaitable[_user_pb2.ReplayDeadLettersResponse]]:
+        """Replays dead letters: each one's original fields are appended to the outbox:accounts
+        stream again and the dead letter is removed, in one atomic step per entry, so the relay
+        delivers the erasure once more. Idempotent: an id that is no longer dead-lettered (already
+        replayed or dropped) is listed in not_found, and erasing an account again is harmless (the
+        receivers erase by account id and find nothing more to remove).
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+    @_abc_1.abstractmethod
+    def DropDeadLetters(
+        self,
+        request: _user_pb2.DropDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_pb2.DropDeadLettersResponse, _abc.Awaitable[_user_pb2.DropDeadLettersResponse]]:
+        """Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+        longer dead-lettered is listed in not_found.
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
         """
 
 def add_UserServiceServicer_to_server(servicer: UserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -8,9 +8,16 @@ __all__ = (
     "AuthenticateUserResponse",
     "CheckUserExistsRequest",
     "CheckUserExistsResponse",
+    "DeadLetter",
+    "DropDeadLettersRequest",
+    "DropDeadLettersResponse",
     "GetUserRequest",
+    "ListDeadLettersRequest",
+    "ListDeadLettersResponse",
     "ListUsersRequest",
     "ListUsersResponse",
+    "ReplayDeadLettersRequest",
+    "ReplayDeadLettersResponse",
     "User",
     "UserServiceAsyncStub",
     "UserServiceStub",
@@ -151,6 +158,108 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
+class DeadLetter(betterproto2.Message):
+    """
+    An event the outbox relay gave up delivering, kept in the dead-letter stream.
+    """
+
+    id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    Id of the dead-letter stream entry (<milliseconds>-<sequence>): what replay and drop take.
+    """
+
+    original_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Id the event had in the outbox stream.
+    """
+
+    reason: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    Why the relay gave up, e.g. "permanent failure: ...".
+    """
+
+    attempts: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+    """
+    Delivery attempts made before giving up.
+    """
+
+    consumer: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    The relay consumer (hostname-pid) that dead-lettered it.
+    """
+
+    dead_lettered_at: "datetime.datetime | None" = betterproto2.field(
+        6,
+        betterproto2.TYPE_MESSAGE,
+        unwrap=lambda: ___google__protobuf__.Timestamp,
+        optional=True,
+    )
+    """
+    When it was dead-lettered (UTC), from its id.
+    """
+
+    fields: "dict[str, str]" = betterproto2.field(
+        7,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(
+            betterproto2.TYPE_STRING, betterproto2.TYPE_STRING
+        ),
+    )
+    """
+    The event as its producer wrote it: field name to value.
+    """
+
+
+default_message_pool.register_message("missive.user.v1", "DeadLetter", DeadLetter)
+
+
+@dataclass(eq=False, repr=False)
+class DropDeadLettersRequest(betterproto2.Message):
+    """
+    Dead letters to drop: some ids, or all of them (exactly one of the two).
+    """
+
+    ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Ids of dead letters (DeadLetter.id), at most 100.
+    """
+
+    all: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    True to drop every dead letter present when the call starts.
+    """
+
+
+default_message_pool.register_message(
+    "missive.user.v1", "DropDeadLettersRequest", DropDeadLettersRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class DropDeadLettersResponse(betterproto2.Message):
+    """
+    What a drop did.
+    """
+
+    dropped: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+    """
+    Number of dead letters removed.
+    """
+
+    not_found: "list[str]" = betterproto2.field(
+        2, betterproto2.TYPE_STRING, repeated=True
+    )
+    """
+    Requested ids that are not (or no longer) dead-lettered.
+    """
+
+
+default_message_pool.register_message(
+    "missive.user.v1", "DropDeadLettersResponse", DropDeadLettersResponse
+)
+
+
+@dataclass(eq=False, repr=False)
 class GetUserRequest(betterproto2.Message):
     """
     Which user to return.
@@ -164,6 +273,57 @@ class GetUserRequest(betterproto2.Message):
 
 default_message_pool.register_message(
     "missive.user.v1", "GetUserRequest", GetUserRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ListDeadLettersRequest(betterproto2.Message):
+    """
+    Which page of dead letters to list.
+    """
+
+    page_size: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    Maximum number of dead letters to return: 0 means the default of 50, the maximum is 100.
+    """
+
+    page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Opaque token from a previous response's next_page_token; empty for the first page.
+    """
+
+
+default_message_pool.register_message(
+    "missive.user.v1", "ListDeadLettersRequest", ListDeadLettersRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ListDeadLettersResponse(betterproto2.Message):
+    """
+    One page of dead letters, oldest first.
+    """
+
+    dead_letters: "list[DeadLetter]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    The dead letters of this page.
+    """
+
+    next_page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Token for the next page; empty on the last page.
+    """
+
+    total: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
+    """
+    Number of dead letters in the stream when the page was read.
+    """
+
+
+default_message_pool.register_message(
+    "missive.user.v1", "ListDeadLettersResponse", ListDeadLettersResponse
 )
 
 
@@ -210,6 +370,52 @@ class ListUsersResponse(betterproto2.Message):
 
 default_message_pool.register_message(
     "missive.user.v1", "ListUsersResponse", ListUsersResponse
+)
+
+
+@dataclass(eq=False, repr=False)
+class ReplayDeadLettersRequest(betterproto2.Message):
+    """
+    Dead letters to replay: some ids, or all of them (exactly one of the two).
+    """
+
+    ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Ids of dead letters (DeadLetter.id), at most 100.
+    """
+
+    all: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    True to replay every dead letter present when the call starts.
+    """
+
+
+default_message_pool.register_message(
+    "missive.user.v1", "ReplayDeadLettersRequest", ReplayDeadLettersRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ReplayDeadLettersResponse(betterproto2.Message):
+    """
+    What a replay did.
+    """
+
+    replayed: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+    """
+    Number of dead letters put back on the outbox stream.
+    """
+
+    not_found: "list[str]" = betterproto2.field(
+        2, betterproto2.TYPE_STRING, repeated=True
+    )
+    """
+    Requested ids that are not (or no longer) dead-lettered.
+    """
+
+
+default_message_pool.register_message(
+    "missive.user.v1", "ReplayDeadLettersResponse", ReplayDeadLettersResponse
 )
 
 
@@ -334,6 +540,67 @@ class UserServiceStub:
             User.FromString,
         )(message)
 
+    def list_dead_letters(
+        self, message: "ListDeadLettersRequest"
+    ) -> "ListDeadLettersResponse":
+        """
+        Lists the dead letters of the outbox:accounts stream - account erasures the relay to
+        MessageService and NotificationService gave up on (a permanent failure, such as a malformed
+        event, INVALID_ARGUMENT, or FAILED_PRECONDITION because the account is registered again) -
+        oldest first, each with the reason, the number of attempts and the event's original fields.
+        Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.user.v1.UserService/ListDeadLetters",
+            ListDeadLettersRequest.SerializeToString,
+            ListDeadLettersResponse.FromString,
+        )(message)
+
+    def replay_dead_letters(
+        self, message: "ReplayDeadLettersRequest"
+    ) -> "ReplayDeadLettersResponse":
+        """
+        Replays dead letters: each one's original fields are appended to the outbox:accounts
+        stream again and the dead letter is removed, in one atomic step per entry, so the relay
+        delivers the erasure once more. Idempotent: an id that is no longer dead-lettered (already
+        replayed or dropped) is listed in not_found, and erasing an account again is harmless (the
+        receivers erase by account id and find nothing more to remove).
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.user.v1.UserService/ReplayDeadLetters",
+            ReplayDeadLettersRequest.SerializeToString,
+            ReplayDeadLettersResponse.FromString,
+        )(message)
+
+    def drop_dead_letters(
+        self, message: "DropDeadLettersRequest"
+    ) -> "DropDeadLettersResponse":
+        """
+        Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+        longer dead-lettered is listed in not_found.
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.user.v1.UserService/DropDeadLetters",
+            DropDeadLettersRequest.SerializeToString,
+            DropDeadLettersResponse.FromString,
+        )(message)
+
 
 class UserServiceAsyncStub(betterproto2_grpclib.ServiceStub):
     """
@@ -444,6 +711,91 @@ class UserServiceAsyncStub(betterproto2_grpclib.ServiceStub):
             "/missive.user.v1.UserService/GetUser",
             message,
             User,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def list_dead_letters(
+        self,
+        message: "ListDeadLettersRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListDeadLettersResponse":
+        """
+        Lists the dead letters of the outbox:accounts stream - account erasures the relay to
+        MessageService and NotificationService gave up on (a permanent failure, such as a malformed
+        event, INVALID_ARGUMENT, or FAILED_PRECONDITION because the account is registered again) -
+        oldest first, each with the reason, the number of attempts and the event's original fields.
+        Errors: INVALID_ARGUMENT (page_size or page_token), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return await self._unary_unary(
+            "/missive.user.v1.UserService/ListDeadLetters",
+            message,
+            ListDeadLettersResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def replay_dead_letters(
+        self,
+        message: "ReplayDeadLettersRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ReplayDeadLettersResponse":
+        """
+        Replays dead letters: each one's original fields are appended to the outbox:accounts
+        stream again and the dead letter is removed, in one atomic step per entry, so the relay
+        delivers the erasure once more. Idempotent: an id that is no longer dead-lettered (already
+        replayed or dropped) is listed in not_found, and erasing an account again is harmless (the
+        receivers erase by account id and find nothing more to remove).
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return await self._unary_unary(
+            "/missive.user.v1.UserService/ReplayDeadLetters",
+            message,
+            ReplayDeadLettersResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def drop_dead_letters(
+        self,
+        message: "DropDeadLettersRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "DropDeadLettersResponse":
+        """
+        Drops dead letters for good: the given ids, or all of them. Idempotent: an id that is no
+        longer dead-lettered is listed in not_found.
+        Errors: INVALID_ARGUMENT (neither ids nor all, both, an id not of the form
+        <milliseconds>-<sequence>, more than 100 ids), UNAUTHENTICATED, PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only AdminService (the operator credential, service key `admin`) may call
+        it.
+        """
+
+        return await self._unary_unary(
+            "/missive.user.v1.UserService/DropDeadLetters",
+            message,
+            DropDeadLettersResponse,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
