@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_SOCKET_TIMEOUT",
+    "FIXED_WINDOW_HIT_LUA",
     "create_redis",
     "unavailable_reason",
 ]
@@ -30,6 +31,18 @@ DEFAULT_HEALTH_CHECK_INTERVAL = 30
 # Above a gRPC server's 200 concurrent calls plus REST and relays: redis-py's asyncio pool
 # fails a command at once, rather than waiting, when every connection is busy.
 DEFAULT_MAX_CONNECTIONS = 512
+
+FIXED_WINDOW_HIT_LUA = """
+-- One hit on a fixed-window counter: the expiry is set by the first hit and never extended.
+-- KEYS: 1 counter. ARGV: 1 window (s). Returns {count, ttl}.
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
+"""
 
 
 def create_redis(

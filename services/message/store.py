@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from services.common.delivery import outbox_lua_args
+from services.common.redis import FIXED_WINDOW_HIT_LUA
 from services.message import keys, lua
 from services.message.errors import Unavailable
 from services.message.models import (
@@ -44,17 +45,6 @@ logger = logging.getLogger(__name__)
 IDEMPOTENCY_TTL_SECONDS: Final = 24 * 3600
 DEFAULT_QUOTA_BYTES: Final = 50 * 1024 * 1024
 
-# A fixed window: the expiry is set by the first increment and never extended.
-# KEYS: 1 counter. ARGV: 1 window (s). Returns {count, ttl}.
-_HIT: Final = """
-local count = redis.call('INCR', KEYS[1])
-local ttl = redis.call('TTL', KEYS[1])
-if ttl < 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
-end
-return {count, ttl}
-"""
 _LOAD_ATTEMPTS: Final = 3
 
 
@@ -224,7 +214,7 @@ class RedisMessageStore:
         self._redis = redis
         self._idempotency_ttl = idempotency_ttl
         self.quota_bytes = quota_bytes
-        self._hit: AsyncScript = redis.register_script(_HIT)
+        self._hit: AsyncScript = redis.register_script(FIXED_WINDOW_HIT_LUA)
         self._send: AsyncScript = redis.register_script(lua.SEND)
         self._delete: AsyncScript = redis.register_script(lua.DELETE)
         self._mark_read: AsyncScript = redis.register_script(lua.MARK_READ)

@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.common.delivery import OUTBOX_LUA, outbox_lua_args
+from services.common.redis import FIXED_WINDOW_HIT_LUA
 
 logger = logging.getLogger(__name__)
 
@@ -185,17 +186,6 @@ redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
 
-# A fixed window: the expiry is set by the first increment and never extended.
-_HIT = """
-local count = redis.call('INCR', KEYS[1])
-local ttl = redis.call('TTL', KEYS[1])
-if ttl < 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
-end
-return {count, ttl}
-"""
-
 
 @dataclass(frozen=True)
 class LoginPolicy:
@@ -300,7 +290,7 @@ class UserStore:
         self._create = redis.register_script(_CREATE)
         self._delete = redis.register_script(_DELETE)
         self._replace = redis.register_script(_REPLACE)
-        self._hit = redis.register_script(_HIT)
+        self._hit = redis.register_script(FIXED_WINDOW_HIT_LUA)
         self._admit = redis.register_script(_LOGIN_ADMIT)
         self._succeeded = redis.register_script(_LOGIN_SUCCEEDED)
 
