@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jwt
@@ -98,39 +99,43 @@ def _b64(data: dict[str, object]) -> str:
     ],
 )
 def test_forged_or_stale_user_tokens_are_rejected(keys_dir: Path, attack: str) -> None:
+    token = _forged_token(keys_dir, attack)
+    with pytest.raises(Unauthenticated):
+        _verifier(keys_dir).verify_user(token)
+
+
+_BAD_CLAIMS: dict[str, Callable[[], dict[str, object]]] = {
+    "expired": lambda: _claims(iat=int(time.time()) - 1000, exp=int(time.time()) - 61),
+    "missing_exp": lambda: _claims(exp=None),
+    "missing_sub": lambda: _claims(sub=None),
+    "wrong_audience": lambda: _claims(aud="missive-service:message"),
+    "wrong_issuer": lambda: _claims(iss="someone-else"),
+    "partial_issuer": lambda: _claims(iss="missive"),
+}
+"""Attacks that are a properly signed token with the wrong claims."""
+
+
+def _forged_token(keys_dir: Path, attack: str) -> str:
     kid, _ = _signing_key(keys_dir)
-    good = _sign(keys_dir, _claims())
+    if attack in _BAD_CLAIMS:
+        return _sign(keys_dir, _BAD_CLAIMS[attack]())
     if attack == "alg_none":
-        token = f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': kid})}.{_b64(_claims())}."
-    elif attack == "hs256_with_public_key":
+        return f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': kid})}.{_b64(_claims())}."
+    if attack == "hs256_with_public_key":
         public = (keys_dir / "user-token" / f"{kid}.pub").read_bytes()
         header = _b64({"alg": "HS256", "typ": "JWT", "kid": kid})
         body = f"{header}.{_b64(_claims())}"
         mac = hmac.new(public, body.encode(), hashlib.sha256).digest()
-        token = f"{body}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
-    elif attack == "expired":
-        token = _sign(keys_dir, _claims(iat=int(time.time()) - 1000, exp=int(time.time()) - 61))
-    elif attack == "missing_exp":
-        token = _sign(keys_dir, _claims(exp=None))
-    elif attack == "missing_sub":
-        token = _sign(keys_dir, _claims(sub=None))
-    elif attack == "wrong_audience":
-        token = _sign(keys_dir, _claims(aud="missive-service:message"))
-    elif attack == "wrong_issuer":
-        token = _sign(keys_dir, _claims(iss="someone-else"))
-    elif attack == "partial_issuer":
-        token = _sign(keys_dir, _claims(iss="missive"))
-    elif attack == "tampered_payload":
-        head, _, tail = good.split(".")
-        token = f"{head}.{_b64(_claims(sub='eve@example.com'))}.{tail}"
-    elif attack == "unknown_kid":
-        token = _sign(keys_dir, _claims(), kid="nope")
-    elif attack == "not_a_jwt":
-        token = "definitely-not-a-token"
-    else:
-        token = _sign(keys_dir, _claims(), crit=["x-unknown"])
-    with pytest.raises(Unauthenticated):
-        _verifier(keys_dir).verify_user(token)
+        return f"{body}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+    if attack == "tampered_payload":
+        head, _, tail = _sign(keys_dir, _claims()).split(".")
+        return f"{head}.{_b64(_claims(sub='eve@example.com'))}.{tail}"
+    if attack == "unknown_kid":
+        return _sign(keys_dir, _claims(), kid="nope")
+    if attack == "not_a_jwt":
+        return "definitely-not-a-token"
+    assert attack == "crit_header", attack
+    return _sign(keys_dir, _claims(), crit=["x-unknown"])
 
 
 def test_rotation_keeps_old_tokens_valid_until_their_key_is_removed(keys_dir: Path) -> None:
