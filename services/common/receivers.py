@@ -12,8 +12,6 @@ call per entry from then on.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar, Generic, TypeVar
@@ -24,7 +22,7 @@ import grpc.aio
 from services.common.delivery import PermanentDeliveryError, TransientDeliveryError
 from services.common.rpc_outcome import delivery_error
 
-__all__ = ["RpcReceiver", "consumer_name", "receiver_lane"]
+__all__ = ["RpcReceiver", "receiver_lane"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +30,6 @@ RequestT = TypeVar("RequestT")
 
 # Each item of a batch gets this much more time than a single call's deadline.
 _PER_ITEM_SECONDS = 0.02
-
-
-def consumer_name() -> str:
-    """This process's name in a relay's consumer group: hostname-pid.
-
-    A restarted process is a new consumer: what a crashed one had read but not acknowledged is
-    taken over by XAUTOCLAIM once idle for the outbox's ``claim_idle_ms``.
-    """
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def receiver_lane(fields: dict[str, str]) -> str:
