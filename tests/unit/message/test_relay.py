@@ -24,7 +24,7 @@ from services.common.delivery import (
     Relay,
     consumer_name,
 )
-from services.common.grpc_edge import peer_channel
+from services.common.grpc_client import peer_channel
 from services.message.models import Message
 from services.message.relay import (
     NOTIFY_TIMEOUT_SECONDS,
