@@ -10,6 +10,7 @@ import redis.asyncio
 from services.common.delivery.config import OutboxConfig
 from services.common.delivery.dead_lettering import DeadLetter
 from services.common.delivery.stats import RelayStats
+from services.common.logging import request_id_scope
 
 __all__ = ["Settlement"]
 
@@ -71,12 +72,13 @@ class Settlement:
     def _log_dead_letter(self, letter: DeadLetter) -> None:
         cfg = self._config
         self._stats.dead_lettered += 1
-        logger.error(
-            "relay %s: dead-lettered entry %s of %s to %s after %d attempt(s): %s",
-            self._consumer,
-            letter.entry.id,
-            cfg.stream,
-            cfg.dead_letter_stream,
-            letter.attempts,
-            letter.reason,
-        )
+        with request_id_scope(letter.entry.id):
+            logger.error(
+                "relay %s: dead-lettered entry %s of %s to %s after %d attempt(s): %s",
+                self._consumer,
+                letter.entry.id,
+                cfg.stream,
+                cfg.dead_letter_stream,
+                letter.attempts,
+                letter.reason,
+            )

@@ -36,6 +36,7 @@ from services.common.delivery import (
     Relay,
     TransientDeliveryError,
 )
+from services.common.logging import get_request_id
 from services.common.outbox import OUTBOX_LUA, outbox_lua_args
 
 # --- a minimal local valkey-server (a shared fixture will replace it) --------------------------
@@ -570,6 +571,23 @@ async def test_configuration_is_validated(r: redis.asyncio.Redis) -> None:
         Relay(r, _config(block_ms=2_000), "c1", Recorder())
     with pytest.raises(ValueError):
         Relay(r, _config(), "", Recorder())
+
+
+async def test_an_attempt_runs_with_the_entry_id_as_request_id(r: redis.asyncio.Redis) -> None:
+    cfg = _config(max_attempts=2)
+    await _publish(r, cfg, "ok", "flaky")
+    seen: list[tuple[str, str | None]] = []
+
+    async def handler(entry_id: str, fields: dict[str, str]) -> None:
+        seen.append((entry_id, get_request_id()))
+        if fields["key"] == "flaky" and len(seen) == 2:
+            raise RuntimeError("once")
+
+    relay = Relay(r, cfg, "c1", handler)
+    await _drain(relay, lambda: relay.stats()["delivered"] == 2)
+    ids = [entry_id for entry_id, _ in await _xrange(r, cfg.stream)]
+    assert seen == [(ids[0], ids[0]), (ids[1], ids[1]), (ids[1], ids[1])]
+    assert get_request_id() is None
 
 
 # --- outcomes, lanes and outages ---------------------------------------------------------------
