@@ -96,24 +96,10 @@ class RpcReceiver(ABC, Generic[RequestT]):
         if not sent:
             return outcomes
         if not self._batches:
-            for index, _ in sent:
-                try:
-                    await self(*entries[index])
-                except PermanentDeliveryError as exc:
-                    outcomes[index] = exc
-            return outcomes
-        try:
-            deadline = self._timeout + _PER_ITEM_SECONDS * len(sent)
-            refusals = await self.send_batch(requests, deadline)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                logger.warning("%s has no batch call: one call per %s", self.peer, self.item)
-                self._batches = False
-                return await self.deliver_batch(entries)
-            refused = f"{self.peer} refused a batch of {len(sent)} {self.item}s"
-            raise delivery_error(exc, permanent=frozenset(), refused=refused) from exc
-        except OSError as exc:
-            raise TransientDeliveryError(f"{self.peer} unreachable: {exc}") from exc
+            return await self._one_by_one(entries, [index for index, _ in sent], outcomes)
+        refusals = await self._send_batch(requests)
+        if refusals is None:  # the peer has no batch call
+            return await self.deliver_batch(entries)
         if len(refusals) != len(sent):
             raise RuntimeError(f"{len(refusals)} results for {len(sent)} items")
         for (index, key), refusal in zip(sent, refusals, strict=True):
@@ -123,3 +109,32 @@ class RpcReceiver(ABC, Generic[RequestT]):
                 )
         logger.debug("%d %ss delivered to %s in one batch", len(sent), self.item, self.peer)
         return outcomes
+
+    async def _one_by_one(
+        self,
+        entries: list[tuple[str, dict[str, str]]],
+        indexes: list[int],
+        outcomes: list[PermanentDeliveryError | None],
+    ) -> list[PermanentDeliveryError | None]:
+        """Deliver ``entries[i]`` for each of ``indexes`` with the single call, in order."""
+        for index in indexes:
+            try:
+                await self(*entries[index])
+            except PermanentDeliveryError as exc:
+                outcomes[index] = exc
+        return outcomes
+
+    async def _send_batch(self, requests: list[RequestT]) -> Sequence[str] | None:
+        """The batch call's refusals; None if the peer has no batch call (UNIMPLEMENTED)."""
+        try:
+            deadline = self._timeout + _PER_ITEM_SECONDS * len(requests)
+            return await self.send_batch(requests, deadline)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                logger.warning("%s has no batch call: one call per %s", self.peer, self.item)
+                self._batches = False
+                return None
+            refused = f"{self.peer} refused a batch of {len(requests)} {self.item}s"
+            raise delivery_error(exc, permanent=frozenset(), refused=refused) from exc
+        except OSError as exc:
+            raise TransientDeliveryError(f"{self.peer} unreachable: {exc}") from exc
