@@ -40,15 +40,22 @@ class Attempts:
         self,
         config: OutboxConfig,
         consumer: str,
-        handlers: tuple[Handler, BatchHandler | None],
         stats: RelayStats,
-        state: tuple[Lanes, RetryPolicy, Settlement],
+        *,
+        handler: Handler,
+        batch_handler: BatchHandler | None,
+        lanes: Lanes,
+        policy: RetryPolicy,
+        settlement: Settlement,
     ) -> None:
         self._config = config
         self._consumer = consumer
-        self._handler, self._batch_handler = handlers
         self._stats = stats
-        self._lanes, self._policy, self._settlement = state
+        self._handler = handler
+        self._batch_handler = batch_handler
+        self._lanes = lanes
+        self._policy = policy
+        self._settlement = settlement
 
     async def head(self, lane: Lane) -> float | None:
         """Deliver the head of ``lane`` (a batch of it, when possible); settled ones leave it.

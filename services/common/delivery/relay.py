@@ -81,7 +81,8 @@ class Relay:
         self._redis = redis
         self._config = config
         self._consumer = consumer
-        self._handlers = (handler, batch_handler)
+        self._handler = handler
+        self._batch_handler = batch_handler
         self._lane_key = lane_key
         self._stats = RelayStats()
         self._reader = Reader(redis, config, consumer, self._stats)
@@ -96,9 +97,12 @@ class Relay:
         self._attempts = Attempts(
             self._config,
             self._consumer,
-            self._handlers,
             self._stats,
-            (self._lanes, self._policy, self._settlement),
+            handler=self._handler,
+            batch_handler=self._batch_handler,
+            lanes=self._lanes,
+            policy=self._policy,
+            settlement=self._settlement,
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._reading: asyncio.Task[list[Entry]] | None = None
