@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping
 
 from services.common.bootstrap import Security, create_endpoint, run_endpoint
-from services.common.grpc_edge import peer_channel
+from services.common.grpc_client import peer_channel
 from services.common.logging import configure_logging
 from services.common.runner import run
 from services.common.sessions import GrpcAccounts, Sessions

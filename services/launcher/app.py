@@ -23,13 +23,13 @@ from redis.retry import Retry
 from services.common.auth import ensure_keys
 from services.common.errors import StartupError
 from services.common.settings import redact_url
-from services.common.valkey import EmbeddedValkey, ValkeyBinaryNotFound, ValkeyStartError
 from services.launcher.config import LaunchConfig
 from services.launcher.endpoints import render_endpoints
 from services.launcher.health import wait_healthy
 from services.launcher.output import Console
 from services.launcher.preflight import check_ports
 from services.launcher.supervisor import Supervisor, describe_exit
+from services.launcher.valkey import EmbeddedValkey, ValkeyBinaryNotFound, ValkeyStartError
 
 __all__ = ["launch", "main", "parse_args"]
 

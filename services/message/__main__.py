@@ -10,15 +10,15 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from services.common.bootstrap import Security, create_endpoint, redis_ready, run_endpoint
 from services.common.dead_letters import DeadLetters
-from services.common.delivery import Relay
-from services.common.grpc_edge import peer_channel
+from services.common.delivery import Relay, consumer_name
+from services.common.grpc_client import peer_channel
 from services.common.logging import configure_logging
 from services.common.redis import create_redis
 from services.common.runner import run
 from services.common.sessions import Sessions, follow_revocations
 from services.message.api_rest.app import create_rest_app
 from services.message.grpc.app import register
-from services.message.relay import OUTBOX, NotifyReceiver, consumer_name, lane_key
+from services.message.relay import OUTBOX, NotifyReceiver, lane_key
 from services.message.service import MessageService
 from services.message.settings import (
     GRPC_PORT_ENV,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from services.common.delivery import OUTBOX_LUA
+from services.common.outbox import OUTBOX_LUA
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from services.common.delivery import outbox_lua_args
+from services.common.outbox import outbox_lua_args
 from services.common.redis import FIXED_WINDOW_HIT_LUA
 from services.message import keys, lua
 from services.message.errors import Unavailable

@@ -29,7 +29,7 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from services.common.delivery import OUTBOX_LUA, outbox_lua_args
+from services.common.outbox import OUTBOX_LUA, outbox_lua_args
 from services.notification.models import (
     CreateResult,
     NewNotification,
@@ -226,7 +226,7 @@ return erased
 #       account marker.
 # ARGV: 1 receiver email, 2 notification JSON, 3 id prefix, 4 retention, 5 dedupe TTL (s),
 #       6 notification id, 7 the "unsubscribed" hash value, 8 the receiver's account id (or
-#       ''), 9.. the outbox event (delivery.outbox_lua_args).
+#       ''), 9.. the outbox event (outbox.outbox_lua_args).
 _CREATE_LUA: Final = (
     OUTBOX_LUA
     + _OWNERSHIP_LUA

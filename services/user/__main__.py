@@ -11,10 +11,9 @@ from collections.abc import Mapping
 from services.common.auth import UserTokenIssuer
 from services.common.bootstrap import Security, create_endpoint, redis_ready, run_endpoint
 from services.common.dead_letters import DeadLetters
-from services.common.delivery import Relay
-from services.common.grpc_edge import peer_channel
+from services.common.delivery import Relay, consumer_name
+from services.common.grpc_client import peer_channel
 from services.common.logging import configure_logging
-from services.common.receivers import consumer_name
 from services.common.redis import create_redis
 from services.common.runner import run
 from services.common.sessions import Sessions, publish_revocation

@@ -30,7 +30,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.common.delivery import OUTBOX_LUA, outbox_lua_args
+from services.common.outbox import OUTBOX_LUA, outbox_lua_args
 from services.common.redis import FIXED_WINDOW_HIT_LUA
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from missive.rest.message.models import Message as MessageBody
 from services.common.auth import TokenVerifier
 from services.common.rest_edge import (
     bearer_verifier,
-    install_error_handlers,
+    install_edge,
     own_email,
     principal,
 )
@@ -164,4 +164,4 @@ def create_rest_app(
     app = create_app(
         MessageRestApi(service, ready), verify_token=bearer_verifier(verifier, sessions)
     )
-    return install_error_handlers(app)
+    return install_edge(app)

@@ -21,7 +21,7 @@ from missive.rest.notification.models import Notification as NotificationBody
 from services.common.auth import TokenVerifier
 from services.common.rest_edge import (
     bearer_verifier,
-    install_error_handlers,
+    install_edge,
     own_email,
     principal,
 )
@@ -125,4 +125,4 @@ def create_rest_app(
     app = create_app(
         NotificationRestApi(service, ready), verify_token=bearer_verifier(verifier, sessions)
     )
-    return install_error_handlers(app)
+    return install_edge(app)

@@ -22,14 +22,14 @@ from services.common.delivery import (
     DEAD_LETTER_OUTCOME_FIELD,
     DEAD_LETTER_REASON_FIELD,
     Relay,
+    consumer_name,
 )
-from services.common.grpc_edge import peer_channel
+from services.common.grpc_client import peer_channel
 from services.message.models import Message
 from services.message.relay import (
     NOTIFY_TIMEOUT_SECONDS,
     OUTBOX,
     NotifyReceiver,
-    consumer_name,
     lane_key,
 )
 from services.message.service import MessageService
