@@ -9,7 +9,7 @@ import grpc
 import grpc.aio
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
-from services.frontend.errors import InvalidArgument, Unavailable
+from services.common.domain import InvalidArgument, Unavailable
 from services.frontend.service import Notification
 from services.frontend.wire import from_proto
 

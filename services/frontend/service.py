@@ -12,10 +12,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from services.common.domain import DomainError, InvalidArgument, Principal, Unauthenticated
+from services.common.domain import (
+    DomainError,
+    InvalidArgument,
+    Principal,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
 from services.common.emails import normalise_email
 from services.common.sessions import Sessions
-from services.frontend.errors import RateLimited, StreamReplaced, Unavailable
+from services.frontend.errors import StreamReplaced
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from datetime import UTC
 
 from missive.notification.v1 import notification_pb2
 
-from services.frontend.errors import InvalidArgument
+from services.common.domain import InvalidArgument
 from services.frontend.service import Notification
 
 logger = logging.getLogger(__name__)

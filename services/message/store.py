@@ -16,17 +16,16 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from services.common.delivery import outbox_lua_args
+from services.common.domain import Unavailable
 from services.common.redis import FIXED_WINDOW_HIT_LUA
+from services.common.timestamps import format_timestamp, parse_timestamp
 from services.message import keys, lua
-from services.message.errors import Unavailable
 from services.message.models import (
     AddOutcome,
     Conversation,
     IdempotencyRecord,
     Message,
     MessageEvent,
-    format_timestamp,
-    parse_timestamp,
 )
 
 __all__ = [

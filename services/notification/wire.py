@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 from missive.notification.v1 import notification_pb2
 
-from services.notification.errors import InvalidArgument
+from services.common.domain import InvalidArgument
 from services.notification.models import Notification, SubscriptionStatus
 
 logger = logging.getLogger(__name__)

@@ -8,19 +8,19 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from services.common.domain import Principal
-from services.common.emails import normalise_email
-from services.common.errors import ConfigError
-from services.common.paging import parse_page
-from services.common.sessions import AccountState
-from services.user.errors import (
+from services.common.domain import (
     AlreadyExists,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Principal,
     RateLimited,
     Unavailable,
 )
+from services.common.emails import normalise_email
+from services.common.errors import ConfigError
+from services.common.paging import parse_page
+from services.common.sessions import AccountState
 from services.user.passwords import Passwords, validate_password
 from services.user.store import LoginPolicy, StoredUser, UserStore
 

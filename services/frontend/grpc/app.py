@@ -10,9 +10,9 @@ import grpc.aio
 from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 from missive.notification.v1 import notification_pb2
 
+from services.common.domain import InvalidArgument
 from services.common.grpc_edge import Context, caller
 from services.common.peers import peer_host
-from services.frontend.errors import InvalidArgument
 from services.frontend.service import FrontendService
 from services.frontend.wire import from_proto, to_proto
 

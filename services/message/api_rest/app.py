@@ -27,7 +27,8 @@ from services.common.rest_edge import (
     principal,
 )
 from services.common.sessions import Sessions
-from services.message.models import Conversation, Message, format_timestamp
+from services.common.timestamps import format_timestamp
+from services.message.models import Conversation, Message
 from services.message.service import MessageService
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from services.common.rest_edge import (
     principal,
 )
 from services.common.sessions import Sessions
-from services.notification.models import Notification, format_timestamp
+from services.common.timestamps import format_timestamp
+from services.notification.models import Notification
 from services.notification.models import SubscriptionStatus as Status
 from services.notification.service import NotificationService
 

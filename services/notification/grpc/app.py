@@ -9,8 +9,8 @@ import grpc.aio
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
 from services.common.dead_letters import AdminRpcs, DeadLetters
+from services.common.domain import InvalidArgument
 from services.common.grpc_edge import Context, caller
-from services.notification.errors import InvalidArgument
 from services.notification.service import NotificationService
 from services.notification.wire import (
     notification_to_proto,

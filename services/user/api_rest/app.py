@@ -20,9 +20,9 @@ from missive.rest.user.models import (
 )
 
 from services.common.auth import TokenVerifier
+from services.common.domain import Unauthenticated
 from services.common.rest_edge import bearer_verifier, install_error_handlers, principal
 from services.common.sessions import Sessions
-from services.user.errors import Unauthenticated
 from services.user.service import UserInfo, UserService
 from services.user.store import format_time
 

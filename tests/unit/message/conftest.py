@@ -21,14 +21,13 @@ from redis.asyncio import Redis
 
 from services.common.auth import KeyRing, UserTokenIssuer, ensure_keys
 from services.common.bootstrap import Security, create_endpoint
-from services.common.domain import Principal
+from services.common.domain import Principal, Unavailable
 from services.common.grpc_edge import Context, EdgeInterceptor, caller, peer_channel
 from services.common.grpc_server import bind_port, create_grpc_server
 from services.common.ports import free_port
 from services.common.redis import create_redis
 from services.common.sessions import AccountState
 from services.message.api_rest.app import create_rest_app
-from services.message.errors import Unavailable
 from services.message.grpc.app import register
 from services.message.service import MessageService
 from services.message.store import RedisMessageStore

@@ -7,17 +7,19 @@ import json
 import pytest
 from redis.asyncio import Redis
 
+from services.notification.keys import (
+    OUTBOX_STREAM,
+    SUBSCRIPTIONS_KEY,
+    dedupe_key,
+    notifications_key,
+)
 from services.notification.models import NewNotification
 from services.notification.store import (
     DEDUPE_TTL_SECONDS,
-    OUTBOX_STREAM,
-    SUBSCRIPTIONS_KEY,
     RedisNotificationStore,
     decode_event,
     decode_notification,
-    dedupe_key,
     encode_notification,
-    notifications_key,
 )
 from tests.unit.notification.conftest import ADA, BOB, new, stream_fields
 
