@@ -22,7 +22,7 @@ from services.common.redis import create_redis
 from services.user.passwords import Passwords
 from services.user.service import OPERATOR, UserService
 from services.user.settings import Settings
-from services.user.store import UserStore
+from services.user.store import RedisUserStore
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ async def set_role(environ: Mapping[str, str], email: str, role: str) -> str:
     settings = Settings.from_env(environ)
     redis = create_redis(settings.common.redis_url, settings.redis_db, client_name="operators")
     try:
-        service = UserService(UserStore(redis), Passwords(settings.hashing, 1), _NoTokens())
+        service = UserService(RedisUserStore(redis), Passwords(settings.hashing, 1), _NoTokens())
         return (await service.set_role(email, role)).email
     finally:
         await redis.aclose()
