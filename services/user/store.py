@@ -1,60 +1,26 @@
-"""UserService's Redis storage (DB 0): serialisation, reads, and the atomic writes.
+"""UserService's Redis storage (DB 0): reads and the atomic writes.
 
-Key names (and the layout) live in services.user.keys and the scripts in services.user.lua.
+Key names (and the layout) live in services.user.keys, the scripts in services.user.lua and the
+stored form in services.user.records.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.common.delivery import outbox_lua_args
 from services.common.redis import FIXED_WINDOW_HIT_LUA
-from services.common.timestamps import format_timestamp, parse_timestamp
 from services.user import keys, lua
 from services.user.models import Admission, Counter, LoginPolicy, StoredUser
+from services.user.records import decode_user, encode_user
 
-__all__ = ["RedisUserStore", "decode_user", "encode_user"]
+__all__ = ["RedisUserStore"]
 
 logger = logging.getLogger(__name__)
-
-
-def encode_user(user: StoredUser) -> str:
-    """The stored JSON: name, email, password (the hash), times[, id, token_version][, role]."""
-    document: dict[str, Any] = {
-        "name": user.name,
-        "email": user.email,
-        "password": user.password_hash,
-        "created_at": format_timestamp(user.created_at, milliseconds=True),
-        "updated_at": format_timestamp(user.updated_at, milliseconds=True),
-    }
-    if user.account_id:
-        document["id"] = user.account_id
-        document["token_version"] = user.token_version
-    if user.role:
-        document["role"] = user.role
-    return json.dumps(document, separators=(",", ":"))
-
-
-def decode_user(raw: str) -> StoredUser:
-    """The user stored as ``raw``, which it keeps as its revision (for compare-and-set)."""
-    data: dict[str, Any] = json.loads(raw)
-    return StoredUser(
-        name=str(data["name"]),
-        email=str(data["email"]),
-        password_hash=str(data["password"]),
-        created_at=parse_timestamp(str(data["created_at"])),
-        updated_at=parse_timestamp(str(data["updated_at"])),
-        account_id=str(data.get("id", "")),
-        token_version=int(data.get("token_version", 1)),
-        role=str(data.get("role", "")),
-        revision=raw,
-    )
 
 
 def _text(raw: str | bytes) -> str:

@@ -57,10 +57,10 @@ from services.common.grpc_edge import peer_channel
 from services.common.redis import create_redis
 from services.common.sessions import GrpcAccounts, Sessions
 from services.message.api_rest.app import create_rest_app as message_app
+from services.message.peers import RETRY_METHODS, USER_SERVICE_NAME, GrpcUserDirectory
 from services.message.service import MessageService
 from services.message.settings import Settings as MessageSettings
 from services.message.store import RedisMessageStore
-from services.message.users import RETRY_METHODS, USER_SERVICE_NAME, GrpcUserDirectory
 from services.notification.api_rest.app import create_rest_app as notification_app
 from services.notification.service import NotificationService
 from services.notification.settings import Settings as NotificationSettings

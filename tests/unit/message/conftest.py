@@ -29,9 +29,9 @@ from services.common.redis import create_redis
 from services.common.sessions import AccountState
 from services.message.api_rest.app import create_rest_app
 from services.message.grpc.app import register
+from services.message.peers import RETRY_METHODS, USER_SERVICE_NAME, GrpcUserDirectory
 from services.message.service import MessageService
 from services.message.store import RedisMessageStore
-from services.message.users import RETRY_METHODS, USER_SERVICE_NAME, GrpcUserDirectory
 from tests.helpers.accounts import account_id_of
 
 ADA = "ada@example.com"

@@ -14,13 +14,8 @@ from services.notification.keys import (
     notifications_key,
 )
 from services.notification.models import NewNotification
-from services.notification.store import (
-    DEDUPE_TTL_SECONDS,
-    RedisNotificationStore,
-    decode_event,
-    decode_notification,
-    encode_notification,
-)
+from services.notification.records import decode_event, decode_notification, encode_notification
+from services.notification.store import DEDUPE_TTL_SECONDS, RedisNotificationStore
 from tests.unit.notification.conftest import ADA, BOB, new, stream_fields
 
 
