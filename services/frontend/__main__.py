@@ -14,7 +14,7 @@ from services.common.logging import configure_logging
 from services.common.runner import run
 from services.common.sessions import GrpcAccounts, Sessions
 from services.frontend.grpc.app import register
-from services.frontend.replay import RETRY_METHODS, SERVICE_NAME, NotificationReplay
+from services.frontend.peers import RETRY_METHODS, SERVICE_NAME, NotificationReplay
 from services.frontend.service import RECHECK_SECONDS, FrontendService, Hub
 from services.frontend.settings import GRPC_PORT_ENV, Settings
 

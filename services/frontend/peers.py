@@ -1,4 +1,4 @@
-"""The replay source: a user's unread notifications, fetched from NotificationService over gRPC."""
+"""FrontendService's outbound peer: the unread notifications it replays from NotificationService."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import grpc.aio
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
 from services.common.domain import InvalidArgument, Unavailable
-from services.frontend.service import Notification
-from services.frontend.wire import from_proto
+from services.notification.models import Notification
+from services.notification.wire import notification_from_proto
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _converted(messages: Iterable[notification_pb2.Notification]) -> list[Notifi
     converted = []
     for message in messages:
         try:
-            converted.append(from_proto(message))
+            converted.append(notification_from_proto(message))
         except InvalidArgument as exc:  # one bad record must not block the whole replay
             logger.warning("skipped notification %s in replay: %s", message.id, exc.message)
     return converted
