@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -23,8 +22,6 @@ from services.user.passwords import Passwords
 from services.user.service import OPERATOR, UserService
 from services.user.settings import Settings
 from services.user.store import RedisUserStore
-
-logger = logging.getLogger(__name__)
 
 
 class _NoTokens:

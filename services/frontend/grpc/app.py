@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
@@ -15,8 +14,6 @@ from services.common.grpc_edge import Context, caller
 from services.common.peers import peer_host
 from services.frontend.service import FrontendService
 from services.notification.wire import notification_from_proto, notification_to_proto
-
-logger = logging.getLogger(__name__)
 
 MAX_BATCH_ITEMS = 100  # ReceiveNotifications, as its contract states
 SERVICE_NAME: str = frontend_pb2.DESCRIPTOR.services_by_name["FrontendService"].full_name

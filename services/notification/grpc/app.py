@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import grpc.aio
@@ -17,8 +16,6 @@ from services.notification.wire import (
     status_to_proto,
     timestamp_from_proto,
 )
-
-logger = logging.getLogger(__name__)
 
 MAX_BATCH_ITEMS = 100  # CreateNotifications, as its contract states
 SERVICE_NAME: str = notification_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name
