@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Final
 
 import grpc
 import grpc.aio
@@ -15,7 +16,9 @@ from services.notification.wire import notification_from_proto
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAME: str = notification_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name
+NOTIFICATION_SERVICE_NAME: Final[str] = notification_pb2.DESCRIPTOR.services_by_name[
+    "NotificationService"
+].full_name
 RETRY_METHODS = ("ListNotifications",)
 """Read-only, hence safe for the channel to retry on UNAVAILABLE."""
 PAGE_SIZE = 100
