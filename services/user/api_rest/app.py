@@ -32,7 +32,7 @@ from services.user.service import UserService
 INVALID_CREDENTIALS = "Invalid email or password."
 
 
-def to_json(user: UserInfo) -> User:
+def user_body(user: UserInfo) -> User:
     return {
         "name": user.name,
         "email": user.email,
@@ -65,23 +65,23 @@ class UserRestApi(UserApi):
         users, next_token = await self._service.list_users(
             page_size, page_token, principal(token_info)
         )
-        return {"users": [to_json(user) for user in users], "next_page_token": next_token}
+        return {"users": [user_body(user) for user in users], "next_page_token": next_token}
 
     async def create_user(self, *, body: UserCreate) -> Reply[User]:
         user = await self._service.register(
             body["name"], body["email"], body["password"], client_host()
         )
         location = f"/users/{quote(user.email, safe='@')}"
-        return Reply(to_json(user), status=201, headers={"Location": location})
+        return Reply(user_body(user), status=201, headers={"Location": location})
 
     async def get_user(self, *, token_info: TokenInfo, email: str) -> User:
-        return to_json(await self._service.get(principal(token_info), email))
+        return user_body(await self._service.get(principal(token_info), email))
 
     async def update_user(self, *, token_info: TokenInfo, body: UserUpdate, email: str) -> User:
         user = await self._service.update(
             principal(token_info), email, name=body.get("name"), password=body.get("password")
         )
-        return to_json(user)
+        return user_body(user)
 
     async def delete_user(self, *, token_info: TokenInfo, email: str) -> None:
         await self._service.delete(principal(token_info), email)
