@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 from urllib.parse import unquote
-
-logger = logging.getLogger(__name__)
 
 
 def peer_host(peer: str | None) -> str:

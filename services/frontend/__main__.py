@@ -14,7 +14,7 @@ from services.common.logging import configure_logging
 from services.common.runner import run
 from services.common.sessions import GrpcAccounts, Sessions
 from services.frontend.grpc.app import register
-from services.frontend.replay import RETRY_METHODS, SERVICE_NAME, NotificationReplay
+from services.frontend.peers import NOTIFICATION_SERVICE_NAME, RETRY_METHODS, NotificationReplay
 from services.frontend.service import RECHECK_SECONDS, FrontendService, Hub
 from services.frontend.settings import GRPC_PORT_ENV, Settings
 
@@ -56,7 +56,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
         settings.notification_addr,
         security.credentials,
         target="notification",
-        retry_service=SERVICE_NAME,
+        retry_service=NOTIFICATION_SERVICE_NAME,
         retry_methods=RETRY_METHODS,
     )
     users_channel = peer_channel(settings.user_addr, security.credentials, target="user")

@@ -1,27 +1,12 @@
-"""FrontendService's domain errors: the shared family, as it needs no errors of its own."""
+"""FrontendService's own domain error; the shared family lives in services.common.domain."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from services.common.domain import (
-    DomainError,
-    InvalidArgument,
-    PermissionDenied,
-    RateLimited,
-    Unauthenticated,
-    Unavailable,
-)
+from services.common.domain import DomainError
 
-__all__ = [
-    "DomainError",
-    "InvalidArgument",
-    "PermissionDenied",
-    "RateLimited",
-    "StreamReplaced",
-    "Unauthenticated",
-    "Unavailable",
-]
+__all__ = ["StreamReplaced"]
 
 
 class StreamReplaced(DomainError):

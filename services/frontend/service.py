@@ -8,14 +8,21 @@ import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import replace
 from typing import Protocol
 
-from services.common.domain import DomainError, InvalidArgument, Principal, Unauthenticated
+from services.common.domain import (
+    DomainError,
+    InvalidArgument,
+    Principal,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
 from services.common.emails import normalise_email
 from services.common.sessions import Sessions
-from services.frontend.errors import RateLimited, StreamReplaced, Unavailable
+from services.frontend.errors import StreamReplaced
+from services.notification.models import Notification
 
 logger = logging.getLogger(__name__)
 
@@ -39,20 +46,6 @@ for as long (it has no revocation channel), so a revocation ends a stream within
 STREAM_EXPIRED = "the access token of this stream has expired; reconnect with a fresh token"
 
 _NOTIFICATION_ID = re.compile(r"[0-9]{1,19}")
-
-
-@dataclass(frozen=True)
-class Notification:
-    """A notification as NotificationService stores it."""
-
-    id: str
-    message_id: int
-    sender_email: str
-    receiver_email: str
-    timestamp: datetime | None
-    read: bool
-    preview: str = ""  # the start of the message's content; empty when unknown
-    sender_name: str = ""  # the sender's display name; empty when unknown
 
 
 class UnreadSource(Protocol):
@@ -285,7 +278,7 @@ class FrontendService:
                     "message_id": shown.message_id,
                     "sender_email": shown.sender_email,
                     "receiver_email": shown.receiver_email,
-                    "timestamp": shown.timestamp.isoformat() if shown.timestamp else None,
+                    "timestamp": shown.timestamp.isoformat(),
                     "delivered_to": delivered,
                 }
             },

@@ -18,6 +18,7 @@ from services.common.runner import run
 from services.common.sessions import Sessions, follow_revocations
 from services.message.api_rest.app import create_rest_app
 from services.message.grpc.app import register
+from services.message.peers import RETRY_METHODS, USER_SERVICE_NAME, GrpcUserDirectory
 from services.message.relay import OUTBOX, NotifyReceiver, lane_key
 from services.message.service import MessageService
 from services.message.settings import (
@@ -26,7 +27,6 @@ from services.message.settings import (
     Settings,
 )
 from services.message.store import RedisMessageStore
-from services.message.users import RETRY_METHODS, USER_SERVICE_NAME, GrpcUserDirectory
 
 logger = logging.getLogger(__name__)
 

@@ -6,10 +6,7 @@ glob character and a key can be split back into its parts.
 
 from __future__ import annotations
 
-import logging
 from typing import Final
-
-logger = logging.getLogger(__name__)
 
 MESSAGE_ID_COUNTER: Final = "message_id_counter"
 OUTBOX_STREAM: Final = "outbox:notifications"

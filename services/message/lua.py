@@ -12,12 +12,9 @@ id: it is then stored as read and not counted, which keeps the flag and the coun
 
 from __future__ import annotations
 
-import logging
 from typing import Final
 
 from services.common.outbox import OUTBOX_LUA
-
-logger = logging.getLogger(__name__)
 
 # KEYS: 1 message:{id}, 2 conversation hash, 3 conversation message ids,
 #       4/5 sender's/receiver's conversation set, 6/7 sender's/receiver's conversations_by_time,

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
-
-logger = logging.getLogger(__name__)
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -78,19 +75,6 @@ class ConversationPage:
 def content_digest(content: str) -> str:
     """Hex SHA-256 of the UTF-8 content: compares idempotent retries without storing text."""
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
-
-
-def format_timestamp(moment: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z`` suffix (microseconds only when non-zero)."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def parse_timestamp(text: str) -> datetime:
-    """The aware UTC datetime of an ISO 8601 string; ValueError if it has no offset."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamp {text!r} has no UTC offset")
-    return moment.astimezone(UTC)
 
 
 @dataclass(frozen=True)

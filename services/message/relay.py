@@ -12,7 +12,7 @@ from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 from services.common.delivery import OutboxConfig, PermanentDeliveryError
 from services.common.receivers import RpcReceiver, receiver_lane
 from services.message.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
-from services.message.store import decode_event
+from services.message.records import decode_event
 
 NOTIFY_TIMEOUT_SECONDS: Final = 2.0
 # Consumer names are hostname-pid, so a restarted process is a new consumer: what a crashed one

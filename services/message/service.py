@@ -17,18 +17,21 @@ from datetime import UTC, datetime
 from typing import Final, Protocol
 
 from services.common.auth import ACCOUNT_ID
-from services.common.domain import DomainError, FailedPrecondition, Principal, Unauthenticated
-from services.common.emails import normalise_email
-from services.common.paging import Page, encode_offset, parse_page
-from services.common.sessions import GONE, AccountState
-from services.message.errors import (
+from services.common.domain import (
     AlreadyExists,
+    DomainError,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Principal,
     RateLimited,
+    Unauthenticated,
     Unavailable,
 )
+from services.common.emails import normalise_email
+from services.common.paging import Page, encode_offset, parse_page
+from services.common.sessions import GONE, AccountState
 from services.message.models import (
     AddOutcome,
     Conversation,

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 from missive.message.v1 import message_pb2
 
 from services.message.models import Conversation, Message
-
-logger = logging.getLogger(__name__)
 
 
 def message_to_proto(message: Message) -> message_pb2.Message:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
-
-logger = logging.getLogger(__name__)
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -78,16 +75,3 @@ class NotificationPage:
     notifications: list[Notification]
     next_page_token: str
     unread_count: int
-
-
-def format_timestamp(moment: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z`` suffix (microseconds only when non-zero)."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def parse_timestamp(text: str) -> datetime:
-    """The aware UTC datetime of an ISO 8601 string; ValueError if it has no offset."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamp {text!r} has no UTC offset")
-    return moment.astimezone(UTC)

@@ -10,7 +10,8 @@ from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 
 from services.common.delivery import OutboxConfig, PermanentDeliveryError
 from services.common.receivers import RpcReceiver, receiver_lane
-from services.notification.store import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM, decode_event
+from services.notification.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
+from services.notification.records import decode_event
 from services.notification.wire import notification_to_proto
 
 # Consumer names are hostname-pid, so a restarted process is a new consumer: what a crashed one

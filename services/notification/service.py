@@ -8,11 +8,17 @@ from datetime import datetime
 from typing import Protocol
 
 from services.common.auth import ACCOUNT_ID
-from services.common.domain import FailedPrecondition, Principal, Unauthenticated
+from services.common.domain import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Principal,
+    Unauthenticated,
+)
 from services.common.emails import normalise_email
 from services.common.paging import parse_page
 from services.common.sessions import GONE, AccountLookup
-from services.notification.errors import InvalidArgument, NotFound, PermissionDenied
 from services.notification.models import (
     CreateResult,
     NewNotification,

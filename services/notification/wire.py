@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from missive.notification.v1 import notification_pb2
 
-from services.notification.errors import InvalidArgument
+from services.common.domain import InvalidArgument
 from services.notification.models import Notification, SubscriptionStatus
-
-logger = logging.getLogger(__name__)
 
 
 def timestamp_from_proto(message: Timestamp, field: str = "timestamp") -> datetime:
@@ -20,6 +17,23 @@ def timestamp_from_proto(message: Timestamp, field: str = "timestamp") -> dateti
         return message.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError) as exc:
         raise InvalidArgument(f"{field} is out of range") from exc
+
+
+def notification_from_proto(message: notification_pb2.Notification) -> Notification:
+    """The notification a wire message carries (as FrontendService receives and replays them);
+    InvalidArgument when its timestamp is unset or out of range."""
+    if not message.HasField("timestamp"):
+        raise InvalidArgument("notification.timestamp is required")
+    return Notification(
+        id=message.id,
+        message_id=message.message_id,
+        sender_email=message.sender_email,
+        receiver_email=message.receiver_email,
+        timestamp=timestamp_from_proto(message.timestamp, "notification.timestamp"),
+        read=message.read,
+        preview=message.preview,
+        sender_name=message.sender_name,
+    )
 
 
 def notification_to_proto(notification: Notification) -> notification_pb2.Notification:

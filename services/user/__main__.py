@@ -17,13 +17,13 @@ from services.common.logging import configure_logging
 from services.common.redis import create_redis
 from services.common.runner import run
 from services.common.sessions import Sessions, publish_revocation
-from services.user.api_rest.app import build_rest_app
+from services.user.api_rest.app import create_rest_app
 from services.user.erasure import OUTBOX, EraseAccount, lane_key
 from services.user.grpc.app import register
 from services.user.passwords import Passwords
 from services.user.service import UserService
 from services.user.settings import GRPC_PORT_ENV, REST_PORT_ENV, Settings
-from services.user.store import UserStore
+from services.user.store import RedisUserStore
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             await publish_revocation(redis, email)
 
         service = UserService(
-            UserStore(redis),
+            RedisUserStore(redis),
             Passwords(settings.hashing, settings.hash_concurrency),
             issuer,
             settings.login,
@@ -94,7 +94,13 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             endpoint=endpoint,
             readiness=redis_ready(redis),
             grace=common.shutdown_grace_seconds,
-            rest_app=build_rest_app(service, security.verifier, settings.max_body_bytes, sessions),
+            rest_app=create_rest_app(
+                service,
+                security.verifier,
+                redis_ready(redis),
+                sessions,
+                max_body_bytes=settings.max_body_bytes,
+            ),
             rest_host=settings.host,
             rest_port=settings.rest_port,
             rest_port_env=REST_PORT_ENV,

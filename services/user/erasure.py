@@ -25,7 +25,7 @@ from services.common.delivery import (
     TransientDeliveryError,
 )
 from services.common.rpc_outcome import delivery_error
-from services.user.store import ACCOUNTS_DEAD_LETTERS, ACCOUNTS_OUTBOX
+from services.user.keys import ACCOUNTS_DEAD_LETTERS, ACCOUNTS_OUTBOX
 
 logger = logging.getLogger(__name__)
 

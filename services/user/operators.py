@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -22,9 +21,7 @@ from services.common.redis import create_redis
 from services.user.passwords import Passwords
 from services.user.service import OPERATOR, UserService
 from services.user.settings import Settings
-from services.user.store import UserStore
-
-logger = logging.getLogger(__name__)
+from services.user.store import RedisUserStore
 
 
 class _NoTokens:
@@ -39,7 +36,7 @@ async def set_role(environ: Mapping[str, str], email: str, role: str) -> str:
     settings = Settings.from_env(environ)
     redis = create_redis(settings.common.redis_url, settings.redis_db, client_name="operators")
     try:
-        service = UserService(UserStore(redis), Passwords(settings.hashing, 1), _NoTokens())
+        service = UserService(RedisUserStore(redis), Passwords(settings.hashing, 1), _NoTokens())
         return (await service.set_role(email, role)).email
     finally:
         await redis.aclose()

@@ -8,21 +8,28 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from services.common.domain import Principal
-from services.common.emails import normalise_email
-from services.common.errors import ConfigError
-from services.common.paging import parse_page
-from services.common.sessions import AccountState
-from services.user.errors import (
+from services.common.domain import (
     AlreadyExists,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Principal,
     RateLimited,
     Unavailable,
 )
+from services.common.emails import normalise_email
+from services.common.errors import ConfigError
+from services.common.paging import parse_page
+from services.common.sessions import AccountState
+from services.user.models import (
+    Admission,
+    Authentication,
+    Counter,
+    LoginPolicy,
+    StoredUser,
+    UserInfo,
+)
 from services.user.passwords import Passwords, validate_password
-from services.user.store import LoginPolicy, StoredUser, UserStore
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +37,30 @@ MAX_NAME_CHARS = 100
 OPERATOR = "operator"
 """The role that may list every user (granted with ``python -m services.user.operators``)."""
 _UPDATE_ATTEMPTS = 3
+
+
+class UserStore(Protocol):
+    """What the service needs from storage (RedisUserStore in production)."""
+
+    async def create(self, user: StoredUser) -> bool: ...
+
+    async def get(self, email: str) -> StoredUser | None: ...
+
+    async def exists(self, email: str) -> bool: ...
+
+    async def replace(self, current: StoredUser, updated: StoredUser) -> bool: ...
+
+    async def new_account_id(self) -> str: ...
+
+    async def delete(self, user: StoredUser) -> bool: ...
+
+    async def list_page(self, offset: int, size: int) -> tuple[list[StoredUser], int, int]: ...
+
+    async def admit_login(self, email: str, client: str, policy: LoginPolicy) -> Admission: ...
+
+    async def login_succeeded(self, email: str, client: str, policy: LoginPolicy) -> None: ...
+
+    async def count_registration(self, client: str, window_seconds: int) -> Counter: ...
 
 
 class TokenIssuer(Protocol):
@@ -117,29 +148,6 @@ _REFUSALS = {
 }
 
 
-@dataclass(frozen=True)
-class UserInfo:
-    """A user as callers see it: no password, no hash."""
-
-    name: str
-    email: str
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, user: StoredUser) -> UserInfo:
-        return cls(user.name, user.email, user.created_at, user.updated_at)
-
-
-@dataclass(frozen=True)
-class Authentication:
-    """A successful sign-in: the access token and when it expires."""
-
-    email: str
-    access_token: str
-    expires_at: datetime
-
-
 def utc_now() -> datetime:
     """Now in UTC, truncated to the milliseconds the store keeps."""
     now = datetime.now(UTC)
@@ -174,9 +182,6 @@ class UserService:
         self._limits = limits or LoginLimits()
         self._clock = clock
         self._revoked = revoked
-
-    async def healthy(self) -> bool:
-        return await self._store.ping()
 
     async def register(
         self, name: str, email: str, password: str, client: str | None = None

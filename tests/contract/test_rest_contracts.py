@@ -52,24 +52,24 @@ from schemathesis.core.result import Ok
 from schemathesis.schemas import BaseSchema
 
 from services.common.auth import KeyRing, UserTokenIssuer
-from services.common.bootstrap import Security
+from services.common.bootstrap import Security, redis_ready
 from services.common.grpc_client import peer_channel
 from services.common.redis import create_redis
 from services.common.sessions import GrpcAccounts, Sessions
 from services.message.api_rest.app import create_rest_app as message_app
+from services.message.peers import RETRY_METHODS, USER_SERVICE_NAME, GrpcUserDirectory
 from services.message.service import MessageService
 from services.message.settings import Settings as MessageSettings
 from services.message.store import RedisMessageStore
-from services.message.users import RETRY_METHODS, USER_SERVICE_NAME, GrpcUserDirectory
 from services.notification.api_rest.app import create_rest_app as notification_app
 from services.notification.service import NotificationService
 from services.notification.settings import Settings as NotificationSettings
 from services.notification.store import RedisNotificationStore
-from services.user.api_rest.app import build_rest_app as user_app
+from services.user.api_rest.app import create_rest_app as user_app
 from services.user.passwords import Passwords
 from services.user.service import UserService
 from services.user.settings import Settings as UserSettings
-from services.user.store import UserStore
+from services.user.store import RedisUserStore
 from tests.contract.report import REPORT
 from tests.contract.rest_fuzz import (
     AsgiApp,
@@ -162,13 +162,19 @@ def _in_process_app(name: str, system: System) -> LazyApp:
         security = Security.load(settings.keys_dir, "user", sign_user_tokens=True)
         redis = create_redis(settings.common.redis_url, settings.redis_db)
         service = UserService(
-            UserStore(redis),
+            RedisUserStore(redis),
             Passwords(settings.hashing, settings.hash_concurrency),
             UserTokenIssuer(security.keys, settings.token_ttl_seconds),
             settings.login,
         )
         sessions = Sessions(service, ttl_seconds=0)
-        app: AsgiApp = user_app(service, security.verifier, settings.max_body_bytes, sessions)
+        app: AsgiApp = user_app(
+            service,
+            security.verifier,
+            redis_ready(redis),
+            sessions,
+            max_body_bytes=settings.max_body_bytes,
+        )
         return app
 
     async def message() -> AsgiApp:

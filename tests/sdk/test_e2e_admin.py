@@ -34,8 +34,8 @@ from services.message.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
 from services.message.relay import OUTBOX
 from services.message.settings import Settings as MessageSettings
 from services.user.erasure import OUTBOX as ACCOUNTS
+from services.user.keys import ACCOUNTS_DEAD_LETTERS, ACCOUNTS_OUTBOX
 from services.user.settings import Settings as UserSettings
-from services.user.store import ACCOUNTS_DEAD_LETTERS, ACCOUNTS_OUTBOX
 from tests.helpers.system import System
 from tests.sdk.helpers import eventually, signed_in
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
@@ -10,13 +9,11 @@ import grpc.aio
 from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 from missive.notification.v1 import notification_pb2
 
+from services.common.domain import InvalidArgument
 from services.common.grpc_edge import Context, caller
 from services.common.peers import peer_host
-from services.frontend.errors import InvalidArgument
 from services.frontend.service import FrontendService
-from services.frontend.wire import from_proto, to_proto
-
-logger = logging.getLogger(__name__)
+from services.notification.wire import notification_from_proto, notification_to_proto
 
 MAX_BATCH_ITEMS = 100  # ReceiveNotifications, as its contract states
 SERVICE_NAME: str = frontend_pb2.DESCRIPTOR.services_by_name["FrontendService"].full_name
@@ -32,7 +29,9 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServiceServicer):
         self, request: frontend_pb2.ReceiveNotificationRequest, context: Context
     ) -> frontend_pb2.ReceiveNotificationResponse:
         notification = (
-            from_proto(request.notification) if request.HasField("notification") else None
+            notification_from_proto(request.notification)
+            if request.HasField("notification")
+            else None
         )
         delivered = self._service.receive(notification, request.receiver_account_id)
         return frontend_pb2.ReceiveNotificationResponse(delivered_to=delivered)
@@ -47,7 +46,9 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServiceServicer):
             result = reply.results.add()
             try:
                 notification = (
-                    from_proto(item.notification) if item.HasField("notification") else None
+                    notification_from_proto(item.notification)
+                    if item.HasField("notification")
+                    else None
                 )
                 result.delivered_to = self._service.receive(notification, item.receiver_account_id)
             except InvalidArgument as exc:
@@ -66,7 +67,7 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServiceServicer):
         # The cast: types-grpcio declares the callback type as a class, not a protocol.
         context.add_done_callback(cast("Any", unregister))
         async for notification in self._service.stream(subscription):
-            yield to_proto(notification)
+            yield notification_to_proto(notification)
 
 
 def register(server: grpc.aio.Server, service: FrontendService) -> Sequence[str]:

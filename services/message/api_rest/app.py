@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
-
-import redis.exceptions
 from connexion import AsyncApp
-from missive.rest._runtime import Reply, TokenInfo
+from missive.rest._runtime import DEFAULT_MAX_BODY_BYTES, Reply, TokenInfo
 from missive.rest.message import MessageApi, create_app
 from missive.rest.message.models import Conversation as ConversationBody
 from missive.rest.message.models import (
@@ -20,19 +16,19 @@ from missive.rest.message.models import (
 from missive.rest.message.models import Message as MessageBody
 
 from services.common.auth import TokenVerifier
+from services.common.bootstrap import Readiness
 from services.common.rest_edge import (
     bearer_verifier,
     install_edge,
     own_email,
     principal,
 )
+from services.common.rest_health import health_reply
 from services.common.sessions import Sessions
-from services.message.models import Conversation, Message, format_timestamp
+from services.common.timestamps import format_timestamp
+from services.message.models import Conversation, Message
 from services.message.service import MessageService
 
-logger = logging.getLogger(__name__)
-
-Readiness = Callable[[], Awaitable[bool]]
 # The caller's email is the `email` parameter (or body field) in the REST contract.
 _USER_FIELD = "email"
 
@@ -141,15 +137,7 @@ class MessageRestApi(MessageApi):
         return conversation_body(conversation)
 
     async def health(self) -> Reply[HealthStatus]:
-        """SERVING when Redis answers a ping; the contract's 503 NOT_SERVING body otherwise."""
-        try:
-            ready = await self._ready()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            logger.warning("health: Redis unreachable: %s", exc)
-            ready = False
-        if ready:
-            return Reply({"status": "SERVING"})
-        return Reply({"status": "NOT_SERVING"}, status=503)
+        return await health_reply(self._ready)
 
 
 def create_rest_app(
@@ -157,11 +145,15 @@ def create_rest_app(
     verifier: TokenVerifier,
     ready: Readiness,
     sessions: Sessions | None = None,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> AsyncApp:
     """The Connexion app serving openapi/message.yaml, with the shared error edge.
 
     With ``sessions``, revoked tokens and tokens of deleted accounts are refused (401)."""
     app = create_app(
-        MessageRestApi(service, ready), verify_token=bearer_verifier(verifier, sessions)
+        MessageRestApi(service, ready),
+        verify_token=bearer_verifier(verifier, sessions),
+        max_body_bytes=max_body_bytes,
     )
     return install_edge(app)

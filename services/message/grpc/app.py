@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import grpc.aio
@@ -13,8 +12,6 @@ from services.common.dead_letters import AdminRpcs, DeadLetters
 from services.common.grpc_edge import Context, caller
 from services.message.service import MessageService
 from services.message.wire import conversation_to_proto, message_to_proto
-
-logger = logging.getLogger(__name__)
 
 SERVICE_NAME: str = message_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name
 

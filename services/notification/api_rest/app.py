@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
-
-import redis.exceptions
 from connexion import AsyncApp
-from missive.rest._runtime import Reply, TokenInfo
+from missive.rest._runtime import DEFAULT_MAX_BODY_BYTES, Reply, TokenInfo
 from missive.rest.notification import NotificationApi, create_app
 from missive.rest.notification.models import (
     HealthStatus,
@@ -19,20 +15,19 @@ from missive.rest.notification.models import (
 from missive.rest.notification.models import Notification as NotificationBody
 
 from services.common.auth import TokenVerifier
+from services.common.bootstrap import Readiness
 from services.common.rest_edge import (
     bearer_verifier,
     install_edge,
     own_email,
     principal,
 )
+from services.common.rest_health import health_reply
 from services.common.sessions import Sessions
-from services.notification.models import Notification, format_timestamp
+from services.common.timestamps import format_timestamp
+from services.notification.models import Notification
 from services.notification.models import SubscriptionStatus as Status
 from services.notification.service import NotificationService
-
-logger = logging.getLogger(__name__)
-
-Readiness = Callable[[], Awaitable[bool]]
 
 
 def notification_body(notification: Notification) -> NotificationBody:
@@ -102,15 +97,7 @@ class NotificationRestApi(NotificationApi):
         return status_body(await self._service.unsubscribe(principal(token_info), email))
 
     async def health(self) -> Reply[HealthStatus]:
-        """SERVING when Redis answers a ping; the contract's 503 NOT_SERVING body otherwise."""
-        try:
-            ready = await self._ready()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            logger.warning("health: Redis unreachable: %s", exc)
-            ready = False
-        if ready:
-            return Reply({"status": "SERVING"})
-        return Reply({"status": "NOT_SERVING"}, status=503)
+        return await health_reply(self._ready)
 
 
 def create_rest_app(
@@ -118,11 +105,15 @@ def create_rest_app(
     verifier: TokenVerifier,
     ready: Readiness,
     sessions: Sessions | None = None,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> AsyncApp:
     """The Connexion app serving openapi/notification.yaml, with the shared error edge.
 
     With ``sessions``, revoked tokens and tokens of deleted accounts are refused (401)."""
     app = create_app(
-        NotificationRestApi(service, ready), verify_token=bearer_verifier(verifier, sessions)
+        NotificationRestApi(service, ready),
+        verify_token=bearer_verifier(verifier, sessions),
+        max_body_bytes=max_body_bytes,
     )
     return install_edge(app)

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import grpc.aio
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
 from services.common.dead_letters import AdminRpcs, DeadLetters
+from services.common.domain import InvalidArgument
 from services.common.grpc_edge import Context, caller
-from services.notification.errors import InvalidArgument
 from services.notification.service import NotificationService
 from services.notification.wire import (
     notification_to_proto,
     status_to_proto,
     timestamp_from_proto,
 )
-
-logger = logging.getLogger(__name__)
 
 MAX_BATCH_ITEMS = 100  # CreateNotifications, as its contract states
 SERVICE_NAME: str = notification_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from urllib.parse import quote
 
 from connexion import AsyncApp
 from connexion.context import scope
-from missive.rest._runtime import Reply, TokenInfo
+from missive.rest._runtime import DEFAULT_MAX_BODY_BYTES, Reply, TokenInfo
 from missive.rest.user import UserApi, create_app
 from missive.rest.user.models import (
     HealthStatus,
@@ -20,24 +19,25 @@ from missive.rest.user.models import (
 )
 
 from services.common.auth import TokenVerifier
+from services.common.bootstrap import Readiness
+from services.common.domain import Unauthenticated
 from services.common.rest_edge import bearer_verifier, install_edge, principal
+from services.common.rest_health import health_reply
 from services.common.sessions import Sessions
-from services.user.errors import Unauthenticated
-from services.user.service import UserInfo, UserService
-from services.user.store import format_time
-
-logger = logging.getLogger(__name__)
+from services.common.timestamps import format_timestamp
+from services.user.models import UserInfo
+from services.user.service import UserService
 
 # One answer for an unknown email and a wrong password, so neither can be told apart.
 INVALID_CREDENTIALS = "Invalid email or password."
 
 
-def to_json(user: UserInfo) -> User:
+def user_body(user: UserInfo) -> User:
     return {
         "name": user.name,
         "email": user.email,
-        "created_at": format_time(user.created_at),
-        "updated_at": format_time(user.updated_at),
+        "created_at": format_timestamp(user.created_at, milliseconds=True),
+        "updated_at": format_timestamp(user.updated_at, milliseconds=True),
     }
 
 
@@ -51,11 +51,12 @@ def client_host() -> str:
     return str(client[0]) if client else "unknown"
 
 
-class UserHandlers(UserApi):
+class UserRestApi(UserApi):
     """Implements every operation of openapi/user.yaml over :class:`UserService`."""
 
-    def __init__(self, service: UserService) -> None:
+    def __init__(self, service: UserService, ready: Readiness) -> None:
         self._service = service
+        self._ready = ready
 
     async def list_users(
         self, *, token_info: TokenInfo, page_size: int = 50, page_token: str | None = None
@@ -64,23 +65,23 @@ class UserHandlers(UserApi):
         users, next_token = await self._service.list_users(
             page_size, page_token, principal(token_info)
         )
-        return {"users": [to_json(user) for user in users], "next_page_token": next_token}
+        return {"users": [user_body(user) for user in users], "next_page_token": next_token}
 
     async def create_user(self, *, body: UserCreate) -> Reply[User]:
         user = await self._service.register(
             body["name"], body["email"], body["password"], client_host()
         )
         location = f"/users/{quote(user.email, safe='@')}"
-        return Reply(to_json(user), status=201, headers={"Location": location})
+        return Reply(user_body(user), status=201, headers={"Location": location})
 
     async def get_user(self, *, token_info: TokenInfo, email: str) -> User:
-        return to_json(await self._service.get(principal(token_info), email))
+        return user_body(await self._service.get(principal(token_info), email))
 
     async def update_user(self, *, token_info: TokenInfo, body: UserUpdate, email: str) -> User:
         user = await self._service.update(
             principal(token_info), email, name=body.get("name"), password=body.get("password")
         )
-        return to_json(user)
+        return user_body(user)
 
     async def delete_user(self, *, token_info: TokenInfo, email: str) -> None:
         await self._service.delete(principal(token_info), email)
@@ -96,27 +97,26 @@ class UserHandlers(UserApi):
             "authenticated": True,
             "access_token": result.access_token,
             "token_type": "Bearer",
-            "expires_at": format_time(result.expires_at),
+            "expires_at": format_timestamp(result.expires_at, milliseconds=True),
         }
 
     async def health(self) -> Reply[HealthStatus]:
-        # The contract answers 503 with a HealthStatus body (not a problem) when Redis is down.
-        if await self._service.healthy():
-            return Reply({"status": "SERVING"})
-        return Reply({"status": "NOT_SERVING"}, status=503)
+        return await health_reply(self._ready)
 
 
-def build_rest_app(
+def create_rest_app(
     service: UserService,
     verifier: TokenVerifier,
-    max_body_bytes: int,
+    ready: Readiness,
     sessions: Sessions | None = None,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> AsyncApp:
     """The Connexion app serving openapi/user.yaml, with the shared error translation.
 
     With ``sessions``, revoked tokens and tokens of deleted accounts are refused (401)."""
     app = create_app(
-        UserHandlers(service),
+        UserRestApi(service, ready),
         verify_token=bearer_verifier(verifier, sessions),
         max_body_bytes=max_body_bytes,
     )

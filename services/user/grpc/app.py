@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import grpc.aio
@@ -11,20 +10,12 @@ from missive.user.v1 import user_pb2, user_pb2_grpc
 from services.common.dead_letters import AdminRpcs, DeadLetters
 from services.common.grpc_edge import Context, caller
 from services.common.peers import peer_host
-from services.user.service import UserInfo, UserService
+from services.user.service import UserService
+from services.user.wire import user_to_proto
 
-logger = logging.getLogger(__name__)
-
-__all__ = ["SERVICE_NAME", "UserServicer", "peer_host", "register", "to_proto"]
+__all__ = ["SERVICE_NAME", "UserServicer", "register"]
 
 SERVICE_NAME: str = user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
-
-
-def to_proto(user: UserInfo) -> user_pb2.User:
-    message = user_pb2.User(name=user.name, email=user.email)
-    message.created_at.FromDatetime(user.created_at)
-    message.updated_at.FromDatetime(user.updated_at)
-    return message
 
 
 class UserServicer(user_pb2_grpc.UserServiceServicer):
@@ -71,11 +62,11 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
             request.page_size, request.page_token, caller()
         )
         return user_pb2.ListUsersResponse(
-            users=[to_proto(user) for user in users], next_page_token=next_token
+            users=[user_to_proto(user) for user in users], next_page_token=next_token
         )
 
     async def GetUser(self, request: user_pb2.GetUserRequest, context: Context) -> user_pb2.User:
-        return to_proto(await self._service.get(caller(), request.email))
+        return user_to_proto(await self._service.get(caller(), request.email))
 
     # -- operators: the erasure outbox's dead letters (the edge admits only `admin`) --
 

@@ -251,6 +251,12 @@ def _bad(**changes: object) -> notification_pb2.Notification:
     return message
 
 
+def _no_timestamp() -> notification_pb2.Notification:
+    message = notification(1)
+    message.ClearField("timestamp")
+    return message
+
+
 def _out_of_range_timestamp() -> notification_pb2.Notification:
     message = notification(1)
     message.timestamp.seconds = 2**62
@@ -268,8 +274,19 @@ def _out_of_range_timestamp() -> notification_pb2.Notification:
         frontend_pb2.ReceiveNotificationRequest(notification=_bad(receiver_email="bob")),
         frontend_pb2.ReceiveNotificationRequest(notification=_bad(receiver_email="?ob@x.com")),
         frontend_pb2.ReceiveNotificationRequest(notification=_out_of_range_timestamp()),
+        frontend_pb2.ReceiveNotificationRequest(notification=_no_timestamp()),
     ],
-    ids=["unset", "empty-id", "letters-id", "long-id", "no-receiver", "bad-receiver", "glob", "ts"],
+    ids=[
+        "unset",
+        "empty-id",
+        "letters-id",
+        "long-id",
+        "no-receiver",
+        "bad-receiver",
+        "glob",
+        "ts",
+        "no-ts",
+    ],
 )
 async def test_bad_notifications_are_invalid_and_reach_no_stream(
     frontend: Frontend, token_for: TokenFor, request_: frontend_pb2.ReceiveNotificationRequest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,14 +16,18 @@ from services.common.domain import (
     Unavailable,
 )
 from services.frontend.errors import StreamReplaced
-from services.frontend.service import FrontendService, Hub, Notification, Subscription
+from services.frontend.service import FrontendService, Hub, Subscription
+from services.notification.models import Notification
 
 BOB = "bob@example.com"
 ADA = "ada@example.com"
 
 
+SENT_AT = datetime(2025, 1, 14, 12, 0, tzinfo=UTC)
+
+
 def note(nid: int, receiver: str = BOB, read: bool = False) -> Notification:
-    return Notification(str(nid), nid, ADA, receiver, None, read)
+    return Notification(str(nid), nid, ADA, receiver, SENT_AT, read)
 
 
 class ListSource:
@@ -174,7 +179,7 @@ def test_open_checks_the_email_and_the_caller() -> None:
 def test_receive_validates_before_publishing() -> None:
     service = FrontendService(ListSource([]))
     subscription = service.hub.register(BOB)
-    for bad in (None, note(1).__class__("", 1, ADA, BOB, None, False), note(1, receiver="x")):
+    for bad in (None, note(1).__class__("", 1, ADA, BOB, SENT_AT, False), note(1, receiver="x")):
         with pytest.raises(InvalidArgument):
             service.receive(bad)
     assert not subscription.closed and service.receive(note(1)) == 1

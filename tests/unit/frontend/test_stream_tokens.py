@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 
 import pytest
 
 from services.common.domain import Principal, Unauthenticated
 from services.common.sessions import AccountState, Sessions
-from services.frontend.service import FrontendService, Hub, Notification
+from services.frontend.service import FrontendService, Hub
+from services.notification.models import Notification
 
 BOB = "bob@example.com"
 ADA = "ada@example.com"
@@ -18,8 +20,11 @@ OLD = "0" * 16 + "a" * 16
 NEW = "1" + "0" * 15 + "b" * 16
 
 
+SENT_AT = datetime(2025, 1, 14, 12, 0, tzinfo=UTC)
+
+
 def note(nid: int) -> Notification:
-    return Notification(str(nid), nid, ADA, BOB, None, False)
+    return Notification(str(nid), nid, ADA, BOB, SENT_AT, False)
 
 
 class NoUnread:

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from services.common.auth import KeyRing, UserTokenIssuer, ensure_keys
 from services.common.bootstrap import Security, create_endpoint
-from services.common.domain import Principal
+from services.common.domain import Principal, Unavailable
 from services.common.grpc_client import peer_channel
 from services.common.grpc_edge import Context, EdgeInterceptor, caller
 from services.common.grpc_server import bind_port, create_grpc_server
@@ -29,11 +29,10 @@ from services.common.ports import free_port
 from services.common.redis import create_redis
 from services.common.sessions import AccountState
 from services.message.api_rest.app import create_rest_app
-from services.message.errors import Unavailable
 from services.message.grpc.app import register
+from services.message.peers import RETRY_METHODS, USER_SERVICE_NAME, GrpcUserDirectory
 from services.message.service import MessageService
 from services.message.store import RedisMessageStore
-from services.message.users import RETRY_METHODS, USER_SERVICE_NAME, GrpcUserDirectory
 from tests.helpers.accounts import account_id_of
 
 ADA = "ada@example.com"

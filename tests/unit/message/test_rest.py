@@ -20,9 +20,9 @@ from services.common.ports import free_port
 from services.common.redis import create_redis
 from services.common.sessions import Sessions
 from services.message.api_rest.app import create_rest_app
+from services.message.peers import GrpcUserDirectory
 from services.message.service import MessageService
 from services.message.store import RedisMessageStore
-from services.message.users import GrpcUserDirectory
 from tests.helpers.accounts import account_id_of
 from tests.unit.message.conftest import (
     ADA,

@@ -8,8 +8,7 @@ from datetime import UTC
 import pytest
 from redis.asyncio import Redis
 
-from services.common.paging import encode_offset
-from services.message.errors import (
+from services.common.domain import (
     AlreadyExists,
     InvalidArgument,
     NotFound,
@@ -17,6 +16,7 @@ from services.message.errors import (
     RateLimited,
     Unavailable,
 )
+from services.common.paging import encode_offset
 from services.message.models import Message
 from services.message.service import MessageService, SendLimits
 from services.message.store import RedisMessageStore

@@ -10,14 +10,8 @@ from redis.asyncio import Redis
 
 from services.message import keys
 from services.message.models import IdempotencyRecord, Message, content_digest
-from services.message.store import (
-    IDEMPOTENCY_TTL_SECONDS,
-    RedisMessageStore,
-    decode_event,
-    decode_message,
-    encode_message,
-    outbox_event,
-)
+from services.message.records import decode_event, decode_message, encode_message, outbox_event
+from services.message.store import IDEMPOTENCY_TTL_SECONDS, RedisMessageStore
 from tests.unit.message.conftest import ADA, BOB, CAROL, db_keys, dbsize, stream_fields
 
 T0 = datetime(2025, 1, 14, 12, 0, 0, tzinfo=UTC)

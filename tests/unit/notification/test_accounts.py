@@ -15,8 +15,9 @@ from services.common.domain import (
     Unauthenticated,
 )
 from services.common.sessions import AccountState
+from services.notification.keys import OUTBOX_STREAM
 from services.notification.service import NotificationService
-from services.notification.store import OUTBOX_STREAM, RedisNotificationStore
+from services.notification.store import RedisNotificationStore
 from tests.unit.notification.conftest import BOB, FRONTEND_SERVICE, new, stream_fields
 
 OLD = "0000000000000001" + "a" * 16

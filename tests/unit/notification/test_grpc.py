@@ -9,7 +9,7 @@ import pytest
 from missive.notification.v1 import notification_pb2
 from redis.asyncio import Redis
 
-from services.notification.store import OUTBOX_STREAM, notifications_key
+from services.notification.keys import OUTBOX_STREAM, notifications_key
 from tests.unit.notification.conftest import ADA, BOB, EVE, Server, create_request
 
 pb = notification_pb2

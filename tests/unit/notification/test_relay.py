@@ -24,9 +24,9 @@ from services.common.delivery import DEAD_LETTER_REASON_FIELD, Relay, consumer_n
 from services.common.grpc_client import peer_channel
 from services.common.grpc_edge import Context, EdgeInterceptor
 from services.common.grpc_server import bind_port, create_grpc_server
+from services.notification.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
 from services.notification.relay import OUTBOX, FrontendPush, lane_key
 from services.notification.service import NotificationService
-from services.notification.store import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
 from services.notification.wire import notification_to_proto
 from tests.unit.notification.conftest import (
     ADA,

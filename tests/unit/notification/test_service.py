@@ -12,9 +12,10 @@ import pytest
 from redis.asyncio import Redis
 
 from services.common.domain import InvalidArgument, NotFound, PermissionDenied
+from services.notification.keys import OUTBOX_STREAM, notifications_key
 from services.notification.models import CreateResult
 from services.notification.service import NotificationService
-from services.notification.store import OUTBOX_STREAM, RedisNotificationStore, notifications_key
+from services.notification.store import RedisNotificationStore
 from tests.unit.notification.conftest import (
     ADA,
     BOB,

@@ -7,18 +7,15 @@ import json
 import pytest
 from redis.asyncio import Redis
 
-from services.notification.models import NewNotification
-from services.notification.store import (
-    DEDUPE_TTL_SECONDS,
+from services.notification.keys import (
     OUTBOX_STREAM,
     SUBSCRIPTIONS_KEY,
-    RedisNotificationStore,
-    decode_event,
-    decode_notification,
     dedupe_key,
-    encode_notification,
     notifications_key,
 )
+from services.notification.models import NewNotification
+from services.notification.records import decode_event, decode_notification, encode_notification
+from services.notification.store import DEDUPE_TTL_SECONDS, RedisNotificationStore
 from tests.unit.notification.conftest import ADA, BOB, new, stream_fields
 
 

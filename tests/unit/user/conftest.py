@@ -15,16 +15,16 @@ from missive.user.v1 import user_pb2_grpc
 from redis.asyncio import Redis
 
 from services.common.auth import KeyRing, UserTokenIssuer, ensure_keys
-from services.common.bootstrap import Security, create_endpoint
+from services.common.bootstrap import Readiness, Security, create_endpoint, redis_ready
 from services.common.dead_letters import DeadLetters
 from services.common.grpc_client import peer_channel
 from services.common.ports import free_port
 from services.common.redis import create_redis
-from services.user.api_rest.app import build_rest_app
+from services.user.api_rest.app import create_rest_app
 from services.user.grpc.app import register
 from services.user.passwords import HashParams, Passwords
 from services.user.service import LoginLimits, Revoked, UserService
-from services.user.store import UserStore
+from services.user.store import RedisUserStore
 
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
@@ -107,7 +107,7 @@ def make_service(redis: Redis, issuer: UserTokenIssuer) -> MakeService:
             return None
 
         return UserService(
-            UserStore(store_redis or redis),
+            RedisUserStore(store_redis or redis),
             Passwords(params or HashParams(), concurrency),
             issuer,
             limits,
@@ -153,11 +153,16 @@ MakeRest = Callable[..., Rest]
 
 
 @pytest.fixture
-def make_rest(security: Security) -> Iterator[MakeRest]:
+def make_rest(security: Security, redis: Redis) -> Iterator[MakeRest]:
     made: list[Rest] = []
 
-    def make(service: UserService, max_body_bytes: int = 64 * 1024) -> Rest:
-        rest = Rest(build_rest_app(service, security.verifier, max_body_bytes))
+    def make(
+        service: UserService, max_body_bytes: int = 64 * 1024, ready: Readiness | None = None
+    ) -> Rest:
+        app = create_rest_app(
+            service, security.verifier, ready or redis_ready(redis), max_body_bytes=max_body_bytes
+        )
+        rest = Rest(app)
         made.append(rest)
         return rest
 

@@ -28,7 +28,9 @@ from services.common.grpc_edge import Context, EdgeInterceptor, caller
 from services.common.grpc_server import bind_port, create_grpc_server
 from services.common.ports import free_port
 from services.user.erasure import OUTBOX, EraseAccount, lane_key
-from services.user.store import ACCOUNTS_DEAD_LETTERS, StoredUser, UserStore
+from services.user.keys import ACCOUNTS_DEAD_LETTERS
+from services.user.models import StoredUser
+from services.user.store import RedisUserStore
 from tests.unit.user.conftest import ALICE, BOB
 
 FAST = dataclasses.replace(OUTBOX, backoff_initial=0.01, backoff_max=0.05, block_ms=100)
@@ -99,7 +101,7 @@ async def relay_parts(keys: Path) -> AsyncIterator[tuple[EraseAccount, int, int]
 
 
 async def delete(redis: Redis, email: str, account_id: str) -> None:
-    store = UserStore(redis)
+    store = RedisUserStore(redis)
     user = StoredUser("N", email, "hash", NOW, NOW, account_id=account_id)
     assert await store.create(user)
     stored = await store.get(email)

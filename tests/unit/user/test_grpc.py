@@ -15,11 +15,11 @@ from services.common.auth import KeyRing, TokenVerifier
 from services.common.dead_letters import DeadLetters
 from services.common.delivery import Relay
 from services.common.domain import Principal
+from services.common.peers import peer_host
 from services.common.ports import free_port
 from services.user.erasure import OUTBOX, EraseAccount, lane_key
-from services.user.grpc.app import peer_host
+from services.user.keys import ACCOUNTS_DEAD_LETTERS, ACCOUNTS_OUTBOX
 from services.user.service import LoginLimits, UserService
-from services.user.store import ACCOUNTS_DEAD_LETTERS, ACCOUNTS_OUTBOX
 from tests.unit.user.conftest import (
     ALICE,
     ALICE_PASSWORD,

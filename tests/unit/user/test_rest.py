@@ -10,8 +10,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from services.common.bootstrap import redis_ready
+from services.user.keys import user_key
 from services.user.service import LoginLimits, UserService
-from services.user.store import user_key
 from tests.unit.user.conftest import (
     ALICE,
     ALICE_PASSWORD,
@@ -347,7 +348,8 @@ async def test_health(http: httpx.AsyncClient) -> None:
 async def test_redis_down(
     make_rest: MakeRest, make_service: MakeService, dead_redis: Redis
 ) -> None:
-    async with make_rest(make_service(store_redis=dead_redis)).client() as http:
+    service = make_service(store_redis=dead_redis)
+    async with make_rest(service, ready=redis_ready(dead_redis)).client() as http:
         health = await http.get("/health")
         assert health.status_code == 503 and health.json() == {"status": "NOT_SERVING"}
         login = await http.post("/login", json={"email": ALICE, "password": ALICE_PASSWORD})

@@ -21,9 +21,9 @@ from services.common.domain import (
     RateLimited,
 )
 from services.common.sessions import AccountState
+from services.user.keys import account_key, failures_key, known_clients_key, user_key
 from services.user.passwords import HashParams
 from services.user.service import LoginLimits, UserService
-from services.user.store import account_key, failures_key, known_clients_key, user_key
 from tests.unit.user.conftest import (
     ALICE,
     ALICE_PASSWORD,

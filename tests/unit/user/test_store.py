@@ -10,18 +10,17 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from services.user.store import (
+from services.common.timestamps import format_timestamp, parse_timestamp
+from services.user.keys import (
     ACCOUNTS_OUTBOX,
     USERS_INDEX,
-    StoredUser,
-    UserStore,
     clean_client,
     client_key,
     failures_key,
-    format_time,
-    parse_time,
     user_key,
 )
+from services.user.models import StoredUser
+from services.user.store import RedisUserStore
 from tests.unit.user.conftest import ALICE, BOB, snapshot
 
 T0 = datetime(2025, 1, 14, 12, 0, 0, 123000, tzinfo=UTC)
@@ -46,8 +45,9 @@ def test_client_hosts_are_cleaned_and_bounded() -> None:
 
 
 def test_times_are_utc_iso8601_with_z() -> None:
-    assert format_time(T0) == "2025-01-14T12:00:00.123Z"
-    assert parse_time("2025-01-14T12:00:00.123Z") == T0
+    assert format_timestamp(T0, milliseconds=True) == "2025-01-14T12:00:00.123Z"
+    assert format_timestamp(T0) == "2025-01-14T12:00:00.123000Z"
+    assert parse_timestamp("2025-01-14T12:00:00.123Z") == T0
 
 
 def test_str_hides_the_hash() -> None:
@@ -55,7 +55,7 @@ def test_str_hides_the_hash() -> None:
 
 
 async def test_create_writes_document_and_index_together(redis: Redis) -> None:
-    store = UserStore(redis)
+    store = RedisUserStore(redis)
     assert await store.create(user())
     document = json.loads(str(await redis.get(user_key(ALICE))))
     assert document == {
@@ -73,7 +73,7 @@ async def test_create_writes_document_and_index_together(redis: Redis) -> None:
 
 
 async def test_create_refuses_a_taken_email_without_writing(redis: Redis) -> None:
-    store = UserStore(redis)
+    store = RedisUserStore(redis)
     assert await store.create(user())
     before = await snapshot(redis)
     assert not await store.create(user(name="Impostor"))
@@ -81,14 +81,14 @@ async def test_create_refuses_a_taken_email_without_writing(redis: Redis) -> Non
 
 
 async def test_concurrent_creates_leave_one_user(redis: Redis) -> None:
-    store = UserStore(redis)
+    store = RedisUserStore(redis)
     results = await asyncio.gather(*(store.create(user(name=f"n{i}")) for i in range(10)))
     assert sorted(results) == [False] * 9 + [True]
     assert await redis.dbsize() == 2
 
 
 async def test_delete_removes_both_and_queues_the_erasure(redis: Redis) -> None:
-    store = UserStore(redis)
+    store = RedisUserStore(redis)
     await store.create(replace(user(), account_id="0" * 16 + "a" * 16))
     await store.create(user(BOB))
     stored = await store.get(ALICE)
@@ -102,7 +102,7 @@ async def test_delete_removes_both_and_queues_the_erasure(redis: Redis) -> None:
 
 
 async def test_delete_refuses_a_changed_record(redis: Redis) -> None:
-    store = UserStore(redis)
+    store = RedisUserStore(redis)
     await store.create(user())
     stale = await store.get(ALICE)
     assert stale is not None
@@ -114,12 +114,12 @@ async def test_delete_refuses_a_changed_record(redis: Redis) -> None:
 
 async def test_delete_repairs_an_orphan_index_entry(redis: Redis) -> None:
     await redis.zadd(USERS_INDEX, {ALICE: 0})
-    assert not await UserStore(redis).delete(user())
+    assert not await RedisUserStore(redis).delete(user())
     assert await redis.dbsize() == 0
 
 
 async def test_replace_is_compare_and_set(redis: Redis) -> None:
-    store = UserStore(redis)
+    store = RedisUserStore(redis)
     await store.create(user())
     current = await store.get(ALICE)
     assert current is not None
@@ -132,7 +132,7 @@ async def test_replace_is_compare_and_set(redis: Redis) -> None:
 
 
 async def test_replace_never_recreates_a_deleted_user(redis: Redis) -> None:
-    store = UserStore(redis)
+    store = RedisUserStore(redis)
     await store.create(user())
     current = await store.get(ALICE)
     assert current is not None
@@ -142,7 +142,7 @@ async def test_replace_never_recreates_a_deleted_user(redis: Redis) -> None:
 
 
 async def test_list_page_in_email_order(redis: Redis) -> None:
-    store = UserStore(redis)
+    store = RedisUserStore(redis)
     for email in ("carol@example.com", BOB, ALICE):
         await store.create(user(email))
     users, read, total = await store.list_page(0, 2)
@@ -155,7 +155,7 @@ async def test_list_page_in_email_order(redis: Redis) -> None:
 
 
 async def test_list_page_skips_an_index_entry_without_document(redis: Redis) -> None:
-    store = UserStore(redis)
+    store = RedisUserStore(redis)
     await store.create(user(BOB))
     await redis.zadd(USERS_INDEX, {ALICE: 0})
     users, read, total = await store.list_page(0, 10)
@@ -164,7 +164,7 @@ async def test_list_page_skips_an_index_entry_without_document(redis: Redis) -> 
 
 
 async def test_counters_use_a_fixed_window(redis: Redis) -> None:
-    store = UserStore(redis)
+    store = RedisUserStore(redis)
     first = await store.count_registration("198.51.100.4", 900)
     second = await store.count_registration("198.51.100.4", 5)  # never shortens or extends
     assert (first.count, second.count) == (1, 2)
@@ -173,12 +173,12 @@ async def test_counters_use_a_fixed_window(redis: Redis) -> None:
 
 
 async def test_counter_expires(redis: Redis) -> None:
-    store = UserStore(redis)
+    store = RedisUserStore(redis)
     await store.count_registration("h", 1)
     await asyncio.sleep(1.1)
     assert (await store.count_registration("h", 1)).count == 1
 
 
 async def test_ping(redis: Redis, dead_redis: Redis) -> None:
-    assert await UserStore(redis).ping()
-    assert not await UserStore(dead_redis).ping()
+    assert await RedisUserStore(redis).ping()
+    assert not await RedisUserStore(dead_redis).ping()

@@ -10,8 +10,8 @@ import grpc
 import grpc.aio
 from missive.user.v1 import user_pb2, user_pb2_grpc
 
+from services.common.domain import Unavailable
 from services.common.sessions import AccountState
-from services.message.errors import Unavailable
 
 logger = logging.getLogger(__name__)
 

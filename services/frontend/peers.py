@@ -1,21 +1,24 @@
-"""The replay source: a user's unread notifications, fetched from NotificationService over gRPC."""
+"""FrontendService's outbound peer: the unread notifications it replays from NotificationService."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Final
 
 import grpc
 import grpc.aio
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
-from services.frontend.errors import InvalidArgument, Unavailable
-from services.frontend.service import Notification
-from services.frontend.wire import from_proto
+from services.common.domain import InvalidArgument, Unavailable
+from services.notification.models import Notification
+from services.notification.wire import notification_from_proto
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAME: str = notification_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name
+NOTIFICATION_SERVICE_NAME: Final[str] = notification_pb2.DESCRIPTOR.services_by_name[
+    "NotificationService"
+].full_name
 RETRY_METHODS = ("ListNotifications",)
 """Read-only, hence safe for the channel to retry on UNAVAILABLE."""
 PAGE_SIZE = 100
@@ -78,7 +81,7 @@ def _converted(messages: Iterable[notification_pb2.Notification]) -> list[Notifi
     converted = []
     for message in messages:
         try:
-            converted.append(from_proto(message))
+            converted.append(notification_from_proto(message))
         except InvalidArgument as exc:  # one bad record must not block the whole replay
             logger.warning("skipped notification %s in replay: %s", message.id, exc.message)
     return converted

@@ -1,0 +1,146 @@
+"""MessageService's stored forms: the JSON of a message and of an idempotency record, the
+fields of a conversation hash, and the outbox event of a stored message."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any, Final
+
+from services.common.timestamps import format_timestamp, parse_timestamp
+from services.message.models import Conversation, IdempotencyRecord, Message, MessageEvent
+
+__all__ = [
+    "PREVIEW_CHARS",
+    "decode_conversation",
+    "decode_event",
+    "decode_message",
+    "decode_record",
+    "encode_message",
+    "encode_record",
+    "outbox_event",
+    "read_upto",
+]
+
+
+def encode_message(message: Message) -> str:
+    """The stored JSON: id, sender_email, receiver_email, content, timestamp (not ``read``)."""
+    return json.dumps(
+        {
+            "id": message.id,
+            "sender_email": message.sender_email,
+            "receiver_email": message.receiver_email,
+            "content": message.content,
+            "timestamp": format_timestamp(message.timestamp),
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def decode_message(text: str, read: bool = False) -> Message:
+    """The message stored as ``text``; ValueError if it is not one."""
+    data: Any = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("a stored message must be a JSON object")
+    mid = data.get("id")
+    if not isinstance(mid, int) or isinstance(mid, bool):
+        raise ValueError("a stored message needs an integer id")
+    sender, receiver, content, timestamp = (
+        _field(data, name) for name in ("sender_email", "receiver_email", "content", "timestamp")
+    )
+    return Message(mid, sender, receiver, content, parse_timestamp(timestamp), read)
+
+
+def _field(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"a stored message needs a string {name}")
+    return value
+
+
+def encode_record(record: IdempotencyRecord) -> str:
+    return json.dumps(
+        {
+            "message_id": record.message_id,
+            "receiver": record.receiver,
+            "content_sha256": record.content_sha256,
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_record(text: str) -> IdempotencyRecord:
+    """The idempotency record stored as ``text``; ValueError if it is not one."""
+    data: Any = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("an idempotency record must be a JSON object")
+    mid, receiver, digest = data.get("message_id"), data.get("receiver"), data.get("content_sha256")
+    if not isinstance(mid, int) or not isinstance(receiver, str) or not isinstance(digest, str):
+        raise ValueError("an idempotency record needs message_id, receiver and content_sha256")
+    return IdempotencyRecord(mid, receiver, digest)
+
+
+PREVIEW_CHARS: Final = 100
+"""Longest preview of a message's content (and sender name) a notification event carries."""
+
+
+def outbox_event(
+    message: Message, receiver_account_id: str = "", sender_name: str = ""
+) -> dict[str, str]:
+    """Fields of the outbox entry that makes the relay notify the receiver of ``message``.
+
+    It carries a preview of the content (its first PREVIEW_CHARS characters) and the sender's
+    display name, so the notification shows them without another call.
+    """
+    event = {
+        "message_id": str(message.id),
+        "sender_email": message.sender_email,
+        "receiver_email": message.receiver_email,
+        "timestamp": format_timestamp(message.timestamp),
+        "preview": message.content[:PREVIEW_CHARS],
+    }
+    if receiver_account_id:
+        event["receiver_account_id"] = receiver_account_id
+    if sender_name:
+        event["sender_name"] = sender_name[:PREVIEW_CHARS]
+    return event
+
+
+def decode_event(fields: dict[str, str]) -> MessageEvent:
+    """The event an outbox entry carries; ValueError if the entry is malformed."""
+    try:
+        raw_id, sender = fields["message_id"], fields["sender_email"]
+        receiver, timestamp = fields["receiver_email"], fields["timestamp"]
+    except KeyError as exc:
+        raise ValueError(f"the outbox entry has no {exc.args[0]!r} field") from None
+    if not raw_id.isdigit():
+        raise ValueError(f"message_id {raw_id!r} is not a positive integer")
+    return MessageEvent(
+        int(raw_id),
+        sender,
+        receiver,
+        parse_timestamp(timestamp),
+        fields.get("receiver_account_id", ""),
+        fields.get("preview", "")[:PREVIEW_CHARS],
+        fields.get("sender_name", "")[:PREVIEW_CHARS],
+    )
+
+
+def read_upto(fields: dict[str, str], email: str) -> int:
+    return int(fields.get(f"read_upto:{email}", "0"))
+
+
+def decode_conversation(me: str, peer: str, fields: dict[str, str], last_text: str) -> Conversation:
+    """A conversation seen by ``me`` from its hash and its last message; ValueError if corrupt."""
+    last = decode_message(last_text)
+    if not (last.involves(me) and last.involves(peer)):
+        raise ValueError(f"message {last.id} does not belong to the conversation")
+    read = last.id <= read_upto(fields, last.receiver_email)
+    return Conversation(
+        peer_email=peer,
+        last_message=replace(last, read=read),
+        unread_count=max(0, int(fields.get(f"unread:{me}", "0"))),
+        message_count=int(fields["message_count"]),
+        updated_at=parse_timestamp(fields["updated_at"]),
+    )

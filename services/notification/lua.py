@@ -1,0 +1,139 @@
+"""The Lua scripts that make each multi-key write of NotificationService atomic (one script each).
+
+Every key a script touches arrives in KEYS. A stored notification is compact JSON with ``id``
+first and ``read`` last, so the scripts find one by id and flip its ``read`` flag by comparing a
+prefix and a suffix, without decoding and re-encoding JSON (Lua's cjson would round 19-digit
+message ids to doubles).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from services.common.outbox import OUTBOX_LUA
+
+# Account ownership of one email's list and subscription: claim(KEYS of account marker, list,
+# subscriptions hash; the email; the account id) returns 'ok' (owned by that account, or now
+# claimed for it - the data of an earlier, deleted account erased first) or 'stale' (that
+# account was deleted: a later one owns the email, or its data was erased). Account ids sort
+# by creation, so a later account never loses to an earlier one.
+_OWNERSHIP: Final = """
+local function claim(marker_key, list_key, subscriptions_key, email, account_id)
+  local marker = redis.call('GET', marker_key)
+  if marker then
+    local owner, erased = marker, false
+    if string.sub(marker, -7) == ':erased' then
+      owner, erased = string.sub(marker, 1, -8), true
+    end
+    if owner == account_id then
+      if erased then
+        return 'stale'
+      end
+      return 'ok'
+    end
+    if owner > account_id then
+      return 'stale'
+    end
+    redis.call('DEL', list_key)
+    redis.call('HDEL', subscriptions_key, email)
+  end
+  redis.call('SET', marker_key, account_id)
+  return 'ok'
+end
+"""
+
+# KEYS: 1 account marker, 2 the list, 3 subscriptions hash. ARGV: 1 email, 2 account id.
+CLAIM: Final = (
+    _OWNERSHIP
+    + """
+return claim(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+"""
+)
+
+# KEYS: 1 account marker, 2 the list, 3 subscriptions hash. ARGV: 1 email, 2 the deleted
+# account's id ('' for one from before ids: only unclaimed data is erased).
+# Returns the number of notifications removed, or -1 if a later account owns the email.
+ERASE: Final = """
+local marker = redis.call('GET', KEYS[1])
+if marker then
+  local owner = marker
+  if string.sub(marker, -7) == ':erased' then
+    owner = string.sub(marker, 1, -8)
+  end
+  if ARGV[2] == '' or owner > ARGV[2] then
+    return -1
+  end
+end
+local erased = redis.call('LLEN', KEYS[2])
+redis.call('DEL', KEYS[2])
+redis.call('HDEL', KEYS[3], ARGV[1])
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[2] .. ':erased')
+end
+return erased
+"""
+
+# KEYS: 1 dedupe key, 2 subscriptions hash, 3 receiver's list, 4 outbox stream, 5 receiver's
+#       account marker.
+# ARGV: 1 receiver email, 2 notification JSON, 3 id prefix, 4 retention, 5 dedupe TTL (s),
+#       6 notification id, 7 the "unsubscribed" hash value, 8 the receiver's account id (or
+#       ''), 9.. the outbox event (delivery.outbox_lua_args).
+CREATE: Final = (
+    OUTBOX_LUA
+    + _OWNERSHIP
+    + """
+local existing = redis.call('GET', KEYS[1])
+if existing then
+  local prefix = ARGV[3]
+  for _, item in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+    if string.sub(item, 1, #prefix) == prefix then
+      return {'duplicate', item}
+    end
+  end
+  return {'duplicate'}
+end
+if ARGV[8] ~= '' and claim(KEYS[5], KEYS[3], KEYS[2], ARGV[1], ARGV[8]) == 'stale' then
+  return {'gone'}
+end
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[7] then
+  return {'unsubscribed'}
+end
+redis.call('LPUSH', KEYS[3], ARGV[2])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
+redis.call('SET', KEYS[1], ARGV[6], 'EX', tonumber(ARGV[5]))
+outbox_xadd(KEYS[4], ARGV, 9)
+return {'created', ARGV[2]}
+"""
+)
+
+# KEYS: 1 the user's list. ARGV: 1 id prefix, 2 unread suffix, 3 read suffix.
+# Returns the notification (now read), or false when the list has no such id.
+MARK_READ: Final = """
+local prefix, unread, read = ARGV[1], ARGV[2], ARGV[3]
+for i, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if string.sub(item, 1, #prefix) == prefix then
+    local keep = #item - #unread
+    if keep >= 0 and string.sub(item, keep + 1) == unread then
+      local updated = string.sub(item, 1, keep) .. read
+      redis.call('LSET', KEYS[1], i - 1, updated)
+      return updated
+    end
+    return item
+  end
+end
+return false
+"""
+
+# KEYS: 1 the user's list. ARGV: 1 unread suffix, 2 read suffix. Returns how many changed.
+MARK_ALL_READ: Final = """
+local unread, read = ARGV[1], ARGV[2]
+local marked = 0
+for i, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local keep = #item - #unread
+  if keep >= 0 and string.sub(item, keep + 1) == unread then
+    redis.call('LSET', KEYS[1], i - 1, string.sub(item, 1, keep) .. read)
+    marked = marked + 1
+  end
+end
+return marked
+"""

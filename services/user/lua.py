@@ -1,0 +1,118 @@
+"""The Lua scripts that make each multi-key write of UserService atomic (one script each).
+
+Every key a script touches arrives in KEYS; nothing is derived inside a script.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from services.common.outbox import OUTBOX_LUA
+
+# The document and its index entry are written together or not at all.
+CREATE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], 0, ARGV[2])
+return 1
+"""
+
+# Removes both, if the document is still the one read (ARGV[2]), with the account's sign-in
+# back-off and known clients (KEYS[4], KEYS[5]: a later account of the email starts afresh),
+# and records the deleted account in the outbox (KEYS[3]) so the other services erase its data.
+# The ZREM also repairs an index entry left without its document.
+DELETE: Final = (
+    OUTBOX_LUA
+    + """
+local current = redis.call('GET', KEYS[1])
+if not current then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 0
+end
+if current ~= ARGV[2] then
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
+redis.call('ZREM', KEYS[2], ARGV[1])
+outbox_xadd(KEYS[3], ARGV, 3)
+return 1
+"""
+)
+
+# Compare-and-set on the whole document, so a concurrent change or deletion is never overwritten.
+REPLACE: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+# Sign-in admission, checked and reserved atomically so parallel guesses cannot exceed a limit.
+# KEYS: 1 login_clients:{client}, 2 login_failures:{email}:{client}, 3 login_account:{email},
+#       4 login_known:{email}.
+# ARGV: 1 client limit, 2 client window s, 3 pair limit, 4 pair window s, 5 free account
+#       failures, 6 base delay ms, 7 max delay ms, 8 account window s, 9 client host.
+# Each admitted attempt is counted as a failure in advance; LOGIN_SUCCEEDED takes it back.
+# Returns {1} (admitted) or {0, retry_after_seconds, scope}.
+LOGIN_ADMIT: Final = """
+local function remaining(key)
+  local ttl = redis.call('TTL', key)
+  if ttl < 1 then return 1 end
+  return ttl
+end
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
+  return {0, remaining(KEYS[1]), 'client'}
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[3]) then
+  return {0, remaining(KEYS[2]), 'pair'}
+end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local known = redis.call('SISMEMBER', KEYS[4], ARGV[9]) == 1
+local failures = tonumber(redis.call('HGET', KEYS[3], 'failures') or '0')
+if not known then
+  local untl = tonumber(redis.call('HGET', KEYS[3], 'until_ms') or '0')
+  if untl > now then
+    return {0, math.ceil((untl - now) / 1000), 'account'}
+  end
+end
+local free = tonumber(ARGV[5])
+if failures >= free then
+  local delay = tonumber(ARGV[6]) * (2 ^ math.min(failures - free, 30))
+  delay = math.min(delay, tonumber(ARGV[7]))
+  redis.call('HSET', KEYS[3], 'until_ms', now + delay)
+end
+redis.call('HINCRBY', KEYS[3], 'failures', 1)
+redis.call('EXPIRE', KEYS[3], ARGV[8])
+for _, spec in ipairs({{KEYS[1], ARGV[2]}, {KEYS[2], ARGV[4]}}) do
+  redis.call('INCR', spec[1])
+  if redis.call('TTL', spec[1]) < 0 then
+    redis.call('EXPIRE', spec[1], spec[2])
+  end
+end
+return {1}
+"""
+
+# A verified password: the attempt was not a failure after all.
+# KEYS: 1 login_clients:{client}, 2 login_failures:{email}:{client}, 3 login_account:{email},
+#       4 login_known:{email}. ARGV: 1 client host, 2 most known clients, 3 known-client TTL s.
+LOGIN_SUCCEEDED: Final = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
+end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('SADD', KEYS[4], ARGV[1])
+if redis.call('SCARD', KEYS[4]) > tonumber(ARGV[2]) then
+  for _, other in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+    if other ~= ARGV[1] and redis.call('SCARD', KEYS[4]) > tonumber(ARGV[2]) then
+      redis.call('SREM', KEYS[4], other)
+    end
+  end
+end
+redis.call('EXPIRE', KEYS[4], ARGV[3])
+return 1
+"""

@@ -1,0 +1,14 @@
+"""Conversion from the domain values to the protobuf messages of the contract."""
+
+from __future__ import annotations
+
+from missive.user.v1 import user_pb2
+
+from services.user.models import UserInfo
+
+
+def user_to_proto(user: UserInfo) -> user_pb2.User:
+    message = user_pb2.User(name=user.name, email=user.email)
+    message.created_at.FromDatetime(user.created_at)
+    message.updated_at.FromDatetime(user.updated_at)
+    return message
