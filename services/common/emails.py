@@ -138,10 +138,11 @@ def _special_use_stand_in(email: str) -> str | None:
     if not separators:
         return None
     cut = separators[-1].end()
+    end = len(email) - 1 if email.endswith(">") else len(email)  # "name <address>" form
     try:
-        label = idna.uts46_remap(email[cut:], std3_rules=False, transitional=False)
+        label = idna.uts46_remap(email[cut:end], std3_rules=False, transitional=False)
     except idna.IDNAError:
         return None
     if label not in email_validator.SPECIAL_USE_DOMAIN_NAMES:
         return None
-    return email[:cut] + "x" * len(label)
+    return email[:cut] + "x" * len(label) + email[end:]
