@@ -37,6 +37,7 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from jwt.types import Options
 
 from services.common.domain import Principal, Unauthenticated
 from services.common.errors import ConfigError
@@ -52,7 +53,7 @@ LEEWAY_SECONDS = 30
 _REQUIRED = ["exp", "iat", "iss", "aud", "sub"]
 # exp is checked here, against the verifier's clock (the same rule PyJWT applies), so that the
 # cache and a fresh verification agree on the instant a token expires.
-_DECODE_OPTIONS = {"require": _REQUIRED, "strict_aud": True, "verify_exp": False}
+_DECODE_OPTIONS: Options = {"require": _REQUIRED, "strict_aud": True, "verify_exp": False}
 DEFAULT_CACHE_ENTRIES = 10_000
 """Verified tokens remembered per verifier (and as many service credentials)."""
 ACCOUNT_ID_CLAIM = "aid"
@@ -231,7 +232,7 @@ class TokenVerifier:
                 audience=audience,
                 issuer=issuer,
                 leeway=LEEWAY_SECONDS,
-                options=_DECODE_OPTIONS,  # type: ignore[arg-type]
+                options=_DECODE_OPTIONS,
             )
         except jwt.PyJWTError as exc:
             raise Unauthenticated("the access token is not valid") from exc
@@ -296,9 +297,11 @@ class TokenVerifier:
 def _valid_until(expires: object) -> float:
     """The first instant a token with this ``exp`` is refused (PyJWT's rule: an integer exp,
     expired once ``now - leeway >= exp``)."""
+    if not isinstance(expires, int | float | str):  # JSON: no other value converts
+        raise Unauthenticated("the access token is not valid")
     try:
-        return int(expires) + LEEWAY_SECONDS  # type: ignore[call-overload,no-any-return]
-    except (ValueError, TypeError, OverflowError):
+        return int(expires) + LEEWAY_SECONDS
+    except (ValueError, OverflowError):
         raise Unauthenticated("the access token is not valid") from None
 
 
