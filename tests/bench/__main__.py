@@ -31,16 +31,27 @@ DEFAULT_OUTPUT = Path("tests/bench/results/latest.json")
 
 
 def parse(argv: list[str] | None) -> tuple[Options, Path]:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench", description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "--scenarios",
         default=",".join(SCENARIOS),
-        help=f"comma-separated, from {', '.join(SCENARIOS)} (aliases: cpu, backlog → send; e2e → latency)",
+        help=f"comma-separated, from {', '.join(SCENARIOS)} "
+        "(aliases: cpu, backlog, throughput: send; e2e: latency)",
     )
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per run (default 5)")
-    parser.add_argument("--catchup-count", type=int, default=5000, help="messages backlogged (default 5000)")
-    parser.add_argument("--catchup-receivers", type=int, default=20, help="their receivers (default 20)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON file (default {DEFAULT_OUTPUT})")
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="seconds of load per run (default 5)"
+    )
+    parser.add_argument(
+        "--catchup-count", type=int, default=5000, help="messages backlogged (default 5000)"
+    )
+    parser.add_argument(
+        "--catchup-receivers", type=int, default=20, help="their receivers (default 20)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON file (default {DEFAULT_OUTPUT})"
+    )
     args = parser.parse_args(argv)
     chosen = []
     for name in (n.strip() for n in args.scenarios.split(",") if n.strip()):

@@ -20,6 +20,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import redis.asyncio
@@ -81,10 +82,12 @@ async def _timed(
 async def backlog(client: redis.asyncio.Redis, stream: str) -> int:
     """Entries of ``stream`` its consumer groups have not acknowledged (pending + not read)."""
     total = 0
-    for group in await client.xinfo_groups(stream):
+    groups: list[dict[str, Any]] = await client.xinfo_groups(stream)
+    for group in groups:
         lag = group.get("lag")
         if lag is None:  # Redis cannot tell after some deletions: count what follows the cursor
-            lag = len(await client.xrange(stream, f"({group['last-delivered-id']}", "+"))
+            following = await client.xrange(stream, f"({group['last-delivered-id']}", "+")
+            lag = len(following or [])
         total += int(group["pending"]) + int(lag)
     return total
 
@@ -102,19 +105,17 @@ async def catch_up(
         started = time.monotonic()
         sent = await _send(stubs, senders, receivers, count)
         send_s = time.monotonic() - started
-        before = {r.email: 0 for r in receivers}
-        async with notifications.pipeline(transaction=False) as pipe:
-            for receiver in receivers:
-                pipe.llen(f"notifications:{receiver.email}")
-            for receiver, n in zip(receivers, await pipe.execute(), strict=True):
-                before[receiver.email] = n
 
-        async def stored() -> int:
+        async def lengths() -> int:
             async with notifications.pipeline(transaction=False) as pipe:
                 for receiver in receivers:
                     pipe.llen(f"notifications:{receiver.email}")
-                lengths = await pipe.execute()
-            return sum(lengths) - sum(before.values())
+                return sum(int(n) for n in await pipe.execute())
+
+        already = await lengths()
+
+        async def stored() -> int:
+            return await lengths() - already
 
         system.start("notification")
         hop1, hop1_first = await _timed(stored, sent, within=300)
@@ -125,9 +126,9 @@ async def catch_up(
 
         system.start("frontend")
         hop2, hop2_first = await _timed(pushed, waiting, within=300)
-        dead = await notifications.xlen("outbox:frontend:dead")
+        dead = int(await notifications.xlen("outbox:frontend:dead"))
         async with redis.asyncio.Redis.from_url(system.valkey.url, db=MESSAGE_DB) as messages:
-            dead += await messages.xlen("outbox:notifications:dead")
+            dead += int(await messages.xlen("outbox:notifications:dead"))
         await system.wait_healthy()
     finally:
         await notifications.aclose()

@@ -21,7 +21,9 @@ async def _echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes])
 
 
 class _Echo(grpc.GenericRpcHandler):
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         return grpc.unary_unary_rpc_method_handler(_echo)
 
 

@@ -38,7 +38,9 @@ def figure(
 def _number(value: float | None, unit: str = "") -> str:
     if value is None:
         return "-"
-    if abs(value) >= 100:
+    if float(value).is_integer() and unit in ("entries", ""):
+        text = f"{value:,.0f}"
+    elif abs(value) >= 100:
         text = f"{value:,.0f}"
     elif abs(value) >= 10:
         text = f"{value:.1f}"
@@ -52,9 +54,12 @@ def table(figures: list[Figure]) -> str:
     rows = [("scenario", "figure", "value", "same-run baseline", "ratio")]
     for f in figures:
         baseline = f"{_number(f.baseline, f.unit)} ({f.baseline_of})" if f.baseline_of else "-"
-        ratio = "-" if f.ratio is None else f"{f.ratio:.3g}×"
+        ratio = "-" if f.ratio is None else f"{f.ratio:.3g}\u00d7"
         rows.append((f.scenario, f.name, _number(f.value, f.unit), baseline, ratio))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        for row in rows
+    ]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)

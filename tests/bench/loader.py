@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import sys
 import time
@@ -57,7 +58,9 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[rank]
 
 
-async def closed_loop(one: Callable[[int], Awaitable[None]], concurrency: int, duration: float) -> None:
+async def closed_loop(
+    one: Callable[[int], Awaitable[None]], concurrency: int, duration: float
+) -> None:
     """``concurrency`` workers calling ``one`` back to back until ``duration`` has passed."""
     deadline = time.perf_counter() + duration
     counter = iter(range(sys.maxsize))
@@ -113,6 +116,7 @@ def _requests(spec: dict[str, Any]) -> list[tuple[bytes, tuple[tuple[str, str], 
 async def run_grpc(spec: dict[str, Any], tally: Tally) -> None:
     requests = _requests(spec)
     async with grpc.aio.insecure_channel(spec["target"]) as channel:
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
         call = channel.unary_unary(spec["method"])  # bytes in, bytes out
 
         async def one(i: int) -> None:
@@ -183,20 +187,59 @@ async def run_http(spec: dict[str, Any], tally: Tally) -> None:
             writer.close()
 
 
+@dataclass
+class Arrivals:
+    """When each message's SendMessage returned OK, and when a live stream first yielded it."""
+
+    tally: Tally
+    sent_at: dict[int, float] = field(default_factory=dict)
+    seen_at: dict[int, float] = field(default_factory=dict)
+    moved: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def watch(self, stream: Any) -> None:
+        try:
+            async for notification in stream:
+                self.seen_at.setdefault(notification.message_id, time.perf_counter())
+                self.moved.set()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                self.tally.failed(f"stream {exc.code().name}: {exc.details()}")
+
+    async def settle(self, within: float) -> None:
+        """Until every sent message was seen (or ``within`` seconds passed)."""
+        deadline = time.perf_counter() + within
+        while not self.sent_at.keys() <= self.seen_at.keys():
+            self.moved.clear()
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.moved.wait(), remaining)
+
+    def count(self) -> None:
+        for message_id, at in self.sent_at.items():
+            if message_id in self.seen_at:
+                self.tally.latencies.append(max(0.0, self.seen_at[message_id] - at))
+                self.tally.ok += 1
+            else:
+                self.tally.failed(f"message {message_id} never reached the live stream")
+
+
 async def run_e2e(spec: dict[str, Any], tally: Tally) -> None:
     from missive.message.v1 import message_pb2
     from missive.notification.v1 import notification_pb2
 
     requests = _requests(spec)
-    sent_at: dict[int, float] = {}
-    seen_at: dict[int, float] = {}
+    arrivals = Arrivals(tally)
     async with (
         grpc.aio.insecure_channel(spec["target"]) as channel,
         grpc.aio.insecure_channel(spec["frontend"]) as frontend,
     ):
+        send: grpc.aio.UnaryUnaryMultiCallable[bytes, message_pb2.SendMessageResponse]
         send = channel.unary_unary(
             SEND_METHOD, response_deserializer=message_pb2.SendMessageResponse.FromString
         )
+        subscribe: grpc.aio.UnaryStreamMultiCallable[bytes, notification_pb2.Notification]
         subscribe = frontend.unary_stream(
             SUBSCRIBE_METHOD, response_deserializer=notification_pb2.Notification.FromString
         )
@@ -204,16 +247,7 @@ async def run_e2e(spec: dict[str, Any], tally: Tally) -> None:
             subscribe(base64.b64decode(s["body"]), metadata=tuple(map(tuple, s["metadata"])))
             for s in spec["streams"]
         ]
-
-        async def watch(stream: Any) -> None:
-            try:
-                async for notification in stream:
-                    seen_at.setdefault(notification.message_id, time.perf_counter())
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.CANCELLED:
-                    tally.failed(f"stream {exc.code().name}: {exc.details()}")
-
-        watchers = [asyncio.create_task(watch(s)) for s in streams]
+        watchers = [asyncio.create_task(arrivals.watch(s)) for s in streams]
         await asyncio.sleep(0.5)  # the streams are registered with FrontendService
 
         async def one(i: int) -> None:
@@ -223,21 +257,14 @@ async def run_e2e(spec: dict[str, Any], tally: Tally) -> None:
             except grpc.aio.AioRpcError as exc:
                 tally.failed(f"{exc.code().name}: {exc.details()}")
                 return
-            sent_at[reply.message.id] = time.perf_counter()
+            arrivals.sent_at[reply.message.id] = time.perf_counter()
 
         await measured(spec, tally, lambda: drive(spec, one))
-        deadline = time.perf_counter() + 15
-        while not sent_at.keys() <= seen_at.keys() and time.perf_counter() < deadline:
-            await asyncio.sleep(0.01)
+        await arrivals.settle(within=15)
         for stream in streams:
             stream.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
-    for message_id, at in sent_at.items():
-        if message_id in seen_at:
-            tally.latencies.append(max(0.0, seen_at[message_id] - at))
-            tally.ok += 1
-        else:
-            tally.failed(f"message {message_id} never reached the live stream")
+    arrivals.count()
 
 
 _phase: dict[str, float] = {}

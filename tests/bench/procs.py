@@ -34,7 +34,9 @@ def cpu_delta(before: Mapping[str, float], pids: Mapping[str, int]) -> dict[str,
 
 
 @contextmanager
-def server_process(module: str, *args: str, ready_within: float = 20.0) -> Iterator[subprocess.Popen[bytes]]:
+def server_process(
+    module: str, *args: str, ready_within: float = 20.0
+) -> Iterator[subprocess.Popen[bytes]]:
     """A baseline server (``python -m module args``), stopped when the block ends."""
     process = subprocess.Popen(
         [sys.executable, "-m", module, *args],
@@ -63,7 +65,7 @@ async def wait_port(port: int, process: subprocess.Popen[bytes], within: float =
     deadline = time.monotonic() + within
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
@@ -82,7 +84,7 @@ class Loader:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
         self.process: asyncio.subprocess.Process | None = None
-        self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the run
+        self._file = tempfile.NamedTemporaryFile(
             "w", suffix=".json", prefix="missive-bench-", delete=False
         )
 

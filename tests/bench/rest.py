@@ -54,13 +54,35 @@ class Call:
 
 
 def calls(reader: User, peer: User) -> list[Call]:
-    message = {"sender_email": reader.email, "receiver_email": peer.email, "content": "Lunch at noon?"}
+    message = {
+        "sender_email": reader.email,
+        "receiver_email": peer.email,
+        "content": "Lunch at noon?",
+    }
     return [
-        Call("GET /list_conversations (10 conversations)", "message", "GET", f"/list_conversations?email={reader.email}", 200),
-        Call("GET /list_notifications (page of 20)", "notification", "GET", f"/list_notifications?email={reader.email}&page_size=20", 200),
+        Call(
+            "GET /list_conversations (10 conversations)",
+            "message",
+            "GET",
+            f"/list_conversations?email={reader.email}",
+            200,
+        ),
+        Call(
+            "GET /list_notifications (page of 20)",
+            "notification",
+            "GET",
+            f"/list_notifications?email={reader.email}&page_size=20",
+            200,
+        ),
         Call("GET /users/{email} (own user)", "user", "GET", f"/users/{reader.email}", 200),
         Call("POST /messages", "message", "POST", "/messages", 201, message),
-        Call("GET /list_conversations?page_size=0 → 400", "message", "GET", "/list_conversations?page_size=0", 400),
+        Call(
+            "GET /list_conversations?page_size=0 → 400",
+            "message",
+            "GET",
+            "/list_conversations?page_size=0",
+            400,
+        ),
     ]
 
 
@@ -68,16 +90,26 @@ async def _populate(bench: Bench) -> tuple[User, list[User]]:
     """A reader with 10 conversations and 20 notifications."""
     system = bench.system
     reader = await register_and_login(system, "Reader")
-    peers = list(await asyncio.gather(*(register_and_login(system, f"Peer{i}") for i in range(PEERS))))
+    peers = list(
+        await asyncio.gather(*(register_and_login(system, f"Peer{i}") for i in range(PEERS)))
+    )
     async with httpx.AsyncClient(base_url=system.rest_url("message"), timeout=10) as http:
         for peer in peers:
             for sender, receiver in ((reader, peer), (peer, reader), (peer, reader)):
-                body = {"sender_email": sender.email, "receiver_email": receiver.email, "content": "Hi there"}
+                body = {
+                    "sender_email": sender.email,
+                    "receiver_email": receiver.email,
+                    "content": "Hi there",
+                }
                 reply = await http.post("/messages", json=body, headers=sender.headers)
                 assert reply.status_code == 201, reply.text
     async with httpx.AsyncClient(base_url=system.rest_url("notification"), timeout=10) as http:
         for _ in range(200):
-            page = await http.get("/list_notifications", params={"email": reader.email, "page_size": 20}, headers=reader.headers)
+            page = await http.get(
+                "/list_notifications",
+                params={"email": reader.email, "page_size": 20},
+                headers=reader.headers,
+            )
             if len(page.json().get("notifications", [])) >= NOTIFICATIONS:
                 break
             await asyncio.sleep(0.05)
@@ -90,11 +122,19 @@ async def _capture(bench: Bench, reader: User, scenario: list[Call]) -> dict[str
     """The reply the real service gives to each call (what the bare app will serve)."""
     docs = {}
     for call in scenario:
-        async with httpx.AsyncClient(base_url=bench.system.rest_url(call.service), timeout=10) as http:
-            reply = await http.request(call.method, call.target, json=call.body, headers=reader.headers)
+        async with httpx.AsyncClient(
+            base_url=bench.system.rest_url(call.service), timeout=10
+        ) as http:
+            reply = await http.request(
+                call.method, call.target, json=call.body, headers=reader.headers
+            )
         if reply.status_code != call.status:
             raise RuntimeError(f"{call.name}: {reply.status_code} {reply.text}")
-        docs[call.key] = {"status": reply.status_code, "body": reply.json(), "media_type": reply.headers["content-type"]}
+        docs[call.key] = {
+            "status": reply.status_code,
+            "body": reply.json(),
+            "media_type": reply.headers["content-type"],
+        }
     return docs
 
 
@@ -131,9 +171,27 @@ async def rest(bench: Bench, base: Path) -> None:
                     raise RuntimeError(f"{what}: no request succeeded ({result['first_error']})")
             results[call.name] = {"missive": real, "bare": baseline}
             bench.add(
-                figure("REST", f"{call.name}, 64 connections", real["rps"], "rps", baseline["rps"], "bare Starlette"),
-                figure("REST", f"{call.name}, p50", real["p50_ms"], "ms", baseline["p50_ms"], "bare Starlette"),
+                figure(
+                    "REST",
+                    f"{call.name}, 64 connections",
+                    real["rps"],
+                    "rps",
+                    baseline["rps"],
+                    "bare Starlette",
+                ),
+                figure(
+                    "REST",
+                    f"{call.name}, p50",
+                    real["p50_ms"],
+                    "ms",
+                    baseline["p50_ms"],
+                    "bare Starlette",
+                ),
             )
     shares = [r["bare"]["loader_cpu_share"] for r in results.values()]
-    bench.add(figure("REST", "loader CPU share on the bare app, highest (1 = a whole core)", max(shares), ""))
+    bench.add(
+        figure(
+            "REST", "loader CPU share on the bare app, highest (1 = a whole core)", max(shares), ""
+        )
+    )
     bench.details["rest"] = results

@@ -7,17 +7,14 @@ import base64
 import contextlib
 import json
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis.asyncio
 from missive.frontend.v1 import frontend_pb2
 from missive.message.v1 import message_pb2
 
-from services.common.ports import free_port
 from tests.bench import procs
 from tests.bench.catchup import MESSAGE_DB, NOTIFICATION_DB, backlog, catch_up, register_receiver
 from tests.bench.echo_server import ECHO_METHOD
@@ -81,11 +78,18 @@ class Bench:
                 ).SerializeToString(),
                 sender,
             )
-            for sender, receiver in zip(self.senders, _cycle(receivers, len(self.senders)), strict=True)
+            for sender, receiver in zip(
+                self.senders, _cycle(receivers, len(self.senders)), strict=True
+            )
         ]
 
     def grpc_spec(self, target: str, method: str, **load: Any) -> dict[str, Any]:
-        spec = {"kind": "grpc", "target": target, "method": method, "requests": self.send_requests()}
+        spec: dict[str, Any] = {
+            "kind": "grpc",
+            "target": target,
+            "method": method,
+            "requests": self.send_requests(),
+        }
         spec.update(duration=self.options.duration, concurrency=IN_FLIGHT, rate=None)
         spec.update(load)
         return spec
@@ -98,10 +102,10 @@ class Bench:
         """The echo server at IN_FLIGHT calls in flight, with its CPU (measured once a run)."""
         if "echo_throughput" not in self.details:
             before = procs.cpu_seconds(self.echo_pid)
-            result = await procs.Loader(self.grpc_spec(self.echo_target, ECHO_METHOD)).run()
-            result["server_cpu_s"] = procs.cpu_seconds(self.echo_pid) - before
-            _check(result, "echo")
-            self.details["echo_throughput"] = result
+            echo = await procs.Loader(self.grpc_spec(self.echo_target, ECHO_METHOD)).run()
+            echo["server_cpu_s"] = procs.cpu_seconds(self.echo_pid) - before
+            _check(echo, "echo")
+            self.details["echo_throughput"] = echo
         result: dict[str, Any] = self.details["echo_throughput"]
         return result
 
@@ -144,29 +148,84 @@ class Bench:
     ) -> None:
         echo_label = "bare grpc.aio echo"
         self.add(
-            figure("1 send", "SendMessage throughput, 64 in flight", result["rps"], "rps", echo["rps"], echo_label),
-            figure("1 send", "SendMessage p50 at full load", result["p50_ms"], "ms", echo["p50_ms"], echo_label),
-            figure("1 send", "SendMessage p99 at full load", result["p99_ms"], "ms", echo["p99_ms"], echo_label),
-            figure("1 send", "loader CPU share (1 = a whole core)", result["loader_cpu_share"], "", echo["loader_cpu_share"], "loader on echo"),
+            figure(
+                "1 send",
+                "SendMessage throughput, 64 in flight",
+                result["rps"],
+                "rps",
+                echo["rps"],
+                echo_label,
+            ),
+            figure(
+                "1 send",
+                "SendMessage p50 at full load",
+                result["p50_ms"],
+                "ms",
+                echo["p50_ms"],
+                echo_label,
+            ),
+            figure(
+                "1 send",
+                "SendMessage p99 at full load",
+                result["p99_ms"],
+                "ms",
+                echo["p99_ms"],
+                echo_label,
+            ),
+            figure(
+                "1 send",
+                "loader CPU share (1 = a whole core)",
+                result["loader_cpu_share"],
+                "",
+                echo["loader_cpu_share"],
+                "loader on echo",
+            ),
         )
         delivered = max(result["ok"], 1)
         per_echo = max(echo["ok"], 1)
         echo_total = (echo["server_cpu_s"] + echo["loader_cpu_s"]) / per_echo * 1e6
         for name, seconds in cpu.items():
-            self.add(figure("2 cpu", f"CPU per delivered message: {name}", seconds / delivered * 1e6, "µs"))
+            self.add(
+                figure(
+                    "2 cpu", f"CPU per delivered message: {name}", seconds / delivered * 1e6, "µs"
+                )
+            )
         system_us = sum(cpu.values()) / delivered * 1e6
         self.add(
-            figure("2 cpu", "CPU per delivered message: loader", result["loader_cpu_us_per_request"], "µs", echo["loader_cpu_us_per_request"], "loader on echo"),
-            figure("2 cpu", "CPU per delivered message: all services + valkey", system_us, "µs", echo["server_cpu_s"] / per_echo * 1e6, "echo server per request"),
-            figure("2 cpu", "CPU per delivered message: everything incl. loader", system_us + (result["loader_cpu_us_per_request"] or 0), "µs", echo_total, "echo server + loader"),
+            figure(
+                "2 cpu",
+                "CPU per delivered message: loader",
+                result["loader_cpu_us_per_request"],
+                "µs",
+                echo["loader_cpu_us_per_request"],
+                "loader on echo",
+            ),
+            figure(
+                "2 cpu",
+                "CPU per delivered message: all services + valkey",
+                system_us,
+                "µs",
+                echo["server_cpu_s"] / per_echo * 1e6,
+                "echo server per request",
+            ),
+            figure(
+                "2 cpu",
+                "CPU per delivered message: everything incl. loader",
+                system_us + (result["loader_cpu_us_per_request"] or 0),
+                "µs",
+                echo_total,
+                "echo server + loader",
+            ),
         )
         for stream, _ in OUTBOXES:
             peak = max((s[stream] for s in series), default=0)
             self.add(
                 figure("4 backlog", f"{stream}: peak backlog during load", peak, "entries"),
-                figure("4 backlog", f"{stream}: backlog when load stopped", at_stop[stream], "entries"),
+                figure(
+                    "4 backlog", f"{stream}: backlog when load stopped", at_stop[stream], "entries"
+                ),
             )
-        self.add(figure("4 backlog", "drain after load stopped", drain_s, "s", self.options.duration, "load duration"))
+        self.add(figure("4 backlog", "drain after the load stopped", drain_s, "s"))
 
     # -- scenario 3: end-to-end latency --------------------------------------------------------
 
@@ -176,29 +235,76 @@ class Bench:
             self.grpc_spec(self.echo_target, ECHO_METHOD, concurrency=1, rate=50.0, duration=light)
         ).run()
         _check(bare, "echo light")
-        receivers = list(await asyncio.gather(*(register_and_login(self.system, f"Watcher{i}") for i in range(4))))
+        receivers = list(
+            await asyncio.gather(
+                *(register_and_login(self.system, f"Watcher{i}") for i in range(4))
+            )
+        )
         streams = [
-            _grpc_request(frontend_pb2.SubscribeNotificationsRequest(email=r.email).SerializeToString(), r)
+            _grpc_request(
+                frontend_pb2.SubscribeNotificationsRequest(email=r.email).SerializeToString(), r
+            )
             for r in receivers
         ]
-        base = {"kind": "e2e", "target": self.system.grpc_addr("message"), "frontend": self.system.grpc_addr("frontend")}
+        base: dict[str, Any] = {
+            "kind": "e2e",
+            "target": self.system.grpc_addr("message"),
+            "frontend": self.system.grpc_addr("frontend"),
+        }
         base.update(requests=self.send_requests(receivers), streams=streams)
         slow = await procs.Loader({**base, "concurrency": 1, "rate": 50.0, "duration": light}).run()
         _check(slow, "end-to-end light")
         if "send" in self.details:
             max_rps = self.details["send"]["rps"]
         else:
-            probe = await procs.Loader(self.grpc_spec(self.system.grpc_addr("message"), SEND_METHOD)).run()
+            probe = await procs.Loader(
+                self.grpc_spec(self.system.grpc_addr("message"), SEND_METHOD)
+            ).run()
             max_rps = probe["rps"]
-        half = await procs.Loader({**base, "concurrency": IN_FLIGHT, "rate": max(max_rps / 2, 1.0), "duration": light}).run()
+        half = await procs.Loader(
+            {**base, "concurrency": IN_FLIGHT, "rate": max(max_rps / 2, 1.0), "duration": light}
+        ).run()
         _check(half, "end-to-end half load")
-        self.details["latency"] = {"bare_unary_light": bare, "light": slow, "half_load": half, "half_rate": max_rps / 2}
+        self.details["latency"] = {
+            "bare_unary_light": bare,
+            "light": slow,
+            "half_load": half,
+            "half_rate": max_rps / 2,
+        }
         label = "one bare unary RPC, 1 in flight"
         self.add(
-            figure("3 e2e", "send OK → live stream, light load, p50", slow["p50_ms"], "ms", bare["p50_ms"], label),
-            figure("3 e2e", "send OK → live stream, light load, p99", slow["p99_ms"], "ms", bare["p99_ms"], label),
-            figure("3 e2e", f"send OK → live stream at half max rate ({max_rps / 2:.0f}/s), p50", half["p50_ms"], "ms", bare["p50_ms"], label),
-            figure("3 e2e", f"send OK → live stream at half max rate ({max_rps / 2:.0f}/s), p99", half["p99_ms"], "ms", bare["p99_ms"], label),
+            figure(
+                "3 e2e",
+                "send OK → live stream, light load, p50",
+                slow["p50_ms"],
+                "ms",
+                bare["p50_ms"],
+                label,
+            ),
+            figure(
+                "3 e2e",
+                "send OK → live stream, light load, p99",
+                slow["p99_ms"],
+                "ms",
+                bare["p99_ms"],
+                label,
+            ),
+            figure(
+                "3 e2e",
+                f"send OK → live stream at half max rate ({max_rps / 2:.0f}/s), p50",
+                half["p50_ms"],
+                "ms",
+                bare["p50_ms"],
+                label,
+            ),
+            figure(
+                "3 e2e",
+                f"send OK → live stream at half max rate ({max_rps / 2:.0f}/s), p99",
+                half["p99_ms"],
+                "ms",
+                bare["p99_ms"],
+                label,
+            ),
         )
 
     # -- scenario 5: catch-up --------------------------------------------------------------------
@@ -206,15 +312,35 @@ class Bench:
     async def catchup(self) -> None:
         echo = await self.echo_throughput()
         receivers = list(
-            await asyncio.gather(*(register_receiver(self.system, i) for i in range(self.options.catchup_receivers)))
+            await asyncio.gather(
+                *(register_receiver(self.system, i) for i in range(self.options.catchup_receivers))
+            )
         )
-        result = await catch_up(self.system, self.senders[:2], receivers, self.options.catchup_count)
+        result = await catch_up(
+            self.system, self.senders[:2], receivers, self.options.catchup_count
+        )
         self.details["catchup"] = result
         label = "bare echo rps, 64 in flight"
         self.add(
-            figure("5 catch-up", f"hop 1 (→ NotificationService), {result['sent']:.0f} backlogged", result["hop1_per_s"], "/s", echo["rps"], label),
-            figure("5 catch-up", f"hop 2 (→ FrontendService), {result['sent']:.0f} backlogged", result["hop2_per_s"], "/s", echo["rps"], label),
-            figure("5 catch-up", "first delivery after restart, hop 1", result["hop1_first_s"], "s"),
+            figure(
+                "5 catch-up",
+                f"hop 1 (→ NotificationService), {result['sent']:.0f} backlogged",
+                result["hop1_per_s"],
+                "/s",
+                echo["rps"],
+                label,
+            ),
+            figure(
+                "5 catch-up",
+                f"hop 2 (→ FrontendService), {result['sent']:.0f} backlogged",
+                result["hop2_per_s"],
+                "/s",
+                echo["rps"],
+                label,
+            ),
+            figure(
+                "5 catch-up", "first delivery after restart, hop 1", result["hop1_first_s"], "s"
+            ),
             figure("5 catch-up", "dead letters", result["dead_letters"], ""),
         )
 
@@ -236,9 +362,30 @@ class Bench:
         }
         label = "message JSON size"
         self.add(
-            figure("6 memory", f"MessageService DB per message ({message_keys} stored)", messages_bytes / count, "B", json_size, label),
-            figure("6 memory", "NotificationService DB per message", notification_bytes / count, "B", json_size, label),
-            figure("6 memory", "Redis bytes per stored message, total", (messages_bytes + notification_bytes) / count, "B", json_size, label),
+            figure(
+                "6 memory",
+                f"MessageService DB per message ({message_keys} stored)",
+                messages_bytes / count,
+                "B",
+                json_size,
+                label,
+            ),
+            figure(
+                "6 memory",
+                "NotificationService DB per message",
+                notification_bytes / count,
+                "B",
+                json_size,
+                label,
+            ),
+            figure(
+                "6 memory",
+                "Redis bytes per stored message, total",
+                (messages_bytes + notification_bytes) / count,
+                "B",
+                json_size,
+                label,
+            ),
         )
 
 
@@ -319,13 +466,6 @@ async def start_bench(base: Path, options: Options, echo_port: int, echo_pid: in
     return bench
 
 
-def new_email(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}@example.com"
-
-
 def dump(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-__all__ = ["SCENARIOS", "Bench", "Options", "dump", "free_port", "httpx", "new_email", "start_bench"]
