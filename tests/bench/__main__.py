@@ -89,6 +89,7 @@ def _terminate(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     options, output = parse(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="missive-bench-") as tmp:
         try:
