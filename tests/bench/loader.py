@@ -42,6 +42,7 @@ class Tally:
     errors: int = 0
     first_error: str = ""
     latencies: list[float] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def failed(self, reason: str) -> None:
         self.errors += 1
@@ -192,6 +193,7 @@ class Arrivals:
     """When each message's SendMessage returned OK, and when a live stream first yielded it."""
 
     tally: Tally
+    called_at: dict[int, float] = field(default_factory=dict)
     sent_at: dict[int, float] = field(default_factory=dict)
     seen_at: dict[int, float] = field(default_factory=dict)
     moved: asyncio.Event = field(default_factory=asyncio.Event)
@@ -217,12 +219,22 @@ class Arrivals:
                 await asyncio.wait_for(self.moved.wait(), remaining)
 
     def count(self) -> None:
+        """Latency from OK (0 when the stream was first); also from the call's start."""
+        from_call: list[float] = []
         for message_id, at in self.sent_at.items():
             if message_id in self.seen_at:
                 self.tally.latencies.append(max(0.0, self.seen_at[message_id] - at))
+                from_call.append(self.seen_at[message_id] - self.called_at[message_id])
                 self.tally.ok += 1
             else:
                 self.tally.failed(f"message {message_id} never reached the live stream")
+        early = sum(
+            1 for message_id, at in self.sent_at.items() if self.seen_at.get(message_id, at) < at
+        )
+        self.tally.extra["stream_before_ok"] = early
+        for name, q in (("p50", 0.5), ("p99", 0.99)):
+            value = percentile(from_call, q)
+            self.tally.extra[f"from_call_start_{name}_ms"] = None if value is None else value * 1000
 
 
 async def run_e2e(spec: dict[str, Any], tally: Tally) -> None:
@@ -252,12 +264,14 @@ async def run_e2e(spec: dict[str, Any], tally: Tally) -> None:
 
         async def one(i: int) -> None:
             body, metadata = requests[i % len(requests)]
+            began = time.perf_counter()
             try:
                 reply = await send(body, metadata=metadata, timeout=30)
             except grpc.aio.AioRpcError as exc:
                 tally.failed(f"{exc.code().name}: {exc.details()}")
                 return
             arrivals.sent_at[reply.message.id] = time.perf_counter()
+            arrivals.called_at[reply.message.id] = began
 
         await measured(spec, tally, lambda: drive(spec, one))
         await arrivals.settle(within=15)
@@ -297,6 +311,7 @@ def report(tally: Tally) -> dict[str, Any]:
         "loader_cpu_s": cpu,
         "loader_cpu_share": cpu / wall if wall else 0.0,
         "loader_cpu_us_per_request": cpu / count * 1e6 if count else None,
+        **tally.extra,
     }
 
 

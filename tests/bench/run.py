@@ -291,6 +291,14 @@ class Bench:
             ),
             figure(
                 "3 e2e",
+                "send call start → live stream, light load, p50",
+                slow["from_call_start_p50_ms"],
+                "ms",
+                bare["p50_ms"],
+                label,
+            ),
+            figure(
+                "3 e2e",
                 f"send OK → live stream at half max rate ({max_rps / 2:.0f}/s), p50",
                 half["p50_ms"],
                 "ms",
