@@ -22,12 +22,12 @@ from typing import Any
 
 from services.common.ports import free_port
 from tests.bench import procs
-from tests.bench.figures import table
+from tests.bench.figures import figure, table
 from tests.bench.rest import rest
 from tests.bench.run import SCENARIOS, Bench, Options, dump, start_bench
 
 ALIASES = {"cpu": "send", "backlog": "send", "throughput": "send", "e2e": "latency"}
-DEFAULT_OUTPUT = Path("tests/bench/results/latest.json")
+DEFAULT_OUTPUT = procs.ROOT / "tests/bench/results/latest.json"
 
 
 def parse(argv: list[str] | None) -> tuple[Options, Path]:
@@ -50,7 +50,10 @@ def parse(argv: list[str] | None) -> tuple[Options, Path]:
         "--catchup-receivers", type=int, default=20, help="their receivers (default 20)"
     )
     parser.add_argument(
-        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON file (default {DEFAULT_OUTPUT})"
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help="JSON file (default tests/bench/results/latest.json)",
     )
     args = parser.parse_args(argv)
     chosen = []
@@ -82,6 +85,16 @@ async def run(options: Options, base: Path) -> tuple[Bench, float]:
         return bench, time.monotonic() - started
 
 
+def failed_calls(details: Any) -> int:
+    """Every loader's ``errors`` in the run's details (0 in a clean run)."""
+    if isinstance(details, dict):
+        own = details.get("errors", 0) if isinstance(details.get("errors"), int) else 0
+        return own + sum(failed_calls(v) for k, v in details.items() if k != "errors")
+    if isinstance(details, list):
+        return sum(failed_calls(v) for v in details)
+    return 0
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # unwinds through every cleanup block
 
@@ -97,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("interrupted; every process was stopped", file=sys.stderr)
             return 130
+    bench.add(
+        figure("all", "failed calls across every loader run", failed_calls(bench.details), "")
+    )
     print(table(bench.figures))
     dump(
         output,

@@ -64,5 +64,6 @@ def test_every_scenario_produces_every_figure(tmp_path: Path) -> None:
             assert _number(f["baseline"]) and f["baseline"] > 0, f
             assert _number(f["ratio"]), f
     assert figures[("1 send", "SendMessage throughput, 64 in flight")]["value"] > 0
+    assert figures[("all", "failed calls across every loader run")]["value"] == 0
     assert report["details"]["catchup"]["sent"] == 60
     assert report["details"]["catchup"]["dead_letters"] == 0
