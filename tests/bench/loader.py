@@ -20,6 +20,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -55,7 +56,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    rank = min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))
+    rank = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
     return ordered[rank]
 
 

@@ -464,13 +464,21 @@ async def _db_usage(client: redis.asyncio.Redis, count_prefix: str | None) -> tu
 
 
 async def start_bench(base: Path, options: Options, echo_port: int, echo_pid: int) -> Bench:
+    """Valkey and the four services started and healthy, with 16 signed-in senders; on any
+    failure (or Ctrl-C) on the way, everything started is stopped again."""
     system = System.create(base, NOTIFICATION_RETENTION="100000", USER_TOKEN_TTL="3600")
     bench = Bench(system, options, echo_port, echo_pid)
-    system.start()
-    await system.wait_healthy()
-    bench.senders = list(
-        await asyncio.gather(*(register_and_login(system, f"Sender{i}") for i in range(SENDERS)))
-    )
+    try:
+        system.start()
+        await system.wait_healthy()
+        bench.senders = list(
+            await asyncio.gather(
+                *(register_and_login(system, f"Sender{i}") for i in range(SENDERS))
+            )
+        )
+    except BaseException:
+        system.close()
+        raise
     return bench
 
 
