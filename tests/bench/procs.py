@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.bench.loader import LOAD_DONE
+
 ROOT = Path(__file__).resolve().parents[2]
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -101,6 +103,14 @@ class Loader:
             stderr=asyncio.subprocess.PIPE,
         )
 
+    async def load_done(self) -> None:
+        """Until the loader's load phase ended (or it exited)."""
+        assert self.process is not None and self.process.stdout is not None, "start() first"
+        while True:
+            line = await self.process.stdout.readline()
+            if not line or line.decode().strip() == LOAD_DONE:
+                return
+
     async def result(self) -> dict[str, Any]:
         assert self.process is not None, "start() first"
         try:
@@ -116,6 +126,12 @@ class Loader:
             raise RuntimeError(f"the loader failed:\n{err.decode(errors='replace')[-3000:]}")
         result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
         return result
+
+    async def close(self) -> None:
+        """Kill the loader if it still runs (after an error or Ctrl-C)."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
 
     async def run(self) -> dict[str, Any]:
         await self.start()

@@ -123,14 +123,17 @@ class Bench:
             await loader.start()
             sampler = asyncio.create_task(_sample_backlog(clients))
             try:
+                await loader.load_done()
+                stopped = time.monotonic()
+                at_stop = await _backlogs(clients)
+                sampler.cancel()
+                samples = await asyncio.gather(sampler, return_exceptions=True)
+                await _drained(clients, within=120)
+                drain_s = time.monotonic() - stopped
                 result = await loader.result()
             finally:
                 sampler.cancel()
-            samples = await asyncio.gather(sampler, return_exceptions=True)
-            stopped = time.monotonic()
-            at_stop = await _backlogs(clients)
-            await _drained(clients, within=120)
-            drain_s = time.monotonic() - stopped
+                await loader.close()
         cpu = procs.cpu_delta(before, pids)
         _check(result, "SendMessage")
         series = samples[0] if isinstance(samples[0], list) else []
