@@ -62,9 +62,18 @@ class _Reconnects:
         self.renewed = False
         """A renewal was tried since the last notification arrived."""
 
-    def may_renew(self, exc: MissiveError) -> bool:
-        """The call was refused as unauthenticated and no renewal was tried since."""
-        return isinstance(exc, Unauthenticated) and not self.renewed
+    def renewing(self, exc: MissiveError) -> bool:
+        """True (once) when the call was refused as unauthenticated: renew, then call again."""
+        if isinstance(exc, Unauthenticated) and not self.renewed:
+            self.renewed = True
+            return True
+        return False
+
+    def outage(self, exc: MissiveError) -> MissiveError:
+        """``exc`` when it is an outage to reconnect after; otherwise it is raised."""
+        if not isinstance(exc, _TRANSIENT):
+            raise exc
+        return exc
 
     def wait(self, error: MissiveError | None, opened: float) -> float | None:
         """Seconds to wait before the next call (announced to ``on_reconnect``), None to end.
@@ -136,12 +145,9 @@ class NotificationStream:
             except MissiveError as exc:
                 if self._closed.is_set() or exc.code == "CANCELLED":
                     return  # closed by us, or the client was closed under the stream
-                if self._reconnects.may_renew(exc) and self._renew():
-                    self._reconnects.renewed = True
+                if self._reconnects.renewing(exc) and self._renew():
                     continue
-                if not isinstance(exc, _TRANSIENT):
-                    raise
-                error = exc
+                error = self._reconnects.outage(exc)
             finally:
                 self._live = None
             wait = None if self._closed.is_set() else self._reconnects.wait(error, opened)
@@ -210,12 +216,9 @@ class AsyncNotificationStream:
             except MissiveError as exc:
                 if exc.code == "CANCELLED":
                     return  # the client was closed under the stream
-                if self._reconnects.may_renew(exc) and await self._renew():
-                    self._reconnects.renewed = True
+                if self._reconnects.renewing(exc) and await self._renew():
                     continue
-                if not isinstance(exc, _TRANSIENT):
-                    raise
-                error = exc
+                error = self._reconnects.outage(exc)
             wait = self._reconnects.wait(error, opened)
             if wait is None:
                 return
