@@ -1,4 +1,8 @@
-"""The asyncio client: ``async with AsyncClient(...)`` and its operation groups."""
+"""The asyncio client: ``async with AsyncClient(...)`` and its operation groups.
+
+The blocking twin ``_client.py`` is generated from this file by ``python -m codegen``
+(``codegen/sdk_sync.py``), so edit this one.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from types import TracebackType
 from typing import Self
 
 from missive_client import _ops
+from missive_client._async_core import AsyncCore
+from missive_client._async_pagination import AsyncPager
 from missive_client._config import ClientConfig, Transport
-from missive_client._core import AsyncCore
 from missive_client._models import (
     Conversation,
     Message,
@@ -18,7 +23,6 @@ from missive_client._models import (
     Token,
     User,
 )
-from missive_client._pagination import AsyncPager
 from missive_client._session import Session
 from missive_client._stream import AsyncNotificationStream, ReconnectCallback, async_watch
 

@@ -1,7 +1,7 @@
 """REST calls of the asyncio transport: the generated clients over httpx.AsyncClient.
 
-Both transports run their REST calls here: the blocking twin ``_sync_rest.py`` is generated
-from this file by ``python -m codegen`` (``codegen/sdk_sync.py``), so edit this one.
+The blocking twin ``_rest.py`` is generated from this file by ``python -m codegen``
+(``codegen/sdk_sync.py``), so edit this one.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ from missive_client._models import Notification
 from missive_client._wire import SeenIds, backoff
 
 if TYPE_CHECKING:
-    from missive_client._core import AsyncCore, SyncCore
+    from missive_client._async_core import AsyncCore
+    from missive_client._core import SyncCore
 
 __all__ = ["AsyncNotificationStream", "NotificationStream", "ReconnectCallback"]
 

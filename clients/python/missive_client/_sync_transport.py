@@ -1,4 +1,4 @@
-"""Blocking execution of operation descriptions: grpcio channels, REST in ``_sync_rest``."""
+"""Blocking execution of operation descriptions: grpcio channels, REST in ``_rest``."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from missive_client._ops import (
     ServiceName,
     notification_from_grpc,
 )
+from missive_client._rest import SyncRest
 from missive_client._session import Session
-from missive_client._sync_rest import SyncRest
 from missive_client._wire import (
     GRPC_OPTIONS,
     HEALTH_CHECK_METHOD,
