@@ -9,8 +9,9 @@ asyncio name replaced by its blocking one (`AsyncPager` -> `Pager`, `httpx.Async
 says or has (docstring passages about `async for`, `Client.connect`, `threading.Lock` and
 `time.sleep` for `asyncio.Lock` and `asyncio.sleep`). Each of those replaces an exact passage
 of the source; codegen fails, naming the passage, when the source no longer contains it (reword
-the passage here together with the source). The gRPC halves of the two transports (`_async_transport.py`, `_sync_transport.py`)
-stay hand-written: grpclib and grpcio have little in common.
+the passage here together with the source). The gRPC halves of the two transports
+(`_async_transport.py`, `_sync_transport.py`) stay hand-written: grpclib and grpcio have little
+in common.
 
 Every source says in its docstring that its twin is generated (`NOTE`, removed from the twin).
 The twins are sorted and formatted with ruff (the project's settings), so they pass
