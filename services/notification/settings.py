@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.bootstrap import keys_dir_from_env
-from services.common.settings import CommonSettings, env_address, env_int, env_str
-
-logger = logging.getLogger(__name__)
+from services.common.settings import (
+    CommonSettings,
+    env_address,
+    env_int,
+    env_keys_create,
+    env_keys_dir,
+    env_str,
+)
 
 REST_PORT_ENV = "NOTIFICATION_REST_PORT"
 GRPC_PORT_ENV = "NOTIFICATION_GRPC_PORT"
@@ -27,6 +30,7 @@ class Settings:
 
     common: CommonSettings
     keys_dir: Path
+    keys_create: bool = False
     host: str = "127.0.0.1"
     rest_port: int = 8082
     grpc_port: int = 9799
@@ -40,7 +44,8 @@ class Settings:
         """Read the variables; ConfigError naming the first one that is malformed."""
         return cls(
             common=CommonSettings.from_env(environ),
-            keys_dir=keys_dir_from_env(environ),
+            keys_dir=env_keys_dir(environ),
+            keys_create=env_keys_create(environ),
             host=env_str(environ, "BIND_HOST", cls.host),
             rest_port=env_int(environ, REST_PORT_ENV, cls.rest_port, min=0, max=65535),
             grpc_port=env_int(environ, GRPC_PORT_ENV, cls.grpc_port, min=0, max=65535),
