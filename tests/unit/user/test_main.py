@@ -87,11 +87,12 @@ def test_settings_from_environment(keys: Path) -> None:
     assert settings.max_body_bytes == 4096
 
 
+def test_keys_create_is_only_read_by_the_settings(tmp_path: Path) -> None:
+    assert Settings.from_env({"KEYS_DIR": str(tmp_path), "KEYS_CREATE": "1"}).keys_create
+    assert not list(tmp_path.iterdir())  # the keys are made when the service starts
+
+
 async def test_keys_create_makes_the_keys_at_start_up(tmp_path: Path, redis_url: str) -> None:
-    environ = {"KEYS_DIR": str(tmp_path), "KEYS_CREATE": "1"}
-    # Reading the settings only reads: the keys are made when the service starts.
-    assert Settings.from_env(environ).keys_create
-    assert not list(tmp_path.iterdir())
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
