@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -19,8 +18,6 @@ from services.launcher.config import ServiceSpec
 from services.launcher.output import Console
 
 __all__ = ["wait_healthy"]
-
-logger = logging.getLogger(__name__)
 
 _CHECK_DEADLINE = 1.0
 _POLL_INTERVAL = 0.25
