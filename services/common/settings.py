@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Self, TypedDict, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from services.common.errors import ConfigError
@@ -24,8 +24,9 @@ __all__ = [
     "env_choice",
     "env_float",
     "env_int",
-    "env_keys_create",
-    "env_keys_dir",
+    "env_port",
+    "env_redis_db",
+    "env_server",
     "env_str",
     "redact_url",
     "validate_redis_url",
@@ -37,6 +38,7 @@ REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
 KEYS_DIR_ENV = "KEYS_DIR"
 KEYS_CREATE_ENV = "KEYS_CREATE"
 DEFAULT_KEYS_DIR = ".data/keys"
+DEFAULT_HOST = "127.0.0.1"
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
@@ -166,14 +168,14 @@ def env_choice(
     return _read(environ, name, default, parse)
 
 
-def env_keys_dir(environ: Mapping[str, str]) -> Path:
-    """KEYS_DIR: where the signing keys are (default .data/keys)."""
-    return Path(env_str(environ, KEYS_DIR_ENV, DEFAULT_KEYS_DIR))
+def env_port(environ: Mapping[str, str], name: str, default: int) -> int:
+    """``name`` as a port to listen on (0 picks a free one)."""
+    return env_int(environ, name, default, min=0, max=65535)
 
 
-def env_keys_create(environ: Mapping[str, str]) -> bool:
-    """KEYS_CREATE: whether start-up creates the missing key pairs in KEYS_DIR (default no)."""
-    return env_bool(environ, KEYS_CREATE_ENV, False)
+def env_redis_db(environ: Mapping[str, str], name: str, default: int) -> int:
+    """``name`` as a logical Redis database (0-15)."""
+    return env_int(environ, name, default, min=0, max=15)
 
 
 def validate_redis_url(name: str, url: str) -> str:
@@ -306,3 +308,28 @@ class CommonSettings:
     def redis_url_redacted(self) -> str:
         """The Redis URL without its password, for log lines."""
         return redact_url(self.redis_url)
+
+
+class ServerFields(TypedDict):
+    """The settings every gRPC service has, for its ``Settings(**env_server(...), ...)``."""
+
+    common: CommonSettings
+    keys_dir: Path
+    keys_create: bool
+    host: str
+    grpc_port: int
+
+
+def env_server(
+    environ: Mapping[str, str], grpc_port_env: str, grpc_port: int, *, redis: bool = True
+) -> ServerFields:
+    """The :class:`CommonSettings` (without REDIS_URL when ``redis`` is false), KEYS_DIR
+    (default .data/keys), KEYS_CREATE (whether start-up creates the missing key pairs there),
+    BIND_HOST (default 127.0.0.1) and the gRPC port from ``grpc_port_env``."""
+    return ServerFields(
+        common=CommonSettings.from_env(environ, redis=redis),
+        keys_dir=Path(env_str(environ, KEYS_DIR_ENV, DEFAULT_KEYS_DIR)),
+        keys_create=env_bool(environ, KEYS_CREATE_ENV, False),
+        host=env_str(environ, "BIND_HOST", DEFAULT_HOST),
+        grpc_port=env_port(environ, grpc_port_env, grpc_port),
+    )

@@ -10,9 +10,7 @@ from services.common.settings import (
     CommonSettings,
     env_address,
     env_int,
-    env_keys_create,
-    env_keys_dir,
-    env_str,
+    env_server,
 )
 from services.frontend.service import MAX_STREAMS, MAX_STREAMS_PER_CLIENT, MAX_STREAMS_PER_USER
 
@@ -44,11 +42,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read the variables; ConfigError naming the first one that is malformed."""
         return cls(
-            common=CommonSettings.from_env(environ, redis=False),
-            keys_dir=env_keys_dir(environ),
-            keys_create=env_keys_create(environ),
-            host=env_str(environ, "BIND_HOST", cls.host),
-            grpc_port=env_int(environ, GRPC_PORT_ENV, cls.grpc_port, min=0, max=65535),
+            **env_server(environ, GRPC_PORT_ENV, cls.grpc_port, redis=False),
             notification_addr=env_address(environ, NOTIFICATION_ADDR_ENV, cls.notification_addr),
             user_addr=env_address(environ, USER_ADDR_ENV, cls.user_addr),
             max_streams=env_int(

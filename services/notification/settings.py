@@ -10,9 +10,9 @@ from services.common.settings import (
     CommonSettings,
     env_address,
     env_int,
-    env_keys_create,
-    env_keys_dir,
-    env_str,
+    env_port,
+    env_redis_db,
+    env_server,
 )
 
 REST_PORT_ENV = "NOTIFICATION_REST_PORT"
@@ -43,13 +43,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read the variables; ConfigError naming the first one that is malformed."""
         return cls(
-            common=CommonSettings.from_env(environ),
-            keys_dir=env_keys_dir(environ),
-            keys_create=env_keys_create(environ),
-            host=env_str(environ, "BIND_HOST", cls.host),
-            rest_port=env_int(environ, REST_PORT_ENV, cls.rest_port, min=0, max=65535),
-            grpc_port=env_int(environ, GRPC_PORT_ENV, cls.grpc_port, min=0, max=65535),
-            redis_db=env_int(environ, REDIS_DB_ENV, cls.redis_db, min=0, max=15),
+            **env_server(environ, GRPC_PORT_ENV, cls.grpc_port),
+            rest_port=env_port(environ, REST_PORT_ENV, cls.rest_port),
+            redis_db=env_redis_db(environ, REDIS_DB_ENV, cls.redis_db),
             frontend_addr=env_address(environ, FRONTEND_ADDR_ENV, cls.frontend_addr),
             user_addr=env_address(environ, USER_ADDR_ENV, cls.user_addr),
             retention=env_int(environ, RETENTION_ENV, cls.retention, min=1, max=MAX_RETENTION),

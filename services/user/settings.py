@@ -10,9 +10,9 @@ from services.common.settings import (
     CommonSettings,
     env_address,
     env_int,
-    env_keys_create,
-    env_keys_dir,
-    env_str,
+    env_port,
+    env_redis_db,
+    env_server,
 )
 from services.user.passwords import MIN_MEMORY_KIB, MIN_PARALLELISM, MIN_TIME_COST, HashParams
 from services.user.service import LoginLimits
@@ -49,13 +49,9 @@ class Settings:
         """Read the variables; ConfigError naming the first one that is malformed."""
         login = LoginLimits()
         return cls(
-            common=CommonSettings.from_env(environ),
-            keys_dir=env_keys_dir(environ),
-            keys_create=env_keys_create(environ),
-            host=env_str(environ, "BIND_HOST", cls.host),
-            rest_port=env_int(environ, REST_PORT_ENV, cls.rest_port, min=0, max=65535),
-            grpc_port=env_int(environ, GRPC_PORT_ENV, cls.grpc_port, min=0, max=65535),
-            redis_db=env_int(environ, "USER_REDIS_DB", cls.redis_db, min=0, max=15),
+            **env_server(environ, GRPC_PORT_ENV, cls.grpc_port),
+            rest_port=env_port(environ, REST_PORT_ENV, cls.rest_port),
+            redis_db=env_redis_db(environ, "USER_REDIS_DB", cls.redis_db),
             token_ttl_seconds=env_int(
                 environ, "USER_TOKEN_TTL", cls.token_ttl_seconds, min=60, max=86400
             ),

@@ -12,7 +12,7 @@ from services.common.settings import (
     env_address,
     env_bool,
     env_float,
-    env_int,
+    env_port,
     env_str,
 )
 
@@ -60,7 +60,7 @@ class Settings:
             secret=raw_secret.encode() if raw_secret else secrets.token_bytes(32),
             secret_generated=not raw_secret,
             host=env_str(environ, "BIND_HOST", cls.host),
-            port=env_int(environ, PORT_ENV, cls.port, min=0, max=65535),
+            port=env_port(environ, PORT_ENV, cls.port),
             user_url=_http_url(environ, "USER_SERVICE_URL", cls.user_url),
             user_addr=env_address(environ, "USER_SERVICE_ADDR", cls.user_addr),
             message_addr=env_address(environ, "MESSAGE_SERVICE_ADDR", cls.message_addr),
