@@ -46,7 +46,13 @@ def wire(start: Start[Settings]) -> Parts:
 
 
 APP = ServiceApp(
-    "user-service", "user", Settings.from_env, wire, GRPC_PORT_ENV, REST_PORT_ENV, True
+    "user-service",
+    "user",
+    Settings.from_env,
+    wire,
+    GRPC_PORT_ENV,
+    REST_PORT_ENV,
+    sign_user_tokens=True,
 )
 main = APP.main
 
