@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 from collections.abc import Mapping, Sequence
@@ -32,8 +31,6 @@ from services.launcher.supervisor import Supervisor, describe_exit
 from services.launcher.valkey import EmbeddedValkey, ValkeyBinaryNotFound, ValkeyStartError
 
 __all__ = ["launch", "main", "parse_args"]
-
-logger = logging.getLogger(__name__)
 
 _VALKEY_POLL_SECONDS = 0.5
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -185,7 +185,7 @@ def _in_process_app(name: str, system: System) -> LazyApp:
             quota_bytes=settings.quota_bytes,
         )
         users = peer_channel(
-            settings.user_service_addr,
+            settings.user_addr,
             security.credentials,
             target="user",
             retry_service=USER_SERVICE_NAME,
