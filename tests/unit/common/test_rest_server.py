@@ -241,7 +241,9 @@ async def test_a_client_that_stops_reading_the_response_is_closed() -> None:
         writer.write(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
         await writer.drain()
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
-        await asyncio.sleep(3)  # read nothing for three idle timeouts
+        # Read nothing for several idle timeouts (a loaded machine may take a while to fill the
+        # socket buffers before the stall can even start).
+        await asyncio.sleep(6)
         received = 0
         try:
             async with asyncio.timeout(20):
