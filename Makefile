@@ -41,15 +41,7 @@ promtool:  ## Debian's prometheus package for promtool (the metrics tests check 
 codegen: install  ## regenerate stubs, REST interfaces and SDK layers from the contracts
 	$(BIN)/python -m codegen
 
-check-PROMTOOL ?= /usr/bin/promtool
-
-promtool:  ## Debian's prometheus package for promtool (the metrics tests check the exposition with it)
-	@if [ ! -x $(PROMTOOL) ]; then \
-		echo "installing prometheus with apt (promtool, for the metrics tests)"; \
-		$(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; \
-	fi
-
-codegen: install  ## fail if the committed generated code differs from the contracts
+check-codegen: install  ## fail if the committed generated code differs from the contracts
 	$(BIN)/python -m codegen --check
 
 check-breaking: install  ## fail on wire/JSON-breaking contract changes against REF (default: merge base with main)
