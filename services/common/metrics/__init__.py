@@ -3,7 +3,7 @@
 Import what an edge needs from here:
 
 * gRPC: :class:`ServerMetricsInterceptor` (``grpc.aio.server(interceptors=[...])``) and
-  :class:`ClientMetricsInterceptor` (``grpc.aio.*_channel(..., interceptors=[...])``);
+  :func:`client_interceptors` (``grpc.aio.*_channel(..., interceptors=...)``);
 * REST: :class:`MetricsMiddleware` (``/metrics`` plus HTTP metrics by route template);
 * FrontendService: :func:`start_metrics_server` on :func:`metrics_port` (``FRONTEND_METRICS_PORT``);
 * delivery: :class:`OutboxMetrics`, :func:`observe_delivery_latency`, :class:`OutboxCollector`;
@@ -27,8 +27,10 @@ from services.common.metrics.delivery import (
     streams_open,
 )
 from services.common.metrics.grpc_interceptors import (
-    ClientMetricsInterceptor,
     ServerMetricsInterceptor,
+    StreamClientMetricsInterceptor,
+    UnaryClientMetricsInterceptor,
+    client_interceptors,
 )
 from services.common.metrics.http_metrics import (
     FRONTEND_METRICS_PORT,
@@ -50,7 +52,6 @@ __all__ = [
     "HOP_NOTIFICATION",
     "METRICS_PATH",
     "REGISTRY",
-    "ClientMetricsInterceptor",
     "MetricsMiddleware",
     "MetricsServer",
     "OutboxCollector",
@@ -58,6 +59,9 @@ __all__ = [
     "OutboxSnapshot",
     "RouteMatcher",
     "ServerMetricsInterceptor",
+    "StreamClientMetricsInterceptor",
+    "UnaryClientMetricsInterceptor",
+    "client_interceptors",
     "generate_latest",
     "instrument_redis",
     "metrics_port",

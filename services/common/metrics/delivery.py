@@ -144,6 +144,11 @@ def _snapshot(outbox: OutboxLike, replies: Sequence[Any], now_ms: int) -> Outbox
     return OutboxSnapshot(outbox.stream, outbox.group, length, lag, pending, age, dead)
 
 
+def _missing(reply: Exception) -> bool:
+    text = str(reply)
+    return isinstance(reply, ResponseError) and ("no such key" in text or "NOGROUP" in text)
+
+
 class OutboxCollector:
     """Periodically reads the backlog of some outboxes into the ``missive_outbox_*`` gauges."""
 
@@ -188,9 +193,9 @@ class OutboxCollector:
             replies = await pipe.execute(raise_on_error=False)
         for reply in replies:
             # A missing stream or group answers "no such key" / NOGROUP: nothing to read there.
-            if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+            if isinstance(reply, Exception) and not _missing(reply):
                 raise reply
-        cleaned = [None if isinstance(reply, ResponseError) else reply for reply in replies]
+        cleaned = [None if isinstance(reply, Exception) else reply for reply in replies]
         return _snapshot(outbox, cleaned, int(time.time() * 1000))
 
     @staticmethod

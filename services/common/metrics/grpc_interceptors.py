@@ -1,7 +1,7 @@
 """RED metrics of gRPC: a grpc.aio server interceptor and a client interceptor.
 
 Server: ``grpc.aio.server(interceptors=[ServerMetricsInterceptor()])``.
-Channels: ``grpc.aio.insecure_channel(target, interceptors=[ClientMetricsInterceptor()])``.
+Channels: ``grpc.aio.insecure_channel(target, interceptors=client_interceptors())``.
 
 Per call they cost two counter increments and one histogram observation on children looked up
 once per method and status code (see README, Operations → Metrics, for the measured cost).
@@ -21,7 +21,13 @@ from prometheus_client import Counter, Histogram
 
 from services.common.metrics import families as f
 
-__all__ = ["ClientMetricsInterceptor", "ServerMetricsInterceptor", "split_method"]
+__all__ = [
+    "ServerMetricsInterceptor",
+    "StreamClientMetricsInterceptor",
+    "UnaryClientMetricsInterceptor",
+    "client_interceptors",
+    "split_method",
+]
 
 UNARY: Final = "unary"
 SERVER_STREAM: Final = "server_stream"
@@ -202,18 +208,9 @@ class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-class ClientMetricsInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor
-):
-    """Counts and times the unary and server-streaming RPCs of the channels it is added to.
-
-    A unary call is observed when its status arrives; a stream when it ends (a task awaits its
-    status, so observing a stream never delays its messages).
-    """
-
+class _ClientMetrics:
     def __init__(self) -> None:
         self._methods: dict[tuple[str | bytes, str], _MethodMetrics] = {}
-        self._streams: set[asyncio.Task[None]] = set()
 
     def _metrics(self, method: str | bytes, rpc_type: str) -> _MethodMetrics:
         m = self._methods.get((method, rpc_type))
@@ -228,6 +225,10 @@ class ClientMetricsInterceptor(
             )
             self._methods[(method, rpc_type)] = m
         return m
+
+
+class UnaryClientMetricsInterceptor(_ClientMetrics, grpc.aio.UnaryUnaryClientInterceptor):
+    """Counts and times the unary RPCs of a channel; a call is observed when its status arrives."""
 
     async def intercept_unary_unary(
         self,
@@ -249,6 +250,17 @@ class ClientMetricsInterceptor(
             m.observe(perf_counter() - start)
         m.handled(_code_name(code))
         return call
+
+
+class StreamClientMetricsInterceptor(_ClientMetrics, grpc.aio.UnaryStreamClientInterceptor):
+    """Counts and times the server-streaming RPCs of a channel, observed when a stream ends.
+
+    A task awaits the stream's status, so observing a stream never delays its messages.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._streams: set[asyncio.Task[None]] = set()
 
     async def intercept_unary_stream(
         self,
@@ -275,3 +287,8 @@ class ClientMetricsInterceptor(
         finally:
             m.observe(perf_counter() - start)
         m.handled(code)
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """The interceptors to give a channel (grpc.aio files each object under one call type only)."""
+    return [UnaryClientMetricsInterceptor(), StreamClientMetricsInterceptor()]
