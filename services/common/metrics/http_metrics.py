@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
@@ -112,6 +112,9 @@ class MetricsMiddleware:
         self._match = RouteMatcher(routes, prefix) if routes is not None else None
         self._registry = registry
         self._path = path
+        self._children: dict[
+            tuple[str, str, int], tuple[Callable[[], None], Callable[[float], None]]
+        ] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,9 +146,17 @@ class MetricsMiddleware:
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         method = scope["method"] if scope["method"] in _METHODS else "other"
-        labels = (method, self._route(scope), str(status))
-        f.HTTP_REQUESTS.labels(*labels).inc()
-        f.HTTP_DURATION.labels(*labels).observe(seconds)
+        key = (method, self._route(scope), status)
+        children = self._children.get(key)
+        if children is None:  # bounded: methods x templates x statuses
+            labels = (method, key[1], str(status))
+            children = (
+                f.HTTP_REQUESTS.labels(*labels).inc,
+                f.HTTP_DURATION.labels(*labels).observe,
+            )
+            self._children[key] = children
+        children[0]()
+        children[1](seconds)
 
     async def _exposition(self, scope: Scope, send: Send) -> None:
         body = generate_latest(self._registry)

@@ -259,6 +259,62 @@ async def test_server_interceptor_cost_per_call() -> None:
     assert cost_us < 50  # about 3 µs here; the bound only catches a pathological regression
 
 
+class _DoneCall:
+    """A finished call, as the continuation of a client interceptor returns it."""
+
+    async def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.OK
+
+
+async def test_client_interceptor_and_middleware_cost_per_call() -> None:
+    """Micro-benchmarks of the client interceptor and the ASGI middleware (printed with -s)."""
+    done = _DoneCall()
+    interceptor = metrics.UnaryClientMetricsInterceptor()
+    details: Any = grpc.aio.ClientCallDetails(f"/{PROBE}/Bench", None, None, None, None)
+
+    async def continuation(_: Any, __: Any) -> _DoneCall:
+        return done
+
+    async def client(intercept: bool, n: int = 20_000) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            if intercept:
+                await interceptor.intercept_unary_unary(continuation, details, b"x")
+            else:
+                await (await continuation(details, b"x")).code()
+        return (time.perf_counter() - start) / n
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = metrics.MetricsMiddleware(app, routes=["/users/{email}"])
+    scope = {"type": "http", "method": "GET", "path": "/users/a@b.c"}
+
+    async def receive() -> Any:
+        return {"type": "http.request"}
+
+    async def send(message: Any) -> None:
+        return None
+
+    async def http(wrapped: bool, n: int = 20_000) -> float:
+        chosen: Any = middleware if wrapped else app
+        start = time.perf_counter()
+        for _ in range(n):
+            await chosen(scope, receive, send)
+        return (time.perf_counter() - start) / n
+
+    client_us = (
+        min([await client(True) for _ in range(3)]) - min([await client(False) for _ in range(3)])
+    ) * 1e6
+    http_us = (
+        min([await http(True) for _ in range(3)]) - min([await http(False) for _ in range(3)])
+    ) * 1e6
+    print(f"client interceptor: {client_us:.2f} µs per call; middleware: {http_us:.2f} µs")
+    assert client_us < 50
+    assert http_us < 50
+
+
 async def test_loopback_round_trip_with_and_without_metrics(rpc: Grpc) -> None:
     """Both interceptors on a real loopback unary call, interleaved runs (printed with -s)."""
     plain = grpc.aio.server()
