@@ -158,13 +158,17 @@ def _behavior(handler: _Handler) -> Callable[..., Any] | None:
 class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):
     """Counts and times every RPC of the server it is added to.
 
-    A method's wrapped handler is built once and reused while the server returns the same
-    handler for it. Handlers that are neither coroutines nor async generators pass through
+    Put it after the drain gate and before the authenticating edge interceptor: it then sees
+    every call the service accepts, including those the edge refuses (UNAUTHENTICATED, ...).
+    A method's label children are resolved once; its wrapped handler is reused while the server
+    returns the same handler (an inner interceptor that builds a handler per call costs one
+    closure per call). Handlers that are neither coroutines nor async generators pass through
     unobserved (the services have none).
     """
 
     def __init__(self) -> None:
         self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
+        self._methods: dict[tuple[str, str], _MethodMetrics] = {}
 
     async def intercept_service(
         self,
@@ -182,26 +186,32 @@ class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
-    @staticmethod
-    def _wrap(method: str, handler: _Handler) -> _Handler:
-        behavior = _behavior(handler)
+    def _method_metrics(self, method: str, handler: _Handler) -> _MethodMetrics:
         rpc_type = _rpc_type(handler)
-        service, name = split_method(method)
-        sent = f.GRPC_SERVER_MSG_SENT if handler.response_streaming else None
-        m = _MethodMetrics(
-            f.GRPC_SERVER_STARTED,
-            f.GRPC_SERVER_HANDLED,
-            f.GRPC_SERVER_HANDLING,
-            sent,
-            (rpc_type, service, name),
-        )
+        m = self._methods.get((method, rpc_type))
+        if m is None:
+            service, name = split_method(method)
+            m = _MethodMetrics(
+                f.GRPC_SERVER_STARTED,
+                f.GRPC_SERVER_HANDLED,
+                f.GRPC_SERVER_HANDLING,
+                f.GRPC_SERVER_MSG_SENT if handler.response_streaming else None,
+                (rpc_type, service, name),
+            )
+            self._methods[(method, rpc_type)] = m
+        return m
+
+    def _wrap(self, method: str, handler: _Handler) -> _Handler:
+        behavior = _behavior(handler)
         if inspect.isasyncgenfunction(behavior):
-            observed: Callable[..., Any] = _wrap_generator(behavior, m)
+            observed: Callable[..., Any] = _wrap_generator(
+                behavior, self._method_metrics(method, handler)
+            )
         elif inspect.iscoroutinefunction(behavior):
-            observed = _wrap_coroutine(behavior, m)
+            observed = _wrap_coroutine(behavior, self._method_metrics(method, handler))
         else:
             return handler
-        return _FACTORIES[rpc_type](
+        return _FACTORIES[_rpc_type(handler)](
             observed,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
