@@ -80,6 +80,13 @@ async def _stream(
         yield str(i).encode()
 
 
+async def _stream_then_abort(
+    request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+) -> AsyncIterator[bytes]:
+    yield b"first"
+    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "reading too slowly")
+
+
 def _probe_handler() -> grpc.GenericRpcHandler:
     unary = grpc.unary_unary_rpc_method_handler
     return grpc.method_handlers_generic_handler(
@@ -90,6 +97,7 @@ def _probe_handler() -> grpc.GenericRpcHandler:
             "SetCode": unary(_set_code),
             "Crash": unary(_crash),
             "Stream": grpc.unary_stream_rpc_method_handler(_stream),
+            "StreamAbort": grpc.unary_stream_rpc_method_handler(_stream_then_abort),
         },
     )
 
@@ -222,6 +230,34 @@ class _Context:
 
     def code(self) -> None:
         return None
+
+
+async def test_grpc_stream_ended_by_the_server_counts_its_code(rpc: Grpc) -> None:
+    base = {"grpc_type": "server_stream", "grpc_service": PROBE, "grpc_method": "StreamAbort"}
+    watched = [
+        ("grpc_server_msg_sent_total", base),
+        ("grpc_server_handled_total", {**base, "grpc_code": "RESOURCE_EXHAUSTED"}),
+        ("grpc_server_handling_seconds_count", base),
+        ("grpc_client_handled_total", {**base, "grpc_code": "RESOURCE_EXHAUSTED"}),
+    ]
+    delta = Delta(*watched)
+    stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = rpc.channel.unary_stream(
+        f"/{PROBE}/StreamAbort"
+    )
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for item in stream(b"", timeout=5):
+            received.append(item)
+    assert received == [b"first"]
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert delta("grpc_server_msg_sent_total", **base) == 1
+    assert delta("grpc_server_handled_total", **base, grpc_code="RESOURCE_EXHAUSTED") == 1
+    assert delta("grpc_server_handling_seconds_count", **base) == 1
+    for _ in range(50):
+        if delta("grpc_client_handled_total", **base, grpc_code="RESOURCE_EXHAUSTED") == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert delta("grpc_client_handled_total", **base, grpc_code="RESOURCE_EXHAUSTED") == 1
 
 
 async def test_server_interceptor_cost_per_call() -> None:
