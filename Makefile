@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PIP_EDITABLE := PYTHONWARNINGS="ignore:Editable installation:UserWarning" \
 	$(BIN)/python -m pip install --quiet
 
-.PHONY: install browser codegen check-codegen check-breaking lint test fuzz chaos bench up clean
+.PHONY: install browser promtool codegen check-codegen check-breaking lint test fuzz chaos bench up clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ browser:  ## Debian's chromium for the browser tests (Playwright drives it; it d
 		$(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; \
 	fi
 
+PROMTOOL ?= /usr/bin/promtool
+
+promtool:  ## Debian's prometheus package for promtool (the metrics tests check the exposition with it)
+	@if [ ! -x $(PROMTOOL) ]; then \
+		echo "installing prometheus with apt (promtool, for the metrics tests)"; \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; \
+	fi
+
 codegen: install  ## regenerate stubs, REST interfaces and SDK layers from the contracts
 	$(BIN)/python -m codegen
 
@@ -44,7 +52,7 @@ lint: install  ## ruff and mypy --strict on hand-written code
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy codegen services tests clients/python/missive_client
 
-test: check-codegen lint browser  ## the whole test suite (what CI runs)
+test: check-codegen lint browser promtool  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
 
 fuzz: install  ## deeper property-based contract fuzzing than `make test` (MISSIVE_FUZZ_EXAMPLES)
