@@ -15,8 +15,10 @@ Secrets written (each pod mounts only its share, see deploy/k8s/base/*.yaml):
     missive-service-public        service/*.pub             every service (verify callers)
     missive-service-key-<name>    service/<name>.key        that service only
     missive-web                   WEB_SECRET                the web inbox (forms, cookies)
+    missive-valkey                VALKEY_PASSWORD, REDIS_URL   Valkey and the services that
+                                                            store data (production overlay)
 
-WEB_SECRET is taken from the environment when set (32+ characters), else generated.
+WEB_SECRET and VALKEY_PASSWORD are taken from the environment when set, else generated.
 """
 
 from __future__ import annotations
@@ -28,13 +30,16 @@ import secrets
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import yaml
 
 from services.common.auth import SERVICES, ensure_keys
 
 WEB_SECRET_ENV = "WEB_SECRET"
-MIN_WEB_SECRET = 32
+VALKEY_PASSWORD_ENV = "VALKEY_PASSWORD"
+MIN_SECRET = 32
+VALKEY_URL = "redis://:{password}@valkey:6379"
 
 
 def _secret(name: str, namespace: str, files: Mapping[str, bytes]) -> dict[str, object]:
@@ -55,7 +60,9 @@ def _files(directory: Path, pattern: str) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(directory.glob(pattern))}
 
 
-def render(keys_dir: Path, namespace: str, web_secret: str) -> list[dict[str, object]]:
+def render(
+    keys_dir: Path, namespace: str, web_secret: str, valkey_password: str
+) -> list[dict[str, object]]:
     """The Secrets for ``keys_dir`` (created there first when missing)."""
     ensure_keys(keys_dir)
     user_token, service = keys_dir / "user-token", keys_dir / "service"
@@ -70,6 +77,11 @@ def render(keys_dir: Path, namespace: str, web_secret: str) -> list[dict[str, ob
             _secret(f"missive-service-key-{name}", namespace, {key: (service / key).read_bytes()})
         )
     documents.append(_secret("missive-web", namespace, {WEB_SECRET_ENV: web_secret.encode()}))
+    valkey = {
+        VALKEY_PASSWORD_ENV: valkey_password.encode(),
+        "REDIS_URL": VALKEY_URL.format(password=quote(valkey_password, safe="")).encode(),
+    }
+    documents.append(_secret("missive-valkey", namespace, valkey))
     return documents
 
 
@@ -78,10 +90,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
     parser.add_argument("--keys-dir", type=Path, required=True, help="KEYS_DIR to read or fill")
     parser.add_argument("--namespace", default="missive", help="namespace of the Secrets")
     args = parser.parse_args(argv)
-    web_secret = environ.get(WEB_SECRET_ENV, "").strip() or secrets.token_urlsafe(48)
-    if len(web_secret) < MIN_WEB_SECRET:
-        parser.error(f"{WEB_SECRET_ENV} must be at least {MIN_WEB_SECRET} characters long")
-    documents = render(args.keys_dir, args.namespace, web_secret)
+    chosen = {}
+    for name in (WEB_SECRET_ENV, VALKEY_PASSWORD_ENV):
+        chosen[name] = environ.get(name, "").strip() or secrets.token_urlsafe(48)
+        if len(chosen[name]) < MIN_SECRET:
+            parser.error(f"{name} must be at least {MIN_SECRET} characters long")
+    documents = render(
+        args.keys_dir, args.namespace, chosen[WEB_SECRET_ENV], chosen[VALKEY_PASSWORD_ENV]
+    )
     sys.stdout.write(yaml.safe_dump_all(documents, sort_keys=False))
     return 0
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import kubernetes_validate
 import pytest
@@ -43,7 +43,6 @@ STORES = ("user", "message", "notification")
 PUBLIC_NAMESPACE = "ingress-nginx"
 MONITORING_NAMESPACE = "monitoring"
 PEER_ADDR_SUFFIX = "_SERVICE_ADDR"
-SECRET_PLACEHOLDER = "s" * 48  # stands for a secretKeyRef's value (WEB_SECRET: 32+ characters)
 URL_TARGETS = {"USER_SERVICE_URL": ("user", "http"), "REDIS_URL": ("valkey", "redis")}
 
 
@@ -159,8 +158,11 @@ def service(name: str) -> Service:
     return Service(name, settings, http)
 
 
-def container_env(objects: list[Manifest], workload: Manifest) -> dict[str, str]:
-    """The container's environment as the kubelet builds it (envFrom, then env)."""
+def container_env(
+    objects: list[Manifest], workload: Manifest, secrets: list[Manifest]
+) -> dict[str, str]:
+    """The container's environment as the kubelet builds it (envFrom, then env), with the
+    Secrets key_secrets.py renders."""
     spec = container(workload)
     env: dict[str, str] = {}
     for source in spec.get("envFrom", []):
@@ -173,8 +175,8 @@ def container_env(objects: list[Manifest], workload: Manifest) -> dict[str, str]
             ref = item["valueFrom"]["configMapKeyRef"]
             env[item["name"]] = find(objects, "ConfigMap", ref["name"])["data"][ref["key"]]
         else:
-            assert "secretKeyRef" in item["valueFrom"], item
-            env[item["name"]] = SECRET_PLACEHOLDER
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = _secret_files(secrets, ref["name"])[ref["key"]].decode()
     return env
 
 
@@ -203,22 +205,24 @@ def record_reads(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any, Mapping[str,
     return read
 
 
-def test_every_env_var_is_read_by_the_service(overlay: str, record_reads: Any) -> None:
+def test_every_env_var_is_read_by_the_service(
+    overlay: str, record_reads: Any, secrets: list[Manifest]
+) -> None:
     objects = rendered(overlay)
     components = by_component(objects)
     for name in COMPONENTS:
-        env = container_env(objects, components[name])
+        env = container_env(objects, components[name], secrets)
         unread = set(env) - record_reads(service(name).settings, env)
         assert not unread, f"{overlay}: {name} does not read {sorted(unread)}"
 
 
-def test_ports_and_probes_match_the_settings(overlay: str) -> None:
+def test_ports_and_probes_match_the_settings(overlay: str, secrets: list[Manifest]) -> None:
     objects = rendered(overlay)
     components = by_component(objects)
     for name in COMPONENTS:
         svc = service(name)
         spec = container(components[name])
-        settings = svc.settings.from_env(container_env(objects, components[name]))
+        settings = svc.settings.from_env(container_env(objects, components[name], secrets))
         expected: dict[str, int] = {}
         if svc.http_port_attr:
             expected["http"] = getattr(settings, svc.http_port_attr)
@@ -285,13 +289,13 @@ def test_every_service_selects_one_workload_by_a_named_port(overlay: str) -> Non
             assert svc["spec"]["clusterIP"] == "None", "gRPC and Valkey Services are headless"
 
 
-def test_addresses_name_the_peer_they_are_for(overlay: str) -> None:
+def test_addresses_name_the_peer_they_are_for(overlay: str, secrets: list[Manifest]) -> None:
     """USER_SERVICE_ADDR reaches the user pods' gRPC port, USER_SERVICE_URL their HTTP port,
     REDIS_URL the Valkey StatefulSet; gRPC addresses of the services use DNS balancing."""
     objects = rendered(overlay)
     components = by_component(objects)
     for name in COMPONENTS:
-        env = container_env(objects, components[name])
+        env = container_env(objects, components[name], secrets)
         for variable, value in env.items():
             if variable.endswith(PEER_ADDR_SUFFIX):
                 peer = variable.removesuffix(PEER_ADDR_SUFFIX).lower()
@@ -323,6 +327,21 @@ def test_valkey_is_standalone_persistent_and_never_evicts(overlay: str) -> None:
     assert claims == ["data"]
     limit = _bytes(container(valkey)["resources"]["limits"]["memory"])
     assert _bytes(options["--maxmemory"]) < limit, "maxmemory must leave room under the limit"
+
+
+def test_production_valkey_has_the_password_the_services_use(secrets: list[Manifest]) -> None:
+    objects = rendered("production")
+    valkey = find(objects, "StatefulSet", "valkey")
+    args = container(valkey)["args"]
+    assert args[args.index("--requirepass") + 1] == "$(VALKEY_PASSWORD)"
+    env = container_env(objects, valkey, secrets)
+    password = env["VALKEY_PASSWORD"]
+    assert len(password) >= 32 and env["REDISCLI_AUTH"] == password  # the readiness probe's
+    for name in STORES:
+        url = urlsplit(container_env(objects, by_component(objects)[name], secrets)["REDIS_URL"])
+        assert url.password is not None and unquote(url.password) == password, name
+    dev = rendered("dev")
+    assert "--requirepass" not in container(find(dev, "StatefulSet", "valkey"))["args"]
 
 
 def _bytes(quantity: str) -> int:
@@ -396,12 +415,14 @@ def test_every_deployment_has_a_disruption_budget_and_an_autoscaler(overlay: str
 Edge = tuple[str, str, int]  # (from, to, TCP port); `from` is a component or "ns:<namespace>"
 
 
-def called_peers(objects: list[Manifest], name: str, record_reads: Any) -> set[tuple[str, str]]:
+def called_peers(
+    objects: list[Manifest], secrets: list[Manifest], name: str, record_reads: Any
+) -> set[tuple[str, str]]:
     """(peer, port name) pairs ``name`` calls, from the variables its settings read: each
     *_SERVICE_ADDR is a gRPC call to that peer, USER_SERVICE_URL a REST call to UserService,
     a Redis DB setting the use of Valkey."""
     workload = by_component(objects)[name]
-    env = container_env(objects, workload)
+    env = container_env(objects, workload, secrets)
     calls = {
         (variable.removesuffix(PEER_ADDR_SUFFIX).lower(), "grpc")
         for variable in record_reads(service(name).settings, env)
@@ -414,7 +435,9 @@ def called_peers(objects: list[Manifest], name: str, record_reads: Any) -> set[t
     return calls
 
 
-def expected_edges(objects: list[Manifest], record_reads: Any) -> set[Edge]:
+def expected_edges(
+    objects: list[Manifest], secrets: list[Manifest], record_reads: Any
+) -> set[Edge]:
     """The calls the services make, plus the ingress controller and the metrics scraper."""
     ports = {
         name: {p["name"]: p["containerPort"] for p in container(workload)["ports"]}
@@ -423,7 +446,7 @@ def expected_edges(objects: list[Manifest], record_reads: Any) -> set[Edge]:
     edges = {
         (name, peer, ports[peer][port_name])
         for name in COMPONENTS
-        for peer, port_name in called_peers(objects, name, record_reads)
+        for peer, port_name in called_peers(objects, secrets, name, record_reads)
     }
     for name in COMPONENTS:  # public: REST ports, the web inbox, FrontendService's live streams
         public = ports[name]["http"] if "http" in ports[name] else ports[name]["grpc"]
@@ -471,10 +494,10 @@ def policy_edges(objects: list[Manifest]) -> tuple[set[Edge], set[Edge]]:
 
 
 def test_network_policies_allow_exactly_the_documented_calls(
-    overlay: str, record_reads: Any
+    overlay: str, record_reads: Any, secrets: list[Manifest]
 ) -> None:
     objects = rendered(overlay)
-    expected = expected_edges(objects, record_reads)
+    expected = expected_edges(objects, secrets, record_reads)
     ingress, egress = policy_edges(objects)
     internal = {edge for edge in expected if not edge[0].startswith("ns:")}
     assert ingress == expected
@@ -518,6 +541,11 @@ def key_secrets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Ma
     )
     assert result.returncode == 0, result.stderr
     return keys_dir, list(yaml.safe_load_all(result.stdout))
+
+
+@pytest.fixture(scope="module")
+def secrets(key_secrets: tuple[Path, list[Manifest]]) -> list[Manifest]:
+    return key_secrets[1]
 
 
 def _secret_files(secrets: list[Manifest], name: str) -> dict[str, bytes]:
