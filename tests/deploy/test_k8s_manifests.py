@@ -388,6 +388,8 @@ def test_every_deployment_has_a_disruption_budget_and_an_autoscaler(overlay: str
         name = deployment["metadata"]["name"]
         assert "replicas" not in deployment["spec"], f"{name}: the autoscaler owns replicas"
         labels = deployment["spec"]["template"]["metadata"]["labels"]
+        [spread] = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert spread["labelSelector"]["matchLabels"].items() <= labels.items(), name
         budgets = [
             b
             for b in of_kind(objects, "PodDisruptionBudget")
