@@ -80,7 +80,7 @@ stream_ended_slow: Final = f.FRONTEND_ENDED_SLOW.inc
 
 
 class OutboxLike(Protocol):
-    """What the collector needs of an outbox (``services.common.outbox.OutboxConfig`` fits)."""
+    """What the collector needs of an outbox (``services.common.delivery.OutboxConfig`` fits)."""
 
     @property
     def stream(self) -> str: ...
