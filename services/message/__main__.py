@@ -70,8 +70,8 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
     try:
         store = RedisMessageStore(redis, quota_bytes=settings.quota_bytes)
         directory = GrpcUserDirectory(users_channel)
-        service = MessageService(store, directory, limits=settings.send)
-        sessions = Sessions(directory)
+        sessions = Sessions(directory)  # also the cache of a send's sender and receiver checks
+        service = MessageService(store, directory, limits=settings.send, known_users=sessions)
         endpoint = create_endpoint(
             security=security,
             host=settings.host,
