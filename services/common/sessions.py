@@ -163,8 +163,11 @@ class Sessions:
         if missing:
             fetched = await self._fetch(missing)
             for email in missing:
-                found[email] = fetched.get(email)
-                self._store(email, found[email])
+                state = found[email] = fetched.get(email)
+                if state is None:  # not kept: unknown emails cannot push accounts out
+                    self._cache.pop(email, None)
+                else:
+                    self._store(email, state)
         return found
 
     async def _fetch(self, emails: list[str]) -> Mapping[str, AccountState | None]:

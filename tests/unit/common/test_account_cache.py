@@ -73,8 +73,14 @@ async def test_a_lookup_without_batches_is_asked_per_email_and_failures_are_unav
         await sessions.accounts([ADA, CAROL])
 
 
-async def test_the_cache_stays_bounded() -> None:
+async def test_the_cache_stays_bounded_and_unknown_emails_take_no_room() -> None:
     accounts = BatchAccounts()
     sessions = Sessions(accounts, max_entries=2)
+    accounts.states[CAROL] = AccountState("0000000000000003" + "c" * 16, 1)
     await sessions.accounts([ADA, BOB, CAROL])
     assert len(sessions) == 2
+    await sessions.accounts([f"nobody{i}@example.com" for i in range(10)])
+    assert len(sessions) == 2
+    before = len(accounts.batches)
+    await sessions.accounts([BOB, CAROL])  # the two most recent are still cached
+    assert len(accounts.batches) == before
