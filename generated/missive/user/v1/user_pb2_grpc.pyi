@@ -81,8 +81,8 @@ class UserServiceStub:
     """
     CheckUserExists: _grpc.UnaryUnaryMultiCallable[_user_pb2.CheckUserExistsRequest, _user_pb2.CheckUserExistsResponse]
     """Tells whether a user is registered under an email, so that services can validate the
-    addresses they are given (MessageService checks the sender and receiver of every message),
-    and, when one is, its account id and current token version, so that services can refuse
+    addresses they are given (CheckUsersExist asks about several at once), and, when one is,
+    its account id and current token version, so that services can refuse
     revoked tokens and keep the data of a deleted account from a later account of the same
     email.
     Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.
@@ -166,8 +166,8 @@ class UserServiceAsyncStub(UserServiceStub):
     """
     CheckUserExists: _aio.UnaryUnaryMultiCallable[_user_pb2.CheckUserExistsRequest, _user_pb2.CheckUserExistsResponse]  # type: ignore[assignment]
     """Tells whether a user is registered under an email, so that services can validate the
-    addresses they are given (MessageService checks the sender and receiver of every message),
-    and, when one is, its account id and current token version, so that services can refuse
+    addresses they are given (CheckUsersExist asks about several at once), and, when one is,
+    its account id and current token version, so that services can refuse
     revoked tokens and keep the data of a deleted account from a later account of the same
     email.
     Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.
@@ -260,8 +260,8 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_pb2.CheckUserExistsResponse, _abc.Awaitable[_user_pb2.CheckUserExistsResponse]]:
         """Tells whether a user is registered under an email, so that services can validate the
-        addresses they are given (MessageService checks the sender and receiver of every message),
-        and, when one is, its account id and current token version, so that services can refuse
+        addresses they are given (CheckUsersExist asks about several at once), and, when one is,
+        its account id and current token version, so that services can refuse
         revoked tokens and keep the data of a deleted account from a later account of the same
         email.
         Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.

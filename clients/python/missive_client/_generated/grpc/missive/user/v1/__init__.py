@@ -573,8 +573,8 @@ class UserServiceStub:
     ) -> "CheckUserExistsResponse":
         """
         Tells whether a user is registered under an email, so that services can validate the
-        addresses they are given (MessageService checks the sender and receiver of every message),
-        and, when one is, its account id and current token version, so that services can refuse
+        addresses they are given (CheckUsersExist asks about several at once), and, when one is,
+        its account id and current token version, so that services can refuse
         revoked tokens and keep the data of a deleted account from a later account of the same
         email.
         Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.
@@ -746,8 +746,8 @@ class UserServiceAsyncStub(betterproto2_grpclib.ServiceStub):
     ) -> "CheckUserExistsResponse":
         """
         Tells whether a user is registered under an email, so that services can validate the
-        addresses they are given (MessageService checks the sender and receiver of every message),
-        and, when one is, its account id and current token version, so that services can refuse
+        addresses they are given (CheckUsersExist asks about several at once), and, when one is,
+        its account id and current token version, so that services can refuse
         revoked tokens and keep the data of a deleted account from a later account of the same
         email.
         Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.
