@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PIP_EDITABLE := PYTHONWARNINGS="ignore:Editable installation:UserWarning" \
 	$(BIN)/python -m pip install --quiet
 
-.PHONY: install browser codegen check-codegen check-breaking lint test fuzz chaos up clean
+.PHONY: install browser codegen check-codegen check-breaking lint test fuzz chaos bench up clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ fuzz: install  ## deeper property-based contract fuzzing than `make test` (MISSI
 
 chaos: install  ## every chaos scenario at full scale (kills, pauses, SIGTERM, Valkey faults); summary at the end
 	MISSIVE_CHAOS=deep $(BIN)/python -m pytest tests/chaos $(ARGS)
+
+bench: install  ## performance figures next to same-run bare baselines; table + JSON (ARGS="--scenarios send,rest --duration 5 --output FILE")
+	$(BIN)/python -m tests.bench $(ARGS)
 
 up: install  ## start embedded Valkey + the four services, print endpoints; Ctrl-C stops (ARGS="--no-valkey --data-dir DIR")
 	$(BIN)/python -m services.launcher $(ARGS)

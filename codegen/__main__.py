@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from codegen import breaking
+from codegen import breaking, sdk_sync
 from codegen.errors import ContractError
 from codegen.generate import build, diff, staging_dir, swap_in
 
@@ -45,12 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         staging = Path(tmp)
         try:
             build(root, staging)
+            sdk_sync.build(root, staging)
         except ContractError as exc:
             print(f"codegen: error: {exc}", file=sys.stderr)
             print("codegen: the generated tree was left untouched", file=sys.stderr)
             return 1
         if args.check:
-            report = diff(root, staging)
+            report = diff(root, staging) + sdk_sync.diff(root, staging)
             if report:
                 print("codegen: generated code is out of date:", file=sys.stderr)
                 for line in report:
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             print("codegen: generated code is up to date")
             return 0
         swap_in(root, staging)
+        sdk_sync.swap_in(root, staging)
     print("codegen: regenerated generated/ and clients/python/missive_client/_generated/")
     return 0
 

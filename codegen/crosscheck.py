@@ -8,6 +8,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2
 
+from codegen import protos
 from codegen.openapi import Document
 
 RESOURCES = ("User", "Message", "Notification", "Conversation")
@@ -33,26 +34,15 @@ class _ProtoMessage:
 
 def _proto_messages(descriptors: descriptor_pb2.FileDescriptorSet) -> dict[str, _ProtoMessage]:
     found: dict[str, _ProtoMessage] = {}
-    for file in descriptors.file:
-        lines = {
-            tuple(location.path): location.span[0] + 1
-            for location in file.source_code_info.location
+    for located in protos.top_level_messages(descriptors):
+        message = located.message
+        if message.name not in RESOURCES:
+            continue
+        fields = {
+            item.name: _ProtoField(name=item.name, field=item, where=located.field_where[item.name])
+            for item in message.field
         }
-        display = f"proto_definitions/{file.name}"
-        for index, message in enumerate(file.message_type):
-            if message.name not in RESOURCES:
-                continue
-            fields = {
-                field.name: _ProtoField(
-                    name=field.name,
-                    field=field,
-                    where=f"{display}:{lines.get((4, index, 2, number), 0)}",
-                )
-                for number, field in enumerate(message.field)
-            }
-            found[message.name] = _ProtoMessage(
-                name=message.name, where=f"{display}:{lines.get((4, index), 0)}", fields=fields
-            )
+        found[message.name] = _ProtoMessage(name=message.name, where=located.where, fields=fields)
     return found
 
 
@@ -69,27 +59,40 @@ def _compatible(
         return _compatible(
             inner, doc.resolve(schema.get("items", {})) | _ref(schema.get("items", {})), doc
         )
-    kind, fmt = schema.get("type"), schema.get("format")
     if field.type == _FD.TYPE_MESSAGE:
-        if field.type_name == ".google.protobuf.Timestamp":
-            return None if (kind, fmt) == ("string", "date-time") else "string/date-time"
-        expected = field.type_name.rsplit(".", 1)[-1]
-        return None if schema.get("$ref", "").endswith("/" + expected) else f"$ref {expected}"
-    if field.type == _FD.TYPE_STRING:
+        return _message_compatible(field, schema)
+    return _scalar_compatible(field.type, schema)
+
+
+def _message_compatible(
+    field: descriptor_pb2.FieldDescriptorProto, schema: dict[str, Any]
+) -> str | None:
+    if field.type_name == ".google.protobuf.Timestamp":
+        kind, fmt = schema.get("type"), schema.get("format")
+        return None if (kind, fmt) == ("string", "date-time") else "string/date-time"
+    expected = field.type_name.rsplit(".", 1)[-1]
+    return None if schema.get("$ref", "").endswith("/" + expected) else f"$ref {expected}"
+
+
+def _scalar_compatible(
+    field_type: descriptor_pb2.FieldDescriptorProto.Type.ValueType, schema: dict[str, Any]
+) -> str | None:
+    kind, fmt = schema.get("type"), schema.get("format")
+    if field_type == _FD.TYPE_STRING:
         return None if kind == "string" and fmt not in ("date-time", "byte") else "string"
-    if field.type == _FD.TYPE_BYTES:
+    if field_type == _FD.TYPE_BYTES:
         return None if (kind, fmt) == ("string", "byte") else "string/byte"
-    if field.type == _FD.TYPE_BOOL:
+    if field_type == _FD.TYPE_BOOL:
         return None if kind == "boolean" else "boolean"
-    if field.type in _INT32:
+    if field_type in _INT32:
         return None if kind == "integer" and fmt in (None, "int32") else "integer/int32"
-    if field.type in _INT64:
+    if field_type in _INT64:
         return None if kind == "integer" and fmt in (None, "int64") else "integer/int64"
-    if field.type in (_FD.TYPE_FLOAT, _FD.TYPE_DOUBLE):
+    if field_type in (_FD.TYPE_FLOAT, _FD.TYPE_DOUBLE):
         return None if kind == "number" else "number"
-    if field.type == _FD.TYPE_ENUM:
+    if field_type == _FD.TYPE_ENUM:
         return None if kind == "string" and "enum" in schema else "string enum"
-    return f"a mapping for protobuf type {field.type}"
+    return f"a mapping for protobuf type {field_type}"
 
 
 def _ref(schema: dict[str, Any]) -> dict[str, Any]:

@@ -199,23 +199,30 @@ def _describe(
     return f"{where}: {message}" + (f" (rule: {rule})" if rule else "")
 
 
+_MISSING = object()
+
+
+def _follow(value: Any, path: list[str | int]) -> Any:
+    """What `path` leads to from `value`, or _MISSING if it leads nowhere."""
+    for part in path:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        else:
+            return _MISSING
+    return value
+
+
 def _locate(document: Document, relative: list[str | int], instance: Any) -> list[str | int]:
     """The document pointer of an element reported relative to an unknown parent: the first
     place (a `default` or `example` first) where `relative` leads to `instance`."""
     candidates: list[list[str | int]] = []
 
     def walk(value: Any, pointer: list[str | int]) -> None:
-        target: Any = value
-        for part in relative:
-            if isinstance(target, dict) and part in target:
-                target = target[part]
-            elif isinstance(target, list) and isinstance(part, int) and part < len(target):
-                target = target[part]
-            else:
-                break
-        else:
-            if target == instance and type(target) is type(instance):
-                candidates.append(pointer + relative)
+        target = _follow(value, relative)
+        if target is not _MISSING and target == instance and type(target) is type(instance):
+            candidates.append(pointer + relative)
         if isinstance(value, dict):
             for key, child in value.items():
                 walk(child, [*pointer, key])

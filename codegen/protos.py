@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2
@@ -108,3 +110,36 @@ def generate_sdk(proto_root: Path, protos: list[Path], out: Path, scratch: Path)
         ],
         cwd=isolated,
     )
+
+
+@dataclass(frozen=True)
+class LocatedMessage:
+    """A top-level message of a compiled proto file, with where it and its fields are declared."""
+
+    package: str
+    message: descriptor_pb2.DescriptorProto
+    where: str
+    """`proto_definitions/<file>:<line>` of the message (line 0 if unknown)."""
+    field_where: dict[str, str]
+    """field name -> `proto_definitions/<file>:<line>` of its declaration."""
+
+
+def top_level_messages(descriptors: descriptor_pb2.FileDescriptorSet) -> Iterator[LocatedMessage]:
+    """Every top-level message of `descriptors`, file by file, with its source locations
+    (the set must be compiled with source info, as load_descriptors does)."""
+    for file in descriptors.file:
+        lines = {
+            tuple(location.path): location.span[0] + 1
+            for location in file.source_code_info.location
+        }
+        display = f"proto_definitions/{file.name}"
+        for index, message in enumerate(file.message_type):
+            yield LocatedMessage(
+                package=file.package,
+                message=message,
+                where=f"{display}:{lines.get((4, index), 0)}",
+                field_where={
+                    item.name: f"{display}:{lines.get((4, index, 2, number), 0)}"
+                    for number, item in enumerate(message.field)
+                },
+            )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
+from codegen import protos
 from codegen.errors import ContractError
 from codegen.openapi import Document
 
@@ -189,25 +190,15 @@ def _is_class_var(annotation: ast.expr) -> bool:
 
 def _proto_messages(descriptors: descriptor_pb2.FileDescriptorSet) -> dict[str, _Fields]:
     found: dict[str, _Fields] = {}
-    for file in descriptors.file:
-        lines = {
-            tuple(location.path): location.span[0] + 1
-            for location in file.source_code_info.location
+    for located in protos.top_level_messages(descriptors):
+        types = {
+            item.name: python_type
+            for item in located.message.field
+            if (python_type := _proto_python_type(item)) is not None
         }
-        display = f"proto_definitions/{file.name}"
-        for index, message in enumerate(file.message_type):
-            fields = {
-                item.name: f"{display}:{lines.get((4, index, 2, number), 0)}"
-                for number, item in enumerate(message.field)
-            }
-            types = {
-                item.name: python_type
-                for item in message.field
-                if (python_type := _proto_python_type(item)) is not None
-            }
-            found[f"{file.package}.{message.name}"] = _Fields(
-                where=f"{display}:{lines.get((4, index), 0)}", fields=fields, types=types
-            )
+        found[f"{located.package}.{located.message.name}"] = _Fields(
+            where=located.where, fields=located.field_where, types=types
+        )
     return found
 
 
@@ -236,56 +227,7 @@ def check_sdk_models(
     messages = _proto_messages(descriptors)
     problems: list[str] = []
     for name, model in classes.items():
-        if name not in MIRRORS:
-            problems.append(
-                f"{name}: SDK model at {model.where} mirrors no contract type: add it to "
-                "MIRRORS in codegen/sdk_models.py (None if it is SDK-only)"
-            )
-            continue
-        mirror = MIRRORS[name]
-        if mirror is None:
-            continue
-        contracts: list[tuple[str, _Fields]] = []
-        if mirror.proto is not None:
-            message = messages.get(mirror.proto)
-            if message is None:
-                problems.append(
-                    f"{name}: SDK model at {model.where} mirrors proto message {mirror.proto}, "
-                    "which no longer exists (update MIRRORS in codegen/sdk_models.py)"
-                )
-            else:
-                contracts.append((f"message {mirror.proto.rsplit('.', 1)[-1]}", message))
-        if mirror.openapi is not None:
-            file, schema_name = mirror.openapi
-            schema = _openapi_schema(documents, file, schema_name)
-            if schema is None:
-                problems.append(
-                    f"{name}: SDK model at {model.where} mirrors schema {schema_name} of "
-                    f"openapi/{file}, which no longer exists (update MIRRORS in "
-                    "codegen/sdk_models.py)"
-                )
-            else:
-                contracts.append((f"schema {schema_name}", schema))
-        for label, contract in contracts:
-            for field_name, where in contract.fields.items():
-                if field_name not in model.fields and field_name not in mirror.contract_only:
-                    problems.append(
-                        f"{name}.{field_name}: defined at {where} but missing from the SDK "
-                        f"model {name} at {model.where}"
-                    )
-            for field_name, expected in contract.types.items():
-                declared = model.types.get(field_name)
-                if declared is not None and declared != expected:
-                    problems.append(
-                        f"{name}.{field_name}: {contract.fields[field_name]} needs {expected}, "
-                        f"but the SDK model declares {declared} at {model.fields[field_name]}"
-                    )
-            for field_name, where in model.fields.items():
-                if field_name not in contract.fields and field_name not in mirror.sdk_only:
-                    problems.append(
-                        f"{name}.{field_name}: declared in the SDK model at {where} but missing "
-                        f"from {label} at {contract.where}"
-                    )
+        problems += _check_model(name, model, messages, documents)
     for name in MIRRORS:
         if name not in classes:
             problems.append(
@@ -293,3 +235,78 @@ def check_sdk_models(
                 f"{SDK_MODELS.as_posix()}"
             )
     return sorted(set(problems), key=problems.index)
+
+
+def _check_model(
+    name: str, model: _Fields, messages: dict[str, _Fields], documents: list[Document]
+) -> list[str]:
+    if name not in MIRRORS:
+        return [
+            f"{name}: SDK model at {model.where} mirrors no contract type: add it to "
+            "MIRRORS in codegen/sdk_models.py (None if it is SDK-only)"
+        ]
+    mirror = MIRRORS[name]
+    if mirror is None:
+        return []
+    problems, contracts = _contracts(name, model, mirror, messages, documents)
+    for label, contract in contracts:
+        problems += _compare(name, model, mirror, label, contract)
+    return problems
+
+
+def _contracts(
+    name: str,
+    model: _Fields,
+    mirror: Mirror,
+    messages: dict[str, _Fields],
+    documents: list[Document],
+) -> tuple[list[str], list[tuple[str, _Fields]]]:
+    """The contract types `mirror` names, labelled, and a problem for each that is gone."""
+    problems: list[str] = []
+    contracts: list[tuple[str, _Fields]] = []
+    if mirror.proto is not None:
+        message = messages.get(mirror.proto)
+        if message is None:
+            problems.append(
+                f"{name}: SDK model at {model.where} mirrors proto message {mirror.proto}, "
+                "which no longer exists (update MIRRORS in codegen/sdk_models.py)"
+            )
+        else:
+            contracts.append((f"message {mirror.proto.rsplit('.', 1)[-1]}", message))
+    if mirror.openapi is not None:
+        file, schema_name = mirror.openapi
+        schema = _openapi_schema(documents, file, schema_name)
+        if schema is None:
+            problems.append(
+                f"{name}: SDK model at {model.where} mirrors schema {schema_name} of "
+                f"openapi/{file}, which no longer exists (update MIRRORS in "
+                "codegen/sdk_models.py)"
+            )
+        else:
+            contracts.append((f"schema {schema_name}", schema))
+    return problems, contracts
+
+
+def _compare(name: str, model: _Fields, mirror: Mirror, label: str, contract: _Fields) -> list[str]:
+    """Fields on one side only, and fields of another type than the contract's."""
+    problems: list[str] = []
+    for field_name, where in contract.fields.items():
+        if field_name not in model.fields and field_name not in mirror.contract_only:
+            problems.append(
+                f"{name}.{field_name}: defined at {where} but missing from the SDK "
+                f"model {name} at {model.where}"
+            )
+    for field_name, expected in contract.types.items():
+        declared = model.types.get(field_name)
+        if declared is not None and declared != expected:
+            problems.append(
+                f"{name}.{field_name}: {contract.fields[field_name]} needs {expected}, "
+                f"but the SDK model declares {declared} at {model.fields[field_name]}"
+            )
+    for field_name, where in model.fields.items():
+        if field_name not in contract.fields and field_name not in mirror.sdk_only:
+            problems.append(
+                f"{name}.{field_name}: declared in the SDK model at {where} but missing "
+                f"from {label} at {contract.where}"
+            )
+    return problems

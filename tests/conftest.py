@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.valkey import EmbeddedValkey
+from services.launcher.valkey import EmbeddedValkey
 from tests.helpers.valkey import flush_all, start_valkey
 
 

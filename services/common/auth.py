@@ -12,13 +12,24 @@ version) can never pass as a service
 credential: service tokens are checked only against service keys, with the issuer and audience
 naming services. Rotating user keys: add a new kid (it signs from then on), keep the old .pub
 until the longest-lived token it signed has expired, then delete it.
+
+Verifying an Ed25519 signature is the costly part of every call, and a client sends the same
+token many times, so :class:`TokenVerifier` remembers each token it verified (the claims it
+yields, in a bounded LRU keyed by the exact token string) until that token stops being
+accepted: its ``exp`` plus the leeway every verification grants, never longer. Failures are
+never remembered, a remembered token is refused as soon as the public key that verified it is
+no longer in the key ring, and revocation is unaffected: it is checked after verification, on
+every call, by :mod:`services.common.sessions`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +37,7 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from jwt.types import Options
 
 from services.common.domain import Principal, Unauthenticated
 from services.common.errors import ConfigError
@@ -39,6 +51,11 @@ SERVICES = ("user", "message", "notification", "frontend")
 OPERATORS = ("admin",)
 LEEWAY_SECONDS = 30
 _REQUIRED = ["exp", "iat", "iss", "aud", "sub"]
+# exp is checked here, against the verifier's clock (the same rule PyJWT applies), so that the
+# cache and a fresh verification agree on the instant a token expires.
+_DECODE_OPTIONS: Options = {"require": _REQUIRED, "strict_aud": True, "verify_exp": False}
+DEFAULT_CACHE_ENTRIES = 10_000
+"""Verified tokens remembered per verifier (and as many service credentials)."""
 ACCOUNT_ID_CLAIM = "aid"
 TOKEN_VERSION_CLAIM = "tv"
 ACCOUNT_ID = re.compile(r"[0-9a-f]{32}")
@@ -134,15 +151,79 @@ class KeyRing:
         return cls(user_public, service_public, service, own_private, signing)
 
 
-class TokenVerifier:
-    """Checks user tokens and service credentials; any failure is Unauthenticated."""
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """What verifying one token yielded, and until when that answer holds."""
 
-    def __init__(self, keys: KeyRing) -> None:
+    principal: Principal
+    kid: str
+    key: Ed25519PublicKey
+    valid_until: float  # the first instant (epoch seconds) at which the token is refused
+
+
+class _VerifiedTokens:
+    """A bounded LRU of verified tokens, keyed by the token string (thread-safe)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._entries: OrderedDict[str, _Verified] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str) -> _Verified | None:
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is not None:
+                self._entries.move_to_end(token)
+            return entry
+
+    def put(self, token: str, entry: _Verified) -> None:
+        if self._max == 0:
+            return
+        with self._lock:
+            self._entries[token] = entry
+            self._entries.move_to_end(token)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def discard(self, token: str) -> None:
+        with self._lock:
+            self._entries.pop(token, None)
+
+
+class TokenVerifier:
+    """Checks user tokens and service credentials; any failure is Unauthenticated.
+
+    A token that verified is remembered (up to ``max_entries`` user tokens and as many service
+    credentials, least recently used dropped first) until ``clock()`` reaches its ``exp`` plus
+    the leeway, and only while the key that verified it is still in the key ring; anything
+    else is verified in full, and a failure is never remembered."""
+
+    def __init__(
+        self,
+        keys: KeyRing,
+        *,
+        max_entries: int = DEFAULT_CACHE_ENTRIES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_entries < 0:
+            raise ValueError("max_entries must be >= 0 (0 remembers nothing)")
         self.keys = keys
+        self._clock = clock
+        self._users = _VerifiedTokens(max_entries)
+        self._services = _VerifiedTokens(max_entries)
+
+    @property
+    def cached_tokens(self) -> int:
+        """How many verified tokens (users' and services') are remembered now."""
+        return len(self._users) + len(self._services)
 
     def _decode(
         self, token: str, key: Ed25519PublicKey, issuer: str, audience: str
-    ) -> dict[str, object]:
+    ) -> tuple[dict[str, object], float]:
+        """The verified claims and the instant the token stops being accepted."""
         try:
             claims: dict[str, object] = jwt.decode(
                 token,
@@ -151,13 +232,14 @@ class TokenVerifier:
                 audience=audience,
                 issuer=issuer,
                 leeway=LEEWAY_SECONDS,
-                options={"require": _REQUIRED, "strict_aud": True},
+                options=_DECODE_OPTIONS,
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthenticated("the access token has expired") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated("the access token is not valid") from exc
-        return claims
+        valid_until = _valid_until(claims["exp"])
+        if self._clock() >= valid_until:
+            raise Unauthenticated("the access token has expired")
+        return claims, valid_until
 
     @staticmethod
     def _kid(token: str) -> str:
@@ -170,40 +252,76 @@ class TokenVerifier:
             raise Unauthenticated("the access token is not valid")
         return kid
 
+    def _remembered(
+        self, cache: _VerifiedTokens, token: str, keys: dict[str, Ed25519PublicKey]
+    ) -> Principal | None:
+        entry = cache.get(token)
+        if entry is None:
+            return None
+        if self._clock() < entry.valid_until and keys.get(entry.kid) is entry.key:
+            return entry.principal
+        cache.discard(token)  # expired, or its key was rotated out: verify (and refuse) in full
+        return None
+
     def verify_user(self, token: str) -> Principal:
-        key = self.keys.user_public.get(self._kid(token))
+        remembered = self._remembered(self._users, token, self.keys.user_public)
+        if remembered is not None:
+            return remembered
+        kid = self._kid(token)
+        key = self.keys.user_public.get(kid)
         if key is None:
             raise Unauthenticated("the access token is not valid")
-        claims = self._decode(token, key, USER_ISSUER, USER_AUDIENCE)
-        subject = claims["sub"]
-        if not isinstance(subject, str) or not subject:
-            raise Unauthenticated("the access token is not valid")
-        account_id = claims.get(ACCOUNT_ID_CLAIM, "")
-        version = claims.get(TOKEN_VERSION_CLAIM, 0)
-        if not isinstance(account_id, str) or (account_id and not ACCOUNT_ID.fullmatch(account_id)):
-            raise Unauthenticated("the access token is not valid")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-            raise Unauthenticated("the access token is not valid")
-        expires = claims["exp"]
-        return Principal(
-            "user",
-            subject,
-            account_id=account_id,
-            token_version=version,
-            expires_at=float(expires) + LEEWAY_SECONDS if isinstance(expires, int | float) else 0.0,
-        )
+        claims, valid_until = self._decode(token, key, USER_ISSUER, USER_AUDIENCE)
+        principal = _user_principal(claims, valid_until)
+        self._users.put(token, _Verified(principal, kid, key, valid_until))
+        return principal
 
     def verify_service(self, token: str) -> Principal:
+        remembered = self._remembered(self._services, token, self.keys.service_public)
+        if remembered is not None:
+            return remembered
         name = self._kid(token)
         key = self.keys.service_public.get(name)
         if key is None:
             raise Unauthenticated("unknown service credential")
-        claims = self._decode(
+        claims, valid_until = self._decode(
             token, key, SERVICE_PREFIX + name, SERVICE_PREFIX + self.keys.own_service
         )
         if claims["sub"] != name:
             raise Unauthenticated("the service credential is not valid")
-        return Principal("service", name)
+        principal = Principal("service", name)
+        self._services.put(token, _Verified(principal, name, key, valid_until))
+        return principal
+
+
+def _valid_until(expires: object) -> float:
+    """The first instant a token with this ``exp`` is refused (PyJWT's rule: an integer exp,
+    expired once ``now - leeway >= exp``)."""
+    if not isinstance(expires, int | float | str):  # JSON: no other value converts
+        raise Unauthenticated("the access token is not valid")
+    try:
+        return int(expires) + LEEWAY_SECONDS
+    except (ValueError, OverflowError):
+        raise Unauthenticated("the access token is not valid") from None
+
+
+def _user_principal(claims: dict[str, object], valid_until: float) -> Principal:
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not subject:
+        raise Unauthenticated("the access token is not valid")
+    account_id = claims.get(ACCOUNT_ID_CLAIM, "")
+    version = claims.get(TOKEN_VERSION_CLAIM, 0)
+    if not isinstance(account_id, str) or (account_id and not ACCOUNT_ID.fullmatch(account_id)):
+        raise Unauthenticated("the access token is not valid")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise Unauthenticated("the access token is not valid")
+    return Principal(
+        "user",
+        subject,
+        account_id=account_id,
+        token_version=version,
+        expires_at=valid_until,
+    )
 
 
 class UserTokenIssuer:

@@ -1,17 +1,18 @@
-"""Wiring every service repeats: keys, the gRPC server with its edge, health, and serving."""
+"""The parts every service is built from: its keys, readiness, the gRPC server with its edge.
+
+:mod:`services.common.app` assembles them; tests build single servers with them directly.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from redis.asyncio import Redis
-from starlette.types import ASGIApp
 
-from services.common.auth import KeyRing, ServiceCredentials, TokenVerifier, ensure_keys
+from services.common.auth import KeyRing, ServiceCredentials, TokenVerifier
 from services.common.grpc_edge import EdgeInterceptor
 from services.common.grpc_server import (
     HealthReporter,
@@ -19,11 +20,12 @@ from services.common.grpc_server import (
     bind_port,
     create_grpc_server,
 )
-from services.common.runner import BackgroundFactory, ShutdownCallback, serve
 from services.common.sessions import Sessions
-from services.common.settings import RestEdgeSettings, env_bool, env_str
+
+__all__ = ["GrpcEndpoint", "Readiness", "Security", "create_endpoint", "redis_ready"]
 
 Readiness = Callable[[], Awaitable[bool]]
+"""A readiness check: True while the service can do its work (health follows it)."""
 
 
 @dataclass(frozen=True)
@@ -38,14 +40,6 @@ class Security:
     def load(cls, keys_dir: Path, service: str, *, sign_user_tokens: bool = False) -> Security:
         keys = KeyRing.load(keys_dir, service, sign_user_tokens=sign_user_tokens)
         return cls(keys, TokenVerifier(keys), ServiceCredentials(keys))
-
-
-def keys_dir_from_env(environ: Mapping[str, str]) -> Path:
-    """KEYS_DIR (default .data/keys); with KEYS_CREATE=1 missing keys are generated there."""
-    keys_dir = Path(env_str(environ, "KEYS_DIR", ".data/keys"))
-    if env_bool(environ, "KEYS_CREATE", False):
-        ensure_keys(keys_dir)
-    return keys_dir
 
 
 def redis_ready(redis: Redis) -> Readiness:
@@ -87,35 +81,3 @@ def create_endpoint(
     health = add_health_and_reflection(server, names)
     bound = bind_port(server, host, port, port_env)
     return GrpcEndpoint(server, health, bound)
-
-
-async def run_endpoint(
-    *,
-    name: str,
-    endpoint: GrpcEndpoint,
-    readiness: Readiness,
-    grace: float,
-    rest_app: ASGIApp | None = None,
-    rest_host: str = "127.0.0.1",
-    rest_port: int = 0,
-    rest_port_env: str = "",
-    background: Sequence[BackgroundFactory] = (),
-    on_shutdown: Sequence[ShutdownCallback] = (),
-    stop: asyncio.Event | None = None,
-    rest_edge: RestEdgeSettings | None = None,
-) -> None:
-    """Serve until SIGTERM/SIGINT (or `stop`), health following `readiness` every second."""
-    await serve(
-        name=name,
-        grpc_server=endpoint.server,
-        health=endpoint.health,
-        rest_app=rest_app,
-        rest_host=rest_host,
-        rest_port=rest_port,
-        rest_port_env=rest_port_env,
-        grace=grace,
-        background=[lambda: endpoint.health.run_checks(readiness, interval=1.0), *background],
-        on_shutdown=on_shutdown,
-        stop=stop,
-        rest_edge=rest_edge,
-    )

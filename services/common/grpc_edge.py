@@ -3,8 +3,10 @@
 Every call passes one server interceptor that (1) finds the method in RPC_ACCESS (generated
 from the `Auth:` lines of the .proto files; unknown methods are denied), (2) authenticates the
 caller from metadata (`x-missive-service-token` for services, `authorization: Bearer` for
-users) and checks it against the allowlist, (3) runs the servicer with the caller in a
-ContextVar, and (4) turns DomainError and Redis outages into a status with a clear message.
+users) and checks it against the allowlist, (3) runs the servicer with the caller and the
+request id in ContextVars, and (4) turns DomainError and Redis outages into a status with a
+clear message. The request id is the caller's `x-request-id` metadata when it is a plain token,
+else a new one: every log line written while the call is handled carries it.
 
 Before any of that, a request that does not decode as its message type (invalid UTF-8 in a
 string field, truncated bytes) fails with INVALID_ARGUMENT and a neutral message, on every
@@ -18,16 +20,15 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeAlias
 
 import grpc
 from missive.access import RPC_ACCESS, RpcAccess
 
-from services.common.auth import ServiceCredentials, TokenVerifier
-from services.common.channels import client_options
+from services.common.auth import TokenVerifier
 from services.common.domain import (
     DomainError,
     PermissionDenied,
@@ -35,12 +36,21 @@ from services.common.domain import (
     RateLimited,
     Unauthenticated,
 )
+from services.common.grpc_client import SERVICE_TOKEN_HEADER
+from services.common.logging import REQUEST_ID_HEADER, accepted_request_id, request_id_scope
 from services.common.redis import unavailable_reason
 from services.common.sessions import Sessions
 
+__all__ = [
+    "SERVICE_TOKEN_HEADER",
+    "UNDECODABLE_MESSAGE",
+    "Context",
+    "EdgeInterceptor",
+    "caller",
+]
+
 logger = logging.getLogger(__name__)
 
-SERVICE_TOKEN_HEADER = "x-missive-service-token"
 Context = grpc.aio.ServicerContext[Any, Any]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # not subscriptable at run time
 
@@ -87,8 +97,15 @@ def caller() -> Principal:
     return principal
 
 
-def optional_caller() -> Principal | None:
-    return _caller.get()
+@contextmanager
+def _call_scope(principal: Principal | None, request_id: str) -> Iterator[None]:
+    """The caller and request id of one call, for the code that handles it."""
+    token = _caller.set(principal)
+    try:
+        with request_id_scope(request_id):
+            yield
+    finally:
+        _caller.reset(token)
 
 
 def _status(error: DomainError) -> grpc.StatusCode:
@@ -131,13 +148,15 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             for key, value in (handler_call_details.invocation_metadata or ())
             if isinstance(value, str)
         ]
-        try:
-            principal = self._authenticate(method, access, entries)
-            if principal is not None and self.sessions is not None:
-                await self.sessions.check(principal)  # expired, revoked or deleted: refused
-        except DomainError as exc:
-            return _rejecting(handler, exc, method)
-        return _wrapped(handler, principal, method)
+        request_id = accepted_request_id(dict(entries).get(REQUEST_ID_HEADER))
+        with request_id_scope(request_id):
+            try:
+                principal = self._authenticate(method, access, entries)
+                if principal is not None and self.sessions is not None:
+                    await self.sessions.check(principal)  # expired, revoked or deleted: refused
+            except DomainError as exc:
+                return _rejecting(handler, exc, method)
+        return _wrapped(handler, principal, method, request_id)
 
     def _authenticate(
         self, method: str, access: RpcAccess | None, entries: list[tuple[str, str]]
@@ -181,79 +200,91 @@ def _credentials(entries: list[tuple[str, str]]) -> dict[str, str]:
 def _decoding_checked(handler: Handler) -> Handler:
     """`handler` with requests that do not decode refused as INVALID_ARGUMENT."""
     if handler.unary_unary is not None:
-        inner_unary: Any = handler.unary_unary
-
-        async def unary(request: Any, context: Context) -> Any:
-            await _refuse_undecodable(request, context)
-            return await inner_unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary,
-            request_deserializer=_safe_deserializer(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
+        return _checked_unary(handler)
     if handler.unary_stream is not None:
-        inner_stream: Any = handler.unary_stream
-        stream: Any
-        if inspect.isasyncgenfunction(inner_stream):
-
-            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                await _refuse_undecodable(request, context)
-                async for item in inner_stream(request, context):
-                    yield item
-
-        else:  # a coroutine writing with context.write (the stock health Watch)
-
-            async def stream(request: Any, context: Context) -> Any:
-                await _refuse_undecodable(request, context)
-                return await inner_stream(request, context)
-
-        return grpc.unary_stream_rpc_method_handler(
-            stream,
-            request_deserializer=_safe_deserializer(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
+        return _checked_unary_stream(handler)
     if handler.stream_stream is not None:
-        inner_bidi: Any = handler.stream_stream
-
-        async def checked(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
-            async for request in requests:
-                await _refuse_undecodable(request, context)
-                yield request
-
-        bidi: Any
-        if inspect.isasyncgenfunction(inner_bidi):
-
-            async def bidi(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
-                async for item in inner_bidi(checked(requests, context), context):
-                    yield item
-
-        else:
-
-            async def bidi(requests: AsyncIterator[Any], context: Context) -> Any:
-                return await inner_bidi(checked(requests, context), context)
-
-        return grpc.stream_stream_rpc_method_handler(
-            bidi,
-            request_deserializer=_safe_deserializer(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
+        return _checked_bidi(handler)
     return handler
 
 
-def _wrapped(handler: Handler, principal: Principal | None, method: str) -> Handler:
+def _checked_unary(handler: Handler) -> Handler:
+    inner: Any = handler.unary_unary
+
+    async def unary(request: Any, context: Context) -> Any:
+        await _refuse_undecodable(request, context)
+        return await inner(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        unary,
+        request_deserializer=_safe_deserializer(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _checked_unary_stream(handler: Handler) -> Handler:
+    inner: Any = handler.unary_stream
+    stream: Any
+    if inspect.isasyncgenfunction(inner):
+
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            await _refuse_undecodable(request, context)
+            async for item in inner(request, context):
+                yield item
+
+    else:  # a coroutine writing with context.write (the stock health Watch)
+
+        async def stream(request: Any, context: Context) -> Any:
+            await _refuse_undecodable(request, context)
+            return await inner(request, context)
+
+    return grpc.unary_stream_rpc_method_handler(
+        stream,
+        request_deserializer=_safe_deserializer(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _checked_bidi(handler: Handler) -> Handler:
+    inner: Any = handler.stream_stream
+
+    async def checked(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+        async for request in requests:
+            await _refuse_undecodable(request, context)
+            yield request
+
+    bidi: Any
+    if inspect.isasyncgenfunction(inner):
+
+        async def bidi(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            async for item in inner(checked(requests, context), context):
+                yield item
+
+    else:
+
+        async def bidi(requests: AsyncIterator[Any], context: Context) -> Any:
+            return await inner(checked(requests, context), context)
+
+    return grpc.stream_stream_rpc_method_handler(
+        bidi,
+        request_deserializer=_safe_deserializer(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _wrapped(
+    handler: Handler, principal: Principal | None, method: str, request_id: str
+) -> Handler:
     if handler.unary_unary is not None:
         inner_unary: Any = handler.unary_unary
 
         async def unary(request: Any, context: Context) -> Any:
             await _refuse_undecodable(request, context)
-            token = _caller.set(principal)
-            try:
-                return await inner_unary(request, context)
-            except Exception as exc:  # translated once, here
-                await _abort_for(exc, context, method)
-            finally:
-                _caller.reset(token)
+            with _call_scope(principal, request_id):
+                try:
+                    return await inner_unary(request, context)
+                except Exception as exc:  # translated once, here
+                    await _abort_for(exc, context, method)
 
         return grpc.unary_unary_rpc_method_handler(
             unary,
@@ -265,14 +296,12 @@ def _wrapped(handler: Handler, principal: Principal | None, method: str) -> Hand
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             await _refuse_undecodable(request, context)
-            token = _caller.set(principal)
-            try:
-                async for item in inner_stream(request, context):
-                    yield item
-            except Exception as exc:
-                await _abort_for(exc, context, method)
-            finally:
-                _caller.reset(token)
+            with _call_scope(principal, request_id):
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except Exception as exc:
+                    await _abort_for(exc, context, method)
 
         return grpc.unary_stream_rpc_method_handler(
             stream,
@@ -305,98 +334,4 @@ def _rejecting(handler: Handler, error: DomainError, method: str) -> Handler:
         unary,
         request_deserializer=_safe_deserializer(handler.request_deserializer),
         response_serializer=handler.response_serializer,
-    )
-
-
-class _ServiceToken:
-    """Adds this service's credential to the metadata of every call to one peer."""
-
-    def __init__(
-        self, credentials: ServiceCredentials, target: str, wait_for_ready: bool | None = None
-    ) -> None:
-        self.credentials = credentials
-        self.target = target
-        self.wait_for_ready = wait_for_ready
-
-    def details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        metadata.add(SERVICE_TOKEN_HEADER, self.credentials.token_for(self.target))
-        wait_for_ready = details.wait_for_ready
-        if wait_for_ready is None:
-            wait_for_ready = self.wait_for_ready
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, wait_for_ready
-        )
-
-
-# grpc.aio files an interceptor under the first call kind it implements only, so unary and
-# streaming calls each need their own interceptor object.
-class _UnaryUnaryToken(grpc.aio.UnaryUnaryClientInterceptor):
-    def __init__(self, token: _ServiceToken) -> None:
-        self.token = token
-
-    async def intercept_unary_unary(
-        self, continuation: Any, client_call_details: Any, request: Any
-    ) -> Any:
-        return await continuation(self.token.details(client_call_details), request)
-
-
-class _UnaryStreamToken(grpc.aio.UnaryStreamClientInterceptor):
-    def __init__(self, token: _ServiceToken) -> None:
-        self.token = token
-
-    async def intercept_unary_stream(
-        self, continuation: Any, client_call_details: Any, request: Any
-    ) -> Any:
-        return await continuation(self.token.details(client_call_details), request)
-
-
-def retry_service_config(service: str, methods: Sequence[str]) -> str:
-    """gRPC service config retrying UNAVAILABLE (request not processed) on idempotent methods."""
-    return json.dumps(
-        {
-            "methodConfig": [
-                {
-                    "name": [{"service": service, "method": m} for m in methods],
-                    "retryPolicy": {
-                        "maxAttempts": 3,
-                        "initialBackoff": "0.1s",
-                        "maxBackoff": "1s",
-                        "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE"],
-                    },
-                }
-            ]
-        }
-    )
-
-
-def peer_channel(
-    address: str,
-    credentials: ServiceCredentials,
-    target: str,
-    *,
-    retry_service: str | None = None,
-    retry_methods: Sequence[str] = (),
-    wait_for_ready: bool | None = None,
-) -> grpc.aio.Channel:
-    """A channel to a peer service that presents this service's credential on every call.
-
-    Keepalive (within the servers' ping policy) detects a silently dropped peer in seconds
-    instead of TCP's ~15 minutes; the reconnect backoff is capped at a few hundred ms, so a
-    restarted peer is reachable again at once (see :mod:`services.common.channels`).
-    ``wait_for_ready=True`` makes each call that has no setting of its own wait, within its
-    deadline, for the peer to become reachable instead of failing at once with UNAVAILABLE:
-    right for a relay that would retry anyway, wrong for a caller that must answer quickly.
-    """
-    options: list[tuple[str, Any]] = [
-        *client_options(),
-        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-        ("grpc.enable_retries", 1),
-    ]
-    if retry_service and retry_methods:
-        options.append(("grpc.service_config", retry_service_config(retry_service, retry_methods)))
-    token = _ServiceToken(credentials, target, wait_for_ready)
-    return grpc.aio.insecure_channel(
-        address, options=options, interceptors=[_UnaryUnaryToken(token), _UnaryStreamToken(token)]
     )

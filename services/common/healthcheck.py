@@ -8,7 +8,6 @@ Container healthchecks run it; the launcher uses :func:`check_async` for the sam
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -21,8 +20,6 @@ from grpc_health.v1 import health_pb2
 from services.common.ports import format_address
 
 __all__ = ["CHANNEL_OPTIONS", "check", "check_async", "check_http", "main", "status_name"]
-
-logger = logging.getLogger(__name__)
 
 _METHOD = "/grpc.health.v1.Health/Check"
 _Request = health_pb2.HealthCheckRequest

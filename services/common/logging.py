@@ -1,9 +1,16 @@
-"""Process-wide logging set-up (text or one JSON object per line) and the request-id context."""
+"""Process-wide logging set-up (text or one JSON object per line) and the request-id context.
+
+Every log line carries the request id of the work it belongs to: the edges set it per call
+(the gRPC interceptor from the ``x-request-id`` metadata, the REST middleware from the
+``X-Request-Id`` header, a new one when the caller sent none or an unusable one), channels to
+peers pass it on, and relays set the id of the outbox entry they deliver.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
@@ -13,8 +20,10 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 __all__ = [
+    "REQUEST_ID_HEADER",
     "JsonFormatter",
     "TextFormatter",
+    "accepted_request_id",
     "configure_logging",
     "get_request_id",
     "new_request_id",
@@ -25,6 +34,11 @@ __all__ = [
 
 # A ContextVar has to live at module level; it holds per-request data, not a client.
 _request_id: ContextVar[str | None] = ContextVar("missive_request_id", default=None)
+
+REQUEST_ID_HEADER = "x-request-id"
+"""The gRPC metadata key and (case-insensitive) HTTP header that carry a request id."""
+# What a caller may choose as request id: a plain token, so it is safe in any log format.
+_USABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 # Marks the handler this module installs, so a second configure_logging() replaces it.
 _HANDLER_NAME = "missive"
@@ -48,6 +62,13 @@ def reset_request_id(token: Token[str | None]) -> None:
 def new_request_id() -> str:
     """A fresh random request id."""
     return uuid.uuid4().hex
+
+
+def accepted_request_id(given: str | None) -> str:
+    """``given`` if it is a plain token (letters, digits, ``._-``; at most 64), else a new id."""
+    if given and _USABLE_REQUEST_ID.fullmatch(given):
+        return given
+    return new_request_id()
 
 
 @contextmanager

@@ -12,8 +12,6 @@ call per entry from then on.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar, Generic, TypeVar
@@ -24,7 +22,7 @@ import grpc.aio
 from services.common.delivery import PermanentDeliveryError, TransientDeliveryError
 from services.common.rpc_outcome import delivery_error
 
-__all__ = ["RpcReceiver", "consumer_name", "receiver_lane"]
+__all__ = ["RpcReceiver", "receiver_lane"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +30,6 @@ RequestT = TypeVar("RequestT")
 
 # Each item of a batch gets this much more time than a single call's deadline.
 _PER_ITEM_SECONDS = 0.02
-
-
-def consumer_name() -> str:
-    """This process's name in a relay's consumer group: hostname-pid.
-
-    A restarted process is a new consumer: what a crashed one had read but not acknowledged is
-    taken over by XAUTOCLAIM once idle for the outbox's ``claim_idle_ms``.
-    """
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def receiver_lane(fields: dict[str, str]) -> str:
@@ -107,24 +96,10 @@ class RpcReceiver(ABC, Generic[RequestT]):
         if not sent:
             return outcomes
         if not self._batches:
-            for index, _ in sent:
-                try:
-                    await self(*entries[index])
-                except PermanentDeliveryError as exc:
-                    outcomes[index] = exc
-            return outcomes
-        try:
-            deadline = self._timeout + _PER_ITEM_SECONDS * len(sent)
-            refusals = await self.send_batch(requests, deadline)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                logger.warning("%s has no batch call: one call per %s", self.peer, self.item)
-                self._batches = False
-                return await self.deliver_batch(entries)
-            refused = f"{self.peer} refused a batch of {len(sent)} {self.item}s"
-            raise delivery_error(exc, permanent=frozenset(), refused=refused) from exc
-        except OSError as exc:
-            raise TransientDeliveryError(f"{self.peer} unreachable: {exc}") from exc
+            return await self._one_by_one(entries, [index for index, _ in sent], outcomes)
+        refusals = await self._send_batch(requests)
+        if refusals is None:  # the peer has no batch call
+            return await self.deliver_batch(entries)
         if len(refusals) != len(sent):
             raise RuntimeError(f"{len(refusals)} results for {len(sent)} items")
         for (index, key), refusal in zip(sent, refusals, strict=True):
@@ -134,3 +109,32 @@ class RpcReceiver(ABC, Generic[RequestT]):
                 )
         logger.debug("%d %ss delivered to %s in one batch", len(sent), self.item, self.peer)
         return outcomes
+
+    async def _one_by_one(
+        self,
+        entries: list[tuple[str, dict[str, str]]],
+        indexes: list[int],
+        outcomes: list[PermanentDeliveryError | None],
+    ) -> list[PermanentDeliveryError | None]:
+        """Deliver ``entries[i]`` for each of ``indexes`` with the single call, in order."""
+        for index in indexes:
+            try:
+                await self(*entries[index])
+            except PermanentDeliveryError as exc:
+                outcomes[index] = exc
+        return outcomes
+
+    async def _send_batch(self, requests: list[RequestT]) -> Sequence[str] | None:
+        """The batch call's refusals; None if the peer has no batch call (UNIMPLEMENTED)."""
+        try:
+            deadline = self._timeout + _PER_ITEM_SECONDS * len(requests)
+            return await self.send_batch(requests, deadline)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                logger.warning("%s has no batch call: one call per %s", self.peer, self.item)
+                self._batches = False
+                return None
+            refused = f"{self.peer} refused a batch of {len(requests)} {self.item}s"
+            raise delivery_error(exc, permanent=frozenset(), refused=refused) from exc
+        except OSError as exc:
+            raise TransientDeliveryError(f"{self.peer} unreachable: {exc}") from exc

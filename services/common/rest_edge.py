@@ -1,4 +1,10 @@
-"""The REST edge: bearer-token verification for Connexion and DomainError → problem+json."""
+"""The REST edge: request ids, bearer-token verification and DomainError → problem+json.
+
+:func:`install_edge` puts both on a Connexion app: every request runs with a request id (the
+caller's ``X-Request-Id`` when it is a plain token, else a new one), echoed in the response's
+``X-Request-Id`` and carried by every log line written while it is handled; domain errors and
+Redis outages become problem+json once, for every operation.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,10 @@ import redis.exceptions
 from connexion import AsyncApp
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.middleware import MiddlewarePosition
 from missive.rest._runtime import problem_response, problem_type
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.auth import TokenVerifier
 from services.common.domain import (
@@ -20,8 +29,11 @@ from services.common.domain import (
     Unauthenticated,
     Unavailable,
 )
+from services.common.logging import REQUEST_ID_HEADER, accepted_request_id, request_id_scope
 from services.common.redis import unavailable_reason
 from services.common.sessions import Sessions
+
+__all__ = ["RequestIds", "bearer_verifier", "install_edge", "own_email", "principal"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +110,35 @@ async def _redis_problem(_request: ConnexionRequest, exc: Exception) -> Connexio
     return problem_response(503, "Service Unavailable", f"{reason[0].upper()}{reason[1:]}.")
 
 
-def install_error_handlers(app: AsyncApp) -> AsyncApp:
-    """Translate domain errors and Redis outages once, for every operation of `app`."""
+class RequestIds:
+    """ASGI middleware: each HTTP request runs with a request id, echoed in ``X-Request-Id``.
+
+    The id is the request's ``X-Request-Id`` when it is a plain token (letters, digits,
+    ``._-``, at most 64), else a new one.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = accepted_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        with request_id_scope(request_id):
+            await self.app(scope, receive, send_with_id)
+
+
+def install_edge(app: AsyncApp) -> AsyncApp:
+    """Request ids, and domain errors and Redis outages translated once, for every operation."""
+    # Outside Connexion's exception middleware: problem responses carry the id too.
+    app.add_middleware(RequestIds, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_error_handler(DomainError, _domain_problem)
     app.add_error_handler(redis.exceptions.RedisError, _redis_problem)
     return app

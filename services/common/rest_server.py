@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from typing import Any
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
@@ -65,141 +65,154 @@ def _problem_response(status: int, reason: str, detail: str, retry_after: int) -
     return head + body
 
 
+class _GuardedHTTPProtocol(asyncio.Protocol):
+    """uvicorn's HTTP protocol wrapped with the limits; :func:`guarded_protocol` configures it."""
+
+    settings: ClassVar[RestEdgeSettings]
+    base: ClassVar[type[Any]]
+    open_per_client: ClassVar[Counter[str]]
+    tick: ClassVar[float]
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.inner: Any = self.base(**kwargs)
+        self.loop: asyncio.AbstractEventLoop = self.inner.loop
+        self.transport: asyncio.Transport | None = None
+        self.client = "unknown"
+        self.counted = False
+        self.refused = False
+        self.header_started: float | None = None
+        self.last_received = 0.0
+        self.write_paused_at: float | None = None
+        self.watchdog: asyncio.TimerHandle | None = None
+
+    # -- connection life ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        now = self.loop.time()
+        self.header_started = self.last_received = now
+        if not self.settings.is_trusted_proxy(self.client):
+            self.open_per_client[self.client] += 1
+            self.counted = True
+            if self.open_per_client[self.client] > self.settings.max_connections_per_client:
+                self._refuse(transport)
+                return
+        self.inner.connection_made(transport)
+        self.watchdog = self.loop.call_later(self.tick, self._check)
+
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        self.refused = True
+        limit = self.settings.max_connections_per_client
+        logger.warning("refused a REST connection from %s: %d already open", self.client, limit)
+        detail = f"This client already has {limit} open connections; close some and retry."
+        transport.write(_problem_response(429, "Too Many Requests", detail, 1))
+        # Linger briefly, reading and discarding, so the client reads the answer rather
+        # than a reset caused by closing on its unread request.
+        self.loop.call_later(_REFUSED_LINGER_SECONDS, transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+        if self.counted:
+            self.counted = False
+            self.open_per_client[self.client] -= 1
+            if self.open_per_client[self.client] <= 0:
+                del self.open_per_client[self.client]
+        if not self.refused:
+            self.inner.connection_lost(exc)
+
+    # -- data ---------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        now = self.loop.time()
+        self.last_received = now
+        before = self.inner.cycle
+        if self.header_started is None and _between_requests(before):
+            self.header_started = now  # the first byte of the next request
+        self.inner.data_received(data)
+        if self.inner.cycle is not before:
+            self.header_started = None  # that request's headers are complete
+
+    def eof_received(self) -> bool | None:
+        if self.refused:
+            return None
+        return self.inner.eof_received()  # type: ignore[no-any-return]
+
+    def pause_writing(self) -> None:
+        self.write_paused_at = self.loop.time()
+        if not self.refused:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.write_paused_at = None
+        if not self.refused:
+            self.inner.resume_writing()
+
+    # -- the watchdog -------------------------------------------------------------------
+
+    def _check(self) -> None:
+        self.watchdog = None
+        transport = self.transport
+        if transport is None:
+            return
+        now = self.loop.time()
+        paused = self.write_paused_at
+        if paused is not None and now - paused > self.settings.idle_timeout:
+            # A closing transport still waits for its unread output to drain: drop it.
+            logger.info(
+                "closed a REST connection from %s: response not read for %gs",
+                self.client,
+                self.settings.idle_timeout,
+            )
+            transport.abort()
+            return
+        if transport.is_closing():
+            if paused is not None:  # closing, but stuck behind unread output
+                self.watchdog = self.loop.call_later(self.tick, self._check)
+            return
+        reason = self._expired(now)
+        if reason:
+            logger.info("closed a REST connection from %s: %s", self.client, reason)
+            transport.close()
+            return
+        self.watchdog = self.loop.call_later(self.tick, self._check)
+
+    def _expired(self, now: float) -> str:
+        cycle = self.inner.cycle
+        if _between_requests(cycle):
+            if self.header_started is not None:
+                if now - self.header_started > self.settings.header_timeout:
+                    return f"no complete request headers within {self.settings.header_timeout:g}s"
+            elif (
+                now - self.last_received > self.settings.idle_timeout + self.settings.header_timeout
+            ):
+                return "idle"  # uvicorn's keep-alive timeout normally closes it first
+            return ""
+        if getattr(cycle, "more_body", False) and now - self.last_received > (
+            self.settings.idle_timeout
+        ):
+            return f"request body stalled for {self.settings.idle_timeout:g}s"
+        return ""
+
+
 def guarded_protocol(settings: RestEdgeSettings, base: type[Any] = AutoHTTPProtocol) -> type[Any]:
     """An asyncio protocol class wrapping uvicorn's HTTP protocol ``base`` with the limits.
 
     It keeps the open connections per client of one server, so call it once per server.
     """
-    open_per_client: Counter[str] = Counter()
-    tick = max(0.05, min(settings.header_timeout, settings.idle_timeout) / 4)
-
-    class GuardedHTTPProtocol(asyncio.Protocol):
-        def __init__(self, **kwargs: Any) -> None:
-            self.inner: Any = base(**kwargs)
-            self.loop: asyncio.AbstractEventLoop = self.inner.loop
-            self.transport: asyncio.Transport | None = None
-            self.client = "unknown"
-            self.counted = False
-            self.refused = False
-            self.header_started: float | None = None
-            self.last_received = 0.0
-            self.write_paused_at: float | None = None
-            self.watchdog: asyncio.TimerHandle | None = None
-
-        # -- connection life ------------------------------------------------------------------
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            assert isinstance(transport, asyncio.Transport)
-            self.transport = transport
-            peer = transport.get_extra_info("peername")
-            self.client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-            now = self.loop.time()
-            self.header_started = self.last_received = now
-            if not settings.is_trusted_proxy(self.client):
-                open_per_client[self.client] += 1
-                self.counted = True
-                if open_per_client[self.client] > settings.max_connections_per_client:
-                    self._refuse(transport)
-                    return
-            self.inner.connection_made(transport)
-            self.watchdog = self.loop.call_later(tick, self._check)
-
-        def _refuse(self, transport: asyncio.Transport) -> None:
-            self.refused = True
-            limit = settings.max_connections_per_client
-            logger.warning("refused a REST connection from %s: %d already open", self.client, limit)
-            detail = f"This client already has {limit} open connections; close some and retry."
-            transport.write(_problem_response(429, "Too Many Requests", detail, 1))
-            # Linger briefly, reading and discarding, so the client reads the answer rather
-            # than a reset caused by closing on its unread request.
-            self.loop.call_later(_REFUSED_LINGER_SECONDS, transport.close)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self.watchdog is not None:
-                self.watchdog.cancel()
-                self.watchdog = None
-            if self.counted:
-                self.counted = False
-                open_per_client[self.client] -= 1
-                if open_per_client[self.client] <= 0:
-                    del open_per_client[self.client]
-            if not self.refused:
-                self.inner.connection_lost(exc)
-
-        # -- data ---------------------------------------------------------------------------
-
-        def data_received(self, data: bytes) -> None:
-            if self.refused:
-                return
-            now = self.loop.time()
-            self.last_received = now
-            before = self.inner.cycle
-            if self.header_started is None and _between_requests(before):
-                self.header_started = now  # the first byte of the next request
-            self.inner.data_received(data)
-            if self.inner.cycle is not before:
-                self.header_started = None  # that request's headers are complete
-
-        def eof_received(self) -> bool | None:
-            if self.refused:
-                return None
-            return self.inner.eof_received()  # type: ignore[no-any-return]
-
-        def pause_writing(self) -> None:
-            self.write_paused_at = self.loop.time()
-            if not self.refused:
-                self.inner.pause_writing()
-
-        def resume_writing(self) -> None:
-            self.write_paused_at = None
-            if not self.refused:
-                self.inner.resume_writing()
-
-        # -- the watchdog -------------------------------------------------------------------
-
-        def _check(self) -> None:
-            self.watchdog = None
-            transport = self.transport
-            if transport is None:
-                return
-            now = self.loop.time()
-            paused = self.write_paused_at
-            if paused is not None and now - paused > settings.idle_timeout:
-                # A closing transport still waits for its unread output to drain: drop it.
-                logger.info(
-                    "closed a REST connection from %s: response not read for %gs",
-                    self.client,
-                    settings.idle_timeout,
-                )
-                transport.abort()
-                return
-            if transport.is_closing():
-                if paused is not None:  # closing, but stuck behind unread output
-                    self.watchdog = self.loop.call_later(tick, self._check)
-                return
-            reason = self._expired(now)
-            if reason:
-                logger.info("closed a REST connection from %s: %s", self.client, reason)
-                transport.close()
-                return
-            self.watchdog = self.loop.call_later(tick, self._check)
-
-        def _expired(self, now: float) -> str:
-            cycle = self.inner.cycle
-            if _between_requests(cycle):
-                if self.header_started is not None:
-                    if now - self.header_started > settings.header_timeout:
-                        return f"no complete request headers within {settings.header_timeout:g}s"
-                elif now - self.last_received > settings.idle_timeout + settings.header_timeout:
-                    return "idle"  # uvicorn's keep-alive timeout normally closes it first
-                return ""
-            if getattr(cycle, "more_body", False) and now - self.last_received > (
-                settings.idle_timeout
-            ):
-                return f"request body stalled for {settings.idle_timeout:g}s"
-            return ""
-
-    return GuardedHTTPProtocol
+    attributes = {
+        "settings": settings,
+        "base": base,
+        "open_per_client": Counter[str](),
+        "tick": max(0.05, min(settings.header_timeout, settings.idle_timeout) / 4),
+    }
+    return type("GuardedHTTPProtocol", (_GuardedHTTPProtocol,), attributes)
 
 
 def _between_requests(cycle: Any) -> bool:

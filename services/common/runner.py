@@ -22,7 +22,15 @@ from services.common.grpc_server import HealthReporter
 from services.common.ports import bind_socket, format_address
 from services.common.rest_server import RestEdgeSettings, uvicorn_options
 
-__all__ = ["BackgroundFactory", "ShutdownCallback", "run", "serve"]
+__all__ = [
+    "BackgroundFactory",
+    "ShutdownCallback",
+    "UvicornServer",
+    "install_signal_handlers",
+    "remove_signal_handlers",
+    "run",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +48,8 @@ _SHUTDOWN_SLACK_SECONDS = 1.8
 _MIN_CALLBACK_SECONDS = 0.1
 
 
-class _UvicornServer(uvicorn.Server):
-    """uvicorn without its own signal handling; :func:`serve` owns SIGTERM/SIGINT."""
+class UvicornServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the caller (:func:`serve`) owns SIGTERM/SIGINT."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -67,9 +75,10 @@ def _on_signal(sig: signal.Signals, stop: asyncio.Event, name: str) -> None:
     stop.set()
 
 
-def _install_signal_handlers(
+def install_signal_handlers(
     loop: asyncio.AbstractEventLoop, stop: asyncio.Event, name: str
 ) -> list[signal.Signals]:
+    """SIGTERM/SIGINT set ``stop`` (a second one is logged); the signals handled."""
     installed = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -79,6 +88,12 @@ def _install_signal_handlers(
             continue
         installed.append(sig)
     return installed
+
+
+def remove_signal_handlers(loop: asyncio.AbstractEventLoop, signals: list[signal.Signals]) -> None:
+    """Undo :func:`install_signal_handlers`."""
+    for sig in signals:
+        loop.remove_signal_handler(sig)
 
 
 async def serve(
@@ -124,8 +139,8 @@ async def serve(
         except StartupError:
             await grpc_server.stop(None)
             raise
-    signals = _install_signal_handlers(loop, stop_event, name)
-    rest: _UvicornServer | None = None
+    signals = install_signal_handlers(loop, stop_event, name)
+    rest: UvicornServer | None = None
     rest_task: asyncio.Task[None] | None = None
     tasks: list[asyncio.Task[object]] = []
     failure: BaseException | None = None
@@ -144,7 +159,7 @@ async def serve(
                 timeout_graceful_shutdown=_rest_grace(grace),
                 **uvicorn_options(rest_edge or RestEdgeSettings()),
             )
-            rest = _UvicornServer(config)
+            rest = UvicornServer(config)
             rest_task = asyncio.create_task(rest.serve(sockets=[rest_socket]), name=f"{name}-rest")
             host, port = rest_socket.getsockname()[:2]
             logger.info("%s: REST listening on http://%s", name, format_address(host, port))
@@ -158,8 +173,7 @@ async def serve(
         await _shutdown(name, health, grpc_server, rest, rest_task, tasks, on_shutdown, grace)
         if rest_socket is not None:
             rest_socket.close()
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+        remove_signal_handlers(loop, signals)
     if failure is not None:
         raise failure
     logger.info("%s: stopped", name)
@@ -199,7 +213,7 @@ async def _shutdown(
     name: str,
     health: HealthReporter,
     grpc_server: grpc.aio.Server,
-    rest: _UvicornServer | None,
+    rest: UvicornServer | None,
     rest_task: asyncio.Task[None] | None,
     tasks: list[asyncio.Task[object]],
     on_shutdown: Sequence[ShutdownCallback],
@@ -248,7 +262,7 @@ def _rest_grace(grace: float) -> int:
 
 
 async def _stop_rest(
-    name: str, rest: _UvicornServer | None, rest_task: asyncio.Task[None] | None, grace: float
+    name: str, rest: UvicornServer | None, rest_task: asyncio.Task[None] | None, grace: float
 ) -> None:
     if rest is None or rest_task is None:
         return

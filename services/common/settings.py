@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Self
+from pathlib import Path
+from typing import Self, TypedDict, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from services.common.errors import ConfigError
@@ -23,6 +24,9 @@ __all__ = [
     "env_choice",
     "env_float",
     "env_int",
+    "env_port",
+    "env_redis_db",
+    "env_server",
     "env_str",
     "redact_url",
     "validate_redis_url",
@@ -31,6 +35,13 @@ __all__ = [
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
+KEYS_DIR_ENV = "KEYS_DIR"
+KEYS_CREATE_ENV = "KEYS_CREATE"
+DEFAULT_KEYS_DIR = ".data/keys"
+DEFAULT_HOST = "127.0.0.1"
+
+T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -48,14 +59,19 @@ def _missing(name: str) -> ConfigError:
     return ConfigError(f"{name} is required but not set")
 
 
-def env_str(environ: Mapping[str, str], name: str, default: str | None = None) -> str:
-    """``name``'s value, or ``default``; with no default the variable is required."""
+def _read(environ: Mapping[str, str], name: str, default: T | None, parse: Callable[[str], T]) -> T:
+    """``parse(value)`` of ``name``, or ``default`` when unset; required without a default."""
     value = _raw(environ, name)
     if value is not None:
-        return value
+        return parse(value)
     if default is None:
         raise _missing(name)
     return default
+
+
+def env_str(environ: Mapping[str, str], name: str, default: str | None = None) -> str:
+    """``name``'s value, or ``default``; with no default the variable is required."""
+    return _read(environ, name, default, str)
 
 
 def env_int(
@@ -67,17 +83,15 @@ def env_int(
     max: int | None = None,
 ) -> int:
     """``name`` as an integer within ``[min, max]``; anything else raises ConfigError."""
-    value = _raw(environ, name)
-    if value is None:
-        if default is None:
-            raise _missing(name)
-        return default
-    try:
-        number = int(value, 10)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not an integer") from None
-    _check_range(name, value, number, min, max)
-    return number
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value, 10)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} is not an integer") from None
+        return _check_range(name, value, number, min, max)
+
+    return _read(environ, name, default, parse)
 
 
 def env_float(
@@ -89,26 +103,25 @@ def env_float(
     max: float | None = None,
 ) -> float:
     """``name`` as a finite number within ``[min, max]``; anything else raises ConfigError."""
-    value = _raw(environ, name)
-    if value is None:
-        if default is None:
-            raise _missing(name)
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a number") from None
-    if not math.isfinite(number):
-        raise ConfigError(f"{name}={value!r} is not a finite number")
-    _check_range(name, value, number, min, max)
-    return number
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{name}={value!r} is not a finite number")
+        return _check_range(name, value, number, min, max)
+
+    return _read(environ, name, default, parse)
 
 
-def _check_range(name: str, raw: str, number: float, low: float | None, high: float | None) -> None:
+def _check_range(name: str, raw: str, number: N, low: float | None, high: float | None) -> N:
     if low is not None and number < low:
         raise ConfigError(f"{name}={raw!r} is below the minimum {low}")
     if high is not None and number > high:
         raise ConfigError(f"{name}={raw!r} is above the maximum {high}")
+    return number
 
 
 def env_address(environ: Mapping[str, str], name: str, default: str) -> str:
@@ -122,17 +135,18 @@ def env_address(environ: Mapping[str, str], name: str, default: str) -> str:
 
 def env_bool(environ: Mapping[str, str], name: str, default: bool | None = None) -> bool:
     """``name`` as a boolean: 1/0, true/false, yes/no, on/off (any case)."""
-    value = _raw(environ, name)
-    if value is None:
-        if default is None:
-            raise _missing(name)
-        return default
-    lowered = value.lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ConfigError(f"{name}={value!r} is not a boolean (use true/false, 1/0, yes/no, on/off)")
+
+    def parse(value: str) -> bool:
+        lowered = value.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigError(
+            f"{name}={value!r} is not a boolean (use true/false, 1/0, yes/no, on/off)"
+        )
+
+    return _read(environ, name, default, parse)
 
 
 def env_choice(
@@ -144,15 +158,24 @@ def env_choice(
     case_sensitive: bool = False,
 ) -> str:
     """``name``'s value, which must be one of ``choices`` (returned as spelled in ``choices``)."""
-    value = _raw(environ, name)
-    if value is None:
-        if default is None:
-            raise _missing(name)
-        return default
-    for choice in choices:
-        if value == choice or (not case_sensitive and value.lower() == choice.lower()):
-            return choice
-    raise ConfigError(f"{name}={value!r} is not one of: {', '.join(choices)}")
+
+    def parse(value: str) -> str:
+        for choice in choices:
+            if value == choice or (not case_sensitive and value.lower() == choice.lower()):
+                return choice
+        raise ConfigError(f"{name}={value!r} is not one of: {', '.join(choices)}")
+
+    return _read(environ, name, default, parse)
+
+
+def env_port(environ: Mapping[str, str], name: str, default: int) -> int:
+    """``name`` as a port to listen on (0 picks a free one)."""
+    return env_int(environ, name, default, min=0, max=65535)
+
+
+def env_redis_db(environ: Mapping[str, str], name: str, default: int) -> int:
+    """``name`` as a logical Redis database (0-15)."""
+    return env_int(environ, name, default, min=0, max=15)
 
 
 def validate_redis_url(name: str, url: str) -> str:
@@ -262,11 +285,17 @@ class CommonSettings:
     rest: RestEdgeSettings = field(default_factory=RestEdgeSettings)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Self:
+    def from_env(cls, environ: Mapping[str, str], *, redis: bool = True) -> Self:
         """Read REDIS_URL, LOG_LEVEL, LOG_FORMAT, SHUTDOWN_GRACE and the REST_* connection
-        settings (:class:`RestEdgeSettings`); ConfigError on bad values."""
+        settings (:class:`RestEdgeSettings`); ConfigError on bad values.
+
+        A service that stores nothing passes ``redis=False``: REDIS_URL is then not read at
+        all (even a malformed one is ignored) and ``redis_url`` keeps its unused default."""
+        redis_url = cls.redis_url
+        if redis:
+            redis_url = validate_redis_url("REDIS_URL", env_str(environ, "REDIS_URL", redis_url))
         return cls(
-            redis_url=validate_redis_url("REDIS_URL", env_str(environ, "REDIS_URL", cls.redis_url)),
+            redis_url=redis_url,
             log_level=env_choice(environ, "LOG_LEVEL", cls.log_level, LOG_LEVELS),
             log_format=env_choice(environ, "LOG_FORMAT", cls.log_format, LOG_FORMATS),
             shutdown_grace_seconds=env_float(
@@ -279,3 +308,28 @@ class CommonSettings:
     def redis_url_redacted(self) -> str:
         """The Redis URL without its password, for log lines."""
         return redact_url(self.redis_url)
+
+
+class ServerFields(TypedDict):
+    """The settings every gRPC service has, for its ``Settings(**env_server(...), ...)``."""
+
+    common: CommonSettings
+    keys_dir: Path
+    keys_create: bool
+    host: str
+    grpc_port: int
+
+
+def env_server(
+    environ: Mapping[str, str], grpc_port_env: str, grpc_port: int, *, redis: bool = True
+) -> ServerFields:
+    """The :class:`CommonSettings` (without REDIS_URL when ``redis`` is false), KEYS_DIR
+    (default .data/keys), KEYS_CREATE (whether start-up creates the missing key pairs there),
+    BIND_HOST (default 127.0.0.1) and the gRPC port from ``grpc_port_env``."""
+    return ServerFields(
+        common=CommonSettings.from_env(environ, redis=redis),
+        keys_dir=Path(env_str(environ, KEYS_DIR_ENV, DEFAULT_KEYS_DIR)),
+        keys_create=env_bool(environ, KEYS_CREATE_ENV, False),
+        host=env_str(environ, "BIND_HOST", DEFAULT_HOST),
+        grpc_port=env_port(environ, grpc_port_env, grpc_port),
+    )

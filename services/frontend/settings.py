@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.bootstrap import keys_dir_from_env
-from services.common.settings import CommonSettings, env_address, env_int, env_str
+from services.common.settings import (
+    CommonSettings,
+    env_address,
+    env_int,
+    env_server,
+)
 from services.frontend.service import MAX_STREAMS, MAX_STREAMS_PER_CLIENT, MAX_STREAMS_PER_USER
-
-logger = logging.getLogger(__name__)
 
 GRPC_PORT_ENV = "FRONTEND_GRPC_PORT"
 NOTIFICATION_ADDR_ENV = "NOTIFICATION_SERVICE_ADDR"
@@ -28,6 +29,7 @@ class Settings:
 
     common: CommonSettings
     keys_dir: Path
+    keys_create: bool = False
     host: str = "127.0.0.1"
     grpc_port: int = 3030
     notification_addr: str = "127.0.0.1:9799"
@@ -39,12 +41,8 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read the variables; ConfigError naming the first one that is malformed."""
-        without_redis = {key: value for key, value in environ.items() if key != "REDIS_URL"}
         return cls(
-            common=CommonSettings.from_env(without_redis),
-            keys_dir=keys_dir_from_env(environ),
-            host=env_str(environ, "BIND_HOST", cls.host),
-            grpc_port=env_int(environ, GRPC_PORT_ENV, cls.grpc_port, min=0, max=65535),
+            **env_server(environ, GRPC_PORT_ENV, cls.grpc_port, redis=False),
             notification_addr=env_address(environ, NOTIFICATION_ADDR_ENV, cls.notification_addr),
             user_addr=env_address(environ, USER_ADDR_ENV, cls.user_addr),
             max_streams=env_int(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 from collections.abc import Mapping, Sequence
@@ -23,17 +22,15 @@ from redis.retry import Retry
 from services.common.auth import ensure_keys
 from services.common.errors import StartupError
 from services.common.settings import redact_url
-from services.common.valkey import EmbeddedValkey, ValkeyBinaryNotFound, ValkeyStartError
 from services.launcher.config import LaunchConfig
 from services.launcher.endpoints import render_endpoints
 from services.launcher.health import wait_healthy
 from services.launcher.output import Console
 from services.launcher.preflight import check_ports
 from services.launcher.supervisor import Supervisor, describe_exit
+from services.launcher.valkey import EmbeddedValkey, ValkeyBinaryNotFound, ValkeyStartError
 
 __all__ = ["launch", "main", "parse_args"]
-
-logger = logging.getLogger(__name__)
 
 _VALKEY_POLL_SECONDS = 0.5
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import shlex
 from collections.abc import Mapping
 
@@ -11,8 +10,6 @@ from services.common.settings import redact_url
 from services.launcher.config import LaunchConfig
 
 __all__ = ["CLIENT_DEFAULT_HOST", "CLIENT_VARS", "client_exports", "render_endpoints"]
-
-logger = logging.getLogger(__name__)
 
 _NONE = "-"
 _HEADERS = ("service", "REST", "Swagger UI", "gRPC", "Redis DB")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -19,8 +18,6 @@ from services.launcher.config import ServiceSpec
 from services.launcher.output import Console
 
 __all__ = ["wait_healthy"]
-
-logger = logging.getLogger(__name__)
 
 _CHECK_DEADLINE = 1.0
 _POLL_INTERVAL = 0.25
@@ -82,6 +79,31 @@ class _Progress:
             await asyncio.sleep(_SPIN_INTERVAL)
 
 
+async def _poll(
+    console: Console,
+    progress: _Progress,
+    names: Sequence[str],
+    probe: Callable[[str], Awaitable[bool]],
+    started: float,
+    within: float,
+) -> list[str]:
+    """Probe the services not yet serving every poll interval; the names still not serving."""
+    loop = asyncio.get_running_loop()
+    while True:
+        pending = [name for name in names if name not in progress.healthy]
+        results = await asyncio.gather(*(probe(name) for name in pending))
+        for name, serving in zip(pending, results, strict=True):
+            if serving:
+                progress.mark(name, loop.time() - started)
+        if len(progress.healthy) == len(names):
+            console.status(None)
+            console.info(f"all services are healthy ({loop.time() - started:.1f}s)")
+            return []
+        if loop.time() - started >= within:
+            return [name for name in names if name not in progress.healthy]
+        await asyncio.sleep(_POLL_INTERVAL)
+
+
 async def wait_healthy(
     console: Console, specs: Sequence[ServiceSpec], host: str, within: float
 ) -> list[str]:
@@ -114,19 +136,7 @@ async def wait_healthy(
 
     spinner = asyncio.create_task(progress.spin(started)) if console.interactive else None
     try:
-        while True:
-            pending = [name for name in names if name not in progress.healthy]
-            results = await asyncio.gather(*(probe(name) for name in pending))
-            for name, serving in zip(pending, results, strict=True):
-                if serving:
-                    progress.mark(name, loop.time() - started)
-            if len(progress.healthy) == len(names):
-                console.status(None)
-                console.info(f"all services are healthy ({loop.time() - started:.1f}s)")
-                return []
-            if loop.time() - started >= within:
-                return [name for name in names if name not in progress.healthy]
-            await asyncio.sleep(_POLL_INTERVAL)
+        return await _poll(console, progress, names, probe, started, within)
     finally:
         if spinner is not None:
             spinner.cancel()

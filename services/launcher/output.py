@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import shutil
 import sys
 from collections.abc import Mapping
 from typing import TextIO
 
 __all__ = ["PREFIX_WIDTH", "Console", "use_color"]
-
-logger = logging.getLogger(__name__)
 
 PREFIX_WIDTH = len("notification")  # the longest service name
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from services.common.errors import ConfigError
@@ -10,8 +9,6 @@ from services.common.ports import bind_socket
 from services.launcher.config import PortSetting
 
 __all__ = ["check_ports"]
-
-logger = logging.getLogger(__name__)
 
 
 def check_ports(ports: Sequence[PortSetting]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 from collections.abc import Mapping, Sequence
@@ -15,8 +14,6 @@ from services.launcher.config import ServiceSpec
 from services.launcher.output import Console
 
 __all__ = ["Child", "Supervisor", "describe_exit"]
-
-logger = logging.getLogger(__name__)
 
 _LINE_LIMIT = 1024 * 1024  # longer lines are relayed in pieces
 _DRAIN_SECONDS = 2.0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from services.common.delivery import OUTBOX_LUA
+from services.common.outbox import OUTBOX_LUA
 
 # KEYS: 1 message:{id}, 2 conversation hash, 3 conversation message ids,
 #       4/5 sender's/receiver's conversation set, 6/7 sender's/receiver's conversations_by_time,

@@ -10,7 +10,7 @@ import grpc.aio
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
 from services.common.delivery import OutboxConfig, PermanentDeliveryError
-from services.common.receivers import RpcReceiver, consumer_name, receiver_lane
+from services.common.receivers import RpcReceiver, receiver_lane
 from services.message.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
 from services.message.records import decode_event
 
@@ -28,7 +28,7 @@ OUTBOX: Final = OutboxConfig(
 )
 
 
-__all__ = ["OUTBOX", "NotifyReceiver", "consumer_name", "lane_key"]
+__all__ = ["OUTBOX", "NotifyReceiver", "lane_key"]
 
 lane_key = receiver_lane
 

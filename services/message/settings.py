@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.common.bootstrap import keys_dir_from_env
-from services.common.settings import CommonSettings, env_address, env_int, env_str
+from services.common.settings import (
+    CommonSettings,
+    env_address,
+    env_int,
+    env_port,
+    env_redis_db,
+    env_server,
+)
 from services.message.service import SendLimits
 from services.message.store import DEFAULT_QUOTA_BYTES
-
-logger = logging.getLogger(__name__)
 
 REST_PORT_ENV = "MESSAGE_REST_PORT"
 GRPC_PORT_ENV = "MESSAGE_GRPC_PORT"
@@ -27,12 +30,13 @@ class Settings:
 
     common: CommonSettings
     keys_dir: Path
+    keys_create: bool = False
     host: str = "127.0.0.1"
     rest_port: int = 8081
     grpc_port: int = 9798
     redis_db: int = 1
-    user_service_addr: str = "127.0.0.1:9797"
-    notification_service_addr: str = "127.0.0.1:9799"
+    user_addr: str = "127.0.0.1:9797"
+    notification_addr: str = "127.0.0.1:9799"
     send: SendLimits = field(default_factory=SendLimits)
     quota_bytes: int = DEFAULT_QUOTA_BYTES
 
@@ -40,16 +44,11 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read the variables; ConfigError naming the first one that is malformed."""
         return cls(
-            common=CommonSettings.from_env(environ),
-            keys_dir=keys_dir_from_env(environ),
-            host=env_str(environ, "BIND_HOST", cls.host),
-            rest_port=env_int(environ, REST_PORT_ENV, cls.rest_port, min=0, max=65535),
-            grpc_port=env_int(environ, GRPC_PORT_ENV, cls.grpc_port, min=0, max=65535),
-            redis_db=env_int(environ, REDIS_DB_ENV, cls.redis_db, min=0, max=15),
-            user_service_addr=env_address(environ, USER_ADDR_ENV, cls.user_service_addr),
-            notification_service_addr=env_address(
-                environ, NOTIFICATION_ADDR_ENV, cls.notification_service_addr
-            ),
+            **env_server(environ, GRPC_PORT_ENV, cls.grpc_port),
+            rest_port=env_port(environ, REST_PORT_ENV, cls.rest_port),
+            redis_db=env_redis_db(environ, REDIS_DB_ENV, cls.redis_db),
+            user_addr=env_address(environ, USER_ADDR_ENV, cls.user_addr),
+            notification_addr=env_address(environ, NOTIFICATION_ADDR_ENV, cls.notification_addr),
             send=SendLimits(
                 messages=env_int(
                     environ, "MESSAGE_SEND_LIMIT", SendLimits.messages, min=1, max=1_000_000

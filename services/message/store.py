@@ -15,8 +15,8 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from services.common.delivery import outbox_lua_args
 from services.common.domain import Unavailable
+from services.common.outbox import outbox_lua_args
 from services.common.redis import FIXED_WINDOW_HIT_LUA
 from services.common.timestamps import format_timestamp
 from services.message import keys, lua

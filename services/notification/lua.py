@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from services.common.delivery import OUTBOX_LUA
+from services.common.outbox import OUTBOX_LUA
 
 # Account ownership of one email's list and subscription: claim(KEYS of account marker, list,
 # subscriptions hash; the email; the account id) returns 'ok' (owned by that account, or now

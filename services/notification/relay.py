@@ -9,7 +9,7 @@ import grpc.aio
 from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 
 from services.common.delivery import OutboxConfig, PermanentDeliveryError
-from services.common.receivers import RpcReceiver, consumer_name, receiver_lane
+from services.common.receivers import RpcReceiver, receiver_lane
 from services.notification.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
 from services.notification.records import decode_event
 from services.notification.wire import notification_to_proto
@@ -27,7 +27,7 @@ OUTBOX = OutboxConfig(
 PUSH_TIMEOUT_SECONDS = 2.0
 
 
-__all__ = ["OUTBOX", "FrontendPush", "consumer_name", "lane_key"]
+__all__ = ["OUTBOX", "FrontendPush", "lane_key"]
 
 lane_key = receiver_lane
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.bootstrap import keys_dir_from_env
-from services.common.settings import CommonSettings, env_address, env_int, env_str
-
-logger = logging.getLogger(__name__)
+from services.common.settings import (
+    CommonSettings,
+    env_address,
+    env_int,
+    env_port,
+    env_redis_db,
+    env_server,
+)
 
 REST_PORT_ENV = "NOTIFICATION_REST_PORT"
 GRPC_PORT_ENV = "NOTIFICATION_GRPC_PORT"
@@ -27,6 +30,7 @@ class Settings:
 
     common: CommonSettings
     keys_dir: Path
+    keys_create: bool = False
     host: str = "127.0.0.1"
     rest_port: int = 8082
     grpc_port: int = 9799
@@ -39,12 +43,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read the variables; ConfigError naming the first one that is malformed."""
         return cls(
-            common=CommonSettings.from_env(environ),
-            keys_dir=keys_dir_from_env(environ),
-            host=env_str(environ, "BIND_HOST", cls.host),
-            rest_port=env_int(environ, REST_PORT_ENV, cls.rest_port, min=0, max=65535),
-            grpc_port=env_int(environ, GRPC_PORT_ENV, cls.grpc_port, min=0, max=65535),
-            redis_db=env_int(environ, REDIS_DB_ENV, cls.redis_db, min=0, max=15),
+            **env_server(environ, GRPC_PORT_ENV, cls.grpc_port),
+            rest_port=env_port(environ, REST_PORT_ENV, cls.rest_port),
+            redis_db=env_redis_db(environ, REDIS_DB_ENV, cls.redis_db),
             frontend_addr=env_address(environ, FRONTEND_ADDR_ENV, cls.frontend_addr),
             user_addr=env_address(environ, USER_ADDR_ENV, cls.user_addr),
             retention=env_int(environ, RETENTION_ENV, cls.retention, min=1, max=MAX_RETENTION),

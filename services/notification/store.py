@@ -13,7 +13,7 @@ from typing import Final
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from services.common.delivery import outbox_lua_args
+from services.common.outbox import outbox_lua_args
 from services.notification import keys, lua
 from services.notification.models import (
     CreateResult,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from services.common.delivery import OUTBOX_LUA
+from services.common.outbox import OUTBOX_LUA
 
 # The document and its index entry are written together or not at all.
 CREATE: Final = """

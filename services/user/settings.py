@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.common.bootstrap import keys_dir_from_env
-from services.common.settings import CommonSettings, env_address, env_int, env_str
+from services.common.settings import (
+    CommonSettings,
+    env_address,
+    env_int,
+    env_port,
+    env_redis_db,
+    env_server,
+)
 from services.user.passwords import MIN_MEMORY_KIB, MIN_PARALLELISM, MIN_TIME_COST, HashParams
 from services.user.service import LoginLimits
-
-logger = logging.getLogger(__name__)
 
 REST_PORT_ENV = "USER_REST_PORT"
 GRPC_PORT_ENV = "USER_GRPC_PORT"
@@ -27,6 +30,7 @@ class Settings:
 
     common: CommonSettings = field(default_factory=CommonSettings)
     keys_dir: Path = Path(".data/keys")
+    keys_create: bool = False
     host: str = "127.0.0.1"
     rest_port: int = 8080
     grpc_port: int = 9797
@@ -37,20 +41,17 @@ class Settings:
     login: LoginLimits = field(default_factory=LoginLimits)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     # Where the data of deleted accounts is erased (the account outbox's relay calls them).
-    message_service_addr: str = "127.0.0.1:9798"
-    notification_service_addr: str = "127.0.0.1:9799"
+    message_addr: str = "127.0.0.1:9798"
+    notification_addr: str = "127.0.0.1:9799"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read the variables; ConfigError naming the first one that is malformed."""
         login = LoginLimits()
         return cls(
-            common=CommonSettings.from_env(environ),
-            keys_dir=keys_dir_from_env(environ),
-            host=env_str(environ, "BIND_HOST", cls.host),
-            rest_port=env_int(environ, REST_PORT_ENV, cls.rest_port, min=0, max=65535),
-            grpc_port=env_int(environ, GRPC_PORT_ENV, cls.grpc_port, min=0, max=65535),
-            redis_db=env_int(environ, "USER_REDIS_DB", cls.redis_db, min=0, max=15),
+            **env_server(environ, GRPC_PORT_ENV, cls.grpc_port),
+            rest_port=env_port(environ, REST_PORT_ENV, cls.rest_port),
+            redis_db=env_redis_db(environ, "USER_REDIS_DB", cls.redis_db),
             token_ttl_seconds=env_int(
                 environ, "USER_TOKEN_TTL", cls.token_ttl_seconds, min=60, max=86400
             ),
@@ -145,8 +146,6 @@ class Settings:
             max_body_bytes=env_int(
                 environ, "USER_MAX_BODY_BYTES", cls.max_body_bytes, min=1024, max=16 * 1024 * 1024
             ),
-            message_service_addr=env_address(environ, MESSAGE_ADDR_ENV, cls.message_service_addr),
-            notification_service_addr=env_address(
-                environ, NOTIFICATION_ADDR_ENV, cls.notification_service_addr
-            ),
+            message_addr=env_address(environ, MESSAGE_ADDR_ENV, cls.message_addr),
+            notification_addr=env_address(environ, NOTIFICATION_ADDR_ENV, cls.notification_addr),
         )

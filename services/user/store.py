@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.common.delivery import outbox_lua_args
+from services.common.outbox import outbox_lua_args
 from services.common.redis import FIXED_WINDOW_HIT_LUA
 from services.user import keys, lua
 from services.user.models import Admission, Counter, LoginPolicy, StoredUser

@@ -7,16 +7,20 @@ import contextlib
 import logging
 import math
 import os
-import signal
 import sys
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 
 import uvicorn
 from sse_starlette.sse import AppStatus
 
 from services.common.logging import configure_logging
 from services.common.ports import bind_socket, format_address
-from services.common.runner import run
+from services.common.runner import (
+    UvicornServer,
+    install_signal_handlers,
+    remove_signal_handlers,
+    run,
+)
 from services.web.app import create_asgi
 from services.web.live import LiveStreams
 from services.web.settings import PORT_ENV, SECRET_ENV, Settings
@@ -27,14 +31,6 @@ NAME = "web"
 _SLACK_SECONDS = 1.5
 _STREAM_END_POLLS = 50
 """Up to 1 s (50 x 20 ms) for the live streams to end before the server stops."""
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: :func:`main` owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | None = None) -> None:
@@ -60,14 +56,10 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
         proxy_headers=False,
         timeout_graceful_shutdown=max(1, math.ceil(common.shutdown_grace_seconds)),
     )
-    server = _Server(config)
+    server = UvicornServer(config)
     stop_event = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, _on_signal, sig, stop_event)
-            installed.append(sig)
+    installed = install_signal_handlers(loop, stop_event, NAME)
     AppStatus.should_exit = False
     serving = asyncio.create_task(server.serve(sockets=[sock]), name=f"{NAME}-http")
     host, port = sock.getsockname()[:2]
@@ -107,17 +99,8 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
         sock.close()
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+        remove_signal_handlers(loop, installed)
     logger.info("%s: stopped", NAME)
-
-
-def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
-    if stop.is_set():
-        logger.warning("%s: received %s again; already shutting down", NAME, sig.name)
-        return
-    logger.info("%s: received %s; shutting down", NAME, sig.name)
-    stop.set()
 
 
 if __name__ == "__main__":

@@ -246,19 +246,24 @@ def _message_json(message: Message) -> dict[str, object]:
     }
 
 
+def _send_form_error(peer: str, content: str) -> str | None:
+    """What is wrong with the new-message form, if anything."""
+    if not peer:
+        return "Enter who the message is for."
+    if not content.strip():
+        return "Write a message first."
+    if len(content) > MAX_CONTENT_CHARS:
+        return f"A message has at most {MAX_CONTENT_CHARS} characters."
+    return None
+
+
 async def send(request: Request) -> Response:
     """Send a message: from a conversation (to its peer) or from the inbox's new-message form."""
     form = await posted_form(request)
     raw_peer = request.path_params.get("peer") or form.get("to", "")
     content = form.get("content", "")
     peer = raw_peer.strip().lower()
-    error = None
-    if not peer:
-        error = "Enter who the message is for."
-    elif not content.strip():
-        error = "Write a message first."
-    elif len(content) > MAX_CONTENT_CHARS:
-        error = f"A message has at most {MAX_CONTENT_CHARS} characters."
+    error = _send_form_error(peer, content)
     message = None
     async with signed_in(request) as (client, email):
         if error is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,11 +12,9 @@ from services.common.settings import (
     env_address,
     env_bool,
     env_float,
-    env_int,
+    env_port,
     env_str,
 )
-
-logger = logging.getLogger(__name__)
 
 PORT_ENV = "WEB_PORT"
 SECRET_ENV = "WEB_SECRET"
@@ -55,16 +52,15 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read the variables; ConfigError naming the first one that is malformed."""
-        without_redis = {key: value for key, value in environ.items() if key != "REDIS_URL"}
         raw_secret = env_str(environ, SECRET_ENV, "")
         if raw_secret and len(raw_secret) < MIN_SECRET_LENGTH:
             raise ConfigError(f"{SECRET_ENV} must be at least {MIN_SECRET_LENGTH} characters long")
         return cls(
-            common=CommonSettings.from_env(without_redis),
+            common=CommonSettings.from_env(environ, redis=False),
             secret=raw_secret.encode() if raw_secret else secrets.token_bytes(32),
             secret_generated=not raw_secret,
             host=env_str(environ, "BIND_HOST", cls.host),
-            port=env_int(environ, PORT_ENV, cls.port, min=0, max=65535),
+            port=env_port(environ, PORT_ENV, cls.port),
             user_url=_http_url(environ, "USER_SERVICE_URL", cls.user_url),
             user_addr=env_address(environ, "USER_SERVICE_ADDR", cls.user_addr),
             message_addr=env_address(environ, "MESSAGE_SERVICE_ADDR", cls.message_addr),

@@ -12,11 +12,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 COPIED = (
+    "pyproject.toml",
     "proto_definitions",
     "openapi",
     "generated",
-    "clients/python/missive_client/_generated",
-    "clients/python/missive_client/_models.py",
+    "clients/python/missive_client",
 )
 
 
@@ -42,7 +42,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy of the contracts, the committed generated code and the SDK's public models."""
+    """A copy of the contracts, the committed generated code and the SDK."""
     for rel in COPIED:
         source, target = ROOT / rel, tmp_path / rel
         if source.is_file():

@@ -554,26 +554,11 @@ class _Builder:
 
     def single(self, item: FieldDescriptor, depth: int) -> st.SearchStrategy[Any] | None:
         """One value of the field (an element, for repeated fields); None: leave it unset."""
-        kind, name = item.type, item.name.lower()
+        kind = item.type
         if kind == FieldDescriptor.TYPE_MESSAGE:
-            assert item.message_type is not None
-            full = item.message_type.full_name
-            if full == "google.protobuf.Timestamp":
-                return timestamp_strategy()
-            if full == "google.protobuf.Duration":
-                return duration_strategy()
-            if depth >= self.max_depth:
-                return None
-            return self.message(item.message_type, depth + 1)
-        bounds = field_bounds(item, self.docs)
+            return self._submessage(item, depth)
         if kind == FieldDescriptor.TYPE_STRING:
-            if "email" in name:
-                return st.one_of(email_strategy(), email_strategy(), string_strategy(bounds))
-            if name == "id" or name.endswith("_id"):
-                return id_string_strategy(bounds)
-            if "token" in name:
-                return token_strategy()
-            return string_strategy(bounds)
+            return _string_field(item.name.lower(), field_bounds(item, self.docs))
         if kind == FieldDescriptor.TYPE_BYTES:
             return st.one_of(
                 st.binary(max_size=32),
@@ -590,8 +575,31 @@ class _Builder:
             return enum_strategy(item.enum_type)
         if kind in _INTEGERS:
             low, high = _INTEGERS[kind]
-            return integer_strategy(low, high, bounds)
+            return integer_strategy(low, high, field_bounds(item, self.docs))
         raise TypeError(f"{item.full_name}: unsupported field type {kind}")
+
+    def _submessage(self, item: FieldDescriptor, depth: int) -> st.SearchStrategy[Any] | None:
+        assert item.message_type is not None
+        full = item.message_type.full_name
+        if full == "google.protobuf.Timestamp":
+            return timestamp_strategy()
+        if full == "google.protobuf.Duration":
+            return duration_strategy()
+        if depth >= self.max_depth:
+            return None
+        return self.message(item.message_type, depth + 1)
+
+
+def _string_field(name: str, bounds: Bounds) -> st.SearchStrategy[Any]:
+    """Strings for a field called ``name`` (lower case): emails, ids and tokens where the name
+    says so, with their ``bounds`` from the contract docs."""
+    if "email" in name:
+        return st.one_of(email_strategy(), email_strategy(), string_strategy(bounds))
+    if name == "id" or name.endswith("_id"):
+        return id_string_strategy(bounds)
+    if "token" in name:
+        return token_strategy()
+    return string_strategy(bounds)
 
 
 def _merge(target: Message, value: Message) -> None:
@@ -610,13 +618,7 @@ def _assign(message: Message, item: FieldDescriptor, value: Any) -> None:
         return
     target = getattr(message, item.name)
     if _is_map(item):
-        assert item.message_type is not None
-        if item.message_type.fields_by_name["value"].message_type is None:
-            target.update(value)
-        else:
-            for key, entry in value.items():
-                if entry is not None:
-                    _merge(target[key], entry)
+        _assign_map(target, item, value)
     elif item.is_repeated and item.message_type is not None:
         for entry in value:
             if entry is not None:
@@ -627,6 +629,16 @@ def _assign(message: Message, item: FieldDescriptor, value: Any) -> None:
         _merge(target, value)
     else:
         setattr(message, item.name, value)
+
+
+def _assign_map(target: Any, item: FieldDescriptor, value: dict[Any, Any]) -> None:
+    assert item.message_type is not None
+    if item.message_type.fields_by_name["value"].message_type is None:
+        target.update(value)
+        return
+    for key, entry in value.items():
+        if entry is not None:
+            _merge(target[key], entry)
 
 
 def _construct(cls: type[Message], descriptor: Descriptor, values: dict[str, Any]) -> Message:

@@ -264,120 +264,133 @@ def _page_limit(request: Any) -> int:
     return request.page_size or 50
 
 
-def _reply_checks() -> dict[str, Callable[[Any, Any], None]]:
-    def send(request: Any, reply: Any) -> None:
-        assert reply.message.id >= 1
-        assert reply.message.sender_email == _normalised(request.sender_email)
-        assert reply.message.receiver_email == _normalised(request.receiver_email)
-        assert reply.message.HasField("timestamp")
-
-    def message(request: Any, reply: Any) -> None:
-        assert reply.id == request.id
-        assert _normalised(request.user_email) in (reply.sender_email, reply.receiver_email)
-
-    def messages(request: Any, reply: Any) -> None:
-        assert len(reply.messages) <= _page_limit(request)
-        me = _normalised(request.user_email)
-        for item in reply.messages:
-            assert me in (item.sender_email, item.receiver_email)
-
-    def conversations(request: Any, reply: Any) -> None:
-        assert len(reply.conversations) <= _page_limit(request)
-        for item in reply.conversations:
-            assert item.message_count >= 1 and item.HasField("last_message")
-
-    def conversation(request: Any, reply: Any) -> None:
-        assert reply.peer_email == _normalised(request.peer_email)
-        assert reply.unread_count == 0
-
-    def subscription(request: Any, reply: Any) -> None:
-        assert reply.email == _normalised(request.email)
-
-    def notifications(request: Any, reply: Any) -> None:
-        assert len(reply.notifications) <= _page_limit(request)
-        for item in reply.notifications:
-            assert item.receiver_email == _normalised(request.email)
-            assert not (request.unread_only and item.read)
-
-    def notification(request: Any, reply: Any) -> None:
-        assert reply.id == request.id and reply.read
-        assert reply.receiver_email == _normalised(request.email)
-
-    def authenticate(request: Any, reply: Any) -> None:
-        if reply.authenticated:
-            assert reply.access_token and reply.token_type == "Bearer"
-            assert reply.HasField("expires_at")
-        else:
-            assert not reply.access_token and not reply.HasField("expires_at")
-
-    def user(request: Any, reply: Any) -> None:
-        assert reply.email == _normalised(request.email) and reply.name
-
-    def users(request: Any, reply: Any) -> None:
-        assert len(reply.users) <= _page_limit(request)
-        emails = [item.email for item in reply.users]
-        assert emails == sorted(emails)
-
-    def created(request: Any, reply: Any) -> None:
-        assert reply.subscribed == reply.HasField("notification")
-        if reply.HasField("notification"):
-            assert reply.notification.message_id == request.message_id
-
-    def created_each(request: Any, reply: Any) -> None:
-        assert len(reply.results) == len(request.items)
-        for item, result in zip(request.items, reply.results, strict=True):
-            assert bool(result.invalid_argument) != result.HasField("response")
-            if result.HasField("response"):
-                created(item, result.response)
-
-    def received_each(request: Any, reply: Any) -> None:
-        assert len(reply.results) == len(request.items)
-        for result in reply.results:
-            assert not (result.invalid_argument and result.delivered_to)
-
-    def stream(request: Any, reply: Any) -> None:
-        for item in reply:
-            assert item.receiver_email == _normalised(request.email)
-
-    def dead_letters(request: Any, reply: Any) -> None:
-        assert len(reply.dead_letters) <= min(_page_limit(request), reply.total)
-        for item in reply.dead_letters:
-            assert item.id and item.HasField("dead_lettered_at")
-
-    def acted_on(count_field: str) -> Callable[[Any, Any], None]:
-        def check(request: Any, reply: Any) -> None:
-            count = getattr(reply, count_field)
-            assert count >= 0 and set(reply.not_found) <= set(request.ids)
-            if not request.all:
-                assert count + len(reply.not_found) == len(set(request.ids))
-
-        return check
-
-    return {
-        "SendMessage": send,
-        "GetMessage": message,
-        "GetMessages": messages,
-        "ListConversations": conversations,
-        "MarkConversationRead": conversation,
-        "CheckUserSubscribed": subscription,
-        "SubscribeUser": subscription,
-        "UnsubscribeUser": subscription,
-        "ListNotifications": notifications,
-        "MarkNotificationRead": notification,
-        "AuthenticateUser": authenticate,
-        "GetUser": user,
-        "ListUsers": users,
-        "CreateNotification": created,
-        "CreateNotifications": created_each,
-        "ReceiveNotifications": received_each,
-        "SubscribeNotifications": stream,
-        "ListDeadLetters": dead_letters,
-        "ReplayDeadLetters": acted_on("replayed"),
-        "DropDeadLetters": acted_on("dropped"),
-    }
+def _check_send(request: Any, reply: Any) -> None:
+    assert reply.message.id >= 1
+    assert reply.message.sender_email == _normalised(request.sender_email)
+    assert reply.message.receiver_email == _normalised(request.receiver_email)
+    assert reply.message.HasField("timestamp")
 
 
-REPLY_CHECKS = _reply_checks()
+def _check_message(request: Any, reply: Any) -> None:
+    assert reply.id == request.id
+    assert _normalised(request.user_email) in (reply.sender_email, reply.receiver_email)
+
+
+def _check_messages(request: Any, reply: Any) -> None:
+    assert len(reply.messages) <= _page_limit(request)
+    me = _normalised(request.user_email)
+    for item in reply.messages:
+        assert me in (item.sender_email, item.receiver_email)
+
+
+def _check_conversations(request: Any, reply: Any) -> None:
+    assert len(reply.conversations) <= _page_limit(request)
+    for item in reply.conversations:
+        assert item.message_count >= 1 and item.HasField("last_message")
+
+
+def _check_conversation(request: Any, reply: Any) -> None:
+    assert reply.peer_email == _normalised(request.peer_email)
+    assert reply.unread_count == 0
+
+
+def _check_subscription(request: Any, reply: Any) -> None:
+    assert reply.email == _normalised(request.email)
+
+
+def _check_notifications(request: Any, reply: Any) -> None:
+    assert len(reply.notifications) <= _page_limit(request)
+    for item in reply.notifications:
+        assert item.receiver_email == _normalised(request.email)
+        assert not (request.unread_only and item.read)
+
+
+def _check_notification(request: Any, reply: Any) -> None:
+    assert reply.id == request.id and reply.read
+    assert reply.receiver_email == _normalised(request.email)
+
+
+def _check_authenticate(request: Any, reply: Any) -> None:
+    if reply.authenticated:
+        assert reply.access_token and reply.token_type == "Bearer"
+        assert reply.HasField("expires_at")
+    else:
+        assert not reply.access_token and not reply.HasField("expires_at")
+
+
+def _check_user(request: Any, reply: Any) -> None:
+    assert reply.email == _normalised(request.email) and reply.name
+
+
+def _check_users(request: Any, reply: Any) -> None:
+    assert len(reply.users) <= _page_limit(request)
+    emails = [item.email for item in reply.users]
+    assert emails == sorted(emails)
+
+
+def _check_created(request: Any, reply: Any) -> None:
+    assert reply.subscribed == reply.HasField("notification")
+    if reply.HasField("notification"):
+        assert reply.notification.message_id == request.message_id
+
+
+def _check_created_each(request: Any, reply: Any) -> None:
+    assert len(reply.results) == len(request.items)
+    for item, result in zip(request.items, reply.results, strict=True):
+        assert bool(result.invalid_argument) != result.HasField("response")
+        if result.HasField("response"):
+            _check_created(item, result.response)
+
+
+def _check_received_each(request: Any, reply: Any) -> None:
+    assert len(reply.results) == len(request.items)
+    for result in reply.results:
+        assert not (result.invalid_argument and result.delivered_to)
+
+
+def _check_stream(request: Any, reply: Any) -> None:
+    for item in reply:
+        assert item.receiver_email == _normalised(request.email)
+
+
+def _check_dead_letters(request: Any, reply: Any) -> None:
+    assert len(reply.dead_letters) <= min(_page_limit(request), reply.total)
+    for item in reply.dead_letters:
+        assert item.id and item.HasField("dead_lettered_at")
+
+
+def _check_acted_on(count_field: str) -> Callable[[Any, Any], None]:
+    def check(request: Any, reply: Any) -> None:
+        count = getattr(reply, count_field)
+        assert count >= 0 and set(reply.not_found) <= set(request.ids)
+        if not request.all:
+            assert count + len(reply.not_found) == len(set(request.ids))
+
+    return check
+
+
+REPLY_CHECKS: dict[str, Callable[[Any, Any], None]] = {
+    "SendMessage": _check_send,
+    "GetMessage": _check_message,
+    "GetMessages": _check_messages,
+    "ListConversations": _check_conversations,
+    "MarkConversationRead": _check_conversation,
+    "CheckUserSubscribed": _check_subscription,
+    "SubscribeUser": _check_subscription,
+    "UnsubscribeUser": _check_subscription,
+    "ListNotifications": _check_notifications,
+    "MarkNotificationRead": _check_notification,
+    "AuthenticateUser": _check_authenticate,
+    "GetUser": _check_user,
+    "ListUsers": _check_users,
+    "CreateNotification": _check_created,
+    "CreateNotifications": _check_created_each,
+    "ReceiveNotifications": _check_received_each,
+    "SubscribeNotifications": _check_stream,
+    "ListDeadLetters": _check_dead_letters,
+    "ReplayDeadLetters": _check_acted_on("replayed"),
+    "DropDeadLetters": _check_acted_on("dropped"),
+}
 
 
 # --------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from schemathesis.schemas import BaseSchema
 
 from services.common.auth import KeyRing, UserTokenIssuer
 from services.common.bootstrap import Security, redis_ready
-from services.common.grpc_edge import peer_channel
+from services.common.grpc_client import peer_channel
 from services.common.redis import create_redis
 from services.common.sessions import GrpcAccounts, Sessions
 from services.message.api_rest.app import create_rest_app as message_app
@@ -185,7 +185,7 @@ def _in_process_app(name: str, system: System) -> LazyApp:
             quota_bytes=settings.quota_bytes,
         )
         users = peer_channel(
-            settings.user_service_addr,
+            settings.user_addr,
             security.credentials,
             target="user",
             retry_service=USER_SERVICE_NAME,

@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
 from services.common.bootstrap import Security
-from services.common.grpc_edge import peer_channel
+from services.common.grpc_client import peer_channel
 from tests.e2e.test_faults import _collect_live, _stored, _users, _wait_stored
 from tests.helpers.clients import Stubs, User
 from tests.helpers.system import System

@@ -14,7 +14,7 @@ from missive.message.v1 import message_pb2
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
 from services.common.bootstrap import Security
-from services.common.grpc_edge import peer_channel
+from services.common.grpc_client import peer_channel
 from tests.helpers.clients import Stubs, User, register_and_login
 from tests.helpers.system import System
 

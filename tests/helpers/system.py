@@ -21,7 +21,7 @@ import httpx
 
 from services.common.auth import ensure_keys
 from services.common.ports import free_port
-from services.common.valkey import EmbeddedValkey
+from services.launcher.valkey import EmbeddedValkey
 from tests.helpers.grpc_clients import SERVING, health_status
 from tests.helpers.valkey import start_valkey
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from services.common.valkey import EmbeddedValkey
+from services.launcher.valkey import EmbeddedValkey
 
 
 def start_valkey(data_dir: Path, **kwargs: Any) -> EmbeddedValkey:

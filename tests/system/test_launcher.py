@@ -24,10 +24,10 @@ import httpx
 import pytest
 
 from services.common.ports import free_port
-from services.common.valkey import EmbeddedValkey
 from services.launcher.config import LaunchConfig
 from services.launcher.endpoints import client_exports, render_endpoints
 from services.launcher.output import Console, use_color
+from services.launcher.valkey import EmbeddedValkey
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("user", "message", "notification", "frontend", "web")

@@ -17,6 +17,7 @@ from missive_client._async_client import (
     AsyncNotifications,
     AsyncUsers,
 )
+from missive_client._async_pagination import AsyncPager
 from missive_client._client import Client, Messages, Notifications, Users
 from missive_client._config import ClientConfig, Transport
 from missive_client._errors import (
@@ -43,7 +44,7 @@ from missive_client._models import (
     Token,
     User,
 )
-from missive_client._pagination import AsyncPager, Pager
+from missive_client._pagination import Pager
 from missive_client._stream import AsyncNotificationStream, NotificationStream, ReconnectCallback
 
 __all__ = [

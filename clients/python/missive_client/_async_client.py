@@ -1,16 +1,19 @@
-"""The asyncio client: ``async with AsyncClient(...)`` and its operation groups."""
+"""The asyncio client: ``async with AsyncClient(...)`` and its operation groups.
+
+The blocking twin ``_client.py`` is generated from this file by ``python -m codegen``
+(``codegen/sdk_sync.py``), so edit this one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+import uuid
 from types import TracebackType
 from typing import Self
 
 from missive_client import _ops
-from missive_client._client import new_request_id
+from missive_client._async_core import AsyncCore
+from missive_client._async_pagination import AsyncPager
 from missive_client._config import ClientConfig, Transport
-from missive_client._core import AsyncCore
 from missive_client._models import (
     Conversation,
     Message,
@@ -20,11 +23,15 @@ from missive_client._models import (
     Token,
     User,
 )
-from missive_client._pagination import AsyncPager
 from missive_client._session import Session
-from missive_client._stream import AsyncNotificationStream, ReconnectCallback
+from missive_client._stream import AsyncNotificationStream, ReconnectCallback, async_watch
 
 __all__ = ["AsyncClient", "AsyncMessages", "AsyncNotifications", "AsyncUsers"]
+
+
+def new_request_id() -> str:
+    """A fresh idempotency key for ``send`` (uuid4, hex)."""
+    return uuid.uuid4().hex
 
 
 class AsyncUsers:
@@ -39,8 +46,8 @@ class AsyncUsers:
     async def register(self, name: str, email: str, password: str) -> User:
         """Create an account (no sign-in needed) and return it; AlreadyExists if taken.
 
-        Registration does not sign in: call :meth:`AsyncClient.login` next. Not retried, since
-        a repeat after an unknown outcome would answer AlreadyExists.
+        Registration does not sign in: call :meth:`AsyncClient.login` next. Not retried, since a
+        repeat after an unknown outcome would answer AlreadyExists.
         """
         return await self._core.run(_ops.register(name, email, password))
 
@@ -211,12 +218,12 @@ class AsyncNotifications:
     async def is_subscribed(self, *, email: str | None = None) -> bool:
         """Whether the signed-in user receives notifications (true unless they unsubscribed)."""
         call = _ops.get_subscription(self._core.config.transport, self._email(email))
-        return (await self._core.run(call)).subscribed
+        subscription = await self._core.run(call)
+        return subscription.subscribed
 
     async def subscribe(self, *, email: str | None = None) -> Subscription:
         """Receive notifications of messages from now on (idempotent)."""
-        call = _ops.subscribe(self._core.config.transport, self._email(email))
-        return await self._core.run(call)
+        return await self._core.run(_ops.subscribe(self._core.config.transport, self._email(email)))
 
     async def unsubscribe(self, *, email: str | None = None) -> Subscription:
         """Stop notifications of messages from now on; messages still arrive (idempotent)."""
@@ -236,25 +243,11 @@ class AsyncNotifications:
         server's retry-after) and never yields the same notification id twice, even though
         the server replays unread notifications on every reconnection. Watching does not mark
         anything read. End it with ``aclose()``, an ``async with`` block or by cancelling the
-        task; errors other than outages are raised from the iteration.
+        task; errors other than outages (PermissionDenied, InvalidArgument, ...) are raised
+        from the iteration.
         """
-        user = self._email(email)
-        core = self._core
-
-        async def open_stream() -> AsyncGenerator[Notification, None]:
-            await core.ensure_fresh()
-            async with aclosing(core.transport.stream(user)) as items:
-                async for notification in items:
-                    yield notification
-
-        async def renew() -> bool:
-            if not core.session.can_refresh:
-                return False
-            await core.renew()
-            return True
-
-        return AsyncNotificationStream(
-            open_stream, renew, reconnect=reconnect, on_reconnect=on_reconnect
+        return async_watch(
+            self._core, self._email(email), reconnect=reconnect, on_reconnect=on_reconnect
         )
 
 
@@ -337,7 +330,8 @@ class AsyncClient:
 
         Tokens are short-lived and there is no refresh endpoint. With ``keep_password=True``
         the client keeps the password in this process's memory (never on disk or in a repr)
-        and signs in again shortly before the token expires. RateLimited after too many
+        and signs in again shortly before the token expires; without it, sign in again
+        yourself when calls start failing with Unauthenticated. RateLimited after too many
         failed attempts.
         """
         return await self._core.login(email, password, keep_password)

@@ -1,4 +1,4 @@
-"""Asynchronous execution of operation descriptions: grpclib channels and httpx.AsyncClient."""
+"""Asynchronous execution of operation descriptions: grpclib channels, REST in ``_async_rest``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from collections.abc import AsyncGenerator, Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
-import httpx
 from betterproto2.grpclib.grpclib_client import ServiceStub
 from grpclib.client import Channel
 from grpclib.events import RecvTrailingMetadata, listen
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
+from missive_client._async_rest import AsyncRest
 from missive_client._channel_options import grpclib_configuration
 from missive_client._config import ClientConfig, address_hint, split_host_port
 from missive_client._errors import (
@@ -34,7 +34,6 @@ from missive_client._ops import (
     SERVICE_TITLES,
     Call,
     GrpcCall,
-    RestCall,
     ServiceName,
     notification_from_grpc,
 )
@@ -43,16 +42,9 @@ from missive_client._wire import (
     HEALTH_CHECK_METHOD,
     HEALTH_STATUS_NAMES,
     HEALTH_TIMEOUT,
-    SEND_TOKEN,
-    USER_AGENT,
-    BearerAuth,
     HealthCheckRequest,
     HealthCheckResponse,
     client_closed,
-    http_transport_error,
-    new_rest_client,
-    problem_error,
-    rest_health_endpoint,
     serving_status,
 )
 
@@ -117,16 +109,12 @@ class AsyncTransport:
         self._session = session
         self._channels: dict[ServiceName, Channel] = {}
         self._stubs: dict[ServiceName, Any] = {}
-        self._rest: dict[ServiceName, Any] = {}
+        self._rest = AsyncRest(config, session)
         self._closed = False
 
     def grpc_address(self, service: ServiceName) -> str:
         """``host:port`` of ``service``'s gRPC server."""
         return cast("str", getattr(self.config, f"{service}_grpc"))
-
-    def rest_url(self, service: ServiceName) -> str:
-        """Base URL of ``service``'s REST API."""
-        return cast("str", getattr(self.config, f"{service}_url"))
 
     def channel(self, service: ServiceName) -> Channel:
         """The grpclib channel to ``service`` (must be called inside the event loop)."""
@@ -145,21 +133,6 @@ class AsyncTransport:
             self._stubs[service] = _STUBS[service](self.channel(service))
         return self._stubs[service]
 
-    def rest(self, service: ServiceName) -> Any:
-        """The generated REST client of ``service``, over an httpx.AsyncClient that maps errors."""
-        if self._closed:
-            raise client_closed()
-        if service not in self._rest:
-            http = httpx.AsyncClient(
-                base_url=self.rest_url(service),
-                timeout=self.config.timeout,
-                auth=BearerAuth(self._session),
-                headers={"User-Agent": USER_AGENT},
-                event_hooks={"response": [_raise_for_problem]},
-            )
-            self._rest[service] = new_rest_client(service).set_async_httpx_client(http)
-        return self._rest[service]
-
     def _metadata(self, auth: bool) -> dict[str, str]:
         metadata: dict[str, str] = {}
         authorization = self._session.authorization
@@ -171,11 +144,7 @@ class AsyncTransport:
         """Run one call once; any failure is a MissiveError."""
         if isinstance(call, GrpcCall):
             return await self._grpc(call)
-        token = SEND_TOKEN.set(call.auth)
-        try:
-            return await self._rest_call(call)
-        finally:
-            SEND_TOKEN.reset(token)
+        return await self._rest.execute(call)
 
     async def _grpc(self, call: GrpcCall[T]) -> T:
         method = getattr(self._stub(call.service), call.method)
@@ -191,24 +160,6 @@ class AsyncTransport:
         finally:
             _TRAILERS.reset(token)
         return call.convert(reply)
-
-    async def _rest_call(self, call: RestCall[T]) -> T:
-        url = self.rest_url(call.service)
-        title = SERVICE_TITLES[call.service]
-        try:
-            response = await call.asyncio(client=self.rest(call.service), **call.kwargs)
-        except MissiveError as exc:
-            exc.service = exc.service or call.service
-            raise
-        except httpx.TransportError as exc:
-            raise http_transport_error(exc, call.service, url) from exc
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ServerError(f"{title} answered malformed JSON", service=call.service) from exc
-        if response.parsed is None and response.status_code != 204:
-            raise ServerError(
-                f"{title} answered an unexpected HTTP {response.status_code}", service=call.service
-            )
-        return call.convert(response.parsed)
 
     async def stream(self, email: str) -> AsyncGenerator[Notification, None]:
         """The notifications of one SubscribeNotifications call, as they arrive."""
@@ -240,7 +191,7 @@ class AsyncTransport:
         """
         seconds = min(self.config.timeout, HEALTH_TIMEOUT)
         checks = [self._grpc_health(service, seconds) for service in GRPC_SERVICES]
-        checks += [self._rest_health(service, seconds) for service in REST_SERVICES]
+        checks += [self._rest.health(service, seconds) for service in REST_SERVICES]
         return list(await asyncio.gather(*checks))
 
     async def _grpc_health(self, service: ServiceName, seconds: float) -> ServiceHealth:
@@ -254,47 +205,11 @@ class AsyncTransport:
         name = HEALTH_STATUS_NAMES.get(reply.status, "UNKNOWN")
         return ServiceHealth(title, "grpc", address, serving_status(name == "SERVING"), name)
 
-    async def _rest_health(self, service: ServiceName, seconds: float) -> ServiceHealth:
-        url = self.rest_url(service)
-        title = SERVICE_TITLES[service]
-        endpoint = rest_health_endpoint(service)
-        token = SEND_TOKEN.set(False)
-        try:
-            client = self.rest(service)
-            http = client.get_async_httpx_client()
-            response = await http.request(**endpoint._get_kwargs(), timeout=seconds)
-            reply = endpoint._build_response(client=client, response=response)
-        except MissiveError as exc:
-            return ServiceHealth(title, "rest", url, "NOT_SERVING", str(exc))
-        except httpx.TransportError as exc:
-            error = http_transport_error(exc, service, url)
-            return ServiceHealth(title, "rest", url, "UNREACHABLE", str(error))
-        finally:
-            SEND_TOKEN.reset(token)
-        status = getattr(getattr(reply.parsed, "status", None), "value", "NOT_SERVING")
-        return ServiceHealth(title, "rest", url, serving_status(status == "SERVING"))
-
     async def close(self) -> None:
         """Close every channel and HTTP client."""
         self._closed = True
         for channel in self._channels.values():
             channel.close()
-        for client in self._rest.values():
-            await client.get_async_httpx_client().aclose()
+        await self._rest.close()
         self._channels.clear()
         self._stubs.clear()
-        self._rest.clear()
-
-
-async def _raise_for_problem(response: httpx.Response) -> None:
-    if response.is_success:
-        return
-    await response.aread()
-    error = problem_error(response)
-    if error is None:  # pragma: no cover - is_success was checked
-        return
-    try:
-        response.raise_for_status()
-    except httpx.HTTPStatusError as exc:
-        raise error from exc
-    raise error

@@ -219,6 +219,30 @@ def load_profile(name: str | None, environ: Mapping[str, str] | None = None) -> 
     if name is None:
         return {}
     path = config_file(environ)
+    profiles = _read_profiles(path)
+    settings = profiles.get(name)
+    if settings is None:
+        if name == DEFAULT_PROFILE:
+            return {}
+        known = ", ".join(sorted(profiles)) or "none"
+        raise ConfigError(
+            f"no profile {name!r} in {path} (profiles: {known}); add a [profiles.{name}] table "
+            'with host = "..." or the service addresses'
+        )
+    where = f"{path} [profiles.{name}]"
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(settings) - _PROFILE_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(_PROFILE_KEYS))})"
+        )
+    return {key: _profile_value(key, value, f"{where} {key}") for key, value in settings.items()}
+
+
+def _read_profiles(path: Path) -> dict[str, Any]:
+    """The ``[profiles]`` table of the configuration file ({} when there is no file)."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -230,44 +254,25 @@ def load_profile(name: str | None, environ: Mapping[str, str] | None = None) -> 
     profiles = document.get("profiles", {})
     if not isinstance(profiles, dict):
         raise ConfigError(f"{path}: 'profiles' must be a table of [profiles.NAME] tables")
-    wanted = name
-    settings = profiles.get(wanted)
-    if settings is None:
-        if name == DEFAULT_PROFILE:
-            return {}
-        known = ", ".join(sorted(profiles)) or "none"
-        raise ConfigError(
-            f"no profile {name!r} in {path} (profiles: {known}); add a [profiles.{name}] table "
-            'with host = "..." or the service addresses'
-        )
-    where = f"{path} [profiles.{wanted}]"
-    if not isinstance(settings, dict):
-        raise ConfigError(f"{where} must be a table")
-    unknown = sorted(set(settings) - _PROFILE_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(_PROFILE_KEYS))})"
-        )
-    checked: dict[str, Any] = {}
-    for key, value in settings.items():
-        label = f"{where} {key}"
-        if key in ("timeout", "refresh_margin"):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{label}={value!r} must be a number of seconds")
-            checked[key] = float(value)
-        elif key == "retries":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{label}={value!r} must be an integer")
-            checked[key] = value
-        elif not isinstance(value, str):
-            raise ConfigError(f"{label}={value!r} must be a string")
-        elif key == "host":
-            _host_addresses(value, label)
-            checked[key] = value
-        else:
-            checked[key] = _from_env(key, label, value)
-    return checked
+    return profiles
+
+
+def _profile_value(key: str, value: object, label: str) -> Any:
+    """One profile setting, checked and converted; ConfigError naming ``label``."""
+    if key in ("timeout", "refresh_margin"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{label}={value!r} must be a number of seconds")
+        return float(value)
+    if key == "retries":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{label}={value!r} must be an integer")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{label}={value!r} must be a string")
+    if key == "host":
+        _host_addresses(value, label)
+        return value
+    return _from_env(key, label, value)
 
 
 def address_hint(service: str, address_field: str) -> str:

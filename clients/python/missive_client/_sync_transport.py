@@ -1,4 +1,4 @@
-"""Blocking execution of operation descriptions: grpcio channels and httpx.Client, errors mapped."""
+"""Blocking execution of operation descriptions: grpcio channels, REST in ``_rest``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 import grpc
-import httpx
 
 from missive_client._config import ClientConfig, address_hint
 from missive_client._errors import MissiveError, ServerError, from_grpc, parse_retry_after
@@ -25,10 +24,10 @@ from missive_client._ops import (
     SERVICE_TITLES,
     Call,
     GrpcCall,
-    RestCall,
     ServiceName,
     notification_from_grpc,
 )
+from missive_client._rest import SyncRest
 from missive_client._session import Session
 from missive_client._wire import (
     GRPC_OPTIONS,
@@ -36,15 +35,9 @@ from missive_client._wire import (
     HEALTH_STATUS_NAMES,
     HEALTH_TIMEOUT,
     SEND_TOKEN,
-    USER_AGENT,
-    BearerAuth,
     HealthCheckRequest,
     HealthCheckResponse,
     client_closed,
-    http_transport_error,
-    new_rest_client,
-    problem_error,
-    rest_health_endpoint,
     serving_status,
 )
 
@@ -179,16 +172,12 @@ class SyncTransport:
         self._channels: dict[ServiceName, grpc.Channel] = {}
         self._raw_channels: dict[ServiceName, grpc.Channel] = {}
         self._stubs: dict[ServiceName, Any] = {}
-        self._rest: dict[ServiceName, Any] = {}
+        self._rest = SyncRest(config, session)
         self._closed = False
 
     def grpc_address(self, service: ServiceName) -> str:
         """``host:port`` of ``service``'s gRPC server."""
         return cast("str", getattr(self.config, f"{service}_grpc"))
-
-    def rest_url(self, service: ServiceName) -> str:
-        """Base URL of ``service``'s REST API."""
-        return cast("str", getattr(self.config, f"{service}_url"))
 
     def channel(self, service: ServiceName) -> grpc.Channel:
         """The intercepted channel to ``service`` (token and timeout added per call)."""
@@ -209,29 +198,13 @@ class SyncTransport:
                 self._stubs[service] = _STUBS[service](channel)
             return self._stubs[service]
 
-    def rest(self, service: ServiceName) -> Any:
-        """The generated REST client of ``service``, over an httpx.Client that maps errors."""
-        with self._lock:
-            if self._closed:
-                raise client_closed()
-            if service not in self._rest:
-                http = httpx.Client(
-                    base_url=self.rest_url(service),
-                    timeout=self.config.timeout,
-                    auth=BearerAuth(self._session),
-                    headers={"User-Agent": USER_AGENT},
-                    event_hooks={"response": [_raise_for_problem]},
-                )
-                self._rest[service] = new_rest_client(service).set_httpx_client(http)
-            return self._rest[service]
-
     def execute(self, call: Call[T]) -> T:
         """Run one call once; any failure is a MissiveError."""
+        if not isinstance(call, GrpcCall):
+            return self._rest.execute(call)
         token = SEND_TOKEN.set(call.auth)
         try:
-            if isinstance(call, GrpcCall):
-                return self._grpc(call)
-            return self._rest_call(call)
+            return self._grpc(call)
         finally:
             SEND_TOKEN.reset(token)
 
@@ -242,23 +215,6 @@ class SyncTransport:
         except grpc.RpcError as exc:
             raise grpc_error(exc, call.service, self.grpc_address(call.service)) from exc
         return call.convert(reply)
-
-    def _rest_call(self, call: RestCall[T]) -> T:
-        url = self.rest_url(call.service)
-        try:
-            response = call.sync(client=self.rest(call.service), **call.kwargs)
-        except MissiveError as exc:
-            exc.service = exc.service or call.service
-            raise
-        except httpx.TransportError as exc:
-            raise http_transport_error(exc, call.service, url) from exc
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ServerError(f"{SERVICE_TITLES[call.service]} answered malformed JSON") from exc
-        if response.parsed is None and response.status_code != 204:
-            raise ServerError(
-                f"{SERVICE_TITLES[call.service]} answered an unexpected HTTP {response.status_code}"
-            )
-        return call.convert(response.parsed)
 
     def open_stream(self, email: str) -> LiveStream:
         """Start a SubscribeNotifications call for ``email``."""
@@ -277,7 +233,7 @@ class SyncTransport:
         seconds = min(self.config.timeout, HEALTH_TIMEOUT)
         checks: list[Callable[[], ServiceHealth]] = [
             *(partial(self._grpc_health, service, seconds) for service in GRPC_SERVICES),
-            *(partial(self._rest_health, service, seconds) for service in REST_SERVICES),
+            *(partial(self._rest.health, service, seconds) for service in REST_SERVICES),
         ]
         with ThreadPoolExecutor(len(checks), thread_name_prefix="missive-health") as pool:
             futures = [pool.submit(copy_context().run, check) for check in checks]
@@ -301,48 +257,13 @@ class SyncTransport:
         title = SERVICE_TITLES[service]
         return ServiceHealth(title, "grpc", address, serving_status(name == "SERVING"), name)
 
-    def _rest_health(self, service: ServiceName, seconds: float) -> ServiceHealth:
-        url = self.rest_url(service)
-        title = SERVICE_TITLES[service]
-        endpoint = rest_health_endpoint(service)
-        token = SEND_TOKEN.set(False)
-        try:
-            client = self.rest(service)
-            response = client.get_httpx_client().request(**endpoint._get_kwargs(), timeout=seconds)
-            reply = endpoint._build_response(client=client, response=response)
-        except MissiveError as exc:
-            return ServiceHealth(title, "rest", url, "NOT_SERVING", str(exc))
-        except httpx.TransportError as exc:
-            error = http_transport_error(exc, service, url)
-            return ServiceHealth(title, "rest", url, "UNREACHABLE", str(error))
-        finally:
-            SEND_TOKEN.reset(token)
-        status = getattr(getattr(reply.parsed, "status", None), "value", "NOT_SERVING")
-        return ServiceHealth(title, "rest", url, serving_status(status == "SERVING"))
-
     def close(self) -> None:
         """Close every channel and HTTP client."""
         with self._lock:
             self._closed = True
             for channel in self._raw_channels.values():
                 channel.close()
-            for client in self._rest.values():
-                client.get_httpx_client().close()
             self._channels.clear()
             self._raw_channels.clear()
             self._stubs.clear()
-            self._rest.clear()
-
-
-def _raise_for_problem(response: httpx.Response) -> None:
-    if response.is_success:
-        return
-    response.read()
-    error = problem_error(response)
-    if error is None:  # pragma: no cover - is_success was checked
-        return
-    try:
-        response.raise_for_status()
-    except httpx.HTTPStatusError as exc:
-        raise error from exc
-    raise error
+        self._rest.close()

@@ -18,7 +18,7 @@ from services.common.auth import TokenVerifier
 from services.common.bootstrap import Readiness
 from services.common.rest_edge import (
     bearer_verifier,
-    install_error_handlers,
+    install_edge,
     own_email,
     principal,
 )
@@ -116,4 +116,4 @@ def create_rest_app(
         verify_token=bearer_verifier(verifier, sessions),
         max_body_bytes=max_body_bytes,
     )
-    return install_error_handlers(app)
+    return install_edge(app)

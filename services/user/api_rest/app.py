@@ -21,7 +21,7 @@ from missive.rest.user.models import (
 from services.common.auth import TokenVerifier
 from services.common.bootstrap import Readiness
 from services.common.domain import Unauthenticated
-from services.common.rest_edge import bearer_verifier, install_error_handlers, principal
+from services.common.rest_edge import bearer_verifier, install_edge, principal
 from services.common.rest_health import health_reply
 from services.common.sessions import Sessions
 from services.common.timestamps import format_timestamp
@@ -120,4 +120,4 @@ def create_rest_app(
         verify_token=bearer_verifier(verifier, sessions),
         max_body_bytes=max_body_bytes,
     )
-    return install_error_handlers(app)
+    return install_edge(app)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tests.helpers.chaos.history import History, Outcome, SendOp
-from tests.helpers.chaos.store import Snapshot, StoredMessage
+from tests.helpers.chaos.store import Snapshot, StoredMessage, StoredNotification
 from tests.helpers.chaos.streams import LiveStream
 
 _EXAMPLES = 5
@@ -86,19 +86,46 @@ def check(
     allow_lost: Callable[[SendOp], bool] | None = None,
 ) -> Check:
     """Compare the history (and the streams' records) with what is stored."""
-    result = Check()
-    stored_by_nonce: dict[str, list[StoredMessage]] = {}
-    for message in snap.messages.values():
-        if message.nonce is not None:
-            stored_by_nonce.setdefault(message.nonce, []).append(message)
-    ops_by_nonce = {op.nonce: op for op in history.ops}
-    expected_messages: dict[int, StoredMessage] = {}  # messages of ok / recovered operations
-    excused: set[int] = set()  # ids a stream may show although absent now (durability window)
+    checker = _Checker(history, snap, allow_lost)
+    checker.messages()
+    checker.completeness()
+    checker.structure()
+    checker.notifications()
+    for stream in streams:
+        checker.stream(stream)
+    return checker.result
+
+
+class _Checker:
+    """One run of :func:`check`: the history and snapshot, and what was found so far."""
+
+    def __init__(
+        self, history: History, snap: Snapshot, allow_lost: Callable[[SendOp], bool] | None
+    ) -> None:
+        self.history = history
+        self.snap = snap
+        self.allow_lost = allow_lost
+        self.result = Check()
+        self.expected_messages: dict[int, StoredMessage] = {}  # of ok / recovered operations
+        self.excused: set[int] = set()  # ids a stream may show although absent (durability)
 
     # -- messages ---------------------------------------------------------------------------
-    m = result.messages
-    for op in history.ops:
-        stored = stored_by_nonce.get(op.nonce, [])
+    def messages(self) -> None:
+        stored_by_nonce: dict[str, list[StoredMessage]] = {}
+        for message in self.snap.messages.values():
+            if message.nonce is not None:
+                stored_by_nonce.setdefault(message.nonce, []).append(message)
+        for op in self.history.ops:
+            self._operation(op, stored_by_nonce.get(op.nonce, []))
+        ops_by_nonce = {op.nonce: op for op in self.history.ops}
+        for message in self.snap.messages.values():
+            if message.nonce not in ops_by_nonce:
+                self.result.messages.note(
+                    "unexpected", f"message {message.id} with text never sent"
+                )
+
+    def _operation(self, op: SendOp, stored: list[StoredMessage]) -> None:
+        m = self.result.messages
         if len(stored) > 1:
             m.note(
                 "duplicated",
@@ -106,74 +133,98 @@ def check(
                 len(stored) - 1,
             )
         if op.outcome == Outcome.OK:
-            if not stored:
-                if allow_lost is not None and allow_lost(op):
-                    result.allowed_lost += 1
-                    if op.message_id is not None:
-                        excused.add(op.message_id)
-                else:
-                    m.note("lost", f"op {op.index} (message {op.message_id}, {op.code})")
-            elif op.message_id not in {s.id for s in stored}:
-                result.invariants.append(
-                    f"op {op.index} was acknowledged as message {op.message_id} "
-                    f"but its text is stored as {sorted(s.id for s in stored)}"
-                )
+            self._acknowledged(op, stored)
         elif op.outcome == Outcome.FAIL and stored:
             m.note("unexpected", f"op {op.index} failed ({op.code}) yet stored {stored[0].id}")
-            continue
+            return
         elif stored:
-            result.recovered += 1
+            self.result.recovered += 1
         for message in stored:
-            expected_messages[message.id] = message
+            self.expected_messages[message.id] = message
             if (message.sender, message.receiver) != (op.sender, op.receiver):
-                result.invariants.append(f"message {message.id}: sender/receiver differ from op")
-    for message in snap.messages.values():
-        if message.nonce not in ops_by_nonce:
-            m.note("unexpected", f"message {message.id} with text never sent")
+                self.result.invariants.append(
+                    f"message {message.id}: sender/receiver differ from op"
+                )
+
+    def _acknowledged(self, op: SendOp, stored: list[StoredMessage]) -> None:
+        if not stored:
+            if self.allow_lost is not None and self.allow_lost(op):
+                self.result.allowed_lost += 1
+                if op.message_id is not None:
+                    self.excused.add(op.message_id)
+            else:
+                self.result.messages.note(
+                    "lost", f"op {op.index} (message {op.message_id}, {op.code})"
+                )
+        elif op.message_id not in {s.id for s in stored}:
+            self.result.invariants.append(
+                f"op {op.index} was acknowledged as message {op.message_id} "
+                f"but its text is stored as {sorted(s.id for s in stored)}"
+            )
 
     # -- completeness and structure ----------------------------------------------------------
-    for message in expected_messages.values():
-        conversation = _conversation(message)
-        missing = [
-            what
-            for what, present in (
-                ("conversation", conversation in snap.conversations),
-                (
-                    "conversation index",
-                    message.id in snap.conversation_messages.get(conversation, set()),
-                ),
-                ("sender index", message.id in snap.user_messages.get(message.sender, set())),
-                ("receiver index", message.id in snap.user_messages.get(message.receiver, set())),
-                (
-                    "sender's conversations",
-                    conversation in snap.user_conversations.get(message.sender, set()),
-                ),
-                (
-                    "receiver's conversations",
-                    conversation in snap.user_conversations.get(message.receiver, set()),
-                ),
-            )
-            if not present
-        ]
-        if missing:
-            result.incomplete.append(f"message {message.id} lacks {', '.join(missing)}")
-    for conversation, ids in snap.conversation_messages.items():
-        for mid in sorted(ids - snap.messages.keys())[:_EXAMPLES]:
-            result.invariants.append(f"{conversation} lists message {mid}, which does not exist")
-        if conversation not in snap.conversations:
-            result.invariants.append(f"{conversation} has messages but no conversation hash")
-    for email, conversations in snap.user_conversations.items():
-        for conversation in sorted(conversations - snap.conversations)[:_EXAMPLES]:
-            result.invariants.append(f"{email} lists {conversation}, which does not exist")
+    def completeness(self) -> None:
+        snap = self.snap
+        for message in self.expected_messages.values():
+            conversation = _conversation(message)
+            sender, receiver = message.sender, message.receiver
+            missing = [
+                what
+                for what, present in (
+                    ("conversation", conversation in snap.conversations),
+                    (
+                        "conversation index",
+                        message.id in snap.conversation_messages.get(conversation, set()),
+                    ),
+                    ("sender index", message.id in snap.user_messages.get(sender, set())),
+                    ("receiver index", message.id in snap.user_messages.get(receiver, set())),
+                    (
+                        "sender's conversations",
+                        conversation in snap.user_conversations.get(sender, set()),
+                    ),
+                    (
+                        "receiver's conversations",
+                        conversation in snap.user_conversations.get(receiver, set()),
+                    ),
+                )
+                if not present
+            ]
+            if missing:
+                self.result.incomplete.append(f"message {message.id} lacks {', '.join(missing)}")
+
+    def structure(self) -> None:
+        snap, invariants = self.snap, self.result.invariants
+        for conversation, ids in snap.conversation_messages.items():
+            for mid in sorted(ids - snap.messages.keys())[:_EXAMPLES]:
+                invariants.append(f"{conversation} lists message {mid}, which does not exist")
+            if conversation not in snap.conversations:
+                invariants.append(f"{conversation} has messages but no conversation hash")
+        for email, conversations in snap.user_conversations.items():
+            for conversation in sorted(conversations - snap.conversations)[:_EXAMPLES]:
+                invariants.append(f"{email} lists {conversation}, which does not exist")
 
     # -- stored notifications ------------------------------------------------------------------
-    n = result.notifications
-    by_message: dict[int, list[str]] = {}
-    for notification in snap.notifications:
-        by_message.setdefault(notification.message_id, []).append(notification.id)
-        of = expected_messages.get(notification.message_id)
+    def notifications(self) -> None:
+        n = self.result.notifications
+        by_message: dict[int, list[str]] = {}
+        for notification in self.snap.notifications:
+            by_message.setdefault(notification.message_id, []).append(notification.id)
+            self._notification_target(notification)
+        for mid in self.expected_messages:
+            count = len(by_message.get(mid, []))
+            if count == 0:
+                n.note("lost", f"message {mid} has no notification")
+            elif count > 1:
+                n.note("duplicated", f"message {mid} has {count} notifications", count - 1)
+        for nid, count in Counter(x.id for x in self.snap.notifications).items():
+            if count > 1:
+                n.note("duplicated", f"notification id {nid} stored {count} times", count - 1)
+
+    def _notification_target(self, notification: StoredNotification) -> None:
+        n = self.result.notifications
+        of = self.expected_messages.get(notification.message_id)
         if of is None:
-            if notification.message_id not in excused:
+            if notification.message_id not in self.excused:
                 n.note(
                     "unexpected",
                     f"notification {notification.id} of unknown message {notification.message_id}",
@@ -184,22 +235,13 @@ def check(
                 f"notification {notification.id} listed for {notification.listed_for}, "
                 f"message {of.id} is for {of.receiver}",
             )
-    for mid in expected_messages:
-        count = len(by_message.get(mid, []))
-        if count == 0:
-            n.note("lost", f"message {mid} has no notification")
-        elif count > 1:
-            n.note("duplicated", f"message {mid} has {count} notifications", count - 1)
-    for nid, count in Counter(x.id for x in snap.notifications).items():
-        if count > 1:
-            n.note("duplicated", f"notification id {nid} stored {count} times", count - 1)
 
     # -- live streams --------------------------------------------------------------------------
-    for stream in streams:
+    def stream(self, stream: LiveStream) -> None:
         figures = Figures()
-        mine = snap.notifications_of(stream.email)
+        mine = self.snap.notifications_of(stream.email)
         stored_ids = {x.id for x in mine}
-        expected_ids = {x.id for x in mine if x.message_id in expected_messages}
+        expected_ids = {x.id for x in mine if x.message_id in self.expected_messages}
         for nid in sorted(expected_ids - stream.first_seen.keys()):
             figures.note("lost", f"{stream.email}: notification {nid}")
         for index, connection in enumerate(stream.connections):
@@ -208,11 +250,10 @@ def check(
                     "duplicated", f"{stream.email}: {nid} x{count} on connection {index}", count - 1
                 )
         for nid in sorted(stream.first_seen.keys() - stored_ids):
-            if stream.message_of.get(nid) not in excused:
+            if stream.message_of.get(nid) not in self.excused:
                 figures.note(
                     "unexpected",
                     f"{stream.email}: notification {nid} (message {stream.message_of.get(nid)})",
                 )
-        result.per_stream[stream.email] = figures
-        result.streams.add(figures)
-    return result
+        self.result.per_stream[stream.email] = figures
+        self.result.streams.add(figures)

@@ -15,7 +15,7 @@ from missive_client._wire import GRPC_OPTIONS
 
 from services.common import channels
 from services.common.auth import KeyRing, ServiceCredentials, ensure_keys
-from services.common.grpc_edge import peer_channel
+from services.common.grpc_client import peer_channel
 from services.common.grpc_server import add_health_and_reflection, bind_port, create_grpc_server
 from services.common.ports import free_port
 from tests.helpers.grpc_clients import SERVING, health_status, health_watch, next_status

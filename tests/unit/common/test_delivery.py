@@ -22,7 +22,7 @@ import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import ResponseError
 
 from services.common.delivery import (
     DEAD_LETTER_AT_FIELD,
@@ -31,14 +31,13 @@ from services.common.delivery import (
     DEAD_LETTER_ID_FIELD,
     DEAD_LETTER_OUTCOME_FIELD,
     DEAD_LETTER_REASON_FIELD,
-    OUTBOX_LUA,
     OutboxConfig,
     PermanentDeliveryError,
     Relay,
     TransientDeliveryError,
-    outbox_add,
-    outbox_lua_args,
 )
+from services.common.logging import get_request_id
+from services.common.outbox import OUTBOX_LUA, outbox_lua_args
 
 # --- a minimal local valkey-server (a shared fixture will replace it) --------------------------
 
@@ -146,10 +145,14 @@ def _config(**overrides: Any) -> OutboxConfig:
     return OutboxConfig(**values)
 
 
+# The producers' write path: one Lua script per event, XADD through OUTBOX_LUA.
+_PUBLISH = OUTBOX_LUA + "return outbox_xadd(KEYS[1], ARGV, 1)"
+
+
 async def _publish(r: redis.asyncio.Redis, cfg: OutboxConfig, *keys: str) -> None:
     async with r.pipeline(transaction=True) as pipe:
         for key in keys:
-            outbox_add(pipe, cfg, {"key": key})
+            pipe.eval(_PUBLISH, 1, cfg.stream, *outbox_lua_args({"key": key}))
         await pipe.execute()
 
 
@@ -224,55 +227,6 @@ async def _read_as(
 # --- the transactional outbox ------------------------------------------------------------------
 
 
-async def test_outbox_entry_commits_with_the_business_write(r: redis.asyncio.Redis) -> None:
-    cfg = _config()
-    async with r.pipeline(transaction=True) as pipe:
-        pipe.set("message:1", "hello")
-        outbox_add(pipe, cfg, {"message_id": "1", "receiver": "bob@example.com"})
-        await pipe.execute()
-    assert await r.get("message:1") == "hello"
-    [(_, fields)] = await _xrange(r, cfg.stream)
-    assert fields == {"message_id": "1", "receiver": "bob@example.com"}
-
-    # WATCH conflict: EXEC is refused, neither the message nor the event is written.
-    async with r.pipeline(transaction=True) as pipe:
-        await pipe.watch("message:2")
-        await r.set("message:2", "written by someone else")
-        pipe.multi()  # type: ignore[no-untyped-call]
-        pipe.set("message:2", "mine")
-        outbox_add(pipe, cfg, {"message_id": "2"})
-        with pytest.raises(WatchError):
-            await pipe.execute()
-    assert await r.get("message:2") == "written by someone else"
-
-    # An error at queue time aborts EXEC: again neither is written.
-    async with r.pipeline(transaction=True) as pipe:
-        pipe.set("message:3", "hello")
-        pipe.execute_command("SET", "only-a-key")
-        outbox_add(pipe, cfg, {"message_id": "3"})
-        with pytest.raises(ResponseError):
-            await pipe.execute()
-    assert await r.exists("message:3") == 0
-    assert await r.xlen(cfg.stream) == 1
-
-
-async def test_outbox_add_refuses_what_would_not_be_atomic(r: redis.asyncio.Redis) -> None:
-    cfg = _config()
-    async with r.pipeline(transaction=False) as pipe:
-        with pytest.raises(ValueError, match="transactional"):
-            outbox_add(pipe, cfg, {"message_id": "1"})
-    async with r.pipeline(transaction=True) as pipe:
-        await pipe.watch("message:1")
-        with pytest.raises(ValueError, match="multi"):
-            outbox_add(pipe, cfg, {"message_id": "1"})
-        pipe.multi()  # type: ignore[no-untyped-call]
-        with pytest.raises(ValueError):
-            outbox_add(pipe, cfg, {})
-        with pytest.raises(TypeError):
-            outbox_add(pipe, cfg, {"message_id": 1})  # type: ignore[dict-item]
-    assert await r.exists(cfg.stream) == 0
-
-
 async def test_lua_script_writes_the_event_with_its_business_data(r: redis.asyncio.Redis) -> None:
     cfg = _config()
     script = (
@@ -286,6 +240,23 @@ async def test_lua_script_writes_the_event_with_its_business_data(r: redis.async
     entry_id = await r.eval(script, 2, "message:7", cfg.stream, "hello", *outbox_lua_args(event))
     assert await r.get("message:7") == "hello"
     assert await _xrange(r, cfg.stream) == [(entry_id, event)]
+
+    # A failing command before the XADD aborts the script: no event without its business data.
+    failing = (
+        OUTBOX_LUA
+        + """
+        redis.call('SET', KEYS[1])
+        return outbox_xadd(KEYS[2], ARGV, 1)
+        """
+    )
+    with pytest.raises(ResponseError):
+        await r.eval(failing, 2, "message:8", cfg.stream, *outbox_lua_args({"message_id": "8"}))
+    assert await r.exists("message:8") == 0
+    assert await r.xlen(cfg.stream) == 1
+    with pytest.raises(ValueError):
+        outbox_lua_args({})
+    with pytest.raises(TypeError):
+        outbox_lua_args({"message_id": 1})  # type: ignore[dict-item]
 
     received: list[tuple[str, dict[str, str]]] = []
 
@@ -557,7 +528,7 @@ async def test_trimming_keeps_unacknowledged_entries(r: redis.asyncio.Redis) -> 
     await r.xack(cfg.stream, cfg.group, *pending_ids)
     await _publish(r, cfg, *(f"d{i}" for i in range(300)))
     before = await r.xlen(cfg.stream)
-    await relay._maybe_trim(force=True)
+    await relay._trimmer.maybe_trim(force=True)
     remaining = await _xrange(r, cfg.stream)
     assert len(remaining) < before
     assert {f"d{i}" for i in range(300)} <= {fields["key"] for _, fields in remaining}
@@ -600,6 +571,23 @@ async def test_configuration_is_validated(r: redis.asyncio.Redis) -> None:
         Relay(r, _config(block_ms=2_000), "c1", Recorder())
     with pytest.raises(ValueError):
         Relay(r, _config(), "", Recorder())
+
+
+async def test_an_attempt_runs_with_the_entry_id_as_request_id(r: redis.asyncio.Redis) -> None:
+    cfg = _config(max_attempts=2)
+    await _publish(r, cfg, "ok", "flaky")
+    seen: list[tuple[str, str | None]] = []
+
+    async def handler(entry_id: str, fields: dict[str, str]) -> None:
+        seen.append((entry_id, get_request_id()))
+        if fields["key"] == "flaky" and len(seen) == 2:
+            raise RuntimeError("once")
+
+    relay = Relay(r, cfg, "c1", handler)
+    await _drain(relay, lambda: relay.stats()["delivered"] == 2)
+    ids = [entry_id for entry_id, _ in await _xrange(r, cfg.stream)]
+    assert seen == [(ids[0], ids[0]), (ids[1], ids[1]), (ids[1], ids[1])]
+    assert get_request_id() is None
 
 
 # --- outcomes, lanes and outages ---------------------------------------------------------------

@@ -14,7 +14,7 @@ import redis.exceptions
 
 from services.common.ports import free_port
 from services.common.redis import create_redis, unavailable_reason
-from services.common.valkey import EmbeddedValkey
+from services.launcher.valkey import EmbeddedValkey
 from tests.helpers.tcp_proxy import DelayProxy
 
 

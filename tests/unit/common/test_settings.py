@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -16,6 +17,7 @@ from services.common.settings import (
     env_choice,
     env_float,
     env_int,
+    env_server,
     env_str,
     redact_url,
 )
@@ -153,3 +155,32 @@ def test_redis_password_never_shows() -> None:
         CommonSettings.from_env({"REDIS_URL": "http://svc:s3cret@db:6379"})
     assert "s3cret" not in str(info.value)
     assert redact_url("redis://db:6379") == "redis://db:6379"
+
+
+def test_a_service_without_redis_does_not_read_redis_url() -> None:
+    settings = CommonSettings.from_env(
+        {"REDIS_URL": "not a url", "LOG_LEVEL": "debug"}, redis=False
+    )
+    assert settings.redis_url == CommonSettings.redis_url
+    assert settings.log_level == "DEBUG"
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        CommonSettings.from_env({"REDIS_URL": "not a url"})
+
+
+def test_the_fields_every_grpc_service_shares() -> None:
+    fields = env_server({}, "X_GRPC_PORT", 9000)
+    assert fields == {
+        "common": CommonSettings(),
+        "keys_dir": Path(".data/keys"),
+        "keys_create": False,
+        "host": "127.0.0.1",
+        "grpc_port": 9000,
+    }
+    environ = {"KEYS_DIR": "/k", "KEYS_CREATE": "yes", "BIND_HOST": "0.0.0.0", "X_GRPC_PORT": "0"}
+    fields = env_server(environ, "X_GRPC_PORT", 9000)
+    assert (fields["keys_dir"], fields["keys_create"]) == (Path("/k"), True)
+    assert (fields["host"], fields["grpc_port"]) == ("0.0.0.0", 0)
+    with pytest.raises(ConfigError, match="KEYS_CREATE='maybe' is not a boolean"):
+        env_server({"KEYS_CREATE": "maybe"}, "X_GRPC_PORT", 9000)
+    with pytest.raises(ConfigError, match="X_GRPC_PORT='70000' is above the maximum"):
+        env_server({"X_GRPC_PORT": "70000"}, "X_GRPC_PORT", 9000)

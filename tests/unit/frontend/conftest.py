@@ -19,7 +19,8 @@ from missive.user.v1 import user_pb2, user_pb2_grpc
 
 from services.common.auth import KeyRing, UserTokenIssuer, ensure_keys
 from services.common.bootstrap import Security, create_endpoint
-from services.common.grpc_edge import Context, EdgeInterceptor, caller, peer_channel
+from services.common.grpc_client import peer_channel
+from services.common.grpc_edge import Context, EdgeInterceptor, caller
 from services.common.grpc_server import bind_port, create_grpc_server
 from services.common.ports import free_port
 from services.frontend.grpc.app import register

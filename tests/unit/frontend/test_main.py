@@ -17,7 +17,7 @@ from missive.notification.v1 import notification_pb2
 
 from services.common.bootstrap import Security
 from services.common.errors import PortInUse
-from services.common.grpc_edge import peer_channel
+from services.common.grpc_client import peer_channel
 from services.common.ports import free_port
 from services.common.settings import ConfigError
 from services.frontend.__main__ import main

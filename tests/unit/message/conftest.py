@@ -22,7 +22,8 @@ from redis.asyncio import Redis
 from services.common.auth import KeyRing, UserTokenIssuer, ensure_keys
 from services.common.bootstrap import Security, create_endpoint
 from services.common.domain import Principal, Unavailable
-from services.common.grpc_edge import Context, EdgeInterceptor, caller, peer_channel
+from services.common.grpc_client import peer_channel
+from services.common.grpc_edge import Context, EdgeInterceptor, caller
 from services.common.grpc_server import bind_port, create_grpc_server
 from services.common.ports import free_port
 from services.common.redis import create_redis

@@ -14,7 +14,7 @@ from missive.message.v1 import message_pb2, message_pb2_grpc
 from redis.asyncio import Redis
 
 from services.common.bootstrap import Security
-from services.common.grpc_edge import peer_channel
+from services.common.grpc_client import peer_channel
 from services.common.ports import free_port
 from tests.unit.message.conftest import (
     ADA,

@@ -44,8 +44,8 @@ def test_settings_defaults(keys: Path) -> None:
         9798,
         1,
     )
-    assert settings.user_service_addr == "127.0.0.1:9797"
-    assert settings.notification_service_addr == "127.0.0.1:9799"
+    assert settings.user_addr == "127.0.0.1:9797"
+    assert settings.notification_addr == "127.0.0.1:9799"
     assert settings.common.redis_url == "redis://127.0.0.1:6379"
     assert settings.keys_dir == keys
     assert (settings.send.messages, settings.send.window_seconds) == (60, 60)

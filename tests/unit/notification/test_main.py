@@ -16,7 +16,7 @@ from missive.notification.v1 import notification_pb2_grpc
 
 from services.common.bootstrap import Security
 from services.common.errors import PortInUse
-from services.common.grpc_edge import peer_channel
+from services.common.grpc_client import peer_channel
 from services.common.ports import free_port
 from services.common.settings import ConfigError
 from services.notification.__main__ import main

@@ -20,11 +20,12 @@ from missive.notification.v1 import notification_pb2
 from redis.asyncio import Redis
 
 from services.common.bootstrap import Security
-from services.common.delivery import DEAD_LETTER_REASON_FIELD, Relay
-from services.common.grpc_edge import Context, EdgeInterceptor, peer_channel
+from services.common.delivery import DEAD_LETTER_REASON_FIELD, Relay, consumer_name
+from services.common.grpc_client import peer_channel
+from services.common.grpc_edge import Context, EdgeInterceptor
 from services.common.grpc_server import bind_port, create_grpc_server
 from services.notification.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
-from services.notification.relay import OUTBOX, FrontendPush, consumer_name, lane_key
+from services.notification.relay import OUTBOX, FrontendPush, lane_key
 from services.notification.service import NotificationService
 from services.notification.wire import notification_to_proto
 from tests.unit.notification.conftest import (

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from services.common.auth import KeyRing, UserTokenIssuer, ensure_keys
 from services.common.bootstrap import Readiness, Security, create_endpoint, redis_ready
 from services.common.dead_letters import DeadLetters
-from services.common.grpc_edge import peer_channel
+from services.common.grpc_client import peer_channel
 from services.common.ports import free_port
 from services.common.redis import create_redis
 from services.user.api_rest.app import create_rest_app

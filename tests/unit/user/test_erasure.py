@@ -23,7 +23,8 @@ from redis.asyncio import Redis
 
 from services.common.bootstrap import Security
 from services.common.delivery import DEAD_LETTER_OUTCOME_FIELD, Relay
-from services.common.grpc_edge import Context, EdgeInterceptor, caller, peer_channel
+from services.common.grpc_client import peer_channel
+from services.common.grpc_edge import Context, EdgeInterceptor, caller
 from services.common.grpc_server import bind_port, create_grpc_server
 from services.common.ports import free_port
 from services.user.erasure import OUTBOX, EraseAccount, lane_key

@@ -87,8 +87,19 @@ def test_settings_from_environment(keys: Path) -> None:
     assert settings.max_body_bytes == 4096
 
 
-def test_keys_create(tmp_path: Path) -> None:
-    Settings.from_env({"KEYS_DIR": str(tmp_path), "KEYS_CREATE": "1"})
+def test_keys_create_is_only_read_by_the_settings(tmp_path: Path) -> None:
+    assert Settings.from_env({"KEYS_DIR": str(tmp_path), "KEYS_CREATE": "1"}).keys_create
+    assert not list(tmp_path.iterdir())  # the keys are made when the service starts
+
+
+async def test_keys_create_makes_the_keys_at_start_up(tmp_path: Path, redis_url: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        environ = {**_environ(tmp_path, redis_url, free_port(), port), "KEYS_CREATE": "1"}
+        with pytest.raises(PortInUse, match="USER_GRPC_PORT"):
+            await main(environ, asyncio.Event())
     assert list((tmp_path / "user-token").glob("*.key"))
 
 

@@ -14,8 +14,10 @@ from .models import *  # noqa: F403
 class NotificationApi(abc.ABC):
     """
     Missive NotificationService handlers, one coroutine per operationId of
-    openapi/notification.yaml. Raise connexion.exceptions.ProblemException for errors; they
-    become application/problem+json responses.
+    openapi/notification.yaml. Raise a services.common.domain.DomainError subclass
+    (InvalidArgument, NotFound, PermissionDenied, ...) for an error the caller can act on: the
+    REST edge's error handlers, installed on the app by the service, turn it into an
+    application/problem+json response with its status.
     """
 
     @abc.abstractmethod

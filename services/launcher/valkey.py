@@ -338,7 +338,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run valkey-server in the foreground until SIGINT/SIGTERM (``make up``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m services.common.valkey",
+        prog="python -m services.launcher.valkey",
         description="Run the embedded valkey-server (AOF persistence) until interrupted.",
     )
     parser.add_argument("--data-dir", type=Path, required=True, help="AOF and log directory")

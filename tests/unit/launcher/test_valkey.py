@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
-import services.common.valkey as valkey_module
+import services.launcher.valkey as valkey_module
 from services.common.ports import free_port
-from services.common.valkey import (
+from services.launcher.valkey import (
     EmbeddedValkey,
     ValkeyBinaryNotFound,
     ValkeyStartError,
@@ -138,7 +138,7 @@ def test_missing_binary_is_reported_clearly(tmp_path: Path) -> None:
 
 def test_module_runs_in_foreground_until_sigterm(tmp_path: Path) -> None:
     port = free_port()
-    command = [sys.executable, "-m", "services.common.valkey"]
+    command = [sys.executable, "-m", "services.launcher.valkey"]
     command += ["--data-dir", str(tmp_path), "--port", str(port)]
     process = subprocess.Popen(
         command,

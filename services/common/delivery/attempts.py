@@ -1,0 +1,212 @@
+"""One attempt at the head of a lane: call the handler and judge its outcome.
+
+Success settles the entry for an XACK; :class:`PermanentDeliveryError` dead-letters it at once;
+:class:`TransientDeliveryError` is retried forever (see :mod:`.policy`); anything else, or a
+handler still running after ``handler_timeout``, is retried and dead-lettered after
+``max_attempts``. A lane with a backlog goes through ``batch_handler`` several entries at a
+time; after a batch fails unexpectedly the lane goes one entry at a time, so one bad entry is
+found and judged alone. Log lines of an attempt carry the entry id as their request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.common.delivery.config import OutboxConfig
+from services.common.delivery.dead_lettering import DeadLetter
+from services.common.delivery.entries import Entry
+from services.common.delivery.handlers import (
+    BatchHandler,
+    Handler,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from services.common.delivery.lanes import Lane, Lanes
+from services.common.delivery.policy import RetryPolicy
+from services.common.delivery.settlement import Settlement
+from services.common.delivery.stats import RelayStats
+from services.common.logging import request_id_scope
+
+__all__ = ["Attempts"]
+
+logger = logging.getLogger(__name__)
+
+
+class Attempts:
+    """Delivers lane heads through the handlers; settles or schedules what they return."""
+
+    def __init__(
+        self,
+        config: OutboxConfig,
+        consumer: str,
+        stats: RelayStats,
+        *,
+        handler: Handler,
+        batch_handler: BatchHandler | None,
+        lanes: Lanes,
+        policy: RetryPolicy,
+        settlement: Settlement,
+    ) -> None:
+        self._config = config
+        self._consumer = consumer
+        self._stats = stats
+        self._handler = handler
+        self._batch_handler = batch_handler
+        self._lanes = lanes
+        self._policy = policy
+        self._settlement = settlement
+
+    async def head(self, lane: Lane) -> float | None:
+        """Deliver the head of ``lane`` (a batch of it, when possible); settled ones leave it.
+
+        None once settled, else the delay before the lane's next attempt.
+        """
+        with request_id_scope(lane.entries[0].id):
+            return await self._lane(lane)
+
+    async def _lane(self, lane: Lane) -> float | None:
+        head = lane.entries[0]
+        batch = self._batch(lane)
+        if len(batch) < 2:
+            delay = await self._one(head, lane.failures + 1)
+            if delay is None:
+                lane.entries.popleft()
+                lane.solo = False
+            return delay
+        return await self._many(lane, batch)
+
+    def _batch(self, lane: Lane) -> list[Entry]:
+        """The entries of ``lane`` to deliver in one batch call (none: one at a time)."""
+        head = lane.entries[0]
+        batch: list[Entry] = []
+        if self._batch_handler is None or lane.solo or self._policy.failed_attempts(head.id):
+            return batch
+        for entry in lane.entries:
+            if not entry.raw or len(batch) >= self._config.max_batch:
+                break
+            batch.append(entry)
+        return batch
+
+    async def _many(self, lane: Lane, batch: list[Entry]) -> float | None:
+        cfg = self._config
+        assert self._batch_handler is not None
+        timeout = asyncio.timeout(cfg.handler_timeout)
+        try:
+            async with timeout:
+                outcomes = await self._batch_handler([(e.id, e.fields()) for e in batch])
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
+        except TransientDeliveryError as exc:
+            return self._transient(batch[0], exc, lane.failures + 1)
+        except Exception as exc:
+            reason = _reason(exc, timeout, "batch handler", cfg.handler_timeout)
+            lane.solo = True
+            self._stats.retried += 1
+            delay = self._policy.backoff(1)
+            logger.error(
+                "relay %s: a batch of %d entries from %s failed unexpectedly (%s); "
+                "retrying them one at a time in %.2fs",
+                self._consumer,
+                len(batch),
+                cfg.stream,
+                reason,
+                delay,
+            )
+            return delay
+        self._policy.succeeded()
+        for entry, outcome in zip(batch, outcomes, strict=True):
+            lane.entries.popleft()
+            if outcome is None:
+                self._delivered(entry)
+            else:
+                self._dead_letter(entry, "permanent", f"permanent failure: {outcome}", 1)
+        return None
+
+    async def _one(self, entry: Entry, failures: int) -> float | None:
+        """One attempt; None once the entry is settled, else the delay before the next one."""
+        cfg = self._config
+        if not entry.raw:
+            logger.warning(
+                "relay %s: entry %s of %s was deleted before delivery; acknowledging it",
+                self._consumer,
+                entry.id,
+                cfg.stream,
+            )
+            self._delivered(entry)
+            return None
+        timeout = asyncio.timeout(cfg.handler_timeout)
+        try:
+            async with timeout:
+                await self._handler(entry.id, entry.fields())
+        except PermanentDeliveryError as exc:
+            attempts = self._policy.failed_attempts(entry.id) + 1
+            self._dead_letter(entry, "permanent", f"permanent failure: {exc}", attempts)
+            return None
+        except TransientDeliveryError as exc:
+            return self._transient(entry, exc, failures)
+        except Exception as exc:
+            return self._unexpected(entry, _reason(exc, timeout, "handler", cfg.handler_timeout))
+        self._policy.succeeded()
+        self._delivered(entry)
+        return None
+
+    def _unexpected(self, entry: Entry, reason: str) -> float | None:
+        """Count an unexpected failure: the retry delay, or None once dead-lettered."""
+        cfg = self._config
+        attempts = self._policy.unexpected(entry.id)
+        if self._policy.exhausted(attempts):
+            self._dead_letter(entry, "unexpected", reason, attempts)
+            return None
+        self._stats.retried += 1
+        delay = self._policy.backoff(attempts)
+        logger.error(
+            "relay %s: delivery of %s from %s failed unexpectedly "
+            "(attempt %d/%d), retrying in %.2fs: %s",
+            self._consumer,
+            entry.id,
+            cfg.stream,
+            attempts,
+            cfg.max_attempts,
+            delay,
+            reason,
+        )
+        return delay
+
+    def _transient(self, entry: Entry, exc: TransientDeliveryError, failures: int) -> float:
+        """Count a transient failure (``failures``-th in a row of its lane); the retry delay."""
+        self._stats.retried += 1
+        delay = self._policy.transient(failures)
+        streak = self._policy.transient_streak
+        level = logging.WARNING if streak == 1 or streak % 20 == 0 else logging.DEBUG
+        logger.log(
+            level,
+            "relay %s: delivery of %s from %s failed transiently (%d in a row), "
+            "retrying in %.2fs: %s",
+            self._consumer,
+            entry.id,
+            self._config.stream,
+            streak,
+            delay,
+            exc,
+        )
+        return delay
+
+    def _settled(self, entry: Entry) -> None:
+        self._lanes.settle(entry.id)
+        self._policy.forget(entry.id)
+
+    def _delivered(self, entry: Entry) -> None:
+        self._settled(entry)
+        self._settlement.ack(entry.id)
+
+    def _dead_letter(self, entry: Entry, outcome: str, reason: str, attempts: int) -> None:
+        self._settled(entry)
+        self._settlement.dead_letter(DeadLetter(entry, outcome, reason, attempts))
+
+
+def _reason(exc: Exception, timeout: asyncio.Timeout, what: str, seconds: float) -> str:
+    """Why an attempt failed unexpectedly: cut off after ``seconds``, or the exception."""
+    if isinstance(exc, TimeoutError) and timeout.expired():
+        return f"{what} still running after {seconds:g}s"
+    return f"unexpected error: {exc!r}"

@@ -1,0 +1,69 @@
+"""Smoke test of `make bench`: every scenario for about a second, every figure produced.
+
+Runs ``python -m tests.bench`` as `make bench` does (its own Valkey, services, baselines and
+loader processes) with one-second loads and a small catch-up backlog, then checks the JSON: each
+scenario's figures are there, numeric, and paired with their same-run baseline. No timing
+thresholds: the figures of a shared machine vary too much to assert on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bench.procs import ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+EXPECTED = {
+    "1 send": ["SendMessage throughput, 64 in flight", "SendMessage p50 at full load"],
+    "2 cpu": [
+        *(f"CPU per delivered message: {p}" for p in ("valkey", "user", "message")),
+        *(f"CPU per delivered message: {p}" for p in ("notification", "frontend", "loader")),
+        "CPU per delivered message: everything incl. loader",
+    ],
+    "3 e2e": ["send OK → live stream, light load, p50", "send OK → live stream, light load, p99"],
+    "4 backlog": ["outbox:notifications: peak backlog during load", "drain after the load stopped"],
+    "5 catch-up": ["hop 1 (→ NotificationService), 60 backlogged"],
+    "6 memory": ["Redis bytes per stored message, total"],
+    "REST": [
+        "GET /list_conversations (10 conversations), 64 connections",
+        "GET /list_notifications (page of 20), 64 connections",
+        "GET /users/{email} (own user), 64 connections",
+        "POST /messages, 64 connections",
+        "GET /list_conversations?page_size=0 → 400, 64 connections",
+    ],
+}
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def test_every_scenario_produces_every_figure(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "tests.bench", "--duration", "1", "--output", str(output)]
+    command += ["--catchup-count", "60", "--catchup-receivers", "3"]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "| scenario" in run.stdout, run.stdout
+
+    report = json.loads(output.read_text(encoding="utf-8"))
+    figures = {(f["scenario"], f["name"]): f for f in report["figures"]}
+    for scenario, names in EXPECTED.items():
+        for name in names:
+            assert (scenario, name) in figures, f"missing {scenario}: {name}"
+    for f in report["figures"]:
+        assert _number(f["value"]), f
+        if f["baseline_of"]:
+            assert _number(f["baseline"]) and f["baseline"] > 0, f
+            assert _number(f["ratio"]), f
+    assert figures[("1 send", "SendMessage throughput, 64 in flight")]["value"] > 0
+    assert figures[("all", "failed calls across every loader run")]["value"] == 0
+    assert report["details"]["catchup"]["sent"] == 60
+    assert report["details"]["catchup"]["dead_letters"] == 0
