@@ -100,6 +100,9 @@ RPC_ACCESS: dict[str, RpcAccess] = {
     "/missive.user.v1.UserService/CheckUserExists": RpcAccess(
         public=False, users=False, services=frozenset(['frontend', 'message', 'notification'])
     ),
+    "/missive.user.v1.UserService/CheckUsersExist": RpcAccess(
+        public=False, users=False, services=frozenset(['message'])
+    ),
     "/missive.user.v1.UserService/ListUsers": RpcAccess(
         public=False, users=False, services=frozenset(['frontend', 'message', 'notification'])
     ),

@@ -18,6 +18,13 @@ Services other than UserService learn an account's state through UserService's
   down, revocation reaches it within ``ttl_seconds`` (the documented staleness bound).
 * when UserService cannot be reached, a matching entry up to ``stale_grace_seconds`` old is
   still trusted; otherwise the call fails with UNAVAILABLE (never accepted unchecked).
+
+The same cache answers "is a user registered under this email?" (:meth:`Sessions.accounts`,
+MessageService's check of a message's sender and receiver): an account fetched within
+``ttl_seconds`` is answered from it, the others are fetched together in one lookup (one
+UserService ``CheckUsersExist`` call when the lookup has ``accounts``). Only existing accounts
+are answered from the cache, so a user who has just registered is found at once; a deleted
+one is dropped on the revocation channel, and at the latest ``ttl_seconds`` after deletion.
 """
 
 from __future__ import annotations
@@ -26,9 +33,9 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 import grpc
 import grpc.aio
@@ -64,6 +71,14 @@ class AccountState:
 class AccountLookup(Protocol):
     async def account(self, email: str) -> AccountState | None:
         """The account registered under ``email`` (None if none); Unavailable if unknown now."""
+        ...
+
+
+@runtime_checkable
+class AccountBatchLookup(Protocol):
+    async def accounts(self, emails: Sequence[str]) -> Mapping[str, AccountState | None]:
+        """The account registered under each of ``emails`` (None where there is none), in one
+        question; Unavailable if unknown now."""
         ...
 
 
@@ -128,6 +143,38 @@ class Sessions:
             self._cache.clear()
         else:
             self._cache.pop(email, None)
+
+    async def accounts(self, emails: Sequence[str]) -> dict[str, AccountState | None]:
+        """The account registered under each of ``emails`` (None where there is none).
+
+        Accounts fetched within ``ttl_seconds`` come from the cache; the other emails are
+        fetched together (one lookup) and cached. An email without an account is never answered
+        from the cache. No outage grace: Unavailable if the lookup fails."""
+        now = self._clock()
+        found: dict[str, AccountState | None] = {}
+        missing: list[str] = []
+        for email in dict.fromkeys(emails):
+            entry = self._cache.get(email)
+            if entry is not None and entry.state is not None and now - entry.fetched <= self.ttl:
+                self._cache.move_to_end(email)
+                found[email] = entry.state
+            else:
+                missing.append(email)
+        if missing:
+            fetched = await self._fetch(missing)
+            for email in missing:
+                state = found[email] = fetched.get(email)
+                if state is None:  # not kept: unknown emails cannot push accounts out
+                    self._cache.pop(email, None)
+                else:
+                    self._store(email, state)
+        return found
+
+    async def _fetch(self, emails: list[str]) -> Mapping[str, AccountState | None]:
+        if isinstance(self._lookup, AccountBatchLookup):
+            return await self._lookup.accounts(emails)
+        states = await asyncio.gather(*(self._lookup.account(email) for email in emails))
+        return dict(zip(emails, states, strict=True))
 
     async def check(self, principal: Principal) -> None:
         """Return if ``principal`` (a user) may act now; Unauthenticated if its token is

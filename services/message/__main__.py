@@ -27,8 +27,8 @@ def wire(start: Start[Settings]) -> Parts:
     notifications = start.peer(settings.notification_addr, "notification", wait_for_ready=True)
     store = RedisMessageStore(redis, quota_bytes=settings.quota_bytes)
     directory = GrpcUserDirectory(users)
-    service = MessageService(store, directory, limits=settings.send)
-    sessions = Sessions(directory)
+    sessions = Sessions(directory)  # also the cache of a send's sender and receiver checks
+    service = MessageService(store, directory, limits=settings.send, known_users=sessions)
     outbox = start.outbox(redis, OUTBOX, NotifyReceiver(notifications))
     return Parts(
         register=lambda server: register(server, service, outbox.dead_letters),

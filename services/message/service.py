@@ -8,10 +8,9 @@ nor hide items of the following pages.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final, Protocol
@@ -19,7 +18,6 @@ from typing import Final, Protocol
 from services.common.auth import ACCOUNT_ID
 from services.common.domain import (
     AlreadyExists,
-    DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -106,8 +104,18 @@ class MessageStore(Protocol):
     async def delete(self, message: Message) -> bool: ...
 
 
-class UserDirectory(Protocol):
-    """Who is registered (UserService CheckUserExists in production)."""
+class KnownUsers(Protocol):
+    """Who is registered, possibly a few seconds late (UserService CheckUsersExist behind the
+    account cache of services.common.sessions.Sessions in production)."""
+
+    async def accounts(self, emails: Sequence[str]) -> Mapping[str, AccountState | None]:
+        """The account registered under each of ``emails`` (None where there is none);
+        Unavailable if that cannot be found out now."""
+        ...
+
+
+class UserDirectory(KnownUsers, Protocol):
+    """Who is registered now (UserService CheckUserExists and CheckUsersExist in production)."""
 
     async def account(self, email: str) -> AccountState | None:
         """The account registered under ``email``, or None; Unavailable if that cannot be
@@ -172,10 +180,15 @@ class MessageService:
         *,
         clock: Callable[[], datetime] = _utc_now,
         limits: SendLimits | None = None,
+        known_users: KnownUsers | None = None,
     ) -> None:
-        """``limits`` None sends without a rate limit (trusted in-process use only)."""
+        """``limits`` None sends without a rate limit (trusted in-process use only).
+
+        ``known_users`` answers the sender and receiver checks of a send (``users`` if None);
+        ``users`` answers erasure, which must see the account as it is now."""
         self._store = store
         self._users = users
+        self._known = users if known_users is None else known_users
         self._clock = clock
         self._limits = limits
 
@@ -296,28 +309,20 @@ class MessageService:
     async def _check_registered(self, sender: str, receiver: str) -> tuple[str, str]:
         """The receiver's account id ("" if it has none yet) and the sender's display name ("" if
         unknown); NotFound naming each unregistered user; Unavailable if UserService cannot
-        tell."""
+        tell. Both are asked about together (one UserService call at most)."""
+        accounts = await self._known.accounts([sender, receiver])
         emails = {"sender_email": sender, "receiver_email": receiver}
-        answers = await asyncio.gather(
-            *(self._users.account(email) for email in emails.values()), return_exceptions=True
-        )
-        failures = [a for a in answers if isinstance(a, BaseException)]
-        for failure in failures:
-            if isinstance(failure, DomainError):
-                raise failure
-        if failures:
-            raise failures[0]
         missing = [
             f"{field}: no user is registered under {email}"
-            for (field, email), account in zip(emails.items(), answers, strict=True)
-            if account is None
+            for field, email in emails.items()
+            if accounts.get(email) is None
         ]
         if missing:
             raise NotFound("; ".join(missing))
-        sender_account, receiver_account = answers
+        sender_account, receiver_account = accounts[sender], accounts[receiver]
         return (
-            receiver_account.account_id if isinstance(receiver_account, AccountState) else "",
-            sender_account.name if isinstance(sender_account, AccountState) else "",
+            receiver_account.account_id if receiver_account is not None else "",
+            sender_account.name if sender_account is not None else "",
         )
 
     # -- reading ------------------------------------------------------------------------------

@@ -82,3 +82,15 @@ class Authentication:
     email: str
     access_token: str
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Existence:
+    """Whether a user is registered under ``email`` (normalised), and its account if it has an
+    id (a record written before account ids existed exists without one)."""
+
+    email: str
+    exists: bool
+    account_id: str = ""
+    token_version: int = 0
+    name: str = ""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -25,6 +25,7 @@ from services.user.models import (
     Admission,
     Authentication,
     Counter,
+    Existence,
     LoginPolicy,
     StoredUser,
     UserInfo,
@@ -34,6 +35,8 @@ from services.user.passwords import Passwords, validate_password
 logger = logging.getLogger(__name__)
 
 MAX_NAME_CHARS = 100
+MAX_LOOKUP_EMAILS = 100
+"""The most emails one CheckUsersExist call may ask about."""
 OPERATOR = "operator"
 """The role that may list every user (granted with ``python -m services.user.operators``)."""
 _UPDATE_ATTEMPTS = 3
@@ -45,6 +48,8 @@ class UserStore(Protocol):
     async def create(self, user: StoredUser) -> bool: ...
 
     async def get(self, email: str) -> StoredUser | None: ...
+
+    async def get_many(self, emails: Sequence[str]) -> list[StoredUser | None]: ...
 
     async def exists(self, email: str) -> bool: ...
 
@@ -164,6 +169,14 @@ def validate_name(name: str, field: str = "name") -> str:
     return name
 
 
+def _existence(email: str, user: StoredUser | None) -> Existence:
+    """What CheckUserExists answers: a record without an account id (written before ids
+    existed) exists, with nothing more."""
+    if user is None or not user.account_id:
+        return Existence(email, user is not None)
+    return Existence(email, True, user.account_id, user.token_version, user.name)
+
+
 class UserService:
     """Every UserService operation, shared by the gRPC and REST adapters."""
 
@@ -278,6 +291,18 @@ class UserService:
     async def lookup(self, email: str) -> AccountState | None:
         """Whether ``email`` is registered, and its account (id and token version) if so."""
         return await self.account(normalise_email(email))
+
+    async def lookup_many(self, emails: Sequence[str]) -> list[Existence]:
+        """Whether each email is registered (in request order), and its account: one store
+        round trip. InvalidArgument naming the index of the first malformed email, before
+        anything is read."""
+        if not 1 <= len(emails) <= MAX_LOOKUP_EMAILS:
+            raise InvalidArgument(
+                f"emails must list 1 to {MAX_LOOKUP_EMAILS} addresses, got {len(emails)}"
+            )
+        addresses = [normalise_email(raw, f"emails[{i}]") for i, raw in enumerate(emails)]
+        users = await self._store.get_many(addresses)
+        return [_existence(address, user) for address, user in zip(addresses, users, strict=True)]
 
     async def get(self, caller: Principal, email: str) -> UserInfo:
         """The caller's own record (PermissionDenied before NotFound, revealing nothing)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Sequence
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -58,6 +59,13 @@ class RedisUserStore:
     async def get(self, email: str) -> StoredUser | None:
         raw = await self._redis.get(keys.user_key(email))
         return None if raw is None else decode_user(_text(raw))
+
+    async def get_many(self, emails: Sequence[str]) -> list[StoredUser | None]:
+        """The user stored under each email, in order, in one round trip (MGET)."""
+        if not emails:
+            return []
+        documents = await self._redis.mget([keys.user_key(email) for email in emails])
+        return [None if raw is None else decode_user(_text(raw)) for raw in documents]
 
     async def exists(self, email: str) -> bool:
         return bool(await self._redis.exists(keys.user_key(email)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from missive.user.v1 import user_pb2
 
-from services.user.models import UserInfo
+from services.user.models import Existence, UserInfo
 
 
 def user_to_proto(user: UserInfo) -> user_pb2.User:
@@ -12,3 +12,13 @@ def user_to_proto(user: UserInfo) -> user_pb2.User:
     message.created_at.FromDatetime(user.created_at)
     message.updated_at.FromDatetime(user.updated_at)
     return message
+
+
+def existence_to_proto(user: Existence) -> user_pb2.UserExistence:
+    return user_pb2.UserExistence(
+        email=user.email,
+        exists=user.exists,
+        account_id=user.account_id,
+        token_version=user.token_version,
+        name=user.name,
+    )

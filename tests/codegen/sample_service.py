@@ -37,6 +37,16 @@ class SampleUserServicer(user_pb2_grpc.UserServiceServicer):
     ) -> user_pb2.CheckUserExistsResponse:
         return user_pb2.CheckUserExistsResponse(exists=request.email in self.emails)
 
+    async def CheckUsersExist(
+        self, request: user_pb2.CheckUsersExistRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> user_pb2.CheckUsersExistResponse:
+        return user_pb2.CheckUsersExistResponse(
+            users=[
+                user_pb2.UserExistence(email=email, exists=email in self.emails)
+                for email in request.emails
+            ]
+        )
+
     async def AuthenticateUser(
         self, request: user_pb2.AuthenticateUserRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> user_pb2.AuthenticateUserResponse:

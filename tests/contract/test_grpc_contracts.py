@@ -96,6 +96,7 @@ class Known:
             "receiver_email": emails,
             "user_email": emails,
             "peer_email": st.one_of(emails, st.just("")),
+            "emails": st.lists(emails, min_size=1, max_size=3),
             "password": st.sampled_from([PASSWORD, PASSWORD + "!"]),
             "content": st.text(string.ascii_letters + " ,.!?é😀", min_size=1, max_size=40),
             "client_request_id": st.one_of(
@@ -518,7 +519,12 @@ def test_known_state_builds_valid_requests_for_every_rpc() -> None:
             request = data.draw(strategy)
             for item in rpc.input_type.fields:
                 if "email" in item.name and item.name != "peer_email":
-                    assert getattr(request, item.name) in known.emails, (rpc.name, item.name)
+                    value = getattr(request, item.name)
+                    values = list(value) if item.is_repeated else [value]
+                    assert values and all(v in known.emails for v in values), (
+                        rpc.name,
+                        item.name,
+                    )
 
     check()
 

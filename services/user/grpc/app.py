@@ -11,7 +11,7 @@ from services.common.dead_letters import AdminRpcs, DeadLetters
 from services.common.grpc_edge import Context, caller
 from services.common.peers import peer_host
 from services.user.service import UserService
-from services.user.wire import user_to_proto
+from services.user.wire import existence_to_proto, user_to_proto
 
 __all__ = ["SERVICE_NAME", "UserServicer", "register"]
 
@@ -54,6 +54,12 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
             token_version=account.token_version,
             name=account.name,
         )
+
+    async def CheckUsersExist(
+        self, request: user_pb2.CheckUsersExistRequest, context: Context
+    ) -> user_pb2.CheckUsersExistResponse:
+        found = await self._service.lookup_many(request.emails)
+        return user_pb2.CheckUsersExistResponse(users=[existence_to_proto(u) for u in found])
 
     async def ListUsers(
         self, request: user_pb2.ListUsersRequest, context: Context

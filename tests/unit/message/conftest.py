@@ -4,7 +4,7 @@ NotificationService stand-ins (peers, not the code under test) behind the real g
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +84,9 @@ class KnownUsers:
             return None
         return AccountState(account_id_of(email), 1, display_name(email))
 
+    async def accounts(self, emails: Sequence[str]) -> dict[str, AccountState | None]:
+        return {email: await self.account(email) for email in emails}
+
 
 @pytest.fixture
 def keys(tmp_path: Path) -> Path:
@@ -121,12 +124,25 @@ def service(store: RedisMessageStore, known_users: KnownUsers) -> MessageService
 
 
 class UserStandIn(user_pb2_grpc.UserServiceServicer):
-    """A peer, not the code under test: CheckUserExists over a set of emails; can stall."""
+    """A peer, not the code under test: CheckUserExists and CheckUsersExist over a set of
+    emails; can stall, or answer CheckUsersExist UNIMPLEMENTED as an older UserService."""
 
     def __init__(self, emails: Iterable[str]) -> None:
         self.emails = set(emails)
         self.callers: list[str] = []
         self.stall_seconds = 0.0
+        self.batch = True
+
+    def _existence(self, email: str) -> user_pb2.UserExistence:
+        if email not in self.emails:
+            return user_pb2.UserExistence(email=email, exists=False)
+        return user_pb2.UserExistence(
+            email=email,
+            exists=True,
+            account_id=account_id_of(email),
+            token_version=1,
+            name=display_name(email),
+        )
 
     async def CheckUserExists(
         self, request: user_pb2.CheckUserExistsRequest, context: Context
@@ -134,13 +150,24 @@ class UserStandIn(user_pb2_grpc.UserServiceServicer):
         self.callers.append(caller().name)
         if self.stall_seconds:
             await asyncio.sleep(self.stall_seconds)
-        if request.email not in self.emails:
-            return user_pb2.CheckUserExistsResponse(exists=False)
+        found = self._existence(request.email)
         return user_pb2.CheckUserExistsResponse(
-            exists=True,
-            account_id=account_id_of(request.email),
-            token_version=1,
-            name=display_name(request.email),
+            exists=found.exists,
+            account_id=found.account_id,
+            token_version=found.token_version,
+            name=found.name,
+        )
+
+    async def CheckUsersExist(
+        self, request: user_pb2.CheckUsersExistRequest, context: Context
+    ) -> user_pb2.CheckUsersExistResponse:
+        if not self.batch:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        self.callers.append(caller().name)
+        if self.stall_seconds:
+            await asyncio.sleep(self.stall_seconds)
+        return user_pb2.CheckUsersExistResponse(
+            users=[self._existence(email) for email in request.emails]
         )
 
 

@@ -3,6 +3,7 @@ one's messages, even before the erasure event arrives; erasure of a deleted acco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -30,18 +31,21 @@ class Directory:
     """UserService's answers (a peer, not the code under test); the test changes them."""
 
     def __init__(self) -> None:
-        self.accounts: dict[str, AccountState] = {
+        self.known: dict[str, AccountState] = {
             ADA: AccountState(OLD, 1),
             BOB: AccountState(PEER, 1),
             CAROL: AccountState("0000000000000004" + "d" * 16, 1),
         }
 
     async def account(self, email: str) -> AccountState | None:
-        return self.accounts.get(email)
+        return self.known.get(email)
+
+    async def accounts(self, emails: Sequence[str]) -> dict[str, AccountState | None]:
+        return {email: self.known.get(email) for email in emails}
 
 
 def as_user(email: str, directory: Directory) -> Principal:
-    return Principal("user", email, account_id=directory.accounts[email].account_id)
+    return Principal("user", email, account_id=directory.known[email].account_id)
 
 
 @pytest.fixture
@@ -65,7 +69,7 @@ async def test_a_later_account_never_sees_the_earlier_ones_messages(
     service: MessageService, directory: Directory
 ) -> None:
     await history(service, directory)
-    directory.accounts[ADA] = AccountState(NEW, 1)  # deleted and registered again
+    directory.known[ADA] = AccountState(NEW, 1)  # deleted and registered again
     new_ada = as_user(ADA, directory)
     assert (await service.get_messages(new_ada, ADA)).messages == []
     assert (await service.list_conversations(new_ada, ADA)).conversations == []
@@ -79,7 +83,7 @@ async def test_a_peer_writing_first_does_not_hand_the_old_history_to_the_new_acc
     service: MessageService, directory: Directory
 ) -> None:
     await history(service, directory)
-    directory.accounts[ADA] = AccountState(NEW, 1)
+    directory.known[ADA] = AccountState(NEW, 1)
     bob = as_user(BOB, directory)
     sent = await service.send(bob, sender_email=BOB, receiver_email=ADA, content="hi, new Ada")
     new_ada = as_user(ADA, directory)
@@ -94,7 +98,7 @@ async def test_the_earlier_account_is_refused_once_a_later_one_owns_the_email(
 ) -> None:
     await history(service, directory)
     old_ada = as_user(ADA, directory)
-    directory.accounts[ADA] = AccountState(NEW, 1)
+    directory.known[ADA] = AccountState(NEW, 1)
     await service.get_messages(as_user(ADA, directory), ADA)  # the new account takes over
     with pytest.raises(Unauthenticated, match="no longer exists"):
         await service.get_messages(old_ada, ADA)
@@ -106,7 +110,7 @@ async def test_erase_account_removes_everything_the_deleted_account_took_part_in
     service: MessageService, store: RedisMessageStore, directory: Directory, redis: Redis
 ) -> None:
     await history(service, directory)
-    del directory.accounts[ADA]  # deleted
+    del directory.known[ADA]  # deleted
     assert await service.erase_account(SERVICE, ADA, OLD) == 3
     assert await service.erase_account(SERVICE, ADA, OLD) == 0  # idempotent
     keys: Any = await redis.keys("*")
@@ -137,7 +141,7 @@ async def test_erasing_an_earlier_account_never_touches_the_later_ones_data(
     service: MessageService, directory: Directory
 ) -> None:
     await history(service, directory)
-    directory.accounts[ADA] = AccountState(NEW, 1)
+    directory.known[ADA] = AccountState(NEW, 1)
     new_ada = as_user(ADA, directory)
     bob = as_user(BOB, directory)
     await service.send(bob, sender_email=BOB, receiver_email=ADA, content="hi, new Ada")
@@ -158,7 +162,7 @@ async def test_a_later_account_starts_with_a_fresh_quota_and_send_window(
     assert int(str(await redis.get(f"user:{ADA}:stored_bytes"))) > 0
     # Some drift in the old account's counters: taking over must not keep it either.
     await redis.incrby(f"user:{ADA}:stored_bytes", 5_000)
-    directory.accounts[ADA] = AccountState(NEW, 1)  # deleted and registered again
+    directory.known[ADA] = AccountState(NEW, 1)  # deleted and registered again
     new_ada = as_user(ADA, directory)
     sent = await service.send(new_ada, sender_email=ADA, receiver_email=BOB, content="fresh")
     assert await redis.get(f"send_rate:{ADA}") == "1"  # a new window, counting only this one

@@ -52,7 +52,7 @@ async def test_send_list_read_and_delete_happy_path(
         "Hello Bob",
     )
     assert sent.timestamp.seconds > 0 and not sent.read
-    assert user_service.servicer.callers == ["message", "message"]  # its own credential
+    assert user_service.servicer.callers == ["message"]  # its own credential
 
     for email in (ADA, BOB):
         page = await stub.GetMessages(

@@ -173,6 +173,79 @@ async def test_check_user_exists_refuses_users_and_other_callers(
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+async def test_check_users_exist_answers_each_email_in_request_order(
+    server: Grpc, service: UserService
+) -> None:
+    alice = await service.account(ALICE)
+    bob = await service.account(BOB)
+    assert alice is not None and bob is not None
+    client = server.as_service("message")
+    reply = await client.CheckUsersExist(
+        U.CheckUsersExistRequest(emails=[" BOB@example.com", "nobody@example.com", ALICE, BOB])
+    )
+    assert [(u.email, u.exists) for u in reply.users] == [
+        (BOB, True),  # normalised
+        ("nobody@example.com", False),
+        (ALICE, True),
+        (BOB, True),  # a repeated email is answered each time
+    ]
+    first, missing, third, _ = reply.users
+    assert (first.account_id, first.token_version, first.name) == (
+        bob.account_id,
+        bob.token_version,
+        "Bob",
+    )
+    assert (third.account_id, third.name) == (alice.account_id, "Alice")
+    assert (missing.account_id, missing.token_version, missing.name) == ("", 0, "")
+    # The same data CheckUserExists gives for one email.
+    single = await client.CheckUserExists(U.CheckUserExistsRequest(email=BOB))
+    assert (single.exists, single.account_id, single.token_version, single.name) == (
+        first.exists,
+        first.account_id,
+        first.token_version,
+        first.name,
+    )
+    # A deleted user is gone from the answer at once.
+    await service.delete(Principal("user", BOB), BOB)
+    reply = await client.CheckUsersExist(U.CheckUsersExistRequest(emails=[ALICE, BOB]))
+    assert [u.exists for u in reply.users] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("emails", "detail"),
+    [
+        ([], "emails must list 1 to 100 addresses, got 0"),
+        ([f"u{i}@example.com" for i in range(101)], "emails must list 1 to 100 addresses"),
+        ([ALICE, "not-an-email"], "emails[1]"),
+        (["", BOB], "emails[0] is required"),
+        ([ALICE, "a*b@example.com"], "emails[1] contains characters that are not allowed"),
+    ],
+)
+async def test_check_users_exist_refuses_a_bad_list_whole(
+    server: Grpc, emails: list[str], detail: str
+) -> None:
+    error = await rpc_error(
+        server.as_service("message").CheckUsersExist(U.CheckUsersExistRequest(emails=emails))
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert detail in (error.details() or "")
+
+
+async def test_check_users_exist_is_for_message_service_only(
+    server: Grpc, token_for: Callable[[str], str]
+) -> None:
+    request = U.CheckUsersExistRequest(emails=[BOB])
+    for name in ("notification", "frontend", "user", "admin"):
+        error = await rpc_error(server.as_service(name).CheckUsersExist(request))
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED, name
+    error = await rpc_error(
+        server.anonymous().CheckUsersExist(request, metadata=bearer(token_for(ALICE)))
+    )
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    error = await rpc_error(server.anonymous().CheckUsersExist(request))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 async def test_list_users(server: Grpc, token_for: Callable[[str], str]) -> None:
     for name in ("message", "notification", "frontend"):
         client = server.as_service(name)

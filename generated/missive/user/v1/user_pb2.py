@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amissive/user/v1/user.proto\x12\x0fmissive.user.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\x04User\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x17\x41uthenticateUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\x8b\x01\n\x18\x41uthenticateUserResponse\x12\x15\n\rauthenticated\x18\x01 \x01(\x08\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\'\n\x16\x43heckUserExistsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"b\n\x17\x43heckUserExistsResponse\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x15\n\rtoken_version\x18\x03 \x01(\x03\x12\x0c\n\x04name\x18\x04 \x01(\t\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x11ListUsersResponse\x12$\n\x05users\x18\x01 \x03(\x0b\x32\x15.missive.user.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0eGetUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"\xff\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0boriginal_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x10\n\x08\x63onsumer\x18\x05 \x01(\t\x12\x34\n\x10\x64\x65\x61\x64_lettered_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x06\x66ields\x18\x07 \x03(\x0b\x32\'.missive.user.v1.DeadLetter.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x16ListDeadLettersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"t\n\x17ListDeadLettersResponse\x12\x31\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1b.missive.user.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"4\n\x18ReplayDeadLettersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\"@\n\x19ReplayDeadLettersResponse\x12\x10\n\x08replayed\x18\x01 \x01(\x03\x12\x11\n\tnot_found\x18\x02 \x03(\t\"2\n\x16\x44ropDeadLettersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\"=\n\x17\x44ropDeadLettersResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x03\x12\x11\n\tnot_found\x18\x02 \x03(\t2\xab\x05\n\x0bUserService\x12g\n\x10\x41uthenticateUser\x12(.missive.user.v1.AuthenticateUserRequest\x1a).missive.user.v1.AuthenticateUserResponse\x12\x64\n\x0f\x43heckUserExists\x12\'.missive.user.v1.CheckUserExistsRequest\x1a(.missive.user.v1.CheckUserExistsResponse\x12R\n\tListUsers\x12!.missive.user.v1.ListUsersRequest\x1a\".missive.user.v1.ListUsersResponse\x12\x41\n\x07GetUser\x12\x1f.missive.user.v1.GetUserRequest\x1a\x15.missive.user.v1.User\x12\x64\n\x0fListDeadLetters\x12\'.missive.user.v1.ListDeadLettersRequest\x1a(.missive.user.v1.ListDeadLettersResponse\x12j\n\x11ReplayDeadLetters\x12).missive.user.v1.ReplayDeadLettersRequest\x1a*.missive.user.v1.ReplayDeadLettersResponse\x12\x64\n\x0f\x44ropDeadLetters\x12\'.missive.user.v1.DropDeadLettersRequest\x1a(.missive.user.v1.DropDeadLettersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amissive/user/v1/user.proto\x12\x0fmissive.user.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\x04User\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x17\x41uthenticateUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\x8b\x01\n\x18\x41uthenticateUserResponse\x12\x15\n\rauthenticated\x18\x01 \x01(\x08\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\'\n\x16\x43heckUserExistsRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"b\n\x17\x43heckUserExistsResponse\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x15\n\rtoken_version\x18\x03 \x01(\x03\x12\x0c\n\x04name\x18\x04 \x01(\t\"(\n\x16\x43heckUsersExistRequest\x12\x0e\n\x06\x65mails\x18\x01 \x03(\t\"H\n\x17\x43heckUsersExistResponse\x12-\n\x05users\x18\x01 \x03(\x0b\x32\x1e.missive.user.v1.UserExistence\"g\n\rUserExistence\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x0e\n\x06\x65xists\x18\x02 \x01(\x08\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x15\n\rtoken_version\x18\x04 \x01(\x03\x12\x0c\n\x04name\x18\x05 \x01(\t\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x11ListUsersResponse\x12$\n\x05users\x18\x01 \x03(\x0b\x32\x15.missive.user.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0eGetUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"\xff\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0boriginal_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x10\n\x08\x63onsumer\x18\x05 \x01(\t\x12\x34\n\x10\x64\x65\x61\x64_lettered_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x06\x66ields\x18\x07 \x03(\x0b\x32\'.missive.user.v1.DeadLetter.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x16ListDeadLettersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"t\n\x17ListDeadLettersResponse\x12\x31\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1b.missive.user.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"4\n\x18ReplayDeadLettersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\"@\n\x19ReplayDeadLettersResponse\x12\x10\n\x08replayed\x18\x01 \x01(\x03\x12\x11\n\tnot_found\x18\x02 \x03(\t\"2\n\x16\x44ropDeadLettersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\"=\n\x17\x44ropDeadLettersResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x03\x12\x11\n\tnot_found\x18\x02 \x03(\t2\x91\x06\n\x0bUserService\x12g\n\x10\x41uthenticateUser\x12(.missive.user.v1.AuthenticateUserRequest\x1a).missive.user.v1.AuthenticateUserResponse\x12\x64\n\x0f\x43heckUserExists\x12\'.missive.user.v1.CheckUserExistsRequest\x1a(.missive.user.v1.CheckUserExistsResponse\x12\x64\n\x0f\x43heckUsersExist\x12\'.missive.user.v1.CheckUsersExistRequest\x1a(.missive.user.v1.CheckUsersExistResponse\x12R\n\tListUsers\x12!.missive.user.v1.ListUsersRequest\x1a\".missive.user.v1.ListUsersResponse\x12\x41\n\x07GetUser\x12\x1f.missive.user.v1.GetUserRequest\x1a\x15.missive.user.v1.User\x12\x64\n\x0fListDeadLetters\x12\'.missive.user.v1.ListDeadLettersRequest\x1a(.missive.user.v1.ListDeadLettersResponse\x12j\n\x11ReplayDeadLetters\x12).missive.user.v1.ReplayDeadLettersRequest\x1a*.missive.user.v1.ReplayDeadLettersResponse\x12\x64\n\x0f\x44ropDeadLetters\x12\'.missive.user.v1.DropDeadLettersRequest\x1a(.missive.user.v1.DropDeadLettersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,28 +44,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKUSEREXISTSREQUEST']._serialized_end=455
   _globals['_CHECKUSEREXISTSRESPONSE']._serialized_start=457
   _globals['_CHECKUSEREXISTSRESPONSE']._serialized_end=555
-  _globals['_LISTUSERSREQUEST']._serialized_start=557
-  _globals['_LISTUSERSREQUEST']._serialized_end=614
-  _globals['_LISTUSERSRESPONSE']._serialized_start=616
-  _globals['_LISTUSERSRESPONSE']._serialized_end=698
-  _globals['_GETUSERREQUEST']._serialized_start=700
-  _globals['_GETUSERREQUEST']._serialized_end=731
-  _globals['_DEADLETTER']._serialized_start=734
-  _globals['_DEADLETTER']._serialized_end=989
-  _globals['_DEADLETTER_FIELDSENTRY']._serialized_start=944
-  _globals['_DEADLETTER_FIELDSENTRY']._serialized_end=989
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=991
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1054
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1056
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1172
-  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_start=1174
-  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_end=1226
-  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_start=1228
-  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_end=1292
-  _globals['_DROPDEADLETTERSREQUEST']._serialized_start=1294
-  _globals['_DROPDEADLETTERSREQUEST']._serialized_end=1344
-  _globals['_DROPDEADLETTERSRESPONSE']._serialized_start=1346
-  _globals['_DROPDEADLETTERSRESPONSE']._serialized_end=1407
-  _globals['_USERSERVICE']._serialized_start=1410
-  _globals['_USERSERVICE']._serialized_end=2093
+  _globals['_CHECKUSERSEXISTREQUEST']._serialized_start=557
+  _globals['_CHECKUSERSEXISTREQUEST']._serialized_end=597
+  _globals['_CHECKUSERSEXISTRESPONSE']._serialized_start=599
+  _globals['_CHECKUSERSEXISTRESPONSE']._serialized_end=671
+  _globals['_USEREXISTENCE']._serialized_start=673
+  _globals['_USEREXISTENCE']._serialized_end=776
+  _globals['_LISTUSERSREQUEST']._serialized_start=778
+  _globals['_LISTUSERSREQUEST']._serialized_end=835
+  _globals['_LISTUSERSRESPONSE']._serialized_start=837
+  _globals['_LISTUSERSRESPONSE']._serialized_end=919
+  _globals['_GETUSERREQUEST']._serialized_start=921
+  _globals['_GETUSERREQUEST']._serialized_end=952
+  _globals['_DEADLETTER']._serialized_start=955
+  _globals['_DEADLETTER']._serialized_end=1210
+  _globals['_DEADLETTER_FIELDSENTRY']._serialized_start=1165
+  _globals['_DEADLETTER_FIELDSENTRY']._serialized_end=1210
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1212
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1275
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1277
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1393
+  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_start=1395
+  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_end=1447
+  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_start=1449
+  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_end=1513
+  _globals['_DROPDEADLETTERSREQUEST']._serialized_start=1515
+  _globals['_DROPDEADLETTERSREQUEST']._serialized_end=1565
+  _globals['_DROPDEADLETTERSRESPONSE']._serialized_start=1567
+  _globals['_DROPDEADLETTERSRESPONSE']._serialized_end=1628
+  _globals['_USERSERVICE']._serialized_start=1631
+  _globals['_USERSERVICE']._serialized_end=2416
 # @@protoc_insertion_point(module_scope)

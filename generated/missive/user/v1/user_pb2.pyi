@@ -218,6 +218,96 @@ class CheckUserExistsResponse(_message.Message):
 Global___CheckUserExistsResponse: _TypeAlias = CheckUserExistsResponse  # noqa: Y015
 
 @_typing.final
+class CheckUsersExistRequest(_message.Message):
+    """Which emails to look up."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAILS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def emails(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Addresses to look up, 1 to 100: each a normalised lower-case email, max 254 bytes."""
+
+    def __init__(
+        self,
+        *,
+        emails: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["emails", b"emails"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckUsersExistRequest: _TypeAlias = CheckUsersExistRequest  # noqa: Y015
+
+@_typing.final
+class CheckUsersExistResponse(_message.Message):
+    """Whether each requested email is registered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserExistence]:
+        """One result per requested email, in request order."""
+
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[Global___UserExistence] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckUsersExistResponse: _TypeAlias = CheckUsersExistResponse  # noqa: Y015
+
+@_typing.final
+class UserExistence(_message.Message):
+    """What CheckUserExists answers for one email."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_FIELD_NUMBER: _builtins.int
+    EXISTS_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_VERSION_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    email: _builtins.str
+    """The requested email, normalised (lower-cased, surrounding whitespace removed)."""
+    exists: _builtins.bool
+    """True when a user is registered under email."""
+    account_id: _builtins.str
+    """The account's id when exists is true (empty otherwise, and for an account registered
+    before ids existed): 32 lower-case hex digits, never reused by another account.
+    """
+    token_version: _builtins.int
+    """The version every valid access token of the account carries (the `tv` claim) when exists
+    is true; raised to revoke all earlier tokens.
+    """
+    name: _builtins.str
+    """The user's display name when exists is true (empty otherwise)."""
+    def __init__(
+        self,
+        *,
+        email: _builtins.str = ...,
+        exists: _builtins.bool = ...,
+        account_id: _builtins.str = ...,
+        token_version: _builtins.int = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "email", b"email", "exists", b"exists", "name", b"name", "token_version", b"token_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserExistence: _TypeAlias = UserExistence  # noqa: Y015
+
+@_typing.final
 class ListUsersRequest(_message.Message):
     """Which page of users to return."""
 

@@ -46,6 +46,11 @@ class UserServiceStub:
                 request_serializer=missive_dot_user_dot_v1_dot_user__pb2.CheckUserExistsRequest.SerializeToString,
                 response_deserializer=missive_dot_user_dot_v1_dot_user__pb2.CheckUserExistsResponse.FromString,
                 _registered_method=True)
+        self.CheckUsersExist = channel.unary_unary(
+                '/missive.user.v1.UserService/CheckUsersExist',
+                request_serializer=missive_dot_user_dot_v1_dot_user__pb2.CheckUsersExistRequest.SerializeToString,
+                response_deserializer=missive_dot_user_dot_v1_dot_user__pb2.CheckUsersExistResponse.FromString,
+                _registered_method=True)
         self.ListUsers = channel.unary_unary(
                 '/missive.user.v1.UserService/ListUsers',
                 request_serializer=missive_dot_user_dot_v1_dot_user__pb2.ListUsersRequest.SerializeToString,
@@ -98,12 +103,26 @@ class UserServiceServicer:
 
     def CheckUserExists(self, request, context):
         """Tells whether a user is registered under an email, so that services can validate the
-        addresses they are given (MessageService checks the sender and receiver of every message),
-        and, when one is, its account id and current token version, so that services can refuse
+        addresses they are given (CheckUsersExist asks about several at once), and, when one is,
+        its account id and current token version, so that services can refuse
         revoked tokens and keep the data of a deleted account from a later account of the same
         email.
         Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.
         Auth: internal; only MessageService, NotificationService, FrontendService may call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckUsersExist(self, request, context):
+        """CheckUserExists for several emails in one call: MessageService checks the sender and the
+        receiver of a message together. One result per requested email, in request order (a
+        repeated email is answered each time), carrying what CheckUserExists answers for it. The
+        whole call fails if any email is malformed (the message names its index); nothing is
+        answered for the others then.
+        Errors: INVALID_ARGUMENT (no emails, more than 100, a malformed email), PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only MessageService may call it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -185,6 +204,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.CheckUserExists,
                     request_deserializer=missive_dot_user_dot_v1_dot_user__pb2.CheckUserExistsRequest.FromString,
                     response_serializer=missive_dot_user_dot_v1_dot_user__pb2.CheckUserExistsResponse.SerializeToString,
+            ),
+            'CheckUsersExist': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckUsersExist,
+                    request_deserializer=missive_dot_user_dot_v1_dot_user__pb2.CheckUsersExistRequest.FromString,
+                    response_serializer=missive_dot_user_dot_v1_dot_user__pb2.CheckUsersExistResponse.SerializeToString,
             ),
             'ListUsers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListUsers,
@@ -268,6 +292,33 @@ class UserService:
             '/missive.user.v1.UserService/CheckUserExists',
             missive_dot_user_dot_v1_dot_user__pb2.CheckUserExistsRequest.SerializeToString,
             missive_dot_user_dot_v1_dot_user__pb2.CheckUserExistsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckUsersExist(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/missive.user.v1.UserService/CheckUsersExist',
+            missive_dot_user_dot_v1_dot_user__pb2.CheckUsersExistRequest.SerializeToString,
+            missive_dot_user_dot_v1_dot_user__pb2.CheckUsersExistResponse.FromString,
             options,
             channel_credentials,
             insecure,

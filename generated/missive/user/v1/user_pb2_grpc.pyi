@@ -81,12 +81,22 @@ class UserServiceStub:
     """
     CheckUserExists: _grpc.UnaryUnaryMultiCallable[_user_pb2.CheckUserExistsRequest, _user_pb2.CheckUserExistsResponse]
     """Tells whether a user is registered under an email, so that services can validate the
-    addresses they are given (MessageService checks the sender and receiver of every message),
-    and, when one is, its account id and current token version, so that services can refuse
+    addresses they are given (CheckUsersExist asks about several at once), and, when one is,
+    its account id and current token version, so that services can refuse
     revoked tokens and keep the data of a deleted account from a later account of the same
     email.
     Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.
     Auth: internal; only MessageService, NotificationService, FrontendService may call it.
+    """
+    CheckUsersExist: _grpc.UnaryUnaryMultiCallable[_user_pb2.CheckUsersExistRequest, _user_pb2.CheckUsersExistResponse]
+    """CheckUserExists for several emails in one call: MessageService checks the sender and the
+    receiver of a message together. One result per requested email, in request order (a
+    repeated email is answered each time), carrying what CheckUserExists answers for it. The
+    whole call fails if any email is malformed (the message names its index); nothing is
+    answered for the others then.
+    Errors: INVALID_ARGUMENT (no emails, more than 100, a malformed email), PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only MessageService may call it.
     """
     ListUsers: _grpc.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]
     """Lists registered users one page at a time, in ascending email order. Internal only: users
@@ -156,12 +166,22 @@ class UserServiceAsyncStub(UserServiceStub):
     """
     CheckUserExists: _aio.UnaryUnaryMultiCallable[_user_pb2.CheckUserExistsRequest, _user_pb2.CheckUserExistsResponse]  # type: ignore[assignment]
     """Tells whether a user is registered under an email, so that services can validate the
-    addresses they are given (MessageService checks the sender and receiver of every message),
-    and, when one is, its account id and current token version, so that services can refuse
+    addresses they are given (CheckUsersExist asks about several at once), and, when one is,
+    its account id and current token version, so that services can refuse
     revoked tokens and keep the data of a deleted account from a later account of the same
     email.
     Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.
     Auth: internal; only MessageService, NotificationService, FrontendService may call it.
+    """
+    CheckUsersExist: _aio.UnaryUnaryMultiCallable[_user_pb2.CheckUsersExistRequest, _user_pb2.CheckUsersExistResponse]  # type: ignore[assignment]
+    """CheckUserExists for several emails in one call: MessageService checks the sender and the
+    receiver of a message together. One result per requested email, in request order (a
+    repeated email is answered each time), carrying what CheckUserExists answers for it. The
+    whole call fails if any email is malformed (the message names its index); nothing is
+    answered for the others then.
+    Errors: INVALID_ARGUMENT (no emails, more than 100, a malformed email), PERMISSION_DENIED,
+    UNAVAILABLE.
+    Auth: internal; only MessageService may call it.
     """
     ListUsers: _aio.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]  # type: ignore[assignment]
     """Lists registered users one page at a time, in ascending email order. Internal only: users
@@ -240,12 +260,28 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_pb2.CheckUserExistsResponse, _abc.Awaitable[_user_pb2.CheckUserExistsResponse]]:
         """Tells whether a user is registered under an email, so that services can validate the
-        addresses they are given (MessageService checks the sender and receiver of every message),
-        and, when one is, its account id and current token version, so that services can refuse
+        addresses they are given (CheckUsersExist asks about several at once), and, when one is,
+        its account id and current token version, so that services can refuse
         revoked tokens and keep the data of a deleted account from a later account of the same
         email.
         Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.
         Auth: internal; only MessageService, NotificationService, FrontendService may call it.
+        """
+
+    @_abc_1.abstractmethod
+    def CheckUsersExist(
+        self,
+        request: _user_pb2.CheckUsersExistRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_pb2.CheckUsersExistResponse, _abc.Awaitable[_user_pb2.CheckUsersExistResponse]]:
+        """CheckUserExists for several emails in one call: MessageService checks the sender and the
+        receiver of a message together. One result per requested email, in request order (a
+        repeated email is answered each time), carrying what CheckUserExists answers for it. The
+        whole call fails if any email is malformed (the message names its index); nothing is
+        answered for the others then.
+        Errors: INVALID_ARGUMENT (no emails, more than 100, a malformed email), PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only MessageService may call it.
         """
 
     @_abc_1.abstractmethod

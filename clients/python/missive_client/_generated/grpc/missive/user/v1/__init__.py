@@ -8,6 +8,8 @@ __all__ = (
     "AuthenticateUserResponse",
     "CheckUserExistsRequest",
     "CheckUserExistsResponse",
+    "CheckUsersExistRequest",
+    "CheckUsersExistResponse",
     "DeadLetter",
     "DropDeadLettersRequest",
     "DropDeadLettersResponse",
@@ -19,6 +21,7 @@ __all__ = (
     "ReplayDeadLettersRequest",
     "ReplayDeadLettersResponse",
     "User",
+    "UserExistence",
     "UserServiceAsyncStub",
     "UserServiceStub",
 )
@@ -154,6 +157,42 @@ class CheckUserExistsResponse(betterproto2.Message):
 
 default_message_pool.register_message(
     "missive.user.v1", "CheckUserExistsResponse", CheckUserExistsResponse
+)
+
+
+@dataclass(eq=False, repr=False)
+class CheckUsersExistRequest(betterproto2.Message):
+    """
+    Which emails to look up.
+    """
+
+    emails: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Addresses to look up, 1 to 100: each a normalised lower-case email, max 254 bytes.
+    """
+
+
+default_message_pool.register_message(
+    "missive.user.v1", "CheckUsersExistRequest", CheckUsersExistRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class CheckUsersExistResponse(betterproto2.Message):
+    """
+    Whether each requested email is registered.
+    """
+
+    users: "list[UserExistence]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    One result per requested email, in request order.
+    """
+
+
+default_message_pool.register_message(
+    "missive.user.v1", "CheckUsersExistResponse", CheckUsersExistResponse
 )
 
 
@@ -459,6 +498,43 @@ class User(betterproto2.Message):
 default_message_pool.register_message("missive.user.v1", "User", User)
 
 
+@dataclass(eq=False, repr=False)
+class UserExistence(betterproto2.Message):
+    """
+    What CheckUserExists answers for one email.
+    """
+
+    email: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The requested email, normalised (lower-cased, surrounding whitespace removed).
+    """
+
+    exists: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    True when a user is registered under email.
+    """
+
+    account_id: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    The account's id when exists is true (empty otherwise, and for an account registered
+    before ids existed): 32 lower-case hex digits, never reused by another account.
+    """
+
+    token_version: "int" = betterproto2.field(4, betterproto2.TYPE_INT64)
+    """
+    The version every valid access token of the account carries (the `tv` claim) when exists
+    is true; raised to revoke all earlier tokens.
+    """
+
+    name: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    The user's display name when exists is true (empty otherwise).
+    """
+
+
+default_message_pool.register_message("missive.user.v1", "UserExistence", UserExistence)
+
+
 class UserServiceStub:
     """
     Registration, update and deletion of users are REST-only (openapi/user.yaml); over gRPC,
@@ -497,8 +573,8 @@ class UserServiceStub:
     ) -> "CheckUserExistsResponse":
         """
         Tells whether a user is registered under an email, so that services can validate the
-        addresses they are given (MessageService checks the sender and receiver of every message),
-        and, when one is, its account id and current token version, so that services can refuse
+        addresses they are given (CheckUsersExist asks about several at once), and, when one is,
+        its account id and current token version, so that services can refuse
         revoked tokens and keep the data of a deleted account from a later account of the same
         email.
         Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.
@@ -509,6 +585,26 @@ class UserServiceStub:
             "/missive.user.v1.UserService/CheckUserExists",
             CheckUserExistsRequest.SerializeToString,
             CheckUserExistsResponse.FromString,
+        )(message)
+
+    def check_users_exist(
+        self, message: "CheckUsersExistRequest"
+    ) -> "CheckUsersExistResponse":
+        """
+        CheckUserExists for several emails in one call: MessageService checks the sender and the
+        receiver of a message together. One result per requested email, in request order (a
+        repeated email is answered each time), carrying what CheckUserExists answers for it. The
+        whole call fails if any email is malformed (the message names its index); nothing is
+        answered for the others then.
+        Errors: INVALID_ARGUMENT (no emails, more than 100, a malformed email), PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only MessageService may call it.
+        """
+
+        return self._channel.unary_unary(
+            "/missive.user.v1.UserService/CheckUsersExist",
+            CheckUsersExistRequest.SerializeToString,
+            CheckUsersExistResponse.FromString,
         )(message)
 
     def list_users(self, message: "ListUsersRequest") -> "ListUsersResponse":
@@ -650,8 +746,8 @@ class UserServiceAsyncStub(betterproto2_grpclib.ServiceStub):
     ) -> "CheckUserExistsResponse":
         """
         Tells whether a user is registered under an email, so that services can validate the
-        addresses they are given (MessageService checks the sender and receiver of every message),
-        and, when one is, its account id and current token version, so that services can refuse
+        addresses they are given (CheckUsersExist asks about several at once), and, when one is,
+        its account id and current token version, so that services can refuse
         revoked tokens and keep the data of a deleted account from a later account of the same
         email.
         Errors: INVALID_ARGUMENT (malformed email), PERMISSION_DENIED, UNAVAILABLE.
@@ -662,6 +758,34 @@ class UserServiceAsyncStub(betterproto2_grpclib.ServiceStub):
             "/missive.user.v1.UserService/CheckUserExists",
             message,
             CheckUserExistsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def check_users_exist(
+        self,
+        message: "CheckUsersExistRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "CheckUsersExistResponse":
+        """
+        CheckUserExists for several emails in one call: MessageService checks the sender and the
+        receiver of a message together. One result per requested email, in request order (a
+        repeated email is answered each time), carrying what CheckUserExists answers for it. The
+        whole call fails if any email is malformed (the message names its index); nothing is
+        answered for the others then.
+        Errors: INVALID_ARGUMENT (no emails, more than 100, a malformed email), PERMISSION_DENIED,
+        UNAVAILABLE.
+        Auth: internal; only MessageService may call it.
+        """
+
+        return await self._unary_unary(
+            "/missive.user.v1.UserService/CheckUsersExist",
+            message,
+            CheckUsersExistResponse,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
