@@ -25,7 +25,7 @@ class _CountingConnection(Connection):
         self, command: bytes | str | Iterable[bytes], check_health: bool = True
     ) -> None:
         if not self.is_connected:  # the handshake is not a request of the code measured
-            await self.connect()
+            await self.connect_check_health(check_health=False)
         self.counter.count += 1
         await super().send_packed_command(command, check_health)
 
