@@ -132,9 +132,11 @@ class RedisNotificationStore:
         size), newest first; also how many there are to list and how many are unread.
 
         One round trip: a script counts and slices the list by each item's stored form (``id``
-        first, ``read`` last) and returns only the page. Should an item not have that form or
-        a page item not decode, the whole list is read and decoded here instead, so malformed
-        items are skipped and not counted either way."""
+        first, ``read`` last) and returns only the page, the only items decoded here. Should
+        an item not have that form, or an item of the page not decode, the whole list is read
+        and decoded instead, and malformed items are skipped and not counted. (An item in the
+        stored form that is not a notification - only a hand edit makes one - is counted
+        while it is on no page being read.)"""
         reply: list[Any] = await self._page(
             keys=[keys.notifications_key(email)],
             args=[
