@@ -11,18 +11,20 @@ from typing import Final
 MESSAGE_ID_COUNTER: Final = "message_id_counter"
 OUTBOX_STREAM: Final = "outbox:notifications"
 OUTBOX_DEAD_LETTER_STREAM: Final = "outbox:notifications:dead"
-_CONVERSATION_PREFIX: Final = "conversation:"
+CONVERSATION_PREFIX: Final = "conversation:"
+MESSAGE_PREFIX: Final = "message:"
+"""The read scripts append an id (or two sorted emails) to these prefixes themselves."""
 
 
 def message_key(message_id: int) -> str:
     """JSON of one message."""
-    return f"message:{message_id}"
+    return f"{MESSAGE_PREFIX}{message_id}"
 
 
 def conversation_key(first: str, second: str) -> str:
     """Hash of a conversation's metadata; the two emails in sorted order (A→B = B→A)."""
     a, b = sorted((first, second))
-    return f"{_CONVERSATION_PREFIX}{a}:{b}"
+    return f"{CONVERSATION_PREFIX}{a}:{b}"
 
 
 def conversation_messages_key(first: str, second: str) -> str:
@@ -68,9 +70,9 @@ def idempotency_key(sender: str, client_request_id: str) -> str:
 
 def peer_in(conversation: str, email: str) -> str:
     """The other participant of ``conversation`` (a conversation key), seen by ``email``."""
-    if not conversation.startswith(_CONVERSATION_PREFIX):
+    if not conversation.startswith(CONVERSATION_PREFIX):
         raise ValueError(f"{conversation!r} is not a conversation key")
-    a, sep, b = conversation.removeprefix(_CONVERSATION_PREFIX).partition(":")
+    a, sep, b = conversation.removeprefix(CONVERSATION_PREFIX).partition(":")
     if not sep or email not in (a, b):
         raise ValueError(f"{email} is not a participant of {conversation!r}")
     return b if a == email else a

@@ -1,7 +1,12 @@
-"""The Lua scripts that make each multi-key write of MessageService atomic (one script each).
+"""The Lua scripts of MessageService: each multi-key write atomic (one script each), and each
+page read in one round trip.
 
-Every key a script touches arrives in KEYS; nothing is derived inside a script. Message ids
-travel as decimal strings and are compared with tonumber (exact below 2^53).
+Every key a write script touches arrives in KEYS. The read scripts cannot know every key in
+advance: they find ids in an index and read the documents those ids name, so they build
+``message:{id}`` (and a message's ``conversation:{a}:{b}``) from the prefixes in ARGV. They only
+read (``flags=no-writes``), and like the writes they need a single instance (the keys of one
+page do not share a hash slot). Message ids travel as decimal strings and are compared with
+tonumber (exact below 2^53).
 
 Read state: ``read_upto:{email}`` in the conversation hash is the highest message id that
 participant has read; a message is read iff its id <= read_upto of its receiver, and
@@ -116,9 +121,73 @@ end
 return 1
 """
 
-# KEYS: 1 conversation hash, 2 conversation message ids. ARGV: 1 the reader's email.
-# Returns false if the conversation has no message, else the hash (HGETALL) after marking.
-MARK_READ: Final = """
+_READ_ONLY: Final = "#!lua flags=no-writes\n"
+
+# load_conversation(key, message prefix): {the hash (HGETALL, flat), the JSON of its last
+# message}; {{}, false} once the conversation is gone, {fields, false} if the last message is.
+_LOAD_CONVERSATION: Final = """
+local function load_conversation(conversation, message_prefix)
+  local fields = redis.call('HGETALL', conversation)
+  local last = false
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 'last_message_id' then
+      last = redis.call('GET', message_prefix .. fields[i + 1])
+    end
+  end
+  return {fields, last}
+end
+"""
+
+# load_messages(message keys, conversation prefix): per key, the message JSON (false if
+# missing) and read_upto of its receiver in its conversation (false if unset or the JSON is not
+# a message). Conversation keys hold the two emails sorted as Python sorts them (code points =
+# UTF-8 bytes); Lua's own string < follows the server's locale, hence sorts_before.
+_LOAD_MESSAGES: Final = """
+local function sorts_before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      return x < y
+    end
+  end
+  return #a < #b
+end
+local function load_messages(message_keys, conversation_prefix)
+  local reply, markers = {}, {}
+  for _, key in ipairs(message_keys) do
+    local text = redis.call('GET', key)
+    local upto = false
+    if text then
+      local ok, message = pcall(cjson.decode, text)
+      if ok and type(message) == 'table' and type(message.sender_email) == 'string'
+          and type(message.receiver_email) == 'string' then
+        local sender, receiver = message.sender_email, message.receiver_email
+        local a, b = sender, receiver
+        if sorts_before(receiver, sender) then
+          a, b = receiver, sender
+        end
+        local conversation = conversation_prefix .. a .. ':' .. b
+        markers[conversation] = markers[conversation] or {}
+        upto = markers[conversation][receiver]
+        if upto == nil then
+          upto = redis.call('HGET', conversation, 'read_upto:' .. receiver)
+          markers[conversation][receiver] = upto
+        end
+      end
+    end
+    reply[#reply + 1] = text
+    reply[#reply + 1] = upto
+  end
+  return reply
+end
+"""
+
+# KEYS: 1 conversation hash, 2 conversation message ids. ARGV: 1 the reader's email, 2 the
+# message key prefix. Returns false if the conversation has no message, else
+# load_conversation's reply after marking.
+MARK_READ: Final = (
+    _LOAD_CONVERSATION
+    + """
 local last = redis.call('ZREVRANGE', KEYS[2], 0, 0)[1]
 if not last then
   return false
@@ -128,8 +197,70 @@ if tonumber(last) > tonumber(redis.call('HGET', KEYS[1], field) or '0') then
   redis.call('HSET', KEYS[1], field, last)
 end
 redis.call('HSET', KEYS[1], 'unread:' .. ARGV[1], 0)
-return redis.call('HGETALL', KEYS[1])
+return load_conversation(KEYS[1], ARGV[2])
 """
+)
+
+# One page of a message index, newest first. KEYS: 1 the index (a conversation's or a user's
+# message ids). ARGV: 1 upper score bound ('+inf' or '(' .. id), 2 page size, 3 message key
+# prefix, 4 conversation key prefix. Returns {up to size + 1 ids below the bound (one more
+# than the page says whether another follows), load_messages of the first size}.
+MESSAGE_PAGE: Final = (
+    _READ_ONLY
+    + _LOAD_MESSAGES
+    + """
+local size = tonumber(ARGV[2])
+local ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'LIMIT', 0, size + 1)
+local page = {}
+for i = 1, math.min(#ids, size) do
+  page[i] = ARGV[3] .. ids[i]
+end
+return {ids, load_messages(page, ARGV[4])}
+"""
+)
+
+# KEYS: message:{id} of each message wanted. ARGV: 1 conversation key prefix.
+# Returns load_messages of KEYS, in order.
+MESSAGES: Final = (
+    _READ_ONLY
+    + _LOAD_MESSAGES
+    + """
+return load_messages(KEYS, ARGV[1])
+"""
+)
+
+# One page of a user's conversations, most recent first. KEYS: 1 the user's
+# conversations_by_time. ARGV: 1 upper score bound ('+inf' or '(' .. position), 2 page size,
+# 3 message key prefix. Returns {up to size + 1 (conversation key, position) pairs below the
+# bound, flat; load_conversation of each of the first size}.
+CONVERSATION_PAGE: Final = (
+    _READ_ONLY
+    + _LOAD_CONVERSATION
+    + """
+local size = tonumber(ARGV[2])
+local entries = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'WITHSCORES',
+  'LIMIT', 0, size + 1)
+local loaded = {}
+for i = 1, math.min(#entries / 2, size) do
+  loaded[i] = load_conversation(entries[2 * i - 1], ARGV[3])
+end
+return {entries, loaded}
+"""
+)
+
+# KEYS: conversation hashes. ARGV: 1 message key prefix.
+# Returns load_conversation of each, in order.
+CONVERSATIONS: Final = (
+    _READ_ONLY
+    + _LOAD_CONVERSATION
+    + """
+local loaded = {}
+for i, conversation in ipairs(KEYS) do
+  loaded[i] = load_conversation(conversation, ARGV[1])
+end
+return loaded
+"""
+)
 
 # Account ownership of the data keyed by one email (shared by CLAIM and NotificationService).
 # KEYS: 1 account:{email}. ARGV: 1 the caller's account id (32 hex digits).

@@ -87,17 +87,13 @@ class MessageStore(Protocol):
 
     async def get(self, message_id: int) -> Message | None: ...
 
-    async def message_ids(
-        self, email: str, peer: str | None, before: int | None, limit: int
-    ) -> list[int]: ...
+    async def message_page(
+        self, email: str, peer: str | None, before: int | None, size: int
+    ) -> tuple[list[Message], int | None]: ...
 
-    async def messages(self, ids: Sequence[int]) -> list[Message]: ...
-
-    async def conversation_peers(
-        self, email: str, before: int | None, limit: int
-    ) -> list[tuple[str, int]]: ...
-
-    async def conversations(self, email: str, peers: Sequence[str]) -> list[Conversation]: ...
+    async def conversation_page(
+        self, email: str, before: int | None, size: int
+    ) -> tuple[list[Conversation], int | None]: ...
 
     async def mark_read(self, email: str, peer: str) -> Conversation | None: ...
 
@@ -342,10 +338,8 @@ class MessageService:
         peer = _email(peer_email, "peer_email") if peer_email and peer_email.strip() else None
         page = parse_page(page_size, page_token)
         await self._claim(principal, user)
-        ids = await self._store.message_ids(user, peer, _cursor(page), page.size + 1)
-        more, ids = len(ids) > page.size, ids[: page.size]
-        messages = await self._store.messages(ids)
-        return MessagePage(messages, encode_offset(ids[-1]) if more else "")
+        messages, after = await self._store.message_page(user, peer, _cursor(page), page.size)
+        return MessagePage(messages, encode_offset(after) if after is not None else "")
 
     async def get_message(
         self,
@@ -377,10 +371,8 @@ class MessageService:
         user = self._owner(principal, user_email, user_field)
         page = parse_page(page_size, page_token)
         await self._claim(principal, user)
-        refs = await self._store.conversation_peers(user, _cursor(page), page.size + 1)
-        more, refs = len(refs) > page.size, refs[: page.size]
-        conversations = await self._store.conversations(user, [peer for peer, _ in refs])
-        return ConversationPage(conversations, encode_offset(refs[-1][1]) if more else "")
+        conversations, after = await self._store.conversation_page(user, _cursor(page), page.size)
+        return ConversationPage(conversations, encode_offset(after) if after is not None else "")
 
     # -- changing -----------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Final
 
@@ -94,6 +94,10 @@ class RedisMessageStore:
         self._mark_read: AsyncScript = redis.register_script(lua.MARK_READ)
         self._claim: AsyncScript = redis.register_script(lua.CLAIM)
         self._take_over: AsyncScript = redis.register_script(lua.TAKE_OVER)
+        self._messages: AsyncScript = redis.register_script(lua.MESSAGES)
+        self._message_page: AsyncScript = redis.register_script(lua.MESSAGE_PAGE)
+        self._conversations: AsyncScript = redis.register_script(lua.CONVERSATIONS)
+        self._conversation_page: AsyncScript = redis.register_script(lua.CONVERSATION_PAGE)
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
@@ -181,42 +185,38 @@ class RedisMessageStore:
     ) -> list[int]:
         """Up to ``limit`` ids of ``email``'s messages (with ``peer`` only), newest first,
         below ``before`` when given."""
-        index = (
-            keys.conversation_messages_key(email, peer)
-            if peer is not None
-            else keys.user_messages_key(email)
-        )
         members: Any = await self._redis.zrevrangebyscore(
-            index, _upper_bound(before), "-inf", start=0, num=limit
+            _message_index(email, peer), _upper_bound(before), "-inf", start=0, num=limit
         )
         return [int(member) for member in members]
 
     async def messages(self, ids: Sequence[int]) -> list[Message]:
-        """The messages with these ids, in order, with read flags; missing ones are skipped."""
+        """The messages with these ids, in order, with read flags; missing ones are skipped.
+
+        One round trip: a script reads each message and its receiver's read marker."""
         if not ids:
             return []
-        texts = await self._redis.mget([keys.message_key(i) for i in ids])
-        found: list[Message] = []
-        for message_id, text in zip(ids, texts, strict=True):
-            if text is None:
-                continue  # deleted since the index was read
-            try:
-                found.append(decode_message(_text(text)))
-            except ValueError as exc:
-                logger.warning("skipping malformed message %s: %s", message_id, exc)
-        markers = await self._read_markers(found)
-        return [replace(m, read=m.id <= markers[_marker(m)]) for m in found]
+        loaded: list[Any] = await self._messages(
+            keys=[keys.message_key(i) for i in ids], args=[keys.CONVERSATION_PREFIX]
+        )
+        return _decode_messages(ids, loaded)
 
-    async def _read_markers(self, messages: Iterable[Message]) -> dict[tuple[str, str], int]:
-        """read_upto of each (conversation, receiver) the messages belong to."""
-        wanted = sorted({_marker(m) for m in messages})
-        if not wanted:
-            return {}
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for conversation, receiver in wanted:
-                pipe.hget(conversation, f"read_upto:{receiver}")
-            values = await pipe.execute()
-        return {pair: int(value or 0) for pair, value in zip(wanted, values, strict=True)}
+    async def message_page(
+        self, email: str, peer: str | None, before: int | None, size: int
+    ) -> tuple[list[Message], int | None]:
+        """One page of ``email``'s messages (with ``peer`` only), newest first, below
+        ``before`` when given, with read flags; and the position the next page starts below
+        (None on the last page). An index entry without its message is skipped.
+
+        One round trip: a script reads the index, the messages and their read markers."""
+        reply: list[Any] = await self._message_page(
+            keys=[_message_index(email, peer)],
+            args=[_upper_bound(before), size, keys.MESSAGE_PREFIX, keys.CONVERSATION_PREFIX],
+        )
+        members, loaded = reply
+        ids = [int(member) for member in members]
+        page = ids[:size]
+        return _decode_messages(page, loaded), page[-1] if len(ids) > size else None
 
     async def conversation_peers(
         self, email: str, before: int | None, limit: int
@@ -236,37 +236,46 @@ class RedisMessageStore:
     async def conversations(self, email: str, peers: Sequence[str]) -> list[Conversation]:
         """``email``'s conversations with ``peers``, in order; those without messages are skipped.
 
-        The hash and the last message are two reads: a last message deleted in between is
-        re-read (a few times), so every conversation returned is consistent.
-        """
-        found: dict[str, Conversation] = {}
-        pending = list(dict.fromkeys(peers))
-        for _ in range(_LOAD_ATTEMPTS):
-            if not pending:
-                break
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for peer in pending:
-                    pipe.hgetall(keys.conversation_key(email, peer))
-                hashes: list[dict[str, str]] = await pipe.execute()
-            last_ids = [h.get("last_message_id", "") for h in hashes]
-            last_keys = [keys.message_key(int(i)) for i in last_ids if i.isdigit()]
-            texts = iter(await self._redis.mget(last_keys) if last_keys else [])
-            retry = []
-            for peer, fields, last_id in zip(pending, hashes, last_ids, strict=True):
-                text = next(texts) if last_id.isdigit() else None
-                if not fields:
-                    continue  # no message left: not listed
-                if text is None:
-                    retry.append(peer)
-                    continue
-                try:
-                    found[peer] = decode_conversation(email, peer, fields, _text(text))
-                except (KeyError, ValueError) as exc:
-                    logger.warning("skipping malformed conversation of %s/%s: %s", email, peer, exc)
-            pending = retry
-        if pending:
-            logger.warning("conversations of %s kept changing while read: %s", email, pending)
+        One round trip: a script reads each hash and its last message together."""
+        wanted = list(dict.fromkeys(peers))
+        if not wanted:
+            return []
+        loaded: list[Any] = await self._conversations(
+            keys=[keys.conversation_key(email, peer) for peer in wanted],
+            args=[keys.MESSAGE_PREFIX],
+        )
+        found = {
+            peer: conversation
+            for peer, item in zip(wanted, loaded, strict=True)
+            if (conversation := _decode_conversation(email, peer, item)) is not None
+        }
         return [found[peer] for peer in peers if peer in found]
+
+    async def conversation_page(
+        self, email: str, before: int | None, size: int
+    ) -> tuple[list[Conversation], int | None]:
+        """One page of ``email``'s conversations, most recent first, below position ``before``
+        when given (the position is the id of the last message sent); and the position the
+        next page starts below (None on the last page). A conversation without messages left
+        is skipped.
+
+        One round trip: a script reads the list, each hash and each last message."""
+        reply: list[Any] = await self._conversation_page(
+            keys=[keys.user_conversations_by_time_key(email)],
+            args=[_upper_bound(before), size, keys.MESSAGE_PREFIX],
+        )
+        entries, loaded = reply
+        refs = [
+            (keys.peer_in(_text(entries[i]), email), _position(entries[i + 1]))
+            for i in range(0, len(entries) - 1, 2)
+        ]
+        page = refs[:size]
+        conversations = [
+            conversation
+            for (peer, _), item in zip(page, loaded, strict=True)
+            if (conversation := _decode_conversation(email, peer, item)) is not None
+        ]
+        return conversations, page[-1][1] if len(refs) > size else None
 
     # -- changing -----------------------------------------------------------------------------
 
@@ -277,19 +286,9 @@ class RedisMessageStore:
                 keys.conversation_key(email, peer),
                 keys.conversation_messages_key(email, peer),
             ],
-            args=[email],
+            args=[email, keys.MESSAGE_PREFIX],
         )
-        if not reply:
-            return None
-        fields = _pairs(reply)
-        text = await self._redis.get(keys.message_key(int(fields.get("last_message_id", "0"))))
-        if text is not None:
-            try:
-                return decode_conversation(email, peer, fields, _text(text))
-            except (KeyError, ValueError) as exc:
-                logger.warning("malformed conversation of %s/%s: %s", email, peer, exc)
-        found = await self.conversations(email, [peer])  # changed meanwhile: read it again
-        return found[0] if found else None
+        return _decode_conversation(email, peer, reply) if reply else None
 
     async def delete(self, message: Message) -> bool:
         """Delete ``message`` and update its conversation; False if it was already gone."""
@@ -393,7 +392,44 @@ class RedisMessageStore:
                 await pipe.execute()
 
 
-def _marker(message: Message) -> tuple[str, str]:
-    return keys.conversation_key(
-        message.sender_email, message.receiver_email
-    ), message.receiver_email
+def _message_index(email: str, peer: str | None) -> str:
+    if peer is None:
+        return keys.user_messages_key(email)
+    return keys.conversation_messages_key(email, peer)
+
+
+def _position(score: Any) -> int:
+    """A sorted-set score read back as the integer it holds (ids are exact below 2^53)."""
+    return int(float(score))
+
+
+def _decode_messages(ids: Sequence[int], loaded: Sequence[Any]) -> list[Message]:
+    """The messages of the lua.MESSAGES / MESSAGE_PAGE reply for ``ids``, read flags set;
+    missing and malformed ones skipped."""
+    found: list[Message] = []
+    for message_id, text, upto in zip(ids, loaded[0::2], loaded[1::2], strict=True):
+        if text is None:
+            continue  # an index entry without its message
+        try:
+            message = decode_message(_text(text))
+        except ValueError as exc:
+            logger.warning("skipping malformed message %s: %s", message_id, exc)
+            continue
+        found.append(replace(message, read=message.id <= int(upto or 0)))
+    return found
+
+
+def _decode_conversation(email: str, peer: str, loaded: Sequence[Any]) -> Conversation | None:
+    """The conversation of a load_conversation reply (lua.py), or None if it has no message
+    left (or is malformed: logged)."""
+    fields, last = loaded
+    if not fields:
+        return None
+    if last is None:
+        logger.warning("conversation of %s/%s has no readable last message", email, peer)
+        return None
+    try:
+        return decode_conversation(email, peer, _pairs(fields), _text(last))
+    except (KeyError, ValueError) as exc:
+        logger.warning("skipping malformed conversation of %s/%s: %s", email, peer, exc)
+        return None

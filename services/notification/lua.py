@@ -137,3 +137,34 @@ for i, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
 end
 return marked
 """
+
+# One page of a user's list, newest first, in one round trip (reads only).
+# KEYS: 1 the user's list. ARGV: 1 unread suffix, 2 read suffix, 3 '1' for unread ones only,
+# 4 offset (among the listed ones), 5 page size, 6 the prefix every stored item starts with.
+# Returns {how many are listed, how many are unread, how many items are not in the stored
+# form (the caller then reads the list itself), the page's items}.
+PAGE: Final = """#!lua flags=no-writes
+local unread_suffix, read_suffix, start = ARGV[1], ARGV[2], ARGV[6]
+local unread_only = ARGV[3] == '1'
+local first = tonumber(ARGV[4])
+local after = first + tonumber(ARGV[5])
+local listed, unread, unknown, page = 0, 0, 0, {}
+for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local is_unread = string.sub(item, -#unread_suffix) == unread_suffix
+  if string.sub(item, 1, #start) ~= start or not (is_unread
+      or string.sub(item, -#read_suffix) == read_suffix) then
+    unknown = unknown + 1
+  else
+    if is_unread then
+      unread = unread + 1
+    end
+    if is_unread or not unread_only then
+      if listed >= first and listed < after then
+        page[#page + 1] = item
+      end
+      listed = listed + 1
+    end
+  end
+end
+return {listed, unread, unknown, page}
+"""

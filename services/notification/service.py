@@ -38,7 +38,9 @@ class NotificationStore(Protocol):
 
     async def create(self, new: NewNotification) -> CreateResult: ...
 
-    async def list_all(self, email: str) -> list[Notification]: ...
+    async def list_page(
+        self, email: str, *, unread_only: bool, offset: int, size: int
+    ) -> tuple[list[Notification], int, int]: ...
 
     async def mark_read(self, email: str, notification_id: str) -> Notification | None: ...
 
@@ -186,11 +188,10 @@ class NotificationService:
         await self._owner(principal, email, account, valid=False)  # 403 before 400
         page = parse_page(page_size, page_token)
         owner = await self._owner(principal, email, account)
-        stored = await self._store.list_all(owner)
-        unread = [n for n in stored if not n.read]
-        listed = unread if unread_only else stored
-        items = listed[page.offset : page.offset + page.size]
-        return NotificationPage(items, page.next_token(len(items), len(listed)), len(unread))
+        items, listed, unread = await self._store.list_page(
+            owner, unread_only=unread_only, offset=page.offset, size=page.size
+        )
+        return NotificationPage(items, page.next_token(len(items), listed), unread)
 
     async def mark_read(
         self, principal: Principal, email: str, notification_id: str

@@ -27,10 +27,12 @@ ACCOUNT_ID_COUNTER: Final = "account_id_counter"
 ACCOUNTS_OUTBOX: Final = "outbox:accounts"
 ACCOUNTS_DEAD_LETTERS: Final = "outbox:accounts:dead"
 MAX_CLIENT_CHARS: Final = 64
+USER_PREFIX: Final = "user:"
+"""The page script appends the emails it reads from the index to this prefix itself."""
 
 
 def user_key(email: str) -> str:
-    return f"user:{email}"
+    return f"{USER_PREFIX}{email}"
 
 
 def failures_key(email: str, client: str) -> str:

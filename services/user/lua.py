@@ -1,6 +1,9 @@
-"""The Lua scripts that make each multi-key write of UserService atomic (one script each).
+"""The Lua scripts of UserService: each multi-key write atomic (one script each), and a page of
+users read in one round trip.
 
-Every key a script touches arrives in KEYS; nothing is derived inside a script.
+Every key a write script touches arrives in KEYS; nothing is derived inside them. The page
+script only reads (``flags=no-writes``) and builds ``user:{email}`` from the emails it finds in
+the index, with the prefix in ARGV.
 """
 
 from __future__ import annotations
@@ -115,4 +118,16 @@ if redis.call('SCARD', KEYS[4]) > tonumber(ARGV[2]) then
 end
 redis.call('EXPIRE', KEYS[4], ARGV[3])
 return 1
+"""
+
+# One page of users in email order. KEYS: 1 the users index. ARGV: 1 first rank, 2 last rank,
+# 3 the user key prefix. Returns {how many users the index holds, the document of each email
+# at those ranks (false for an index entry without its document)}.
+LIST_PAGE: Final = """#!lua flags=no-writes
+local emails = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2])
+local documents = {}
+for i, email in ipairs(emails) do
+  documents[i] = redis.call('GET', ARGV[3] .. email)
+end
+return {redis.call('ZCARD', KEYS[1]), documents}
 """

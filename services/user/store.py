@@ -40,6 +40,7 @@ class RedisUserStore:
         self._hit = redis.register_script(FIXED_WINDOW_HIT_LUA)
         self._admit = redis.register_script(lua.LOGIN_ADMIT)
         self._succeeded = redis.register_script(lua.LOGIN_SUCCEEDED)
+        self._list_page = redis.register_script(lua.LIST_PAGE)
 
     async def ping(self) -> bool:
         """Whether Redis answers; False (not an error) when it does not."""
@@ -104,16 +105,13 @@ class RedisUserStore:
 
     async def list_page(self, offset: int, size: int) -> tuple[list[StoredUser], int, int]:
         """Users at ranks [offset, offset + size) in email order; also how many ranks were
-        read and the total number of users (an index entry without a document is skipped)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrange(keys.USERS_INDEX, offset, offset + size - 1)
-            pipe.zcard(keys.USERS_INDEX)
-            emails, total = await pipe.execute()
-        if not emails:
-            return [], 0, int(total)
-        documents = await self._redis.mget([keys.user_key(email) for email in emails])
+        read and the total number of users (an index entry without a document is skipped).
+        One round trip: a script reads the index and the documents together."""
+        total, documents = await self._list_page(
+            keys=[keys.USERS_INDEX], args=[offset, offset + size - 1, keys.USER_PREFIX]
+        )
         users = [decode_user(_text(raw)) for raw in documents if raw is not None]
-        return users, len(emails), int(total)
+        return users, len(documents), int(total)
 
     def _login_keys(self, email: str, client: str) -> list[str]:
         return [
