@@ -426,13 +426,17 @@ def compiled_schema(schema: Any, kind: str, formats: set[str] | None = None) -> 
                 formats.add(value)
             out[key] = compiled_schema(value, kind, formats)
     nullable = schema.get("nullable") is True or schema.get("x-nullable") is True
-    if kind != PARAMETER and nullable:
-        kinds = out.get("type")
-        if isinstance(kinds, str):
-            out["type"] = [kinds, "null"]
-        if isinstance(out.get("enum"), list) and None not in out["enum"]:
-            out["enum"] = [*out["enum"], None]
-    return out
+    return _admit_null(out) if kind != PARAMETER and nullable else out
+
+
+def _admit_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A translated `nullable` schema: null passes its `type` and `enum`, as Connexion's does."""
+    kinds = schema.get("type")
+    if isinstance(kinds, str):
+        schema["type"] = [kinds, "null"]
+    if isinstance(schema.get("enum"), list) and None not in schema["enum"]:
+        schema["enum"] = [*schema["enum"], None]
+    return schema
 
 
 class CompiledValidator:
@@ -475,8 +479,9 @@ class CompiledValidator:
             return None
         error = self.reference_error(instance)
         if error is None:
-            # The equivalence tests keep this from happening; the reference decides if it does.
-            logger.warning("compiled validator refused a document the reference accepts")
+            # Only for what JSON cannot write (Infinity, NaN, which the json module reads); the
+            # equivalence tests keep it so. The reference decides.
+            logger.debug("compiled validator refused a document the reference accepts")
         return error
 
     def validate(self, instance: Any) -> None:
