@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import re
@@ -27,7 +28,7 @@ from connexion.options import SwaggerUIOptions
 from connexion.problem import problem
 from connexion.resolver import Resolver
 from connexion.security import BearerSecurityHandler
-from connexion.utils import is_null, is_nullable
+from connexion.utils import inspect_function_arguments, is_null, is_nullable
 from connexion.validators import (
     VALIDATOR_MAP,
     JSONRequestBodyValidator,
@@ -166,8 +167,17 @@ def no_content() -> Response:
     return Response(status_code=204)
 
 
+@functools.lru_cache(maxsize=64)
+def _accepts_kwarg(func: Callable[..., Any], keyword: str) -> bool:
+    """Whether `func` takes `keyword`: Connexion asks on every request, inspecting anew."""
+    arguments, has_kwargs = inspect_function_arguments(func)
+    return bool(has_kwargs or keyword in arguments)
+
+
 def _bearer_handler(verify: TokenVerifier) -> type[BearerSecurityHandler]:
     class _Handler(BearerSecurityHandler):  # type: ignore[misc]
+        _accepts_kwarg = staticmethod(_accepts_kwarg)
+
         def _resolve_func(self, security_scheme: Any) -> TokenVerifier:
             return verify
 
