@@ -408,10 +408,18 @@ class _PythonPattern:
 
 
 def _format_check(name: str) -> Callable[[str], bool]:
-    checker = Draft4Validator.FORMAT_CHECKER
-    if name not in checker.checkers:
+    """The reference's check of format `name` (what `FormatChecker.conforms` runs)."""
+    if name not in Draft4Validator.FORMAT_CHECKER.checkers:
         return lambda _value: True
-    return lambda value: bool(checker.conforms(value, name))
+    func, raises = Draft4Validator.FORMAT_CHECKER.checkers[name]
+
+    def conforms(value: str) -> bool:
+        try:
+            return bool(func(value))
+        except raises:
+            return False
+
+    return conforms
 
 
 def compiled_schema(schema: Any, kind: str, formats: set[str] | None = None) -> Any:
