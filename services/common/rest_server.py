@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
@@ -89,8 +89,8 @@ def guarded_protocol(settings: RestEdgeSettings, base: type[Any] = AutoHTTPProto
         # -- connection life ------------------------------------------------------------------
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            assert isinstance(transport, asyncio.Transport)
-            self.transport = transport
+            # uvloop's transports are not subclasses of asyncio.Transport, but are ones.
+            transport = self.transport = cast(asyncio.Transport, transport)
             peer = transport.get_extra_info("peername")
             self.client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
             now = self.loop.time()
