@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
@@ -88,8 +88,8 @@ class _GuardedHTTPProtocol(asyncio.Protocol):
     # -- connection life ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
         now = self.loop.time()

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc.aio
 import uvicorn
+import uvloop
 from starlette.types import ASGIApp
 
 from services.common.draining import drain_gate
@@ -287,7 +288,9 @@ def run(main: Callable[[], Coroutine[Any, Any, None]], *, name: str) -> int:
     and exit code 2, instead of a traceback.
     """
     try:
-        asyncio.run(main())
+        # uvloop: the REST edge answers several times faster than on asyncio's own loop.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
     except StartupError as exc:
         sys.stderr.write(f"{name}: {exc}\n")
         return 2

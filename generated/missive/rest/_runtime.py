@@ -3,25 +3,32 @@
 
 from __future__ import annotations
 
+import datetime
+import functools
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import jsonschema_rs
+import orjson
 import yaml
 from connexion import AsyncApp
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import BadRequestProblem, NonConformingResponseBody, ProblemException
+from connexion.json_schema import Draft4RequestValidator, Draft4ResponseValidator
+from connexion.jsonifier import Jsonifier
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.problem import problem
 from connexion.resolver import Resolver
 from connexion.security import BearerSecurityHandler
-from connexion.utils import is_null, is_nullable
+from connexion.utils import inspect_function_arguments, is_null, is_nullable
 from connexion.validators import (
     VALIDATOR_MAP,
     JSONRequestBodyValidator,
@@ -160,8 +167,17 @@ def no_content() -> Response:
     return Response(status_code=204)
 
 
+@functools.lru_cache(maxsize=64)
+def _accepts_kwarg(func: Callable[..., Any], keyword: str) -> bool:
+    """Whether `func` takes `keyword`: Connexion asks on every request, inspecting anew."""
+    arguments, has_kwargs = inspect_function_arguments(func)
+    return bool(has_kwargs or keyword in arguments)
+
+
 def _bearer_handler(verify: TokenVerifier) -> type[BearerSecurityHandler]:
     class _Handler(BearerSecurityHandler):  # type: ignore[misc]
+        _accepts_kwarg = staticmethod(_accepts_kwarg)
+
         def _resolve_func(self, security_scheme: Any) -> TokenVerifier:
             return verify
 
@@ -352,18 +368,232 @@ def validation_message(error: ValidationError, root: str = "body") -> str:
     return f"{field}: {_rule(error)}"
 
 
+# --- Compiled validation --------------------------------------------------------------------
+#
+# Every schema is compiled once, on first use, into a jsonschema-rs validator, which decides
+# whether a document is valid. The reference `jsonschema` validator Connexion would use is
+# built once alongside it and consulted only for a refused document, to find the same first
+# error as before: the messages, and so every problem+json body, stay those of the reference.
+#
+# The OpenAPI dialect is translated for the compiled validator as Connexion extends Draft 4:
+# `nullable` admits null where `type` and `enum` would refuse it (request and response
+# bodies), `writeOnly` refuses any value in a response. `pattern` and the formats the reference
+# checks run the reference's own Python checks (Python's `re`, jsonschema's format checker),
+# so both validators accept and reject the same strings; formats the reference does not check
+# (int32, uri-reference, password, ...) are not checked by either.
+
+PARAMETER, REQUEST, RESPONSE = "parameter", "request", "response"
+"""What a schema validates: a parameter (plain Draft 4), a request or a response body."""
+
+_REFERENCE_VALIDATORS: Mapping[str, Any] = {
+    PARAMETER: Draft4Validator,
+    REQUEST: Draft4RequestValidator,
+    RESPONSE: Draft4ResponseValidator,
+}
+_PATTERN_KEYWORD = "x-missive-python-pattern"
+_VALUE_KEYWORDS = frozenset({"enum", "const", "default", "example", "examples", "x-example"})
+_NEVER: dict[str, Any] = {"not": {}}
+_MAX_COMPILED = 4096
+
+
+class _PythonPattern:
+    """The `pattern` keyword with Python's `re.search`, as the reference validator applies it."""
+
+    def __init__(self, _parent: Any, value: str, _path: Any) -> None:
+        self._search = re.compile(value).search
+
+    def validate(self, instance: Any) -> None:
+        if isinstance(instance, str) and not self._search(instance):
+            raise ValueError("does not match the pattern the contract requires")
+
+
+def _format_check(name: str) -> Callable[[str], bool]:
+    """The reference's check of format `name` (what `FormatChecker.conforms` runs)."""
+    if name not in Draft4Validator.FORMAT_CHECKER.checkers:
+        return lambda _value: True
+    func, raises = Draft4Validator.FORMAT_CHECKER.checkers[name]
+
+    def conforms(value: str) -> bool:
+        try:
+            return bool(func(value))
+        except raises:
+            return False
+
+    return conforms
+
+
+def compiled_schema(schema: Any, kind: str, formats: set[str] | None = None) -> Any:
+    """`schema` (OpenAPI 3.0) as the JSON Schema Draft 4 the compiled validator runs.
+
+    Collects the names of the formats it uses into `formats`.
+    """
+    if isinstance(schema, list):
+        return [compiled_schema(item, kind, formats) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if kind == RESPONSE and (schema.get("writeOnly") is True or schema.get("x-writeOnly") is True):
+        return dict(_NEVER)
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _VALUE_KEYWORDS:
+            out[key] = value
+        elif key == "pattern" and isinstance(value, str):
+            out[_PATTERN_KEYWORD] = value
+        else:
+            if key == "format" and isinstance(value, str) and formats is not None:
+                formats.add(value)
+            out[key] = compiled_schema(value, kind, formats)
+    nullable = schema.get("nullable") is True or schema.get("x-nullable") is True
+    return _admit_null(out) if kind != PARAMETER and nullable else out
+
+
+def _admit_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A translated `nullable` schema: null passes its `type` and `enum`, as Connexion's does."""
+    kinds = schema.get("type")
+    if isinstance(kinds, str):
+        schema["type"] = [kinds, "null"]
+    if isinstance(schema.get("enum"), list) and None not in schema["enum"]:
+        schema["enum"] = [*schema["enum"], None]
+    return schema
+
+
+class CompiledValidator:
+    """One schema's compiled validator, with the reference one to explain what it refuses."""
+
+    __slots__ = ("_fast", "_reference", "schema")
+
+    def __init__(self, schema: Mapping[str, Any], kind: str) -> None:
+        self.schema = schema
+        self._reference = _REFERENCE_VALIDATORS[kind](
+            schema, format_checker=Draft4Validator.FORMAT_CHECKER
+        )
+        formats: set[str] = set()
+        translated = compiled_schema(schema, kind, formats)
+        self._fast = jsonschema_rs.Draft4Validator(
+            translated,
+            formats={name: _format_check(name) for name in formats},
+            validate_formats=True,
+            keywords={_PATTERN_KEYWORD: _PythonPattern},
+        )
+
+    def is_valid(self, instance: Any) -> bool:
+        """Whether the compiled validator accepts `instance`.
+
+        A document it cannot take (a string with a lone surrogate, which is not UTF-8) is
+        left to the reference validator.
+        """
+        try:
+            return bool(self._fast.is_valid(instance))
+        except ValueError:
+            return self.reference_error(instance) is None
+
+    def reference_error(self, instance: Any) -> ValidationError | None:
+        """The reference validator's first error on `instance`, None if it accepts it."""
+        return next(iter(self._reference.iter_errors(instance)), None)
+
+    def first_error(self, instance: Any) -> ValidationError | None:
+        """None for a valid `instance`, else the error the reference validator reports first."""
+        if self.is_valid(instance):
+            return None
+        error = self.reference_error(instance)
+        if error is None:
+            # Only for what JSON cannot write (Infinity, NaN, which the json module reads); the
+            # equivalence tests keep it so. The reference decides.
+            logger.debug("compiled validator refused a document the reference accepts")
+        return error
+
+    def validate(self, instance: Any) -> None:
+        """Raise the reference validator's first error on an invalid `instance`."""
+        error = self.first_error(instance)
+        if error is not None:
+            raise error
+
+
+_compiled: dict[tuple[int, str], CompiledValidator] = {}
+
+
+def compiled_validator(schema: Mapping[str, Any], kind: str) -> CompiledValidator:
+    """The compiled validator of `schema`, compiled on its first use and kept.
+
+    Connexion hands the validators the same schema objects on every request, so they are
+    cached by identity (each entry holds its schema, so the identity cannot be reused).
+    """
+    key = (id(schema), kind)
+    cached = _compiled.get(key)
+    if cached is not None and cached.schema is schema:
+        return cached
+    validator = CompiledValidator(schema, kind)
+    if len(_compiled) < _MAX_COMPILED:
+        _compiled[key] = validator
+    return validator
+
+
+def loads_json(text: str | bytes) -> Any:
+    """Parse JSON as the json module does, with orjson for speed.
+
+    orjson is stricter (no NaN, no lone surrogates, 64-bit integers): what it refuses is
+    parsed by the json module, whose error messages the problem+json bodies keep.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def _json_default(value: Any) -> Any:
+    """Connexion's JSON encoding of the types JSON lacks (naive datetimes are taken as UTC)."""
+    if isinstance(value, datetime.datetime):
+        return value.isoformat("T") + ("" if value.tzinfo else "Z")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+class FastJSON:
+    """The json module's `dumps` and `loads` for Connexion's Jsonifier, with orjson.
+
+    Replies are compact UTF-8 JSON; what orjson cannot encode (integers beyond 64 bits,
+    non-string keys) is encoded by the json module as before.
+    """
+
+    @staticmethod
+    def dumps(data: Any, **kwargs: Any) -> str:
+        try:
+            return orjson.dumps(data, default=_json_default, option=_ORJSON_OPTIONS).decode()
+        except TypeError:
+            return json.dumps(data, **kwargs)
+
+    @staticmethod
+    def loads(data: str | bytes) -> Any:
+        return loads_json(data)
+
+
 class SafeJSONRequestBodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
     """Connexion's JSON body validator with messages that never quote the submitted value."""
+
+    async def _parse(self, stream: AsyncIterator[bytes], scope: Scope) -> Any:
+        body = b"".join([chunk async for chunk in stream]).decode(self._encoding)
+        if not body:
+            return None
+        try:
+            return loads_json(body)
+        except json.JSONDecodeError as error:
+            raise BadRequestProblem(detail=str(error)) from None
 
     def _validate(self, body: Any) -> dict[str, Any] | None:
         if not self._nullable and body is None:
             raise ValidationProblem("body: required", pointer="")
-        try:
-            return self._validator.validate(body)  # type: ignore[no-any-return]
-        except ValidationError as exception:
-            message = validation_message(exception)
+        error = compiled_validator(self._schema, REQUEST).first_error(body)
+        if error is not None:
+            message = validation_message(error)
             logger.info("request body rejected: %s", message)
-            raise ValidationProblem(message, pointer=validation_pointer(exception)) from None
+            raise ValidationProblem(message, pointer=validation_pointer(error))
+        return None
 
 
 class SafeParameterValidator(ParameterValidator):  # type: ignore[misc]
@@ -385,13 +615,9 @@ class SafeParameterValidator(ParameterValidator):  # type: ignore[misc]
                     f"{name}: required {parameter_type} parameter", parameter=name
                 )
             return None
-        schema = param.get("schema", param)
-        try:
-            Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER).validate(value)
-        except ValidationError as exception:
-            raise ValidationProblem(
-                validation_message(exception, root=name), parameter=name
-            ) from None
+        error = compiled_validator(param.get("schema", param), PARAMETER).first_error(value)
+        if error is not None:
+            raise ValidationProblem(validation_message(error, root=name), parameter=name)
         return None
 
     def validate_query_parameter_list(self, request: Any, security_params: Any = None) -> set[str]:
@@ -402,15 +628,23 @@ class SafeParameterValidator(ParameterValidator):  # type: ignore[misc]
 class SafeJSONResponseBodyValidator(JSONResponseBodyValidator):  # type: ignore[misc]
     """Logs a non-conforming response by field and rule: it may hold a fresh access token."""
 
-    def _validate(self, body: Any) -> None:
+    def _parse(self, stream: Iterator[bytes]) -> Any:
+        body = b"".join(stream).decode(self._encoding)
+        if not body:
+            return None
         try:
-            self.validator.validate(body)
-        except ValidationError as exception:
-            message = validation_message(exception)
+            return loads_json(body)
+        except json.JSONDecodeError as error:
+            raise NonConformingResponseBody(str(error)) from None
+
+    def _validate(self, body: Any) -> None:
+        error = compiled_validator(self._schema, RESPONSE).first_error(body)
+        if error is not None:
+            message = validation_message(error)
             logger.warning("response body does not conform to the contract: %s", message)
             raise NonConformingResponseBody(
                 detail=f"Response body does not conform to the contract. {message}"
-            ) from None
+            )
 
 
 class SafeTextResponseBodyValidator(TextResponseBodyValidator):  # type: ignore[misc]
@@ -572,7 +806,7 @@ def build_app(
     Request and response validation are on, Swagger UI is served at /ui/, the
     OpenAPI document at /openapi.json, and every error is application/problem+json.
     """
-    app = AsyncApp(import_name, lifespan=lifespan)
+    app = AsyncApp(import_name, lifespan=lifespan, jsonifier=Jsonifier(FastJSON))
     app.add_api(
         spec,
         resolver=Resolver(function_resolver=lambda operation_id: operations[operation_id]),
