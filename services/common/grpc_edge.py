@@ -6,7 +6,10 @@ caller from metadata (`x-missive-service-token` for services, `authorization: Be
 users) and checks it against the allowlist, (3) runs the servicer with the caller and the
 request id in ContextVars, and (4) turns DomainError and Redis outages into a status with a
 clear message. The request id is the caller's `x-request-id` metadata when it is a plain token,
-else a new one: every log line written while the call is handled carries it.
+else a new one: every log line written while the call is handled carries it. When tracing is
+on, OpenTelemetry's gRPC server interceptor (installed by `services.common.tracing`) runs
+outside this one, so the call's span (continuing the caller's `traceparent`) is current while
+the servicer runs and carries the request id as `missive.request_id`.
 
 Before any of that, a request that does not decode as its message type (invalid UTF-8 in a
 string field, truncated bytes) fails with INVALID_ARGUMENT and a neutral message, on every
@@ -40,6 +43,7 @@ from services.common.grpc_client import SERVICE_TOKEN_HEADER
 from services.common.logging import REQUEST_ID_HEADER, accepted_request_id, request_id_scope
 from services.common.redis import unavailable_reason
 from services.common.sessions import Sessions
+from services.common.tracing import tag_request_id
 
 __all__ = [
     "SERVICE_TOKEN_HEADER",
@@ -103,6 +107,7 @@ def _call_scope(principal: Principal | None, request_id: str) -> Iterator[None]:
     token = _caller.set(principal)
     try:
         with request_id_scope(request_id):
+            tag_request_id(request_id)
             yield
     finally:
         _caller.reset(token)

@@ -13,6 +13,7 @@ from services.common.grpc_client import peer_channel
 from services.common.logging import configure_logging
 from services.common.runner import run
 from services.common.sessions import GrpcAccounts, Sessions
+from services.common.tracing import setup_tracing
 from services.frontend.grpc.app import register
 from services.frontend.peers import NOTIFICATION_SERVICE_NAME, RETRY_METHODS, NotificationReplay
 from services.frontend.service import RECHECK_SECONDS, FrontendService, Hub
@@ -51,6 +52,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
     settings = Settings.from_env(environ)
     common = settings.common
     configure_logging(common.log_level, common.log_format, NAME)
+    setup_tracing(NAME, environ)
     security = Security.load(settings.keys_dir, "frontend")
     channel = peer_channel(
         settings.notification_addr,

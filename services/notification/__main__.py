@@ -16,6 +16,7 @@ from services.common.logging import configure_logging
 from services.common.redis import create_redis
 from services.common.runner import run
 from services.common.sessions import GrpcAccounts, Sessions, follow_revocations
+from services.common.tracing import setup_tracing
 from services.notification.api_rest.app import create_rest_app
 from services.notification.grpc.app import register
 from services.notification.relay import OUTBOX, FrontendPush, lane_key
@@ -48,6 +49,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
     settings = Settings.from_env(environ)
     common = settings.common
     configure_logging(common.log_level, common.log_format, NAME)
+    setup_tracing(NAME, environ)
     security = Security.load(settings.keys_dir, "notification")
     redis = create_redis(
         common.redis_url,

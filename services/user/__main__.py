@@ -17,6 +17,7 @@ from services.common.logging import configure_logging
 from services.common.redis import create_redis
 from services.common.runner import run
 from services.common.sessions import Sessions, publish_revocation
+from services.common.tracing import setup_tracing
 from services.user.api_rest.app import create_rest_app
 from services.user.erasure import OUTBOX, EraseAccount, lane_key
 from services.user.grpc.app import register
@@ -35,6 +36,7 @@ async def main(environ: Mapping[str, str] = os.environ, stop: asyncio.Event | No
     settings = Settings.from_env(environ)
     common = settings.common
     configure_logging(common.log_level, common.log_format, NAME)
+    setup_tracing(NAME, environ)
     security = Security.load(settings.keys_dir, "user", sign_user_tokens=True)
     issuer = UserTokenIssuer(security.keys, settings.token_ttl_seconds)
     redis = create_redis(common.redis_url, settings.redis_db, client_name=NAME)

@@ -6,6 +6,11 @@ handler still running after ``handler_timeout``, is retried and dead-lettered af
 ``max_attempts``. A lane with a backlog goes through ``batch_handler`` several entries at a
 time; after a batch fails unexpectedly the lane goes one entry at a time, so one bad entry is
 found and judged alone. Log lines of an attempt carry the entry id as their request id.
+
+With tracing on, each attempt is a CONSUMER span continuing the trace stored in its event (see
+:mod:`services.common.tracing`), so the call to the receiver and what the receiver does belong
+to the trace of the request that wrote the event; a batch call is a span of its own trace that
+links to each event's.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from services.common.delivery.policy import RetryPolicy
 from services.common.delivery.settlement import Settlement
 from services.common.delivery.stats import RelayStats
 from services.common.logging import request_id_scope
+from services.common.tracing import batch_span, delivery_span
 
 __all__ = ["Attempts"]
 
@@ -92,9 +98,11 @@ class Attempts:
         cfg = self._config
         assert self._batch_handler is not None
         timeout = asyncio.timeout(cfg.handler_timeout)
+        items = [(e.id, e.fields()) for e in batch]
         try:
-            async with timeout:
-                outcomes = await self._batch_handler([(e.id, e.fields()) for e in batch])
+            with batch_span(cfg.stream, items):
+                async with timeout:
+                    outcomes = await self._batch_handler(items)
             if len(outcomes) != len(batch):
                 raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
         except TransientDeliveryError as exc:
@@ -136,9 +144,11 @@ class Attempts:
             self._delivered(entry)
             return None
         timeout = asyncio.timeout(cfg.handler_timeout)
+        fields = entry.fields()
         try:
-            async with timeout:
-                await self._handler(entry.id, entry.fields())
+            with delivery_span(cfg.stream, entry.id, fields, failures):
+                async with timeout:
+                    await self._handler(entry.id, fields)
         except PermanentDeliveryError as exc:
             attempts = self._policy.failed_attempts(entry.id) + 1
             self._dead_letter(entry, "permanent", f"permanent failure: {exc}", attempts)
