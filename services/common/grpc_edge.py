@@ -286,6 +286,7 @@ def _wrapped(
         async def unary(request: Any, context: Context) -> Any:
             await _refuse_undecodable(request, context)
             with _call_scope(principal, request_id):
+                logger.debug("handling %s", method)  # per call: DEBUG only
                 try:
                     return await inner_unary(request, context)
                 except Exception as exc:  # translated once, here
@@ -302,6 +303,7 @@ def _wrapped(
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             await _refuse_undecodable(request, context)
             with _call_scope(principal, request_id):
+                logger.debug("handling %s", method)
                 try:
                     async for item in inner_stream(request, context):
                         yield item

@@ -144,6 +144,7 @@ class RequestIds:
 
         with request_id_scope(request_id):
             tag_request_id(request_id)
+            logger.debug("handling %s %s", scope.get("method"), scope.get("path"))  # DEBUG only
             await self.app(scope, receive, send_with_id)
 
 
