@@ -158,7 +158,8 @@ def asgi_middleware(app: Any) -> Any:
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
     excluded = os.environ.get("OTEL_PYTHON_ASGI_EXCLUDED_URLS", _EXCLUDED_URLS)
-    return OpenTelemetryMiddleware(app, excluded_urls=excluded)
+    # One span per request: not one per ASGI receive/send message besides.
+    return OpenTelemetryMiddleware(app, excluded_urls=excluded, exclude_spans=["receive", "send"])
 
 
 def tag_request_id(request_id: str) -> None:

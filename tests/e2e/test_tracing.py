@@ -55,7 +55,7 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
         self.spans: list[Span] = []
         self._lock = threading.Lock()
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - the OTLP method name
+    def Export(self, request: Any, context: Any) -> Any:
         received = []
         for resource_spans in request.resource_spans:
             service = next(
@@ -150,13 +150,13 @@ def _rest_send_span(collector: Collector, message_id: int, within: float = 15) -
                 and s.attributes.get("http.request.method", s.attributes.get("http.method"))
                 == "POST"
                 and s.parent_id == ""
-                and any(
-                    d.name == "live push" and d.trace_id == s.trace_id for d in collector.spans
-                )
+                and any(d.name == "live push" and d.trace_id == s.trace_id for d in collector.spans)
             ):
                 return s
         time.sleep(0.1)
-    raise AssertionError(f"no complete trace; spans: {[(s.service, s.name) for s in collector.spans]}")
+    raise AssertionError(
+        f"no complete trace; spans: {[(s.service, s.name) for s in collector.spans]}"
+    )
 
 
 def _chain(spans: list[Span], leaf: Span) -> list[Span]:
