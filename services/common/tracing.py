@@ -122,22 +122,28 @@ def setup_tracing(
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
-    _instrument_grpc()
+    _instrument_grpc(environ)
     _state["enabled"] = True
     logger.info("tracing on: service.name %s, exporters %s", attributes["service.name"], names)
     return True
 
 
-def _instrument_grpc() -> None:
+def _instrument_grpc(environ: Mapping[str, str]) -> None:
     from opentelemetry.instrumentation.grpc import (
         GrpcAioInstrumentorClient,
         GrpcAioInstrumentorServer,
     )
+    from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_prefix
 
-    server = GrpcAioInstrumentorServer()  # type: ignore[no-untyped-call]
+    # Health probes and reflection make no traces, unless OTEL_PYTHON_GRPC_EXCLUDED_SERVICES
+    # (read by the instrumentation itself) names the services to leave out instead.
+    probes = None
+    if not environ.get("OTEL_PYTHON_GRPC_EXCLUDED_SERVICES"):
+        probes = negate(any_of(service_prefix("grpc.health."), service_prefix("grpc.reflection.")))
+    server = GrpcAioInstrumentorServer(filter_=probes)  # type: ignore[no-untyped-call]
     if not server.is_instrumented_by_opentelemetry:
         server.instrument()
-    client = GrpcAioInstrumentorClient()  # type: ignore[no-untyped-call]
+    client = GrpcAioInstrumentorClient(filter_=probes)  # type: ignore[no-untyped-call]
     if not client.is_instrumented_by_opentelemetry:
         client.instrument()
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class Span:
     span_id: str
     parent_id: str
     attributes: dict[str, Any]
+    links: tuple[tuple[str, str], ...] = ()
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):
@@ -78,6 +80,7 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
                             s.span_id.hex(),
                             s.parent_span_id.hex(),
                             attributes,
+                            tuple((k.trace_id.hex(), k.span_id.hex()) for k in s.links),
                         )
                     )
         with self._lock:
@@ -131,10 +134,13 @@ def traced(
         running.close()
 
 
-async def _send_over_rest(system: System, sender: Any, receiver: Any, content: str) -> int:
+async def _send_over_rest(
+    system: System, sender: Any, receiver: Any, content: str, request_id: str = ""
+) -> int:
+    headers = sender.headers | ({"X-Request-Id": request_id} if request_id else {})
     async with httpx.AsyncClient(base_url=system.rest_url("message"), timeout=10) as http:
         body = {"sender_email": sender.email, "receiver_email": receiver.email, "content": content}
-        reply = await http.post("/messages", json=body, headers=sender.headers)
+        reply = await http.post("/messages", json=body, headers=headers)
         assert reply.status_code == 201, reply.text
         return int(reply.json()["id"])
 
@@ -221,6 +227,8 @@ async def test_one_send_is_one_trace_across_every_service_and_both_relays(
     check = [s for s in spans if s.service == "user-service" and s.kind == SERVER]
     assert check and all(_chain(spans, s)[-1] == root for s in check)
     assert {s.name for s in check} >= {"/missive.user.v1.UserService/CheckUserExists"}
+    # Health probes (every service follows its peers' health) make no traces.
+    assert not [s for s in spans_in.spans if "grpc.health" in s.name]
 
     # Every service that handled the message wrote log lines carrying this trace id.
     for name in ("user", "message", "notification", "frontend"):
@@ -228,6 +236,74 @@ async def test_one_send_is_one_trace_across_every_service_and_both_relays(
         mine = [line for line in lines if line.get("trace_id") == root.trace_id]
         assert mine, f"no log line of {name} carries trace {root.trace_id}"
         assert all(line["request_id"] for line in mine)
+
+
+async def _eventually(find: Any, within: float = 20) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        found = find()
+        if found:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError("not found in time")
+
+
+async def test_a_batch_delivery_links_to_the_trace_of_each_event(
+    traced: System, collector: tuple[Collector, int]
+) -> None:
+    spans_in = collector[0]
+    await traced.wait_healthy()
+    ada = await register_and_login(traced, "Ada")
+    bob = await register_and_login(traced, "Bob")
+    traced.stop("notification")
+    try:
+        ids = [f"batch-{i}-{uuid.uuid4().hex}" for i in range(3)]
+        for i, request_id in enumerate(ids):
+            await _send_over_rest(traced, ada, bob, f"backlog {i}", request_id)
+    finally:
+        traced.start("notification")
+    await traced.wait_healthy("notification")
+
+    def roots() -> list[Span]:
+        found = [
+            s
+            for s in list(spans_in.spans)
+            if s.kind == SERVER
+            and s.attributes.get("missive.request_id") in ids
+            and s.service == "message-service"
+        ]
+        return found if len(found) == 3 else []
+
+    sent = {(s.trace_id, s.span_id) for s in await _eventually(roots)}
+
+    def batch() -> Span | None:
+        return next(
+            (
+                s
+                for s in list(spans_in.spans)
+                if s.name == "deliver outbox:notifications batch" and sent & set(s.links)
+            ),
+            None,
+        )
+
+    found = await _eventually(batch)
+    # A root of its own trace (no single parent), linked to every event's trace it delivered.
+    assert found.parent_id == "" and found.kind == CONSUMER
+    assert len(found.links) == found.attributes["messaging.batch.message_count"]
+    events_left = sent - set(found.links)
+    # The first event may have gone alone while the receiver was down (a single call).
+    assert len(events_left) <= 1
+
+    def batch_call() -> list[Span]:
+        return [
+            s
+            for s in spans_in.trace(found.trace_id)
+            if s.service == "notification-service"
+            and s.kind == SERVER
+            and s.name.endswith("/CreateNotifications")
+        ]
+
+    assert await _eventually(batch_call)
 
 
 def _json_lines(path: Path) -> list[str]:
@@ -238,9 +314,9 @@ async def test_tracing_off_exports_nothing_and_stores_no_trace_context(
     tmp_path: Path, collector: tuple[Collector, int]
 ) -> None:
     spans_in = collector[0]
-    before = len(spans_in.spans)
     # An endpoint is configured, but OTEL_TRACES_EXPORTER=none keeps tracing off.
-    system = System.create(tmp_path, **_otel_env(collector[1], OTEL_TRACES_EXPORTER="none"))
+    env = _otel_env(collector[1], OTEL_TRACES_EXPORTER="none", OTEL_SERVICE_NAME="untraced")
+    system = System.create(tmp_path, **env)
     try:
         system.start("user", "message", "frontend")  # NotificationService stays down
         await system.wait_healthy("user", "message", "frontend")
@@ -262,6 +338,6 @@ async def test_tracing_off_exports_nothing_and_stores_no_trace_context(
         lines = [json.loads(line) for line in _json_lines(system.services["message"].log_path)]
         assert lines and all(line["trace_id"] is None for line in lines)
         await asyncio.sleep(0.5)
-        assert len(spans_in.spans) == before
+        assert not [s for s in spans_in.spans if s.service == "untraced"]
     finally:
         system.close()
