@@ -101,7 +101,7 @@ def _value(value: Any) -> Any:
 def collector() -> Iterator[tuple[Collector, int]]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     receiver = Collector()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)  # type: ignore[no-untyped-call]
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
@@ -111,7 +111,7 @@ def collector() -> Iterator[tuple[Collector, int]]:
         server.stop(grace=None)
 
 
-def _otel_env(port: int, **more: str) -> dict[str, str]:
+def _otel_env(port: int, **more: str) -> Any:
     return {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
@@ -329,7 +329,7 @@ async def test_tracing_off_exports_nothing_and_stores_no_trace_context(
             await stubs.close()
         r = redis.asyncio.Redis.from_url(system.valkey.url, db=1, decode_responses=True)
         try:
-            entries = await r.xrange("outbox:notifications")
+            entries: Any = await r.xrange("outbox:notifications")
         finally:
             await r.aclose()
         events = [fields for _, fields in entries if fields.get("message_id") == str(message_id)]

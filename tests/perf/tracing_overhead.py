@@ -17,6 +17,7 @@ import logging
 import time
 import timeit
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -70,7 +71,7 @@ def hooks(number: int) -> None:
 
 async def _calls(port: int, count: int) -> float:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        stub: Any = health_pb2_grpc.HealthStub(channel)
         request = health_pb2.HealthCheckRequest()
         for _ in range(200):  # warm up
             await stub.Check(request)
