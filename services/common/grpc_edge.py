@@ -160,7 +160,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 if principal is not None and self.sessions is not None:
                     await self.sessions.check(principal)  # expired, revoked or deleted: refused
             except DomainError as exc:
-                return _rejecting(handler, exc, method)
+                return _rejecting(handler, exc, method, request_id)
         return _wrapped(handler, principal, method, request_id)
 
     def _authenticate(
@@ -318,15 +318,24 @@ def _wrapped(
     return handler  # the contracts have no client-streaming methods
 
 
-def _rejecting(handler: Handler, error: DomainError, method: str) -> Handler:
-    """A handler of the same streaming kind that fails the call with `error`."""
-    logger.info("rejected %s: %s", method, error.message)
+def _rejecting(handler: Handler, error: DomainError, method: str, request_id: str) -> Handler:
+    """A handler of the same streaming kind that fails the call with `error`.
+
+    The refusal is logged when the handler runs: inside the call's span (tracing on), so the
+    line carries its trace id as well as the request id.
+    """
+
+    def log() -> None:
+        with request_id_scope(request_id):
+            logger.info("rejected %s: %s", method, error.message)
 
     async def unary(request: Any, context: Context) -> Any:
+        log()
         await _refuse_undecodable(request, context)
         await context.abort(_status(error), error.message)
 
     async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        log()
         await _refuse_undecodable(request, context)
         await context.abort(_status(error), error.message)
         yield  # pragma: no cover - makes this an async generator

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Final
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = [
@@ -37,7 +38,9 @@ __all__ = [
     "current_trace_id",
     "delivery_span",
     "enabled",
+    "event_context",
     "inject_event",
+    "record_failure",
     "setup_tracing",
     "span",
     "tag_request_id",
@@ -209,6 +212,28 @@ def _event_context(fields: Mapping[str, str]) -> Any:
     """The trace context an outbox event carries (an empty context when it carries none)."""
     carrier = {key: fields[key] for key in (TRACEPARENT_FIELD, TRACESTATE_FIELD) if key in fields}
     return _propagator.extract(carrier)
+
+
+@contextmanager
+def event_context(fields: Mapping[str, str]) -> Iterator[None]:
+    """Run a block in the trace context an outbox event carries (nothing when tracing is off)."""
+    if not _state["enabled"] or TRACEPARENT_FIELD not in fields:
+        yield
+        return
+    token = otel_context.attach(_event_context(fields))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def record_failure(exc: BaseException) -> None:
+    """Mark the current span failed with ``exc`` (recorded as an exception event)."""
+    if _state["enabled"]:
+        current = trace.get_current_span()
+        if current.is_recording():
+            current.record_exception(exc)
+            current.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
 
 
 def delivery_span(

@@ -236,6 +236,8 @@ async def test_one_send_is_one_trace_across_every_service_and_both_relays(
         mine = [line for line in lines if line.get("trace_id") == root.trace_id]
         assert mine, f"no log line of {name} carries trace {root.trace_id}"
         assert all(line["request_id"] for line in mine)
+        if name in ("message", "notification"):  # the relay's own lines too
+            assert any(line["logger"] == "services.common.receivers" for line in mine), name
 
 
 async def _eventually(find: Any, within: float = 20) -> Any:

@@ -32,7 +32,7 @@ from services.common.delivery.policy import RetryPolicy
 from services.common.delivery.settlement import Settlement
 from services.common.delivery.stats import RelayStats
 from services.common.logging import request_id_scope
-from services.common.tracing import batch_span, delivery_span
+from services.common.tracing import batch_span, delivery_span, record_failure
 
 __all__ = ["Attempts"]
 
@@ -95,19 +95,26 @@ class Attempts:
         return batch
 
     async def _many(self, lane: Lane, batch: list[Entry]) -> float | None:
+        items = [(e.id, e.fields()) for e in batch]
+        with batch_span(self._config.stream, items):  # its log lines carry the batch's trace
+            return await self._batch_attempt(lane, batch, items)
+
+    async def _batch_attempt(
+        self, lane: Lane, batch: list[Entry], items: list[tuple[str, dict[str, str]]]
+    ) -> float | None:
         cfg = self._config
         assert self._batch_handler is not None
         timeout = asyncio.timeout(cfg.handler_timeout)
-        items = [(e.id, e.fields()) for e in batch]
         try:
-            with batch_span(cfg.stream, items):
-                async with timeout:
-                    outcomes = await self._batch_handler(items)
+            async with timeout:
+                outcomes = await self._batch_handler(items)
             if len(outcomes) != len(batch):
                 raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
         except TransientDeliveryError as exc:
+            record_failure(exc)
             return self._transient(batch[0], exc, lane.failures + 1)
         except Exception as exc:
+            record_failure(exc)
             reason = _reason(exc, timeout, "batch handler", cfg.handler_timeout)
             lane.solo = True
             self._stats.retried += 1
@@ -143,19 +150,26 @@ class Attempts:
             )
             self._delivered(entry)
             return None
-        timeout = asyncio.timeout(cfg.handler_timeout)
         fields = entry.fields()
+        with delivery_span(cfg.stream, entry.id, fields, failures):  # and so its log lines
+            return await self._attempt(entry, fields, failures)
+
+    async def _attempt(self, entry: Entry, fields: dict[str, str], failures: int) -> float | None:
+        cfg = self._config
+        timeout = asyncio.timeout(cfg.handler_timeout)
         try:
-            with delivery_span(cfg.stream, entry.id, fields, failures):
-                async with timeout:
-                    await self._handler(entry.id, fields)
+            async with timeout:
+                await self._handler(entry.id, fields)
         except PermanentDeliveryError as exc:
+            record_failure(exc)
             attempts = self._policy.failed_attempts(entry.id) + 1
             self._dead_letter(entry, "permanent", f"permanent failure: {exc}", attempts)
             return None
         except TransientDeliveryError as exc:
+            record_failure(exc)
             return self._transient(entry, exc, failures)
         except Exception as exc:
+            record_failure(exc)
             return self._unexpected(entry, _reason(exc, timeout, "handler", cfg.handler_timeout))
         self._policy.succeeded()
         self._delivered(entry)

@@ -75,6 +75,9 @@ def test_off_helpers_are_no_ops() -> None:
         assert span is None
     with tracing.span("live push") as span:
         assert span is None
+    with tracing.event_context(carried):
+        assert tracing.current_trace_id() is None
+    tracing.record_failure(RuntimeError("no span to mark"))
     assert tracing.current_trace_id() is None
     assert tracing.current_span_ids() is None
     app = object()
