@@ -29,6 +29,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from services.common.errors import ConfigError
+
 __all__ = [
     "TRACEPARENT_FIELD",
     "TRACESTATE_FIELD",
@@ -81,14 +83,16 @@ def _exporter_names(environ: Mapping[str, str]) -> list[str]:
     names = [n for n in names if n and n != "none"]
     unknown = [n for n in names if n not in _EXPORTERS]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"OTEL_TRACES_EXPORTER: unknown exporter {unknown[0]!r} (use otlp, console or none)"
         )
     protocol = environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     )
     if "otlp" in names and protocol.strip().lower() not in ("", "grpc"):
-        raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL: only 'grpc' is supported, not {protocol!r}")
+        raise ConfigError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL: only 'grpc' is supported, not {protocol!r}"
+        )
     return names
 
 
@@ -100,7 +104,8 @@ def setup_tracing(
     Call once, before any gRPC server or channel is created. ``exporter`` (a SpanExporter) adds
     an exporter of the caller's (tests use an in-memory one) and turns tracing on by itself.
     ``service.name`` is ``OTEL_SERVICE_NAME`` when set, else ``service_name``. Returns whether
-    tracing is on. ValueError names the variable when the configuration is unusable.
+    tracing is on. ConfigError (exit code 2 from an entry point) names the variable when the
+    configuration is unusable.
     """
     if not (tracing_requested(environ) or exporter is not None):
         return False

@@ -5,10 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from services.common import tracing
+from services.common.errors import ConfigError
 from services.common.logging import configure_logging
 from services.common.outbox import outbox_lua_args
 
@@ -55,7 +60,7 @@ def test_off_by_default_installs_nothing() -> None:
 def test_an_unusable_configuration_names_its_variable_and_installs_nothing(
     environ: dict[str, str], message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         tracing.setup_tracing("test-service", environ)
     assert not tracing.enabled()
 
@@ -99,3 +104,18 @@ def test_log_lines_carry_null_trace_ids_when_off() -> None:
         root.setLevel(level)
     line = json.loads(stream.getvalue().splitlines()[-1])
     assert line["trace_id"] is None and line["span_id"] is None
+
+
+def test_an_entry_point_refuses_an_unusable_configuration_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "jaeger", "KEYS_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.frontend"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "OTEL_TRACES_EXPORTER: unknown exporter 'jaeger'" in done.stderr.splitlines()[-1]
+    assert "Traceback" not in done.stderr
