@@ -48,6 +48,7 @@ class Span:
     parent_id: str
     attributes: dict[str, Any]
     links: tuple[tuple[str, str], ...] = ()
+    failed: bool = False
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):
@@ -81,6 +82,7 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
                             s.parent_span_id.hex(),
                             attributes,
                             tuple((k.trace_id.hex(), k.span_id.hex()) for k in s.links),
+                            s.status.code == trace_pb2.Status.STATUS_CODE_ERROR,
                         )
                     )
         with self._lock:
@@ -306,6 +308,50 @@ async def test_a_batch_delivery_links_to_the_trace_of_each_event(
         ]
 
     assert await _eventually(batch_call)
+
+
+async def test_each_delivery_attempt_is_a_span_of_the_events_trace(
+    traced: System, collector: tuple[Collector, int]
+) -> None:
+    spans_in = collector[0]
+    await traced.wait_healthy()
+    ada = await register_and_login(traced, "Ada")
+    bob = await register_and_login(traced, "Bob")
+    request_id = f"retried-{uuid.uuid4().hex}"
+    traced.stop("frontend")
+    try:
+        await _send_over_rest(traced, ada, bob, "while the frontend is down", request_id)
+        await asyncio.sleep(3)  # at least one attempt runs out its 2 s deadline
+    finally:
+        traced.start("frontend")
+    await traced.wait_healthy("frontend")
+
+    def root() -> Span | None:
+        return next(
+            (
+                s
+                for s in list(spans_in.spans)
+                if s.attributes.get("missive.request_id") == request_id
+                and s.service == "message-service"
+                and s.kind == SERVER
+            ),
+            None,
+        )
+
+    sent = await _eventually(root)
+
+    def attempts() -> list[Span]:
+        found = [s for s in spans_in.trace(sent.trace_id) if s.name == "deliver outbox:frontend"]
+        return found if any(not s.failed for s in found) else []
+
+    tried = await _eventually(attempts)
+    assert any(s.failed for s in tried), "the attempts while the frontend was down failed"
+    # Every attempt is a child of the call that wrote the event: CreateNotification.
+    spans = spans_in.trace(sent.trace_id)
+    by_id = {s.span_id: s for s in spans}
+    parents = {by_id[s.parent_id].name for s in tried}
+    assert parents == {"/missive.notification.v1.NotificationService/CreateNotification"}
+    assert sorted(s.attributes["missive.delivery.attempt"] for s in tried)[0] == 1
 
 
 def _json_lines(path: Path) -> list[str]:
