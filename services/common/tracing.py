@@ -35,6 +35,7 @@ __all__ = [
     "TRACEPARENT_FIELD",
     "TRACESTATE_FIELD",
     "asgi_middleware",
+    "batch_item_spans",
     "batch_span",
     "current_span_ids",
     "current_trace_id",
@@ -217,6 +218,45 @@ def _event_context(fields: Mapping[str, str]) -> Any:
     """The trace context an outbox event carries (an empty context when it carries none)."""
     carrier = {key: fields[key] for key in (TRACEPARENT_FIELD, TRACESTATE_FIELD) if key in fields}
     return _propagator.extract(carrier)
+
+
+def batch_item_spans(
+    stream: str,
+    entries: Sequence[tuple[str, Mapping[str, str]]],
+    started_ns: int,
+    failure: str | None,
+) -> None:
+    """Record, in each event's own trace, its part in the current batch call (``started_ns`` to
+    now): a CONSUMER span ``deliver <stream>`` linking to the batch's span, failed with
+    ``failure`` when the call failed. So the trace of a message delivered in a batch still ends
+    with its delivery, and leads to the batch's trace. A no-op when tracing is off.
+    """
+    if not _state["enabled"]:
+        return
+    batch = trace.get_current_span().get_span_context()
+    links = [Link(batch)] if batch.is_valid else []
+    tracer = _tracer()
+    for entry_id, fields in entries:
+        parent = _event_context(fields)
+        if not trace.get_current_span(parent).get_span_context().is_valid:
+            continue
+        item = tracer.start_span(
+            f"deliver {stream}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            links=links,
+            start_time=started_ns,
+            attributes={
+                "messaging.system": "redis",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": stream,
+                "messaging.message.id": entry_id,
+                "missive.delivery.batched": True,
+            },
+        )
+        if failure is not None:
+            item.set_status(Status(StatusCode.ERROR, failure))
+        item.end()
 
 
 @contextmanager

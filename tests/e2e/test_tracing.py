@@ -308,6 +308,16 @@ async def test_a_batch_delivery_links_to_the_trace_of_each_event(
         ]
 
     assert await _eventually(batch_call)
+    # Each event's own trace ends with its part in the batch, linking to the batch's span.
+    for trace_id, span_id in set(found.links):
+        part = [
+            s
+            for s in spans_in.trace(trace_id)
+            if s.name == "deliver outbox:notifications"
+            and s.attributes.get("missive.delivery.batched")
+        ]
+        assert len(part) == 1 and part[0].parent_id == span_id and not part[0].failed
+        assert part[0].links == ((found.trace_id, found.span_id),)
 
 
 async def test_each_delivery_attempt_is_a_span_of_the_events_trace(

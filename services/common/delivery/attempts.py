@@ -10,13 +10,15 @@ found and judged alone. Log lines of an attempt carry the entry id as their requ
 With tracing on, each attempt is a CONSUMER span continuing the trace stored in its event (see
 :mod:`services.common.tracing`), so the call to the receiver and what the receiver does belong
 to the trace of the request that wrote the event; a batch call is a span of its own trace that
-links to each event's.
+links to each event's, and each event's trace gets a span for its part in the batch, linking
+back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from services.common.delivery.config import OutboxConfig
 from services.common.delivery.dead_lettering import DeadLetter
@@ -32,7 +34,12 @@ from services.common.delivery.policy import RetryPolicy
 from services.common.delivery.settlement import Settlement
 from services.common.delivery.stats import RelayStats
 from services.common.logging import request_id_scope
-from services.common.tracing import batch_span, delivery_span, record_failure
+from services.common.tracing import (
+    batch_item_spans,
+    batch_span,
+    delivery_span,
+    record_failure,
+)
 
 __all__ = ["Attempts"]
 
@@ -97,7 +104,11 @@ class Attempts:
     async def _many(self, lane: Lane, batch: list[Entry]) -> float | None:
         items = [(e.id, e.fields()) for e in batch]
         with batch_span(self._config.stream, items):  # its log lines carry the batch's trace
-            return await self._batch_attempt(lane, batch, items)
+            started = time.time_ns()
+            delay = await self._batch_attempt(lane, batch, items)
+            failure = None if delay is None else "the batch call failed; retried"
+            batch_item_spans(self._config.stream, items, started, failure)
+            return delay
 
     async def _batch_attempt(
         self, lane: Lane, batch: list[Entry], items: list[tuple[str, dict[str, str]]]
