@@ -41,6 +41,7 @@ from services.common.redis import create_redis
 from services.common.runner import BackgroundFactory, run, serve
 from services.common.sessions import Sessions, follow_revocations
 from services.common.settings import CommonSettings
+from services.common.tracing import setup_tracing
 
 __all__ = ["Outbox", "Parts", "ServiceApp", "ServiceSettings", "Start"]
 
@@ -178,6 +179,7 @@ class ServiceApp(Generic[S]):
         settings = self.settings(environ)
         common = settings.common
         configure_logging(common.log_level, common.log_format, self.name)
+        setup_tracing(self.name, environ)  # before any gRPC server, channel or REST app exists
         if settings.keys_create:
             ensure_keys(settings.keys_dir)
         security = Security.load(

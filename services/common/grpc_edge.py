@@ -6,7 +6,10 @@ caller from metadata (`x-missive-service-token` for services, `authorization: Be
 users) and checks it against the allowlist, (3) runs the servicer with the caller and the
 request id in ContextVars, and (4) turns DomainError and Redis outages into a status with a
 clear message. The request id is the caller's `x-request-id` metadata when it is a plain token,
-else a new one: every log line written while the call is handled carries it.
+else a new one: every log line written while the call is handled carries it. When tracing is
+on, OpenTelemetry's gRPC server interceptor (installed by `services.common.tracing`) runs
+outside this one, so the call's span (continuing the caller's `traceparent`) is current while
+the servicer runs and carries the request id as `missive.request_id`.
 
 Before any of that, a request that does not decode as its message type (invalid UTF-8 in a
 string field, truncated bytes) fails with INVALID_ARGUMENT and a neutral message, on every
@@ -40,6 +43,7 @@ from services.common.grpc_client import SERVICE_TOKEN_HEADER
 from services.common.logging import REQUEST_ID_HEADER, accepted_request_id, request_id_scope
 from services.common.redis import unavailable_reason
 from services.common.sessions import Sessions
+from services.common.tracing import tag_request_id
 
 __all__ = [
     "SERVICE_TOKEN_HEADER",
@@ -103,6 +107,7 @@ def _call_scope(principal: Principal | None, request_id: str) -> Iterator[None]:
     token = _caller.set(principal)
     try:
         with request_id_scope(request_id):
+            tag_request_id(request_id)
             yield
     finally:
         _caller.reset(token)
@@ -155,7 +160,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
                 if principal is not None and self.sessions is not None:
                     await self.sessions.check(principal)  # expired, revoked or deleted: refused
             except DomainError as exc:
-                return _rejecting(handler, exc, method)
+                return _rejecting(handler, exc, method, request_id)
         return _wrapped(handler, principal, method, request_id)
 
     def _authenticate(
@@ -281,6 +286,7 @@ def _wrapped(
         async def unary(request: Any, context: Context) -> Any:
             await _refuse_undecodable(request, context)
             with _call_scope(principal, request_id):
+                logger.debug("handling %s", method)  # per call: DEBUG only
                 try:
                     return await inner_unary(request, context)
                 except Exception as exc:  # translated once, here
@@ -297,6 +303,7 @@ def _wrapped(
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             await _refuse_undecodable(request, context)
             with _call_scope(principal, request_id):
+                logger.debug("handling %s", method)
                 try:
                     async for item in inner_stream(request, context):
                         yield item
@@ -311,15 +318,24 @@ def _wrapped(
     return handler  # the contracts have no client-streaming methods
 
 
-def _rejecting(handler: Handler, error: DomainError, method: str) -> Handler:
-    """A handler of the same streaming kind that fails the call with `error`."""
-    logger.info("rejected %s: %s", method, error.message)
+def _rejecting(handler: Handler, error: DomainError, method: str, request_id: str) -> Handler:
+    """A handler of the same streaming kind that fails the call with `error`.
+
+    The refusal is logged when the handler runs: inside the call's span (tracing on), so the
+    line carries its trace id as well as the request id.
+    """
+
+    def log() -> None:
+        with request_id_scope(request_id):
+            logger.info("rejected %s: %s", method, error.message)
 
     async def unary(request: Any, context: Context) -> Any:
+        log()
         await _refuse_undecodable(request, context)
         await context.abort(_status(error), error.message)
 
     async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        log()
         await _refuse_undecodable(request, context)
         await context.abort(_status(error), error.message)
         yield  # pragma: no cover - makes this an async generator

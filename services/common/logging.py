@@ -3,7 +3,9 @@
 Every log line carries the request id of the work it belongs to: the edges set it per call
 (the gRPC interceptor from the ``x-request-id`` metadata, the REST middleware from the
 ``X-Request-Id`` header, a new one when the caller sent none or an unusable one), channels to
-peers pass it on, and relays set the id of the outbox entry they deliver.
+peers pass it on, and relays set the id of the outbox entry they deliver. When tracing is on
+(:mod:`services.common.tracing`), every line written inside a span also carries its trace and
+span ids (``trace_id``, ``span_id``), the same in every service a traced message went through.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import IO, Any
+
+from services.common.tracing import current_span_ids
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -92,6 +96,8 @@ class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = self.service
         record.request_id = _request_id.get()
+        ids = current_span_ids()
+        record.trace_id, record.span_id = ids if ids is not None else (None, None)
         return True
 
 
@@ -106,7 +112,8 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, service, logger, message, request_id, fields."""
+    """One JSON object per line: ts, level, service, logger, message, request_id, trace_id,
+    span_id, fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -116,6 +123,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", None),
+            "trace_id": getattr(record, "trace_id", None),
+            "span_id": getattr(record, "span_id", None),
         }
         for key, value in _fields(record).items():
             entry.setdefault(str(key), value)
@@ -127,7 +136,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``ts LEVEL service logger [request_id] message key=value ...`` for humans."""
+    """``ts LEVEL service logger [request_id] trace=id message key=value ...`` for humans."""
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [
@@ -139,6 +148,9 @@ class TextFormatter(logging.Formatter):
         rid = getattr(record, "request_id", None)
         if rid:
             parts.append(f"[{rid}]")
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id:
+            parts.append(f"trace={trace_id}")
         parts.append(record.getMessage())
         parts.extend(f"{key}={value!r}" for key, value in _fields(record).items())
         line = " ".join(parts)

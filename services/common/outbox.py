@@ -5,12 +5,18 @@ A producer XADDs the event from the Lua script that makes its business writes (s
 The relay of :mod:`services.common.delivery` then delivers the stream at least once, and moves
 entries that can never be delivered to the dead-letter stream. The event carries its own
 idempotency key (e.g. ``message_id``) for the handlers: the stream entry id is not one.
+
+When tracing is on, :func:`outbox_lua_args` also stores the W3C trace context of the write
+(fields ``traceparent`` and ``tracestate``) inside the event, so each delivery of the event
+continues the trace of the request that recorded it (see :mod:`services.common.tracing`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Final
+
+from services.common.tracing import inject_event
 
 __all__ = ["OUTBOX_LUA", "outbox_lua_args"]
 
@@ -50,8 +56,12 @@ def _validated(event: Mapping[str, str]) -> dict[str, str]:
 
 
 def outbox_lua_args(event: Mapping[str, str]) -> list[str]:
-    """ARGV tail for :data:`OUTBOX_LUA`: the field count, then field, value, field, value..."""
-    flat: list[str] = [str(2 * len(event))]
-    for key, value in _validated(event).items():
+    """ARGV tail for :data:`OUTBOX_LUA`: the field count, then field, value, field, value...
+
+    With tracing on and a span current, the event's fields include its trace context.
+    """
+    fields = inject_event(_validated(event))
+    flat: list[str] = [str(2 * len(fields))]
+    for key, value in fields.items():
         flat.extend((str(key), str(value)))
     return flat

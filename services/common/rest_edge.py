@@ -3,7 +3,9 @@
 :func:`install_edge` puts both on a Connexion app: every request runs with a request id (the
 caller's ``X-Request-Id`` when it is a plain token, else a new one), echoed in the response's
 ``X-Request-Id`` and carried by every log line written while it is handled; domain errors and
-Redis outages become problem+json once, for every operation.
+Redis outages become problem+json once, for every operation. When tracing is on
+(:mod:`services.common.tracing`), each request is also a server span (the ASGI
+instrumentation, continuing the caller's W3C ``traceparent``) tagged with its request id.
 """
 
 from __future__ import annotations
@@ -32,8 +34,17 @@ from services.common.domain import (
 from services.common.logging import REQUEST_ID_HEADER, accepted_request_id, request_id_scope
 from services.common.redis import unavailable_reason
 from services.common.sessions import Sessions
+from services.common.tracing import asgi_middleware, tag_request_id
+from services.common.tracing import enabled as tracing_enabled
 
-__all__ = ["RequestIds", "bearer_verifier", "install_edge", "own_email", "principal"]
+__all__ = [
+    "RequestIds",
+    "TracedRequests",
+    "bearer_verifier",
+    "install_edge",
+    "own_email",
+    "principal",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -132,12 +143,31 @@ class RequestIds:
             await send(message)
 
         with request_id_scope(request_id):
+            tag_request_id(request_id)
+            logger.debug("handling %s %s", scope.get("method"), scope.get("path"))  # DEBUG only
             await self.app(scope, receive, send_with_id)
+
+
+class TracedRequests:
+    """ASGI middleware: a server span per HTTP request (OpenTelemetry's ASGI instrumentation).
+
+    Installed only when tracing is on; ``/health`` and ``/metrics`` are not traced unless
+    ``OTEL_PYTHON_ASGI_EXCLUDED_URLS`` says otherwise.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app: ASGIApp = asgi_middleware(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 def install_edge(app: AsyncApp) -> AsyncApp:
     """Request ids, and domain errors and Redis outages translated once, for every operation."""
-    # Outside Connexion's exception middleware: problem responses carry the id too.
+    # Outside Connexion's exception middleware: problem responses carry the id too. Inserted
+    # in this order, the span (when traced) encloses the request id's scope.
+    if tracing_enabled():
+        app.add_middleware(TracedRequests, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(RequestIds, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_error_handler(DomainError, _domain_problem)
     app.add_error_handler(redis.exceptions.RedisError, _redis_problem)

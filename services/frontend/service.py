@@ -21,6 +21,7 @@ from services.common.domain import (
 )
 from services.common.emails import normalise_email
 from services.common.sessions import Sessions
+from services.common.tracing import span
 from services.frontend.errors import StreamReplaced
 from services.notification.models import Notification
 
@@ -263,11 +264,15 @@ class FrontendService:
         self.recheck_seconds = recheck_seconds
 
     def receive(self, notification: Notification | None, receiver_account_id: str = "") -> int:
-        """Show a notification: one log line, and every live stream of its receiver('s
-        account, when ``receiver_account_id`` is given)."""
+        """Show a notification on every live stream of its receiver('s account, when
+        ``receiver_account_id`` is given), with a DEBUG log line (INFO would be one line per
+        notification on the hot path). Traced as a ``live push`` span when tracing is on."""
         shown = _validated(notification)
-        delivered = self.hub.publish(shown, receiver_account_id)
-        logger.info(
+        with span("live push", **{"missive.notification_id": shown.id}) as current:
+            delivered = self.hub.publish(shown, receiver_account_id)
+            if current is not None:
+                current.set_attribute("missive.live_streams", delivered)
+        logger.debug(
             "notification %s for %s shown on %d live stream(s)",
             shown.id,
             shown.receiver_email,

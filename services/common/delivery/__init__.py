@@ -30,7 +30,8 @@ order, and entries reclaimed from a crashed relay may follow newer ones of the s
 
 An entry may reach a handler more than once: handlers MUST be idempotent (dedupe on a business
 id carried in the event, never on the stream entry id). Log lines written while an entry is
-attempted carry its stream entry id as their request id.
+attempted carry its stream entry id as their request id. With tracing on, each attempt is a
+span continuing the trace stored in the event (see :mod:`services.common.tracing`).
 
 The parts, one concern each: :mod:`.config` (the stream, group and tuning), :mod:`.handlers`
 (what a handler is and may raise), :mod:`.reader` (reading and claiming), :mod:`.lanes`

@@ -6,12 +6,19 @@ handler still running after ``handler_timeout``, is retried and dead-lettered af
 ``max_attempts``. A lane with a backlog goes through ``batch_handler`` several entries at a
 time; after a batch fails unexpectedly the lane goes one entry at a time, so one bad entry is
 found and judged alone. Log lines of an attempt carry the entry id as their request id.
+
+With tracing on, each attempt is a CONSUMER span continuing the trace stored in its event (see
+:mod:`services.common.tracing`), so the call to the receiver and what the receiver does belong
+to the trace of the request that wrote the event; a batch call is a span of its own trace that
+links to each event's, and each event's trace gets a span for its part in the batch, linking
+back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from services.common.delivery.config import OutboxConfig
 from services.common.delivery.dead_lettering import DeadLetter
@@ -27,6 +34,12 @@ from services.common.delivery.policy import RetryPolicy
 from services.common.delivery.settlement import Settlement
 from services.common.delivery.stats import RelayStats
 from services.common.logging import request_id_scope
+from services.common.tracing import (
+    batch_item_spans,
+    batch_span,
+    delivery_span,
+    record_failure,
+)
 
 __all__ = ["Attempts"]
 
@@ -89,17 +102,30 @@ class Attempts:
         return batch
 
     async def _many(self, lane: Lane, batch: list[Entry]) -> float | None:
+        items = [(e.id, e.fields()) for e in batch]
+        with batch_span(self._config.stream, items):  # its log lines carry the batch's trace
+            started = time.time_ns()
+            delay = await self._batch_attempt(lane, batch, items)
+            failure = None if delay is None else "the batch call failed; retried"
+            batch_item_spans(self._config.stream, items, started, failure)
+            return delay
+
+    async def _batch_attempt(
+        self, lane: Lane, batch: list[Entry], items: list[tuple[str, dict[str, str]]]
+    ) -> float | None:
         cfg = self._config
         assert self._batch_handler is not None
         timeout = asyncio.timeout(cfg.handler_timeout)
         try:
             async with timeout:
-                outcomes = await self._batch_handler([(e.id, e.fields()) for e in batch])
+                outcomes = await self._batch_handler(items)
             if len(outcomes) != len(batch):
                 raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
         except TransientDeliveryError as exc:
+            record_failure(exc)
             return self._transient(batch[0], exc, lane.failures + 1)
         except Exception as exc:
+            record_failure(exc)
             reason = _reason(exc, timeout, "batch handler", cfg.handler_timeout)
             lane.solo = True
             self._stats.retried += 1
@@ -135,17 +161,26 @@ class Attempts:
             )
             self._delivered(entry)
             return None
+        fields = entry.fields()
+        with delivery_span(cfg.stream, entry.id, fields, failures):  # and so its log lines
+            return await self._attempt(entry, fields, failures)
+
+    async def _attempt(self, entry: Entry, fields: dict[str, str], failures: int) -> float | None:
+        cfg = self._config
         timeout = asyncio.timeout(cfg.handler_timeout)
         try:
             async with timeout:
-                await self._handler(entry.id, entry.fields())
+                await self._handler(entry.id, fields)
         except PermanentDeliveryError as exc:
+            record_failure(exc)
             attempts = self._policy.failed_attempts(entry.id) + 1
             self._dead_letter(entry, "permanent", f"permanent failure: {exc}", attempts)
             return None
         except TransientDeliveryError as exc:
+            record_failure(exc)
             return self._transient(entry, exc, failures)
         except Exception as exc:
+            record_failure(exc)
             return self._unexpected(entry, _reason(exc, timeout, "handler", cfg.handler_timeout))
         self._policy.succeeded()
         self._delivered(entry)

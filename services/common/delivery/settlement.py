@@ -11,6 +11,7 @@ from services.common.delivery.config import OutboxConfig
 from services.common.delivery.dead_lettering import DeadLetter
 from services.common.delivery.stats import RelayStats
 from services.common.logging import request_id_scope
+from services.common.tracing import event_context
 
 __all__ = ["Settlement"]
 
@@ -72,7 +73,8 @@ class Settlement:
     def _log_dead_letter(self, letter: DeadLetter) -> None:
         cfg = self._config
         self._stats.dead_lettered += 1
-        with request_id_scope(letter.entry.id):
+        # The line carries the trace id of the request that wrote the event (tracing on).
+        with request_id_scope(letter.entry.id), event_context(letter.entry.fields()):
             logger.error(
                 "relay %s: dead-lettered entry %s of %s to %s after %d attempt(s): %s",
                 self._consumer,
