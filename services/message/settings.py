@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from services.common.settings import (
     CommonSettings,
@@ -14,14 +15,27 @@ from services.common.settings import (
     env_redis_db,
     env_server,
 )
-from services.message.service import SendLimits
-from services.message.store import DEFAULT_QUOTA_BYTES
 
 REST_PORT_ENV = "MESSAGE_REST_PORT"
 GRPC_PORT_ENV = "MESSAGE_GRPC_PORT"
 REDIS_DB_ENV = "MESSAGE_REDIS_DB"
 USER_ADDR_ENV = "USER_SERVICE_ADDR"
 NOTIFICATION_ADDR_ENV = "NOTIFICATION_SERVICE_ADDR"
+DEFAULT_QUOTA_BYTES: Final = 50 * 1024 * 1024
+"""Bytes of message content one sender may keep stored (MESSAGE_SENDER_QUOTA_BYTES)."""
+
+
+@dataclass(frozen=True)
+class SendLimits:
+    """Per-account sending limits: at most ``messages`` new messages per ``window_seconds``
+    (a fixed window from the first one; a repeated client_request_id is free)."""
+
+    messages: int = 60
+    window_seconds: int = 60
+
+    def __post_init__(self) -> None:
+        if min(self.messages, self.window_seconds) < 1:
+            raise ValueError("send limits must be at least 1")
 
 
 @dataclass(frozen=True)
