@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from services.common.settings import (
     CommonSettings,
@@ -26,6 +27,8 @@ MAX_STREAMS_PER_USER = 10
 MAX_STREAMS_PER_CLIENT = 100
 """Open streams per client host (FRONTEND_MAX_STREAMS_PER_CLIENT), whatever the accounts."""
 
+STREAM_HEADROOM = 200
+"""Concurrent calls the gRPC server admits beyond the stream limit (pushes, health checks)."""
 
 @dataclass(frozen=True)
 class Settings:
@@ -35,6 +38,8 @@ class Settings:
     ``common.redis_url`` keeps its default and is never used.
     """
 
+    GRPC_PORT_ENV: ClassVar[str] = GRPC_PORT_ENV
+    REST_PORT_ENV: ClassVar[str] = ""
     common: CommonSettings
     keys_dir: Path
     keys_create: bool = False
@@ -71,3 +76,8 @@ class Settings:
                 max=1_000_000,
             ),
         )
+
+    @property
+    def max_concurrent_rpcs(self) -> int:
+        """Every open stream is a call: admit them all, plus room for pushes and health."""
+        return self.max_streams + STREAM_HEADROOM

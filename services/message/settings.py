@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import ClassVar, Final
 
 from services.common.settings import (
     CommonSettings,
@@ -42,6 +42,8 @@ class SendLimits:
 class Settings:
     """Everything MessageService reads from the environment."""
 
+    GRPC_PORT_ENV: ClassVar[str] = GRPC_PORT_ENV
+    REST_PORT_ENV: ClassVar[str] = REST_PORT_ENV
     common: CommonSettings
     keys_dir: Path
     keys_create: bool = False

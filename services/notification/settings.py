@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from services.common.settings import (
     CommonSettings,
@@ -28,6 +29,8 @@ MAX_RETENTION = 100_000
 class Settings:
     """Everything NotificationService reads from the environment."""
 
+    GRPC_PORT_ENV: ClassVar[str] = GRPC_PORT_ENV
+    REST_PORT_ENV: ClassVar[str] = REST_PORT_ENV
     common: CommonSettings
     keys_dir: Path
     keys_create: bool = False

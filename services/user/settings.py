@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from services.common.errors import ConfigError
 from services.common.settings import (
@@ -116,6 +117,8 @@ class LoginLimits:
 class Settings:
     """Everything UserService reads from the environment (see the README for the table)."""
 
+    GRPC_PORT_ENV: ClassVar[str] = GRPC_PORT_ENV
+    REST_PORT_ENV: ClassVar[str] = REST_PORT_ENV
     common: CommonSettings = field(default_factory=CommonSettings)
     keys_dir: Path = Path(".data/keys")
     keys_create: bool = False
