@@ -6,9 +6,9 @@ from services.common.app import Parts, ServiceApp, Start
 from services.common.auth import UserTokenIssuer
 from services.common.sessions import Sessions, publish_revocation
 from services.user.api_rest.app import create_rest_app
-from services.user.erasure import OUTBOX, EraseAccount, lane_key
 from services.user.grpc.app import register
 from services.user.passwords import Passwords
+from services.user.relay import OUTBOX, EraseAccount, lane_key
 from services.user.service import UserService
 from services.user.settings import Settings
 from services.user.store import RedisUserStore
