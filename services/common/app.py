@@ -30,7 +30,7 @@ import grpc.aio
 from redis.asyncio import Redis
 from starlette.types import ASGIApp
 
-from services.common.auth import TokenVerifier, ensure_keys
+from services.common.auth import ensure_keys
 from services.common.bootstrap import Readiness, Security, create_endpoint, redis_ready
 from services.common.dead_letters import DeadLetters
 from services.common.delivery import Handler, LaneKey, OutboxConfig, Relay, consumer_name
@@ -38,6 +38,7 @@ from services.common.grpc_client import peer_channel
 from services.common.logging import configure_logging
 from services.common.receivers import RpcReceiver, receiver_lane
 from services.common.redis import create_redis
+from services.common.rest_adapter import RestFactory
 from services.common.runner import BackgroundFactory, run, serve
 from services.common.sessions import Sessions, follow_revocations
 from services.common.settings import CommonSettings
@@ -81,7 +82,6 @@ class ServiceSettings(Protocol):
 
 S = TypeVar("S", bound=ServiceSettings)
 T = TypeVar("T")
-T_contra = TypeVar("T_contra", contravariant=True)
 
 PeerRetry = tuple[str, Sequence[str]]
 """A peer service's full name and the read-only methods its channel may retry."""
@@ -119,20 +119,6 @@ class Parts(Generic[T]):
     on_stop: Sequence[Callable[[], object]] = ()
     max_concurrent_rpcs: int | None = 200
     max_body_bytes: int | None = None
-
-
-class RestFactory(Protocol[T_contra]):
-    """A service's ``create_rest_app``: its REST API over the domain service."""
-
-    def __call__(
-        self,
-        service: T_contra,
-        verifier: TokenVerifier,
-        ready: Readiness,
-        sessions: Sessions | None = ...,
-        *,
-        max_body_bytes: int = ...,
-    ) -> ASGIApp: ...
 
 
 class Start(Generic[S]):
@@ -303,11 +289,14 @@ class ServiceApp(Generic[S, T]):
         if self.rest is None:
             return None
         verifier = start.security.verifier
+        app: ASGIApp
         if parts.max_body_bytes is None:
-            return self.rest(parts.service, verifier, ready, parts.sessions)
-        return self.rest(
-            parts.service, verifier, ready, parts.sessions, max_body_bytes=parts.max_body_bytes
-        )
+            app = self.rest(parts.service, verifier, ready, parts.sessions)
+        else:
+            app = self.rest(
+                parts.service, verifier, ready, parts.sessions, max_body_bytes=parts.max_body_bytes
+            )
+        return app
 
     def run(self) -> int:
         """``python -m services.<name>``: serve from os.environ; the exit code."""

@@ -30,6 +30,7 @@ MAX_STREAMS_PER_CLIENT = 100
 STREAM_HEADROOM = 200
 """Concurrent calls the gRPC server admits beyond the stream limit (pushes, health checks)."""
 
+
 @dataclass(frozen=True)
 class Settings:
     """Everything FrontendService reads from the environment.
