@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 from services.common.settings import (
-    CommonSettings,
+    ServerSettings,
     env_address,
     env_int,
     env_server,
@@ -32,7 +31,7 @@ STREAM_HEADROOM = 200
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(ServerSettings):
     """Everything FrontendService reads from the environment.
 
     FrontendService stores nothing, so REDIS_URL is ignored (even a malformed one):
@@ -41,10 +40,6 @@ class Settings:
 
     GRPC_PORT_ENV: ClassVar[str] = GRPC_PORT_ENV
     REST_PORT_ENV: ClassVar[str] = ""
-    common: CommonSettings
-    keys_dir: Path
-    keys_create: bool = False
-    host: str = "127.0.0.1"
     grpc_port: int = 3030
     notification_addr: str = "127.0.0.1:9799"
     user_addr: str = "127.0.0.1:9797"  # checks the tokens of open streams against their account

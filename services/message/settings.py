@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar, Final
 
 from services.common.settings import (
-    CommonSettings,
+    ServerSettings,
     env_address,
     env_int,
     env_port,
@@ -39,15 +38,11 @@ class SendLimits:
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(ServerSettings):
     """Everything MessageService reads from the environment."""
 
     GRPC_PORT_ENV: ClassVar[str] = GRPC_PORT_ENV
     REST_PORT_ENV: ClassVar[str] = REST_PORT_ENV
-    common: CommonSettings
-    keys_dir: Path
-    keys_create: bool = False
-    host: str = "127.0.0.1"
     rest_port: int = 8081
     grpc_port: int = 9798
     redis_db: int = 1

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 from services.common.errors import ConfigError
 from services.common.settings import (
-    CommonSettings,
+    ServerSettings,
     env_address,
     env_int,
     env_port,
@@ -114,15 +113,11 @@ class LoginLimits:
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(ServerSettings):
     """Everything UserService reads from the environment (see the README for the table)."""
 
     GRPC_PORT_ENV: ClassVar[str] = GRPC_PORT_ENV
     REST_PORT_ENV: ClassVar[str] = REST_PORT_ENV
-    common: CommonSettings = field(default_factory=CommonSettings)
-    keys_dir: Path = Path(".data/keys")
-    keys_create: bool = False
-    host: str = "127.0.0.1"
     rest_port: int = 8080
     grpc_port: int = 9797
     redis_db: int = 0
