@@ -102,14 +102,7 @@ def notifications(
 @click.pass_context
 def subscribe(ctx: click.Context, /, **_: Any) -> None:
     """Receive notifications of new messages (the default)."""
-    state = state_of(ctx)
-    out = state.output(ctx)
-    with out.spinner("Subscribing…"):
-        status = state.client().notifications.subscribe()
-    if out.as_json:
-        out.json(status)
-    else:
-        out.say(f"{status.email} is subscribed to notifications.")
+    _change_subscription(ctx, subscribed=True)
 
 
 @click.command()
@@ -117,12 +110,19 @@ def subscribe(ctx: click.Context, /, **_: Any) -> None:
 @click.pass_context
 def unsubscribe(ctx: click.Context, /, **_: Any) -> None:
     """Stop notifications of new messages (messages still arrive)."""
+    _change_subscription(ctx, subscribed=False)
+
+
+def _change_subscription(ctx: click.Context, *, subscribed: bool) -> None:
     state = state_of(ctx)
     out = state.output(ctx)
-    with out.spinner("Unsubscribing…"):
-        status = state.client().notifications.unsubscribe()
+    with out.spinner("Subscribing…" if subscribed else "Unsubscribing…"):
+        notifications = state.client().notifications
+        status = notifications.subscribe() if subscribed else notifications.unsubscribe()
     if out.as_json:
         out.json(status)
+    elif subscribed:
+        out.say(f"{status.email} is subscribed to notifications.")
     else:
         out.say(f"{status.email} is unsubscribed: no notifications until `missive subscribe`.")
 
