@@ -1,15 +1,17 @@
 """The service shell: a service declares its parts, the shell builds, serves and closes them.
 
 A service's ``__main__`` declares a :class:`ServiceApp`: its name, its settings class (which
-reads the environment and names its port variables) and a *wiring* function. The wiring
-function gets a :class:`Start` (the settings, this service's keys, and factories for Redis
-clients, peer channels and outbox relays whose resources the shell closes) and returns the
-:class:`Parts` to serve: the gRPC registration, the optional REST app, the readiness check, the
-outbox and other background tasks. The shell does the rest, the same way for every service:
+reads the environment and names its port variables), its gRPC ``register``, its REST
+``create_rest_app`` and a *wiring* function. The wiring function gets a :class:`Start` (the
+settings, this service's keys, and factories for Redis clients, peer channels and outbox relays
+whose resources the shell closes) and returns the :class:`Parts` to serve: the domain service,
+its sessions, its outbox, the readiness check and other background tasks. The shell does the
+rest, the same way for every service:
 
 1. read the settings (a :class:`~services.common.errors.ConfigError` names a bad variable);
 2. configure logging; create the missing key pairs when KEYS_CREATE is set; load the keys;
-3. wire the service; build the gRPC server (edge interceptor, health, reflection) and bind it;
+3. wire the service; register its servicers on the gRPC server (edge interceptor, health,
+   reflection) and bind it; build the REST app over the service;
 4. serve gRPC and REST with health following readiness every second, the background tasks
    running, until SIGTERM/SIGINT or ``stop``; then drain for SHUTDOWN_GRACE seconds (see
    :func:`services.common.runner.serve`) and close every resource in reverse order.
