@@ -241,6 +241,7 @@ class ServiceApp(Generic[S, T]):
         stop: asyncio.Event | None,
     ) -> None:
         settings = start.settings
+        rest_port = _rest_port(settings) if self.rest is not None else 0
         endpoint = create_endpoint(
             security=start.security,
             host=settings.host,
@@ -272,7 +273,7 @@ class ServiceApp(Generic[S, T]):
             health=endpoint.health,
             rest_app=rest_app,
             rest_host=settings.host,
-            rest_port=_rest_port(settings) if rest_app is not None else 0,
+            rest_port=rest_port,
             rest_port_env=settings.REST_PORT_ENV,
             rest_edge=settings.common.rest,
             grace=settings.common.shutdown_grace_seconds,

@@ -7,13 +7,16 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import grpc.aio
 import pytest
 
 from services.common.app import Parts, ServiceApp, Start
+from services.common.auth import TokenVerifier
+from services.common.bootstrap import Readiness
 from services.common.ports import free_port
+from services.common.sessions import Sessions
 from services.common.settings import CommonSettings, env_server
 from tests.helpers.grpc_clients import NOT_SERVING, SERVING, wait_for_status
 
@@ -132,4 +135,23 @@ async def test_following_revocations_needs_sessions(tmp_path: Path, redis_url: s
 
     app = ServiceApp("shell-test", Settings, wire, _no_servicers, keys="message")
     with pytest.raises(ValueError, match="follow_revocations needs the sessions"):
+        await app.main(_environ(tmp_path, redis_url, free_port()), asyncio.Event())
+
+
+def _rest_app(
+    service: None,
+    verifier: TokenVerifier,
+    ready: Readiness,
+    sessions: Sessions | None = None,
+    *,
+    max_body_bytes: int = 0,
+) -> Any:
+    raise AssertionError("the REST app is not built without a port to serve it on")
+
+
+async def test_a_rest_api_needs_a_rest_port_in_the_settings(tmp_path: Path, redis_url: str) -> None:
+    app = ServiceApp(
+        "shell-test", Settings, lambda start: Parts(None), _no_servicers, _rest_app, keys="message"
+    )
+    with pytest.raises(TypeError, match="Settings has no rest_port"):
         await app.main(_environ(tmp_path, redis_url, free_port()), asyncio.Event())
