@@ -1,15 +1,17 @@
 """The service shell: a service declares its parts, the shell builds, serves and closes them.
 
-A service's ``__main__`` declares a :class:`ServiceApp`: its name, how its settings are read,
-which ports its servers listen on, and a *wiring* function. The wiring function gets a
-:class:`Start` (the settings, this service's keys, and factories for Redis clients, peer
-channels and outbox relays whose resources the shell closes) and returns the :class:`Parts`
-to serve: the gRPC registration, the optional REST app, the readiness check and the
-background tasks. The shell does the rest, the same way for every service:
+A service's ``__main__`` declares a :class:`ServiceApp`: its name, its settings class (which
+reads the environment and names its port variables), its gRPC ``register``, its REST
+``create_rest_app`` and a *wiring* function. The wiring function gets a :class:`Start` (the
+settings, this service's keys, and factories for Redis clients, peer channels and outbox relays
+whose resources the shell closes) and returns the :class:`Parts` to serve: the domain service,
+its sessions, its outbox, the readiness check and other background tasks. The shell does the
+rest, the same way for every service:
 
 1. read the settings (a :class:`~services.common.errors.ConfigError` names a bad variable);
 2. configure logging; create the missing key pairs when KEYS_CREATE is set; load the keys;
-3. wire the service; build the gRPC server (edge interceptor, health, reflection) and bind it;
+3. wire the service; register its servicers on the gRPC server (edge interceptor, health,
+   reflection) and bind it; build the REST app over the service;
 4. serve gRPC and REST with health following readiness every second, the background tasks
    running, until SIGTERM/SIGINT or ``stop``; then drain for SHUTDOWN_GRACE seconds (see
    :func:`services.common.runner.serve`) and close every resource in reverse order.
@@ -24,7 +26,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import ClassVar, Generic, Protocol, Self, TypeVar
 
 import grpc.aio
 from redis.asyncio import Redis
@@ -38,19 +40,37 @@ from services.common.grpc_client import peer_channel
 from services.common.logging import configure_logging
 from services.common.receivers import RpcReceiver, receiver_lane
 from services.common.redis import create_redis
+from services.common.rest_adapter import RestFactory
 from services.common.runner import BackgroundFactory, run, serve
 from services.common.sessions import Sessions, follow_revocations
 from services.common.settings import CommonSettings
 from services.common.tracing import setup_tracing
 
-__all__ = ["Outbox", "Parts", "ServiceApp", "ServiceSettings", "Start"]
+__all__ = [
+    "Outbox",
+    "Parts",
+    "PeerRetry",
+    "RestFactory",
+    "ServiceApp",
+    "ServiceSettings",
+    "Start",
+]
 
 logger = logging.getLogger(__name__)
 
 
 class ServiceSettings(Protocol):
-    """What the shell reads from a service's settings."""
+    """What the shell reads from a service's settings (a frozen dataclass read by ``from_env``).
 
+    The two class attributes name the variables of the gRPC and REST ports (REST's is empty
+    for a service without a REST API), for the error that reports a taken port.
+    """
+
+    GRPC_PORT_ENV: ClassVar[str]
+    REST_PORT_ENV: ClassVar[str]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Self: ...
     @property
     def common(self) -> CommonSettings: ...
     @property
@@ -64,6 +84,10 @@ class ServiceSettings(Protocol):
 
 
 S = TypeVar("S", bound=ServiceSettings)
+T = TypeVar("T")
+
+PeerRetry = tuple[str, Sequence[str]]
+"""A peer service's full name and the read-only methods its channel may retry."""
 
 
 @dataclass(frozen=True)
@@ -75,26 +99,29 @@ class Outbox:
 
 
 @dataclass(frozen=True)
-class Parts:
-    """What a service's wiring hands the shell to serve.
+class Parts(Generic[T]):
+    """What a service's wiring hands the shell to serve: the domain ``service`` and what
+    surrounds it.
 
-    ``register`` adds the servicers to the gRPC server and returns their full names.
-    ``sessions`` checks user tokens against their account at the gRPC edge;
+    The shell adds the servicers with the :class:`ServiceApp`'s ``register`` (given
+    the outbox's dead letters when there is an ``outbox``) and builds its ``rest`` app over
+    ``service`` (with ``max_body_bytes`` when set); the relay of ``outbox`` runs as a
+    background task. ``sessions`` checks user tokens against their account at both edges;
     ``follow_revocations`` also evicts its cache on the revocation channel of the service's
     Redis. ``readiness`` defaults to "every Redis opened through :meth:`Start.redis` answers
     PING" (always ready without one). ``on_stop`` callbacks run as shutdown begins, before
     the servers drain (to end calls that never finish by themselves, such as streams).
     """
 
-    register: Callable[[grpc.aio.Server], Sequence[str]]
+    service: T
     sessions: Sessions | None = None
     follow_revocations: bool = False
-    rest_app: ASGIApp | None = None
-    rest_port: int = 0
+    outbox: Outbox | None = None
     readiness: Readiness | None = None
     background: Sequence[BackgroundFactory] = ()
     on_stop: Sequence[Callable[[], object]] = ()
     max_concurrent_rpcs: int | None = 200
+    max_body_bytes: int | None = None
 
 
 class Start(Generic[S]):
@@ -120,21 +147,32 @@ class Start(Generic[S]):
         return client
 
     def peer(
+        self, address: str, target: str, *, retry: PeerRetry | None = None
+    ) -> grpc.aio.Channel:
+        """A channel to the peer service ``target`` at ``address`` presenting our credential;
+        the channel itself retries the read-only ``retry`` methods on UNAVAILABLE."""
+        return self._channel(address, target, retry=retry)
+
+    def relay_peer(self, address: str, target: str) -> grpc.aio.Channel:
+        """A channel for an outbox relay only: the relay retries anyway, so each attempt waits
+        (within its deadline) for a restarting peer rather than failing at once."""
+        return self._channel(address, target, wait_for_ready=True)
+
+    def _channel(
         self,
         address: str,
         target: str,
         *,
-        retry_service: str | None = None,
-        retry_methods: Sequence[str] = (),
+        retry: PeerRetry | None = None,
         wait_for_ready: bool | None = None,
     ) -> grpc.aio.Channel:
-        """A channel to the peer service ``target`` at ``address`` presenting our credential."""
+        service, methods = retry or (None, ())
         channel = peer_channel(
             address,
             self.security.credentials,
             target=target,
-            retry_service=retry_service,
-            retry_methods=retry_methods,
+            retry_service=service,
+            retry_methods=methods,
             wait_for_ready=wait_for_ready,
         )
         self._resources.push_async_callback(channel.close)
@@ -159,31 +197,38 @@ class Start(Generic[S]):
 
 
 @dataclass(frozen=True)
-class ServiceApp(Generic[S]):
+class ServiceApp(Generic[S, T]):
     """A service as its ``__main__`` declares it; :meth:`main` serves it, :meth:`run` is the
-    process entry point (exit code 2 with one line on stderr when it cannot start)."""
+    process entry point (exit code 2 with one line on stderr when it cannot start).
+
+    ``register`` is the service's ``register(server, service[, dead_letters])``, returning the full
+    names of the servicers it added; ``rest`` its ``create_rest_app``, served on the settings'
+    ``rest_port``.
+    """
 
     name: str
-    keys: str
-    """Whose keys this service loads from KEYS_DIR (``user``, ``message``, ...)."""
-    settings: Callable[[Mapping[str, str]], S]
-    wire: Callable[[Start[S]], Parts]
-    grpc_port_env: str
-    rest_port_env: str = ""
+    settings: type[S]
+    wire: Callable[[Start[S]], Parts[T]]
+    register: Callable[..., Sequence[str]]
+    rest: RestFactory[T] | None = None
+    keys: str = ""
+    """Whose keys this service loads from KEYS_DIR (default: the name without ``-service``)."""
     sign_user_tokens: bool = False
 
     async def main(
         self, environ: Mapping[str, str] = os.environ, stop: asyncio.Event | None = None
     ) -> None:
         """Serve from ``environ`` until SIGTERM/SIGINT or ``stop``."""
-        settings = self.settings(environ)
+        settings = self.settings.from_env(environ)
         common = settings.common
         configure_logging(common.log_level, common.log_format, self.name)
         setup_tracing(self.name, environ)  # before any gRPC server, channel or REST app exists
         if settings.keys_create:
             ensure_keys(settings.keys_dir)
         security = Security.load(
-            settings.keys_dir, self.keys, sign_user_tokens=self.sign_user_tokens
+            settings.keys_dir,
+            self.keys or self.name.removesuffix("-service"),
+            sign_user_tokens=self.sign_user_tokens,
         )
         async with contextlib.AsyncExitStack() as resources:
             start = Start(self.name, settings, security, resources)
@@ -193,24 +238,27 @@ class ServiceApp(Generic[S]):
     async def _serve(
         self,
         start: Start[S],
-        parts: Parts,
+        parts: Parts[T],
         resources: contextlib.AsyncExitStack,
         stop: asyncio.Event | None,
     ) -> None:
         settings = start.settings
+        rest_port = _rest_port(settings) if self.rest is not None else 0
         endpoint = create_endpoint(
             security=start.security,
             host=settings.host,
             port=settings.grpc_port,
-            port_env=self.grpc_port_env,
-            register=parts.register,
+            port_env=settings.GRPC_PORT_ENV,
+            register=lambda server: self._add_servicers(server, parts),
             sessions=parts.sessions,
             max_concurrent_rpcs=parts.max_concurrent_rpcs,
         )
         readiness = parts.readiness or _all_ready([redis_ready(r) for r in start.redis_clients])
+        rest_app = self._rest_app(start, parts, readiness)
         background: list[BackgroundFactory] = [
             lambda: endpoint.health.run_checks(readiness, interval=1.0),
             *parts.background,
+            *([parts.outbox.relay.run] if parts.outbox else []),
             *_revocations(start, parts),
             *_stoppers(parts),
         ]
@@ -225,10 +273,10 @@ class ServiceApp(Generic[S]):
             name=self.name,
             grpc_server=endpoint.server,
             health=endpoint.health,
-            rest_app=parts.rest_app,
+            rest_app=rest_app,
             rest_host=settings.host,
-            rest_port=parts.rest_port,
-            rest_port_env=self.rest_port_env,
+            rest_port=rest_port,
+            rest_port_env=settings.REST_PORT_ENV,
             rest_edge=settings.common.rest,
             grace=settings.common.shutdown_grace_seconds,
             background=background,
@@ -237,9 +285,34 @@ class ServiceApp(Generic[S]):
             stop=stop,
         )
 
+    def _add_servicers(self, server: grpc.aio.Server, parts: Parts[T]) -> Sequence[str]:
+        if parts.outbox is None:
+            return self.register(server, parts.service)
+        return self.register(server, parts.service, parts.outbox.dead_letters)
+
+    def _rest_app(self, start: Start[S], parts: Parts[T], ready: Readiness) -> ASGIApp | None:
+        if self.rest is None:
+            return None
+        verifier = start.security.verifier
+        app: ASGIApp
+        if parts.max_body_bytes is None:
+            app = self.rest(parts.service, verifier, ready, parts.sessions)
+        else:
+            app = self.rest(
+                parts.service, verifier, ready, parts.sessions, max_body_bytes=parts.max_body_bytes
+            )
+        return app
+
     def run(self) -> int:
         """``python -m services.<name>``: serve from os.environ; the exit code."""
         return run(self.main, name=self.name)
+
+
+def _rest_port(settings: ServiceSettings) -> int:
+    port = getattr(settings, "rest_port", None)
+    if not isinstance(port, int):
+        raise TypeError(f"{type(settings).__name__} has no rest_port to serve the REST app on")
+    return port
 
 
 def _all_ready(checks: Sequence[Readiness]) -> Readiness:
@@ -252,7 +325,7 @@ def _all_ready(checks: Sequence[Readiness]) -> Readiness:
     return check
 
 
-def _revocations(start: Start[S], parts: Parts) -> list[BackgroundFactory]:
+def _revocations(start: Start[S], parts: Parts[T]) -> list[BackgroundFactory]:
     if not parts.follow_revocations:
         return []
     if parts.sessions is None or len(start.redis_clients) != 1:
@@ -261,7 +334,7 @@ def _revocations(start: Start[S], parts: Parts) -> list[BackgroundFactory]:
     return [lambda: follow_revocations(redis, sessions)]
 
 
-def _stoppers(parts: Parts) -> list[BackgroundFactory]:
+def _stoppers(parts: Parts[T]) -> list[BackgroundFactory]:
     if not parts.on_stop:
         return []
 

@@ -36,9 +36,18 @@ from services.common.delivery import (
     OutboxConfig,
 )
 from services.common.domain import InvalidArgument, Unavailable
+from services.common.grpc_edge import Context, caller
 from services.common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_TOKEN_LENGTH
 
-__all__ = ["MAX_IDS", "AdminRpcs", "DeadLetter", "DeadLetterPage", "DeadLetters", "Outcome"]
+__all__ = [
+    "MAX_IDS",
+    "AdminRpcs",
+    "DeadLetter",
+    "DeadLetterPage",
+    "DeadLetterRpcs",
+    "DeadLetters",
+    "Outcome",
+]
 
 MAX_IDS: Final = 100
 _BATCH: Final = 100
@@ -280,3 +289,26 @@ class AdminRpcs:
     async def drop(self, request: Any) -> Any:
         outcome = await self._require().drop(list(request.ids), request.all)
         return self._pb2.DropDeadLettersResponse(dropped=outcome.count, not_found=outcome.not_found)
+
+
+class DeadLetterRpcs:
+    """ListDeadLetters, ReplayDeadLetters and DropDeadLetters of a servicer that owns an outbox.
+
+    Put it before the generated servicer base (``class X(DeadLetterRpcs, x_pb2_grpc.XServicer)``)
+    and set ``self._admin`` to the :class:`AdminRpcs` of the servicer's proto package. The edge
+    admits only the operator credential (``admin``) to these methods.
+    """
+
+    _admin: AdminRpcs
+
+    async def ListDeadLetters(self, request: Any, context: Context) -> Any:
+        caller()
+        return await self._admin.list(request)
+
+    async def ReplayDeadLetters(self, request: Any, context: Context) -> Any:
+        caller()
+        return await self._admin.replay(request)
+
+    async def DropDeadLetters(self, request: Any, context: Context) -> Any:
+        caller()
+        return await self._admin.drop(request)

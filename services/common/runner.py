@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import grpc.aio
 import uvicorn
@@ -31,6 +31,8 @@ __all__ = [
     "remove_signal_handlers",
     "run",
     "serve",
+    "serve_http",
+    "uvicorn_server",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ _LIFESPAN_STOP_SECONDS = 0.5
 _FORCE_STOP_SECONDS = 0.2
 _SHUTDOWN_SLACK_SECONDS = 1.8
 _MIN_CALLBACK_SECONDS = 0.1
+_HTTP_SLACK_SECONDS = 1.5
+_HTTP_FORCE_SECONDS = 0.5
 
 
 class UvicornServer(uvicorn.Server):
@@ -66,6 +70,32 @@ class UvicornServer(uvicorn.Server):
                 "the REST application failed to start (its lifespan startup failed; "
                 "see the log above)"
             ) from exc
+
+
+def uvicorn_server(
+    app: ASGIApp,
+    grace: float,
+    *,
+    lifespan: Literal["auto", "on", "off"] = "auto",
+    access_log: bool = True,
+    **options: Any,
+) -> UvicornServer:
+    """A uvicorn server for ``app`` that keeps the process-wide logging set-up, speaks no
+    WebSocket, sends no Server header and, ``grace`` seconds (whole, at least 1) into a
+    shutdown, cancels the requests still running; ``options`` are uvicorn's own."""
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # keep the process-wide logging set-up
+        access_log=access_log,
+        lifespan=lifespan,
+        ws="none",
+        server_header=False,
+        # After this uvicorn cancels the requests still running (they get a
+        # 500) and still runs the app's lifespan shutdown. Whole seconds only.
+        timeout_graceful_shutdown=_rest_grace(grace),
+        **options,
+    )
+    return UvicornServer(config)
 
 
 def _on_signal(sig: signal.Signals, stop: asyncio.Event, name: str) -> None:
@@ -148,19 +178,12 @@ async def serve(
     try:
         await grpc_server.start()
         if rest_app is not None and rest_socket is not None:
-            config = uvicorn.Config(
+            rest = uvicorn_server(
                 rest_app,
-                log_config=None,  # keep the process-wide logging set-up
+                grace,
                 access_log=access_log,
-                lifespan="auto",
-                ws="none",
-                server_header=False,
-                # After this uvicorn cancels the requests still running (they get a
-                # 500) and still runs the app's lifespan shutdown. Whole seconds only.
-                timeout_graceful_shutdown=_rest_grace(grace),
                 **uvicorn_options(rest_edge or RestEdgeSettings()),
             )
-            rest = UvicornServer(config)
             rest_task = asyncio.create_task(rest.serve(sockets=[rest_socket]), name=f"{name}-rest")
             host, port = rest_socket.getsockname()[:2]
             logger.info("%s: REST listening on http://%s", name, format_address(host, port))
@@ -279,6 +302,49 @@ async def _stop_rest(
         await asyncio.wait({rest_task}, timeout=_FORCE_STOP_SECONDS)
     if rest_task.done() and not rest_task.cancelled() and rest_task.exception() is not None:
         logger.error("%s: REST server failed while stopping", name, exc_info=rest_task.exception())
+
+
+async def serve_http(
+    name: str,
+    server: UvicornServer,
+    sock: socket.socket,
+    *,
+    grace: float,
+    stop: asyncio.Event | None = None,
+    before_stop: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """Serve one HTTP server on ``sock`` until SIGTERM/SIGINT or ``stop``.
+
+    Then ``before_stop`` (to end what never ends by itself, such as event streams), then the
+    server drains for up to ``grace`` + 1.5 seconds before it is forced; the socket is closed.
+    A crash of the server is raised.
+    """
+    stop_event = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = install_signal_handlers(loop, stop_event, name)
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name=f"{name}-http")
+    stopper = asyncio.create_task(stop_event.wait())
+    try:
+        await asyncio.wait({serving, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            serving.result()  # a crash of the server is the process's failure
+            raise RuntimeError(f"{name}: the HTTP server stopped unexpectedly")
+        if before_stop is not None:
+            await before_stop()
+        server.should_exit = True
+        done, _ = await asyncio.wait({serving}, timeout=grace + _HTTP_SLACK_SECONDS)
+        if not done:
+            server.force_exit = True
+            await asyncio.wait({serving}, timeout=_HTTP_FORCE_SECONDS)
+    finally:
+        stopper.cancel()
+        if not serving.done():
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+        sock.close()
+        remove_signal_handlers(loop, installed)
+    logger.info("%s: stopped", name)
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]], *, name: str) -> int:

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self, TypedDict, TypeVar
+from typing import ClassVar, Self, TypedDict, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from services.common.errors import ConfigError
@@ -19,6 +19,7 @@ __all__ = [
     "CommonSettings",
     "ConfigError",
     "RestEdgeSettings",
+    "ServerSettings",
     "env_address",
     "env_bool",
     "env_choice",
@@ -308,6 +309,21 @@ class CommonSettings:
     def redis_url_redacted(self) -> str:
         """The Redis URL without its password, for log lines."""
         return redact_url(self.redis_url)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What every gRPC service's ``Settings`` has: a service's settings subclass it, name their
+    port variables (``GRPC_PORT_ENV``, and ``REST_PORT_ENV`` when they serve REST), and add
+    ``grpc_port`` and their own fields. :func:`env_server` reads these."""
+
+    GRPC_PORT_ENV: ClassVar[str] = ""
+    REST_PORT_ENV: ClassVar[str] = ""
+
+    common: CommonSettings = field(default_factory=CommonSettings)
+    keys_dir: Path = Path(DEFAULT_KEYS_DIR)
+    keys_create: bool = False
+    host: str = DEFAULT_HOST
 
 
 class ServerFields(TypedDict):

@@ -1,29 +1,17 @@
 """Entry point: `python -m services.frontend` serves FrontendService's gRPC API."""
 
-from __future__ import annotations
-
-import sys
-
 from services.common.app import Parts, ServiceApp, Start
 from services.common.sessions import GrpcAccounts, Sessions
 from services.frontend.grpc.app import register
-from services.frontend.peers import NOTIFICATION_SERVICE_NAME, RETRY_METHODS, NotificationReplay
+from services.frontend.peers import NOTIFICATION_RETRY, NotificationReplay
 from services.frontend.service import RECHECK_SECONDS, FrontendService, Hub
-from services.frontend.settings import GRPC_PORT_ENV, Settings
-
-STREAM_HEADROOM = 200
-"""Concurrent calls the gRPC server admits beyond the stream limit (pushes, health checks)."""
+from services.frontend.settings import Settings
 
 
-def wire(start: Start[Settings]) -> Parts:
+def wire(start: Start[Settings]) -> Parts[FrontendService]:
     """FrontendService: no store, so always ready (NotificationService down only fails replays)."""
     s = start.settings
-    replay = start.peer(
-        s.notification_addr,
-        "notification",
-        retry_service=NOTIFICATION_SERVICE_NAME,
-        retry_methods=RETRY_METHODS,
-    )
+    notifications = start.peer(s.notification_addr, "notification", retry=NOTIFICATION_RETRY)
     # No Redis, so no revocation channel: open streams are re-checked every RECHECK_SECONDS,
     # which is also the cache's lifetime (5 s staleness at most).
     sessions = Sessions(GrpcAccounts(start.peer(s.user_addr, "user")), ttl_seconds=RECHECK_SECONDS)
@@ -32,19 +20,14 @@ def wire(start: Start[Settings]) -> Parts:
         max_streams_per_user=s.max_streams_per_user,
         max_streams_per_client=s.max_streams_per_client,
     )
-    service = FrontendService(NotificationReplay(replay), hub, sessions=sessions)
+    service = FrontendService(NotificationReplay(notifications), hub, sessions=sessions)
     return Parts(
-        register=lambda server: register(server, service),
-        sessions=sessions,
-        # Streams never end by themselves: end them at once (clients reconnect elsewhere).
-        on_stop=[service.shutdown],
-        # Every open stream is a call: admit them all, plus room for pushes and health.
-        max_concurrent_rpcs=s.max_streams + STREAM_HEADROOM,
+        service, sessions, on_stop=[service.shutdown], max_concurrent_rpcs=s.max_concurrent_rpcs
     )
 
 
-APP = ServiceApp("frontend-service", "frontend", Settings.from_env, wire, GRPC_PORT_ENV)
+APP = ServiceApp("frontend-service", Settings, wire, register)
 main = APP.main
 
 if __name__ == "__main__":
-    sys.exit(APP.run())
+    raise SystemExit(APP.run())

@@ -21,6 +21,8 @@ NOTIFICATION_SERVICE_NAME: Final[str] = notification_pb2.DESCRIPTOR.services_by_
 ].full_name
 RETRY_METHODS = ("ListNotifications",)
 """Read-only, hence safe for the channel to retry on UNAVAILABLE."""
+NOTIFICATION_RETRY: Final = (NOTIFICATION_SERVICE_NAME, RETRY_METHODS)
+"""What the channel to NotificationService may retry (see ``Start.peer``)."""
 PAGE_SIZE = 100
 PAGE_TIMEOUT_SECONDS = 5.0
 MAX_PAGES = 50

@@ -23,6 +23,7 @@ from services.common.emails import normalise_email
 from services.common.sessions import Sessions
 from services.common.tracing import span
 from services.frontend.errors import StreamReplaced
+from services.frontend.settings import MAX_STREAMS, MAX_STREAMS_PER_CLIENT, MAX_STREAMS_PER_USER
 from services.notification.models import Notification
 
 logger = logging.getLogger(__name__)
@@ -31,15 +32,6 @@ QUEUE_SIZE = 1000
 """Live notifications waiting for one slow stream; one more ends that stream (UNAVAILABLE)."""
 SEEN_LIMIT = 10_000
 """Ids one stream remembers for dedupe: far more than a relay redelivers, yet bounded memory."""
-MAX_STREAMS = 5_000
-"""Open streams per process (FRONTEND_MAX_STREAMS), sized by memory: an idle stream costs about
-30 KiB of process memory (measured: 2,000 streams added 54 MiB of RSS, 4,000 added 117 MiB; see
-the service README), so 5,000 take about 150 MiB. The gRPC server admits this many calls plus
-room for pushes and health checks."""
-MAX_STREAMS_PER_USER = 10
-"""Open streams per account (FRONTEND_MAX_STREAMS_PER_USER); one more ends the longest idle."""
-MAX_STREAMS_PER_CLIENT = 100
-"""Open streams per client host (FRONTEND_MAX_STREAMS_PER_CLIENT), whatever the accounts."""
 RETRY_AFTER_SECONDS = 5
 RECHECK_SECONDS = 2.5
 """How often an open stream's token is checked again. FrontendService caches account states

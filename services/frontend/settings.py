@@ -4,33 +4,42 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
 from services.common.settings import (
-    CommonSettings,
+    ServerSettings,
     env_address,
     env_int,
     env_server,
 )
-from services.frontend.service import MAX_STREAMS, MAX_STREAMS_PER_CLIENT, MAX_STREAMS_PER_USER
 
 GRPC_PORT_ENV = "FRONTEND_GRPC_PORT"
 NOTIFICATION_ADDR_ENV = "NOTIFICATION_SERVICE_ADDR"
 USER_ADDR_ENV = "USER_SERVICE_ADDR"
+MAX_STREAMS = 5_000
+"""Open streams per process (FRONTEND_MAX_STREAMS), sized by memory: an idle stream costs about
+30 KiB of process memory (measured: 2,000 streams added 54 MiB of RSS, 4,000 added 117 MiB; see
+the service README), so 5,000 take about 150 MiB. The gRPC server admits this many calls plus
+room for pushes and health checks."""
+MAX_STREAMS_PER_USER = 10
+"""Open streams per account (FRONTEND_MAX_STREAMS_PER_USER); one more ends the longest idle."""
+MAX_STREAMS_PER_CLIENT = 100
+"""Open streams per client host (FRONTEND_MAX_STREAMS_PER_CLIENT), whatever the accounts."""
+
+STREAM_HEADROOM = 200
+"""Concurrent calls the gRPC server admits beyond the stream limit (pushes, health checks)."""
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(ServerSettings):
     """Everything FrontendService reads from the environment.
 
     FrontendService stores nothing, so REDIS_URL is ignored (even a malformed one):
     ``common.redis_url`` keeps its default and is never used.
     """
 
-    common: CommonSettings
-    keys_dir: Path
-    keys_create: bool = False
-    host: str = "127.0.0.1"
+    GRPC_PORT_ENV: ClassVar[str] = GRPC_PORT_ENV
+    REST_PORT_ENV: ClassVar[str] = ""
     grpc_port: int = 3030
     notification_addr: str = "127.0.0.1:9799"
     user_addr: str = "127.0.0.1:9797"  # checks the tokens of open streams against their account
@@ -63,3 +72,8 @@ class Settings:
                 max=1_000_000,
             ),
         )
+
+    @property
+    def max_concurrent_rpcs(self) -> int:
+        """Every open stream is a call: admit them all, plus room for pushes and health."""
+        return self.max_streams + STREAM_HEADROOM

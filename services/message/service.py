@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
@@ -39,6 +39,7 @@ from services.message.models import (
     MessagePage,
     content_digest,
 )
+from services.message.settings import SendLimits
 
 logger = logging.getLogger(__name__)
 
@@ -46,19 +47,6 @@ MAX_CONTENT_CHARS: Final = 4096
 MAX_MESSAGE_ID: Final = 2**63 - 1
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ID_ATTEMPTS: Final = 3
-
-
-@dataclass(frozen=True)
-class SendLimits:
-    """Per-account sending limits: at most ``messages`` new messages per ``window_seconds``
-    (a fixed window from the first one; a repeated client_request_id is free)."""
-
-    messages: int = 60
-    window_seconds: int = 60
-
-    def __post_init__(self) -> None:
-        if min(self.messages, self.window_seconds) < 1:
-            raise ValueError("send limits must be at least 1")
 
 
 class MessageStore(Protocol):

@@ -4,34 +4,45 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import ClassVar, Final
 
 from services.common.settings import (
-    CommonSettings,
+    ServerSettings,
     env_address,
     env_int,
     env_port,
     env_redis_db,
     env_server,
 )
-from services.message.service import SendLimits
-from services.message.store import DEFAULT_QUOTA_BYTES
 
 REST_PORT_ENV = "MESSAGE_REST_PORT"
 GRPC_PORT_ENV = "MESSAGE_GRPC_PORT"
 REDIS_DB_ENV = "MESSAGE_REDIS_DB"
 USER_ADDR_ENV = "USER_SERVICE_ADDR"
 NOTIFICATION_ADDR_ENV = "NOTIFICATION_SERVICE_ADDR"
+DEFAULT_QUOTA_BYTES: Final = 50 * 1024 * 1024
+"""Bytes of message content one sender may keep stored (MESSAGE_SENDER_QUOTA_BYTES)."""
 
 
 @dataclass(frozen=True)
-class Settings:
+class SendLimits:
+    """Per-account sending limits: at most ``messages`` new messages per ``window_seconds``
+    (a fixed window from the first one; a repeated client_request_id is free)."""
+
+    messages: int = 60
+    window_seconds: int = 60
+
+    def __post_init__(self) -> None:
+        if min(self.messages, self.window_seconds) < 1:
+            raise ValueError("send limits must be at least 1")
+
+
+@dataclass(frozen=True)
+class Settings(ServerSettings):
     """Everything MessageService reads from the environment."""
 
-    common: CommonSettings
-    keys_dir: Path
-    keys_create: bool = False
-    host: str = "127.0.0.1"
+    GRPC_PORT_ENV: ClassVar[str] = GRPC_PORT_ENV
+    REST_PORT_ENV: ClassVar[str] = REST_PORT_ENV
     rest_port: int = 8081
     grpc_port: int = 9798
     redis_db: int = 1

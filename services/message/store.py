@@ -34,13 +34,13 @@ from services.message.records import (
     encode_record,
     outbox_event,
 )
+from services.message.settings import DEFAULT_QUOTA_BYTES
 
 __all__ = ["DEFAULT_QUOTA_BYTES", "IDEMPOTENCY_TTL_SECONDS", "RedisMessageStore"]
 
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_TTL_SECONDS: Final = 24 * 3600
-DEFAULT_QUOTA_BYTES: Final = 50 * 1024 * 1024
 
 _LOAD_ATTEMPTS: Final = 3
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
 from services.common.settings import (
-    CommonSettings,
+    ServerSettings,
     env_address,
     env_int,
     env_port,
@@ -25,13 +25,11 @@ MAX_RETENTION = 100_000
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(ServerSettings):
     """Everything NotificationService reads from the environment."""
 
-    common: CommonSettings
-    keys_dir: Path
-    keys_create: bool = False
-    host: str = "127.0.0.1"
+    GRPC_PORT_ENV: ClassVar[str] = GRPC_PORT_ENV
+    REST_PORT_ENV: ClassVar[str] = REST_PORT_ENV
     rest_port: int = 8082
     grpc_port: int = 9799
     redis_db: int = 2

@@ -35,7 +35,7 @@ class Counter:
 
 @dataclass(frozen=True)
 class LoginPolicy:
-    """The numbers the sign-in admission script applies (see services.user.service.LoginLimits)."""
+    """The numbers the sign-in admission script applies (see services.user.settings.LoginLimits)."""
 
     client_failures: int
     client_window_seconds: int

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher, Type
@@ -14,13 +13,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from services.common.domain import InvalidArgument
 from services.common.errors import ConfigError
+from services.user.settings import HashParams
 
 logger = logging.getLogger(__name__)
 
-# OWASP Password Storage Cheat Sheet minimum for Argon2id: m=19 MiB, t=2, p=1.
-MIN_TIME_COST = 2
-MIN_MEMORY_KIB = 19456
-MIN_PARALLELISM = 1
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 128
 # 128 characters of at most 4 UTF-8 bytes each; checked separately so the hash input is bounded
@@ -28,27 +24,6 @@ MAX_PASSWORD_CHARS = 128
 MAX_PASSWORD_BYTES = 512
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class HashParams:
-    """Argon2id cost parameters; never below the OWASP minimum."""
-
-    time_cost: int = MIN_TIME_COST
-    memory_kib: int = MIN_MEMORY_KIB
-    parallelism: int = MIN_PARALLELISM
-
-    def __post_init__(self) -> None:
-        if (
-            self.time_cost < MIN_TIME_COST
-            or self.memory_kib < MIN_MEMORY_KIB
-            or self.parallelism < MIN_PARALLELISM
-        ):
-            raise ConfigError(
-                f"Argon2id parameters t={self.time_cost}, m={self.memory_kib}, "
-                f"p={self.parallelism} are below the minimum t={MIN_TIME_COST}, "
-                f"m={MIN_MEMORY_KIB}, p={MIN_PARALLELISM}"
-            )
 
 
 def validate_password(password: str, field: str = "password") -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -18,7 +18,6 @@ from services.common.domain import (
     Unavailable,
 )
 from services.common.emails import normalise_email
-from services.common.errors import ConfigError
 from services.common.paging import parse_page
 from services.common.sessions import AccountState
 from services.user.models import (
@@ -31,6 +30,7 @@ from services.user.models import (
     UserInfo,
 )
 from services.user.passwords import Passwords, validate_password
+from services.user.settings import LoginLimits
 
 logger = logging.getLogger(__name__)
 
@@ -80,69 +80,6 @@ Revoked = Callable[[str], Awaitable[None]]
 
 async def _nobody_to_tell(_email: str) -> None:
     return None
-
-
-@dataclass(frozen=True)
-class LoginLimits:
-    """Sign-in throttling: failures are counted, successes are not (OWASP Authentication
-    Cheat Sheet: the account's counter plus per-client limits, and no lockout an anonymous
-    attacker can use against the owner).
-
-    - Per account and client: after ``max_failures`` failed attempts on one account from one
-      client host within ``lock_seconds`` (a window starting at the first one), that client
-      is refused for that account until the window ends.
-    - Per client host: at most ``client_attempts`` failed attempts on any accounts per
-      ``client_window_seconds``.
-    - Per account, from every client together: the first ``account_free_failures`` failures
-      cost nothing; each further one makes the account wait ``account_base_delay_ms`` doubled
-      per failure, at most ``account_max_delay_seconds``, before the next attempt from a client
-      that has not signed in to it before. The count is forgotten ``account_window_seconds``
-      after the last failure. Clients that signed in to the account successfully (the last
-      ``known_clients`` of them, for ``known_client_days``) are not slowed down.
-    - Registration: at most ``register_attempts`` per client host per ``register_window_seconds``.
-    """
-
-    max_failures: int = 5
-    lock_seconds: int = 900
-    client_attempts: int = 20
-    client_window_seconds: int = 60
-    account_free_failures: int = 10
-    account_base_delay_ms: int = 1000
-    account_max_delay_seconds: int = 60
-    account_window_seconds: int = 900
-    known_clients: int = 16
-    known_client_days: int = 30
-    register_attempts: int = 20
-    register_window_seconds: int = 3600
-
-    def __post_init__(self) -> None:
-        if min(self.max_failures, self.lock_seconds, self.client_attempts) < 1:
-            raise ConfigError("login limits must be at least 1")
-        if self.client_window_seconds < 1:
-            raise ConfigError("the client window must be at least 1 second")
-        if min(self.account_base_delay_ms, self.account_max_delay_seconds) < 1:
-            raise ConfigError("the account back-off must be at least 1 ms and 1 second")
-        if min(self.account_window_seconds, self.known_clients, self.known_client_days) < 1:
-            raise ConfigError("the account window and known clients must be at least 1")
-        if self.account_free_failures < 0:
-            raise ConfigError("free account failures cannot be negative")
-        if min(self.register_attempts, self.register_window_seconds) < 1:
-            raise ConfigError("registration limits must be at least 1")
-
-    @property
-    def policy(self) -> LoginPolicy:
-        return LoginPolicy(
-            client_failures=self.client_attempts,
-            client_window_seconds=self.client_window_seconds,
-            pair_failures=self.max_failures,
-            pair_window_seconds=self.lock_seconds,
-            account_free_failures=self.account_free_failures,
-            account_base_delay_ms=self.account_base_delay_ms,
-            account_max_delay_ms=self.account_max_delay_seconds * 1000,
-            account_window_seconds=self.account_window_seconds,
-            known_clients=self.known_clients,
-            known_client_seconds=self.known_client_days * 86400,
-        )
 
 
 _REFUSALS = {

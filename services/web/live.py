@@ -28,6 +28,7 @@ from missive_client import (
     Unauthenticated,
 )
 from sse_starlette import ServerSentEvent
+from sse_starlette.sse import AppStatus
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,10 @@ def message_payload(notification: Notification, message: Message) -> dict[str, o
     }
 
 
+_STREAM_END_POLLS = 50
+"""Up to 1 s (50 x 20 ms) for the live streams to end before the server stops."""
+
+
 class LiveStreams:
     """The open browser streams of this process (each holds one upstream stream).
 
@@ -124,6 +129,16 @@ class LiveStreams:
     def close(self) -> None:
         """End every stream now and any opened from now on."""
         self.closing.set()
+
+    async def end(self) -> None:
+        """At shutdown: :meth:`close`, wait up to 1 s for the streams to end, then have
+        sse-starlette end any still open."""
+        self.close()
+        for _ in range(_STREAM_END_POLLS):
+            if not self.open:
+                break
+            await asyncio.sleep(0.02)
+        AppStatus.should_exit = True
 
 
 async def until_closed(

@@ -154,9 +154,16 @@ async def _conversations(client: AsyncClient) -> list[Conversation]:
     return await client.messages.conversations(page_size=100).to_list(MAX_CONVERSATIONS)
 
 
-async def inbox(request: Request) -> Response:
-    async with signed_in(request) as (client, email):
-        conversations = await _conversations(client)
+def _inbox_page(
+    request: Request,
+    email: str,
+    conversations: list[Conversation],
+    *,
+    to: str = "",
+    content: str = "",
+    error: str | None = None,
+) -> Response:
+    """The inbox: every conversation, and the new-message form (refilled after an error)."""
     return render(
         request,
         "inbox.html",
@@ -165,10 +172,18 @@ async def inbox(request: Request) -> Response:
             "conversations": conversations,
             "unread_total": sum(c.unread_count for c in conversations),
             "peer": None,
-            "to": "",
-            "content": "",
+            "to": to,
+            "content": content,
+            "error": error,
         },
+        status_code=200 if error is None else 400,
     )
+
+
+async def inbox(request: Request) -> Response:
+    async with signed_in(request) as (client, email):
+        conversations = await _conversations(client)
+    return _inbox_page(request, email, conversations)
 
 
 async def _mark_read(client: AsyncClient, peer: str) -> None:
@@ -282,20 +297,7 @@ async def send(request: Request) -> Response:
     assert error is not None
     if wants_json(request):
         return JSONResponse({"error": error}, status_code=400)
-    return render(
-        request,
-        "inbox.html",
-        {
-            "me": email,
-            "conversations": conversations,
-            "unread_total": sum(c.unread_count for c in conversations),
-            "peer": None,
-            "to": raw_peer,
-            "content": content,
-            "error": error,
-        },
-        status_code=400,
-    )
+    return _inbox_page(request, email, conversations, to=raw_peer, content=content, error=error)
 
 
 async def mark_read(request: Request) -> Response:

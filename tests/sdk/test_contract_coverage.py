@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 from missive.access import RPC_ACCESS
-from missive_client import Transport, _ops
+from missive_client import Transport, _calls, _ops
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_NAMES = {
@@ -19,7 +19,7 @@ SERVICE_NAMES = {
 }
 
 
-def every_call(transport: Transport) -> list[_ops.Call[Any]]:
+def every_call(transport: Transport) -> list[_calls.Call[Any]]:
     """One description of every operation the SDK offers, built for ``transport``."""
     email, peer = "ada@example.com", "bob@example.com"
     return [
@@ -53,7 +53,7 @@ def test_grpc_calls_are_exactly_the_rpcs_users_may_call() -> None:
     used = {
         f"/{SERVICE_NAMES[call.service]}/{_camel(call.method)}"
         for call in every_call("grpc")
-        if isinstance(call, _ops.GrpcCall)
+        if isinstance(call, _calls.GrpcCall)
     }
     used.add("/missive.frontend.v1.FrontendService/SubscribeNotifications")
     for_users = {method for method, access in RPC_ACCESS.items() if access.users or access.public}
@@ -73,7 +73,7 @@ def test_rest_calls_cover_every_operation_of_the_openapi_documents() -> None:
         (call.service, call.sync.__module__.rsplit(".", 1)[-1])
         for transport in ("grpc", "rest")
         for call in every_call(transport)
-        if isinstance(call, _ops.RestCall)
+        if isinstance(call, _calls.RestCall)
     }
     documented = set()
     for service in ("user", "message", "notification"):
@@ -91,7 +91,7 @@ def test_rest_only_and_both_transport_operations_are_routed_as_documented() -> N
     assert grpc_kinds == {"GrpcCall", "RestCall"}  # users' CRUD exists only over REST
     assert {type(call).__name__ for call in every_call("rest")} == {"RestCall"}
     unsafe = {
-        call.method if isinstance(call, _ops.GrpcCall) else call.sync.__module__.split(".")[-1]
+        call.method if isinstance(call, _calls.GrpcCall) else call.sync.__module__.split(".")[-1]
         for call in every_call("grpc")
         if not call.retry_safe
     }

@@ -33,8 +33,8 @@ from services.common.delivery import (
 from services.message.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
 from services.message.relay import OUTBOX
 from services.message.settings import Settings as MessageSettings
-from services.user.erasure import OUTBOX as ACCOUNTS
 from services.user.keys import ACCOUNTS_DEAD_LETTERS, ACCOUNTS_OUTBOX
+from services.user.relay import OUTBOX as ACCOUNTS
 from services.user.settings import Settings as UserSettings
 from tests.helpers.system import System
 from tests.sdk.helpers import eventually, signed_in

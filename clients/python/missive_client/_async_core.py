@@ -16,10 +16,10 @@ from typing import TypeVar
 
 from missive_client import _ops
 from missive_client._async_transport import AsyncTransport
+from missive_client._calls import Call
 from missive_client._config import ClientConfig
 from missive_client._errors import Unauthenticated, Unavailable
 from missive_client._models import Token
-from missive_client._ops import Call
 from missive_client._session import Session
 from missive_client._wire import backoff
 

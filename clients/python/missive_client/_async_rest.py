@@ -11,10 +11,10 @@ from typing import Any, TypeVar, cast
 
 import httpx
 
+from missive_client._calls import SERVICE_TITLES, RestCall, ServiceName
 from missive_client._config import ClientConfig
 from missive_client._errors import MissiveError, ServerError
 from missive_client._models import ServiceHealth
-from missive_client._ops import SERVICE_TITLES, RestCall, ServiceName
 from missive_client._session import Session
 from missive_client._wire import (
     SEND_TOKEN,

@@ -13,8 +13,17 @@ from grpclib.events import RecvTrailingMetadata, listen
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from missive_client._async_rest import AsyncRest
+from missive_client._calls import (
+    GRPC_SERVICES,
+    REST_SERVICES,
+    SERVICE_TITLES,
+    Call,
+    GrpcCall,
+    ServiceName,
+)
 from missive_client._channel_options import grpclib_configuration
 from missive_client._config import ClientConfig, address_hint, split_host_port
+from missive_client._convert import notification_from_grpc
 from missive_client._errors import (
     DeadlineExceeded,
     MissiveError,
@@ -28,15 +37,6 @@ from missive_client._generated.grpc.missive.message import v1 as message_pb
 from missive_client._generated.grpc.missive.notification import v1 as notification_pb
 from missive_client._generated.grpc.missive.user import v1 as user_pb
 from missive_client._models import Notification, ServiceHealth
-from missive_client._ops import (
-    GRPC_SERVICES,
-    REST_SERVICES,
-    SERVICE_TITLES,
-    Call,
-    GrpcCall,
-    ServiceName,
-    notification_from_grpc,
-)
 from missive_client._session import Session
 from missive_client._wire import (
     HEALTH_CHECK_METHOD,

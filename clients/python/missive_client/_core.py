@@ -15,10 +15,10 @@ import time
 from typing import TypeVar
 
 from missive_client import _ops
+from missive_client._calls import Call
 from missive_client._config import ClientConfig
 from missive_client._errors import Unauthenticated, Unavailable
 from missive_client._models import Token
-from missive_client._ops import Call
 from missive_client._session import Session
 from missive_client._sync_transport import SyncTransport
 from missive_client._wire import backoff

@@ -8,15 +8,12 @@ request building and conversion exist once.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-import betterproto2
-
+from missive_client import _convert as to
+from missive_client._calls import Call, GrpcCall, ServiceName, rest_call
 from missive_client._config import Transport
-from missive_client._errors import ServerError, Unauthenticated
 from missive_client._generated.grpc.missive.message import v1 as message_pb
 from missive_client._generated.grpc.missive.notification import v1 as notification_pb
 from missive_client._generated.grpc.missive.user import v1 as user_pb
@@ -72,137 +69,6 @@ from missive_client._generated.rest.user.models import LoginRequest, UserCreate,
 from missive_client._generated.rest.user.types import UNSET
 from missive_client._models import Conversation, Message, Notification, Page, Subscription, Token
 from missive_client._models import User as UserModel
-from missive_client._session import token_from_string
-
-T = TypeVar("T")
-ServiceName = Literal["user", "message", "notification", "frontend"]
-
-GRPC_SERVICES: tuple[ServiceName, ...] = ("user", "message", "notification", "frontend")
-REST_SERVICES: tuple[ServiceName, ...] = ("user", "message", "notification")
-SERVICE_TITLES: Mapping[ServiceName, str] = {
-    "user": "UserService",
-    "message": "MessageService",
-    "notification": "NotificationService",
-    "frontend": "FrontendService",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class GrpcCall(Generic[T]):
-    """Call ``method`` (the same name on the generated sync and async stubs) of ``service``."""
-
-    service: ServiceName
-    method: str
-    request: betterproto2.Message
-    convert: Callable[[Any], T]
-    auth: bool = True
-    retry_safe: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class RestCall(Generic[T]):
-    """Call one generated REST endpoint (its ``sync_detailed`` or ``asyncio_detailed``)."""
-
-    service: ServiceName
-    sync: Callable[..., Any]
-    asyncio: Callable[..., Awaitable[Any]]
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    convert: Callable[[Any], T] = field(default=lambda parsed: parsed)
-    auth: bool = True
-    retry_safe: bool = True
-
-
-Call = GrpcCall[T] | RestCall[T]
-
-
-def _rest(
-    service: ServiceName,
-    endpoint: Any,
-    convert: Callable[[Any], T],
-    *,
-    auth: bool = True,
-    retry_safe: bool = True,
-    **kwargs: Any,
-) -> RestCall[T]:
-    return RestCall(
-        service,
-        endpoint.sync_detailed,
-        endpoint.asyncio_detailed,
-        kwargs,
-        convert,
-        auth=auth,
-        retry_safe=retry_safe,
-    )
-
-
-# -- conversion -----------------------------------------------------------------------------
-
-
-def _when(value: datetime | None, what: str) -> datetime:
-    if value is None:
-        raise ServerError(f"the server's reply lacks {what}")
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def _user(reply: Any) -> UserModel:
-    return UserModel(
-        name=reply.name,
-        email=reply.email,
-        created_at=_when(reply.created_at, "created_at"),
-        updated_at=_when(reply.updated_at, "updated_at"),
-    )
-
-
-def _message(reply: Any) -> Message:
-    if reply is None:
-        raise ServerError("the server's reply lacks the message")
-    return Message(
-        id=int(reply.id),
-        sender_email=reply.sender_email,
-        receiver_email=reply.receiver_email,
-        content=reply.content,
-        timestamp=_when(reply.timestamp, "timestamp"),
-        read=bool(reply.read),
-    )
-
-
-def _conversation(reply: Any) -> Conversation:
-    return Conversation(
-        peer_email=reply.peer_email,
-        last_message=_message(reply.last_message),
-        unread_count=int(reply.unread_count),
-        message_count=int(reply.message_count),
-        updated_at=_when(reply.updated_at, "updated_at"),
-    )
-
-
-def _notification(reply: Any) -> Notification:
-    return Notification(
-        id=str(reply.id),
-        message_id=int(reply.message_id),
-        sender_email=reply.sender_email,
-        receiver_email=reply.receiver_email,
-        timestamp=_when(reply.timestamp, "timestamp"),
-        read=bool(reply.read),
-        preview=str(getattr(reply, "preview", "") or ""),
-        sender_name=str(getattr(reply, "sender_name", "") or ""),
-    )
-
-
-def notification_from_grpc(reply: notification_pb.Notification) -> Notification:
-    """A streamed notification as the SDK's dataclass."""
-    return _notification(reply)
-
-
-def _subscription(reply: Any) -> Subscription:
-    return Subscription(email=reply.email, subscribed=bool(reply.subscribed))
-
-
-def _nothing(_reply: Any) -> None:
-    return None
-
 
 # Each generated REST package has its own UNSET sentinel, compared by identity.
 _UNSET: Mapping[ServiceName, Any] = {
@@ -222,18 +88,6 @@ def _page_size(page_size: int | None) -> int:
     return 0 if page_size is None else page_size
 
 
-def _token(email: str) -> Callable[[Any], Token]:
-    def convert(reply: Any) -> Token:
-        if not getattr(reply, "authenticated", False) or not reply.access_token:
-            raise Unauthenticated("invalid email or password")
-        found = token_from_string(reply.access_token, email.strip().lower())
-        assert found is not None  # an email was given
-        expires_at = _when(reply.expires_at, "expires_at")
-        return Token(found.email, reply.access_token, "Bearer", expires_at)
-
-    return convert
-
-
 # -- users ----------------------------------------------------------------------------------
 
 
@@ -241,22 +95,22 @@ def login(transport: Transport, email: str, password: str) -> Call[Token]:
     """Sign in: AuthenticateUser or POST /login."""
     if transport == "grpc":
         request = user_pb.AuthenticateUserRequest(email=email, password=password)
-        return GrpcCall("user", "authenticate_user", request, _token(email), auth=False)
+        return GrpcCall("user", "authenticate_user", request, to.token(email), auth=False)
     body = LoginRequest(email=email, password=password)
-    return _rest("user", rest_login, _token(email), auth=False, body=body)
+    return rest_call("user", rest_login, to.token(email), auth=False, body=body)
 
 
 def register(name: str, email: str, password: str) -> Call[UserModel]:
     """Create an account: POST /users (REST only)."""
     body = UserCreate(name=name, email=email, password=password)
-    return _rest("user", rest_create_user, _user, auth=False, retry_safe=False, body=body)
+    return rest_call("user", rest_create_user, to.user, auth=False, retry_safe=False, body=body)
 
 
 def get_user(transport: Transport, email: str) -> Call[UserModel]:
     """The caller's own record: GetUser or GET /users/{email}."""
     if transport == "grpc":
-        return GrpcCall("user", "get_user", user_pb.GetUserRequest(email=email), _user)
-    return _rest("user", rest_get_user, _user, email=email)
+        return GrpcCall("user", "get_user", user_pb.GetUserRequest(email=email), to.user)
+    return rest_call("user", rest_get_user, to.user, email=email)
 
 
 def update_user(email: str, name: str | None, password: str | None) -> Call[UserModel]:
@@ -265,26 +119,26 @@ def update_user(email: str, name: str | None, password: str | None) -> Call[User
         name=UNSET if name is None else name,
         password=UNSET if password is None else password,
     )
-    return _rest("user", rest_update_user, _user, email=email, body=body)
+    return rest_call("user", rest_update_user, to.user, email=email, body=body)
 
 
 def delete_user(email: str) -> Call[None]:
     """Delete the caller's account: DELETE /users/{email} (REST only)."""
-    return _rest("user", rest_delete_user, _nothing, retry_safe=False, email=email)
+    return rest_call("user", rest_delete_user, to.nothing, retry_safe=False, email=email)
 
 
 def revoke_tokens(email: str) -> Call[None]:
     """Sign out everywhere: POST /users/{email}/revoke_tokens (REST only)."""
-    return _rest("user", rest_revoke_tokens, _nothing, retry_safe=False, email=email)
+    return rest_call("user", rest_revoke_tokens, to.nothing, retry_safe=False, email=email)
 
 
 def list_users(page_size: int | None, page_token: str) -> Call[Page[UserModel]]:
     """One page of the directory: GET /users (REST only, operators only; ListUsers is internal)."""
 
     def convert(reply: Any) -> Page[UserModel]:
-        return Page(tuple(_user(user) for user in reply.users), reply.next_page_token)
+        return Page(tuple(to.user(user) for user in reply.users), reply.next_page_token)
 
-    return _rest(
+    return rest_call(
         "user",
         rest_list_users,
         convert,
@@ -307,19 +161,19 @@ def send_message(
             content=content,
             client_request_id=request_id,
         )
-        return GrpcCall("message", "send_message", request, lambda reply: _message(reply.message))
+        return GrpcCall("message", "send_message", request, lambda reply: to.message(reply.message))
     body = RestSendMessageRequest(
         sender_email=sender, receiver_email=receiver, content=content, client_request_id=request_id
     )
-    return _rest("message", rest_send_message, _message, body=body)
+    return rest_call("message", rest_send_message, to.message, body=body)
 
 
 def get_message(transport: Transport, email: str, message_id: int) -> Call[Message]:
     """One message: GetMessage or GET /messages/{id}."""
     if transport == "grpc":
         request = message_pb.GetMessageRequest(user_email=email, id=message_id)
-        return GrpcCall("message", "get_message", request, _message)
-    return _rest("message", rest_get_message, _message, id=message_id, email=email)
+        return GrpcCall("message", "get_message", request, to.message)
+    return rest_call("message", rest_get_message, to.message, id=message_id, email=email)
 
 
 def list_messages(
@@ -328,7 +182,7 @@ def list_messages(
     """One page of messages, newest first: GetMessages or GET /messages."""
 
     def convert(reply: Any) -> Page[Message]:
-        return Page(tuple(_message(item) for item in reply.messages), reply.next_page_token)
+        return Page(tuple(to.message(item) for item in reply.messages), reply.next_page_token)
 
     if transport == "grpc":
         request = message_pb.GetMessagesRequest(
@@ -338,7 +192,7 @@ def list_messages(
             page_token=page_token,
         )
         return GrpcCall("message", "get_messages", request, convert)
-    return _rest(
+    return rest_call(
         "message",
         rest_get_messages,
         convert,
@@ -355,7 +209,7 @@ def list_conversations(
     """One page of conversations, newest first: ListConversations or GET /list_conversations."""
 
     def convert(reply: Any) -> Page[Conversation]:
-        items = tuple(_conversation(item) for item in reply.conversations)
+        items = tuple(to.conversation(item) for item in reply.conversations)
         return Page(items, reply.next_page_token)
 
     if transport == "grpc":
@@ -363,7 +217,7 @@ def list_conversations(
             user_email=email, page_size=_page_size(page_size), page_token=page_token
         )
         return GrpcCall("message", "list_conversations", request, convert)
-    return _rest(
+    return rest_call(
         "message",
         rest_list_conversations,
         convert,
@@ -377,18 +231,20 @@ def mark_conversation_read(transport: Transport, email: str, peer: str) -> Call[
     """Mark what ``peer`` sent read: MarkConversationRead or POST /conversations/{peer}/read."""
     if transport == "grpc":
         request = message_pb.MarkConversationReadRequest(user_email=email, peer_email=peer)
-        return GrpcCall("message", "mark_conversation_read", request, _conversation)
+        return GrpcCall("message", "mark_conversation_read", request, to.conversation)
     body = RestMessageMarkRead(email=email)
-    return _rest("message", rest_mark_conversation_read, _conversation, peer_email=peer, body=body)
+    return rest_call(
+        "message", rest_mark_conversation_read, to.conversation, peer_email=peer, body=body
+    )
 
 
 def delete_message(transport: Transport, email: str, message_id: int) -> Call[None]:
     """Delete a message the caller sent: DeleteMessage or DELETE /messages/{id}."""
     if transport == "grpc":
         request = message_pb.DeleteMessageRequest(user_email=email, id=message_id)
-        return GrpcCall("message", "delete_message", request, _nothing, retry_safe=False)
-    return _rest(
-        "message", rest_delete_message, _nothing, retry_safe=False, id=message_id, email=email
+        return GrpcCall("message", "delete_message", request, to.nothing, retry_safe=False)
+    return rest_call(
+        "message", rest_delete_message, to.nothing, retry_safe=False, id=message_id, email=email
     )
 
 
@@ -401,7 +257,7 @@ def list_notifications(
     """One page of notifications, newest first: ListNotifications or GET /list_notifications."""
 
     def convert(reply: Any) -> Page[Notification]:
-        items = tuple(_notification(item) for item in reply.notifications)
+        items = tuple(to.notification(item) for item in reply.notifications)
         return Page(items, reply.next_page_token, int(reply.unread_count))
 
     if transport == "grpc":
@@ -412,7 +268,7 @@ def list_notifications(
             page_token=page_token,
         )
         return GrpcCall("notification", "list_notifications", request, convert)
-    return _rest(
+    return rest_call(
         "notification",
         rest_list_notifications,
         convert,
@@ -429,10 +285,10 @@ def mark_notification_read(
     """Mark one read: MarkNotificationRead or POST /notifications/{id}/read."""
     if transport == "grpc":
         request = notification_pb.MarkNotificationReadRequest(email=email, id=notification_id)
-        return GrpcCall("notification", "mark_notification_read", request, _notification)
+        return GrpcCall("notification", "mark_notification_read", request, to.notification)
     body = RestNotificationMarkRead(email=email)
-    return _rest(
-        "notification", rest_mark_notification_read, _notification, id=notification_id, body=body
+    return rest_call(
+        "notification", rest_mark_notification_read, to.notification, id=notification_id, body=body
     )
 
 
@@ -447,28 +303,28 @@ def mark_all_notifications_read(transport: Transport, email: str) -> Call[int]:
             lambda reply: int(reply.marked),
         )
     body = RestNotificationMarkRead(email=email)
-    return _rest("notification", rest_mark_all_read, lambda reply: int(reply.marked), body=body)
+    return rest_call("notification", rest_mark_all_read, lambda reply: int(reply.marked), body=body)
 
 
 def get_subscription(transport: Transport, email: str) -> Call[Subscription]:
     """The subscription state: CheckUserSubscribed or GET /subscriptions/{email}."""
     if transport == "grpc":
         request = notification_pb.CheckUserSubscribedRequest(email=email)
-        return GrpcCall("notification", "check_user_subscribed", request, _subscription)
-    return _rest("notification", rest_get_subscription, _subscription, email=email)
+        return GrpcCall("notification", "check_user_subscribed", request, to.subscription)
+    return rest_call("notification", rest_get_subscription, to.subscription, email=email)
 
 
 def subscribe(transport: Transport, email: str) -> Call[Subscription]:
     """Subscribe: SubscribeUser or PUT /subscriptions/{email}."""
     if transport == "grpc":
         request = notification_pb.SubscribeUserRequest(email=email)
-        return GrpcCall("notification", "subscribe_user", request, _subscription)
-    return _rest("notification", rest_subscribe_user, _subscription, email=email)
+        return GrpcCall("notification", "subscribe_user", request, to.subscription)
+    return rest_call("notification", rest_subscribe_user, to.subscription, email=email)
 
 
 def unsubscribe(transport: Transport, email: str) -> Call[Subscription]:
     """Unsubscribe: UnsubscribeUser or DELETE /subscriptions/{email}."""
     if transport == "grpc":
         request = notification_pb.UnsubscribeUserRequest(email=email)
-        return GrpcCall("notification", "unsubscribe_user", request, _subscription)
-    return _rest("notification", rest_unsubscribe_user, _subscription, email=email)
+        return GrpcCall("notification", "unsubscribe_user", request, to.subscription)
+    return rest_call("notification", rest_unsubscribe_user, to.subscription, email=email)

@@ -11,22 +11,22 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
-from missive_client._config import ClientConfig, address_hint
-from missive_client._errors import MissiveError, ServerError, from_grpc, parse_retry_after
-from missive_client._generated.grpc.missive.frontend import v1 as frontend_pb
-from missive_client._generated.grpc.missive.message import v1 as message_pb
-from missive_client._generated.grpc.missive.notification import v1 as notification_pb
-from missive_client._generated.grpc.missive.user import v1 as user_pb
-from missive_client._models import Notification, ServiceHealth
-from missive_client._ops import (
+from missive_client._calls import (
     GRPC_SERVICES,
     REST_SERVICES,
     SERVICE_TITLES,
     Call,
     GrpcCall,
     ServiceName,
-    notification_from_grpc,
 )
+from missive_client._config import ClientConfig, address_hint
+from missive_client._convert import notification_from_grpc
+from missive_client._errors import MissiveError, ServerError, from_grpc, parse_retry_after
+from missive_client._generated.grpc.missive.frontend import v1 as frontend_pb
+from missive_client._generated.grpc.missive.message import v1 as message_pb
+from missive_client._generated.grpc.missive.notification import v1 as notification_pb
+from missive_client._generated.grpc.missive.user import v1 as user_pb
+from missive_client._models import Notification, ServiceHealth
 from missive_client._rest import SyncRest
 from missive_client._session import Session
 from missive_client._wire import (

@@ -13,6 +13,7 @@ from typing import Any
 import betterproto2
 import httpx
 
+from missive_client._calls import SERVICE_TITLES, ServiceName
 from missive_client._channel_options import CHANNEL_OPTIONS
 from missive_client._config import address_hint
 from missive_client._errors import DeadlineExceeded, MissiveError, Unavailable, from_http
@@ -23,7 +24,6 @@ from missive_client._generated.rest.notification.api.health import health as not
 from missive_client._generated.rest.user import client as user_rest
 from missive_client._generated.rest.user.api.health import health as user_health
 from missive_client._models import HealthStatus
-from missive_client._ops import SERVICE_TITLES, ServiceName
 from missive_client._session import Session
 
 __all__ = [

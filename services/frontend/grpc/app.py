@@ -9,9 +9,9 @@ import grpc.aio
 from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 from missive.notification.v1 import notification_pb2
 
+from services.common.callers import peer_host
 from services.common.domain import InvalidArgument
 from services.common.grpc_edge import Context, caller
-from services.common.peers import peer_host
 from services.frontend.service import FrontendService
 from services.notification.wire import notification_from_proto, notification_to_proto
 

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-from connexion import AsyncApp
-from missive.rest._runtime import DEFAULT_MAX_BODY_BYTES, Reply, TokenInfo
+from missive.rest._runtime import TokenInfo
 from missive.rest.message import MessageApi, create_app
 from missive.rest.message.models import Conversation as ConversationBody
 from missive.rest.message.models import (
     ConversationList,
-    HealthStatus,
     MarkReadRequest,
     MessageList,
     SendMessageRequest,
 )
 from missive.rest.message.models import Message as MessageBody
 
-from services.common.auth import TokenVerifier
-from services.common.bootstrap import Readiness
+from services.common.rest_adapter import RestAdapter, rest_app_factory
 from services.common.rest_edge import (
-    bearer_verifier,
-    install_edge,
     own_email,
     principal,
 )
-from services.common.rest_health import health_reply
-from services.common.sessions import Sessions
 from services.common.timestamps import format_timestamp
 from services.message.models import Conversation, Message
 from services.message.service import MessageService
@@ -54,12 +47,8 @@ def conversation_body(conversation: Conversation) -> ConversationBody:
     }
 
 
-class MessageRestApi(MessageApi):
+class MessageRestApi(RestAdapter[MessageService], MessageApi):
     """Implements every operation of openapi/message.yaml over :class:`MessageService`."""
-
-    def __init__(self, service: MessageService, ready: Readiness) -> None:
-        self._service = service
-        self._ready = ready
 
     async def list_conversations(
         self,
@@ -136,24 +125,6 @@ class MessageRestApi(MessageApi):
         )
         return conversation_body(conversation)
 
-    async def health(self) -> Reply[HealthStatus]:
-        return await health_reply(self._ready)
 
-
-def create_rest_app(
-    service: MessageService,
-    verifier: TokenVerifier,
-    ready: Readiness,
-    sessions: Sessions | None = None,
-    *,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-) -> AsyncApp:
-    """The Connexion app serving openapi/message.yaml, with the shared error edge.
-
-    With ``sessions``, revoked tokens and tokens of deleted accounts are refused (401)."""
-    app = create_app(
-        MessageRestApi(service, ready),
-        verify_token=bearer_verifier(verifier, sessions),
-        max_body_bytes=max_body_bytes,
-    )
-    return install_edge(app)
+create_rest_app = rest_app_factory(MessageRestApi, create_app)
+"""The Connexion app serving openapi/message.yaml, with the shared edge."""

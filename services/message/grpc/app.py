@@ -8,7 +8,7 @@ import grpc.aio
 from google.protobuf import empty_pb2
 from missive.message.v1 import message_pb2, message_pb2_grpc
 
-from services.common.dead_letters import AdminRpcs, DeadLetters
+from services.common.dead_letters import AdminRpcs, DeadLetterRpcs, DeadLetters
 from services.common.grpc_edge import Context, caller
 from services.message.service import MessageService
 from services.message.wire import conversation_to_proto, message_to_proto
@@ -16,7 +16,7 @@ from services.message.wire import conversation_to_proto, message_to_proto
 SERVICE_NAME: str = message_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name
 
 
-class MessageServicer(message_pb2_grpc.MessageServiceServicer):
+class MessageServicer(DeadLetterRpcs, message_pb2_grpc.MessageServiceServicer):
     """Implements missive.message.v1.MessageService over :class:`MessageService`."""
 
     def __init__(self, service: MessageService, dead_letters: DeadLetters | None = None) -> None:
@@ -86,29 +86,6 @@ class MessageServicer(message_pb2_grpc.MessageServiceServicer):
     ) -> empty_pb2.Empty:
         await self._service.erase_account(caller(), request.email, request.account_id)
         return empty_pb2.Empty()
-
-    # -- operators: the outbox's dead letters (the edge admits only the `admin` credential) --
-
-    async def ListDeadLetters(
-        self, request: message_pb2.ListDeadLettersRequest, context: Context
-    ) -> message_pb2.ListDeadLettersResponse:
-        caller()
-        reply: message_pb2.ListDeadLettersResponse = await self._admin.list(request)
-        return reply
-
-    async def ReplayDeadLetters(
-        self, request: message_pb2.ReplayDeadLettersRequest, context: Context
-    ) -> message_pb2.ReplayDeadLettersResponse:
-        caller()
-        reply: message_pb2.ReplayDeadLettersResponse = await self._admin.replay(request)
-        return reply
-
-    async def DropDeadLetters(
-        self, request: message_pb2.DropDeadLettersRequest, context: Context
-    ) -> message_pb2.DropDeadLettersResponse:
-        caller()
-        reply: message_pb2.DropDeadLettersResponse = await self._admin.drop(request)
-        return reply
 
 
 def register(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from connexion import AsyncApp
-from missive.rest._runtime import DEFAULT_MAX_BODY_BYTES, Reply, TokenInfo
+from missive.rest._runtime import TokenInfo
 from missive.rest.notification import NotificationApi, create_app
 from missive.rest.notification.models import (
-    HealthStatus,
     MarkAllReadResponse,
     MarkReadRequest,
     NotificationList,
@@ -14,16 +12,11 @@ from missive.rest.notification.models import (
 )
 from missive.rest.notification.models import Notification as NotificationBody
 
-from services.common.auth import TokenVerifier
-from services.common.bootstrap import Readiness
+from services.common.rest_adapter import RestAdapter, rest_app_factory
 from services.common.rest_edge import (
-    bearer_verifier,
-    install_edge,
     own_email,
     principal,
 )
-from services.common.rest_health import health_reply
-from services.common.sessions import Sessions
 from services.common.timestamps import format_timestamp
 from services.notification.models import Notification
 from services.notification.models import SubscriptionStatus as Status
@@ -47,12 +40,8 @@ def status_body(status: Status) -> SubscriptionStatus:
     return {"email": status.email, "subscribed": status.subscribed}
 
 
-class NotificationRestApi(NotificationApi):
+class NotificationRestApi(RestAdapter[NotificationService], NotificationApi):
     """Implements every operation of openapi/notification.yaml over :class:`NotificationService`."""
-
-    def __init__(self, service: NotificationService, ready: Readiness) -> None:
-        self._service = service
-        self._ready = ready
 
     async def list_notifications(
         self,
@@ -96,24 +85,6 @@ class NotificationRestApi(NotificationApi):
     async def unsubscribe_user(self, *, token_info: TokenInfo, email: str) -> SubscriptionStatus:
         return status_body(await self._service.unsubscribe(principal(token_info), email))
 
-    async def health(self) -> Reply[HealthStatus]:
-        return await health_reply(self._ready)
 
-
-def create_rest_app(
-    service: NotificationService,
-    verifier: TokenVerifier,
-    ready: Readiness,
-    sessions: Sessions | None = None,
-    *,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-) -> AsyncApp:
-    """The Connexion app serving openapi/notification.yaml, with the shared error edge.
-
-    With ``sessions``, revoked tokens and tokens of deleted accounts are refused (401)."""
-    app = create_app(
-        NotificationRestApi(service, ready),
-        verify_token=bearer_verifier(verifier, sessions),
-        max_body_bytes=max_body_bytes,
-    )
-    return install_edge(app)
+create_rest_app = rest_app_factory(NotificationRestApi, create_app)
+"""The Connexion app serving openapi/notification.yaml, with the shared edge."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import grpc.aio
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
-from services.common.dead_letters import AdminRpcs, DeadLetters
+from services.common.dead_letters import AdminRpcs, DeadLetterRpcs, DeadLetters
 from services.common.domain import InvalidArgument
 from services.common.grpc_edge import Context, caller
 from services.notification.service import NotificationService
@@ -21,7 +21,7 @@ MAX_BATCH_ITEMS = 100  # CreateNotifications, as its contract states
 SERVICE_NAME: str = notification_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name
 
 
-class NotificationServicer(notification_pb2_grpc.NotificationServiceServicer):
+class NotificationServicer(DeadLetterRpcs, notification_pb2_grpc.NotificationServiceServicer):
     """Implements missive.notification.v1.NotificationService over :class:`NotificationService`."""
 
     def __init__(
@@ -123,29 +123,6 @@ class NotificationServicer(notification_pb2_grpc.NotificationServiceServicer):
     ) -> notification_pb2.EraseAccountResponse:
         erased = await self._service.erase_account(caller(), request.email, request.account_id)
         return notification_pb2.EraseAccountResponse(erased=erased)
-
-    # -- operators: the outbox's dead letters (the edge admits only the `admin` credential) --
-
-    async def ListDeadLetters(
-        self, request: notification_pb2.ListDeadLettersRequest, context: Context
-    ) -> notification_pb2.ListDeadLettersResponse:
-        caller()
-        reply: notification_pb2.ListDeadLettersResponse = await self._admin.list(request)
-        return reply
-
-    async def ReplayDeadLetters(
-        self, request: notification_pb2.ReplayDeadLettersRequest, context: Context
-    ) -> notification_pb2.ReplayDeadLettersResponse:
-        caller()
-        reply: notification_pb2.ReplayDeadLettersResponse = await self._admin.replay(request)
-        return reply
-
-    async def DropDeadLetters(
-        self, request: notification_pb2.DropDeadLettersRequest, context: Context
-    ) -> notification_pb2.DropDeadLettersResponse:
-        caller()
-        reply: notification_pb2.DropDeadLettersResponse = await self._admin.drop(request)
-        return reply
 
 
 def register(

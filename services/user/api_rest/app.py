@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from connexion import AsyncApp
 from connexion.context import scope
-from missive.rest._runtime import DEFAULT_MAX_BODY_BYTES, Reply, TokenInfo
+from missive.rest._runtime import Reply, TokenInfo
 from missive.rest.user import UserApi, create_app
 from missive.rest.user.models import (
-    HealthStatus,
     LoginRequest,
     LoginResponse,
     User,
@@ -18,12 +16,9 @@ from missive.rest.user.models import (
     UserUpdate,
 )
 
-from services.common.auth import TokenVerifier
-from services.common.bootstrap import Readiness
 from services.common.domain import Unauthenticated
-from services.common.rest_edge import bearer_verifier, install_edge, principal
-from services.common.rest_health import health_reply
-from services.common.sessions import Sessions
+from services.common.rest_adapter import RestAdapter, rest_app_factory
+from services.common.rest_edge import principal
 from services.common.timestamps import format_timestamp
 from services.user.models import UserInfo
 from services.user.service import UserService
@@ -51,12 +46,8 @@ def client_host() -> str:
     return str(client[0]) if client else "unknown"
 
 
-class UserRestApi(UserApi):
+class UserRestApi(RestAdapter[UserService], UserApi):
     """Implements every operation of openapi/user.yaml over :class:`UserService`."""
-
-    def __init__(self, service: UserService, ready: Readiness) -> None:
-        self._service = service
-        self._ready = ready
 
     async def list_users(
         self, *, token_info: TokenInfo, page_size: int = 50, page_token: str | None = None
@@ -100,24 +91,6 @@ class UserRestApi(UserApi):
             "expires_at": format_timestamp(result.expires_at, milliseconds=True),
         }
 
-    async def health(self) -> Reply[HealthStatus]:
-        return await health_reply(self._ready)
 
-
-def create_rest_app(
-    service: UserService,
-    verifier: TokenVerifier,
-    ready: Readiness,
-    sessions: Sessions | None = None,
-    *,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-) -> AsyncApp:
-    """The Connexion app serving openapi/user.yaml, with the shared error translation.
-
-    With ``sessions``, revoked tokens and tokens of deleted accounts are refused (401)."""
-    app = create_app(
-        UserRestApi(service, ready),
-        verify_token=bearer_verifier(verifier, sessions),
-        max_body_bytes=max_body_bytes,
-    )
-    return install_edge(app)
+create_rest_app = rest_app_factory(UserRestApi, create_app)
+"""The Connexion app serving openapi/user.yaml, with the shared edge."""

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import grpc.aio
 from missive.user.v1 import user_pb2, user_pb2_grpc
 
-from services.common.dead_letters import AdminRpcs, DeadLetters
+from services.common.callers import peer_host
+from services.common.dead_letters import AdminRpcs, DeadLetterRpcs, DeadLetters
 from services.common.grpc_edge import Context, caller
-from services.common.peers import peer_host
 from services.user.service import UserService
 from services.user.wire import existence_to_proto, user_to_proto
 
@@ -18,7 +18,7 @@ __all__ = ["SERVICE_NAME", "UserServicer", "register"]
 SERVICE_NAME: str = user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
 
 
-class UserServicer(user_pb2_grpc.UserServiceServicer):
+class UserServicer(DeadLetterRpcs, user_pb2_grpc.UserServiceServicer):
     """Implements missive.user.v1.UserService over :class:`UserService`."""
 
     def __init__(self, service: UserService, dead_letters: DeadLetters | None = None) -> None:
@@ -73,29 +73,6 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
 
     async def GetUser(self, request: user_pb2.GetUserRequest, context: Context) -> user_pb2.User:
         return user_to_proto(await self._service.get(caller(), request.email))
-
-    # -- operators: the erasure outbox's dead letters (the edge admits only `admin`) --
-
-    async def ListDeadLetters(
-        self, request: user_pb2.ListDeadLettersRequest, context: Context
-    ) -> user_pb2.ListDeadLettersResponse:
-        caller()
-        reply: user_pb2.ListDeadLettersResponse = await self._admin.list(request)
-        return reply
-
-    async def ReplayDeadLetters(
-        self, request: user_pb2.ReplayDeadLettersRequest, context: Context
-    ) -> user_pb2.ReplayDeadLettersResponse:
-        caller()
-        reply: user_pb2.ReplayDeadLettersResponse = await self._admin.replay(request)
-        return reply
-
-    async def DropDeadLetters(
-        self, request: user_pb2.DropDeadLettersRequest, context: Context
-    ) -> user_pb2.DropDeadLettersResponse:
-        caller()
-        reply: user_pb2.DropDeadLettersResponse = await self._admin.drop(request)
-        return reply
 
 
 def register(

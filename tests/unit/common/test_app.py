@@ -7,12 +7,16 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import grpc.aio
 import pytest
 
 from services.common.app import Parts, ServiceApp, Start
+from services.common.auth import TokenVerifier
+from services.common.bootstrap import Readiness
 from services.common.ports import free_port
+from services.common.sessions import Sessions
 from services.common.settings import CommonSettings, env_server
 from tests.helpers.grpc_clients import NOT_SERVING, SERVING, wait_for_status
 
@@ -21,6 +25,9 @@ GRPC_PORT_ENV = "SHELL_TEST_GRPC_PORT"
 
 @dataclass(frozen=True)
 class Settings:
+    GRPC_PORT_ENV: ClassVar[str] = GRPC_PORT_ENV
+    REST_PORT_ENV: ClassVar[str] = ""
+
     common: CommonSettings
     keys_dir: Path
     keys_create: bool
@@ -45,6 +52,10 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
+def _no_servicers(server: grpc.aio.Server, service: None) -> list[str]:
+    return []
+
+
 def _environ(keys: Path, redis_url: str, port: int) -> dict[str, str]:
     return {
         "KEYS_DIR": str(keys),
@@ -58,7 +69,7 @@ def _environ(keys: Path, redis_url: str, port: int) -> dict[str, str]:
 async def test_the_shell_serves_what_the_wiring_declares(tmp_path: Path, redis_url: str) -> None:
     events: list[str] = []
 
-    def wire(start: Start[Settings]) -> Parts:
+    def wire(start: Start[Settings]) -> Parts[None]:
         redis = start.redis(3)
 
         async def background() -> None:
@@ -67,12 +78,12 @@ async def test_the_shell_serves_what_the_wiring_declares(tmp_path: Path, redis_u
             await asyncio.Event().wait()
 
         return Parts(
-            register=lambda server: [],
+            None,
             background=[background],
             on_stop=[lambda: events.append("stopping")],
         )
 
-    app = ServiceApp("shell-test", "message", Settings.from_env, wire, GRPC_PORT_ENV)
+    app = ServiceApp("shell-test", Settings, wire, _no_servicers, keys="message")
     port, stop = free_port(), asyncio.Event()
     server = asyncio.create_task(app.main(_environ(tmp_path, redis_url, port), stop))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -97,11 +108,11 @@ async def test_the_shell_serves_what_the_wiring_declares(tmp_path: Path, redis_u
 async def test_health_follows_every_redis_the_service_opened(
     tmp_path: Path, redis_url: str
 ) -> None:
-    def wire(start: Start[Settings]) -> Parts:
+    def wire(start: Start[Settings]) -> Parts[None]:
         start.redis(0)
-        return Parts(register=lambda server: [])
+        return Parts(None)
 
-    app = ServiceApp("shell-test", "message", Settings.from_env, wire, GRPC_PORT_ENV)
+    app = ServiceApp("shell-test", Settings, wire, _no_servicers, keys="message")
     port, stop = free_port(), asyncio.Event()
     environ = {
         **_environ(tmp_path, redis_url, port),
@@ -118,10 +129,29 @@ async def test_health_follows_every_redis_the_service_opened(
 
 
 async def test_following_revocations_needs_sessions(tmp_path: Path, redis_url: str) -> None:
-    def wire(start: Start[Settings]) -> Parts:
+    def wire(start: Start[Settings]) -> Parts[None]:
         start.redis(0)
-        return Parts(register=lambda server: [], follow_revocations=True)
+        return Parts(None, follow_revocations=True)
 
-    app = ServiceApp("shell-test", "message", Settings.from_env, wire, GRPC_PORT_ENV)
+    app = ServiceApp("shell-test", Settings, wire, _no_servicers, keys="message")
     with pytest.raises(ValueError, match="follow_revocations needs the sessions"):
+        await app.main(_environ(tmp_path, redis_url, free_port()), asyncio.Event())
+
+
+def _rest_app(
+    service: None,
+    verifier: TokenVerifier,
+    ready: Readiness,
+    sessions: Sessions | None = None,
+    *,
+    max_body_bytes: int = 0,
+) -> Any:
+    raise AssertionError("the REST app is not built without a port to serve it on")
+
+
+async def test_a_rest_api_needs_a_rest_port_in_the_settings(tmp_path: Path, redis_url: str) -> None:
+    app = ServiceApp(
+        "shell-test", Settings, lambda start: Parts(None), _no_servicers, _rest_app, keys="message"
+    )
+    with pytest.raises(TypeError, match="Settings has no rest_port"):
         await app.main(_environ(tmp_path, redis_url, free_port()), asyncio.Event())

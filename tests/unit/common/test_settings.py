@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,3 +186,27 @@ def test_the_fields_every_grpc_service_shares() -> None:
         env_server({"KEYS_CREATE": "maybe"}, "X_GRPC_PORT", 9000)
     with pytest.raises(ConfigError, match="X_GRPC_PORT='70000' is above the maximum"):
         env_server({"X_GRPC_PORT": "70000"}, "X_GRPC_PORT", 9000)
+
+
+ROOT = Path(__file__).resolve().parents[3]
+SETTINGS_MODULES = [
+    *sorted(
+        f"services.{path.parent.name}.settings" for path in ROOT.glob("services/*/settings.py")
+    ),
+    "services.launcher.config",
+]
+TRANSPORTS = ("grpc", "redis", "starlette", "uvicorn", "argon2", "jwt")
+
+
+@pytest.mark.parametrize("module", SETTINGS_MODULES)
+def test_reading_settings_imports_no_transport(module: str) -> None:
+    """Settings are pure: a fresh interpreter importing one loads no transport or store client."""
+    probe = (
+        "import importlib, sys\n"
+        f"importlib.import_module({module!r})\n"
+        f"print(' '.join(m for m in {TRANSPORTS!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "", f"{module} imports {done.stdout.strip()}"

@@ -17,7 +17,8 @@ from services.common.domain import (
     Unauthenticated,
 )
 from services.common.sessions import AccountState
-from services.message.service import MessageService, SendLimits
+from services.message.service import MessageService
+from services.message.settings import SendLimits
 from services.message.store import RedisMessageStore
 from tests.unit.message.conftest import ADA, BOB, CAROL
 

@@ -18,7 +18,8 @@ from services.common.domain import (
 )
 from services.common.paging import encode_offset
 from services.message.models import Message
-from services.message.service import MessageService, SendLimits
+from services.message.service import MessageService
+from services.message.settings import SendLimits
 from services.message.store import RedisMessageStore
 from tests.unit.message.conftest import (
     ADA,

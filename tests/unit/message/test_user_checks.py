@@ -39,8 +39,9 @@ from services.message.peers import GrpcUserDirectory
 from services.message.service import MessageService
 from services.message.store import RedisMessageStore
 from services.user.grpc.app import register as register_user
-from services.user.passwords import HashParams, Passwords
+from services.user.passwords import Passwords
 from services.user.service import UserService
+from services.user.settings import HashParams
 from services.user.store import RedisUserStore
 from tests.unit.message.conftest import (
     ADA,

@@ -22,8 +22,9 @@ from services.common.ports import free_port
 from services.common.redis import create_redis
 from services.user.api_rest.app import create_rest_app
 from services.user.grpc.app import register
-from services.user.passwords import HashParams, Passwords
-from services.user.service import LoginLimits, Revoked, UserService
+from services.user.passwords import Passwords
+from services.user.service import Revoked, UserService
+from services.user.settings import HashParams, LoginLimits
 from services.user.store import RedisUserStore
 
 ALICE = "alice@example.com"

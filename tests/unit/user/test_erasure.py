@@ -27,9 +27,9 @@ from services.common.grpc_client import peer_channel
 from services.common.grpc_edge import Context, EdgeInterceptor, caller
 from services.common.grpc_server import bind_port, create_grpc_server
 from services.common.ports import free_port
-from services.user.erasure import OUTBOX, EraseAccount, lane_key
 from services.user.keys import ACCOUNTS_DEAD_LETTERS
 from services.user.models import StoredUser
+from services.user.relay import OUTBOX, EraseAccount, lane_key
 from services.user.store import RedisUserStore
 from tests.unit.user.conftest import ALICE, BOB
 

@@ -12,14 +12,15 @@ from missive.user.v1 import user_pb2
 from redis.asyncio import Redis
 
 from services.common.auth import KeyRing, TokenVerifier
+from services.common.callers import peer_host
 from services.common.dead_letters import DeadLetters
 from services.common.delivery import Relay
 from services.common.domain import Principal
-from services.common.peers import peer_host
 from services.common.ports import free_port
-from services.user.erasure import OUTBOX, EraseAccount, lane_key
 from services.user.keys import ACCOUNTS_DEAD_LETTERS, ACCOUNTS_OUTBOX
-from services.user.service import LoginLimits, UserService
+from services.user.relay import OUTBOX, EraseAccount, lane_key
+from services.user.service import UserService
+from services.user.settings import LoginLimits
 from tests.unit.user.conftest import (
     ALICE,
     ALICE_PASSWORD,

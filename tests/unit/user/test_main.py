@@ -17,9 +17,7 @@ from services.common.errors import PortInUse
 from services.common.ports import free_port
 from services.common.settings import ConfigError
 from services.user.__main__ import main
-from services.user.passwords import HashParams
-from services.user.service import LoginLimits
-from services.user.settings import Settings
+from services.user.settings import HashParams, LoginLimits, Settings
 from tests.helpers.grpc_clients import SERVING, wait_for_status
 from tests.unit.user.conftest import ALICE, ALICE_PASSWORD
 

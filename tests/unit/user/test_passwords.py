@@ -12,7 +12,8 @@ import pytest
 from services.common.domain import InvalidArgument
 from services.common.errors import ConfigError
 from services.user import passwords
-from services.user.passwords import HashParams, Passwords, validate_password
+from services.user.passwords import Passwords, validate_password
+from services.user.settings import HashParams
 
 
 @pytest.mark.parametrize("password", ["a" * 8, "a" * 128, "\U0001f600" * 128, "pass word"])

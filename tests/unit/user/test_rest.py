@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 
 from services.common.bootstrap import redis_ready
 from services.user.keys import user_key
-from services.user.service import LoginLimits, UserService
+from services.user.service import UserService
+from services.user.settings import LoginLimits
 from tests.unit.user.conftest import (
     ALICE,
     ALICE_PASSWORD,

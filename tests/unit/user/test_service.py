@@ -22,8 +22,8 @@ from services.common.domain import (
 )
 from services.common.sessions import AccountState
 from services.user.keys import account_key, failures_key, known_clients_key, user_key
-from services.user.passwords import HashParams
-from services.user.service import LoginLimits, UserService
+from services.user.service import UserService
+from services.user.settings import HashParams, LoginLimits
 from tests.unit.user.conftest import (
     ALICE,
     ALICE_PASSWORD,

@@ -12,7 +12,8 @@ the event at once. Both calls are idempotent, so a redelivery is harmless.
 from __future__ import annotations
 
 import logging
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
 
 import grpc
 import grpc.aio
@@ -28,6 +29,8 @@ from services.common.rpc_outcome import delivery_error
 from services.user.keys import ACCOUNTS_DEAD_LETTERS, ACCOUNTS_OUTBOX
 
 logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 ERASE_TIMEOUT_SECONDS: Final = 10.0
 OUTBOX: Final = OutboxConfig(
@@ -65,31 +68,29 @@ class EraseAccount:
         account_id = fields.get("account_id", "")
         if not email:
             raise PermanentDeliveryError(f"outbox entry {entry_id} names no email")
-        try:
-            await self._messages.EraseAccount(
-                message_pb2.EraseAccountRequest(email=email, account_id=account_id),
-                timeout=self._timeout,
-                wait_for_ready=True,
-            )
-        except grpc.aio.AioRpcError as exc:
-            refused = f"MessageService refused the erasure of {email} ({account_id})"
-            raise delivery_error(exc, permanent=_PERMANENT, refused=refused) from exc
-        except OSError as exc:
-            raise TransientDeliveryError(f"MessageService unreachable: {exc}") from exc
-        try:
-            reply = await self._notifications.EraseAccount(
-                notification_pb2.EraseAccountRequest(email=email, account_id=account_id),
-                timeout=self._timeout,
-                wait_for_ready=True,
-            )
-        except grpc.aio.AioRpcError as exc:
-            refused = f"NotificationService refused the erasure of {email} ({account_id})"
-            raise delivery_error(exc, permanent=_PERMANENT, refused=refused) from exc
-        except OSError as exc:
-            raise TransientDeliveryError(f"NotificationService unreachable: {exc}") from exc
+        await self._erase(
+            "MessageService",
+            self._messages.EraseAccount,
+            message_pb2.EraseAccountRequest(email=email, account_id=account_id),
+        )
+        reply = await self._erase(
+            "NotificationService",
+            self._notifications.EraseAccount,
+            notification_pb2.EraseAccountRequest(email=email, account_id=account_id),
+        )
         logger.info(
             "erased the data of deleted account %s of %s (%d notifications)",
             account_id,
             email,
             reply.erased,
         )
+
+    async def _erase(self, service: str, call: Callable[..., Awaitable[R]], request: Any) -> R:
+        """One EraseAccount call; a refusal is permanent or transient as its status says."""
+        try:
+            return await call(request, timeout=self._timeout, wait_for_ready=True)
+        except grpc.aio.AioRpcError as exc:
+            refused = f"{service} refused the erasure of {request.email} ({request.account_id})"
+            raise delivery_error(exc, permanent=_PERMANENT, refused=refused) from exc
+        except OSError as exc:
+            raise TransientDeliveryError(f"{service} unreachable: {exc}") from exc
