@@ -7,6 +7,7 @@ import sys
 from services.common.app import Parts, ServiceApp, Start
 from services.common.sessions import GrpcAccounts, Sessions
 from services.frontend.grpc.app import register
+from services.frontend.metrics import metrics_background
 from services.frontend.peers import NOTIFICATION_SERVICE_NAME, RETRY_METHODS, NotificationReplay
 from services.frontend.service import RECHECK_SECONDS, FrontendService, Hub
 from services.frontend.settings import GRPC_PORT_ENV, Settings
@@ -38,6 +39,7 @@ def wire(start: Start[Settings]) -> Parts:
         sessions=sessions,
         # Streams never end by themselves: end them at once (clients reconnect elsewhere).
         on_stop=[service.shutdown],
+        background=[metrics_background(s.host, s.metrics_port, hub)],
         # Every open stream is a call: admit them all, plus room for pushes and health.
         max_concurrent_rpcs=s.max_streams + STREAM_HEADROOM,
     )

@@ -6,12 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.metrics import FRONTEND_METRICS_PORT
 from services.common.settings import (
     CommonSettings,
     env_address,
     env_int,
     env_server,
 )
+from services.frontend.metrics import METRICS_PORT_ENV
 from services.frontend.service import MAX_STREAMS, MAX_STREAMS_PER_CLIENT, MAX_STREAMS_PER_USER
 
 GRPC_PORT_ENV = "FRONTEND_GRPC_PORT"
@@ -37,6 +39,7 @@ class Settings:
     max_streams: int = MAX_STREAMS
     max_streams_per_user: int = MAX_STREAMS_PER_USER
     max_streams_per_client: int = MAX_STREAMS_PER_CLIENT
+    metrics_port: int = FRONTEND_METRICS_PORT  # /metrics; 0 picks a free port
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -62,4 +65,5 @@ class Settings:
                 min=1,
                 max=1_000_000,
             ),
+            metrics_port=env_int(environ, METRICS_PORT_ENV, cls.metrics_port, min=0, max=65535),
         )

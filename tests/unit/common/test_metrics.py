@@ -26,8 +26,8 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from services.common import metrics
+from services.common.delivery import OutboxConfig
 from services.common.metrics import families as f
-from services.common.outbox import OutboxConfig
 from services.common.ports import free_port
 from services.common.redis import create_redis
 
