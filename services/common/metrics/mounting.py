@@ -1,6 +1,7 @@
 """How the services mount their metrics (see README, Operations → Metrics).
 
-The service shell (:mod:`services.common.app`) calls these at one place each:
+Each is used at one place: the service shell (:mod:`services.common.app`), FrontendService's
+wiring, the relays' receivers.
 
 * :func:`with_metrics` wraps a REST app: ``/metrics`` on the REST port and HTTP metrics by the
   route templates of the app's OpenAPI document(s);
