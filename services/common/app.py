@@ -38,6 +38,8 @@ from services.common.dead_letters import DeadLetters
 from services.common.delivery import Handler, LaneKey, OutboxConfig, Relay, consumer_name
 from services.common.grpc_client import peer_channel
 from services.common.logging import configure_logging
+from services.common.metrics import instrument_redis
+from services.common.metrics.mounting import outbox_collector, with_metrics
 from services.common.receivers import RpcReceiver, receiver_lane
 from services.common.redis import create_redis
 from services.common.rest_adapter import RestFactory
@@ -136,11 +138,12 @@ class Start(Generic[S]):
         self._resources = resources
         self.redis_clients: list[Redis] = []
         self.described: list[str] = []
+        self.collectors: list[BackgroundFactory] = []  # one per outbox: its backlog gauges
 
     def redis(self, db: int) -> Redis:
         """A client of REDIS_URL on logical database ``db``."""
         common = self.settings.common
-        client = create_redis(common.redis_url, db, client_name=self.name)
+        client = instrument_redis(create_redis(common.redis_url, db, client_name=self.name))
         self._resources.push_async_callback(client.aclose)
         self.redis_clients.append(client)
         self.described.append(f"Redis {common.redis_url_redacted} db {db}")
@@ -193,6 +196,8 @@ class Start(Generic[S]):
         relay = Relay(
             redis, config, consumer_name(), handler, lane_key=lane_key, batch_handler=batch
         )
+        interval = self.settings.common.metrics_outbox_interval
+        self.collectors.append(outbox_collector(redis, config, interval))
         return Outbox(relay, DeadLetters(redis, config))
 
 
@@ -259,6 +264,7 @@ class ServiceApp(Generic[S, T]):
             lambda: endpoint.health.run_checks(readiness, interval=1.0),
             *parts.background,
             *([parts.outbox.relay.run] if parts.outbox else []),
+            *start.collectors,
             *_revocations(start, parts),
             *_stoppers(parts),
         ]
@@ -273,7 +279,7 @@ class ServiceApp(Generic[S, T]):
             name=self.name,
             grpc_server=endpoint.server,
             health=endpoint.health,
-            rest_app=rest_app,
+            rest_app=with_metrics(rest_app),
             rest_host=settings.host,
             rest_port=rest_port,
             rest_port_env=settings.REST_PORT_ENV,

@@ -20,6 +20,7 @@ from services.common.grpc_server import (
     bind_port,
     create_grpc_server,
 )
+from services.common.metrics import ServerMetricsInterceptor
 from services.common.sessions import Sessions
 
 __all__ = ["GrpcEndpoint", "Readiness", "Security", "create_endpoint", "redis_ready"]
@@ -74,7 +75,9 @@ def create_endpoint(
 
     With ``sessions``, user tokens are also checked against their account (revocation)."""
     server = create_grpc_server(
-        interceptors=[EdgeInterceptor(security.verifier, sessions)],
+        # After the drain gate (added by create_grpc_server), before the edge: every accepted
+        # call is counted, those the edge refuses too.
+        interceptors=[ServerMetricsInterceptor(), EdgeInterceptor(security.verifier, sessions)],
         max_concurrent_rpcs=max_concurrent_rpcs,
     )
     names = register(server)

@@ -17,6 +17,7 @@ import grpc
 from services.common.auth import ServiceCredentials
 from services.common.channels import client_options
 from services.common.logging import REQUEST_ID_HEADER, get_request_id
+from services.common.metrics import client_interceptors
 
 __all__ = ["SERVICE_TOKEN_HEADER", "peer_channel", "retry_service_config"]
 
@@ -116,5 +117,7 @@ def peer_channel(
         options.append(("grpc.service_config", retry_service_config(retry_service, retry_methods)))
     token = _ServiceToken(credentials, target, wait_for_ready)
     return grpc.aio.insecure_channel(
-        address, options=options, interceptors=[_UnaryUnaryToken(token), _UnaryStreamToken(token)]
+        address,
+        options=options,
+        interceptors=[*client_interceptors(), _UnaryUnaryToken(token), _UnaryStreamToken(token)],
     )

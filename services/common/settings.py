@@ -284,11 +284,13 @@ class CommonSettings:
     log_format: str = "text"
     shutdown_grace_seconds: float = 8.0
     rest: RestEdgeSettings = field(default_factory=RestEdgeSettings)
+    metrics_outbox_interval: float = 10.0
+    """Seconds between two readings of each outbox's backlog (METRICS_OUTBOX_INTERVAL)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, redis: bool = True) -> Self:
-        """Read REDIS_URL, LOG_LEVEL, LOG_FORMAT, SHUTDOWN_GRACE and the REST_* connection
-        settings (:class:`RestEdgeSettings`); ConfigError on bad values.
+        """Read REDIS_URL, LOG_LEVEL, LOG_FORMAT, SHUTDOWN_GRACE, METRICS_OUTBOX_INTERVAL and the
+        REST_* connection settings (:class:`RestEdgeSettings`); ConfigError on bad values.
 
         A service that stores nothing passes ``redis=False``: REDIS_URL is then not read at
         all (even a malformed one is ignored) and ``redis_url`` keeps its unused default."""
@@ -303,6 +305,13 @@ class CommonSettings:
                 environ, "SHUTDOWN_GRACE", cls.shutdown_grace_seconds, min=0.0, max=300.0
             ),
             rest=RestEdgeSettings.from_env(environ),
+            metrics_outbox_interval=env_float(
+                environ,
+                "METRICS_OUTBOX_INTERVAL",
+                cls.metrics_outbox_interval,
+                min=0.05,
+                max=3600.0,
+            ),
         )
 
     @property

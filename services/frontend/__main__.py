@@ -3,6 +3,7 @@
 from services.common.app import Parts, ServiceApp, Start
 from services.common.sessions import GrpcAccounts, Sessions
 from services.frontend.grpc.app import register
+from services.frontend.metrics import metrics_background
 from services.frontend.peers import NOTIFICATION_RETRY, NotificationReplay
 from services.frontend.service import RECHECK_SECONDS, FrontendService, Hub
 from services.frontend.settings import Settings
@@ -22,7 +23,11 @@ def wire(start: Start[Settings]) -> Parts[FrontendService]:
     )
     service = FrontendService(NotificationReplay(notifications), hub, sessions=sessions)
     return Parts(
-        service, sessions, on_stop=[service.shutdown], max_concurrent_rpcs=s.max_concurrent_rpcs
+        service,
+        sessions,
+        on_stop=[service.shutdown],
+        background=[metrics_background(s.host, s.metrics_port, hub)],
+        max_concurrent_rpcs=s.max_concurrent_rpcs,
     )
 
 

@@ -23,6 +23,7 @@ from services.common.emails import normalise_email
 from services.common.sessions import Sessions
 from services.common.tracing import span
 from services.frontend.errors import StreamReplaced
+from services.frontend.metrics import live_pushed, stream_ended_slow
 from services.frontend.settings import MAX_STREAMS, MAX_STREAMS_PER_CLIENT, MAX_STREAMS_PER_USER
 from services.notification.models import Notification
 
@@ -94,6 +95,7 @@ class Subscription:
             return False
         if len(self._queue) >= self._queue_size:
             logger.warning("stream of %s fell %d behind; ending it", self.email, self._queue_size)
+            stream_ended_slow()
             self.fail(
                 Unavailable(
                     "this stream fell too far behind; reconnect to receive the unread "
@@ -120,7 +122,7 @@ class Subscription:
             if self._error is not None:
                 raise self._error
             if self._queue:
-                return self._queue.popleft()
+                return live_pushed(self._queue.popleft())
             self._wake.clear()
             await self._wake.wait()
 

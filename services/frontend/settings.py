@@ -15,6 +15,8 @@ from services.common.settings import (
 
 GRPC_PORT_ENV = "FRONTEND_GRPC_PORT"
 NOTIFICATION_ADDR_ENV = "NOTIFICATION_SERVICE_ADDR"
+METRICS_PORT_ENV = "FRONTEND_METRICS_PORT"
+DEFAULT_METRICS_PORT = 9464  # the usual Prometheus exporter port
 USER_ADDR_ENV = "USER_SERVICE_ADDR"
 MAX_STREAMS = 5_000
 """Open streams per process (FRONTEND_MAX_STREAMS), sized by memory: an idle stream costs about
@@ -46,6 +48,7 @@ class Settings(ServerSettings):
     max_streams: int = MAX_STREAMS
     max_streams_per_user: int = MAX_STREAMS_PER_USER
     max_streams_per_client: int = MAX_STREAMS_PER_CLIENT
+    metrics_port: int = DEFAULT_METRICS_PORT  # /metrics; 0 picks a free port
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -71,6 +74,7 @@ class Settings(ServerSettings):
                 min=1,
                 max=1_000_000,
             ),
+            metrics_port=env_int(environ, METRICS_PORT_ENV, cls.metrics_port, min=0, max=65535),
         )
 
     @property

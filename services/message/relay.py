@@ -10,6 +10,8 @@ import grpc.aio
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
 from services.common.delivery import OutboxConfig, PermanentDeliveryError
+from services.common.metrics import HOP_NOTIFICATION
+from services.common.metrics.mounting import observe_timestamp
 from services.common.receivers import RpcReceiver, receiver_lane
 from services.message.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
 from services.message.records import decode_event
@@ -71,6 +73,7 @@ class NotifyReceiver(RpcReceiver[notification_pb2.CreateNotificationRequest]):
         self, request: notification_pb2.CreateNotificationRequest, deadline: float
     ) -> None:
         await self._stub.CreateNotification(request, timeout=deadline, wait_for_ready=True)
+        observe_timestamp(HOP_NOTIFICATION, request.timestamp)  # since SendMessage
 
     async def send_batch(
         self, requests: list[notification_pb2.CreateNotificationRequest], deadline: float
@@ -80,4 +83,8 @@ class NotifyReceiver(RpcReceiver[notification_pb2.CreateNotificationRequest]):
             timeout=deadline,
             wait_for_ready=True,
         )
-        return [result.invalid_argument for result in reply.results]
+        refusals = [result.invalid_argument for result in reply.results]
+        for request, refusal in zip(requests, refusals, strict=False):
+            if not refusal:
+                observe_timestamp(HOP_NOTIFICATION, request.timestamp)
+        return refusals

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from services.common.domain import Unavailable
+from services.common.metrics import OutboxMetrics
 from services.common.outbox import outbox_lua_args
 from services.common.redis import FIXED_WINDOW_HIT_LUA
 from services.common.timestamps import format_timestamp
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 IDEMPOTENCY_TTL_SECONDS: Final = 24 * 3600
 
 _LOAD_ATTEMPTS: Final = 3
+
+_OUTBOX: Final = OutboxMetrics(keys.OUTBOX_STREAM)
 
 
 def _text(value: bytes | str) -> str:
@@ -171,6 +174,7 @@ class RedisMessageStore:
             return AddOutcome(stored=False, existing=decode_record(str(reply[1])))
         if outcome == "taken":
             return AddOutcome(stored=False, id_taken=True)
+        _OUTBOX.added(1)  # the script appended the event with the message
         return AddOutcome(stored=True, read=bool(int(reply[1])))
 
     # -- reading ------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import grpc.aio
 from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 
 from services.common.delivery import OutboxConfig, PermanentDeliveryError
+from services.common.metrics import HOP_FRONTEND
+from services.common.metrics.mounting import observe_timestamp
 from services.common.receivers import RpcReceiver, receiver_lane
 from services.notification.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
 from services.notification.records import decode_event
@@ -64,6 +66,8 @@ class FrontendPush(RpcReceiver[frontend_pb2.ReceiveNotificationRequest]):
         self, request: frontend_pb2.ReceiveNotificationRequest, deadline: float
     ) -> None:
         await self._stub.ReceiveNotification(request, timeout=deadline, wait_for_ready=True)
+        # Since SendMessage: a notification carries its message's timestamp.
+        observe_timestamp(HOP_FRONTEND, request.notification.timestamp)
 
     async def send_batch(
         self, requests: list[frontend_pb2.ReceiveNotificationRequest], deadline: float
@@ -73,4 +77,8 @@ class FrontendPush(RpcReceiver[frontend_pb2.ReceiveNotificationRequest]):
             timeout=deadline,
             wait_for_ready=True,
         )
-        return [result.invalid_argument for result in reply.results]
+        refusals = [result.invalid_argument for result in reply.results]
+        for request, refusal in zip(requests, refusals, strict=False):
+            if not refusal:
+                observe_timestamp(HOP_FRONTEND, request.notification.timestamp)
+        return refusals

@@ -13,6 +13,7 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from services.common.metrics import OutboxMetrics
 from services.common.outbox import outbox_lua_args
 from services.notification import keys, lua
 from services.notification.models import (
@@ -33,6 +34,7 @@ UNSUBSCRIBED: Final = "0"
 _UNREAD_SUFFIX: Final = '"read":false}'
 _READ_SUFFIX: Final = '"read":true}'
 _STORED_PREFIX: Final = '{"id":"'
+_OUTBOX: Final = OutboxMetrics(keys.OUTBOX_STREAM)
 
 
 def _str(value: bytes | str) -> str:
@@ -110,6 +112,7 @@ class RedisNotificationStore:
         if outcome == "unsubscribed":
             return CreateResult(None, created=False, subscribed=False)
         if outcome == "created":
+            _OUTBOX.added(1)  # the script appended the push with the notification
             return CreateResult(notification, created=True, subscribed=True)
         stored = decode_notification(reply[1]) if len(reply) > 1 else notification
         return CreateResult(stored, created=False, subscribed=True)

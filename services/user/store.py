@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Sequence
+from typing import Final
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.common.metrics import OutboxMetrics
 from services.common.outbox import outbox_lua_args
 from services.common.redis import FIXED_WINDOW_HIT_LUA
 from services.user import keys, lua
@@ -22,6 +24,8 @@ from services.user.records import decode_user, encode_user
 __all__ = ["RedisUserStore"]
 
 logger = logging.getLogger(__name__)
+
+_OUTBOX: Final = OutboxMetrics(keys.ACCOUNTS_OUTBOX)
 
 
 def _text(raw: str | bytes) -> str:
@@ -101,6 +105,8 @@ class RedisUserStore:
             ],
             args=[user.email, user.revision, *outbox_lua_args(event)],
         )
+        if removed:
+            _OUTBOX.added(1)  # the script appended the erasure event
         return bool(removed)
 
     async def list_page(self, offset: int, size: int) -> tuple[list[StoredUser], int, int]:

@@ -43,6 +43,7 @@ class ServiceProcess:
     grpc_port: int
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    metrics_port: int | None = None  # FrontendService's /metrics (the others: the REST port)
 
     @property
     def running(self) -> bool:
@@ -71,6 +72,7 @@ class System:
                 free_port() if rest_var else None,
                 free_port() if grpc_var else 0,
                 base / f"{name}.log",
+                metrics_port=free_port() if name == "frontend" else None,
             )
         return system
 
@@ -94,6 +96,8 @@ class System:
                 env[rest_var] = str(svc.rest_port)
             if grpc_var:
                 env[grpc_var] = str(svc.grpc_port)
+            if svc.metrics_port:
+                env[f"{name.upper()}_METRICS_PORT"] = str(svc.metrics_port)
         env["USER_SERVICE_ADDR"] = self.grpc_addr("user")
         env["USER_SERVICE_URL"] = self.rest_url("user")
         env["MESSAGE_SERVICE_ADDR"] = self.grpc_addr("message")
@@ -133,6 +137,11 @@ class System:
 
     def rest_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.services[name].rest_port}"
+
+    def metrics_url(self, name: str) -> str:
+        """Where ``name`` serves ``/metrics``: its REST port, or its own metrics port."""
+        port = self.services[name].metrics_port or self.services[name].rest_port
+        return f"http://127.0.0.1:{port}/metrics"
 
     def start(self, *names: str) -> None:
         for name in names or tuple(self.services):

@@ -672,7 +672,8 @@ def test_make_up_starts_the_real_system_and_ctrl_c_stops_it(tmp_path: Path) -> N
             ["make", "--no-print-directory", "-o", ".venv/.installed", "up",
              f"ARGS=--data-dir {tmp_path / 'data'} --timeout 90"],
             cwd=ROOT,
-            env=_base_env(ports, SHUTDOWN_GRACE="3"),
+            # FrontendService's /metrics on a free port, not the shared default 9464.
+            env=_base_env(ports, SHUTDOWN_GRACE="3", FRONTEND_METRICS_PORT=str(free_port())),
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,

@@ -24,6 +24,7 @@ from services.common.delivery.config import OutboxConfig
 from services.common.delivery.entries import Entry
 from services.common.delivery.handlers import BatchHandler, Handler, LaneKey, single_lane
 from services.common.delivery.lanes import Lane, Lanes
+from services.common.delivery.metered import MeteredRelayStats
 from services.common.delivery.policy import RetryPolicy, backoff
 from services.common.delivery.reader import Reader
 from services.common.delivery.settlement import Settlement
@@ -84,7 +85,7 @@ class Relay:
         self._handler = handler
         self._batch_handler = batch_handler
         self._lane_key = lane_key
-        self._stats = RelayStats()
+        self._stats: RelayStats = MeteredRelayStats(config.stream)
         self._reader = Reader(redis, config, consumer, self._stats)
         self._trimmer = Trimmer(redis, config)
         self._reset_state()

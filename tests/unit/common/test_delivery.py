@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from prometheus_client import REGISTRY
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
@@ -786,3 +787,38 @@ async def test_entries_held_by_a_live_relay_are_not_reclaimed_by_another(
             await _wait_for(lambda: first.stats()["delivered"] == 1, seconds=5)
     assert calls == ["slow"]
     assert second.stats()["reclaimed"] == 0
+
+
+async def test_the_relay_counters_are_mirrored_into_prometheus(r: redis.asyncio.Redis) -> None:
+    cfg = _config(stream="outbox:metered", dead_letter_stream="outbox:metered:dead")
+
+    def counted() -> dict[str, float]:
+        return {
+            kind: REGISTRY.get_sample_value(
+                f"missive_outbox_{kind}_total", {"stream": "outbox:metered"}
+            )
+            or 0.0
+            for kind in ("delivered", "retried", "dead_lettered")
+        }
+
+    before = counted()
+    await _publish(r, cfg, "flaky", "poison", "fine")
+    handler = Recorder(
+        lambda key, n: (
+            PermanentDeliveryError("bad")
+            if key == "poison"
+            else RuntimeError("down")
+            if key == "flaky" and n <= 2
+            else None
+        )
+    )
+    relay = Relay(r, cfg, "c1", handler)
+    await _drain(relay, lambda: relay.stats()["delivered"] == 2)
+    stats = relay.stats()
+    after = counted()
+    assert {kind: after[kind] - before[kind] for kind in after} == {
+        "delivered": 2,
+        "retried": 2,
+        "dead_lettered": 1,
+    }
+    assert (stats["delivered"], stats["retried"], stats["dead_lettered"]) == (2, 2, 1)

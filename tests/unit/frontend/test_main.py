@@ -97,6 +97,7 @@ def _environ(
         "KEYS_DIR": str(keys),
         "BIND_HOST": "127.0.0.1",
         "FRONTEND_GRPC_PORT": str(port),
+        "FRONTEND_METRICS_PORT": "0",  # any free port: 9464 may be taken on a shared machine
         "NOTIFICATION_SERVICE_ADDR": replay_addr,
         "USER_SERVICE_ADDR": user_addr,
         "SHUTDOWN_GRACE": "5",

@@ -10,6 +10,7 @@ from missive_client import Transport
 from missive_client._config import DEFAULT_PROFILE, PROFILE_VAR
 from missive_client.cli._account import ACCOUNT_COMMANDS
 from missive_client.cli._admin import admin
+from missive_client.cli._backlog import start_reading
 from missive_client.cli._common import (
     EXIT_AUTH,
     EXIT_ERROR,
@@ -97,16 +98,20 @@ def cli(
 @json_option
 @click.pass_context
 def status(ctx: click.Context, /, **_: Any) -> None:
-    """Check the health of every service (exit code 4 unless all are serving).
+    """Check the health of every service (exit code 4 unless all are serving), and show the
+    delivery backlog of each outbox (lag, pending, oldest pending, dead letters).
 
     Every endpoint is checked at once, each for 2 seconds at most: a hung service shows as
-    unreachable without holding up the others.
+    unreachable without holding up the others. The backlog comes from each service's
+    /metrics (FrontendService's on FRONTEND_METRICS_PORT, or MISSIVE_FRONTEND_METRICS_URL).
     """
     state = state_of(ctx)
     out = state.output(ctx)
     with out.spinner("Checking…"):
-        results = state.client(signed_in=False).status()
-    out.health(results)
+        client = state.client(signed_in=False)
+        reading = start_reading(client.config)  # the backlog, from each /metrics, meanwhile
+        results = client.status()
+    out.health(results, [future.result() for future in reading])
     if not all(item.serving for item in results):
         ctx.exit(EXIT_UNAVAILABLE)
 

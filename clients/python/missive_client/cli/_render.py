@@ -15,6 +15,7 @@ from rich.text import Text
 
 from missive_client import Conversation, Message, Notification, ServiceHealth, User
 from missive_client._config import HOST_VAR, PROFILE_VAR
+from missive_client.cli._backlog import ServiceBacklog, backlog_rows, backlog_table
 
 __all__ = ["Output", "jsonable"]
 
@@ -209,10 +210,13 @@ class Output:
             line.append(_preview(content, 120))
         self.out.print(line, soft_wrap=True)
 
-    def health(self, results: Sequence[ServiceHealth]) -> None:
-        """The status table of ``missive status``."""
+    def health(
+        self, results: Sequence[ServiceHealth], backlog: Sequence[ServiceBacklog] = ()
+    ) -> None:
+        """The status table of ``missive status`` (and the delivery backlog under it)."""
         if self.as_json:
-            self.json([{**jsonable(item), "serving": item.serving} for item in results])
+            rows = [{**jsonable(item), "serving": item.serving} for item in results]
+            self.json(backlog_rows(rows, backlog) if backlog else rows)
             return
         table = self._table("service", "transport", "address", "status", "detail")
         marker = f"; set {HOST_VAR} "
@@ -227,6 +231,9 @@ class Output:
                 item.service, item.transport, item.address, Text(item.status, style=style), detail
             )
         self.out.print(table)
+        if backlog:
+            self.out.print()
+            self.out.print(backlog_table(backlog))
         if hinted:
             self.note(
                 f"To reach services elsewhere: set {HOST_VAR} (every service), a service's own "
