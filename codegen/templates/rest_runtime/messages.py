@@ -17,6 +17,7 @@ from .problems import json_pointer
 
 _NAME_CHARS = 40
 NAMES_SHOWN = 5
+"""How many client-chosen names a message lists before "and N more"."""
 
 
 def short_name(name: object) -> str:
