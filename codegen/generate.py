@@ -30,6 +30,8 @@ HEADER = (
     " Do not edit: change the contract and regenerate.\n"
 )
 _TEMPLATES = Path(__file__).with_name("templates")
+RUNTIME_TEMPLATE = _TEMPLATES / "rest_runtime"
+"""The hand-written package copied to `missive.rest._runtime`, which generated REST apps import."""
 _CLIENT_CONFIG = Path(__file__).with_name("openapi_client.yaml")
 
 
@@ -87,10 +89,7 @@ def build(root: Path, staging: Path) -> None:
 
 def _write_rest(out: Path, documents: list[Document]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    runtime = (_TEMPLATES / "rest_runtime.py").read_text()
-    (out / "_runtime.py").write_text(
-        HEADER.format(source="codegen/templates/rest_runtime.py") + runtime
-    )
+    _copy_runtime(out / "_runtime")
     for doc in documents:
         name = doc.path.stem
         package = out / name
@@ -100,6 +99,14 @@ def _write_rest(out: Path, documents: list[Document]) -> None:
         for filename, content in generator.render(header).items():
             (package / filename).write_text(content)
         (package / "openapi.yaml").write_text(header + doc.path.read_text(encoding="utf-8"))
+
+
+def _copy_runtime(out: Path) -> None:
+    """Copy every module of the REST runtime package, each under the generated header."""
+    out.mkdir()
+    for module in sorted(RUNTIME_TEMPLATE.glob("*.py")):
+        header = HEADER.format(source=f"codegen/templates/rest_runtime/{module.name}")
+        (out / module.name).write_text(header + module.read_text())
 
 
 def _write_sdk_rest(out: Path, documents: list[Document], scratch: Path) -> None:

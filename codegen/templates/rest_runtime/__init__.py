@@ -1,0 +1,90 @@
+"""Runtime shared by every generated REST package: Connexion wiring and its workarounds.
+
+`app` builds the Connexion app of a contract; `problems` and `errors` turn every error into a
+typed problem+json; `guards` refuses what no contract admits before Connexion reads it;
+`compiled`, `validators` and `messages` validate against the contract with jsonschema-rs and
+word the refusals without the submitted values; `json_codec` reads and writes JSON with orjson;
+`replies` is what generated views return. The names below are the runtime's public surface.
+"""
+
+from .app import Lifespan, TokenInfo, TokenVerifier, build_app
+from .compiled import (
+    PARAMETER,
+    REQUEST,
+    RESPONSE,
+    CompiledValidator,
+    compiled_schema,
+    compiled_validator,
+)
+from .errors import HTTP_METHODS, add_error_handlers, documented_methods
+from .guards import (
+    DEFAULT_MAX_BODY_BYTES,
+    MAX_JSON_DEPTH,
+    BodySizeLimit,
+    PathControlCharacters,
+    SingleAuthorization,
+    json_depth,
+)
+from .json_codec import FastJSON, loads_json
+from .messages import validation_message, validation_pointer
+from .problems import (
+    PROBLEM_TYPE_BASE,
+    PROBLEM_TYPES,
+    ValidationProblem,
+    json_pointer,
+    problem_document,
+    problem_response,
+    problem_type,
+    send_problem,
+)
+from .replies import JSON_HEADERS, Reply, json_reply, no_content
+from .validators import (
+    SafeJSONRequestBodyValidator,
+    SafeJSONResponseBodyValidator,
+    SafeParameterValidator,
+    SafeTextResponseBodyValidator,
+    validator_map,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "HTTP_METHODS",
+    "JSON_HEADERS",
+    "MAX_JSON_DEPTH",
+    "PARAMETER",
+    "PROBLEM_TYPES",
+    "PROBLEM_TYPE_BASE",
+    "REQUEST",
+    "RESPONSE",
+    "BodySizeLimit",
+    "CompiledValidator",
+    "FastJSON",
+    "Lifespan",
+    "PathControlCharacters",
+    "Reply",
+    "SafeJSONRequestBodyValidator",
+    "SafeJSONResponseBodyValidator",
+    "SafeParameterValidator",
+    "SafeTextResponseBodyValidator",
+    "SingleAuthorization",
+    "TokenInfo",
+    "TokenVerifier",
+    "ValidationProblem",
+    "add_error_handlers",
+    "build_app",
+    "compiled_schema",
+    "compiled_validator",
+    "documented_methods",
+    "json_depth",
+    "json_pointer",
+    "json_reply",
+    "loads_json",
+    "no_content",
+    "problem_document",
+    "problem_response",
+    "problem_type",
+    "send_problem",
+    "validation_message",
+    "validation_pointer",
+    "validator_map",
+]

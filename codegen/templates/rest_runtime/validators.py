@@ -1,0 +1,117 @@
+"""Connexion's validators on the compiled schemas, with messages free of submitted values."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from connexion.datastructures import MediaTypeDict
+from connexion.exceptions import BadRequestProblem, NonConformingResponseBody
+from connexion.utils import is_null, is_nullable
+from connexion.validators import (
+    VALIDATOR_MAP,
+    JSONRequestBodyValidator,
+    JSONResponseBodyValidator,
+    ParameterValidator,
+    TextResponseBodyValidator,
+)
+from starlette.types import Scope
+
+from .compiled import PARAMETER, REQUEST, RESPONSE, compiled_validator
+from .json_codec import loads_json
+from .messages import NAMES_SHOWN, short_name, validation_message, validation_pointer
+from .problems import ValidationProblem
+
+logger = logging.getLogger(__name__)
+
+
+class SafeJSONRequestBodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
+    """Connexion's JSON body validator with messages that never quote the submitted value."""
+
+    async def _parse(self, stream: AsyncIterator[bytes], scope: Scope) -> Any:
+        body = b"".join([chunk async for chunk in stream]).decode(self._encoding)
+        if not body:
+            return None
+        try:
+            return loads_json(body)
+        except json.JSONDecodeError as error:
+            raise BadRequestProblem(detail=str(error)) from None
+
+    def _validate(self, body: Any) -> dict[str, Any] | None:
+        if not self._nullable and body is None:
+            raise ValidationProblem("body: required", pointer="")
+        error = compiled_validator(self._schema, REQUEST).first_error(body)
+        if error is not None:
+            message = validation_message(error)
+            logger.info("request body rejected: %s", message)
+            raise ValidationProblem(message, pointer=validation_pointer(error))
+        return None
+
+
+class SafeParameterValidator(ParameterValidator):  # type: ignore[misc]
+    """Connexion's parameter validator with messages that never quote the submitted value.
+
+    A refused parameter is a ValidationProblem naming it in `parameter`.
+    """
+
+    @staticmethod
+    def validate_parameter(
+        parameter_type: str, value: Any, param: dict[str, Any], param_name: str | None = None
+    ) -> str | None:
+        name = str(param["name"])
+        if is_nullable(param) and is_null(value):
+            return None
+        if value is None:
+            if param.get("required"):
+                raise ValidationProblem(
+                    f"{name}: required {parameter_type} parameter", parameter=name
+                )
+            return None
+        error = compiled_validator(param.get("schema", param), PARAMETER).first_error(value)
+        if error is not None:
+            raise ValidationProblem(validation_message(error, root=name), parameter=name)
+        return None
+
+    def validate_query_parameter_list(self, request: Any, security_params: Any = None) -> set[str]:
+        extra = super().validate_query_parameter_list(request, security_params)
+        return {short_name(name) for name in sorted(extra)[:NAMES_SHOWN]}
+
+
+class SafeJSONResponseBodyValidator(JSONResponseBodyValidator):  # type: ignore[misc]
+    """Logs a non-conforming response by field and rule: it may hold a fresh access token."""
+
+    def _parse(self, stream: Iterator[bytes]) -> Any:
+        body = b"".join(stream).decode(self._encoding)
+        if not body:
+            return None
+        try:
+            return loads_json(body)
+        except json.JSONDecodeError as error:
+            raise NonConformingResponseBody(str(error)) from None
+
+    def _validate(self, body: Any) -> None:
+        error = compiled_validator(self._schema, RESPONSE).first_error(body)
+        if error is not None:
+            message = validation_message(error)
+            logger.warning("response body does not conform to the contract: %s", message)
+            raise NonConformingResponseBody(
+                detail=f"Response body does not conform to the contract. {message}"
+            )
+
+
+class SafeTextResponseBodyValidator(TextResponseBodyValidator):  # type: ignore[misc]
+    _validate = SafeJSONResponseBodyValidator._validate
+
+
+def validator_map() -> dict[str, Any]:
+    body = MediaTypeDict({**VALIDATOR_MAP["body"], "*/*json": SafeJSONRequestBodyValidator})
+    response = MediaTypeDict(
+        {
+            **VALIDATOR_MAP["response"],
+            "*/*json": SafeJSONResponseBodyValidator,
+            "text/plain": SafeTextResponseBodyValidator,
+        }
+    )
+    return {"parameter": SafeParameterValidator, "body": body, "response": response}
