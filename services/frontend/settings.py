@@ -11,6 +11,7 @@ from services.common.settings import (
     env_address,
     env_int,
     env_server,
+    env_str,
 )
 from services.frontend.service import MAX_STREAMS, MAX_STREAMS_PER_CLIENT, MAX_STREAMS_PER_USER
 
@@ -23,8 +24,9 @@ USER_ADDR_ENV = "USER_SERVICE_ADDR"
 class Settings:
     """Everything FrontendService reads from the environment.
 
-    FrontendService stores nothing, so REDIS_URL is ignored (even a malformed one):
-    ``common.redis_url`` keeps its default and is never used.
+    FrontendService stores nothing. REDIS_URL, when set, is the shared Valkey through which
+    replicas pass live notifications to each other (``fanout``); unset, this process is the
+    only replica and ``common.redis_url`` keeps its unused default.
     """
 
     common: CommonSettings
@@ -37,12 +39,16 @@ class Settings:
     max_streams: int = MAX_STREAMS
     max_streams_per_user: int = MAX_STREAMS_PER_USER
     max_streams_per_client: int = MAX_STREAMS_PER_CLIENT
+    fanout: bool = False
+    """REDIS_URL is set: live notifications reach the streams of every replica through it."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read the variables; ConfigError naming the first one that is malformed."""
+        fanout = env_str(environ, "REDIS_URL", "") != ""
         return cls(
-            **env_server(environ, GRPC_PORT_ENV, cls.grpc_port, redis=False),
+            **env_server(environ, GRPC_PORT_ENV, cls.grpc_port, redis=fanout),
+            fanout=fanout,
             notification_addr=env_address(environ, NOTIFICATION_ADDR_ENV, cls.notification_addr),
             user_addr=env_address(environ, USER_ADDR_ENV, cls.user_addr),
             max_streams=env_int(
