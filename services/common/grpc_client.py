@@ -95,14 +95,18 @@ def service_config(
     retry_service: str | None = None,
     retry_methods: Sequence[str] = (),
     *,
-    health_checked: bool = False,
+    balance: bool = False,
 ) -> str:
-    """gRPC service config: ``round_robin`` over every address the target resolves to (one
-    address: the same as gRPC's default), UNAVAILABLE retried (the request was not processed)
-    on the idempotent ``retry_methods`` of ``retry_service``, and with ``health_checked`` the
-    standard health service watched on each server, so a replica that is not ready or draining
-    (NOT_SERVING) gets no new calls while the others do."""
-    config: dict[str, Any] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    """gRPC service config: UNAVAILABLE retried (the request was not processed) on the
+    idempotent ``retry_methods`` of ``retry_service``; with ``balance``, ``round_robin`` over
+    every address the target resolves to, and the standard health service watched on each
+    server, so a replica that is not ready or draining (NOT_SERVING) gets no new calls while
+    the others do. (One address keeps gRPC's default, ``pick_first``, which reconnects on the
+    next call rather than failing calls until its backoff ends.)"""
+    config: dict[str, Any] = {}
+    if balance:
+        config["loadBalancingConfig"] = [{"round_robin": {}}]
+        config["healthCheckConfig"] = {"serviceName": ""}
     if retry_service and retry_methods:
         config["methodConfig"] = [
             {
@@ -116,8 +120,6 @@ def service_config(
                 },
             }
         ]
-    if health_checked:
-        config["healthCheckConfig"] = {"serviceName": ""}
     return json.dumps(config)
 
 
@@ -148,16 +150,14 @@ def peer_channel(
     over them (``round_robin``), each replica's health service is watched so that one not
     ready or shutting down gets no new calls, and a retried read goes to another replica.
     """
-    several = balanced(address)
     options: list[tuple[str, Any]] = [
         *client_options(),
         ("grpc.max_receive_message_length", 4 * 1024 * 1024),
         ("grpc.enable_retries", 1),
-        (
-            "grpc.service_config",
-            service_config(retry_service, retry_methods, health_checked=several),
-        ),
     ]
+    config = service_config(retry_service, retry_methods, balance=balanced(address))
+    if config != "{}":
+        options.append(("grpc.service_config", config))
     token = _ServiceToken(credentials, target, wait_for_ready)
     return grpc.aio.insecure_channel(
         grpc_target(address),
