@@ -16,6 +16,7 @@ import pytest
 import redis
 from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 from missive.message.v1 import message_pb2, message_pb2_grpc
+from missive.notification.v1 import notification_pb2 as N
 
 from services.common.ports import free_port
 from tests.helpers.clients import Stubs, User, next_notification, register_and_login
@@ -217,3 +218,55 @@ async def test_calls_spread_over_user_replicas_and_survive_one_killed(
         for n in range(20, 30):  # every call still answered, by the replica left
             await unknown(n)
         assert (await send(bob.email)).message.receiver_email == bob.email
+
+
+async def test_two_message_relays_with_one_killed_deliver_every_event_once(
+    fresh_system: System, replicas: list[Replica]
+) -> None:
+    system = fresh_system
+    system.start()
+    second = Replica(system, "message", system.base / "message-2.log")
+    replicas.append(second)
+    await system.wait_healthy()
+    await second.wait_healthy()
+    stubs = Stubs.connect(system)
+    ada = await register_and_login(system, "Ada")
+    bob = await register_and_login(system, "Bob")
+    # NotificationService is down: both relays read the events and hold them (retrying).
+    system.stop("notification")
+    sent = [await stubs.send(ada, bob, f"event {n}") for n in range(40)]
+    group = "outbox:notifications"
+    with redis.Redis.from_url(system.valkey.url, db=1, decode_responses=True) as data:
+        deadline = time.monotonic() + 10
+        while True:
+            holding = {
+                c["name"]: c["pending"]
+                for g in data.xinfo_groups(group)
+                for c in data.xinfo_consumers(group, g["name"])
+            }
+            if sum(holding.values()) == len(sent) and len(holding) == 2:
+                break
+            assert time.monotonic() < deadline, holding
+            await asyncio.sleep(0.1)
+        print(f"events held per relay before the kill: {sorted(holding.values())}")
+        assert all(count > 0 for count in holding.values()), holding
+        second.kill()  # its events stay pending under its name until reclaimed
+        system.start("notification")
+        await system.wait_healthy("notification")
+        started = time.monotonic()
+        stored: list[int] = []
+        while True:
+            reply = await stubs.notification.ListNotifications(
+                N.ListNotificationsRequest(email=bob.email, page_size=100),
+                metadata=bob.metadata,
+                timeout=5,
+            )
+            stored = [n.message_id for n in reply.notifications]
+            if len(set(stored)) == len(sent) or time.monotonic() - started > 45:
+                break
+            await asyncio.sleep(0.5)
+        print(f"every event delivered {time.monotonic() - started:.1f}s after the restart")
+        assert sorted(stored) == sorted(m.id for m in sent)  # every one, each stored once
+        for g in data.xinfo_groups(group):
+            assert g["pending"] == 0, g
+    await stubs.close()
