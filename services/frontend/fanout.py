@@ -25,6 +25,8 @@ reconnect made by the client library) every live stream of this replica is ended
 have missed. Until every shard channel is confirmed again, new streams are refused with
 ``UNAVAILABLE`` and health reports NOT_SERVING. A push whose publish fails is refused with
 ``UNAVAILABLE`` (the relay retries it; the streams that already showed it skip it then).
+Each replica also publishes a heartbeat every 2 s and must read it back within 6 s: a
+connection that died silently (no reset) counts as lost too.
 
 The channels are sharded so that on a Valkey Cluster they spread over the shards
 (``SPUBLISH``/``SSUBSCRIBE`` on the same names); on a standalone Valkey, ``PUBLISH`` and
@@ -37,13 +39,14 @@ import asyncio
 import base64
 import logging
 import os
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from missive.frontend.v1 import frontend_pb2
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError
 
 from services.common.domain import InvalidArgument, Unavailable
 from services.notification.models import Notification
@@ -59,6 +62,12 @@ CHANNEL_PREFIX: Final = "missive:frontend:live:"
 RETRY_SECONDS: Final = 0.5
 """Pause between attempts to subscribe again after the subscription was lost."""
 READ_TIMEOUT_SECONDS: Final = 1.0
+HEARTBEAT_SECONDS: Final = 2.0
+"""Each replica publishes a heartbeat this often and must read it back (a connection that
+died without a reset, which TCP would notice only after minutes, counts as lost)..."""
+HEARTBEAT_TIMEOUT_SECONDS: Final = 6.0
+"""...within this long; otherwise the subscription is lost and the streams end."""
+_BEAT = "beat"
 INTERRUPTED = (
     "live notifications to this stream were interrupted; reconnect to receive the unread "
     "notifications again"
@@ -103,6 +112,9 @@ class Bus:
         self._interrupt: Interrupt | None = None
         self._confirmed: set[str] = set()
         self._up = asyncio.Event()
+        self._beat_sent = 0.0
+        self._beat_unanswered = 0.0
+        """When the oldest heartbeat not read back yet was sent (0: none)."""
         self.losses = 0
         """How many times the subscription was lost (and the streams ended)."""
 
@@ -169,8 +181,10 @@ class Bus:
 
     async def _follow(self, pubsub: Any) -> None:
         self._confirmed.clear()
+        self._beat_sent = self._beat_unanswered = 0.0
         await pubsub.subscribe(*self._channels)
         while True:
+            await self._heartbeat()
             message = await pubsub.get_message(timeout=READ_TIMEOUT_SECONDS)
             if message is None:
                 continue
@@ -182,6 +196,20 @@ class Bus:
             elif kind == "unsubscribe":  # not asked for: treat it as a loss
                 self._lost("unsubscribed by the server")
                 self._confirmed.discard(message["channel"])
+
+    async def _heartbeat(self) -> None:
+        """Publish a heartbeat every HEARTBEAT_SECONDS; ConnectionError when the last one did
+        not come back in time (the subscription is then started over)."""
+        if not self.up:
+            return
+        now = time.monotonic()
+        if self._beat_unanswered and now - self._beat_unanswered > HEARTBEAT_TIMEOUT_SECONDS:
+            raise ConnectionError(f"no heartbeat came back within {HEARTBEAT_TIMEOUT_SECONDS:g}s")
+        if now - self._beat_sent >= HEARTBEAT_SECONDS:
+            self._beat_sent = now
+            if not self._beat_unanswered:
+                self._beat_unanswered = now
+            await self._redis.publish(self._channels[0], f"{self.origin} {_BEAT}")
 
     def _subscribed(self, channel: str) -> None:
         if self.up:
@@ -195,6 +223,10 @@ class Bus:
             logger.info("live fan-out: subscribed to %d shard channels", len(self._channels))
 
     def _received(self, payload: str) -> None:
+        if payload.endswith(f" {_BEAT}"):
+            if payload.partition(" ")[0] == self.origin:
+                self._beat_unanswered = 0.0
+            return
         try:
             origin, notification, account_id = _decoded(payload)
         except (ValueError, InvalidArgument) as exc:

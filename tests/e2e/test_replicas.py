@@ -96,9 +96,9 @@ def replicas() -> Iterator[list[Replica]]:
 
 def _subscribe(
     channel: grpc.aio.Channel, user: User
-) -> grpc.aio.UnaryStreamCall[frontend_pb2.SubscribeNotificationsRequest, object]:
+) -> grpc.aio.UnaryStreamCall[frontend_pb2.SubscribeNotificationsRequest, N.Notification]:
     stub = frontend_pb2_grpc.FrontendServiceStub(channel)
-    return stub.SubscribeNotifications(  # type: ignore[no-any-return]
+    return stub.SubscribeNotifications(
         frontend_pb2.SubscribeNotificationsRequest(email=user.email), metadata=user.metadata
     )
 
@@ -122,7 +122,7 @@ async def test_a_push_to_one_frontend_replica_reaches_the_streams_on_every_repli
             await asyncio.sleep(0.3)  # both registered before the send
             sent = [await stubs.send(ada, bob, f"hello {n}") for n in range(3)]
             for stream in (on_b, on_a):
-                shown = [await next_notification(stream) for _ in sent]  # type: ignore[arg-type]
+                shown = [await next_notification(stream) for _ in sent]
                 assert [n.message_id for n in shown] == [m.id for m in sent]
             # The replicas' bus subscriptions are lost (their pub/sub connections killed): each
             # stream ends with UNAVAILABLE, since it may have missed a notification. That is
@@ -131,7 +131,7 @@ async def test_a_push_to_one_frontend_replica_reaches_the_streams_on_every_repli
                 assert admin.client_kill_filter(_type="pubsub") >= 2  # also revocation followers
             for stream in (on_b, on_a):
                 with pytest.raises(grpc.aio.AioRpcError) as ended:
-                    await asyncio.wait_for(stream.read(), 10)  # type: ignore[attr-defined]
+                    await asyncio.wait_for(stream.read(), 10)
                 assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
                 assert "reconnect" in (ended.value.details() or "")
             # ...one sent meanwhile is replayed on reconnect, with those never marked read.
@@ -140,10 +140,7 @@ async def test_a_push_to_one_frontend_replica_reaches_the_streams_on_every_repli
             while True:  # B refuses streams until it is subscribed again
                 again = _subscribe(other, bob)
                 try:
-                    replayed = [
-                        await next_notification(again)  # type: ignore[arg-type]
-                        for _ in range(4)
-                    ]
+                    replayed = [await next_notification(again) for _ in range(4)]
                     break
                 except grpc.aio.AioRpcError as exc:
                     assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
@@ -151,11 +148,11 @@ async def test_a_push_to_one_frontend_replica_reaches_the_streams_on_every_repli
                     await asyncio.sleep(0.2)
             assert [n.message_id for n in replayed] == [*(m.id for m in sent), missed.id]
             live = await stubs.send(ada, bob, "live again")
-            assert (await next_notification(again)).message_id == live.id  # type: ignore[arg-type]
-            again.cancel()  # type: ignore[attr-defined]
+            assert (await next_notification(again)).message_id == live.id
+            again.cancel()
         finally:
-            on_a.cancel()  # type: ignore[attr-defined]
-            on_b.cancel()  # type: ignore[attr-defined]
+            on_a.cancel()
+            on_b.cancel()
             await stubs.close()
 
 
@@ -192,7 +189,7 @@ async def test_calls_spread_over_user_replicas_and_survive_one_killed(
         message = message_pb2_grpc.MessageServiceStub(channel)
 
         async def send(receiver: str) -> message_pb2.SendMessageResponse:
-            return await message.SendMessage(  # type: ignore[no-any-return]
+            return await message.SendMessage(
                 message_pb2.SendMessageRequest(
                     sender_email=ada.email, receiver_email=receiver, content="hi"
                 ),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,7 +14,7 @@ from redis.asyncio import Redis
 
 from services.common.domain import InvalidArgument, Principal, Unavailable
 from services.common.redis import create_redis
-from services.frontend.fanout import SHARDS, Bus, channel_of
+from services.frontend.fanout import HEARTBEAT_TIMEOUT_SECONDS, SHARDS, Bus, channel_of
 from services.frontend.service import FrontendService, Hub, Subscription
 from services.launcher.valkey import EmbeddedValkey
 from tests.unit.frontend.test_service import BOB, ListSource, note
@@ -115,3 +118,24 @@ def test_channels_are_sharded_with_hash_tags() -> None:
     assert len(channels) == SHARDS
     assert all(c.startswith("missive:frontend:live:{") and c.endswith("}") for c in channels)
     assert channel_of(BOB) == channel_of(BOB)
+
+
+async def test_a_silent_valkey_ends_the_streams_within_the_heartbeat_timeout(
+    fresh_valkey: EmbeddedValkey,
+) -> None:
+    replica = Replica(fresh_valkey.url)
+    try:
+        assert await replica.bus.wait_up(5)
+        on = replica.open()
+        assert fresh_valkey.pid is not None
+        os.kill(fresh_valkey.pid, signal.SIGSTOP)  # no reset, no reply: only silence
+        try:
+            started = time.monotonic()
+            with pytest.raises(Unavailable, match="reconnect"):
+                await asyncio.wait_for(on.next(), HEARTBEAT_TIMEOUT_SECONDS + 5)
+            print(f"a silent Valkey ended the stream after {time.monotonic() - started:.1f}s")
+        finally:
+            os.kill(fresh_valkey.pid, signal.SIGCONT)
+        assert await replica.bus.wait_up(10)  # and it subscribes again once Valkey answers
+    finally:
+        await replica.close()
