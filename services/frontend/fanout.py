@@ -112,6 +112,8 @@ class Bus:
         self._interrupt: Interrupt | None = None
         self._confirmed: set[str] = set()
         self._up = asyncio.Event()
+        self._reported = False
+        """Whether the current outage was logged at WARNING (later attempts: DEBUG)."""
         self._beat_sent = 0.0
         self._beat_unanswered = 0.0
         """When the oldest heartbeat not read back yet was sent (0: none)."""
@@ -220,6 +222,7 @@ class Bus:
         self._confirmed.add(channel)
         if len(self._confirmed) == len(self._channels):
             self._up.set()
+            self._reported = False
             logger.info("live fan-out: subscribed to %d shard channels", len(self._channels))
 
     def _received(self, payload: str) -> None:
@@ -245,5 +248,8 @@ class Bus:
         self._down()
         ended = self._interrupt(Unavailable(INTERRUPTED)) if self._interrupt is not None else 0
         self.losses += 1
-        log = logger.warning if was_up or ended else logger.info
-        log("live fan-out interrupted (%s); ended %d live stream(s)", why, ended)
+        if was_up or ended or not self._reported:
+            logger.warning("live fan-out interrupted (%s); ended %d live stream(s)", why, ended)
+            self._reported = True
+        else:  # still down (Valkey unreachable): once per attempt would flood the log
+            logger.debug("live fan-out still unavailable (%s)", why)
