@@ -16,6 +16,7 @@ peer was back. Internal channels retry every 100 ms at first and at most every
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Final
 
 # --- what every Missive gRPC server enforces -----------------------------------------------
@@ -64,3 +65,61 @@ def client_options() -> list[tuple[str, Any]]:
         ("grpc.min_reconnect_backoff_ms", MIN_RECONNECT_BACKOFF_MS),
         ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
     ]
+
+
+# --- one address, a list of replicas, or a resolver name ---------------------------------
+RESOLVER_SCHEMES: Final = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")
+"""gRPC target names passed through as they are (``dns:///user-grpc:9797`` resolves to every
+address of the name, which a headless Kubernetes Service answers with every ready pod)."""
+
+
+def is_multi_target(address: str) -> bool:
+    """Whether ``address`` may name several servers: a comma-separated list or a gRPC name."""
+    value = address.strip()
+    return "," in value or value.startswith(RESOLVER_SCHEMES)
+
+
+def _host_port(item: str) -> tuple[str, int]:
+    host, sep, port = item.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{item!r} is not a host:port address")
+    return host, int(port)
+
+
+def parse_target(address: str) -> str:
+    """The gRPC target of ``address``: ``host:port``, ``host:port,host:port,...`` (IP addresses
+    or ``localhost``; becomes ``ipv4:a:1,b:2`` or ``ipv6:[a]:1,[b]:2``) or a gRPC name
+    (``dns:///name:port``, ``ipv4:``, ``ipv6:``, ``unix:``) as it is. ValueError saying why
+    otherwise."""
+    value = address.strip()
+    if value.startswith(RESOLVER_SCHEMES):
+        if value.startswith("dns:"):
+            _host_port(value.removeprefix("dns:").lstrip("/").rpartition("/")[2])
+        return value
+    items = [item.strip() for item in value.split(",")]
+    if any(not item for item in items):
+        raise ValueError(f"{address!r} has an empty entry")
+    if len(items) == 1:
+        _host_port(items[0])
+        return items[0]
+    v4: list[str] = []
+    v6: list[str] = []
+    for item in items:
+        host, port = _host_port(item)
+        bare = host.strip("[]")
+        if bare == "localhost":
+            bare = "127.0.0.1"
+        try:
+            ip = ipaddress.ip_address(bare)
+        except ValueError:
+            raise ValueError(
+                f"{item!r}: a list of replicas takes IP addresses; name replicas by host "
+                "name with one dns:///name:port target instead"
+            ) from None
+        if ip.version == 4:
+            v4.append(f"{ip}:{port}")
+        else:
+            v6.append(f"[{ip}]:{port}")
+    if v4 and v6:
+        raise ValueError(f"{address!r} mixes IPv4 and IPv6 addresses; gRPC takes one family")
+    return f"ipv4:{','.join(v4)}" if v4 else f"ipv6:{','.join(v6)}"

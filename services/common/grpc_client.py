@@ -15,11 +15,18 @@ from typing import Any
 import grpc
 
 from services.common.auth import ServiceCredentials
-from services.common.channels import client_options
+from services.common.channels import client_options, is_multi_target, parse_target
 from services.common.logging import REQUEST_ID_HEADER, get_request_id
 from services.common.metrics import client_interceptors
 
-__all__ = ["SERVICE_TOKEN_HEADER", "peer_channel", "retry_service_config"]
+__all__ = [
+    "SERVICE_TOKEN_HEADER",
+    "balanced",
+    "grpc_target",
+    "peer_channel",
+    "retry_service_config",
+    "service_config",
+]
 
 SERVICE_TOKEN_HEADER = "x-missive-service-token"
 
@@ -70,24 +77,56 @@ class _UnaryStreamToken(grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(self.token.details(client_call_details), request)
 
 
+def grpc_target(address: str) -> str:
+    """The gRPC target for ``address``: one ``host:port``, a comma-separated list of them, or a
+    gRPC name (``dns:///name:port``, ``ipv4:...``, ``ipv6:...``, ``unix:...``).
+
+    A list becomes an ``ipv4:`` (or ``ipv6:``) target, which gRPC resolves to every address
+    (``localhost`` counts as 127.0.0.1). ValueError explains a list gRPC cannot take (a host
+    name in a list: name the replicas with one ``dns:///`` name instead)."""
+    return parse_target(address)
+
+
+def balanced(address: str) -> bool:
+    """Whether ``address`` may name several servers (a list or a resolver name)."""
+    return is_multi_target(address)
+
+
+def service_config(
+    retry_service: str | None = None,
+    retry_methods: Sequence[str] = (),
+    *,
+    balance: bool = False,
+) -> str:
+    """gRPC service config: UNAVAILABLE retried (the request was not processed) on the
+    idempotent ``retry_methods`` of ``retry_service``; with ``balance``, ``round_robin`` over
+    every address the target resolves to, and the standard health service watched on each
+    server, so a replica that is not ready or draining (NOT_SERVING) gets no new calls while
+    the others do. (One address keeps gRPC's default, ``pick_first``, which reconnects on the
+    next call rather than failing calls until its backoff ends.)"""
+    config: dict[str, Any] = {}
+    if balance:
+        config["loadBalancingConfig"] = [{"round_robin": {}}]
+        config["healthCheckConfig"] = {"serviceName": ""}
+    if retry_service and retry_methods:
+        config["methodConfig"] = [
+            {
+                "name": [{"service": retry_service, "method": m} for m in retry_methods],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    return json.dumps(config)
+
+
 def retry_service_config(service: str, methods: Sequence[str]) -> str:
     """gRPC service config retrying UNAVAILABLE (request not processed) on idempotent methods."""
-    return json.dumps(
-        {
-            "methodConfig": [
-                {
-                    "name": [{"service": service, "method": m} for m in methods],
-                    "retryPolicy": {
-                        "maxAttempts": 3,
-                        "initialBackoff": "0.1s",
-                        "maxBackoff": "1s",
-                        "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE"],
-                    },
-                }
-            ]
-        }
-    )
+    return service_config(service, methods)
 
 
 def peer_channel(
@@ -107,17 +146,22 @@ def peer_channel(
     ``wait_for_ready=True`` makes each call that has no setting of its own wait, within its
     deadline, for the peer to become reachable instead of failing at once with UNAVAILABLE:
     right for a relay that would retry anyway, wrong for a caller that must answer quickly.
+
+    ``address`` may name several replicas (see :func:`grpc_target`): calls are then spread
+    over them (``round_robin``), each replica's health service is watched so that one not
+    ready or shutting down gets no new calls, and a retried read goes to another replica.
     """
     options: list[tuple[str, Any]] = [
         *client_options(),
         ("grpc.max_receive_message_length", 4 * 1024 * 1024),
         ("grpc.enable_retries", 1),
     ]
-    if retry_service and retry_methods:
-        options.append(("grpc.service_config", retry_service_config(retry_service, retry_methods)))
+    config = service_config(retry_service, retry_methods, balance=balanced(address))
+    if config != "{}":
+        options.append(("grpc.service_config", config))
     token = _ServiceToken(credentials, target, wait_for_ready)
     return grpc.aio.insecure_channel(
-        address,
+        grpc_target(address),
         options=options,
         interceptors=[*client_interceptors(), _UnaryUnaryToken(token), _UnaryStreamToken(token)],
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import ClassVar, Self, TypedDict, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from services.common.channels import is_multi_target, parse_target
 from services.common.errors import ConfigError
 
 __all__ = [
@@ -126,11 +127,16 @@ def _check_range(name: str, raw: str, number: N, low: float | None, high: float 
 
 
 def env_address(environ: Mapping[str, str], name: str, default: str) -> str:
-    """``name`` as a ``host:port`` gRPC target; ConfigError naming it otherwise."""
+    """``name`` as a gRPC target: ``host:port``, a comma-separated list of replicas
+    (``127.0.0.1:9797,127.0.0.1:9897``) or a gRPC name (``dns:///user-grpc:9797``); ConfigError
+    naming it otherwise (see :func:`services.common.channels.parse_target`)."""
     value = env_str(environ, name, default)
-    host, sep, port = value.rpartition(":")
-    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{name}={value!r} is not a host:port address")
+    try:
+        parse_target(value)
+    except ValueError as exc:
+        if "," not in value and not is_multi_target(value):
+            raise ConfigError(f"{name}={value!r} is not a host:port address") from None
+        raise ConfigError(f"{name}={value!r} is not a gRPC target: {exc}") from None
     return value
 
 

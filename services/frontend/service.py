@@ -23,6 +23,7 @@ from services.common.emails import normalise_email
 from services.common.sessions import Sessions
 from services.common.tracing import span
 from services.frontend.errors import StreamReplaced
+from services.frontend.fanout import Bus
 from services.frontend.metrics import live_pushed, stream_ended_slow
 from services.frontend.settings import MAX_STREAMS, MAX_STREAMS_PER_CLIENT, MAX_STREAMS_PER_USER
 from services.notification.models import Notification
@@ -220,6 +221,17 @@ class Hub:
                 self.unregister(subscription)  # overflowed: free its slot at once
         return delivered
 
+    def interrupt(self, error: DomainError) -> int:
+        """End every open stream with ``error`` (they may have missed a notification; their
+        clients reconnect and replay); how many were open. New streams are still accepted."""
+        ended = 0
+        for subscriptions in list(self._streams.values()):
+            for subscription in list(subscriptions):
+                subscription.fail(error)
+                self.unregister(subscription)
+                ended += 1
+        return ended
+
     def close(self) -> None:
         """End every stream with UNAVAILABLE and refuse new ones: the server is stopping."""
         self._closed = True
@@ -251,16 +263,57 @@ class FrontendService:
         *,
         sessions: Sessions | None = None,
         recheck_seconds: float = RECHECK_SECONDS,
+        bus: Bus | None = None,
     ) -> None:
         self.source = source
         self.hub = hub if hub is not None else Hub()
         self.sessions = sessions
         self.recheck_seconds = recheck_seconds
+        self.bus = bus
+        """The fan-out to the other replicas (None: this process is the only replica)."""
+        if bus is not None:
+            bus.attach(self.hub.publish, self.hub.interrupt)
+
+    async def deliver(
+        self, notification: Notification | None, receiver_account_id: str = ""
+    ) -> int:
+        """:meth:`receive` here, then hand the notification to the other replicas (with a
+        bus); Unavailable when that failed (the pusher retries; streams skip what they showed).
+        Live streams of this replica that showed it count in the result."""
+        shown, delivered = self._receive(notification, receiver_account_id)
+        if self.bus is not None:
+            await self.bus.publish([(shown, receiver_account_id)])
+        return delivered
+
+    async def deliver_many(
+        self, items: Sequence[tuple[Notification | None, str]]
+    ) -> list[int | InvalidArgument]:
+        """:meth:`deliver` for each ``(notification, receiver_account_id)``, one result per
+        item (an invalid item gets its InvalidArgument, alone); one publish for the batch."""
+        results: list[int | InvalidArgument] = []
+        valid: list[tuple[Notification, str]] = []
+        for notification, account_id in items:
+            try:
+                shown, delivered = self._receive(notification, account_id)
+            except InvalidArgument as exc:
+                results.append(exc)
+                continue
+            results.append(delivered)
+            valid.append((shown, account_id))
+        if self.bus is not None:
+            await self.bus.publish(valid)
+        return results
 
     def receive(self, notification: Notification | None, receiver_account_id: str = "") -> int:
         """Show a notification on every live stream of its receiver('s account, when
-        ``receiver_account_id`` is given), with a DEBUG log line (INFO would be one line per
-        notification on the hot path). Traced as a ``live push`` span when tracing is on."""
+        ``receiver_account_id`` is given) in this process, with a DEBUG log line (INFO would be
+        one line per notification on the hot path). Traced as a ``live push`` span when
+        tracing is on. :meth:`deliver` also reaches the other replicas."""
+        return self._receive(notification, receiver_account_id)[1]
+
+    def _receive(
+        self, notification: Notification | None, receiver_account_id: str
+    ) -> tuple[Notification, int]:
         shown = _validated(notification)
         with span("live push", **{"missive.notification_id": shown.id}) as current:
             delivered = self.hub.publish(shown, receiver_account_id)
@@ -282,12 +335,14 @@ class FrontendService:
                 }
             },
         )
-        return delivered
+        return shown, delivered
 
     def open(self, principal: Principal, raw_email: str, client: str = "") -> Subscription:
         """Register a stream of the caller's own notifications (before the replay is fetched)."""
         email = normalise_email(raw_email)
         principal.require_self(email)
+        if self.bus is not None:
+            self.bus.require_up()  # it could miss notifications pushed to other replicas
         subscription = self.hub.register(email, client)
         subscription.principal = principal
         logger.info("stream opened for %s (%d open)", email, self.hub.open_streams(email))

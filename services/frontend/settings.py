@@ -11,6 +11,7 @@ from services.common.settings import (
     env_address,
     env_int,
     env_server,
+    env_str,
 )
 
 GRPC_PORT_ENV = "FRONTEND_GRPC_PORT"
@@ -36,8 +37,9 @@ STREAM_HEADROOM = 200
 class Settings(ServerSettings):
     """Everything FrontendService reads from the environment.
 
-    FrontendService stores nothing, so REDIS_URL is ignored (even a malformed one):
-    ``common.redis_url`` keeps its default and is never used.
+    FrontendService stores nothing. REDIS_URL, when set, is the shared Valkey through which
+    replicas pass live notifications to each other (``fanout``); unset, this process is the
+    only replica and ``common.redis_url`` keeps its unused default.
     """
 
     GRPC_PORT_ENV: ClassVar[str] = GRPC_PORT_ENV
@@ -49,12 +51,16 @@ class Settings(ServerSettings):
     max_streams_per_user: int = MAX_STREAMS_PER_USER
     max_streams_per_client: int = MAX_STREAMS_PER_CLIENT
     metrics_port: int = DEFAULT_METRICS_PORT  # /metrics; 0 picks a free port
+    fanout: bool = False
+    """REDIS_URL is set: live notifications reach the streams of every replica through it."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read the variables; ConfigError naming the first one that is malformed."""
+        fanout = env_str(environ, "REDIS_URL", "") != ""
         return cls(
-            **env_server(environ, GRPC_PORT_ENV, cls.grpc_port, redis=False),
+            **env_server(environ, GRPC_PORT_ENV, cls.grpc_port, redis=fanout),
+            fanout=fanout,
             notification_addr=env_address(environ, NOTIFICATION_ADDR_ENV, cls.notification_addr),
             user_addr=env_address(environ, USER_ADDR_ENV, cls.user_addr),
             max_streams=env_int(

@@ -22,7 +22,7 @@ from redis.retry import Retry
 from services.common.auth import ensure_keys
 from services.common.errors import StartupError
 from services.common.settings import redact_url
-from services.launcher.config import LaunchConfig
+from services.launcher.config import MAX_REPLICAS, LaunchConfig
 from services.launcher.endpoints import render_endpoints
 from services.launcher.health import wait_healthy
 from services.launcher.output import Console
@@ -43,6 +43,16 @@ def _seconds(raw: str) -> float:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
     if not 0 < value < 86400:
         raise argparse.ArgumentTypeError(f"{raw} is not between 0 and 86400 seconds")
+    return value
+
+
+def _replicas(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if not 1 <= value <= MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and {MAX_REPLICAS}")
     return value
 
 
@@ -70,6 +80,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="do not start Valkey; use REDIS_URL (default redis://127.0.0.1:6379)",
     )
     parser.add_argument(
+        "--replicas",
+        type=_replicas,
+        default=None,
+        help="processes of each service (the web inbox: one), replica k on each port + "
+        "(k-1) x 100, peers given every address (default: MISSIVE_REPLICAS, else 1)",
+    )
+    parser.add_argument(
         "--timeout",
         type=_seconds,
         default=60.0,
@@ -85,7 +102,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     console = Console.for_process(env)
     try:
         config = LaunchConfig.from_env(
-            env, data_dir=args.data_dir, no_valkey=args.no_valkey, health_timeout=args.timeout
+            env,
+            data_dir=args.data_dir,
+            no_valkey=args.no_valkey,
+            health_timeout=args.timeout,
+            replicas=args.replicas,
         )
         check_ports(config.ports())
     except StartupError as exc:
@@ -193,7 +214,12 @@ async def _run_services(
     stop: asyncio.Event,
     force: asyncio.Event,
 ) -> int:
-    supervisor = Supervisor(console, config.services, config.child_env(environ, redis_url))
+    supervisor = Supervisor(
+        console,
+        config.services,
+        config.child_env(environ, redis_url),
+        env_of=config.process_env,
+    )
     tasks: list[asyncio.Task[Any]] = []
     try:
         try:

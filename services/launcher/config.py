@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.errors import ConfigError
 from services.common.ports import format_address
 from services.common.settings import env_int, env_str, validate_redis_url
 
@@ -14,6 +15,7 @@ __all__ = [
     "DEFAULT_REDIS_URL",
     "PEER_ADDRESS_VARS",
     "PEER_URL_VARS",
+    "REPLICAS_ENV",
     "LaunchConfig",
     "PortSetting",
     "ServiceSpec",
@@ -22,6 +24,12 @@ __all__ = [
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 LOOPBACK = "127.0.0.1"
+REPLICAS_ENV = "MISSIVE_REPLICAS"
+MAX_REPLICAS = 16
+REPLICA_PORT_STEP = 100
+"""Replica k (from 2) of a service listens on each of its ports + (k - 1) x 100."""
+SINGLE_REPLICA = frozenset({"web"})
+"""Run once whatever ``--replicas`` says: the web inbox (its SDK connects to one address)."""
 
 # name; HTTP port variable and default; gRPC port variable and default; Redis DB variable, default.
 # The web inbox serves HTTP only (its health is GET /health); the others serve gRPC health.
@@ -66,7 +74,9 @@ class ServiceSpec:
     """One service process: its command line and the ports it serves.
 
     A service without a gRPC port (the web inbox) is probed with ``GET /health`` on its HTTP
-    port instead of the gRPC health service.
+    port instead of the gRPC health service. ``name`` is the service (``user``) for its first
+    replica and ``user.2``, ``user.3``... for the others; ``env`` is what this process gets on
+    top of the launch's environment (its own ports).
     """
 
     name: str
@@ -76,6 +86,14 @@ class ServiceSpec:
     rest_port: int | None = None
     rest_env: str | None = None
     redis_db: int | None = None
+    service: str = ""
+    replica: int = 1
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """The service this process is a replica of."""
+        return self.service or self.name
 
 
 def connect_host(bind_host: str) -> str:
@@ -92,20 +110,42 @@ def _port(environ: Mapping[str, str], name: str, default: int) -> int:
     return env_int(environ, name, default, min=1, max=65535)
 
 
-def _services(environ: Mapping[str, str], python: str) -> tuple[ServiceSpec, ...]:
+def _services(
+    environ: Mapping[str, str], python: str, replicas: int = 1
+) -> tuple[ServiceSpec, ...]:
     specs = []
     for name, rest_env, rest_default, grpc_env, grpc_default, db_env, db_default in _SERVICES:
-        specs.append(
-            ServiceSpec(
-                name=name,
-                command=(python, "-m", f"services.{name}"),
-                grpc_port=_port(environ, grpc_env, grpc_default) if grpc_env else None,
-                grpc_env=grpc_env,
-                rest_port=_port(environ, rest_env, rest_default) if rest_env else None,
-                rest_env=rest_env,
-                redis_db=env_int(environ, db_env, db_default, min=0) if db_env else None,
+        grpc_base = _port(environ, grpc_env, grpc_default) if grpc_env else None
+        rest_base = _port(environ, rest_env, rest_default) if rest_env else None
+        count = 1 if name in SINGLE_REPLICA else replicas
+        for replica in range(1, count + 1):
+            offset = (replica - 1) * REPLICA_PORT_STEP
+            grpc_port = grpc_base + offset if grpc_base is not None else None
+            rest_port = rest_base + offset if rest_base is not None else None
+            own: list[tuple[str, str]] = []
+            if replica > 1:
+                for var, port in ((grpc_env, grpc_port), (rest_env, rest_port)):
+                    if var is not None and port is not None:
+                        if port > 65535:
+                            raise ConfigError(
+                                f"{var}={port - offset}: replica {replica} would listen on "
+                                f"{port}, above 65535; use fewer replicas or a lower port"
+                            )
+                        own.append((var, str(port)))
+            specs.append(
+                ServiceSpec(
+                    name=name if replica == 1 else f"{name}.{replica}",
+                    command=(python, "-m", f"services.{name}"),
+                    grpc_port=grpc_port,
+                    grpc_env=grpc_env,
+                    rest_port=rest_port,
+                    rest_env=rest_env,
+                    redis_db=env_int(environ, db_env, db_default, min=0) if db_env else None,
+                    service=name,
+                    replica=replica,
+                    env=tuple(own),
+                )
             )
-        )
     return tuple(specs)
 
 
@@ -122,6 +162,7 @@ class LaunchConfig:
     redis_url: str
     health_timeout: float = 60.0
     stop_timeout: float = 15.0
+    replicas: int = 1
 
     @classmethod
     def from_env(
@@ -132,19 +173,25 @@ class LaunchConfig:
         no_valkey: bool = False,
         health_timeout: float = 60.0,
         python: str = sys.executable,
+        replicas: int | None = None,
     ) -> LaunchConfig:
-        """Read ports, addresses and paths; ConfigError naming the variable on a bad value."""
+        """Read ports, addresses and paths; ConfigError naming the variable on a bad value.
+
+        ``replicas`` processes of each service (default MISSIVE_REPLICAS, else 1)."""
         external = env_str(environ, "REDIS_URL", "")
         embedded = not external and not no_valkey
+        if replicas is None:
+            replicas = env_int(environ, REPLICAS_ENV, 1, min=1, max=MAX_REPLICAS)
         return cls(
             data_dir=data_dir,
             keys_dir=Path(env_str(environ, "KEYS_DIR", str(data_dir / "keys"))),
             bind_host=env_str(environ, "BIND_HOST", LOOPBACK),
-            services=_services(environ, python),
+            services=_services(environ, python, replicas),
             embedded_valkey=embedded,
             valkey_port=_port(environ, "VALKEY_PORT", 6379),
             redis_url=validate_redis_url("REDIS_URL", external or DEFAULT_REDIS_URL),
             health_timeout=health_timeout,
+            replicas=replicas,
         )
 
     @property
@@ -170,23 +217,33 @@ class LaunchConfig:
                 ports.append(PortSetting(spec.grpc_port, spec.grpc_env, host))
         return ports
 
+    def _replicas(self, service: str) -> list[ServiceSpec]:
+        return [spec for spec in self.services if spec.kind == service]
+
     def grpc_address(self, name: str) -> str:
-        """``host:port`` of a service's gRPC server."""
-        spec = next(spec for spec in self.services if spec.name == name)
-        assert spec.grpc_port is not None, f"{name} has no gRPC port"
-        return format_address(self.connect_host, spec.grpc_port)
+        """``host:port`` of a service's gRPC server; with replicas, every one of them,
+        comma-separated (the form peer channels balance over)."""
+        specs = self._replicas(name)
+        assert specs and specs[0].grpc_port is not None, f"{name} has no gRPC port"
+        return ",".join(
+            format_address(self.connect_host, spec.grpc_port)
+            for spec in specs
+            if spec.grpc_port is not None
+        )
 
     def rest_url(self, name: str) -> str:
-        """``http://host:port`` of a service's REST (HTTP) server."""
-        spec = next(spec for spec in self.services if spec.name == name)
+        """``http://host:port`` of a service's REST (HTTP) server (its first replica)."""
+        spec = self._replicas(name)[0]
         assert spec.rest_port is not None, f"{name} has no HTTP port"
         return f"http://{format_address(self.connect_host, spec.rest_port)}"
 
     def child_env(self, environ: Mapping[str, str], redis_url: str) -> dict[str, str]:
-        """The environment of the service processes.
+        """The environment of the service processes (each adds its :attr:`ServiceSpec.env`).
 
         Peer addresses follow the configured gRPC ports unless set explicitly, so moving a
-        service to another port with its *_GRPC_PORT variable is enough.
+        service to another port with its *_GRPC_PORT variable is enough. With replicas, a
+        peer address lists every replica of the peer; FrontendService replicas pass live
+        notifications to each other through REDIS_URL.
         """
         env = dict(environ)
         env["REDIS_URL"] = redis_url
@@ -200,3 +257,18 @@ class LaunchConfig:
             if not env.get(var, "").strip():
                 env[var] = self.rest_url(service)
         return env
+
+    def process_env(self, spec: ServiceSpec, env: Mapping[str, str]) -> dict[str, str]:
+        """``env`` (from :meth:`child_env`) as the process of ``spec`` gets it: its own ports,
+        and for a service run once whose client takes one address (the web inbox), the first
+        replica of each peer the launcher addressed."""
+        mine = {**env, **dict(spec.env)}
+        if spec.kind in SINGLE_REPLICA:
+            for var in PEER_ADDRESS_VARS:
+                value = mine.get(var, "")
+                if "," in value and value == self._addressed(var):
+                    mine[var] = value.split(",", 1)[0]
+        return mine
+
+    def _addressed(self, var: str) -> str:
+        return self.grpc_address(PEER_ADDRESS_VARS[var])

@@ -109,7 +109,7 @@ def render_endpoints(
 ) -> str:
     """The endpoint table, the Redis in use, client exports, and the commands that get a token."""
     lines = ["", "Missive is up.", ""]
-    web = next((spec for spec in config.services if spec.name == "web"), None)
+    web = next((spec for spec in config.services if spec.kind == "web"), None)
     if web is not None and web.rest_port:
         url = f"http://{format_address(config.connect_host, web.rest_port)}/"
         lines += [f"  Web inbox: {url}   (open it in a browser; register, sign in)", ""]

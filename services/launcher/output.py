@@ -73,7 +73,8 @@ class Console:
         """``user         | `` (coloured on a colour terminal)."""
         label = f"{name:<{PREFIX_WIDTH}} |"
         if self._color:
-            label = f"{_COLORS.get(name, _DEFAULT_COLOR)}{label}{_RESET}"
+            service = name.split(".", 1)[0]  # user.2 is a replica of user
+            label = f"{_COLORS.get(service, _DEFAULT_COLOR)}{label}{_RESET}"
         return f"{label} "
 
     def service_line(self, name: str, text: str) -> None:

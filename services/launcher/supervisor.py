@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,11 +70,13 @@ class Supervisor:
         specs: Sequence[ServiceSpec],
         env: Mapping[str, str],
         cwd: str | None = None,
+        env_of: Callable[[ServiceSpec, Mapping[str, str]], Mapping[str, str]] | None = None,
     ) -> None:
         self._console = console
         self._specs = tuple(specs)
         self._env = dict(env)
         self._cwd = cwd
+        self._env_of = env_of or (lambda spec, env: {**env, **dict(spec.env)})
         self._children: list[Child] = []
 
     @property
@@ -90,7 +92,7 @@ class Supervisor:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                env=self._env,
+                env=dict(self._env_of(spec, self._env)),
                 cwd=self._cwd,
                 # Its own session: the terminal's Ctrl-C reaches only the launcher, which
                 # then stops the services in order (and Valkey last).

@@ -422,7 +422,7 @@ def called_peers(
 ) -> set[tuple[str, str]]:
     """(peer, port name) pairs ``name`` calls, from the variables its settings read: each
     *_SERVICE_ADDR is a gRPC call to that peer, USER_SERVICE_URL a REST call to UserService,
-    a Redis DB setting the use of Valkey."""
+    a Redis DB setting (or FrontendService's fan-out through REDIS_URL) the use of Valkey."""
     workload = by_component(objects)[name]
     env = container_env(objects, workload, secrets)
     calls = {
@@ -432,7 +432,8 @@ def called_peers(
     }
     if "USER_SERVICE_URL" in record_reads(service(name).settings, env):
         calls.add(("user", "http"))
-    if hasattr(service(name).settings.from_env(env), "redis_db"):
+    settings = service(name).settings.from_env(env)
+    if hasattr(settings, "redis_db") or getattr(settings, "fanout", False):
         calls.add(("valkey", "redis"))
     return calls
 
@@ -506,7 +507,8 @@ def test_network_policies_allow_exactly_the_documented_calls(
     assert egress == internal
     # Spot checks of the documented graph, so that the derivation itself cannot drift.
     assert ("message", "user", 9797) in internal and ("notification", "frontend", 3030) in internal
-    assert ("frontend", "valkey", 6379) not in internal and ("web", "valkey", 6379) not in internal
+    # FrontendService reaches Valkey for its replicas' fan-out; the web inbox never does.
+    assert ("frontend", "valkey", 6379) in internal and ("web", "valkey", 6379) not in internal
     assert not any(target == "web" for source, target, _ in internal)
 
 

@@ -13,6 +13,7 @@ from services.common.callers import peer_host
 from services.common.domain import InvalidArgument
 from services.common.grpc_edge import Context, caller
 from services.frontend.service import FrontendService
+from services.notification.models import Notification
 from services.notification.wire import notification_from_proto, notification_to_proto
 
 MAX_BATCH_ITEMS = 100  # ReceiveNotifications, as its contract states
@@ -33,7 +34,7 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServiceServicer):
             if request.HasField("notification")
             else None
         )
-        delivered = self._service.receive(notification, request.receiver_account_id)
+        delivered = await self._service.deliver(notification, request.receiver_account_id)
         return frontend_pb2.ReceiveNotificationResponse(delivered_to=delivered)
 
     async def ReceiveNotifications(
@@ -42,17 +43,28 @@ class FrontendServicer(frontend_pb2_grpc.FrontendServiceServicer):
         if not 1 <= len(request.items) <= MAX_BATCH_ITEMS:
             raise InvalidArgument(f"items must hold 1 to {MAX_BATCH_ITEMS} requests")
         reply = frontend_pb2.ReceiveNotificationsResponse()
-        for item in request.items:
-            result = reply.results.add()
+        items: list[tuple[Notification | None, str]] = []
+        unreadable: dict[int, str] = {}  # refused alone, with the conversion's message
+        for index, item in enumerate(request.items):
             try:
                 notification = (
                     notification_from_proto(item.notification)
                     if item.HasField("notification")
                     else None
                 )
-                result.delivered_to = self._service.receive(notification, item.receiver_account_id)
             except InvalidArgument as exc:
-                result.invalid_argument = exc.message
+                unreadable[index] = exc.message
+                notification = None
+            items.append((notification, item.receiver_account_id))
+        outcomes = await self._service.deliver_many(items)
+        for index, outcome in enumerate(outcomes):
+            result = reply.results.add()
+            if index in unreadable:
+                result.invalid_argument = unreadable[index]
+            elif isinstance(outcome, InvalidArgument):
+                result.invalid_argument = outcome.message
+            else:
+                result.delivered_to = outcome
         return reply
 
     async def SubscribeNotifications(

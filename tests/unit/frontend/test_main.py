@@ -65,9 +65,17 @@ def test_stream_limits_from_the_environment(keys: Path) -> None:
     assert limits == (20000, 3, 50)
 
 
-def test_settings_ignore_redis_url(keys: Path) -> None:
-    settings = Settings.from_env({"KEYS_DIR": str(keys), "REDIS_URL": "not a url"})
-    assert settings.common.log_level == "INFO"
+def test_redis_url_turns_the_fanout_on(keys: Path) -> None:
+    assert not Settings.from_env({"KEYS_DIR": str(keys)}).fanout
+    assert not Settings.from_env({"KEYS_DIR": str(keys), "REDIS_URL": " "}).fanout
+    settings = Settings.from_env({"KEYS_DIR": str(keys), "REDIS_URL": "redis://valkey:6379"})
+    assert settings.fanout
+    assert settings.common.redis_url == "redis://valkey:6379"
+
+
+def test_a_malformed_redis_url_is_refused(keys: Path) -> None:
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        Settings.from_env({"KEYS_DIR": str(keys), "REDIS_URL": "not a url"})
 
 
 @pytest.mark.parametrize(

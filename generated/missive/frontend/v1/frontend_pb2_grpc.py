@@ -64,9 +64,12 @@ class FrontendServiceServicer:
         SubscribeNotifications stream of its receiver. Having no connected client is not an error
         (delivered_to is 0): the notification stays stored in NotificationService and is replayed
         when the receiver connects. Idempotent per notification id within a stream: a redelivery
-        is not sent again on a stream that already carried it.
+        is not sent again on a stream that already carried it. With several FrontendService
+        replicas, the notification also reaches the receiver's streams on the other replicas
+        (delivered_to counts those of the replica that answered).
         Errors: INVALID_ARGUMENT (notification unset, empty id, malformed receiver_email),
-        UNAUTHENTICATED, PERMISSION_DENIED.
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (it could not be handed to the other
+        replicas; retry: streams that already showed it skip it).
         Auth: internal; only NotificationService may call it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -80,7 +83,7 @@ class FrontendServiceServicer:
         INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
         shown. NotificationService's relay uses it to catch up after an outage.
         Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
-        PERMISSION_DENIED.
+        PERMISSION_DENIED, UNAVAILABLE (as ReceiveNotification; retry the whole batch).
         Auth: internal; only NotificationService may call it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -110,7 +113,8 @@ class FrontendServiceServicer:
         RESOURCE_EXHAUSTED (too many open streams from this client host or on this server; retry
         after the `retry-after` trailer, in seconds), ABORTED (ends a stream replaced by a newer
         stream of the same account), UNAVAILABLE (NotificationService
-        unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
+        unreachable for the replay, the client fell too far behind, the live feed from the other
+        FrontendService replicas was interrupted, or shutdown; reconnect).
         Auth: user token; the caller acts only on their own data.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

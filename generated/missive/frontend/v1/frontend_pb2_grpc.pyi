@@ -66,9 +66,12 @@ class FrontendServiceStub:
     SubscribeNotifications stream of its receiver. Having no connected client is not an error
     (delivered_to is 0): the notification stays stored in NotificationService and is replayed
     when the receiver connects. Idempotent per notification id within a stream: a redelivery
-    is not sent again on a stream that already carried it.
+    is not sent again on a stream that already carried it. With several FrontendService
+    replicas, the notification also reaches the receiver's streams on the other replicas
+    (delivered_to counts those of the replica that answered).
     Errors: INVALID_ARGUMENT (notification unset, empty id, malformed receiver_email),
-    UNAUTHENTICATED, PERMISSION_DENIED.
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (it could not be handed to the other
+    replicas; retry: streams that already showed it skip it).
     Auth: internal; only NotificationService may call it.
     """
     ReceiveNotifications: _grpc.UnaryUnaryMultiCallable[_frontend_pb2.ReceiveNotificationsRequest, _frontend_pb2.ReceiveNotificationsResponse]
@@ -78,7 +81,7 @@ class FrontendServiceStub:
     INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
     shown. NotificationService's relay uses it to catch up after an outage.
     Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
-    PERMISSION_DENIED.
+    PERMISSION_DENIED, UNAVAILABLE (as ReceiveNotification; retry the whole batch).
     Auth: internal; only NotificationService may call it.
     """
     SubscribeNotifications: _grpc.UnaryStreamMultiCallable[_frontend_pb2.SubscribeNotificationsRequest, _notification_pb2.Notification]
@@ -104,7 +107,8 @@ class FrontendServiceStub:
     RESOURCE_EXHAUSTED (too many open streams from this client host or on this server; retry
     after the `retry-after` trailer, in seconds), ABORTED (ends a stream replaced by a newer
     stream of the same account), UNAVAILABLE (NotificationService
-    unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
+    unreachable for the replay, the client fell too far behind, the live feed from the other
+    FrontendService replicas was interrupted, or shutdown; reconnect).
     Auth: user token; the caller acts only on their own data.
     """
 
@@ -120,9 +124,12 @@ class FrontendServiceAsyncStub(FrontendServiceStub):
     SubscribeNotifications stream of its receiver. Having no connected client is not an error
     (delivered_to is 0): the notification stays stored in NotificationService and is replayed
     when the receiver connects. Idempotent per notification id within a stream: a redelivery
-    is not sent again on a stream that already carried it.
+    is not sent again on a stream that already carried it. With several FrontendService
+    replicas, the notification also reaches the receiver's streams on the other replicas
+    (delivered_to counts those of the replica that answered).
     Errors: INVALID_ARGUMENT (notification unset, empty id, malformed receiver_email),
-    UNAUTHENTICATED, PERMISSION_DENIED.
+    UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (it could not be handed to the other
+    replicas; retry: streams that already showed it skip it).
     Auth: internal; only NotificationService may call it.
     """
     ReceiveNotifications: _aio.UnaryUnaryMultiCallable[_frontend_pb2.ReceiveNotificationsRequest, _frontend_pb2.ReceiveNotificationsResponse]  # type: ignore[assignment]
@@ -132,7 +139,7 @@ class FrontendServiceAsyncStub(FrontendServiceStub):
     INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
     shown. NotificationService's relay uses it to catch up after an outage.
     Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
-    PERMISSION_DENIED.
+    PERMISSION_DENIED, UNAVAILABLE (as ReceiveNotification; retry the whole batch).
     Auth: internal; only NotificationService may call it.
     """
     SubscribeNotifications: _aio.UnaryStreamMultiCallable[_frontend_pb2.SubscribeNotificationsRequest, _notification_pb2.Notification]  # type: ignore[assignment]
@@ -158,7 +165,8 @@ class FrontendServiceAsyncStub(FrontendServiceStub):
     RESOURCE_EXHAUSTED (too many open streams from this client host or on this server; retry
     after the `retry-after` trailer, in seconds), ABORTED (ends a stream replaced by a newer
     stream of the same account), UNAVAILABLE (NotificationService
-    unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
+    unreachable for the replay, the client fell too far behind, the live feed from the other
+    FrontendService replicas was interrupted, or shutdown; reconnect).
     Auth: user token; the caller acts only on their own data.
     """
 
@@ -177,9 +185,12 @@ class FrontendServiceServicer(metaclass=_abc_1.ABCMeta):
         SubscribeNotifications stream of its receiver. Having no connected client is not an error
         (delivered_to is 0): the notification stays stored in NotificationService and is replayed
         when the receiver connects. Idempotent per notification id within a stream: a redelivery
-        is not sent again on a stream that already carried it.
+        is not sent again on a stream that already carried it. With several FrontendService
+        replicas, the notification also reaches the receiver's streams on the other replicas
+        (delivered_to counts those of the replica that answered).
         Errors: INVALID_ARGUMENT (notification unset, empty id, malformed receiver_email),
-        UNAUTHENTICATED, PERMISSION_DENIED.
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (it could not be handed to the other
+        replicas; retry: streams that already showed it skip it).
         Auth: internal; only NotificationService may call it.
         """
 
@@ -195,7 +206,7 @@ class FrontendServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
         shown. NotificationService's relay uses it to catch up after an outage.
         Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
-        PERMISSION_DENIED.
+        PERMISSION_DENIED, UNAVAILABLE (as ReceiveNotification; retry the whole batch).
         Auth: internal; only NotificationService may call it.
         """
 
@@ -227,7 +238,8 @@ class FrontendServiceServicer(metaclass=_abc_1.ABCMeta):
         RESOURCE_EXHAUSTED (too many open streams from this client host or on this server; retry
         after the `retry-after` trailer, in seconds), ABORTED (ends a stream replaced by a newer
         stream of the same account), UNAVAILABLE (NotificationService
-        unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
+        unreachable for the replay, the client fell too far behind, the live feed from the other
+        FrontendService replicas was interrupted, or shutdown; reconnect).
         Auth: user token; the caller acts only on their own data.
         """
 

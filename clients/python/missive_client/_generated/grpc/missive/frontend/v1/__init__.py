@@ -173,9 +173,12 @@ class FrontendServiceStub:
         SubscribeNotifications stream of its receiver. Having no connected client is not an error
         (delivered_to is 0): the notification stays stored in NotificationService and is replayed
         when the receiver connects. Idempotent per notification id within a stream: a redelivery
-        is not sent again on a stream that already carried it.
+        is not sent again on a stream that already carried it. With several FrontendService
+        replicas, the notification also reaches the receiver's streams on the other replicas
+        (delivered_to counts those of the replica that answered).
         Errors: INVALID_ARGUMENT (notification unset, empty id, malformed receiver_email),
-        UNAUTHENTICATED, PERMISSION_DENIED.
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (it could not be handed to the other
+        replicas; retry: streams that already showed it skip it).
         Auth: internal; only NotificationService may call it.
         """
 
@@ -195,7 +198,7 @@ class FrontendServiceStub:
         INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
         shown. NotificationService's relay uses it to catch up after an outage.
         Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
-        PERMISSION_DENIED.
+        PERMISSION_DENIED, UNAVAILABLE (as ReceiveNotification; retry the whole batch).
         Auth: internal; only NotificationService may call it.
         """
 
@@ -231,7 +234,8 @@ class FrontendServiceStub:
         RESOURCE_EXHAUSTED (too many open streams from this client host or on this server; retry
         after the `retry-after` trailer, in seconds), ABORTED (ends a stream replaced by a newer
         stream of the same account), UNAVAILABLE (NotificationService
-        unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
+        unreachable for the replay, the client fell too far behind, the live feed from the other
+        FrontendService replicas was interrupted, or shutdown; reconnect).
         Auth: user token; the caller acts only on their own data.
         """
 
@@ -261,9 +265,12 @@ class FrontendServiceAsyncStub(betterproto2_grpclib.ServiceStub):
         SubscribeNotifications stream of its receiver. Having no connected client is not an error
         (delivered_to is 0): the notification stays stored in NotificationService and is replayed
         when the receiver connects. Idempotent per notification id within a stream: a redelivery
-        is not sent again on a stream that already carried it.
+        is not sent again on a stream that already carried it. With several FrontendService
+        replicas, the notification also reaches the receiver's streams on the other replicas
+        (delivered_to counts those of the replica that answered).
         Errors: INVALID_ARGUMENT (notification unset, empty id, malformed receiver_email),
-        UNAUTHENTICATED, PERMISSION_DENIED.
+        UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (it could not be handed to the other
+        replicas; retry: streams that already showed it skip it).
         Auth: internal; only NotificationService may call it.
         """
 
@@ -291,7 +298,7 @@ class FrontendServiceAsyncStub(betterproto2_grpclib.ServiceStub):
         INVALID_ARGUMENT is not shown: its result carries the reason and the other items are still
         shown. NotificationService's relay uses it to catch up after an outage.
         Errors: INVALID_ARGUMENT (no items, more than 100 items; nothing is shown), UNAUTHENTICATED,
-        PERMISSION_DENIED.
+        PERMISSION_DENIED, UNAVAILABLE (as ReceiveNotification; retry the whole batch).
         Auth: internal; only NotificationService may call it.
         """
 
@@ -335,7 +342,8 @@ class FrontendServiceAsyncStub(betterproto2_grpclib.ServiceStub):
         RESOURCE_EXHAUSTED (too many open streams from this client host or on this server; retry
         after the `retry-after` trailer, in seconds), ABORTED (ends a stream replaced by a newer
         stream of the same account), UNAVAILABLE (NotificationService
-        unreachable for the replay, the client fell too far behind, or shutdown; reconnect).
+        unreachable for the replay, the client fell too far behind, the live feed from the other
+        FrontendService replicas was interrupted, or shutdown; reconnect).
         Auth: user token; the caller acts only on their own data.
         """
 

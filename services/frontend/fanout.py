@@ -1,0 +1,258 @@
+"""Live notifications across FrontendService replicas, through the shared Valkey's pub/sub.
+
+NotificationService's relay pushes each notification to *one* FrontendService replica; the
+receiver's live streams may sit on any of them. The replica that receives a push
+
+1. shows it on its own live streams at once (no round trip for the common, single-replica
+   case), then
+2. publishes it, before answering the push, on the receiver's shard channel
+   ``missive:frontend:live:{<shard>}`` (``shard`` = CRC-32 of the email modulo
+   :data:`SHARDS`), tagged with its own origin id.
+
+Every replica subscribes to every shard channel when it starts (its health reports SERVING,
+and it accepts streams, only once Valkey confirmed all of them), shows what it reads on its
+own streams of that receiver (and account), and skips what it published itself. Each stream
+still carries an id at most once (its own dedupe), so a relay's redelivery, or one replica's
+push reaching another replica's stream both directly and through the bus, is never shown
+twice.
+
+**No silent gap.** Redis pub/sub is fire and forget: a message published while a subscriber
+is disconnected is lost for it. So when the subscription is lost (Valkey restarted or
+unreachable, the connection dropped or was closed for an overflowing output buffer, a
+reconnect made by the client library) every live stream of this replica is ended with
+``UNAVAILABLE`` (the contract's "reconnect to resume"): its client reconnects and the replay
+(:class:`services.frontend.peers.NotificationReplay`) shows the unread notifications it may
+have missed. Until every shard channel is confirmed again, new streams are refused with
+``UNAVAILABLE`` and health reports NOT_SERVING. A push whose publish fails is refused with
+``UNAVAILABLE`` (the relay retries it; the streams that already showed it skip it then).
+Each replica also publishes a heartbeat every 2 s and must read it back within 6 s: a
+connection that died silently (no reset) counts as lost too.
+
+The channels are sharded so that on a Valkey Cluster they spread over the shards
+(``SPUBLISH``/``SSUBSCRIBE`` on the same names); on a standalone Valkey, ``PUBLISH`` and
+``SUBSCRIBE``. Pub/sub channels belong to the server, not to a logical database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from missive.frontend.v1 import frontend_pb2
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError, RedisError
+
+from services.common.domain import InvalidArgument, Unavailable
+from services.notification.models import Notification
+from services.notification.wire import notification_from_proto, notification_to_proto
+
+__all__ = ["FANOUT_DB", "SHARDS", "Bus", "channel_of"]
+
+logger = logging.getLogger(__name__)
+
+SHARDS: Final = 16
+FANOUT_DB: Final = 0
+"""The bus connection's logical database: pub/sub channels belong to the server, not to a
+database, and FrontendService keeps no keys, so any database works."""
+"""Shard channels; every replica subscribes to all of them."""
+CHANNEL_PREFIX: Final = "missive:frontend:live:"
+RETRY_SECONDS: Final = 0.5
+"""Pause between attempts to subscribe again after the subscription was lost."""
+READ_TIMEOUT_SECONDS: Final = 1.0
+HEARTBEAT_SECONDS: Final = 2.0
+"""Each replica publishes a heartbeat this often and must read it back (a connection that
+died without a reset, which TCP would notice only after minutes, counts as lost)..."""
+HEARTBEAT_TIMEOUT_SECONDS: Final = 6.0
+"""...within this long; otherwise the subscription is lost and the streams end."""
+_BEAT = "beat"
+INTERRUPTED = (
+    "live notifications to this stream were interrupted; reconnect to receive the unread "
+    "notifications again"
+)
+BUS_DOWN = "FrontendService cannot receive live notifications right now; reconnect to resume"
+PUBLISH_FAILED = "FrontendService could not pass the notification to its other replicas; retry"
+
+Show = Callable[[Notification, str], int]
+"""Shows a notification on this replica's streams of its receiver (and account); how many."""
+Interrupt = Callable[[Unavailable], int]
+"""Ends every live stream of this replica with the error; how many."""
+
+
+def channel_of(email: str, shards: int = SHARDS) -> str:
+    """The shard channel of a receiver (hash tag: one slot per shard on a Cluster)."""
+    return f"{CHANNEL_PREFIX}{{{zlib.crc32(email.encode()) % shards}}}"
+
+
+def _encoded(origin: str, notification: Notification, receiver_account_id: str) -> str:
+    request = frontend_pb2.ReceiveNotificationRequest(
+        notification=notification_to_proto(notification),
+        receiver_account_id=receiver_account_id,
+    )
+    return f"{origin} {base64.b64encode(request.SerializeToString()).decode()}"
+
+
+def _decoded(payload: str) -> tuple[str, Notification, str]:
+    origin, _, body = payload.partition(" ")
+    request = frontend_pb2.ReceiveNotificationRequest.FromString(base64.b64decode(body))
+    return origin, notification_from_proto(request.notification), request.receiver_account_id
+
+
+class Bus:
+    """This replica's side of the fan-out: publishes pushes, shows the others' pushes."""
+
+    def __init__(self, redis: Redis, *, shards: int = SHARDS) -> None:
+        self._redis = redis
+        self._shards = shards
+        self._channels = [f"{CHANNEL_PREFIX}{{{n}}}" for n in range(shards)]
+        self.origin = os.urandom(8).hex()
+        self._show: Show | None = None
+        self._interrupt: Interrupt | None = None
+        self._confirmed: set[str] = set()
+        self._up = asyncio.Event()
+        self._reported = False
+        """Whether the current outage was logged at WARNING (later attempts: DEBUG)."""
+        self._beat_sent = 0.0
+        self._beat_unanswered = 0.0
+        """When the oldest heartbeat not read back yet was sent (0: none)."""
+        self.losses = 0
+        """How many times the subscription was lost (and the streams ended)."""
+
+    def attach(self, show: Show, interrupt: Interrupt) -> None:
+        """Where the other replicas' pushes go, and how this replica's streams are ended."""
+        self._show = show
+        self._interrupt = interrupt
+
+    @property
+    def up(self) -> bool:
+        """Whether every shard channel is subscribed: nothing published now can be missed."""
+        return self._up.is_set()
+
+    async def ready(self) -> bool:
+        """Readiness (health follows it)."""
+        return self.up
+
+    def require_up(self) -> None:
+        """Unavailable while this replica could miss a live notification."""
+        if not self.up:
+            raise Unavailable(BUS_DOWN)
+
+    async def wait_up(self, within: float) -> bool:
+        """Wait (at most ``within`` s) until the subscription is complete."""
+        try:
+            await asyncio.wait_for(self._up.wait(), within)
+        except TimeoutError:
+            return False
+        return True
+
+    async def publish(self, items: Sequence[tuple[Notification, str]]) -> None:
+        """Hand ``(notification, receiver_account_id)`` pairs to the other replicas, in one
+        round trip; Unavailable when Valkey did not take every one (the push is then retried)."""
+        if not items:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for notification, account_id in items:
+                    pipe.publish(
+                        channel_of(notification.receiver_email, self._shards),
+                        _encoded(self.origin, notification, account_id),
+                    )
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            logger.warning("cannot publish %d live notification(s): %s", len(items), exc)
+            raise Unavailable(PUBLISH_FAILED) from exc
+
+    async def run(self) -> None:
+        """Subscribe, show what the other replicas publish, and start over after a loss; until
+        cancelled."""
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await self._follow(pubsub)
+            except (RedisError, OSError) as exc:
+                self._lost(f"{type(exc).__name__}: {exc}")
+            finally:
+                self._down()
+                try:
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                except (RedisError, OSError):
+                    pass
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def _follow(self, pubsub: Any) -> None:
+        self._confirmed.clear()
+        self._beat_sent = self._beat_unanswered = 0.0
+        await pubsub.subscribe(*self._channels)
+        while True:
+            await self._heartbeat()
+            message = await pubsub.get_message(timeout=READ_TIMEOUT_SECONDS)
+            if message is None:
+                continue
+            kind = message.get("type")
+            if kind == "subscribe":
+                self._subscribed(message["channel"])
+            elif kind == "message":
+                self._received(message["data"])
+            elif kind == "unsubscribe":  # not asked for: treat it as a loss
+                self._lost("unsubscribed by the server")
+                self._confirmed.discard(message["channel"])
+
+    async def _heartbeat(self) -> None:
+        """Publish a heartbeat every HEARTBEAT_SECONDS; ConnectionError when the last one did
+        not come back in time (the subscription is then started over)."""
+        if not self.up:
+            return
+        now = time.monotonic()
+        if self._beat_unanswered and now - self._beat_unanswered > HEARTBEAT_TIMEOUT_SECONDS:
+            raise ConnectionError(f"no heartbeat came back within {HEARTBEAT_TIMEOUT_SECONDS:g}s")
+        if now - self._beat_sent >= HEARTBEAT_SECONDS:
+            self._beat_sent = now
+            if not self._beat_unanswered:
+                self._beat_unanswered = now
+            await self._redis.publish(self._channels[0], f"{self.origin} {_BEAT}")
+
+    def _subscribed(self, channel: str) -> None:
+        if self.up:
+            # A confirmation while complete: the client library reconnected and subscribed
+            # again on its own. Whatever was published in between is lost for this replica.
+            self._lost("the subscription was renewed after a reconnect")
+            self._confirmed.clear()
+        self._confirmed.add(channel)
+        if len(self._confirmed) == len(self._channels):
+            self._up.set()
+            self._reported = False
+            logger.info("live fan-out: subscribed to %d shard channels", len(self._channels))
+
+    def _received(self, payload: str) -> None:
+        if payload.endswith(f" {_BEAT}"):
+            if payload.partition(" ")[0] == self.origin:
+                self._beat_unanswered = 0.0
+            return
+        try:
+            origin, notification, account_id = _decoded(payload)
+        except (ValueError, InvalidArgument) as exc:
+            logger.warning("skipped a malformed live notification on the bus: %s", exc)
+            return
+        if origin == self.origin or self._show is None:
+            return  # our own: already shown on our streams when it was pushed to us
+        self._show(notification, account_id)
+
+    def _down(self) -> None:
+        self._up.clear()
+        self._confirmed.clear()
+
+    def _lost(self, why: str) -> None:
+        was_up = self.up
+        self._down()
+        ended = self._interrupt(Unavailable(INTERRUPTED)) if self._interrupt is not None else 0
+        self.losses += 1
+        if was_up or ended or not self._reported:
+            logger.warning("live fan-out interrupted (%s); ended %d live stream(s)", why, ended)
+            self._reported = True
+        else:  # still down (Valkey unreachable): once per attempt would flood the log
+            logger.debug("live fan-out still unavailable (%s)", why)
