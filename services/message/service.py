@@ -239,7 +239,7 @@ class MessageService:
         request_id = _request_id(client_request_id)
         if request_id is not None and principal.account_id:
             request_id = f"{principal.account_id}:{request_id}"  # one namespace per account
-        digest = content_digest(content)
+        digest = content_digest(content) if request_id is not None else ""
         if request_id is not None:  # a repeat is answered before asking UserService
             record = await self._store.idempotency_record(sender, request_id)
             if record is not None:
