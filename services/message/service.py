@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 MAX_CONTENT_CHARS: Final = 4096
 MAX_MESSAGE_ID: Final = 2**63 - 1
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_ID_ATTEMPTS: Final = 3
+# A send runs again after erasing an earlier account's data (the sender's, then the receiver's).
+_SEND_ATTEMPTS: Final = 3
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ class MessageService:
         receiver_account, sender_name = await self._check_registered(sender, receiver)
         limit = (self._limits.messages, self._limits.window_seconds) if self._limits else None
         timestamp = self._clock()
-        for _ in range(_ID_ATTEMPTS):
+        for _ in range(_SEND_ATTEMPTS):
             # One round trip: the claims (the receiver's data must be theirs before the
             # message joins it), one hit on the rate limit (counted once both users are known
             # and the sender's data is the caller's account's, so a refused send stores no
@@ -279,7 +280,9 @@ class MessageService:
             account = principal.account_id if email == sender else receiver_account
             if not await self._store.claim(email, account) and email == sender:
                 raise Unauthenticated(GONE)
-        raise Unavailable("could not allocate a message id; retry")
+        raise Unavailable(
+            f"the data of {sender} or {receiver} is being changed concurrently; retry"
+        )
 
     def _refusal(self, sender: str, outcome: SendOutcome) -> Exception:
         """The error of a send the store refused (stale account, rate, quota, no free id)."""
