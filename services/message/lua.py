@@ -10,9 +10,10 @@ tonumber (exact below 2^53).
 
 Read state: ``read_upto:{email}`` in the conversation hash is the highest message id that
 participant has read; a message is read iff its id <= read_upto of its receiver, and
-``unread:{email}`` counts the received messages above it. Because ids are taken (INCR) before
-the store script runs, a send may commit after a MarkConversationRead that already covers its
-id: it is then stored as read and not counted, which keeps the flag and the count consistent.
+``unread:{email}`` counts the received messages above it. SEND_MESSAGE takes the id inside the
+script; a message stored under an id taken earlier (SEND) may commit after a
+MarkConversationRead that already covers its id: it is then stored as read and not counted,
+which keeps the flag and the count consistent.
 """
 
 from __future__ import annotations
@@ -21,10 +22,45 @@ from typing import Final
 
 from services.common.outbox import OUTBOX_LUA
 
-# KEYS: 1 message:{id}, 2 conversation hash, 3 conversation message ids,
-#       4/5 sender's/receiver's conversation set, 6/7 sender's/receiver's conversations_by_time,
-#       8/9 sender's/receiver's message ids, 10 outbox stream, 11 sender's stored bytes,
-#       [12 idempotency key].
+# store_message(k, id, document, receiver, timestamp, conversation key, participants JSON):
+# write a message whose id is free and whose size fits the quota (the caller checked both).
+# k: the keys {message, conversation hash, conversation message ids, sender's/receiver's
+# conversation set, sender's/receiver's conversations_by_time, sender's/receiver's message
+# ids, sender's stored bytes}. Returns 1 if the message is stored as read (its receiver had
+# already read past its id), else 0.
+_STORE_MESSAGE: Final = """
+local function store_message(k, id, document, receiver, timestamp, conversation, participants)
+  local conv = k[2]
+  local nid = tonumber(id)
+  redis.call('INCRBY', k[10], string.len(document))
+  redis.call('SET', k[1], document)
+  redis.call('ZADD', k[3], id, id)
+  redis.call('HSETNX', conv, 'participants', participants)
+  if nid > tonumber(redis.call('HGET', conv, 'last_sent_id') or '0') then
+    redis.call('HSET', conv, 'last_sent_id', id, 'updated_at', timestamp)
+  end
+  redis.call('HSET', conv,
+    'last_message_id', redis.call('ZREVRANGE', k[3], 0, 0)[1],
+    'message_count', redis.call('ZCARD', k[3]))
+  local read = 1
+  if nid > tonumber(redis.call('HGET', conv, 'read_upto:' .. receiver) or '0') then
+    redis.call('HINCRBY', conv, 'unread:' .. receiver, 1)
+    read = 0
+  end
+  redis.call('SADD', k[4], conversation)
+  redis.call('SADD', k[5], conversation)
+  redis.call('ZADD', k[6], 'GT', id, conversation)
+  redis.call('ZADD', k[7], 'GT', id, conversation)
+  redis.call('ZADD', k[8], id, id)
+  redis.call('ZADD', k[9], id, id)
+  return read
+end
+"""
+
+# Store a message under a given id (tests, tools). KEYS: 1 message:{id}, 2 conversation hash,
+#       3 conversation message ids, 4/5 sender's/receiver's conversation set,
+#       6/7 sender's/receiver's conversations_by_time, 8/9 sender's/receiver's message ids,
+#       10 outbox stream, 11 sender's stored bytes, [12 idempotency key].
 # ARGV: 1 id, 2 message JSON, 3 receiver, 4 timestamp, 5 conversation key, 6 participants JSON,
 #       7 idempotency record JSON, 8 idempotency TTL (s), 9 outbox field count, 10.. fields,
 #       last: the sender's quota in bytes.
@@ -33,6 +69,7 @@ from services.common.outbox import OUTBOX_LUA
 # sender over the quota; nothing written) or {'stored', read (0/1)}.
 SEND: Final = (
     OUTBOX_LUA
+    + _STORE_MESSAGE
     + """
 if KEYS[12] then
   local existing = redis.call('GET', KEYS[12])
@@ -47,29 +84,8 @@ local used = tonumber(redis.call('GET', KEYS[11]) or '0')
 if used + string.len(ARGV[2]) > tonumber(ARGV[#ARGV]) then
   return {'quota', used}
 end
-redis.call('INCRBY', KEYS[11], string.len(ARGV[2]))
-local id, receiver, conv = ARGV[1], ARGV[3], KEYS[2]
-local nid = tonumber(id)
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[3], id, id)
-redis.call('HSETNX', conv, 'participants', ARGV[6])
-if nid > tonumber(redis.call('HGET', conv, 'last_sent_id') or '0') then
-  redis.call('HSET', conv, 'last_sent_id', id, 'updated_at', ARGV[4])
-end
-redis.call('HSET', conv,
-  'last_message_id', redis.call('ZREVRANGE', KEYS[3], 0, 0)[1],
-  'message_count', redis.call('ZCARD', KEYS[3]))
-local read = 1
-if nid > tonumber(redis.call('HGET', conv, 'read_upto:' .. receiver) or '0') then
-  redis.call('HINCRBY', conv, 'unread:' .. receiver, 1)
-  read = 0
-end
-redis.call('SADD', KEYS[4], ARGV[5])
-redis.call('SADD', KEYS[5], ARGV[5])
-redis.call('ZADD', KEYS[6], 'GT', id, ARGV[5])
-redis.call('ZADD', KEYS[7], 'GT', id, ARGV[5])
-redis.call('ZADD', KEYS[8], id, id)
-redis.call('ZADD', KEYS[9], id, id)
+local read = store_message({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7],
+  KEYS[8], KEYS[9], KEYS[11]}, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 if KEYS[12] then
   redis.call('SET', KEYS[12], ARGV[7], 'EX', tonumber(ARGV[8]))
 end
@@ -262,34 +278,129 @@ return loaded
 """
 )
 
-# Account ownership of the data keyed by one email (shared by CLAIM and NotificationService).
-# KEYS: 1 account:{email}. ARGV: 1 the caller's account id (32 hex digits).
-# Returns {'ok'} (owned by this account, or now claimed for it), {'stale'} (the caller's
-# account was deleted: its data is erased or a later account owns the email) or
-# {'erase', marker} (an earlier, deleted account's data is still here: erase it, then
-# TAKE_OVER from `marker`). Ids sort by creation, so a later account never loses to an
-# earlier one.
-CLAIM: Final = """
-local marker = redis.call('GET', KEYS[1])
-if not marker then
-  redis.call('SET', KEYS[1], ARGV[1])
-  return {'ok'}
-end
-local owner, erased = marker, false
-if string.sub(marker, -7) == ':erased' then
-  owner, erased = string.sub(marker, 1, -8), true
-end
-if owner == ARGV[1] then
-  if erased then
-    return {'stale'}
+# claim(account key, account id): account ownership of the data keyed by one email (CLAIM,
+# SEND_MESSAGE; NotificationService has its own). Returns 'ok' (owned by this account, or now
+# claimed for it), 'stale' (the caller's account was deleted: its data is erased or a later
+# account owns the email) or 'erase', marker (an earlier, deleted account's data is still
+# here: erase it, then TAKE_OVER from `marker`). Ids sort by creation, so a later account
+# never loses to an earlier one.
+_CLAIM: Final = """
+local function claim(account_key, account_id)
+  local marker = redis.call('GET', account_key)
+  if not marker then
+    redis.call('SET', account_key, account_id)
+    return 'ok'
   end
-  return {'ok'}
+  local owner, erased = marker, false
+  if string.sub(marker, -7) == ':erased' then
+    owner, erased = string.sub(marker, 1, -8), true
+  end
+  if owner == account_id then
+    if erased then
+      return 'stale'
+    end
+    return 'ok'
+  end
+  if owner > account_id then
+    return 'stale'
+  end
+  return 'erase', marker
 end
-if owner > ARGV[1] then
-  return {'stale'}
-end
-return {'erase', marker}
 """
+
+# KEYS: 1 account:{email}. ARGV: 1 the caller's account id (32 hex digits).
+# Returns {'ok'}, {'stale'} or {'erase', marker}: see claim above.
+CLAIM: Final = (
+    _CLAIM
+    + """
+local outcome, marker = claim(KEYS[1], ARGV[1])
+if outcome == 'erase' then
+  return {outcome, marker}
+end
+return {outcome}
+"""
+)
+
+# A whole SendMessage in one round trip: idempotency, account ownership, rate limit, id,
+# quota, the writes and the outbox event, atomically. The id is allocated here, so the
+# message key is built from the prefix in ARGV (like the read scripts: a single instance).
+# KEYS: 1 conversation hash, 2 conversation message ids, 3/4 sender's/receiver's conversation
+#       set, 5/6 sender's/receiver's conversations_by_time, 7/8 sender's/receiver's message
+#       ids, 9 outbox stream, 10 sender's stored bytes, 11 the id counter, 12/13 the sender's/
+#       receiver's account marker, 14 the sender's send-rate counter, [15 idempotency key].
+# ARGV: 1 message JSON after the id (records.message_tail), 2 receiver, 3 timestamp,
+#       4 conversation key, 5 participants JSON, 6 idempotency record JSON after the id
+#       (records.record_tail), 7 idempotency TTL (s), 8 sender's account id ('' = no claim),
+#       9 receiver's account id ('' = no claim), 10 messages allowed per window ('' = no
+#       limit), 11 window (s), 12 the sender's quota in bytes, 13 message key prefix, 14 outbox
+#       field count, 15.. fields (the first pair is message_id; its value is replaced by the id).
+# Checks in the order of the service: a used idempotency key first (free), then the sender's
+# and the receiver's account (nothing counted yet), then the rate limit (a hit even when
+# refused, as lua FIXED_WINDOW_HIT), then the quota. Returns {'duplicate', record},
+# {'stale'} (the sender's account was deleted), {'erase', 'sender' or 'receiver'} (an earlier
+# account's data must be erased first: nothing done; store.claim it, then send again),
+# {'rate', seconds left}, {'taken'} (three ids in a row held a message: the counter went
+# back), {'quota', stored bytes} or {'stored', id, read (0/1)}.
+SEND_MESSAGE: Final = (
+    OUTBOX_LUA
+    + _CLAIM
+    + _STORE_MESSAGE
+    + """
+if KEYS[15] then
+  local existing = redis.call('GET', KEYS[15])
+  if existing then
+    return {'duplicate', existing}
+  end
+end
+if ARGV[8] ~= '' then
+  local outcome = claim(KEYS[12], ARGV[8])
+  if outcome == 'stale' then
+    return {'stale'}
+  elseif outcome == 'erase' then
+    return {'erase', 'sender'}
+  end
+end
+if ARGV[9] ~= '' and claim(KEYS[13], ARGV[9]) == 'erase' then
+  return {'erase', 'receiver'}
+end
+if ARGV[10] ~= '' then
+  local count = redis.call('INCR', KEYS[14])
+  local ttl = redis.call('TTL', KEYS[14])
+  if ttl < 0 then
+    redis.call('EXPIRE', KEYS[14], ARGV[11])
+    ttl = tonumber(ARGV[11])
+  end
+  if count > tonumber(ARGV[10]) then
+    return {'rate', ttl}
+  end
+end
+local id, message_key = nil, nil
+for _ = 1, 3 do
+  redis.call('INCR', KEYS[11])
+  local next_id = redis.call('GET', KEYS[11])
+  if redis.call('EXISTS', ARGV[13] .. next_id) == 0 then
+    id, message_key = next_id, ARGV[13] .. next_id
+    break
+  end
+end
+if not id then
+  return {'taken'}
+end
+local document = '{"id":' .. id .. ',' .. ARGV[1]
+local used = tonumber(redis.call('GET', KEYS[10]) or '0')
+if used + string.len(document) > tonumber(ARGV[12]) then
+  return {'quota', used}
+end
+local read = store_message({message_key, KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
+  KEYS[7], KEYS[8], KEYS[10]}, id, document, ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+if KEYS[15] then
+  redis.call('SET', KEYS[15], '{"message_id":' .. id .. ',' .. ARGV[6], 'EX', tonumber(ARGV[7]))
+end
+ARGV[16] = id
+outbox_xadd(KEYS[9], ARGV, 14)
+return {'stored', id, read}
+"""
+)
 
 # KEYS: 1 account:{email}, then the email's per-account counters to reset with the new owner
 # (user:{email}:stored_bytes, send_rate:{email}). ARGV: 1 the marker read before erasing, 2 the

@@ -57,6 +57,24 @@ class AddOutcome:
 
 
 @dataclass(frozen=True)
+class SendOutcome:
+    """What one store-side send did (RedisMessageStore.send_message). ``outcome`` is one of
+    ``stored`` (``message`` is set), ``duplicate`` (``existing``: the request id was used
+    already; nothing written), ``stale`` (the sender's account was deleted), ``erase``
+    (``erase_email`` holds data of an earlier account: claim it, then send again), ``rate``
+    (``retry_after`` seconds left in the window), ``quota`` (``quota_used`` bytes stored) or
+    ``taken`` (no free id: the counter went back). Only ``stored`` wrote anything, besides the
+    rate-limit hit of ``rate``, ``quota`` and ``taken``."""
+
+    outcome: str
+    message: Message | None = None
+    existing: IdempotencyRecord | None = None
+    erase_email: str = ""
+    retry_after: int = 0
+    quota_used: int = 0
+
+
+@dataclass(frozen=True)
 class MessagePage:
     """One page of messages, newest first."""
 

@@ -18,16 +18,23 @@ __all__ = [
     "decode_record",
     "encode_message",
     "encode_record",
+    "message_tail",
     "outbox_event",
     "read_upto",
+    "record_tail",
 ]
 
 
 def encode_message(message: Message) -> str:
     """The stored JSON: id, sender_email, receiver_email, content, timestamp (not ``read``)."""
+    return f'{{"id":{message.id},{message_tail(message)}'
+
+
+def message_tail(message: Message) -> str:
+    """The stored JSON of ``message`` after its id: a script that allocates the id prepends
+    ``{"id":<id>,`` (lua.SEND_MESSAGE), which gives exactly :func:`encode_message`."""
     return json.dumps(
         {
-            "id": message.id,
             "sender_email": message.sender_email,
             "receiver_email": message.receiver_email,
             "content": message.content,
@@ -35,7 +42,7 @@ def encode_message(message: Message) -> str:
         },
         ensure_ascii=False,
         separators=(",", ":"),
-    )
+    )[1:]
 
 
 def decode_message(text: str, read: bool = False) -> Message:
@@ -60,14 +67,16 @@ def _field(data: dict[str, Any], name: str) -> str:
 
 
 def encode_record(record: IdempotencyRecord) -> str:
-    return json.dumps(
-        {
-            "message_id": record.message_id,
-            "receiver": record.receiver,
-            "content_sha256": record.content_sha256,
-        },
-        separators=(",", ":"),
+    return (
+        f'{{"message_id":{record.message_id},{record_tail(record.receiver, record.content_sha256)}'
     )
+
+
+def record_tail(receiver: str, content_sha256: str) -> str:
+    """The JSON of an idempotency record after its message id (see :func:`message_tail`)."""
+    return json.dumps(
+        {"receiver": receiver, "content_sha256": content_sha256}, separators=(",", ":")
+    )[1:]
 
 
 def decode_record(text: str) -> IdempotencyRecord:

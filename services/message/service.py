@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
@@ -31,12 +30,12 @@ from services.common.emails import normalise_email
 from services.common.paging import Page, encode_offset, parse_page
 from services.common.sessions import GONE, AccountState
 from services.message.models import (
-    AddOutcome,
     Conversation,
     ConversationPage,
     IdempotencyRecord,
     Message,
     MessagePage,
+    SendOutcome,
     content_digest,
 )
 from services.message.settings import SendLimits
@@ -46,7 +45,8 @@ logger = logging.getLogger(__name__)
 MAX_CONTENT_CHARS: Final = 4096
 MAX_MESSAGE_ID: Final = 2**63 - 1
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_ID_ATTEMPTS: Final = 3
+# A send runs again after erasing an earlier account's data (the sender's, then the receiver's).
+_SEND_ATTEMPTS: Final = 3
 
 
 class MessageStore(Protocol):
@@ -56,18 +56,21 @@ class MessageStore(Protocol):
         self, sender: str, request_id: str
     ) -> IdempotencyRecord | None: ...
 
-    async def next_id(self) -> int: ...
-
-    async def count_send(self, sender: str, window_seconds: int) -> tuple[int, int]: ...
-
-    async def add(
+    async def send_message(
         self,
-        message: Message,
+        sender: str,
+        receiver: str,
+        content: str,
+        timestamp: datetime,
+        *,
         request_id: str | None = None,
-        record: IdempotencyRecord | None = None,
+        content_sha256: str = "",
+        sender_account_id: str = "",
         receiver_account_id: str = "",
+        claim_receiver: bool = False,
         sender_name: str = "",
-    ) -> AddOutcome: ...
+        rate_limit: tuple[int, int] | None = None,
+    ) -> SendOutcome: ...
 
     async def claim(self, email: str, account_id: str) -> bool: ...
 
@@ -224,46 +227,65 @@ class MessageService:
         request_id = _request_id(client_request_id)
         if request_id is not None and principal.account_id:
             request_id = f"{principal.account_id}:{request_id}"  # one namespace per account
-        digest = content_digest(content)
-        if request_id is not None:
+        digest = content_digest(content) if request_id is not None else ""
+        if request_id is not None:  # a repeat is answered before asking UserService
             record = await self._store.idempotency_record(sender, request_id)
             if record is not None:
                 return await self._replay(record, request_id, receiver, digest)
         receiver_account, sender_name = await self._check_registered(sender, receiver)
-        await self._claim(principal, sender)
-        if receiver_account and receiver != sender:
-            # The receiver's data here must be theirs before the message joins it.
-            await self._store.claim(receiver, receiver_account)
-        # Counted once both users are known (and the sender's data is the caller's account's,
-        # so an earlier account's count is gone), so a refused send stores no message.
-        await self._check_rate(sender)
-        for _ in range(_ID_ATTEMPTS):
-            message = Message(await self._store.next_id(), sender, receiver, content, self._clock())
-            record = IdempotencyRecord(message.id, receiver, digest) if request_id else None
-            outcome = await self._store.add(
-                message, request_id, record, receiver_account, sender_name=sender_name
+        limit = (self._limits.messages, self._limits.window_seconds) if self._limits else None
+        timestamp = self._clock()
+        for _ in range(_SEND_ATTEMPTS):
+            # One round trip: the claims (the receiver's data must be theirs before the
+            # message joins it), one hit on the rate limit (counted once both users are known
+            # and the sender's data is the caller's account's, so a refused send stores no
+            # message), a new id, the quota and the writes.
+            outcome = await self._store.send_message(
+                sender,
+                receiver,
+                content,
+                timestamp,
+                request_id=request_id,
+                content_sha256=digest,
+                sender_account_id=principal.account_id,
+                receiver_account_id=receiver_account,
+                claim_receiver=bool(receiver_account) and receiver != sender,
+                sender_name=sender_name,
+                rate_limit=limit,
             )
+            if outcome.message is not None:
+                message = outcome.message
+                logger.debug("message %d stored from %s to %s", message.id, sender, receiver)
+                return message
             if outcome.existing is not None and request_id is not None:
                 return await self._replay(outcome.existing, request_id, receiver, digest)
-            if outcome.quota_used is not None:
-                raise self._over_quota(sender, outcome.quota_used)
-            if outcome.stored:
-                logger.debug("message %d stored from %s to %s", message.id, sender, receiver)
-                return replace(message, read=outcome.read)
-            logger.error("message id %d is already taken: the id counter went back", message.id)
-        raise Unavailable("could not allocate a message id; retry")
+            if outcome.outcome != "erase":
+                raise self._refusal(sender, outcome)
+            # Data of an earlier, deleted account of the email: erased (slow path), then the
+            # send runs again. The sender's own account being gone is refused.
+            email = outcome.erase_email
+            account = principal.account_id if email == sender else receiver_account
+            if not await self._store.claim(email, account) and email == sender:
+                raise Unauthenticated(GONE)
+        raise Unavailable(
+            f"the data of {sender} or {receiver} is being changed concurrently; retry"
+        )
 
-    async def _check_rate(self, sender: str) -> None:
-        if self._limits is None:
-            return
-        count, ttl = await self._store.count_send(sender, self._limits.window_seconds)
-        if count > self._limits.messages:
+    def _refusal(self, sender: str, outcome: SendOutcome) -> Exception:
+        """The error of a send the store refused (stale account, rate, quota, no free id)."""
+        if outcome.outcome == "stale":
+            return Unauthenticated(GONE)
+        if outcome.outcome == "rate" and self._limits is not None:
             logger.warning("sending throttled for %s", sender)
-            raise RateLimited(
+            return RateLimited(
                 f"at most {self._limits.messages} messages may be sent per "
-                f"{self._limits.window_seconds} seconds; retry in {ttl} seconds",
-                ttl,
+                f"{self._limits.window_seconds} seconds; retry in {outcome.retry_after} seconds",
+                outcome.retry_after,
             )
+        if outcome.outcome == "quota":
+            return self._over_quota(sender, outcome.quota_used)
+        logger.error("send refused by the store (%s): the id counter went back", outcome.outcome)
+        return Unavailable("could not allocate a message id; retry")
 
     def _over_quota(self, sender: str, used: int) -> RateLimited:
         logger.warning("sender %s reached the storage quota (%d bytes stored)", sender, used)

@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -26,6 +27,7 @@ from services.message.models import (
     Conversation,
     IdempotencyRecord,
     Message,
+    SendOutcome,
 )
 from services.message.records import (
     decode_conversation,
@@ -33,7 +35,9 @@ from services.message.records import (
     decode_record,
     encode_message,
     encode_record,
+    message_tail,
     outbox_event,
+    record_tail,
 )
 from services.message.settings import DEFAULT_QUOTA_BYTES
 
@@ -93,6 +97,7 @@ class RedisMessageStore:
         self.quota_bytes = quota_bytes
         self._hit: AsyncScript = redis.register_script(FIXED_WINDOW_HIT_LUA)
         self._send: AsyncScript = redis.register_script(lua.SEND)
+        self._send_message: AsyncScript = redis.register_script(lua.SEND_MESSAGE)
         self._delete: AsyncScript = redis.register_script(lua.DELETE)
         self._mark_read: AsyncScript = redis.register_script(lua.MARK_READ)
         self._claim: AsyncScript = redis.register_script(lua.CLAIM)
@@ -106,6 +111,84 @@ class RedisMessageStore:
         return bool(await self._redis.ping())
 
     # -- sending ------------------------------------------------------------------------------
+
+    async def send_message(
+        self,
+        sender: str,
+        receiver: str,
+        content: str,
+        timestamp: datetime,
+        *,
+        request_id: str | None = None,
+        content_sha256: str = "",
+        sender_account_id: str = "",
+        receiver_account_id: str = "",
+        claim_receiver: bool = False,
+        sender_name: str = "",
+        rate_limit: tuple[int, int] | None = None,
+    ) -> SendOutcome:
+        """A whole send in one round trip (lua.SEND_MESSAGE): the idempotency check, the
+        claims of the sender's (``sender_account_id``) and, with ``claim_receiver``, the
+        receiver's data, one hit on the sender's rate limit (``rate_limit`` = (messages,
+        window seconds)), a new id, the quota check, and the message with its indexes,
+        idempotency record (with ``request_id``) and outbox event, atomically."""
+        draft = Message(0, sender, receiver, content, timestamp)
+        event = outbox_event(draft, receiver_account_id, sender_name)
+        conversation = keys.conversation_key(sender, receiver)
+        script_keys = [
+            conversation,
+            keys.conversation_messages_key(sender, receiver),
+            keys.user_conversations_key(sender),
+            keys.user_conversations_key(receiver),
+            keys.user_conversations_by_time_key(sender),
+            keys.user_conversations_by_time_key(receiver),
+            keys.user_messages_key(sender),
+            keys.user_messages_key(receiver),
+            keys.OUTBOX_STREAM,
+            keys.stored_bytes_key(sender),
+            keys.MESSAGE_ID_COUNTER,
+            keys.account_key(sender),
+            keys.account_key(receiver),
+            keys.send_rate_key(sender),
+        ]
+        if request_id is not None:
+            script_keys.append(keys.idempotency_key(sender, request_id))
+        messages, window = rate_limit if rate_limit is not None else ("", "")
+        reply: list[Any] = await self._send_message(
+            keys=script_keys,
+            args=[
+                message_tail(draft),
+                receiver,
+                format_timestamp(timestamp),
+                conversation,
+                json.dumps(sorted((sender, receiver))),
+                record_tail(receiver, content_sha256) if request_id is not None else "",
+                self._idempotency_ttl,
+                sender_account_id,
+                receiver_account_id if claim_receiver else "",
+                messages,
+                window,
+                self.quota_bytes,
+                keys.MESSAGE_PREFIX,
+                *outbox_lua_args(event),  # message_id first: the script sets it
+            ],
+        )
+        outcome = _text(reply[0])
+        if outcome == "stored":
+            return SendOutcome(
+                outcome, message=replace(draft, id=int(reply[1]), read=bool(int(reply[2])))
+            )
+        if outcome == "duplicate":
+            return SendOutcome(outcome, existing=decode_record(_text(reply[1])))
+        if outcome == "erase":
+            return SendOutcome(
+                outcome, erase_email=sender if _text(reply[1]) == "sender" else receiver
+            )
+        if outcome == "rate":
+            return SendOutcome(outcome, retry_after=int(reply[1]))
+        if outcome == "quota":
+            return SendOutcome(outcome, quota_used=int(reply[1]))
+        return SendOutcome(outcome)
 
     async def idempotency_record(self, sender: str, request_id: str) -> IdempotencyRecord | None:
         text = await self._redis.get(keys.idempotency_key(sender, request_id))

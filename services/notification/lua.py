@@ -73,36 +73,73 @@ end
 return erased
 """
 
+# create(k, first, argv, retention, dedupe TTL, unsubscribed value): one notification.
+# k: its keys from KEYS[first] on: dedupe key, subscriptions hash, receiver's list, outbox
+# stream, receiver's account marker. argv: receiver email, notification JSON, id prefix,
+# notification id, the receiver's account id (or ''), then the outbox event
+# (delivery.outbox_lua_args) from argv[6] on. Returns {'duplicate'[, stored item]}, {'gone'},
+# {'unsubscribed'} or {'created', JSON}.
+_CREATE_ONE: Final = """
+local function create(k, argv, retention, dedupe_ttl, unsubscribed)
+  local existing = redis.call('GET', k[1])
+  if existing then
+    local prefix = argv[3]
+    for _, item in ipairs(redis.call('LRANGE', k[3], 0, -1)) do
+      if string.sub(item, 1, #prefix) == prefix then
+        return {'duplicate', item}
+      end
+    end
+    return {'duplicate'}
+  end
+  if argv[5] ~= '' and claim(k[5], k[3], k[2], argv[1], argv[5]) == 'stale' then
+    return {'gone'}
+  end
+  if redis.call('HGET', k[2], argv[1]) == unsubscribed then
+    return {'unsubscribed'}
+  end
+  redis.call('LPUSH', k[3], argv[2])
+  redis.call('LTRIM', k[3], 0, retention - 1)
+  redis.call('SET', k[1], argv[4], 'EX', dedupe_ttl)
+  outbox_xadd(k[4], argv, 6)
+  return {'created', argv[2]}
+end
+"""
+
 # KEYS: 1 dedupe key, 2 subscriptions hash, 3 receiver's list, 4 outbox stream, 5 receiver's
 #       account marker.
-# ARGV: 1 receiver email, 2 notification JSON, 3 id prefix, 4 retention, 5 dedupe TTL (s),
-#       6 notification id, 7 the "unsubscribed" hash value, 8 the receiver's account id (or
+# ARGV: 1 retention, 2 dedupe TTL (s), 3 the "unsubscribed" hash value, 4 receiver email,
+#       5 notification JSON, 6 id prefix, 7 notification id, 8 the receiver's account id (or
 #       ''), 9.. the outbox event (delivery.outbox_lua_args).
+# Returns create's reply.
 CREATE: Final = (
     OUTBOX_LUA
     + _OWNERSHIP
+    + _CREATE_ONE
     + """
-local existing = redis.call('GET', KEYS[1])
-if existing then
-  local prefix = ARGV[3]
-  for _, item in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
-    if string.sub(item, 1, #prefix) == prefix then
-      return {'duplicate', item}
-    end
-  end
-  return {'duplicate'}
+return create(KEYS, {unpack(ARGV, 4)}, tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
+"""
+)
+
+# Several notifications in one round trip, each exactly as CREATE would store it, in order (a
+# repeat within the batch is a duplicate of the first). KEYS: the five keys of CREATE per item.
+# ARGV: 1 retention, 2 dedupe TTL (s), 3 the "unsubscribed" hash value, then per item the
+# arguments of CREATE from its 4th on, preceded by their count. Returns create's reply per item.
+CREATE_MANY: Final = (
+    OUTBOX_LUA
+    + _OWNERSHIP
+    + _CREATE_ONE
+    + """
+local retention, dedupe_ttl, unsubscribed = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local replies, at = {}, 4
+for item = 0, #KEYS / 5 - 1 do
+  local n = tonumber(ARGV[at])
+  local k = {KEYS[5 * item + 1], KEYS[5 * item + 2], KEYS[5 * item + 3], KEYS[5 * item + 4],
+    KEYS[5 * item + 5]}
+  replies[#replies + 1] = create(k, {unpack(ARGV, at + 1, at + n)}, retention, dedupe_ttl,
+    unsubscribed)
+  at = at + n + 1
 end
-if ARGV[8] ~= '' and claim(KEYS[5], KEYS[3], KEYS[2], ARGV[1], ARGV[8]) == 'stale' then
-  return {'gone'}
-end
-if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[7] then
-  return {'unsubscribed'}
-end
-redis.call('LPUSH', KEYS[3], ARGV[2])
-redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
-redis.call('SET', KEYS[1], ARGV[6], 'EX', tonumber(ARGV[5]))
-outbox_xadd(KEYS[4], ARGV, 9)
-return {'created', ARGV[2]}
+return replies
 """
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -38,6 +39,8 @@ class NotificationStore(Protocol):
 
     async def create(self, new: NewNotification) -> CreateResult: ...
 
+    async def create_many(self, batch: Sequence[NewNotification]) -> list[CreateResult]: ...
+
     async def list_page(
         self, email: str, *, unread_only: bool, offset: int, size: int
     ) -> tuple[list[Notification], int, int]: ...
@@ -68,6 +71,19 @@ def _account_id(raw: str, field: str) -> str:
     if raw and not ACCOUNT_ID.fullmatch(raw):
         raise InvalidArgument(f"{field} must be 32 lower-case hex digits or empty")
     return raw
+
+
+def _log_created(new: NewNotification, result: CreateResult) -> None:
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
+    if result.created:
+        logger.debug("notification %s stored for %s", new.id, new.receiver_email)
+    elif not result.subscribed:
+        logger.debug(
+            "no notification for message %s: %s is unsubscribed", new.message_id, new.receiver_email
+        )
+    else:
+        logger.debug("notification %s already exists; not created again", new.id)
 
 
 class NotificationService:
@@ -127,6 +143,35 @@ class NotificationService:
         sender_name: str = "",
     ) -> CreateResult:
         """Notify the receiver of a stored message once (idempotent per message id)."""
+        new = self.new_notification(
+            principal,
+            message_id=message_id,
+            sender_email=sender_email,
+            receiver_email=receiver_email,
+            timestamp=timestamp,
+            read=read,
+            receiver_account_id=receiver_account_id,
+            preview=preview,
+            sender_name=sender_name,
+        )
+        result = await self._store.create(new)
+        _log_created(new, result)
+        return result
+
+    def new_notification(
+        self,
+        principal: Principal,
+        *,
+        message_id: int,
+        sender_email: str,
+        receiver_email: str,
+        timestamp: datetime | None,
+        read: bool = False,
+        receiver_account_id: str = "",
+        preview: str = "",
+        sender_name: str = "",
+    ) -> NewNotification:
+        """The notification a create request describes, validated (InvalidArgument if not)."""
         if not principal.is_service:  # the edge allows only MessageService; belt and braces
             raise PermissionDenied("CreateNotification is internal to Missive's services")
         if not 1 <= message_id <= MAX_MESSAGE_ID:
@@ -138,7 +183,7 @@ class NotificationService:
         if timestamp.tzinfo is None:
             raise InvalidArgument("timestamp must carry a UTC offset")
         account = _account_id(receiver_account_id, "receiver_account_id")
-        new = NewNotification(
+        return NewNotification(
             message_id,
             sender,
             receiver,
@@ -148,14 +193,18 @@ class NotificationService:
             preview=_bounded(preview),
             sender_name=_bounded(sender_name),
         )
-        result = await self._store.create(new)
-        if result.created:
-            logger.debug("notification %s stored for %s", new.id, receiver)
-        elif not result.subscribed:
-            logger.debug("no notification for message %s: %s is unsubscribed", message_id, receiver)
-        else:
-            logger.debug("notification %s already exists; not created again", new.id)
-        return result
+
+    async def create_notifications(
+        self, principal: Principal, batch: Sequence[NewNotification]
+    ) -> list[CreateResult]:
+        """:meth:`create_notification` of each validated notification (``new_notification``),
+        in order, in one round trip to the store; idempotent per message id."""
+        if not principal.is_service:
+            raise PermissionDenied("CreateNotifications is internal to Missive's services")
+        results = await self._store.create_many(batch)
+        for new, result in zip(batch, results, strict=True):
+            _log_created(new, result)
+        return results
 
     async def check_subscribed(self, principal: Principal, email: str) -> SubscriptionStatus:
         owner = await self._owner(principal, email)

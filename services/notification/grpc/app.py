@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import grpc.aio
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
@@ -10,6 +11,7 @@ from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 from services.common.dead_letters import AdminRpcs, DeadLetterRpcs, DeadLetters
 from services.common.domain import InvalidArgument
 from services.common.grpc_edge import Context, caller
+from services.notification.models import CreateResult, NewNotification
 from services.notification.service import NotificationService
 from services.notification.wire import (
     notification_to_proto,
@@ -40,38 +42,30 @@ class NotificationServicer(DeadLetterRpcs, notification_pb2_grpc.NotificationSer
     ) -> notification_pb2.CreateNotificationsResponse:
         if not 1 <= len(request.items) <= MAX_BATCH_ITEMS:
             raise InvalidArgument(f"items must hold 1 to {MAX_BATCH_ITEMS} requests")
-        reply = notification_pb2.CreateNotificationsResponse()
-        for item in request.items:
-            result = reply.results.add()
+        principal = caller()
+        valid: list[NewNotification] = []
+        refused: dict[int, str] = {}
+        for index, item in enumerate(request.items):
             try:
-                result.response.CopyFrom(await self._create(item))
+                valid.append(self._service.new_notification(principal, **_create_fields(item)))
             except InvalidArgument as exc:
-                result.ClearField("response")
-                result.invalid_argument = exc.message
+                refused[index] = exc.message
+        created = iter(await self._service.create_notifications(principal, valid) if valid else [])
+        reply = notification_pb2.CreateNotificationsResponse()
+        for index in range(len(request.items)):
+            result = reply.results.add()
+            if index in refused:
+                result.invalid_argument = refused[index]
+            else:
+                _fill(result.response, next(created))
         return reply
 
     async def _create(
         self, request: notification_pb2.CreateNotificationRequest
     ) -> notification_pb2.CreateNotificationResponse:
-        timestamp = (
-            timestamp_from_proto(request.timestamp) if request.HasField("timestamp") else None
-        )
-        result = await self._service.create_notification(
-            caller(),
-            message_id=request.message_id,
-            sender_email=request.sender_email,
-            receiver_email=request.receiver_email,
-            timestamp=timestamp,
-            read=request.read,
-            receiver_account_id=request.receiver_account_id,
-            preview=request.preview,
-            sender_name=request.sender_name,
-        )
-        reply = notification_pb2.CreateNotificationResponse(
-            created=result.created, subscribed=result.subscribed
-        )
-        if result.notification is not None:
-            reply.notification.CopyFrom(notification_to_proto(result.notification))
+        result = await self._service.create_notification(caller(), **_create_fields(request))
+        reply = notification_pb2.CreateNotificationResponse()
+        _fill(reply, result)
         return reply
 
     async def CheckUserSubscribed(
@@ -123,6 +117,29 @@ class NotificationServicer(DeadLetterRpcs, notification_pb2_grpc.NotificationSer
     ) -> notification_pb2.EraseAccountResponse:
         erased = await self._service.erase_account(caller(), request.email, request.account_id)
         return notification_pb2.EraseAccountResponse(erased=erased)
+
+
+def _create_fields(request: notification_pb2.CreateNotificationRequest) -> dict[str, Any]:
+    """The keyword arguments of NotificationService.create_notification in ``request``."""
+    return {
+        "message_id": request.message_id,
+        "sender_email": request.sender_email,
+        "receiver_email": request.receiver_email,
+        "timestamp": (
+            timestamp_from_proto(request.timestamp) if request.HasField("timestamp") else None
+        ),
+        "read": request.read,
+        "receiver_account_id": request.receiver_account_id,
+        "preview": request.preview,
+        "sender_name": request.sender_name,
+    }
+
+
+def _fill(reply: notification_pb2.CreateNotificationResponse, result: CreateResult) -> None:
+    reply.created = result.created
+    reply.subscribed = result.subscribed
+    if result.notification is not None:
+        reply.notification.CopyFrom(notification_to_proto(result.notification))
 
 
 def register(
