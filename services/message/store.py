@@ -175,6 +175,7 @@ class RedisMessageStore:
         )
         outcome = _text(reply[0])
         if outcome == "stored":
+            _OUTBOX.added(1)  # the script appended the event with the message
             return SendOutcome(
                 outcome, message=replace(draft, id=int(reply[1]), read=bool(int(reply[2])))
             )
