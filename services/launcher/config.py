@@ -10,6 +10,8 @@ from pathlib import Path
 from services.common.errors import ConfigError
 from services.common.ports import format_address
 from services.common.settings import env_int, env_str, validate_redis_url
+from services.frontend.settings import DEFAULT_METRICS_PORT as FRONTEND_METRICS
+from services.frontend.settings import METRICS_PORT_ENV as FRONTEND_METRICS_ENV
 
 __all__ = [
     "DEFAULT_REDIS_URL",
@@ -110,6 +112,17 @@ def _port(environ: Mapping[str, str], name: str, default: int) -> int:
     return env_int(environ, name, default, min=1, max=65535)
 
 
+def _metrics_port(
+    environ: Mapping[str, str], name: str, offset: int
+) -> tuple[tuple[str, int], ...]:
+    """FrontendService's separate metrics listener, moved like its other ports for a replica."""
+    if name != "frontend":
+        return ()
+    return (
+        (FRONTEND_METRICS_ENV, _port(environ, FRONTEND_METRICS_ENV, FRONTEND_METRICS) + offset),
+    )
+
+
 def _services(
     environ: Mapping[str, str], python: str, replicas: int = 1
 ) -> tuple[ServiceSpec, ...]:
@@ -124,7 +137,8 @@ def _services(
             rest_port = rest_base + offset if rest_base is not None else None
             own: list[tuple[str, str]] = []
             if replica > 1:
-                for var, port in ((grpc_env, grpc_port), (rest_env, rest_port)):
+                extra = _metrics_port(environ, name, offset)
+                for var, port in ((grpc_env, grpc_port), (rest_env, rest_port), *extra):
                     if var is not None and port is not None:
                         if port > 65535:
                             raise ConfigError(

@@ -23,6 +23,7 @@ from missive.message.v1 import message_pb2
 from missive.notification.v1 import notification_pb2
 from missive.user.v1 import user_pb2
 
+from services.notification.keys import notifications_key
 from tests.helpers.clients import Stubs, User, register_and_login
 from tests.helpers.system import ROOT, System
 
@@ -167,11 +168,23 @@ async def _state(system: System, user: User) -> dict[int, dict[Any, Any]]:
     return state
 
 
+async def _notified(system: System, user: User) -> None:
+    """Wait until NotificationService stored the user's notification (DB 2)."""
+    client = redis.asyncio.Redis.from_url(system.valkey.url, db=2)
+    try:
+        async with asyncio.timeout(10):
+            while not await client.exists(notifications_key(user.email)):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
+
+
 async def test_a_user_cannot_read_or_change_another_users_data(
     system: System, stubs: Stubs
 ) -> None:
     ada, bob, eve = [await register_and_login(system, name) for name in ("Ada", "Bob", "Eve")]
     sent = await stubs.send(ada, bob, "private")
+    await _notified(system, bob)  # the relays' writes land before the snapshot, not during
     before = await _state(system, bob)
 
     grpc_attempts: list[Awaitable[Any]] = [

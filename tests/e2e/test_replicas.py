@@ -34,7 +34,7 @@ class Replica:
         self.grpc_port = free_port()
         self.log = log
         port_vars = {
-            "frontend": ["FRONTEND_GRPC_PORT"],
+            "frontend": ["FRONTEND_GRPC_PORT", "FRONTEND_METRICS_PORT"],
             "user": ["USER_GRPC_PORT", "USER_REST_PORT"],
             "message": ["MESSAGE_GRPC_PORT", "MESSAGE_REST_PORT"],
         }[name]
