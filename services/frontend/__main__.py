@@ -4,37 +4,27 @@ from services.common.app import Parts, ServiceApp, Start
 from services.common.sessions import GrpcAccounts, Sessions
 from services.frontend.fanout import FANOUT_DB, Bus
 from services.frontend.grpc.app import register
+from services.frontend.hub import Hub
 from services.frontend.metrics import metrics_background
 from services.frontend.peers import NOTIFICATION_RETRY, NotificationReplay
-from services.frontend.service import RECHECK_SECONDS, FrontendService, Hub
+from services.frontend.service import RECHECK_SECONDS, FrontendService
 from services.frontend.settings import Settings
 
 
 def wire(start: Start[Settings]) -> Parts[FrontendService]:
-    """FrontendService: no store, so always ready (NotificationService down only fails replays)."""
-    s = start.settings
-    notifications = start.peer(s.notification_addr, "notification", retry=NOTIFICATION_RETRY)
-    # No revocation channel: open streams are re-checked every RECHECK_SECONDS, which is also
-    # the cache's lifetime (5 s staleness at most).
+    """No store; with REDIS_URL, replicas share pushes (and readiness) through its pub/sub."""
+    s, hub = start.settings, Hub.from_settings(start.settings)
+    # No revocation channel: stream tokens are re-checked as often as the account cache expires.
     sessions = Sessions(GrpcAccounts(start.peer(s.user_addr, "user")), ttl_seconds=RECHECK_SECONDS)
-    hub = Hub(
-        max_streams=s.max_streams,
-        max_streams_per_user=s.max_streams_per_user,
-        max_streams_per_client=s.max_streams_per_client,
-    )
-    # With REDIS_URL, replicas pass live notifications to each other through its pub/sub;
-    # health then follows the subscription (streams are refused while it is incomplete).
+    notifications = start.peer(s.notification_addr, "notification", retry=NOTIFICATION_RETRY)
     bus = Bus(start.redis(FANOUT_DB)) if s.fanout else None
     service = FrontendService(NotificationReplay(notifications), hub, sessions=sessions, bus=bus)
     return Parts(
         service,
         sessions,
-        readiness=bus.ready if bus is not None else None,
+        readiness=bus.ready if bus else None,
         on_stop=[service.shutdown],
-        background=[
-            metrics_background(s.host, s.metrics_port, hub),
-            *([bus.run] if bus is not None else []),
-        ],
+        background=[metrics_background(s.host, s.metrics_port, hub), *([bus.run] if bus else [])],
         max_concurrent_rpcs=s.max_concurrent_rpcs,
     )
 

@@ -21,7 +21,7 @@ from services.common.metrics.mounting import Background, metrics_listener
 from services.frontend.settings import METRICS_PORT_ENV
 
 if TYPE_CHECKING:
-    from services.frontend.service import Hub
+    from services.frontend.hub import Hub
     from services.notification.models import Notification
 
 __all__ = ["live_pushed", "metrics_background", "stream_ended_slow"]

@@ -11,9 +11,9 @@ tonumber (exact below 2^53).
 Read state: ``read_upto:{email}`` in the conversation hash is the highest message id that
 participant has read; a message is read iff its id <= read_upto of its receiver, and
 ``unread:{email}`` counts the received messages above it. SEND_MESSAGE takes the id inside the
-script; a message stored under an id taken earlier (SEND) may commit after a
-MarkConversationRead that already covers its id: it is then stored as read and not counted,
-which keeps the flag and the count consistent.
+script; should the id counter ever go back, a message may be stored under an id that a
+MarkConversationRead already covers: it is then stored as read and not counted, which keeps the
+flag and the count consistent.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Final
 from services.common.outbox import OUTBOX_LUA
 
 # store_message(k, id, document, receiver, timestamp, conversation key, participants JSON):
-# write a message whose id is free and whose size fits the quota (the caller checked both).
+# write a message whose id is free and whose size fits the quota (SEND_MESSAGE checked both).
 # k: the keys {message, conversation hash, conversation message ids, sender's/receiver's
 # conversation set, sender's/receiver's conversations_by_time, sender's/receiver's message
 # ids, sender's stored bytes}. Returns 1 if the message is stored as read (its receiver had
@@ -56,43 +56,6 @@ local function store_message(k, id, document, receiver, timestamp, conversation,
   return read
 end
 """
-
-# Store a message under a given id (tests, tools). KEYS: 1 message:{id}, 2 conversation hash,
-#       3 conversation message ids, 4/5 sender's/receiver's conversation set,
-#       6/7 sender's/receiver's conversations_by_time, 8/9 sender's/receiver's message ids,
-#       10 outbox stream, 11 sender's stored bytes, [12 idempotency key].
-# ARGV: 1 id, 2 message JSON, 3 receiver, 4 timestamp, 5 conversation key, 6 participants JSON,
-#       7 idempotency record JSON, 8 idempotency TTL (s), 9 outbox field count, 10.. fields,
-#       last: the sender's quota in bytes.
-# Returns {'duplicate', record} (the key was used meanwhile; nothing written), {'taken'} (the id
-# already holds a message; nothing written), {'quota', stored bytes} (the message would take the
-# sender over the quota; nothing written) or {'stored', read (0/1)}.
-SEND: Final = (
-    OUTBOX_LUA
-    + _STORE_MESSAGE
-    + """
-if KEYS[12] then
-  local existing = redis.call('GET', KEYS[12])
-  if existing then
-    return {'duplicate', existing}
-  end
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {'taken'}
-end
-local used = tonumber(redis.call('GET', KEYS[11]) or '0')
-if used + string.len(ARGV[2]) > tonumber(ARGV[#ARGV]) then
-  return {'quota', used}
-end
-local read = store_message({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7],
-  KEYS[8], KEYS[9], KEYS[11]}, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
-if KEYS[12] then
-  redis.call('SET', KEYS[12], ARGV[7], 'EX', tonumber(ARGV[8]))
-end
-outbox_xadd(KEYS[10], ARGV, 9)
-return {'stored', read}
-"""
-)
 
 # KEYS: 1 message:{id}, 2 conversation hash, 3 conversation message ids,
 #       4/5 sender's/receiver's message ids, 6/7 sender's/receiver's conversation set,
@@ -261,20 +224,6 @@ for i = 1, math.min(#entries / 2, size) do
   loaded[i] = load_conversation(entries[2 * i - 1], ARGV[3])
 end
 return {entries, loaded}
-"""
-)
-
-# KEYS: conversation hashes. ARGV: 1 message key prefix.
-# Returns load_conversation of each, in order.
-CONVERSATIONS: Final = (
-    _READ_ONLY
-    + _LOAD_CONVERSATION
-    + """
-local loaded = {}
-for i, conversation in ipairs(KEYS) do
-  loaded[i] = load_conversation(conversation, ARGV[1])
-end
-return loaded
 """
 )
 

@@ -46,17 +46,6 @@ class IdempotencyRecord:
 
 
 @dataclass(frozen=True)
-class AddOutcome:
-    """Result of storing a message: stored (with its read flag) or a concurrent duplicate."""
-
-    stored: bool
-    read: bool = False
-    existing: IdempotencyRecord | None = None
-    id_taken: bool = False  # the id already belonged to a stored message (counter rolled back)
-    quota_used: int | None = None  # not stored: the sender's stored bytes would exceed the quota
-
-
-@dataclass(frozen=True)
 class SendOutcome:
     """What one store-side send did (RedisMessageStore.send_message). ``outcome`` is one of
     ``stored`` (``message`` is set), ``duplicate`` (``existing``: the request id was used

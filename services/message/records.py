@@ -16,8 +16,6 @@ __all__ = [
     "decode_event",
     "decode_message",
     "decode_record",
-    "encode_message",
-    "encode_record",
     "message_tail",
     "outbox_event",
     "read_upto",
@@ -25,14 +23,10 @@ __all__ = [
 ]
 
 
-def encode_message(message: Message) -> str:
-    """The stored JSON: id, sender_email, receiver_email, content, timestamp (not ``read``)."""
-    return f'{{"id":{message.id},{message_tail(message)}'
-
-
 def message_tail(message: Message) -> str:
-    """The stored JSON of ``message`` after its id: a script that allocates the id prepends
-    ``{"id":<id>,`` (lua.SEND_MESSAGE), which gives exactly :func:`encode_message`."""
+    """The stored JSON of ``message`` after its id: lua.SEND_MESSAGE, which allocates the id,
+    prepends ``{"id":<id>,``. The stored JSON holds id, sender_email, receiver_email, content
+    and timestamp (not ``read``), compact, with non-ASCII characters as they are."""
     return json.dumps(
         {
             "sender_email": message.sender_email,
@@ -64,12 +58,6 @@ def _field(data: dict[str, Any], name: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"a stored message needs a string {name}")
     return value
-
-
-def encode_record(record: IdempotencyRecord) -> str:
-    return (
-        f'{{"message_id":{record.message_id},{record_tail(record.receiver, record.content_sha256)}'
-    )
 
 
 def record_tail(receiver: str, content_sha256: str) -> str:

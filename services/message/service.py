@@ -9,7 +9,6 @@ nor hide items of the following pages.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final, Protocol
@@ -26,9 +25,9 @@ from services.common.domain import (
     Unauthenticated,
     Unavailable,
 )
-from services.common.emails import normalise_email
 from services.common.paging import Page, encode_offset, parse_page
 from services.common.sessions import GONE, AccountState
+from services.message import validation
 from services.message.models import (
     Conversation,
     ConversationPage,
@@ -42,9 +41,6 @@ from services.message.settings import SendLimits
 
 logger = logging.getLogger(__name__)
 
-MAX_CONTENT_CHARS: Final = 4096
-MAX_MESSAGE_ID: Final = 2**63 - 1
-_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # A send runs again after erasing an earlier account's data (the sender's, then the receiver's).
 _SEND_ATTEMPTS: Final = 3
 
@@ -110,41 +106,6 @@ class UserDirectory(KnownUsers, Protocol):
         ...
 
 
-def _email(raw: str, field: str) -> str:
-    try:
-        raw.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate from a JSON body
-        raise InvalidArgument(f"{field} is not a valid email address") from None
-    return normalise_email(raw, field)
-
-
-def _check_content(content: str) -> None:
-    """Content is stored exactly as sent: 1 to 4096 code points, no trimming."""
-    if not content:
-        raise InvalidArgument(f"content is required (1 to {MAX_CONTENT_CHARS} characters)")
-    if len(content) > MAX_CONTENT_CHARS:
-        raise InvalidArgument(
-            f"content is too long ({len(content)} characters; the maximum is {MAX_CONTENT_CHARS})"
-        )
-    try:
-        content.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidArgument("content is not valid Unicode text") from None
-
-
-def _request_id(raw: str | None) -> str | None:
-    if not raw:
-        return None
-    if not _REQUEST_ID.fullmatch(raw):
-        raise InvalidArgument("client_request_id must be 1 to 64 characters of [A-Za-z0-9_-]")
-    return raw
-
-
-def _check_id(message_id: int) -> None:
-    if not 1 <= message_id <= MAX_MESSAGE_ID:
-        raise InvalidArgument(f"id must be at least 1, got {message_id}")
-
-
 def _cursor(page: Page) -> int | None:
     return page.offset or None
 
@@ -182,7 +143,7 @@ class MessageService:
     @staticmethod
     def _owner(principal: Principal, raw_email: str, field: str) -> str:
         """The normalised email, if ``principal`` may act on it."""
-        email = _email(raw_email, field)
+        email = validation.email(raw_email, field)
         principal.require_self(email)
         return email
 
@@ -197,7 +158,7 @@ class MessageService:
         """Erase the data of a deleted account (UserService's erasure relay); idempotent."""
         if not principal.is_service:  # the edge allows only UserService; belt and braces
             raise PermissionDenied("EraseAccount is internal to Missive's services")
-        address = _email(email, "email")
+        address = validation.email(email, "email")
         if account_id and not ACCOUNT_ID.fullmatch(account_id):
             raise InvalidArgument("account_id must be 32 lower-case hex digits or empty")
         current = await self._users.account(address)
@@ -222,9 +183,10 @@ class MessageService:
     ) -> Message:
         """Store a message from the caller, once per client_request_id, with its outbox event."""
         sender = self._owner(principal, sender_email, "sender_email")
-        receiver = _email(receiver_email, "receiver_email")  # may be the sender: a note to self
-        _check_content(content)
-        request_id = _request_id(client_request_id)
+        # The receiver may be the sender: a note to self.
+        receiver = validation.email(receiver_email, "receiver_email")
+        validation.check_content(content)
+        request_id = validation.request_id(client_request_id)
         if request_id is not None and principal.account_id:
             request_id = f"{principal.account_id}:{request_id}"  # one namespace per account
         digest = content_digest(content) if request_id is not None else ""
@@ -345,7 +307,11 @@ class MessageService:
     ) -> MessagePage:
         """One page of the user's messages (with ``peer_email`` only, if given), newest first."""
         user = self._owner(principal, user_email, user_field)
-        peer = _email(peer_email, "peer_email") if peer_email and peer_email.strip() else None
+        peer = (
+            validation.email(peer_email, "peer_email")
+            if peer_email and peer_email.strip()
+            else None
+        )
         page = parse_page(page_size, page_token)
         await self._claim(principal, user)
         messages, after = await self._store.message_page(user, peer, _cursor(page), page.size)
@@ -361,7 +327,7 @@ class MessageService:
     ) -> Message:
         """A message of which the user is the sender or the receiver."""
         user = self._owner(principal, user_email, user_field)
-        _check_id(message_id)
+        validation.check_id(message_id)
         await self._claim(principal, user)
         message = await self._store.get(message_id)
         if message is None or not message.involves(user):
@@ -396,7 +362,7 @@ class MessageService:
     ) -> Conversation:
         """Mark every message the peer sent to the user read; the updated conversation."""
         user = self._owner(principal, user_email, user_field)
-        peer = _email(peer_email, "peer_email")
+        peer = validation.email(peer_email, "peer_email")
         await self._claim(principal, user)
         conversation = await self._store.mark_read(user, peer)
         if conversation is None:
@@ -413,7 +379,7 @@ class MessageService:
     ) -> None:
         """Delete a message the user sent, for both participants."""
         user = self._owner(principal, user_email, user_field)
-        _check_id(message_id)
+        validation.check_id(message_id)
         await self._claim(principal, user)
         message = await self._store.get(message_id)
         if message is None or not message.involves(user):

@@ -1,7 +1,8 @@
 """MessageService's Redis storage (DB 1): reads and the atomic writes.
 
-Key names live in services.message.keys, the scripts in services.message.lua and the stored
-forms in services.message.records; the layout is documented in this service's README.
+Key names live in services.message.keys, the scripts in services.message.lua, the stored
+forms in services.message.records and account ownership with erasure in
+services.message.erasure; the layout is documented in this service's README.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from services.common.domain import Unavailable
 from services.common.metrics import OutboxMetrics
 from services.common.outbox import outbox_lua_args
-from services.common.redis import FIXED_WINDOW_HIT_LUA
 from services.common.timestamps import format_timestamp
 from services.message import keys, lua
+from services.message.erasure import AccountData
 from services.message.models import (
-    AddOutcome,
     Conversation,
     IdempotencyRecord,
     Message,
@@ -33,8 +32,6 @@ from services.message.records import (
     decode_conversation,
     decode_message,
     decode_record,
-    encode_message,
-    encode_record,
     message_tail,
     outbox_event,
     record_tail,
@@ -47,19 +44,11 @@ logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_TTL_SECONDS: Final = 24 * 3600
 
-_LOAD_ATTEMPTS: Final = 3
-
 _OUTBOX: Final = OutboxMetrics(keys.OUTBOX_STREAM)
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _owned_counters(email: str) -> list[str]:
-    """The account marker of ``email`` and the counters that belong to its account, not to
-    the address: a later account of the email starts with them reset."""
-    return [keys.account_key(email), keys.stored_bytes_key(email), keys.send_rate_key(email)]
 
 
 def _pairs(reply: Any) -> dict[str, str]:
@@ -95,17 +84,13 @@ class RedisMessageStore:
         self._redis = redis
         self._idempotency_ttl = idempotency_ttl
         self.quota_bytes = quota_bytes
-        self._hit: AsyncScript = redis.register_script(FIXED_WINDOW_HIT_LUA)
-        self._send: AsyncScript = redis.register_script(lua.SEND)
         self._send_message: AsyncScript = redis.register_script(lua.SEND_MESSAGE)
         self._delete: AsyncScript = redis.register_script(lua.DELETE)
         self._mark_read: AsyncScript = redis.register_script(lua.MARK_READ)
-        self._claim: AsyncScript = redis.register_script(lua.CLAIM)
-        self._take_over: AsyncScript = redis.register_script(lua.TAKE_OVER)
         self._messages: AsyncScript = redis.register_script(lua.MESSAGES)
         self._message_page: AsyncScript = redis.register_script(lua.MESSAGE_PAGE)
-        self._conversations: AsyncScript = redis.register_script(lua.CONVERSATIONS)
         self._conversation_page: AsyncScript = redis.register_script(lua.CONVERSATION_PAGE)
+        self._accounts = AccountData(redis, self)
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
@@ -195,88 +180,12 @@ class RedisMessageStore:
         text = await self._redis.get(keys.idempotency_key(sender, request_id))
         return decode_record(_text(text)) if text is not None else None
 
-    async def count_send(self, sender: str, window_seconds: int) -> tuple[int, int]:
-        """One more message from ``sender`` in its fixed window: (count, seconds left)."""
-        count, ttl = await self._hit(keys=[keys.send_rate_key(sender)], args=[window_seconds])
-        return int(count), int(ttl)
-
-    async def next_id(self) -> int:
-        """A new message id (INCR); ids only grow, so they order messages by creation."""
-        return int(await self._redis.incr(keys.MESSAGE_ID_COUNTER))
-
-    async def add(
-        self,
-        message: Message,
-        request_id: str | None = None,
-        record: IdempotencyRecord | None = None,
-        receiver_account_id: str = "",
-        sender_name: str = "",
-    ) -> AddOutcome:
-        """Store ``message``, its indexes, the idempotency record and its outbox event, atomically.
-
-        With ``request_id``, the idempotency key is re-checked inside the script, so of several
-        concurrent sends with one key exactly one stores; the others get the record it wrote.
-        """
-        sender, receiver = message.sender_email, message.receiver_email
-        conversation = keys.conversation_key(sender, receiver)
-        script_keys = [
-            keys.message_key(message.id),
-            conversation,
-            keys.conversation_messages_key(sender, receiver),
-            keys.user_conversations_key(sender),
-            keys.user_conversations_key(receiver),
-            keys.user_conversations_by_time_key(sender),
-            keys.user_conversations_by_time_key(receiver),
-            keys.user_messages_key(sender),
-            keys.user_messages_key(receiver),
-            keys.OUTBOX_STREAM,
-            keys.stored_bytes_key(sender),
-        ]
-        if request_id is not None:
-            if record is None:
-                raise ValueError("an idempotency key needs its record")
-            script_keys.append(keys.idempotency_key(sender, request_id))
-        reply: list[Any] = await self._send(
-            keys=script_keys,
-            args=[
-                str(message.id),
-                encode_message(message),
-                receiver,
-                format_timestamp(message.timestamp),
-                conversation,
-                json.dumps(sorted((sender, receiver))),
-                encode_record(record) if record is not None else "",
-                self._idempotency_ttl,
-                *outbox_lua_args(outbox_event(message, receiver_account_id, sender_name)),
-                self.quota_bytes,
-            ],
-        )
-        outcome = str(reply[0])
-        if outcome == "quota":
-            return AddOutcome(stored=False, quota_used=int(reply[1]))
-        if outcome == "duplicate":
-            return AddOutcome(stored=False, existing=decode_record(str(reply[1])))
-        if outcome == "taken":
-            return AddOutcome(stored=False, id_taken=True)
-        _OUTBOX.added(1)  # the script appended the event with the message
-        return AddOutcome(stored=True, read=bool(int(reply[1])))
-
     # -- reading ------------------------------------------------------------------------------
 
     async def get(self, message_id: int) -> Message | None:
         """The message with its read flag, or None."""
         found = await self.messages([message_id])
         return found[0] if found else None
-
-    async def message_ids(
-        self, email: str, peer: str | None, before: int | None, limit: int
-    ) -> list[int]:
-        """Up to ``limit`` ids of ``email``'s messages (with ``peer`` only), newest first,
-        below ``before`` when given."""
-        members: Any = await self._redis.zrevrangebyscore(
-            _message_index(email, peer), _upper_bound(before), "-inf", start=0, num=limit
-        )
-        return [int(member) for member in members]
 
     async def messages(self, ids: Sequence[int]) -> list[Message]:
         """The messages with these ids, in order, with read flags; missing ones are skipped.
@@ -305,39 +214,6 @@ class RedisMessageStore:
         ids = [int(member) for member in members]
         page = ids[:size]
         return _decode_messages(page, loaded), page[-1] if len(ids) > size else None
-
-    async def conversation_peers(
-        self, email: str, before: int | None, limit: int
-    ) -> list[tuple[str, int]]:
-        """Up to ``limit`` (peer, position) of ``email``'s conversations, most recent first,
-        below position ``before`` when given; the position is the id of the last message sent."""
-        members: Any = await self._redis.zrevrangebyscore(
-            keys.user_conversations_by_time_key(email),
-            _upper_bound(before),
-            "-inf",
-            start=0,
-            num=limit,
-            withscores=True,
-        )
-        return [(keys.peer_in(str(member), email), int(score)) for member, score in members]
-
-    async def conversations(self, email: str, peers: Sequence[str]) -> list[Conversation]:
-        """``email``'s conversations with ``peers``, in order; those without messages are skipped.
-
-        One round trip: a script reads each hash and its last message together."""
-        wanted = list(dict.fromkeys(peers))
-        if not wanted:
-            return []
-        loaded: list[Any] = await self._conversations(
-            keys=[keys.conversation_key(email, peer) for peer in wanted],
-            args=[keys.MESSAGE_PREFIX],
-        )
-        found = {
-            peer: conversation
-            for peer, item in zip(wanted, loaded, strict=True)
-            if (conversation := _decode_conversation(email, peer, item)) is not None
-        }
-        return [found[peer] for peer in peers if peer in found]
 
     async def conversation_page(
         self, email: str, before: int | None, size: int
@@ -402,82 +278,14 @@ class RedisMessageStore:
     # -- accounts -----------------------------------------------------------------------------
 
     async def claim(self, email: str, account_id: str) -> bool:
-        """Make ``account_id`` the owner of ``email``'s data here; False if that account was
-        deleted (a later account owns the email, or its data was erased).
-
-        Data of an earlier account of the email is erased first, so a new account never sees
-        anything of a deleted one, whether or not the erasure event has arrived yet."""
-        for _ in range(_LOAD_ATTEMPTS):
-            reply: list[Any] = await self._claim(keys=[keys.account_key(email)], args=[account_id])
-            outcome = _text(reply[0])
-            if outcome == "ok":
-                return True
-            if outcome == "stale":
-                return False
-            marker = _text(reply[1])
-            erased = await self.erase(email)
-            if await self._take_over(keys=_owned_counters(email), args=[marker, account_id]):
-                logger.info(
-                    "account %s of %s took over; %d messages of %s erased",
-                    account_id,
-                    email,
-                    erased,
-                    marker,
-                )
-                return True
-        raise Unavailable(f"the data of {email} is being changed concurrently; retry")
+        """Make ``account_id`` the owner of ``email``'s data here, erasing an earlier
+        account's data first; False if that account was deleted (AccountData.claim)."""
+        return await self._accounts.claim(email, account_id)
 
     async def erase_account(self, email: str, account_id: str) -> int:
-        """Erase the data of the deleted account ``account_id`` of ``email`` (idempotent);
-        how many messages were deleted. Nothing is touched if a later account owns the email.
-        An empty ``account_id`` (an account from before ids) erases only unclaimed data."""
-        for _ in range(_LOAD_ATTEMPTS):
-            marker = _text(await self._redis.get(keys.account_key(email)) or "")
-            owner = marker.removesuffix(":erased")
-            if marker and (not account_id or owner > account_id):
-                return 0  # a later account owns the email; its claim erased what was here
-            erased = await self.erase(email)
-            tombstone = f"{account_id}:erased" if account_id else ""
-            if await self._take_over(keys=_owned_counters(email), args=[marker, tombstone]):
-                return erased
-        raise Unavailable(f"the data of {email} is being changed concurrently; retry")
-
-    async def erase(self, email: str) -> int:
-        """Delete every message ``email`` sent or received (for both participants, with their
-        conversations); how many. Messages stored after this call began are kept."""
-        upto = int(await self._redis.get(keys.MESSAGE_ID_COUNTER) or 0)
-        index = keys.user_messages_key(email)
-        erased = 0
-        while True:
-            members: Any = await self._redis.zrangebyscore(index, "-inf", upto, start=0, num=100)
-            ids = [int(member) for member in members]
-            if not ids:
-                break
-            found = await self.messages(ids)
-            for message in found:
-                erased += int(await self.delete(message))
-            gone = set(ids) - {message.id for message in found}
-            if gone:  # index entries without a readable message
-                await self._redis.zrem(index, *(str(i) for i in gone))
-        await self._drop_empty_conversations(email)
-        return erased
-
-    async def _drop_empty_conversations(self, email: str) -> None:
-        """Conversations of ``email`` left without messages: hash and list entries removed."""
-        conversations: Any = await self._redis.smembers(keys.user_conversations_key(email))
-        for conversation in (_text(c) for c in conversations):
-            try:
-                peer = keys.peer_in(conversation, email)
-            except ValueError:
-                continue
-            if await self._redis.zcard(keys.conversation_messages_key(email, peer)):
-                continue
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(conversation)
-                for user in {email, peer}:
-                    pipe.srem(keys.user_conversations_key(user), conversation)
-                    pipe.zrem(keys.user_conversations_by_time_key(user), conversation)
-                await pipe.execute()
+        """Erase the data of the deleted account ``account_id`` of ``email`` (idempotent); how
+        many messages were deleted (AccountData.erase_account)."""
+        return await self._accounts.erase_account(email, account_id)
 
 
 def _message_index(email: str, peer: str | None) -> str:

@@ -24,8 +24,9 @@ from services.common.grpc_edge import Context, EdgeInterceptor, caller
 from services.common.grpc_server import bind_port, create_grpc_server
 from services.common.ports import free_port
 from services.frontend.grpc.app import register
+from services.frontend.hub import Hub
 from services.frontend.peers import NotificationReplay
-from services.frontend.service import FrontendService, Hub
+from services.frontend.service import FrontendService
 from tests.helpers.accounts import account_id_of
 
 N = notification_pb2

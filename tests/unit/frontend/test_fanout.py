@@ -15,7 +15,8 @@ from redis.asyncio import Redis
 from services.common.domain import InvalidArgument, Principal, Unavailable
 from services.common.redis import create_redis
 from services.frontend.fanout import HEARTBEAT_TIMEOUT_SECONDS, SHARDS, Bus, channel_of
-from services.frontend.service import FrontendService, Hub, Subscription
+from services.frontend.hub import Hub, Subscription
+from services.frontend.service import FrontendService
 from services.launcher.valkey import EmbeddedValkey
 from tests.unit.frontend.test_service import BOB, ListSource, note
 

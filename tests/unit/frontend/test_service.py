@@ -16,7 +16,9 @@ from services.common.domain import (
     Unavailable,
 )
 from services.frontend.errors import StreamReplaced
-from services.frontend.service import FrontendService, Hub, Subscription
+from services.frontend.hub import Hub, Subscription
+from services.frontend.service import FrontendService
+from services.frontend.settings import Settings
 from services.notification.models import Notification
 
 BOB = "bob@example.com"
@@ -112,6 +114,20 @@ def test_stream_caps_per_user_and_per_process() -> None:
         hub.register("cy@example.com")
     assert error.value.retry_after == 5
     assert hub.open_streams() == 3
+
+
+def test_a_hub_from_settings_takes_their_stream_limits() -> None:
+    limits = Settings(max_streams=3, max_streams_per_user=2, max_streams_per_client=1)
+    hub = Hub.from_settings(limits)
+    first = hub.register(BOB, "198.51.100.1")
+    with pytest.raises(RateLimited, match="from one client"):
+        hub.register(ADA, "198.51.100.1")
+    hub.register(BOB, "198.51.100.2")
+    hub.register(BOB, "198.51.100.3")
+    assert first.closed  # the account's third stream replaced its longest idle one
+    hub.register(ADA, "198.51.100.4")
+    with pytest.raises(RateLimited, match="retry later"):
+        hub.register(ADA, "198.51.100.5")
 
 
 async def test_the_longest_idle_stream_of_an_account_is_replaced() -> None:

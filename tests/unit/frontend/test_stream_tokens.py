@@ -11,7 +11,8 @@ import pytest
 
 from services.common.domain import Principal, Unauthenticated
 from services.common.sessions import AccountState, Sessions
-from services.frontend.service import FrontendService, Hub
+from services.frontend.hub import Hub
+from services.frontend.service import FrontendService
 from services.notification.models import Notification
 
 BOB = "bob@example.com"

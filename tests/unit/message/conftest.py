@@ -30,6 +30,7 @@ from services.common.redis import create_redis
 from services.common.sessions import AccountState
 from services.message.api_rest.app import create_rest_app
 from services.message.grpc.app import register
+from services.message.models import Message
 from services.message.peers import RETRY_METHODS, USER_SERVICE_NAME, GrpcUserDirectory
 from services.message.service import MessageService
 from services.message.store import RedisMessageStore
@@ -61,6 +62,17 @@ async def stream_fields(redis: Redis, stream: str) -> list[dict[str, str]]:
     """The fields of every entry of ``stream``, oldest first."""
     entries: Any = await redis.xrange(stream)
     return [dict(fields) for _, fields in entries]
+
+
+async def store_messages(store: RedisMessageStore, *messages: Message) -> None:
+    """Send each of ``messages`` through the store's send script, in order; each must get the id
+    it names (the next of the id counter) and be stored."""
+    for message in messages:
+        outcome = await store.send_message(
+            message.sender_email, message.receiver_email, message.content, message.timestamp
+        )
+        assert outcome.message is not None, outcome
+        assert outcome.message.id == message.id, (outcome.message.id, message.id)
 
 
 def display_name(email: str) -> str:

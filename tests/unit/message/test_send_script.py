@@ -4,6 +4,7 @@ they replace."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -13,7 +14,7 @@ from redis.asyncio import Redis
 from services.common.domain import Principal, RateLimited, Unauthenticated
 from services.message import keys
 from services.message.models import Message, content_digest
-from services.message.records import decode_event, decode_message, encode_message, encode_record
+from services.message.records import decode_event, decode_message
 from services.message.service import MessageService
 from services.message.settings import SendLimits
 from services.message.store import RedisMessageStore
@@ -65,14 +66,20 @@ async def test_a_send_stores_what_the_separate_steps_stored(
     message = outcome.message
     assert message == Message(42, ADA, BOB, 'héllo "you"', T0, read=False)
     document = str(await redis.get("message:42"))
-    assert document == encode_message(message)  # byte for byte what SEND stores
+    # Byte for byte the JSON the earlier write path stored: compact, keys in this order,
+    # non-ASCII characters as they are, the timestamp to the second with Z.
+    assert document == (
+        '{"id":42,"sender_email":"ada@example.com","receiver_email":"bob@example.com",'
+        '"content":"héllo \\"you\\"","timestamp":"2025-01-14T12:00:00Z"}'
+    )
     assert decode_message(document) == message
     assert await redis.get(f"user:{ADA}:stored_bytes") == str(len(document.encode()))
     record = await store.idempotency_record(ADA, "r-1")
-    assert record is not None and encode_record(record) == str(
-        await redis.get(keys.idempotency_key(ADA, "r-1"))
+    assert record is not None and (record.message_id, record.receiver) == (42, BOB)
+    assert await redis.get(keys.idempotency_key(ADA, "r-1")) == json.dumps(
+        {"message_id": 42, "receiver": BOB, "content_sha256": content_digest('héllo "you"')},
+        separators=(",", ":"),
     )
-    assert (record.message_id, record.receiver) == (42, BOB)
     [event] = await stream_fields(redis, keys.OUTBOX_STREAM)
     assert event["message_id"] == "42"
     assert decode_event(event).message_id == 42 and event["sender_name"] == "Ada"

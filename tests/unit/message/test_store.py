@@ -1,4 +1,6 @@
-"""RedisMessageStore against a real Valkey: the documented key layout and the atomic scripts."""
+"""RedisMessageStore against a real Valkey: the documented key layout and the atomic scripts.
+
+Messages are stored through the send script (``send_message``), as the service stores them."""
 
 from __future__ import annotations
 
@@ -9,10 +11,18 @@ import pytest
 from redis.asyncio import Redis
 
 from services.message import keys
-from services.message.models import IdempotencyRecord, Message, content_digest
-from services.message.records import decode_event, decode_message, encode_message, outbox_event
+from services.message.models import Conversation, IdempotencyRecord, Message, content_digest
+from services.message.records import decode_event, decode_message, outbox_event
 from services.message.store import IDEMPOTENCY_TTL_SECONDS, RedisMessageStore
-from tests.unit.message.conftest import ADA, BOB, CAROL, db_keys, dbsize, stream_fields
+from tests.unit.message.conftest import (
+    ADA,
+    BOB,
+    CAROL,
+    db_keys,
+    dbsize,
+    store_messages,
+    stream_fields,
+)
 
 T0 = datetime(2025, 1, 14, 12, 0, 0, tzinfo=UTC)
 
@@ -22,20 +32,35 @@ def msg(message_id: int, sender: str = ADA, receiver: str = BOB, content: str = 
 
 
 async def add(store: RedisMessageStore, *messages: Message) -> None:
-    for message in messages:
-        outcome = await store.add(message)
-        assert outcome.stored
+    await store_messages(store, *messages)
 
 
-async def test_add_writes_the_documented_layout_in_one_go(
+async def ids(
+    store: RedisMessageStore, email: str, peer: str | None, before: int | None
+) -> list[int]:
+    """The ids of ``email``'s messages (with ``peer`` only), newest first, below ``before``."""
+    page, _ = await store.message_page(email, peer, before, 100)
+    return [m.id for m in page]
+
+
+async def conversation(store: RedisMessageStore, email: str, peer: str) -> Conversation:
+    """``email``'s conversation with ``peer``, as the conversation pages show it."""
+    page, _ = await store.conversation_page(email, None, 100)
+    [found] = [c for c in page if c.peer_email == peer]
+    return found
+
+
+async def test_a_send_writes_the_documented_layout_in_one_go(
     store: RedisMessageStore, redis: Redis
 ) -> None:
+    await redis.set(keys.MESSAGE_ID_COUNTER, 6)
     message = msg(7, sender=BOB, receiver=ADA, content="héllo")
-    outcome = await store.add(message)
-    assert outcome.stored and not outcome.read
+    outcome = await store.send_message(BOB, ADA, "héllo", message.timestamp)
+    assert outcome.outcome == "stored" and outcome.message == message  # not read
 
     conversation = f"conversation:{ADA}:{BOB}"  # sorted, whoever sent
     assert await db_keys(redis) == {
+        "message_id_counter",
         "message:7",
         conversation,
         f"{conversation}:messages",
@@ -83,35 +108,44 @@ async def test_add_writes_the_documented_layout_in_one_go(
     ]
 
 
-async def test_next_id_increments_the_counter(store: RedisMessageStore, redis: Redis) -> None:
-    assert [await store.next_id() for _ in range(3)] == [1, 2, 3]
+async def test_sends_take_their_ids_from_the_counter(
+    store: RedisMessageStore, redis: Redis
+) -> None:
+    sent = [await store.send_message(ADA, BOB, f"m{n}", T0) for n in range(3)]
+    assert [outcome.message.id for outcome in sent if outcome.message] == [1, 2, 3]
     assert await redis.get("message_id_counter") == "3"
 
 
 async def test_the_idempotency_key_is_written_with_the_message_and_a_24h_ttl(
     store: RedisMessageStore, redis: Redis
 ) -> None:
-    record = IdempotencyRecord(1, BOB, content_digest("hi"))
-    assert (await store.add(msg(1), "req-1", record)).stored
+    digest = content_digest("hi")
+    outcome = await store.send_message(
+        ADA, BOB, "hi", T0, request_id="req-1", content_sha256=digest
+    )
+    assert outcome.message is not None and outcome.message.id == 1
     key = f"idempotency:send:{ADA}:req-1"
     assert json.loads(str(await redis.get(key))) == {
         "message_id": 1,
         "receiver": BOB,
-        "content_sha256": content_digest("hi"),
+        "content_sha256": digest,
     }
     assert IDEMPOTENCY_TTL_SECONDS - 5 < await redis.ttl(key) <= IDEMPOTENCY_TTL_SECONDS
-    assert await store.idempotency_record(ADA, "req-1") == record
+    assert await store.idempotency_record(ADA, "req-1") == IdempotencyRecord(1, BOB, digest)
     assert await store.idempotency_record(BOB, "req-1") is None  # scoped to the sender
 
 
 async def test_a_used_key_is_rechecked_inside_the_script_and_nothing_is_written(
     store: RedisMessageStore, redis: Redis
 ) -> None:
-    first = IdempotencyRecord(1, BOB, content_digest("hi"))
-    await store.add(msg(1), "req-1", first)
+    digest = content_digest("hi")
+    await store.send_message(ADA, BOB, "hi", T0, request_id="req-1", content_sha256=digest)
     size = await dbsize(redis)
-    outcome = await store.add(msg(2), "req-1", IdempotencyRecord(2, BOB, content_digest("hi")))
-    assert not outcome.stored and outcome.existing == first
+    outcome = await store.send_message(
+        ADA, BOB, "hi", T0, request_id="req-1", content_sha256=digest
+    )
+    assert outcome.outcome == "duplicate" and outcome.message is None
+    assert outcome.existing == IdempotencyRecord(1, BOB, digest)
     assert await dbsize(redis) == size and not await redis.exists("message:2")
     assert await redis.xlen("outbox:notifications") == 1
 
@@ -120,19 +154,21 @@ async def test_an_id_that_already_holds_a_message_is_never_overwritten(
     store: RedisMessageStore, redis: Redis
 ) -> None:
     await add(store, msg(1, content="original"))
-    outcome = await store.add(msg(1, content="other"))
-    assert not outcome.stored and outcome.id_taken
+    await redis.set(keys.MESSAGE_ID_COUNTER, 0)  # the counter went back
+    outcome = await store.send_message(ADA, BOB, "other", T0)
+    assert outcome.message is not None and outcome.message.id == 2
     assert json.loads(str(await redis.get("message:1")))["content"] == "original"
-    assert await redis.xlen("outbox:notifications") == 1
+    assert await redis.xlen("outbox:notifications") == 2
 
 
-async def test_message_ids_page_newest_first_below_a_cursor(store: RedisMessageStore) -> None:
+async def test_message_pages_are_newest_first_below_a_cursor(store: RedisMessageStore) -> None:
     await add(store, msg(1), msg(2, BOB, ADA), msg(3, ADA, CAROL), msg(4))
-    assert await store.message_ids(ADA, None, None, 10) == [4, 3, 2, 1]
-    assert await store.message_ids(ADA, BOB, None, 10) == [4, 2, 1]
-    assert await store.message_ids(ADA, BOB, 4, 1) == [2]
-    assert await store.message_ids(CAROL, None, None, 10) == [3]
-    assert await store.message_ids(CAROL, BOB, None, 10) == []
+    assert await ids(store, ADA, None, None) == [4, 3, 2, 1]
+    assert await ids(store, ADA, BOB, None) == [4, 2, 1]
+    assert await ids(store, ADA, BOB, 4) == [2, 1]
+    assert (await store.message_page(ADA, BOB, 4, 1))[0] == [msg(2, BOB, ADA)]
+    assert await ids(store, CAROL, None, None) == [3]
+    assert await ids(store, CAROL, BOB, None) == []
 
 
 async def test_messages_carry_the_receivers_read_flag_and_skip_missing_ids(
@@ -164,15 +200,17 @@ async def test_mark_read_clears_the_readers_unread_count_only(
     assert not await redis.exists(keys.conversation_key(BOB, CAROL))
 
 
-async def test_a_send_committed_after_a_mark_read_covering_its_id_counts_as_read(
-    store: RedisMessageStore,
+async def test_a_message_stored_under_an_id_a_mark_read_covers_counts_as_read(
+    store: RedisMessageStore, redis: Redis
 ) -> None:
+    await redis.set(keys.MESSAGE_ID_COUNTER, 4)
     await add(store, msg(5))
     await store.mark_read(BOB, ADA)  # read_upto = 5
-    outcome = await store.add(msg(4))  # id taken before the mark, stored after it
-    assert outcome.stored and outcome.read
-    [conversation] = await store.conversations(BOB, [ADA])
-    assert conversation.unread_count == 0 and conversation.message_count == 2
+    await redis.set(keys.MESSAGE_ID_COUNTER, 3)  # the counter went back: the next id is 4
+    outcome = await store.send_message(ADA, BOB, "hi", T0)
+    assert outcome.message is not None and (outcome.message.id, outcome.message.read) == (4, True)
+    seen_by_bob = await conversation(store, BOB, ADA)
+    assert seen_by_bob.unread_count == 0 and seen_by_bob.message_count == 2
 
 
 async def test_delete_updates_last_message_counts_and_unread(
@@ -183,11 +221,11 @@ async def test_delete_updates_last_message_counts_and_unread(
     await add(store, msg(5))
     assert await store.delete(msg(5))  # unread by Bob: his count goes down
     assert await store.delete(msg(4))  # already read: the count stays
-    [seen_by_bob] = await store.conversations(BOB, [ADA])
+    seen_by_bob = await conversation(store, BOB, ADA)
     assert seen_by_bob.last_message.id == 3 and seen_by_bob.message_count == 3
     assert seen_by_bob.unread_count == 0
     assert seen_by_bob.updated_at == msg(5).timestamp  # deleting does not change it
-    assert await store.message_ids(BOB, None, None, 10) == [3, 2, 1]
+    assert await ids(store, BOB, None, None) == [3, 2, 1]
     assert not await store.delete(msg(5))  # already gone
     assert (
         await redis.zscore(f"user:{ADA}:conversations_by_time", keys.conversation_key(ADA, BOB))
@@ -200,36 +238,42 @@ async def test_deleting_the_last_message_removes_the_conversation_everywhere(
 ) -> None:
     await add(store, msg(1), msg(2, ADA, CAROL))
     assert await store.delete(msg(1))
-    assert await store.conversation_peers(ADA, None, 10) == [(CAROL, 2)]
-    assert await store.conversation_peers(BOB, None, 10) == []
-    assert await store.conversations(ADA, [BOB, CAROL]) == await store.conversations(ADA, [CAROL])
+    conversations, after = await store.conversation_page(ADA, None, 10)
+    assert [c.peer_email for c in conversations] == [CAROL] and after is None
+    assert await store.conversation_page(BOB, None, 10) == ([], None)
     assert await redis.smembers(f"user:{BOB}:conversations") == set()
     assert not await redis.exists(keys.conversation_key(ADA, BOB))
     assert await store.mark_read(BOB, ADA) is None
 
 
-async def test_conversation_peers_are_most_recent_first_below_a_cursor(
+async def test_conversation_pages_are_most_recent_first_below_a_cursor(
     store: RedisMessageStore,
 ) -> None:
     await add(store, msg(1, ADA, BOB), msg(2, CAROL, ADA), msg(3, BOB, ADA))
-    assert await store.conversation_peers(ADA, None, 10) == [(BOB, 3), (CAROL, 2)]
-    assert await store.conversation_peers(ADA, 3, 10) == [(CAROL, 2)]
-    assert await store.conversation_peers(ADA, None, 1) == [(BOB, 3)]
+
+    async def peers(before: int | None, size: int) -> tuple[list[str], int | None]:
+        page, after = await store.conversation_page(ADA, before, size)
+        return [c.peer_email for c in page], after
+
+    assert await peers(None, 10) == ([BOB, CAROL], None)
+    assert await peers(3, 10) == ([CAROL], None)
+    assert await peers(None, 1) == ([BOB], 3)  # the position: the id of the last message sent
 
 
 async def test_conversations_seen_from_each_side(store: RedisMessageStore) -> None:
     await add(store, msg(1), msg(2), msg(3, BOB, ADA))
-    [ada_view] = await store.conversations(ADA, [BOB])
-    [bob_view] = await store.conversations(BOB, [ADA])
+    ada_view = await conversation(store, ADA, BOB)
+    bob_view = await conversation(store, BOB, ADA)
     assert (ada_view.peer_email, ada_view.unread_count) == (BOB, 1)
     assert (bob_view.peer_email, bob_view.unread_count) == (ADA, 2)
     assert ada_view.last_message == bob_view.last_message == msg(3, BOB, ADA)
     assert ada_view.updated_at == msg(3).timestamp
 
 
-def test_messages_round_trip_through_their_json() -> None:
-    message = msg(42, content='quote " and \\ and ünïcode')
-    assert decode_message(encode_message(message)) == message
+async def test_messages_round_trip_through_their_json(store: RedisMessageStore) -> None:
+    message = msg(1, content='quote " and \\ and ünïcode')
+    await add(store, message)
+    assert await store.get(1) == message
     with pytest.raises(ValueError, match="integer id"):
         decode_message('{"id": "42"}')
     with pytest.raises(ValueError, match="content"):
