@@ -822,3 +822,39 @@ async def test_the_relay_counters_are_mirrored_into_prometheus(r: redis.asyncio.
         "dead_lettered": 1,
     }
     assert (stats["delivered"], stats["retried"], stats["dead_lettered"]) == (2, 2, 1)
+
+
+async def test_a_bad_item_in_a_shared_batch_call_holds_back_no_other_lane(
+    r: redis.asyncio.Redis,
+) -> None:
+    # The heads of many lanes share one batch call; a bug hit by one lane's item fails the call,
+    # so each of its lanes goes on alone: the others are delivered, in order, and only the bad
+    # entry is dead-lettered, after max_attempts attempts of its own.
+    cfg = _config(max_attempts=3, batch=200)
+    keys = [f"u{i % 10}/{i}" for i in range(30)]
+    keys.insert(5, "bad/0")
+    await _publish(r, cfg, *keys)
+    calls: list[list[str]] = []
+
+    async def batch_handler(
+        entries: list[tuple[str, dict[str, str]]],
+    ) -> list[PermanentDeliveryError | None]:
+        batch = [fields["key"] for _, fields in entries]
+        calls.append(batch)
+        if "bad/0" in batch:
+            raise RuntimeError("a bug")
+        return [None] * len(entries)
+
+    single = Recorder(lambda key, n: RuntimeError("a bug") if key == "bad/0" else None)
+    relay = Relay(r, cfg, "c1", single, lane_key=_by_lane, batch_handler=batch_handler)
+    await _drain(relay, lambda: relay.stats()["delivered"] + relay.stats()["dead_lettered"] == 31)
+    assert relay.stats()["dead_lettered"] == 1
+    [(_, dead)] = await _xrange(r, cfg.dead_letter_stream)
+    assert dead["key"] == "bad/0" and dead[DEAD_LETTER_ATTEMPTS_FIELD] == "3"
+    assert single.attempts["bad/0"] == 3  # judged alone, once the shared call had failed
+    assert len({key.split("/")[0] for key in calls[0]}) == 11  # every lane's head, in one call
+    delivered = [key for batch in calls[1:] for key in batch] + single.calls
+    for lane in {key.split("/")[0] for key in keys} - {"bad"}:
+        got = [key for key in delivered if key.startswith(f"{lane}/")]
+        assert got == [key for key in keys if key.startswith(f"{lane}/")]
+    assert await _pending(r, cfg) == 0
