@@ -221,7 +221,9 @@ class Relay:
                     continue
                 if not self._tasks and not self._runnable():
                     return acked + await self._settlement.flush()
-            elif room and self._reading is None:
+            elif room and self._reading is None and not self._saturated():
+                # While every shared call runs, new entries wait in Redis: the next read,
+                # once one ends, takes all that arrived in one XREADGROUP.
                 self._reading = asyncio.create_task(self._read_new(block=True))
             await self._wait()
 
@@ -280,9 +282,9 @@ class Relay:
             return
         limit = self._policy.limit()
         while len(self._tasks) < limit:
-            sharing = self._sharing()
-            if sharing and self._shared >= self._config.shared_calls:
+            if self._saturated():
                 return
+            sharing = self._sharing()
             lane = self._lanes.take()
             if lane is None:
                 return
@@ -321,11 +323,13 @@ class Relay:
         """Lanes share batch calls (there is a batch handler and the receiver is not down)."""
         return self._batch_handler is not None and not self._policy.outage()
 
+    def _saturated(self) -> bool:
+        """Every shared call is in flight: ready lanes wait for one of them to end."""
+        return self._sharing() and self._shared >= self._config.shared_calls
+
     def _next_due(self) -> float | None:
         """When :meth:`_dispatch` can next start an attempt; None if only a settling one tells."""
-        if len(self._tasks) >= self._policy.limit():
-            return None
-        if self._sharing() and self._shared >= self._config.shared_calls:
+        if len(self._tasks) >= self._policy.limit() or self._saturated():
             return None
         due = self._lanes.next_due()
         return None if due is None else max(due, self._policy.gate_until)
