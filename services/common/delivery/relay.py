@@ -350,7 +350,6 @@ class Relay:
             self._lanes.release(lane)
             self._wake.set()
 
-
     async def _share(self, group: list[tuple[Lane, int]]) -> None:
         """Deliver the heads of the lanes of ``group`` in one call (one lane: its own call)."""
         try:

@@ -858,3 +858,36 @@ async def test_a_bad_item_in_a_shared_batch_call_holds_back_no_other_lane(
         got = [key for key in delivered if key.startswith(f"{lane}/")]
         assert got == [key for key in keys if key.startswith(f"{lane}/")]
     assert await _pending(r, cfg) == 0
+
+
+async def test_a_hung_shared_call_does_not_stall_the_other_lanes(r: redis.asyncio.Redis) -> None:
+    # A shared call hangs (a receiver that never answers, until its deadline): it holds one of
+    # the shared_calls slots, and the other lanes' events go through the other one meanwhile.
+    cfg = _config(handler_timeout=2.0)
+    assert cfg.shared_calls == 2
+    await _publish(r, cfg, "hung/0", "hung/1")
+    hung = asyncio.Event()
+    delivered: list[str] = []
+
+    async def batch_handler(
+        entries: list[tuple[str, dict[str, str]]],
+    ) -> list[PermanentDeliveryError | None]:
+        batch = [fields["key"] for _, fields in entries]
+        if "hung/0" in batch and not hung.is_set():
+            hung.set()
+            await asyncio.sleep(1.5)
+            raise TransientDeliveryError("DEADLINE_EXCEEDED")
+        delivered.extend(batch)
+        return [None] * len(entries)
+
+    single = Recorder()
+    relay = Relay(r, cfg, "c1", single, lane_key=_by_lane, batch_handler=batch_handler)
+    async with _running(relay.run()):
+        await _wait_for(hung.is_set)
+        started = time.monotonic()
+        await _publish(r, cfg, "a/0", "a/1", "b/0", "b/1")
+        await _wait_for(lambda: len(delivered) + len(single.calls) >= 4)
+        assert time.monotonic() - started < 1.0  # not after the hung call's end
+        await _wait_for(lambda: relay.stats()["delivered"] == 6, seconds=5)
+    assert sorted(delivered + single.calls) == ["a/0", "a/1", "b/0", "b/1", "hung/0", "hung/1"]
+    assert [k for k in delivered if k.startswith("hung/")] == ["hung/0", "hung/1"]
