@@ -1,4 +1,4 @@
-"""The relays' handlers over gRPC: one outbox event → one call, a run of events → one batch call.
+"""The relays' handlers over gRPC: one outbox event → one call, several → one batch call.
 
 Both hops (MessageService → NotificationService, NotificationService → FrontendService) deliver
 the same way; a hop only says how to build its request from an outbox entry and which RPCs carry
@@ -77,7 +77,7 @@ class RpcReceiver(ABC, Generic[RequestT]):
     async def deliver_batch(
         self, entries: list[tuple[str, dict[str, str]]]
     ) -> list[PermanentDeliveryError | None]:
-        """One batch call for ``entries`` (consecutive events of one receiver).
+        """One batch call for ``entries`` (the next events of one or several receivers).
 
         Returns, per entry, the permanent failure to dead-letter it with, or None if delivered.
         A transient failure of the call raises, and the relay retries the whole batch.

@@ -5,7 +5,10 @@ Success settles the entry for an XACK; :class:`PermanentDeliveryError` dead-lett
 handler still running after ``handler_timeout``, is retried and dead-lettered after
 ``max_attempts``. A lane with a backlog goes through ``batch_handler`` several entries at a
 time; after a batch fails unexpectedly the lane goes one entry at a time, so one bad entry is
-found and judged alone. Log lines of an attempt carry the entry id as their request id.
+found and judged alone. The heads of several lanes can also share one ``batch_handler`` call
+(:meth:`Attempts.shared`); when such a call fails, each of its lanes goes on alone (its own
+calls) until its head is settled, so one receiver's failing item never holds back another's.
+Log lines of an attempt carry the entry id as their request id.
 
 With tracing on, each attempt is a CONSUMER span continuing the trace stored in its event (see
 :mod:`services.common.tracing`), so the call to the receiver and what the receiver does belong
@@ -89,17 +92,89 @@ class Attempts:
             return delay
         return await self._many(lane, batch)
 
-    def _batch(self, lane: Lane) -> list[Entry]:
+    def _batch(self, lane: Lane, room: int | None = None) -> list[Entry]:
         """The entries of ``lane`` to deliver in one batch call (none: one at a time)."""
         head = lane.entries[0]
         batch: list[Entry] = []
         if self._batch_handler is None or lane.solo or self._policy.failed_attempts(head.id):
             return batch
+        limit = self._config.max_batch if room is None else room
         for entry in lane.entries:
-            if not entry.raw or len(batch) >= self._config.max_batch:
+            if not entry.raw or len(batch) >= limit:
                 break
             batch.append(entry)
         return batch
+
+    def shareable(self, lane: Lane, room: int) -> int:
+        """How many head entries of ``lane`` (at most ``room``) may share a call with others."""
+        if lane.alone or not lane.entries:
+            return 0
+        return len(self._batch(lane, room))
+
+    async def shared(self, group: list[tuple[Lane, int]]) -> list[float | None]:
+        """Deliver the first ``n`` entries of each lane of ``group`` in one batch call.
+
+        Per lane, in order: None once its entries are settled, else the delay before its next
+        attempt (the call failed; the lane then goes on alone until its head is settled).
+        """
+        batch = [lane.entries[i] for lane, n in group for i in range(n)]
+        items = [(e.id, e.fields()) for e in batch]
+        with request_id_scope(batch[0].id), batch_span(self._config.stream, items):
+            started = time.time_ns()
+            delay = await self._shared_attempt(group, batch, items)
+            failure = None if delay is None else "the batch call failed; retried"
+            batch_item_spans(self._config.stream, items, started, failure)
+        if delay is None:
+            return [None] * len(group)
+        for lane, _ in group:
+            lane.alone = True
+        return [delay] * len(group)
+
+    async def _shared_attempt(
+        self,
+        group: list[tuple[Lane, int]],
+        batch: list[Entry],
+        items: list[tuple[str, dict[str, str]]],
+    ) -> float | None:
+        cfg = self._config
+        assert self._batch_handler is not None
+        timeout = asyncio.timeout(cfg.handler_timeout)
+        try:
+            async with timeout:
+                outcomes = await self._batch_handler(items)
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
+        except TransientDeliveryError as exc:
+            record_failure(exc)
+            failures = max(lane.failures for lane, _ in group) + 1
+            return self._transient(batch[0], exc, failures)
+        except Exception as exc:
+            record_failure(exc)
+            reason = _reason(exc, timeout, "batch handler", cfg.handler_timeout)
+            self._stats.retried += 1
+            delay = self._policy.backoff(1)
+            logger.error(
+                "relay %s: a batch of %d entries of %d lanes from %s failed unexpectedly (%s); "
+                "retrying each lane alone in %.2fs",
+                self._consumer,
+                len(batch),
+                len(group),
+                cfg.stream,
+                reason,
+                delay,
+            )
+            return delay
+        self._policy.succeeded()
+        outcome_of = iter(outcomes)
+        for lane, n in group:
+            for _ in range(n):
+                entry, outcome = lane.entries.popleft(), next(outcome_of)
+                if outcome is None:
+                    self._delivered(entry)
+                else:
+                    self._dead_letter(entry, "permanent", f"permanent failure: {outcome}", 1)
+            lane.solo = False
+        return None
 
     async def _many(self, lane: Lane, batch: list[Entry]) -> float | None:
         items = [(e.id, e.fields()) for e in batch]

@@ -27,6 +27,9 @@ class OutboxConfig:
     backoff_max: float = 1.0  # cap of the retry delay (jitter then picks in [cap/2, cap])
     max_batch: int = 100  # entries of one lane per batch_handler call (the RPCs' limit)
     concurrency: int = 64  # handler calls in flight at once (each for a different lane)
+    # Batch calls shared by several lanes in flight at once: while they run, the heads of the
+    # lanes that become ready gather for the next one (bigger calls under load, none delayed).
+    shared_calls: int = 2
     max_held: int = 10_000  # entries read and not yet settled, held in memory
     handler_timeout: float = 30.0  # a handler running longer is stuck: an unexpected failure
 
@@ -36,7 +39,7 @@ class OutboxConfig:
         if self.dead_letter_stream == self.stream:
             raise ValueError("dead_letter_stream must differ from stream")
         names = ("max_attempts", "maxlen", "claim_idle_ms", "block_ms", "batch")
-        for name in (*names, "concurrency", "max_held", "max_batch"):
+        for name in (*names, "concurrency", "max_held", "max_batch", "shared_calls"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if not 0 < self.backoff_initial <= self.backoff_max:

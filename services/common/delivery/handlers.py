@@ -37,7 +37,10 @@ run time (e.g. a gRPC deadline) well below ``handler_timeout`` and ``claim_idle_
 BatchHandler = Callable[
     [list[tuple[str, dict[str, str]]]], Awaitable[list[PermanentDeliveryError | None]]
 ]
-"""``batch_handler(entries)``: deliver several consecutive entries of one lane, in order.
+"""``batch_handler(entries)``: deliver several entries, in order, in one call.
+
+The entries may be of several lanes (each lane's in stream order, one after the other), so
+each must be handled on its own: one entry's refusal must not affect the others.
 
 Returns one outcome per entry, in order: None (delivered) or a :class:`PermanentDeliveryError`
 (that entry is dead-lettered, the others are not affected). Raising fails the whole batch, with

@@ -23,6 +23,7 @@ class Lane:
     entries: deque[Entry] = field(default_factory=deque)
     busy: bool = False  # an attempt task owns it
     solo: bool = False  # deliver one entry at a time (a batch failed unexpectedly)
+    alone: bool = False  # not mixed with other lanes in one call (a shared call failed)
     queued: bool = False  # in the ready queue
     retry_at: float = 0.0
     failures: int = 0  # consecutive failed attempts of its head (for the backoff)
@@ -85,6 +86,12 @@ class Lanes:
             return lane
         return None
 
+    def put_back(self, lane: Lane) -> None:
+        """Undo :meth:`take`: ``lane`` is ready again, first in the queue."""
+        lane.busy = False
+        lane.queued = True
+        self._ready.appendleft(lane)
+
     def next_due(self) -> float | None:
         """When a lane can go: now if one is ready, else the earliest retry; None if none."""
         if self._ready:
@@ -102,8 +109,10 @@ class Lanes:
 
     @staticmethod
     def succeeded(lane: Lane) -> None:
+        """The head of ``lane`` was settled: it may share calls with other lanes again."""
         lane.failures = 0
         lane.retry_at = 0.0
+        lane.alone = False
 
     def release(self, lane: Lane) -> None:
         """The caller is done with ``lane``: dropped if empty, else ready again if due."""

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any, Final
 
 import redis.asyncio
@@ -60,8 +61,12 @@ class Relay:
     The ``redis`` client should have automatic retries disabled (redis-py's retries re-send
     writes); this class handles connection errors itself. ``handler`` must be idempotent.
     ``lane_key`` groups entries whose order matters (default: one lane, the stream's order).
-    With ``batch_handler``, a lane with several entries waiting (a backlog) delivers up to
-    ``config.max_batch`` of them in one call; a lone entry still goes through ``handler``.
+    With ``batch_handler``, the heads of the ready lanes go together in one call (up to
+    ``config.max_batch`` entries, several of a lane in its order), at most
+    ``config.shared_calls`` such calls at once, so that events arriving while calls run gather
+    for the next one; a lone entry still goes through ``handler``. A lane whose shared call
+    failed goes on alone (its own calls, as without ``batch_handler``) until its head is
+    settled, so a receiver whose items fail or hang never holds back the others.
     """
 
     def __init__(
@@ -106,6 +111,7 @@ class Relay:
             settlement=self._settlement,
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        self._shared = 0  # shared calls in flight
         self._reading: asyncio.Task[list[Entry]] | None = None
         self._wake = asyncio.Event()
         self._reader.recover()  # our own pending entries (from id 0) are read before new ones
@@ -215,7 +221,9 @@ class Relay:
                     continue
                 if not self._tasks and not self._runnable():
                     return acked + await self._settlement.flush()
-            elif room and self._reading is None:
+            elif room and self._reading is None and not self._saturated():
+                # While every shared call runs, new entries wait in Redis: the next read,
+                # once one ends, takes all that arrived in one XREADGROUP.
                 self._reading = asyncio.create_task(self._read_new(block=True))
             await self._wait()
 
@@ -274,16 +282,54 @@ class Relay:
             return
         limit = self._policy.limit()
         while len(self._tasks) < limit:
+            if self._saturated():
+                return
+            sharing = self._sharing()
             lane = self._lanes.take()
             if lane is None:
                 return
-            task = asyncio.create_task(self._work(lane))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            size = self._attempts.shareable(lane, self._config.max_batch) if sharing else 0
+            if not size:
+                self._start(self._work(lane))
+                continue
+            self._start(self._share(self._group(lane, size, limit)))
+
+    def _group(self, lane: Lane, size: int, limit: int) -> list[tuple[Lane, int]]:
+        """``lane`` and the heads of other ready lanes, for one shared call (busy, all)."""
+        group = [(lane, size)]
+        room = self._config.max_batch - size
+        while room > 0:
+            other = self._lanes.take()
+            if other is None:
+                break
+            size = self._attempts.shareable(other, room)
+            if size:
+                group.append((other, size))
+                room -= size
+            elif len(self._tasks) + 1 < limit:  # a lane going alone, next to the group
+                self._start(self._work(other))
+            else:
+                self._lanes.put_back(other)
+                break
+        self._shared += 1
+        return group
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _sharing(self) -> bool:
+        """Lanes share batch calls (there is a batch handler and the receiver is not down)."""
+        return self._batch_handler is not None and not self._policy.outage()
+
+    def _saturated(self) -> bool:
+        """Every shared call is in flight: ready lanes wait for one of them to end."""
+        return self._sharing() and self._shared >= self._config.shared_calls
 
     def _next_due(self) -> float | None:
         """When :meth:`_dispatch` can next start an attempt; None if only a settling one tells."""
-        if len(self._tasks) >= self._policy.limit():
+        if len(self._tasks) >= self._policy.limit() or self._saturated():
             return None
         due = self._lanes.next_due()
         return None if due is None else max(due, self._policy.gate_until)
@@ -302,6 +348,25 @@ class Relay:
                 self._wake.set()  # acknowledge what settled without waiting for the burst
         finally:
             self._lanes.release(lane)
+            self._wake.set()
+
+    async def _share(self, group: list[tuple[Lane, int]]) -> None:
+        """Deliver the heads of the lanes of ``group`` in one call (one lane: its own call)."""
+        try:
+            if len(group) == 1:
+                delays = [await self._attempts.head(group[0][0])]
+            else:
+                delays = await self._attempts.shared(group)
+            for (lane, _), delay in zip(group, delays, strict=True):
+                if delay is None:
+                    self._lanes.succeeded(lane)
+                else:
+                    lane.alone = True
+                    self._lanes.retry_later(lane, delay)
+        finally:
+            self._shared -= 1
+            for lane, _ in group:
+                self._lanes.release(lane)
             self._wake.set()
 
 

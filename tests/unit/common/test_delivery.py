@@ -822,3 +822,72 @@ async def test_the_relay_counters_are_mirrored_into_prometheus(r: redis.asyncio.
         "dead_lettered": 1,
     }
     assert (stats["delivered"], stats["retried"], stats["dead_lettered"]) == (2, 2, 1)
+
+
+async def test_a_bad_item_in_a_shared_batch_call_holds_back_no_other_lane(
+    r: redis.asyncio.Redis,
+) -> None:
+    # The heads of many lanes share one batch call; a bug hit by one lane's item fails the call,
+    # so each of its lanes goes on alone: the others are delivered, in order, and only the bad
+    # entry is dead-lettered, after max_attempts attempts of its own.
+    cfg = _config(max_attempts=3, batch=200)
+    keys = [f"u{i % 10}/{i}" for i in range(30)]
+    keys.insert(5, "bad/0")
+    await _publish(r, cfg, *keys)
+    calls: list[list[str]] = []
+
+    async def batch_handler(
+        entries: list[tuple[str, dict[str, str]]],
+    ) -> list[PermanentDeliveryError | None]:
+        batch = [fields["key"] for _, fields in entries]
+        calls.append(batch)
+        if "bad/0" in batch:
+            raise RuntimeError("a bug")
+        return [None] * len(entries)
+
+    single = Recorder(lambda key, n: RuntimeError("a bug") if key == "bad/0" else None)
+    relay = Relay(r, cfg, "c1", single, lane_key=_by_lane, batch_handler=batch_handler)
+    await _drain(relay, lambda: relay.stats()["delivered"] + relay.stats()["dead_lettered"] == 31)
+    assert relay.stats()["dead_lettered"] == 1
+    [(_, dead)] = await _xrange(r, cfg.dead_letter_stream)
+    assert dead["key"] == "bad/0" and dead[DEAD_LETTER_ATTEMPTS_FIELD] == "3"
+    assert single.attempts["bad/0"] == 3  # judged alone, once the shared call had failed
+    assert len({key.split("/")[0] for key in calls[0]}) == 11  # every lane's head, in one call
+    delivered = [key for batch in calls[1:] for key in batch] + single.calls
+    for lane in {key.split("/")[0] for key in keys} - {"bad"}:
+        got = [key for key in delivered if key.startswith(f"{lane}/")]
+        assert got == [key for key in keys if key.startswith(f"{lane}/")]
+    assert await _pending(r, cfg) == 0
+
+
+async def test_a_hung_shared_call_does_not_stall_the_other_lanes(r: redis.asyncio.Redis) -> None:
+    # A shared call hangs (a receiver that never answers, until its deadline): it holds one of
+    # the shared_calls slots, and the other lanes' events go through the other one meanwhile.
+    cfg = _config(handler_timeout=2.0)
+    assert cfg.shared_calls == 2
+    await _publish(r, cfg, "hung/0", "hung/1")
+    hung = asyncio.Event()
+    delivered: list[str] = []
+
+    async def batch_handler(
+        entries: list[tuple[str, dict[str, str]]],
+    ) -> list[PermanentDeliveryError | None]:
+        batch = [fields["key"] for _, fields in entries]
+        if "hung/0" in batch and not hung.is_set():
+            hung.set()
+            await asyncio.sleep(1.5)
+            raise TransientDeliveryError("DEADLINE_EXCEEDED")
+        delivered.extend(batch)
+        return [None] * len(entries)
+
+    single = Recorder()
+    relay = Relay(r, cfg, "c1", single, lane_key=_by_lane, batch_handler=batch_handler)
+    async with _running(relay.run()):
+        await _wait_for(hung.is_set)
+        started = time.monotonic()
+        await _publish(r, cfg, "a/0", "a/1", "b/0", "b/1")
+        await _wait_for(lambda: len(delivered) + len(single.calls) >= 4)
+        assert time.monotonic() - started < 1.0  # not after the hung call's end
+        await _wait_for(lambda: relay.stats()["delivered"] == 6, seconds=5)
+    assert sorted(delivered + single.calls) == ["a/0", "a/1", "b/0", "b/1", "hung/0", "hung/1"]
+    assert [k for k in delivered if k.startswith("hung/")] == ["hung/0", "hung/1"]

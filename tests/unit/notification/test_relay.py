@@ -188,6 +188,7 @@ class SelectiveFrontend(frontend_pb2_grpc.FrontendServiceServicer):
         self.received: list[notification_pb2.Notification] = []
 
         self.batches: list[int] = []  # sizes of the ReceiveNotifications calls
+        self.singles = 0  # ReceiveNotification calls
         self.accounts: list[str] = []  # receiver_account_id of every push received
 
     async def _admit(self, receivers: set[str], context: Context) -> None:
@@ -201,6 +202,7 @@ class SelectiveFrontend(frontend_pb2_grpc.FrontendServiceServicer):
         self, request: frontend_pb2.ReceiveNotificationRequest, context: Context
     ) -> frontend_pb2.ReceiveNotificationResponse:
         await self._admit({request.notification.receiver_email}, context)
+        self.singles += 1
         self.received.append(request.notification)
         self.accounts.append(request.receiver_account_id)
         return frontend_pb2.ReceiveNotificationResponse(delivered_to=1)
@@ -284,6 +286,32 @@ async def test_a_stuck_receiver_does_not_hold_back_the_others(
     eve = [int(n.message_id) for n in frontend.received if n.receiver_email == EVE]
     assert eve == [n for n, r in enumerate(receivers, start=1) if r == EVE]
     assert await redis.xlen(OUTBOX_DEAD_LETTER_STREAM) == 0
+
+
+async def test_many_receivers_pending_events_share_few_batch_calls_in_order(
+    service: NotificationService,
+    redis: Redis,
+    channel: grpc.aio.Channel,
+    keys: Path,
+    frontend_port: int,
+) -> None:
+    # 40 receivers with 3 notifications each, interleaved: 120 events, one lane per receiver.
+    receivers = [f"user{n}@example.com" for n in range(40)] * 3
+    await notify_each(service, receivers)
+    frontend = SelectiveFrontend(stuck=set())
+    push = FrontendPush(channel)
+    relay = Relay(
+        redis, FAST, "test-relay", push, lane_key=lane_key, batch_handler=push.deliver_batch
+    )
+    async with serve_frontend(keys, frontend_port, frontend):
+        assert await relay.drain_once() == len(receivers)
+    # The heads of many lanes went together: a few calls of up to 100, not one per receiver.
+    assert sum(frontend.batches) == len(receivers) and frontend.singles == 0
+    assert len(frontend.batches) <= 3 and max(frontend.batches) == FAST.max_batch
+    for receiver in set(receivers):
+        got = [int(n.message_id) for n in frontend.received if n.receiver_email == receiver]
+        assert got == [n for n, r in enumerate(receivers, start=1) if r == receiver]
+    assert await pending(redis) == 0 and relay.stats()["delivered"] == len(receivers)
 
 
 async def test_each_receiver_gets_its_pushes_in_order_through_failures(
