@@ -24,7 +24,10 @@ def wire(start: Start[Settings]) -> Parts[FrontendService]:
         sessions,
         readiness=bus.ready if bus else None,
         on_stop=[service.shutdown],
-        background=[metrics_background(s.host, s.metrics_port, hub), *([bus.run] if bus else [])],
+        background=[
+            metrics_background(s.host, s.metrics_port, hub, required=s.metrics_port_set),
+            *([bus.run] if bus else []),
+        ],
         max_concurrent_rpcs=s.max_concurrent_rpcs,
     )
 

@@ -34,7 +34,8 @@ def live_pushed(notification: Notification) -> Notification:
     return notification
 
 
-def metrics_background(host: str, port: int, hub: Hub) -> Background:
-    """The task serving ``/metrics`` on ``host:port``, with the hub's open streams as a gauge."""
+def metrics_background(host: str, port: int, hub: Hub, *, required: bool = True) -> Background:
+    """The task serving ``/metrics`` on ``host:port``, with the hub's open streams as a gauge
+    (``required``: a taken port stops the service; otherwise it is logged and skipped)."""
     streams_open.set_function(hub.open_streams)
-    return metrics_listener(host, port, METRICS_PORT_ENV)
+    return metrics_listener(host, port, METRICS_PORT_ENV, required=required)

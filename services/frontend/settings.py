@@ -51,6 +51,7 @@ class Settings(ServerSettings):
     max_streams_per_user: int = MAX_STREAMS_PER_USER
     max_streams_per_client: int = MAX_STREAMS_PER_CLIENT
     metrics_port: int = DEFAULT_METRICS_PORT  # /metrics; 0 picks a free port
+    metrics_port_set: bool = False  # FRONTEND_METRICS_PORT given: a taken port stops the service
     fanout: bool = False
     """REDIS_URL is set: live notifications reach the streams of every replica through it."""
 
@@ -81,6 +82,7 @@ class Settings(ServerSettings):
                 max=1_000_000,
             ),
             metrics_port=env_int(environ, METRICS_PORT_ENV, cls.metrics_port, min=0, max=65535),
+            metrics_port_set=METRICS_PORT_ENV in environ,
         )
 
     @property

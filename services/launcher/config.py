@@ -10,8 +10,6 @@ from pathlib import Path
 from services.common.errors import ConfigError
 from services.common.ports import format_address
 from services.common.settings import env_int, env_str, validate_redis_url
-from services.frontend.settings import DEFAULT_METRICS_PORT as FRONTEND_METRICS
-from services.frontend.settings import METRICS_PORT_ENV as FRONTEND_METRICS_ENV
 
 __all__ = [
     "DEFAULT_REDIS_URL",
@@ -29,6 +27,10 @@ LOOPBACK = "127.0.0.1"
 REPLICAS_ENV = "MISSIVE_REPLICAS"
 MAX_REPLICAS = 16
 REPLICA_PORT_STEP = 100
+# FrontendService's metrics listener (its settings' METRICS_PORT_ENV and default; the launcher
+# imports no service module: it starts them, whatever they are).
+FRONTEND_METRICS_ENV = "FRONTEND_METRICS_PORT"
+FRONTEND_METRICS = 9464
 """Replica k (from 2) of a service listens on each of its ports + (k - 1) x 100."""
 SINGLE_REPLICA = frozenset({"web"})
 """Run once whatever ``--replicas`` says: the web inbox (its SDK connects to one address)."""

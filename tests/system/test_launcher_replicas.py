@@ -21,6 +21,7 @@ from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 from missive.message.v1 import message_pb2, message_pb2_grpc
 
 from services.common.ports import free_port
+from services.frontend.settings import DEFAULT_METRICS_PORT, METRICS_PORT_ENV
 from services.launcher.config import REPLICA_PORT_STEP, LaunchConfig
 from tests.helpers.clients import next_notification
 from tests.system.test_launcher import ROOT, Launched, _assert_gone, _base_env
@@ -65,6 +66,10 @@ def test_replicas_come_from_the_flag_or_the_variable() -> None:
     assert config.process_env(web, env)["USER_SERVICE_ADDR"] == "127.0.0.1:9797"
     second = next(spec for spec in config.services if spec.name == "frontend.2")
     assert config.process_env(second, env)["FRONTEND_GRPC_PORT"] == "3130"
+    # Its metrics listener moves with it, from FrontendService's own default.
+    assert config.process_env(second, env)[METRICS_PORT_ENV] == str(DEFAULT_METRICS_PORT + 100)
+    first = next(spec for spec in config.services if spec.name == "frontend")
+    assert METRICS_PORT_ENV not in config.process_env(first, env)
     one = LaunchConfig.from_env({"MISSIVE_REPLICAS": "3"}, data_dir=Path("d"), replicas=1)
     assert len(one.services) == 5
 

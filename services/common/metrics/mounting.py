@@ -24,6 +24,7 @@ import redis.asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.types import ASGIApp
 
+from services.common.errors import PortInUse
 from services.common.metrics.delivery import (
     OutboxCollector,
     OutboxLike,
@@ -83,14 +84,23 @@ def outbox_collector(
     return collector.run
 
 
-def metrics_listener(host: str, port: int, env_var: str) -> Background:
+def metrics_listener(host: str, port: int, env_var: str, *, required: bool = True) -> Background:
     """A background task serving ``/metrics`` on ``host:port`` until cancelled.
 
-    The port is bound when the task starts; a taken port raises ``PortInUse`` naming
-    ``env_var``, which stops the service like any failed background task."""
+    The port is bound when the task starts. A taken port raises ``PortInUse`` naming
+    ``env_var``, which stops the service like any failed background task — when the operator
+    asked for that port (``required``); on the default port it is logged and the service runs
+    on without ``/metrics`` (metrics are worth less than delivering messages)."""
 
     async def serve() -> None:
-        server = start_metrics_server(host, port, env_var)
+        try:
+            server = start_metrics_server(host, port, env_var)
+        except PortInUse as exc:
+            if required:
+                raise
+            logger.error("%s; serving without /metrics", exc)
+            await asyncio.Event().wait()
+            return
         logger.info("metrics on http://%s:%d/metrics", host, server.port)
         try:
             await asyncio.Event().wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -27,7 +28,9 @@ from starlette.routing import Route
 
 from services.common import metrics
 from services.common.delivery import OutboxConfig
+from services.common.errors import PortInUse
 from services.common.metrics import families as f
+from services.common.metrics.mounting import metrics_listener
 from services.common.ports import free_port
 from services.common.redis import create_redis
 
@@ -655,3 +658,29 @@ def test_promtool_accepts_the_exposition(rpc: Grpc) -> None:
         check=False,
     )
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+
+
+# --- a taken metrics port ----------------------------------------------------------------------
+
+
+async def test_a_taken_metrics_port_stops_the_service_only_when_it_was_asked_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", port))
+    taken.listen()
+    try:
+        with pytest.raises(PortInUse, match="FRONTEND_METRICS_PORT"):
+            await metrics_listener("127.0.0.1", port, "FRONTEND_METRICS_PORT")()
+        # On the default port the service runs on without /metrics, and says so.
+        running = asyncio.create_task(
+            metrics_listener("127.0.0.1", port, "FRONTEND_METRICS_PORT", required=False)()
+        )
+        await asyncio.sleep(0.3)
+        assert not running.done()
+        assert "serving without /metrics" in caplog.text
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    finally:
+        taken.close()
