@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import random
 import socket
+from typing import Final
 
 from services.common.errors import PortInUse, StartupError
 
@@ -19,12 +21,46 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
+_LOWEST_PICK: Final = 20_000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the OS hands out to outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as ranges:
+            return int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the OS picks it; another process may still race us)."""
+    """A port that was free a moment ago, for a server to listen on.
+
+    It is taken below the OS's range for outgoing connections, so no client socket opened in
+    the meantime can land on it, and never twice from one process; only another process
+    picking ports itself can still race us. Falls back to a port the OS picks.
+    """
+    floor = _ephemeral_floor()
+    if floor - _LOWEST_PICK >= 1_000:
+        for _ in range(200):
+            port = random.randrange(_LOWEST_PICK, floor)
+            if port not in _handed_out and _bindable(host, port):
+                _handed_out.add(port)
+                return port
     with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        picked: int = sock.getsockname()[1]
+        return picked
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def bind_socket(host: str, port: int, env_var: str) -> socket.socket:
