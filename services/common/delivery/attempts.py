@@ -137,13 +137,9 @@ class Attempts:
         items: list[tuple[str, dict[str, str]]],
     ) -> float | None:
         cfg = self._config
-        assert self._batch_handler is not None
         timeout = asyncio.timeout(cfg.handler_timeout)
         try:
-            async with timeout:
-                outcomes = await self._batch_handler(items)
-            if len(outcomes) != len(batch):
-                raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
+            outcomes = await self._call_batch(items, timeout)
         except TransientDeliveryError as exc:
             record_failure(exc)
             failures = max(lane.failures for lane, _ in group) + 1
@@ -168,11 +164,7 @@ class Attempts:
         outcome_of = iter(outcomes)
         for lane, n in group:
             for _ in range(n):
-                entry, outcome = lane.entries.popleft(), next(outcome_of)
-                if outcome is None:
-                    self._delivered(entry)
-                else:
-                    self._dead_letter(entry, "permanent", f"permanent failure: {outcome}", 1)
+                self._settle(lane.entries.popleft(), next(outcome_of))
             lane.solo = False
         return None
 
@@ -189,13 +181,9 @@ class Attempts:
         self, lane: Lane, batch: list[Entry], items: list[tuple[str, dict[str, str]]]
     ) -> float | None:
         cfg = self._config
-        assert self._batch_handler is not None
         timeout = asyncio.timeout(cfg.handler_timeout)
         try:
-            async with timeout:
-                outcomes = await self._batch_handler(items)
-            if len(outcomes) != len(batch):
-                raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
+            outcomes = await self._call_batch(items, timeout)
         except TransientDeliveryError as exc:
             record_failure(exc)
             return self._transient(batch[0], exc, lane.failures + 1)
@@ -218,11 +206,27 @@ class Attempts:
         self._policy.succeeded()
         for entry, outcome in zip(batch, outcomes, strict=True):
             lane.entries.popleft()
-            if outcome is None:
-                self._delivered(entry)
-            else:
-                self._dead_letter(entry, "permanent", f"permanent failure: {outcome}", 1)
+            self._settle(entry, outcome)
         return None
+
+    async def _call_batch(
+        self, items: list[tuple[str, dict[str, str]]], deadline: asyncio.Timeout
+    ) -> list[PermanentDeliveryError | None]:
+        """The batch handler's outcome for each of ``items`` (None: delivered; an error: refused
+        for good), within ``deadline``; a reply of another length is a bug of the handler."""
+        assert self._batch_handler is not None
+        async with deadline:
+            outcomes = await self._batch_handler(items)
+        if len(outcomes) != len(items):
+            raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(items)}")
+        return outcomes
+
+    def _settle(self, entry: Entry, outcome: PermanentDeliveryError | None) -> None:
+        """One item of a batch call: delivered, or dead-lettered with the receiver's reason."""
+        if outcome is None:
+            self._delivered(entry)
+        else:
+            self._dead_letter(entry, "permanent", f"permanent failure: {outcome}", 1)
 
     async def _one(self, entry: Entry, failures: int) -> float | None:
         """One attempt; None once the entry is settled, else the delay before the next one."""
