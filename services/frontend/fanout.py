@@ -28,15 +28,32 @@ have missed. Until every shard channel is confirmed again, new streams are refus
 Each replica also publishes a heartbeat every 2 s and must read it back within 6 s: a
 connection that died silently (no reset) counts as lost too.
 
-The channels are sharded so that on a Valkey Cluster they spread over the shards
-(``SPUBLISH``/``SSUBSCRIBE`` on the same names); on a standalone Valkey, ``PUBLISH`` and
-``SUBSCRIBE``. Pub/sub channels belong to the server, not to a logical database.
+On a standalone Valkey, :class:`Bus` uses ``PUBLISH`` and ``SUBSCRIBE``; pub/sub channels
+belong to the server, not to a logical database.
+
+**Valkey Cluster** (:class:`ShardedBus`, chosen by ``start.cluster``): sharded pub/sub,
+``SPUBLISH`` and ``SSUBSCRIBE``, on the channels ``f:live:{<tag>}`` of FrontendService's ``f:``
+namespace. A shard channel lives on the master that owns its slot, and a message published on
+it goes to that master's subscribers only (classic ``PUBLISH`` on a Cluster is broadcast to
+every node, which does not scale). Each shard's hash tag is picked so that the 16 channels fall
+in the 16 sixteenths of the slot space (:func:`cluster_tag`): spread evenly over the masters of
+any cluster that splits the slots into equal contiguous ranges (as ``valkey-cli --cluster
+create`` and the embedded cluster do). One subscription connection per master (redis-py's
+``ClusterPubSub``), read by one task per master; each task publishes its own heartbeat on one
+of its master's channels and must read it back. The guarantees are the same: a dropped
+connection to any master, a re-subscription made by the client library, a ``SUNSUBSCRIBE``
+sent by the server (its slot moved: resharding or failover), a subscription the library moved
+to another node on its own, or a missing heartbeat counts as a lost subscription: every live
+stream of this replica ends with ``UNAVAILABLE`` and the whole subscription starts over. A
+push whose ``SPUBLISH`` fails (its master is down) is refused with ``UNAVAILABLE`` and retried
+by the relay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import time
@@ -46,13 +63,24 @@ from typing import Any, Final
 
 from missive.frontend.v1 import frontend_pb2
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError, RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.exceptions import ConnectionError, RedisClusterException, RedisError
 
 from services.common.domain import InvalidArgument, Unavailable
 from services.notification.models import Notification
 from services.notification.wire import notification_from_proto, notification_to_proto
 
-__all__ = ["FANOUT_DB", "SHARDS", "Bus", "channel_of"]
+__all__ = [
+    "CLUSTER_CHANNEL_PREFIX",
+    "FANOUT_DB",
+    "SHARDS",
+    "Bus",
+    "ShardedBus",
+    "channel_of",
+    "cluster_channel_of",
+    "cluster_tag",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +90,8 @@ FANOUT_DB: Final = 0
 database, and FrontendService keeps no keys, so any database works."""
 """Shard channels; every replica subscribes to all of them."""
 CHANNEL_PREFIX: Final = "missive:frontend:live:"
+CLUSTER_CHANNEL_PREFIX: Final = "f:live:"
+"""Cluster mode: FrontendService's ``f:`` namespace; the shard's hash tag follows."""
 RETRY_SECONDS: Final = 0.5
 """Pause between attempts to subscribe again after the subscription was lost."""
 READ_TIMEOUT_SECONDS: Final = 1.0
@@ -86,7 +116,26 @@ Interrupt = Callable[[Unavailable], int]
 
 def channel_of(email: str, shards: int = SHARDS) -> str:
     """The shard channel of a receiver (hash tag: one slot per shard on a Cluster)."""
-    return f"{CHANNEL_PREFIX}{{{zlib.crc32(email.encode()) % shards}}}"
+    return f"{CHANNEL_PREFIX}{{{_shard(email, shards)}}}"
+
+
+def cluster_tag(shard: int, shards: int = SHARDS) -> str:
+    """The hash tag of a shard channel on a Cluster: ``<shard>.<k>`` with the smallest ``k``
+    whose slot lies in the shard-th of ``shards`` equal parts of the slot space, so that the
+    channels spread evenly over masters that own equal contiguous slot ranges."""
+    k = 0
+    while key_slot(f"{shard}.{k}".encode()) * shards // REDIS_CLUSTER_HASH_SLOTS != shard:
+        k += 1
+    return f"{shard}.{k}"
+
+
+def cluster_channel_of(email: str, shards: int = SHARDS) -> str:
+    """The shard channel of a receiver on a Cluster (same shard as :func:`channel_of`)."""
+    return f"{CLUSTER_CHANNEL_PREFIX}{{{cluster_tag(_shard(email, shards), shards)}}}"
+
+
+def _shard(email: str, shards: int) -> int:
+    return zlib.crc32(email.encode()) % shards
 
 
 def _encoded(origin: str, notification: Notification, receiver_account_id: str) -> str:
@@ -106,10 +155,14 @@ def _decoded(payload: str) -> tuple[str, Notification, str]:
 class Bus:
     """This replica's side of the fan-out: publishes pushes, shows the others' pushes."""
 
-    def __init__(self, redis: Redis, *, shards: int = SHARDS) -> None:
+    _SUBSCRIBED = "subscribe"
+    _MESSAGE = "message"
+    _UNSUBSCRIBED = "unsubscribe"
+
+    def __init__(self, redis: Redis | RedisCluster, *, shards: int = SHARDS) -> None:
         self._redis = redis
         self._shards = shards
-        self._channels = [f"{CHANNEL_PREFIX}{{{n}}}" for n in range(shards)]
+        self._channels = self._channel_names(shards)
         self.origin = os.urandom(8).hex()
         self._show: Show | None = None
         self._interrupt: Interrupt | None = None
@@ -122,6 +175,19 @@ class Bus:
         """When the oldest heartbeat not read back yet was sent (0: none)."""
         self.losses = 0
         """How many times the subscription was lost (and the streams ended)."""
+
+    @staticmethod
+    def _channel_names(shards: int) -> list[str]:
+        return [f"{CHANNEL_PREFIX}{{{n}}}" for n in range(shards)]
+
+    @property
+    def channels(self) -> list[str]:
+        """The shard channels, shard by shard."""
+        return list(self._channels)
+
+    def channel(self, email: str) -> str:
+        """The shard channel of a receiver."""
+        return self._channels[_shard(email, self._shards)]
 
     def attach(self, show: Show, interrupt: Interrupt) -> None:
         """Where the other replicas' pushes go, and how this replica's streams are ended."""
@@ -158,12 +224,13 @@ class Bus:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for notification, account_id in items:
-                    pipe.publish(
-                        channel_of(notification.receiver_email, self._shards),
+                    self._publish_on(
+                        pipe,
+                        self.channel(notification.receiver_email),
                         _encoded(self.origin, notification, account_id),
                     )
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             logger.warning("cannot publish %d live notification(s): %s", len(items), exc)
             raise Unavailable(PUBLISH_FAILED) from exc
 
@@ -174,13 +241,13 @@ class Bus:
             pubsub = self._redis.pubsub()
             try:
                 await self._follow(pubsub)
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 self._lost(f"{type(exc).__name__}: {exc}")
             finally:
                 self._down()
                 try:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-                except (RedisError, OSError):
+                except (RedisError, RedisClusterException, OSError):
                     pass
             await asyncio.sleep(RETRY_SECONDS)
 
@@ -191,16 +258,21 @@ class Bus:
         while True:
             await self._heartbeat()
             message = await pubsub.get_message(timeout=READ_TIMEOUT_SECONDS)
-            if message is None:
-                continue
-            kind = message.get("type")
-            if kind == "subscribe":
-                self._subscribed(message["channel"])
-            elif kind == "message":
-                self._received(message["data"])
-            elif kind == "unsubscribe":  # not asked for: treat it as a loss
-                self._lost("unsubscribed by the server")
-                self._confirmed.discard(message["channel"])
+            if message is not None:
+                self._handle(message)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == self._SUBSCRIBED:
+            self._subscribed(message["channel"])
+        elif kind == self._MESSAGE:
+            self._received(message["data"])
+        elif kind == self._UNSUBSCRIBED:  # not asked for: treat it as a loss
+            self._lost("unsubscribed by the server")
+            self._confirmed.discard(message["channel"])
+
+    def _publish_on(self, pipe: Any, channel: str, payload: str) -> None:
+        pipe.publish(channel, payload)
 
     async def _heartbeat(self) -> None:
         """Publish a heartbeat every HEARTBEAT_SECONDS; ConnectionError when the last one did
@@ -233,6 +305,9 @@ class Bus:
             if payload.partition(" ")[0] == self.origin:
                 self._beat_unanswered = 0.0
             return
+        self._show_payload(payload)
+
+    def _show_payload(self, payload: str) -> None:
         try:
             origin, notification, account_id = _decoded(payload)
         except (ValueError, InvalidArgument) as exc:
@@ -256,3 +331,102 @@ class Bus:
             self._reported = True
         else:  # still down (Valkey unreachable): once per attempt would flood the log
             logger.debug("live fan-out still unavailable (%s)", why)
+
+
+class _Master:
+    """One master's side of a cluster subscription: its reader's heartbeat state."""
+
+    def __init__(self, name: str, beat_channel: str) -> None:
+        self.name = name
+        self.beat_channel = beat_channel
+        self.beat_sent = 0.0
+        self.beat_unanswered = 0.0
+
+
+class ShardedBus(Bus):
+    """The fan-out on a Valkey Cluster: ``SPUBLISH``/``SSUBSCRIBE`` on ``f:live:{<tag>}``.
+
+    Same guarantees as :class:`Bus` (see the module docstring); any loss on any master ends
+    every live stream of this replica and starts the whole subscription over.
+    """
+
+    _SUBSCRIBED = "ssubscribe"
+    _MESSAGE = "smessage"
+    _UNSUBSCRIBED = "sunsubscribe"
+
+    def __init__(self, redis: RedisCluster, *, shards: int = SHARDS) -> None:
+        super().__init__(redis, shards=shards)
+        self._cluster = redis
+        self._masters: dict[str, _Master] = {}
+
+    @staticmethod
+    def _channel_names(shards: int) -> list[str]:
+        return [f"{CLUSTER_CHANNEL_PREFIX}{{{cluster_tag(n, shards)}}}" for n in range(shards)]
+
+    def _publish_on(self, pipe: Any, channel: str, payload: str) -> None:
+        pipe.spublish(channel, payload)
+
+    async def _follow(self, pubsub: Any) -> None:
+        self._confirmed.clear()
+        self._masters.clear()
+        await self._cluster.initialize()
+        if self.losses:  # where each slot lives now (after a failover), not where it was
+            await self._cluster.nodes_manager.initialize()
+        await pubsub.ssubscribe(*self._channels)
+        for channel in self._channels:  # the first channel of each master carries its beats
+            node = self._cluster.get_node_from_key(channel)
+            if node is None:
+                raise ConnectionError(f"no master owns the slot of {channel}")
+            self._masters.setdefault(node.name, _Master(node.name, channel))
+        readers = [
+            asyncio.create_task(self._read(pubsub, master)) for master in self._masters.values()
+        ]
+        try:
+            done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
+            for reader in done:
+                reader.result()  # raises why it stopped
+            raise ConnectionError("a shard reader stopped")
+        finally:
+            for reader in readers:
+                reader.cancel()
+            for reader in readers:
+                with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                    await reader
+
+    async def _read(self, pubsub: Any, master: _Master) -> None:
+        node = self._cluster.get_node(node_name=master.name)
+        if node is None:
+            raise ConnectionError(f"master {master.name} left the cluster")
+        while True:
+            if master.name not in pubsub.node_pubsub_mapping:
+                raise ConnectionError(f"the subscription on {master.name} was dropped")
+            if len(pubsub.node_pubsub_mapping) != len(self._masters):
+                raise ConnectionError("the client library moved shard channels to another node")
+            await self._master_heartbeat(master)
+            message = await pubsub.get_sharded_message(
+                target_node=node, timeout=READ_TIMEOUT_SECONDS
+            )
+            if message is None:
+                continue
+            if message.get("type") == self._MESSAGE:
+                payload = message["data"]
+                if payload.endswith(f" {_BEAT}"):
+                    if payload.partition(" ")[0] == self.origin:
+                        master.beat_unanswered = 0.0
+                    continue
+            self._handle(message)
+
+    async def _master_heartbeat(self, master: _Master) -> None:
+        """:meth:`Bus._heartbeat` for one master, on one of its channels."""
+        if not self.up:
+            return
+        now = time.monotonic()
+        if master.beat_unanswered and now - master.beat_unanswered > HEARTBEAT_TIMEOUT_SECONDS:
+            raise ConnectionError(
+                f"no heartbeat came back from {master.name} within {HEARTBEAT_TIMEOUT_SECONDS:g}s"
+            )
+        if now - master.beat_sent >= HEARTBEAT_SECONDS:
+            master.beat_sent = now
+            if not master.beat_unanswered:
+                master.beat_unanswered = now
+            await self._cluster.spublish(master.beat_channel, f"{self.origin} {_BEAT}")
