@@ -308,13 +308,13 @@ def test_addresses_name_the_peer_they_are_for(overlay: str, secrets: list[Manife
                 workload, port_name = service_target(objects, host, int(port))
                 assert (component_of(workload), port_name) == (peer, "grpc"), variable
             elif variable == "REDIS_URL" and value.startswith("redis+cluster://"):
-                for host, port in cluster_nodes(variable, value).nodes:
-                    pod, _, governing = host.partition(".")
-                    workload, port_name = service_target(objects, governing, port)
-                    assert (component_of(workload), port_name) == ("valkey", "redis"), host
+                for node, node_port in cluster_nodes(variable, value).nodes:
+                    pod, _, governing = node.partition(".")
+                    workload, port_name = service_target(objects, governing, node_port)
+                    assert (component_of(workload), port_name) == ("valkey", "redis"), node
                     ordinal = int(pod.removeprefix(f"{workload['metadata']['name']}-"))
                     assert workload["spec"]["serviceName"] == governing
-                    assert 0 <= ordinal < workload["spec"]["replicas"], host
+                    assert 0 <= ordinal < workload["spec"]["replicas"], node
             elif variable in ("USER_SERVICE_URL", "REDIS_URL"):
                 url = urlsplit(value)
                 assert url.hostname and url.port, value
