@@ -2,7 +2,7 @@
 
 from services.common.app import Parts, ServiceApp, Start
 from services.common.sessions import GrpcAccounts, Sessions
-from services.frontend.fanout import FANOUT_DB, Bus
+from services.frontend.fanout import FANOUT_DB, Bus, ShardedBus
 from services.frontend.grpc.app import register
 from services.frontend.hub import Hub
 from services.frontend.metrics import metrics_background
@@ -12,12 +12,15 @@ from services.frontend.settings import Settings
 
 
 def wire(start: Start[Settings]) -> Parts[FrontendService]:
-    """No store; with REDIS_URL, replicas share pushes (and readiness) through its pub/sub."""
+    """No store; with REDIS_URL (or REDIS_CLUSTER_NODES), replicas share pushes (and readiness)
+    through its pub/sub (sharded pub/sub on a Valkey Cluster)."""
     s, hub = start.settings, Hub.from_settings(start.settings)
     # No revocation channel: stream tokens are re-checked as often as the account cache expires.
     sessions = Sessions(GrpcAccounts(start.peer(s.user_addr, "user")), ttl_seconds=RECHECK_SECONDS)
     notifications = start.peer(s.notification_addr, "notification", retry=NOTIFICATION_RETRY)
-    bus = Bus(start.redis(FANOUT_DB)) if s.fanout else None
+    bus: Bus | None = None
+    if s.fanout:
+        bus = ShardedBus(start.cluster_redis()) if start.cluster else Bus(start.redis(FANOUT_DB))
     service = FrontendService(NotificationReplay(notifications), hub, sessions=sessions, bus=bus)
     return Parts(
         service,

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import os
 import time
@@ -378,8 +377,10 @@ class ShardedBus(Bus):
             if node is None:
                 raise ConnectionError(f"no master owns the slot of {channel}")
             self._masters.setdefault(node.name, _Master(node.name, channel))
+        stop = asyncio.Event()
         readers = [
-            asyncio.create_task(self._read(pubsub, master)) for master in self._masters.values()
+            asyncio.create_task(self._read(pubsub, master, stop))
+            for master in self._masters.values()
         ]
         try:
             done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
@@ -387,17 +388,21 @@ class ShardedBus(Bus):
                 reader.result()  # raises why it stopped
             raise ConnectionError("a shard reader stopped")
         finally:
+            stop.set()
             for reader in readers:
                 reader.cancel()
+            # A cancellation can be lost inside the client library (a read timeout expiring at
+            # the same moment): such a reader sees ``stop`` and returns after its current read.
+            await asyncio.wait(readers, timeout=2 * READ_TIMEOUT_SECONDS + 1)
             for reader in readers:
-                with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                    await reader
+                if reader.done() and not reader.cancelled():
+                    reader.exception()  # retrieved: the first one was already reported
 
-    async def _read(self, pubsub: Any, master: _Master) -> None:
+    async def _read(self, pubsub: Any, master: _Master, stop: asyncio.Event) -> None:
         node = self._cluster.get_node(node_name=master.name)
         if node is None:
             raise ConnectionError(f"master {master.name} left the cluster")
-        while True:
+        while not stop.is_set():
             if master.name not in pubsub.node_pubsub_mapping:
                 raise ConnectionError(f"the subscription on {master.name} was dropped")
             if len(pubsub.node_pubsub_mapping) != len(self._masters):
@@ -406,7 +411,7 @@ class ShardedBus(Bus):
             message = await pubsub.get_sharded_message(
                 target_node=node, timeout=READ_TIMEOUT_SECONDS
             )
-            if message is None:
+            if message is None or stop.is_set():
                 continue
             if message.get("type") == self._MESSAGE:
                 payload = message["data"]

@@ -19,6 +19,7 @@ NOTIFICATION_ADDR_ENV = "NOTIFICATION_SERVICE_ADDR"
 METRICS_PORT_ENV = "FRONTEND_METRICS_PORT"
 DEFAULT_METRICS_PORT = 9464  # the usual Prometheus exporter port
 USER_ADDR_ENV = "USER_SERVICE_ADDR"
+CLUSTER_NODES_ENV = "REDIS_CLUSTER_NODES"
 MAX_STREAMS = 5_000
 """Open streams per process (FRONTEND_MAX_STREAMS), sized by memory: an idle stream costs about
 30 KiB of process memory (measured: 2,000 streams added 54 MiB of RSS, 4,000 added 117 MiB; see
@@ -37,9 +38,10 @@ STREAM_HEADROOM = 200
 class Settings(ServerSettings):
     """Everything FrontendService reads from the environment.
 
-    FrontendService stores nothing. REDIS_URL, when set, is the shared Valkey through which
-    replicas pass live notifications to each other (``fanout``); unset, this process is the
-    only replica and ``common.redis_url`` keeps its unused default.
+    FrontendService stores nothing. REDIS_URL (or REDIS_CLUSTER_NODES, a Valkey Cluster), when
+    set, is the shared Valkey through which replicas pass live notifications to each other
+    (``fanout``); unset, this process is the only replica and ``common.redis_url`` keeps its
+    unused default.
     """
 
     GRPC_PORT_ENV: ClassVar[str] = GRPC_PORT_ENV
@@ -53,12 +55,13 @@ class Settings(ServerSettings):
     metrics_port: int = DEFAULT_METRICS_PORT  # /metrics; 0 picks a free port
     metrics_port_set: bool = False  # FRONTEND_METRICS_PORT given: a taken port stops the service
     fanout: bool = False
-    """REDIS_URL is set: live notifications reach the streams of every replica through it."""
+    """REDIS_URL or REDIS_CLUSTER_NODES is set: live notifications reach the streams of every
+    replica through it (sharded pub/sub on a Cluster)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read the variables; ConfigError naming the first one that is malformed."""
-        fanout = env_str(environ, "REDIS_URL", "") != ""
+        fanout = any(env_str(environ, name, "") != "" for name in ("REDIS_URL", CLUSTER_NODES_ENV))
         return cls(
             **env_server(environ, GRPC_PORT_ENV, cls.grpc_port, redis=fanout),
             fanout=fanout,
