@@ -21,14 +21,15 @@ from redis.retry import Retry
 
 from services.common.auth import ensure_keys
 from services.common.errors import StartupError
-from services.common.settings import redact_url
-from services.launcher.config import MAX_REPLICAS, LaunchConfig
+from services.common.settings import CLUSTER_SCHEME, cluster_nodes, redact_url
+from services.launcher.config import CLUSTER_MASTERS, MAX_REPLICAS, LaunchConfig
 from services.launcher.endpoints import render_endpoints
 from services.launcher.health import wait_healthy
 from services.launcher.output import Console
 from services.launcher.preflight import check_ports
 from services.launcher.supervisor import Supervisor, describe_exit
 from services.launcher.valkey import EmbeddedValkey, ValkeyBinaryNotFound, ValkeyStartError
+from services.launcher.valkey_cluster import EmbeddedValkeyCluster
 
 __all__ = ["launch", "main", "parse_args"]
 
@@ -61,7 +62,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m services.launcher",
         description=(
-            "Start Missive on this machine: an embedded Valkey (unless REDIS_URL is set) and "
+            "Start Missive on this machine: an embedded Valkey (unless REDIS_URL is set; with "
+            "--cluster, a 3-master Valkey Cluster unless REDIS_CLUSTER_NODES is set) and "
             "the user, message, notification and frontend services, until Ctrl-C. Ports and "
             "addresses come from the services' environment variables (USER_REST_PORT, ...; "
             "VALKEY_PORT for the embedded Valkey)."
@@ -87,6 +89,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(k-1) x 100, peers given every address (default: MISSIVE_REPLICAS, else 1)",
     )
     parser.add_argument(
+        "--cluster",
+        action="store_true",
+        default=None,
+        help=f"start an embedded {CLUSTER_MASTERS}-master Valkey Cluster (on VALKEY_PORT and "
+        "the next ports, data in DATA_DIR/valkey-cluster) and run every service in cluster "
+        "mode; REDIS_CLUSTER_NODES=host:port,... uses an existing cluster instead "
+        "(default: MISSIVE_CLUSTER, else off)",
+    )
+    parser.add_argument(
         "--timeout",
         type=_seconds,
         default=60.0,
@@ -107,6 +118,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             no_valkey=args.no_valkey,
             health_timeout=args.timeout,
             replicas=args.replicas,
+            cluster=args.cluster,
         )
         check_ports(config.ports())
     except StartupError as exc:
@@ -142,6 +154,8 @@ def _install_signal_handlers(
 
 
 def _redis_problem(url: str) -> str | None:
+    if url.startswith(f"{CLUSTER_SCHEME}://"):
+        return _cluster_problem(url)
     client = redis.Redis.from_url(
         url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
     )
@@ -152,6 +166,35 @@ def _redis_problem(url: str) -> str | None:
     finally:
         client.close()
     return None
+
+
+def _cluster_problem(url: str) -> str | None:
+    """None when a seed node answers and reports ``cluster_state:ok``, else why not."""
+    seeds = cluster_nodes("REDIS_CLUSTER_NODES", url)
+    problem = "no node given"
+    for host, port in seeds.nodes:
+        client = redis.Redis(
+            host=host,
+            port=port,
+            username=seeds.username,
+            password=seeds.password,
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+        )
+        try:
+            info = client.cluster("INFO")
+        except redis.RedisError as exc:
+            problem = f"{host}:{port}: {type(exc).__name__}: {exc}"
+            continue
+        finally:
+            client.close()
+        state = info.get("cluster_state") if isinstance(info, dict) else None
+        if state == "ok" or "cluster_state:ok" in str(info):
+            return None
+        problem = f"{host}:{port} reports the cluster is not ok"
+    return problem
 
 
 async def launch(
@@ -166,7 +209,7 @@ async def launch(
     stop = stop if stop is not None else asyncio.Event()
     force = force if force is not None else asyncio.Event()
     signals = _install_signal_handlers(stop, force, console)
-    valkey: EmbeddedValkey | None = None
+    valkey: EmbeddedValkey | EmbeddedValkeyCluster | None = None
     try:
         console.info(f"starting Missive (data in {config.data_dir}; Ctrl-C stops everything)")
         try:
@@ -175,7 +218,25 @@ async def launch(
             console.error(f"cannot create the signing keys in {config.keys_dir} (KEYS_DIR): {exc}")
             return 2
         redis_url = config.redis_url
-        if config.embedded_valkey:
+        if config.embedded_valkey and config.cluster:
+            cluster = EmbeddedValkeyCluster(
+                config.valkey_dir, CLUSTER_MASTERS, ports=config.valkey_ports
+            )
+            valkey = cluster
+            try:
+                await asyncio.to_thread(cluster.start)
+            except (ValkeyBinaryNotFound, ValkeyStartError) as exc:
+                console.error(
+                    "cannot start the Valkey Cluster (set REDIS_CLUSTER_NODES to use another "
+                    f"cluster): {exc}"
+                )
+                return 2
+            pids = ", ".join(str(node.pid) for node in cluster.nodes)
+            console.info(
+                f"valkey cluster ready at {cluster.url} (pids {pids}, data in {config.valkey_dir})"
+            )
+            redis_url = cluster.url
+        elif config.embedded_valkey:
             valkey = EmbeddedValkey(config.valkey_dir, config.valkey_port)
             try:
                 await asyncio.to_thread(valkey.start)
@@ -199,7 +260,7 @@ async def launch(
     finally:
         if valkey is not None:
             await asyncio.to_thread(valkey.stop)
-            console.info("valkey stopped")
+            console.info("valkey cluster stopped" if config.cluster else "valkey stopped")
         loop = asyncio.get_running_loop()
         for sig in signals:
             loop.remove_signal_handler(sig)
@@ -210,7 +271,7 @@ async def _run_services(
     console: Console,
     environ: Mapping[str, str],
     redis_url: str,
-    valkey: EmbeddedValkey | None,
+    valkey: EmbeddedValkey | EmbeddedValkeyCluster | None,
     stop: asyncio.Event,
     force: asyncio.Event,
 ) -> int:
@@ -258,11 +319,13 @@ async def _run_services(
         await supervisor.stop(config.stop_timeout, force)
 
 
-async def _first_failure(supervisor: Supervisor, valkey: EmbeddedValkey | None) -> str:
-    """Why the system cannot go on: the first service (or Valkey) to exit by itself."""
+async def _first_failure(
+    supervisor: Supervisor, valkey: EmbeddedValkey | EmbeddedValkeyCluster | None
+) -> str:
+    """Why the system cannot go on: the first service (or Valkey node) to exit by itself."""
     watchers = [asyncio.create_task(_service_exit(supervisor))]
-    if valkey is not None:
-        watchers.append(asyncio.create_task(_valkey_exit(valkey)))
+    nodes = valkey.nodes if isinstance(valkey, EmbeddedValkeyCluster) else [valkey]
+    watchers += [asyncio.create_task(_valkey_exit(node)) for node in nodes if node is not None]
     try:
         done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
         return next(iter(done)).result()

@@ -9,9 +9,19 @@ from pathlib import Path
 
 from services.common.errors import ConfigError
 from services.common.ports import format_address
-from services.common.settings import env_int, env_str, validate_redis_url
+from services.common.settings import (
+    CLUSTER_SCHEME,
+    cluster_nodes,
+    env_bool,
+    env_int,
+    env_str,
+    validate_redis_url,
+)
 
 __all__ = [
+    "CLUSTER_ENV",
+    "CLUSTER_MASTERS",
+    "CLUSTER_NODES_ENV",
     "DEFAULT_REDIS_URL",
     "PEER_ADDRESS_VARS",
     "PEER_URL_VARS",
@@ -25,6 +35,14 @@ __all__ = [
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 LOOPBACK = "127.0.0.1"
 REPLICAS_ENV = "MISSIVE_REPLICAS"
+CLUSTER_ENV = "MISSIVE_CLUSTER"
+"""``1``: start an embedded Valkey Cluster rather than one Valkey (the ``--cluster`` flag)."""
+CLUSTER_NODES_ENV = "REDIS_CLUSTER_NODES"
+"""``host:port,...`` of an existing Valkey/Redis Cluster: no embedded Valkey is started."""
+CLUSTER_MASTERS = 3
+"""Masters of the embedded cluster, on VALKEY_PORT, VALKEY_PORT + 1, VALKEY_PORT + 2."""
+# What the endpoint table shows for each service's data in cluster mode: its key namespace.
+CLUSTER_NAMESPACES = {"user": "u:", "message": "m:", "notification": "n:", "frontend": "f:"}
 MAX_REPLICAS = 16
 REPLICA_PORT_STEP = 100
 # FrontendService's metrics listener (its settings' METRICS_PORT_ENV and default; the launcher
@@ -179,6 +197,9 @@ class LaunchConfig:
     health_timeout: float = 60.0
     stop_timeout: float = 15.0
     replicas: int = 1
+    cluster: bool = False
+    """Redis is a Cluster: an embedded one (``embedded_valkey``) or the one ``redis_url``
+    (``redis+cluster://``) names."""
 
     @classmethod
     def from_env(
@@ -190,11 +211,33 @@ class LaunchConfig:
         health_timeout: float = 60.0,
         python: str = sys.executable,
         replicas: int | None = None,
+        cluster: bool | None = None,
     ) -> LaunchConfig:
         """Read ports, addresses and paths; ConfigError naming the variable on a bad value.
 
-        ``replicas`` processes of each service (default MISSIVE_REPLICAS, else 1)."""
-        external = env_str(environ, "REDIS_URL", "")
+        ``replicas`` processes of each service (default MISSIVE_REPLICAS, else 1). ``cluster``
+        (default MISSIVE_CLUSTER) starts an embedded Valkey Cluster; REDIS_CLUSTER_NODES (or a
+        ``redis+cluster://`` REDIS_URL) uses an existing one."""
+        nodes = env_str(environ, CLUSTER_NODES_ENV, "")
+        if nodes:
+            external = f"{CLUSTER_SCHEME}://{nodes}"
+            cluster_nodes(CLUSTER_NODES_ENV, external)
+        else:
+            external = env_str(environ, "REDIS_URL", "")
+        if cluster is None:
+            cluster = env_bool(environ, CLUSTER_ENV, False)
+        is_cluster = external.startswith(f"{CLUSTER_SCHEME}://")
+        if cluster and external and not is_cluster:
+            raise ConfigError(
+                "--cluster (MISSIVE_CLUSTER) starts an embedded Valkey Cluster, but REDIS_URL "
+                "names a standalone Redis: unset REDIS_URL, or set REDIS_CLUSTER_NODES to use "
+                "an existing cluster"
+            )
+        if cluster and no_valkey and not external:
+            raise ConfigError(
+                "--cluster with --no-valkey needs REDIS_CLUSTER_NODES: the nodes of the "
+                "existing cluster (host:port,host:port,...)"
+            )
         embedded = not external and not no_valkey
         if replicas is None:
             replicas = env_int(environ, REPLICAS_ENV, 1, min=1, max=MAX_REPLICAS)
@@ -208,12 +251,19 @@ class LaunchConfig:
             redis_url=validate_redis_url("REDIS_URL", external or DEFAULT_REDIS_URL),
             health_timeout=health_timeout,
             replicas=replicas,
+            cluster=cluster or is_cluster,
         )
 
     @property
     def valkey_dir(self) -> Path:
-        """Where the embedded Valkey keeps its AOF and log."""
-        return self.data_dir / "valkey"
+        """Where the embedded Valkey keeps its AOF and log (the cluster: one folder per node)."""
+        return self.data_dir / ("valkey-cluster" if self.cluster else "valkey")
+
+    @property
+    def valkey_ports(self) -> list[int]:
+        """The embedded Valkey's port, or the ports of the embedded cluster's masters."""
+        count = CLUSTER_MASTERS if self.cluster else 1
+        return [self.valkey_port + n for n in range(count)]
 
     @property
     def connect_host(self) -> str:
@@ -224,7 +274,7 @@ class LaunchConfig:
         """Every port to check before starting, in the order they are reported."""
         ports = []
         if self.embedded_valkey:
-            ports.append(PortSetting(self.valkey_port, "VALKEY_PORT", LOOPBACK))
+            ports += [PortSetting(port, "VALKEY_PORT", LOOPBACK) for port in self.valkey_ports]
         host = self.bind_host.strip("[]")
         for spec in self.services:
             if spec.rest_port is not None and spec.rest_env is not None:
@@ -259,10 +309,14 @@ class LaunchConfig:
         Peer addresses follow the configured gRPC ports unless set explicitly, so moving a
         service to another port with its *_GRPC_PORT variable is enough. With replicas, a
         peer address lists every replica of the peer; FrontendService replicas pass live
-        notifications to each other through REDIS_URL.
+        notifications to each other through REDIS_URL. On a cluster, REDIS_CLUSTER_NODES names
+        its nodes too (it is what the services read first).
         """
         env = dict(environ)
         env["REDIS_URL"] = redis_url
+        if redis_url.startswith(f"{CLUSTER_SCHEME}://"):
+            # What every service reads first; the same nodes as REDIS_URL.
+            env[CLUSTER_NODES_ENV] = redis_url.removeprefix(f"{CLUSTER_SCHEME}://")
         env["KEYS_DIR"] = str(self.keys_dir.resolve())
         env["BIND_HOST"] = self.bind_host
         env["PYTHONUNBUFFERED"] = "1"  # lines reach the launcher as they are written

@@ -7,12 +7,14 @@ from collections.abc import Mapping
 
 from services.common.ports import format_address
 from services.common.settings import redact_url
-from services.launcher.config import LaunchConfig
+from services.launcher.config import CLUSTER_NAMESPACES, LaunchConfig
 
 __all__ = ["CLIENT_DEFAULT_HOST", "CLIENT_VARS", "client_exports", "render_endpoints"]
 
 _NONE = "-"
 _HEADERS = ("service", "REST", "Swagger UI", "gRPC", "Redis DB")
+_CLUSTER_HEADERS = ("service", "REST", "Swagger UI", "gRPC", "Redis keys")
+"""On a cluster (one database), the last column is each service's key namespace."""
 
 
 def _rows(config: LaunchConfig) -> list[tuple[str, ...]]:
@@ -27,10 +29,16 @@ def _rows(config: LaunchConfig) -> list[tuple[str, ...]]:
                 rest,
                 f"{rest}/ui/" if spec.rest_port and api else _NONE,
                 format_address(host, spec.grpc_port) if spec.grpc_port is not None else _NONE,
-                str(spec.redis_db) if spec.redis_db is not None else _NONE,
+                _data(config, spec.kind, spec.redis_db),
             )
         )
     return rows
+
+
+def _data(config: LaunchConfig, service: str, db: int | None) -> str:
+    if config.cluster:
+        return f"{CLUSTER_NAMESPACES[service]}*" if service in CLUSTER_NAMESPACES else _NONE
+    return str(db) if db is not None else _NONE
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
@@ -113,8 +121,17 @@ def render_endpoints(
     if web is not None and web.rest_port:
         url = f"http://{format_address(config.connect_host, web.rest_port)}/"
         lines += [f"  Web inbox: {url}   (open it in a browser; register, sign in)", ""]
-    lines += _table([_HEADERS, *_rows(config)])
-    where = f"embedded Valkey, AOF in {config.valkey_dir}" if config.embedded_valkey else "external"
+    lines += _table([_CLUSTER_HEADERS if config.cluster else _HEADERS, *_rows(config)])
+    if config.cluster:
+        where = (
+            f"embedded Valkey Cluster, data in {config.valkey_dir}"
+            if config.embedded_valkey
+            else "external cluster"
+        )
+    else:
+        where = (
+            f"embedded Valkey, AOF in {config.valkey_dir}" if config.embedded_valkey else "external"
+        )
     lines += ["", f"  Redis: {redact_url(redis_url)} ({where}); signing keys in {config.keys_dir}"]
     exports = client_exports(config, environ or {})
     if exports:

@@ -9,7 +9,7 @@ to each other (CLUSTER MEET), and each replica follows its master (CLUSTER REPLI
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -36,9 +36,15 @@ class EmbeddedValkeyCluster:
         replicas: int = 0,
         node_timeout_ms: int = _NODE_TIMEOUT_MS,
         appendonly: bool = True,
+        ports: Sequence[int] = (),
     ) -> None:
+        """``ports``: each node's port, in the order of :attr:`nodes` (default: free ports,
+        picked once); fixed ports let a cluster kept on disk restart into the same cluster."""
         if masters < 1 or replicas < 0:
             raise ValueError("a cluster needs at least one master and no negative replicas")
+        count = masters * (1 + replicas)
+        if ports and len(ports) != count:
+            raise ValueError(f"{len(ports)} ports given for {count} nodes")
         self._data_dir = Path(data_dir).resolve()
         self._masters = masters
         options = (
@@ -50,9 +56,12 @@ class EmbeddedValkeyCluster:
         )  # fmt: skip
         self.nodes: list[EmbeddedValkey] = [
             EmbeddedValkey(
-                self._data_dir / f"node{index}", appendonly=appendonly, extra_args=options
+                self._data_dir / f"node{index}",
+                ports[index] if ports else 0,
+                appendonly=appendonly,
+                extra_args=options,
             )
-            for index in range(masters * (1 + replicas))
+            for index in range(count)
         ]
         """Every node, masters first, then the replicas of master 0, 1, ... in turn."""
 
