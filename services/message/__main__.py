@@ -1,20 +1,12 @@
 """Entry point: `python -m services.message` serves MessageService (REST + gRPC + relay)."""
 
-import grpc.aio
-
-from services.common.app import Outbox, Parts, ServiceApp, Start
+from services.common.app import Parts, ServiceApp, Start
 from services.common.sessions import Sessions
 from services.message.api_rest.app import create_rest_app
-from services.message.bucket_dead_letters import BucketDeadLetters
-from services.message.cluster_store import ClusterMessageStore
+from services.message.cluster_app import cluster_parts
 from services.message.grpc.app import register
 from services.message.peers import RETRY_METHODS, USER_SERVICE_NAME, GrpcUserDirectory
-from services.message.relay import (
-    OUTBOX,
-    NotifyReceiver,
-    RepairingNotifyReceiver,
-    cluster_outboxes,
-)
+from services.message.relay import OUTBOX, NotifyReceiver
 from services.message.service import MessageService
 from services.message.settings import Settings
 from services.message.store import RedisMessageStore
@@ -30,7 +22,7 @@ def wire(start: Start[Settings]) -> Parts[MessageService]:
     channel = start.relay_peer(s.notification_addr, "notification")
     sessions = Sessions(users)  # also the cache of a send's sender and receiver checks
     if start.cluster:
-        return _cluster_parts(start, users, sessions, channel)
+        return cluster_parts(start, users, sessions, channel)
     redis = start.redis(s.redis_db)
     store = RedisMessageStore(redis, quota_bytes=s.quota_bytes)
     return Parts(
@@ -38,28 +30,6 @@ def wire(start: Start[Settings]) -> Parts[MessageService]:
         sessions=sessions,
         follow_revocations=True,
         outbox=start.outbox(redis, OUTBOX, NotifyReceiver(channel)),
-    )
-
-
-def _cluster_parts(
-    start: Start[Settings],
-    users: GrpcUserDirectory,
-    sessions: Sessions,
-    channel: grpc.aio.Channel,
-) -> Parts[MessageService]:
-    """The cluster layout (services.message.cluster_keys): one relay per bucket outbox, each
-    writing its events' index entries again before notifying, and their dead letters as one."""
-    s, redis = start.settings, start.cluster_redis()
-    store = ClusterMessageStore(redis, quota_bytes=s.quota_bytes)
-    notify = RepairingNotifyReceiver(channel, store)
-    configs = cluster_outboxes()
-    relays = [start.outbox(redis, config, notify).relay for config in configs]
-    return Parts(
-        MessageService(store, users, limits=s.send, known_users=sessions),
-        sessions=sessions,
-        follow_revocations=True,
-        outbox=Outbox(relays[0], BucketDeadLetters(redis, configs)),
-        background=[relay.run for relay in relays[1:]],
     )
 
 

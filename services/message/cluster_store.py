@@ -68,6 +68,7 @@ PENDING_TTL_SECONDS: Final = 60
 INDEX (a crash): a repeat of the key waits for it meanwhile, and the relay's repair writes the
 record if the message was stored."""
 
+_CONNECT_RETRY_SECONDS: Final = 0.5
 _PENDING_POLLS: Final = 20
 _PENDING_POLL_SECONDS: Final = 0.05
 
@@ -123,6 +124,22 @@ class ClusterMessageStore:
     async def ping(self) -> bool:
         """Every master answers PING."""
         return bool(await self._redis.ping(target_nodes=RedisCluster.PRIMARIES))
+
+    async def connect(self) -> None:
+        """Returns once the client has loaded the cluster's slot map (retrying until a node
+        answers); concurrent callers share the load. See services.message.cluster_app."""
+        while True:
+            try:
+                await self._redis.initialize()
+                return
+            except (RedisError, OSError) as exc:
+                logger.warning("cannot reach the Redis Cluster (%s); retrying", exc)
+                await asyncio.sleep(_CONNECT_RETRY_SECONDS)
+
+    async def ready(self) -> bool:
+        """The readiness check: connected, and every master answers PING."""
+        await self.connect()
+        return await self.ping()
 
     # -- sending ------------------------------------------------------------------------------
 
