@@ -32,6 +32,7 @@ __all__ = [
     "MARK_READ",
     "MESSAGES",
     "MESSAGE_PAGE",
+    "RECEIVER",
     "REFUND",
     "RESERVE",
     "STORE",
@@ -41,19 +42,21 @@ __all__ = [
 
 # The sender's slot, first step of a send: the checks of the standalone SEND_MESSAGE that
 # concern the sender, in the same order, and the reservation of the message's bytes.
-# KEYS: 1 account marker, 2 stored bytes, 3 send-rate counter, [4 idempotency key].
+# KEYS: 1 account marker, 2 stored bytes, 3 send-rate counter, 4 the sender's message ids,
+#       [5 idempotency key].
 # ARGV: 1 the sender's account id ('' = no claim), 2 messages allowed per window ('' = no
 #       limit), 3 window (s), 4 quota (bytes), 5 the message's charge (bytes), 6 TTL of the
 #       pending idempotency marker (s), 7 the marker (cluster_keys.PENDING).
 # Returns {'pending'} (the key's first send is being stored), {'duplicate', record},
 # {'stale'}, {'erase', 'sender'}, {'rate', seconds left}, {'quota', stored bytes} or
-# {'reserved'}: the charge is added to the stored bytes and the idempotency key holds the
-# marker (REFUND gives both back if the send goes no further).
+# {'reserved', the newest id in the sender's index ('0' if none)}: the charge is added to the
+# stored bytes and the idempotency key holds the marker (REFUND gives both back if the send
+# goes no further).
 RESERVE: Final = (
     _CLAIM
     + """
-if KEYS[4] then
-  local existing = redis.call('GET', KEYS[4])
+if KEYS[5] then
+  local existing = redis.call('GET', KEYS[5])
   if existing == ARGV[7] then
     return {'pending'}
   elseif existing then
@@ -84,10 +87,25 @@ if used + tonumber(ARGV[5]) > tonumber(ARGV[4]) then
   return {'quota', used}
 end
 redis.call('INCRBY', KEYS[2], ARGV[5])
-if KEYS[4] then
-  redis.call('SET', KEYS[4], ARGV[7], 'EX', tonumber(ARGV[6]))
+if KEYS[5] then
+  redis.call('SET', KEYS[5], ARGV[7], 'EX', tonumber(ARGV[6]))
 end
-return {'reserved'}
+return {'reserved', redis.call('ZREVRANGE', KEYS[4], 0, 0)[1] or '0'}
+"""
+)
+
+# The receiver's slot, first step of a send to someone else: the claim of the receiver's data
+# (as in the standalone SEND_MESSAGE) and the newest id in the receiver's index.
+# KEYS: 1 the receiver's account marker, 2 the receiver's message ids. ARGV: 1 the receiver's
+# account id ('' = no claim). Returns {'erase'} (an earlier account's data is still there:
+# nothing done) or {'ok', newest id ('0' if none)}.
+RECEIVER: Final = (
+    _CLAIM
+    + """
+if ARGV[1] ~= '' and claim(KEYS[1], ARGV[1]) == 'erase' then
+  return {'erase'}
+end
+return {'ok', redis.call('ZREVRANGE', KEYS[2], 0, 0)[1] or '0'}
 """
 )
 
@@ -111,18 +129,20 @@ return 1
 #       4 the bucket's outbox stream.
 # ARGV: 1 message JSON after the id (records.message_tail), 2 receiver, 3 timestamp,
 #       4 participants JSON, 5 the bucket, 6 the number of buckets, 7 the bucket's message key
-#       prefix, 8 outbox field count, 9.. fields (the first pair is message_id; its value is
-#       replaced by the id).
-# The id: sequence * buckets + bucket, the sequence being the master's clock in ms or one more
-# than the bucket's last one. Returns {'taken'} (three ids in a row held a message) or
-# {'stored', id, read (0/1), bytes of the stored JSON}.
+#       prefix, 8 the floor: an id the new one must exceed (the newest in the sender's and the
+#       receiver's indexes), 9 outbox field count, 10.. fields (the first pair is message_id;
+#       its value is replaced by the id).
+# The id: sequence * buckets + bucket, the sequence being the master's clock in ms, or more if
+# needed to exceed the bucket's last sequence and the floor. Returns {'taken'} (three ids in a
+# row held a message) or {'stored', id, read (0/1), bytes of the stored JSON}.
 STORE: Final = (
     OUTBOX_LUA
     + """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local last = tonumber(redis.call('GET', KEYS[3]) or '0')
 local buckets, bucket = tonumber(ARGV[6]), tonumber(ARGV[5])
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+last = math.max(last, math.floor(tonumber(ARGV[8]) / buckets))
 local id, message_key = nil, nil
 for _ = 1, 3 do
   last = math.max(ms, last + 1)
@@ -152,8 +172,8 @@ if nid > tonumber(redis.call('HGET', conv, 'read_upto:' .. receiver) or '0') the
   redis.call('HINCRBY', conv, 'unread:' .. receiver, 1)
   read = 0
 end
-ARGV[10] = id
-outbox_xadd(KEYS[4], ARGV, 8)
+ARGV[11] = id
+outbox_xadd(KEYS[4], ARGV, 9)
 return {'stored', id, read, string.len(document)}
 """
 )

@@ -4,12 +4,16 @@ every script single-slot (services.message.cluster_lua).
 
 A send runs in four steps, each atomic in its own slot:
 
-1. (with ``claim_receiver``) CLAIM of the receiver's data, in the receiver's slot;
+1. RECEIVER in the receiver's slot (unless it is a note to self): the claim of the receiver's
+   data (with ``claim_receiver``) and the newest id in the receiver's index;
 2. RESERVE in the sender's slot: the idempotency key (a repeat is answered, a send of the same
    key still in flight is waited for), the sender's account, one rate-limit hit, the quota,
-   then the message's bytes reserved and the idempotency key marked pending;
-3. STORE in the conversation's bucket: a new id, the message, the conversation, its outbox
-   event. If it refuses (no free id) the reservation is given back (REFUND);
+   then the message's bytes reserved, the idempotency key marked pending, and the newest id in
+   the sender's index;
+3. STORE in the conversation's bucket: a new id above both newest ids (so the message lists
+   first for both users, whatever the clocks of the masters say), the message, the
+   conversation, its outbox event. If it refuses (no free id) the reservation is given back
+   (REFUND);
 4. INDEX in the sender's slot (with the idempotency record) and in the receiver's slot.
 
 The record is written before its indexes, so an index never names a message that was not
@@ -107,6 +111,7 @@ class ClusterMessageStore:
         self._idempotency_ttl = idempotency_ttl
         self.quota_bytes = quota_bytes
         script = redis.register_script
+        self._receiver: AsyncScript = script(lua.RECEIVER)
         self._reserve: AsyncScript = script(lua.RESERVE)
         self._refund: AsyncScript = script(lua.REFUND)
         self._store: AsyncScript = script(lua.STORE)
@@ -114,7 +119,6 @@ class ClusterMessageStore:
         self._delete: AsyncScript = script(lua.DELETE)
         self._unindex: AsyncScript = script(lua.UNINDEX)
         self._drop_empty: AsyncScript = script(lua.DROP_EMPTY)
-        self._claim: AsyncScript = script(lua.CLAIM)
         self._mark_read: AsyncScript = script(lua.MARK_READ)
         self._messages: AsyncScript = script(lua.MESSAGES)
         self._message_page: AsyncScript = script(lua.MESSAGE_PAGE)
@@ -161,12 +165,15 @@ class ClusterMessageStore:
         """A send in the steps of the module docstring; the outcomes of
         RedisMessageStore.send_message. Unavailable if a send with the same ``request_id``
         is still being stored after a second."""
-        if claim_receiver and receiver_account_id:
-            claimed: list[Any] = await self._claim(
-                keys=[ck.account_key(receiver)], args=[receiver_account_id]
+        floor = 0  # the new id exceeds every id in both users' indexes: it lists first
+        if receiver != sender:
+            claim = receiver_account_id if claim_receiver else ""
+            checked: list[Any] = await self._receiver(
+                keys=[ck.account_key(receiver), ck.user_messages_key(receiver)], args=[claim]
             )
-            if _text(claimed[0]) == "erase":
+            if _text(checked[0]) == "erase":
                 return SendOutcome("erase", erase_email=receiver)
+            floor = int(checked[1])
         draft = Message(0, sender, receiver, content, timestamp)
         tail = message_tail(draft)
         charge = _charge(tail)
@@ -174,10 +181,11 @@ class ClusterMessageStore:
         reserved = await self._reserve_send(
             sender, sender_account_id, idempotency, charge, rate_limit
         )
-        if reserved is not None:
+        if isinstance(reserved, SendOutcome):
             if reserved.outcome == "pending" and request_id is not None:
                 return await self._await_record(sender, request_id)
             return reserved
+        floor = max(floor, reserved)
         event = outbox_event(draft, receiver_account_id, sender_name)
         if request_id is not None:
             event[REQUEST_ID_FIELD] = request_id
@@ -198,6 +206,7 @@ class ClusterMessageStore:
                 bucket,
                 ck.BUCKETS,
                 ck.message_prefix(bucket),
+                floor,
                 *outbox_lua_args(event),  # message_id first: the script sets it
             ],
         )
@@ -223,14 +232,16 @@ class ClusterMessageStore:
         idempotency: str | None,
         charge: int,
         rate_limit: tuple[int, int] | None,
-    ) -> SendOutcome | None:
-        """RESERVE; None once reserved, else the outcome that ends the send."""
+    ) -> SendOutcome | int:
+        """RESERVE; the newest id in the sender's index once reserved, else the outcome that
+        ends the send."""
         messages, window = rate_limit if rate_limit is not None else ("", "")
         reply: list[Any] = await self._reserve(
             keys=[
                 ck.account_key(sender),
                 ck.stored_bytes_key(sender),
                 ck.send_rate_key(sender),
+                ck.user_messages_key(sender),
                 *([idempotency] if idempotency else []),
             ],
             args=[
@@ -245,7 +256,7 @@ class ClusterMessageStore:
         )
         outcome = _text(reply[0])
         if outcome == "reserved":
-            return None
+            return int(reply[1])
         if outcome == "duplicate":
             return SendOutcome(outcome, existing=decode_record(_text(reply[1])))
         if outcome == "erase":

@@ -33,6 +33,7 @@ DAN = "dan@example.com"
 @pytest.fixture
 async def cluster(cluster_url: str) -> AsyncIterator[RedisCluster]:
     client = create_cluster(cluster_url)
+    await client.initialize()  # as the service does before serving (cluster_app)
     yield client
     await client.aclose()
 
@@ -267,6 +268,26 @@ async def take_the_next_ids(cluster: RedisCluster, bucket: int, count: int) -> i
     for n in range(1, count + 1):
         await cluster.set(ck.message_key((ahead + n) * ck.BUCKETS + bucket), "taken")
     return ahead
+
+
+async def test_a_new_message_lists_first_for_both_users_whatever_the_buckets_clocks(
+    store: ClusterMessageStore, cluster: RedisCluster
+) -> None:
+    """A bucket whose sequence runs ahead (a master's clock ahead of the others) cannot put a
+    later message below an earlier one in a user's list: each new id exceeds the newest id in
+    the sender's and the receiver's indexes."""
+    other = pair_in_another_bucket(ADA, BOB)
+    ahead = await take_the_next_ids(cluster, ck.bucket_of(ADA, BOB), 0)
+    first = await send(store, ADA, BOB)  # an hour "ahead"
+    assert first.id // ck.BUCKETS == ahead + 1
+    # The next messages of Ada and of Bob, in buckets whose clocks are an hour behind.
+    to_other = await send(store, ADA, other[0])
+    from_other = await send(store, other[1], BOB)
+    assert to_other.id > first.id and from_other.id > first.id
+    assert await ids(store, ADA, None, None) == [to_other.id, first.id]
+    assert await ids(store, BOB, None, None) == [from_other.id, first.id]
+    page, _ = await store.conversation_page(BOB, None, 10)
+    assert [c.peer_email for c in page] == [other[1], ADA]
 
 
 async def test_an_id_that_holds_a_message_is_skipped_and_three_refuse_with_a_refund(

@@ -46,6 +46,7 @@ T0 = datetime(2025, 1, 14, 12, 0, 0, tzinfo=UTC)
 @pytest.fixture
 async def cluster(cluster_url: str) -> AsyncIterator[RedisCluster]:
     client = create_cluster(cluster_url)
+    await client.initialize()  # as the service does before serving (cluster_app)
     yield client
     await client.aclose()
 
