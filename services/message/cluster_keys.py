@@ -40,21 +40,24 @@ User slot, tag ``{<email>}`` (a normalised email never holds a brace):
 
 Why each script is single-slot (services.message.cluster_lua):
 
-- RESERVE (sender slot): idempotency key, account marker, send-rate counter, stored bytes -
-  all ``{<sender>}``.
+- RECEIVER (receiver slot): the receiver's account marker and message ids - ``{<receiver>}``.
+- RESERVE (sender slot): idempotency key, account marker, send-rate counter, stored bytes,
+  message ids - all ``{<sender>}``.
 - STORE and DELETE, MARK_READ, the reads of messages and conversations, DROP_EMPTY (bucket
   slot): a message, its conversation hash and message set, the bucket's id sequence and its
   outbox stream - all ``{mb<k>}`` of the conversation. A message's key is built inside the
   script from the bucket's prefix, which carries the same tag.
-- INDEX, UNINDEX, FORGET_CONVERSATION, REFUND, CLAIM and TAKE_OVER (one user's slot): that
+- INDEX, UNINDEX, REFUND, CLAIM and TAKE_OVER (one user's slot): that
   user's indexes, idempotency record, stored bytes, send rate and account marker - all
   ``{<email>}``.
 
-Ids: :func:`message_id` = sequence * BUCKETS + k, where the bucket's sequence is the master's
-clock in milliseconds (or one more than the last one handed out in the bucket, if that is
-larger). An id names its bucket (``id % BUCKETS``), ids only grow within a bucket (so within a
-conversation), and across buckets they follow send time to the millisecond (and the clock skew
-between masters); the id stays below 2**53 until the year 287,000.
+Ids: :func:`message_id` = sequence * BUCKETS + k. STORE takes the bucket's sequence from its
+master's clock in milliseconds, raised when needed above the bucket's last sequence and above
+the newest id in the sender's and the receiver's indexes (RESERVE and RECEIVER read them). An id
+names its bucket (``id % BUCKETS``), no global counter is touched, ids only grow within a
+bucket, and a new message gets an id above every message already listed for either of its
+users: their lists keep the order in which messages were stored. Ids stay below 2**53 (exact as
+Lua numbers and sorted-set scores) until about the year 19,800.
 """
 
 from __future__ import annotations
