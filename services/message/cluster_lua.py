@@ -180,16 +180,32 @@ return {'stored', id, read, string.len(document)}
 
 # One user's slot: a message in that user's indexes (after STORE, and again by the relay from
 # the outbox event: every write here is idempotent).
-# KEYS: 1 the user's message ids, 2 the user's conversations_by_time, [3 idempotency key].
-# ARGV: 1 id, 2 the peer, 3 the idempotency record JSON, 4 its TTL (s), 5 the pending marker.
+# KEYS: 1 the user's message ids, 2 the user's conversations_by_time, 3 the user's account
+#       marker, [4 idempotency key].
+# ARGV: 1 id, 2 the peer, 3 the user's account when the message was sent ('' = unknown),
+#       4 the idempotency record JSON, 5 its TTL (s), 6 the pending marker.
+# Returns 0 without writing if that account no longer owns the user's data (it was erased, or
+# a later account took over: the message must go, as erasure would have deleted it), else 1.
 # The record replaces the pending marker or a missing key, never another record.
 INDEX: Final = """
+if ARGV[3] ~= '' then
+  local marker = redis.call('GET', KEYS[3])
+  if marker then
+    local owner, erased = marker, false
+    if string.sub(marker, -7) == ':erased' then
+      owner, erased = string.sub(marker, 1, -8), true
+    end
+    if owner > ARGV[3] or (owner == ARGV[3] and erased) then
+      return 0
+    end
+  end
+end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[1])
 redis.call('ZADD', KEYS[2], 'GT', ARGV[1], ARGV[2])
-if KEYS[3] then
-  local existing = redis.call('GET', KEYS[3])
-  if not existing or existing == ARGV[5] then
-    redis.call('SET', KEYS[3], ARGV[3], 'EX', tonumber(ARGV[4]))
+if KEYS[4] then
+  local existing = redis.call('GET', KEYS[4])
+  if not existing or existing == ARGV[6] then
+    redis.call('SET', KEYS[4], ARGV[4], 'EX', tonumber(ARGV[5]))
   end
 end
 return 1

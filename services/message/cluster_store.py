@@ -76,7 +76,9 @@ _CONNECT_RETRY_SECONDS: Final = 0.5
 _PENDING_POLLS: Final = 20
 _PENDING_POLL_SECONDS: Final = 0.05
 
-# Event fields that let the relay write the idempotency record (cluster layout only).
+# Event fields that let the relay write the indexes and the idempotency record as the send
+# would have (cluster layout only; NotificationService ignores them).
+SENDER_ACCOUNT_FIELD: Final = "sender_account_id"
 REQUEST_ID_FIELD: Final = "client_request_id"
 DIGEST_FIELD: Final = "content_sha256"
 
@@ -187,6 +189,8 @@ class ClusterMessageStore:
             return reserved
         floor = max(floor, reserved)
         event = outbox_event(draft, receiver_account_id, sender_name)
+        if sender_account_id:
+            event[SENDER_ACCOUNT_FIELD] = sender_account_id
         if request_id is not None:
             event[REQUEST_ID_FIELD] = request_id
             event[DIGEST_FIELD] = content_sha256
@@ -219,11 +223,33 @@ class ClusterMessageStore:
         _OUTBOXES[bucket].added(1)  # the script appended the event with the message
         message = replace(draft, id=int(stored[1]), read=bool(int(stored[2])))
         record = record_tail(receiver, content_sha256) if request_id is not None else None
+        return await self._index_sent(
+            message, (sender_account_id, receiver_account_id), request_id, record
+        )
+
+    async def _index_sent(
+        self,
+        message: Message,
+        accounts: tuple[str, str],
+        request_id: str | None,
+        record: str | None,
+    ) -> SendOutcome:
+        """Step 4 of a send: ``stored``; ``stale`` if the sender's account was erased
+        meanwhile (the message went with it)."""
         try:
-            await self._index_message(message, request_id, record)
+            indexed = await self._index_message(message, accounts, request_id, record)
+            if not indexed and await self._stale(message.sender_email, accounts[0]):
+                return SendOutcome("stale")
         except RedisError as exc:  # stored: the relay writes the indexes from the event
             logger.warning("message %d stored, its indexes left to the relay: %s", message.id, exc)
         return SendOutcome("stored", message=message)
+
+    async def _stale(self, email: str, account_id: str) -> bool:
+        """Whether ``account_id`` no longer owns ``email``'s data (erased, or a later one)."""
+        marker = _text(await self._redis.get(ck.account_key(email)) or "")
+        owner = marker.removesuffix(":erased")
+        erased = marker != owner
+        return bool(account_id) and (owner > account_id or (owner == account_id and erased))
 
     async def _reserve_send(
         self,
@@ -280,24 +306,45 @@ class ClusterMessageStore:
         )
 
     async def _index_message(
-        self, message: Message, request_id: str | None, record: str | None
-    ) -> None:
-        """INDEX in the sender's slot (with the idempotency record) and the receiver's."""
+        self,
+        message: Message,
+        accounts: tuple[str, str],
+        request_id: str | None = None,
+        record: str | None = None,
+    ) -> bool:
+        """INDEX in the sender's slot (with the idempotency record) and the receiver's.
+        ``accounts`` are the sender's and the receiver's accounts when it was sent ("" if
+        unknown). Should one of them be gone by now (erased while the message was being
+        stored), the message is deleted as erasure would have done: False."""
         sender, receiver = message.sender_email, message.receiver_email
-        calls = [self._index_user(sender, receiver, message.id, request_id, record)]
+        calls = [self._index_user(sender, receiver, message.id, accounts[0], request_id, record)]
         if receiver != sender:
-            calls.append(self._index_user(receiver, sender, message.id, None, None))
-        await asyncio.gather(*calls)
+            calls.append(self._index_user(receiver, sender, message.id, accounts[1]))
+        if all(await asyncio.gather(*calls)):
+            return True
+        logger.info("message %d belongs to an erased account: deleted", message.id)
+        await self.delete(message)
+        return False
 
     async def _index_user(
-        self, email: str, peer: str, message_id: int, request_id: str | None, record: str | None
-    ) -> None:
-        script_keys = [ck.user_messages_key(email), ck.user_conversations_by_time_key(email)]
-        args: list[str | int] = [message_id, peer]
+        self,
+        email: str,
+        peer: str,
+        message_id: int,
+        account_id: str,
+        request_id: str | None = None,
+        record: str | None = None,
+    ) -> bool:
+        script_keys = [
+            ck.user_messages_key(email),
+            ck.user_conversations_by_time_key(email),
+            ck.account_key(email),
+        ]
+        args: list[str | int] = [message_id, peer, account_id]
         if request_id is not None and record is not None:
             script_keys.append(ck.idempotency_key(email, request_id))
             args += [f'{{"message_id":{message_id},{record}', self._idempotency_ttl, ck.PENDING]
-        await self._index(keys=script_keys, args=args)
+        return bool(await self._index(keys=script_keys, args=args))
 
     async def repair(self, fields: Mapping[str, str]) -> None:
         """Step 4 of a send again, from its outbox event (the relay, before notifying):
@@ -313,7 +360,8 @@ class ClusterMessageStore:
         message = Message(
             event.message_id, event.sender_email, event.receiver_email, "", event.timestamp
         )
-        await self._index_message(message, request_id or None, record)
+        accounts = (fields.get(SENDER_ACCOUNT_FIELD, ""), event.receiver_account_id)
+        await self._index_message(message, accounts, request_id or None, record)
 
     async def idempotency_record(self, sender: str, request_id: str) -> IdempotencyRecord | None:
         """The record of ``request_id``; None if there is none yet (or its send is pending)."""

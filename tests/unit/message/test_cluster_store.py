@@ -28,6 +28,8 @@ from tests.unit.message.conftest import ADA, BOB, CAROL, EVE
 
 T0 = datetime(2025, 1, 14, 12, 0, 0, tzinfo=UTC)
 DAN = "dan@example.com"
+OLD = "0000000000000001" + "a" * 16
+NEW = "0000000000000002" + "b" * 16
 
 
 @pytest.fixture
@@ -527,6 +529,41 @@ async def test_a_send_stopped_before_its_indexes_is_completed_by_the_repair(
         )
 
 
+@pytest.mark.parametrize("erased", ["receiver", "sender"])
+async def test_a_lagging_message_of_an_account_erased_meanwhile_goes_when_indexed(
+    store: ClusterMessageStore,
+    cluster: RedisCluster,
+    monkeypatch: pytest.MonkeyPatch,
+    erased: str,
+) -> None:
+    """Erasure finds messages through the indexes: one stored but not yet indexed when the
+    account's erasure ran is deleted when the relay indexes it, not handed to a later one."""
+    assert await store.claim(ADA, OLD) and await store.claim(BOB, NEW)
+    kept = await send(store, ADA, BOB, "before", sender_account_id=OLD)
+
+    async def unreachable(**_: Any) -> None:
+        raise RedisConnectionError("the users' slots are unreachable")
+
+    monkeypatch.setattr(store, "_index", unreachable)
+    lagging = await send(store, ADA, BOB, "lagging", sender_account_id=OLD, receiver_account_id=NEW)
+    monkeypatch.undo()
+    email, account = (BOB, NEW) if erased == "receiver" else (ADA, OLD)
+    assert await store.erase_account(email, account) == 1  # the indexed message only
+    assert await store.get(lagging.id) == lagging  # missed: not in the index yet
+    [event] = [
+        fields
+        for fields in await outbox(cluster, ck.bucket_of(ADA, BOB))
+        if fields["message_id"] == str(lagging.id)
+    ]
+    assert event["sender_account_id"] == OLD and event["receiver_account_id"] == NEW
+    await store.repair(event)
+    assert await store.get(lagging.id) is None and await store.get(kept.id) is None
+    for user in (ADA, BOB):
+        assert await store.message_page(user, None, None, 10) == ([], None)
+        assert await store.conversation_page(user, None, 10) == ([], None)
+    assert not await cluster.exists(ck.conversation_key(ADA, BOB))
+
+
 async def test_index_entries_whose_message_is_gone_are_skipped_and_removed(
     store: ClusterMessageStore, cluster: RedisCluster
 ) -> None:
@@ -575,10 +612,6 @@ async def test_the_rate_limit_counts_in_the_senders_slot(store: ClusterMessageSt
 
 
 # -- accounts ------------------------------------------------------------------------------------
-
-
-OLD = "0000000000000001" + "a" * 16
-NEW = "0000000000000002" + "b" * 16
 
 
 async def test_erasure_deletes_a_users_messages_for_both_sides_and_keeps_the_rest(
