@@ -30,14 +30,14 @@ import asyncio
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
 from redis.asyncio import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from services.common.domain import Unavailable
 from services.common.metrics import OutboxMetrics
@@ -91,6 +91,25 @@ def _charge(tail: str) -> int:
     return _DOCUMENT_FRAME + ck.ID_WIDTH + len(tail.encode())
 
 
+class NodeScript(AsyncScript):
+    """A script run on the node that serves its keys, loaded there by EVAL if that node does
+    not know it yet. (redis-py's AsyncScript loads a missing script with SCRIPT LOAD on every
+    master, which fails while one of them is down, so no script would run anywhere.)"""
+
+    async def __call__(
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Any = None,
+    ) -> Any:
+        keys, values = keys or [], list(args or [])
+        redis = self.registered_client if client is None else client
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *values)
+        except NoScriptError:
+            return await redis.eval(str(self.script), len(keys), *keys, *values)
+
+
 class ClusterMessageStore:
     """Messages and conversations on a Cluster; every script touches one hash slot.
 
@@ -112,7 +131,10 @@ class ClusterMessageStore:
         self._redis = redis
         self._idempotency_ttl = idempotency_ttl
         self.quota_bytes = quota_bytes
-        script = redis.register_script
+
+        def script(text: str) -> AsyncScript:
+            return NodeScript(redis, text)
+
         self._receiver: AsyncScript = script(lua.RECEIVER)
         self._reserve: AsyncScript = script(lua.RESERVE)
         self._refund: AsyncScript = script(lua.REFUND)
@@ -143,9 +165,16 @@ class ClusterMessageStore:
                 await asyncio.sleep(_CONNECT_RETRY_SECONDS)
 
     async def ready(self) -> bool:
-        """The readiness check: connected, and every master answers PING."""
+        """The readiness check: connected, and a master answers PING. With a master down, the
+        requests that need its slots answer UNAVAILABLE and the others are served, so the
+        process stays in service rather than taking every user's requests out with it."""
         await self.connect()
-        return await self.ping()
+        masters = self._redis.get_primaries()
+        answers = await asyncio.gather(
+            *(self._redis.ping(target_nodes=master) for master in masters),
+            return_exceptions=True,
+        )
+        return any(answer is True for answer in answers)
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -569,6 +598,8 @@ class ClusterAccountData(AccountData):
 
     def __init__(self, redis: RedisCluster, store: ClusterMessageStore) -> None:
         super().__init__(redis, store)
+        self._claim = NodeScript(redis, lua.CLAIM)
+        self._take_over = NodeScript(redis, lua.TAKE_OVER)
         self._cluster = redis
         self._store = store
 

@@ -26,6 +26,7 @@ from services.common.domain import InvalidArgument
 from services.common.grpc_client import peer_channel
 from services.common.ports import free_port
 from services.common.redis import create_cluster
+from services.launcher.valkey_cluster import EmbeddedValkeyCluster
 from services.message import cluster_keys as ck
 from services.message.__main__ import main
 from services.message.bucket_dead_letters import BucketDeadLetters
@@ -237,3 +238,55 @@ async def test_main_serves_on_a_cluster_and_relays_every_bucket(
             stop.set()
             await asyncio.wait_for(server, timeout=10)
     assert not await cluster.exists("message_id_counter", "outbox:notifications")
+
+
+async def test_a_master_down_fails_only_the_requests_that_need_its_slots(
+    tmp_path: Path,
+) -> None:
+    """Its own cluster (the shared one stays whole): with a master stopped, the service stays
+    ready, a send that needs the master fails with a connection error (UNAVAILABLE at the
+    edges) and stores nothing anywhere, the others go on; once it is back, everything works."""
+    valkey = EmbeddedValkeyCluster(tmp_path / "cluster", masters=3)
+    valkey.start()
+    client = create_cluster(valkey.url)
+    try:
+        await client.initialize()
+        store = ClusterMessageStore(client)
+        down = valkey.masters[2]
+        down_port = down.port
+
+        def on_down(key: str) -> bool:
+            return client.get_node_from_key(key).port == down_port
+
+        def slots_of(sender: str, receiver: str) -> list[str]:
+            return [
+                ck.account_key(sender),
+                ck.account_key(receiver),
+                ck.conversation_key(sender, receiver),
+            ]
+
+        pairs = [(f"s{n}@example.com", f"r{n}@example.com") for n in range(200)]
+        alive = next(p for p in pairs if not any(on_down(k) for k in slots_of(*p)))
+        bucket_down = next(
+            p
+            for p in pairs
+            if on_down(ck.conversation_key(*p)) and not any(on_down(ck.account_key(e)) for e in p)
+        )
+        down.stop()
+        assert await store.ready()
+        with pytest.raises(RedisConnectionError):
+            await store.send_message(*bucket_down, "lost?", T0, request_id="acc:x")
+        stored = await store.send_message(*alive, "fine", T0)
+        assert stored.message is not None
+        down.start()
+        valkey.wait_ok()
+        # Nothing half-done is visible: the refused send left no message and no index entry.
+        assert await store.message_page(bucket_down[1], None, None, 10) == ([], None)
+        again = await store.send_message(*bucket_down, "after", T0)
+        assert again.message is not None
+        assert [m.id for m in (await store.message_page(bucket_down[1], None, None, 10))[0]] == [
+            again.message.id
+        ]
+    finally:
+        await client.aclose()
+        valkey.stop()
