@@ -256,7 +256,9 @@ async def test_a_master_down_fails_only_the_requests_that_need_its_slots(
         down_port = down.port
 
         def on_down(key: str) -> bool:
-            return client.get_node_from_key(key).port == down_port
+            node = client.get_node_from_key(key)
+            assert node is not None
+            return node.port == down_port
 
         def slots_of(sender: str, receiver: str) -> list[str]:
             return [
