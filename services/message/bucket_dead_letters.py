@@ -56,13 +56,14 @@ class BucketDeadLetters(DeadLetters):
             *(self._redis.xrange(stream, start, "+", count=size + 1) for stream in streams)
         )
         lengths = await asyncio.gather(*(self._redis.xlen(stream) for stream in streams))
+        # Ordered by entry id, then bucket: equal ids never compare the entries themselves.
         merged = heapq.merge(
             *(
-                ((_order(str(entry_id)), str(entry_id), raw) for entry_id, raw in r or [])
-                for r in ranges
+                ((_order(str(entry_id)), bucket, str(entry_id), raw) for entry_id, raw in r or [])
+                for bucket, r in enumerate(ranges)
             )
         )
-        entries = [(entry_id, raw) for _, entry_id, raw in merged][: size + 1]
+        entries = [(entry_id, raw) for _, _, entry_id, raw in merged][: size + 1]
         page = [_dead_letter(entry_id, raw) for entry_id, raw in entries[:size]]
         token = _encode_token(page[-1].id) if len(entries) > size and page else ""
         return DeadLetterPage(page, token, sum(int(n) for n in lengths))

@@ -171,6 +171,12 @@ async def test_the_dead_letters_of_every_bucket_are_one_list(cluster: RedisClust
     assert (await dead.page(10, "")).total == 0
     with pytest.raises(InvalidArgument):
         await dead.drop([], everything=False)
+    # The same entry id in two buckets (two masters, one millisecond): listed, dropped, both.
+    for bucket in (3, 9):
+        await cluster.xadd(configs[bucket].dead_letter_stream, {"message_id": "9"}, id="5-1")
+    same = await dead.page(10, "")
+    assert [d.id for d in same.dead_letters] == ["5-1", "5-1"] and same.total == 2
+    assert (await dead.drop(["5-1"])).count == 2
 
 
 async def test_main_serves_on_a_cluster_and_relays_every_bucket(
