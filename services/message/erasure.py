@@ -12,10 +12,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
-from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
 from services.common.domain import Unavailable
+from services.common.redis import RedisClient
 from services.message import keys, lua
 from services.message.models import Message
 
@@ -44,7 +44,7 @@ class AccountData:
     The key names and :meth:`erase` are the standalone layout's; the cluster layout's subclass
     (services.message.cluster_store) overrides them."""
 
-    def __init__(self, redis: Redis | RedisCluster, messages: StoredMessages) -> None:
+    def __init__(self, redis: RedisClient, messages: StoredMessages) -> None:
         self._redis = redis
         self._messages = messages
         self._claim: AsyncScript = redis.register_script(lua.CLAIM)
