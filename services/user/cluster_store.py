@@ -1,0 +1,216 @@
+"""UserService's storage on a Valkey Cluster: the cluster layout of services.user.keys.
+
+The same operations as :class:`services.user.store.RedisUserStore`, with the same guarantees;
+every key of an email carries its bucket's hash tag, so each script touches one slot. What
+changes shape (documented in the service README, Cluster layout):
+
+- a page of users merges the bucket indexes: same order (email) and pagination (ranks), read
+  with one command per bucket rather than one script, so it is not a snapshot of one instant;
+- sign-in admission runs as two scripts (the client's slot, then the account's), the client's
+  failure reserved first and given back if the account refuses: a crash between the two leaves
+  the client's counter one too high until its window ends (stricter, never looser);
+- account ids come from a counter per bucket: they sort by creation among the accounts of one
+  email (all that MessageService and NotificationService compare), not across emails.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any, Final
+
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from services.common.metrics import OutboxMetrics
+from services.common.outbox import outbox_lua_args
+from services.common.redis import FIXED_WINDOW_HIT_LUA
+from services.user import keys, lua
+from services.user.models import Admission, Counter, LoginPolicy, StoredUser
+from services.user.records import decode_user, encode_user
+
+__all__ = ["ClusterUserStore"]
+
+logger = logging.getLogger(__name__)
+
+_OUTBOXES: Final = tuple(
+    OutboxMetrics(keys.cluster_accounts_outbox(i)) for i in range(keys.BUCKETS)
+)
+
+
+def _text(raw: str | bytes) -> str:
+    return raw if isinstance(raw, str) else raw.decode("utf-8")
+
+
+class ClusterUserStore:
+    """Users and sign-in counters on a Valkey Cluster (keys ``u:...``, see services.user.keys)."""
+
+    def __init__(self, redis: RedisCluster) -> None:
+        self._redis = redis
+        self._create = redis.register_script(lua.CREATE)
+        self._delete = redis.register_script(lua.DELETE)
+        self._replace = redis.register_script(lua.REPLACE)
+        self._hit = redis.register_script(FIXED_WINDOW_HIT_LUA)
+        self._client_admit = redis.register_script(lua.CLIENT_ADMIT)
+        self._client_refund = redis.register_script(lua.CLIENT_REFUND)
+        self._account_admit = redis.register_script(lua.ACCOUNT_ADMIT)
+        self._account_succeeded = redis.register_script(lua.ACCOUNT_SUCCEEDED)
+
+    async def ping(self) -> bool:
+        """Whether every master answers; False (not an error) when one does not."""
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError) as exc:
+            logger.warning("redis cluster ping failed: %s", exc)
+            return False
+
+    async def create(self, user: StoredUser) -> bool:
+        """Store a new user and index it in its bucket; False (nothing written) if taken."""
+        index = keys.bucket(user.email)
+        created = await self._create(
+            keys=[keys.cluster_user_key(user.email), keys.cluster_users_index(index)],
+            args=[encode_user(user), user.email],
+        )
+        return bool(created)
+
+    async def get(self, email: str) -> StoredUser | None:
+        raw = await self._redis.get(keys.cluster_user_key(email))
+        return None if raw is None else decode_user(_text(raw))
+
+    async def get_many(self, emails: Sequence[str]) -> list[StoredUser | None]:
+        """The user stored under each email, in order: one MGET per slot, sent together."""
+        if not emails:
+            return []
+        documents = await self._redis.mget_nonatomic(
+            [keys.cluster_user_key(email) for email in emails]
+        )
+        return [None if raw is None else decode_user(_text(raw)) for raw in documents]
+
+    async def exists(self, email: str) -> bool:
+        return bool(await self._redis.exists(keys.cluster_user_key(email)))
+
+    async def replace(self, current: StoredUser, updated: StoredUser) -> bool:
+        """Write ``updated`` if the stored document is still ``current``'s; else False."""
+        if current.email != updated.email or not current.revision:
+            raise ValueError("replace needs a record read from the store, under the same email")
+        replaced = await self._replace(
+            keys=[keys.cluster_user_key(current.email)],
+            args=[current.revision, encode_user(updated)],
+        )
+        return bool(replaced)
+
+    async def new_account_id(self, email: str) -> str:
+        """A fresh account id for ``email``: 12 hex digits of its bucket's counter, 4 of the
+        bucket number (so no two buckets give the same id), 16 random ones. Later accounts of
+        one email sort after earlier ones (one bucket, one counter that never decreases)."""
+        sequence = int(await self._redis.incr(keys.cluster_account_ids(email)))
+        return f"{sequence:012x}{keys.bucket(email):04x}{secrets.token_hex(8)}"
+
+    async def delete(self, user: StoredUser) -> bool:
+        """Remove the user read as ``user``, its index entry, back-off and known clients, and
+        queue the erasure in its bucket's outbox, in one script (all in the bucket's slot);
+        False if the document changed or is gone meanwhile."""
+        index = keys.bucket(user.email)
+        event = {"email": user.email, "account_id": user.account_id}
+        removed = await self._delete(
+            keys=[
+                keys.cluster_user_key(user.email),
+                keys.cluster_users_index(index),
+                keys.cluster_accounts_outbox(index),
+                keys.cluster_account_key(user.email),
+                keys.cluster_known_clients_key(user.email),
+            ],
+            args=[user.email, user.revision, *outbox_lua_args(event)],
+        )
+        if removed:
+            _OUTBOXES[index].added(1)
+        return bool(removed)
+
+    async def list_page(self, offset: int, size: int) -> tuple[list[StoredUser], int, int]:
+        """Users at ranks [offset, offset + size) in email order over every bucket; also how
+        many ranks were read and the total number of users (an index entry without a record
+        is skipped, as in the standalone layout).
+
+        The ranks are global: each bucket's first ``offset + size`` emails are merged (the
+        cost grows with the offset: a page deep in a large index reads every bucket's head)."""
+        indexes = [keys.cluster_users_index(i) for i in range(keys.BUCKETS)]
+        counts = await self._pipeline(lambda pipe, key: pipe.zcard(key), indexes)
+        total = sum(int(count) for count in counts)
+        if size < 1 or offset >= total:
+            return [], 0, total
+        end = offset + size
+        heads = await self._pipeline(
+            lambda pipe, key: pipe.zrange(key, 0, end - 1),
+            [key for key, count in zip(indexes, counts, strict=True) if int(count)],
+        )
+        emails = list(itertools.islice(heapq.merge(*heads), offset, end))
+        if not emails:
+            return [], 0, total
+        documents = await self._redis.mget_nonatomic(
+            [keys.cluster_user_key(email) for email in emails]
+        )
+        users = [decode_user(_text(raw)) for raw in documents if raw is not None]
+        return users, len(emails), total
+
+    async def _pipeline(self, command: Any, key_list: Sequence[str]) -> list[Any]:
+        """``command(pipe, key)`` for each key, sent together (grouped by node)."""
+        if not key_list:
+            return []
+        pipe = self._redis.pipeline()
+        for key in key_list:
+            command(pipe, key)
+        replies: list[Any] = await pipe.execute()
+        return replies
+
+    def _account_keys(self, email: str, client: str) -> list[str]:
+        return [
+            keys.cluster_failures_key(email, client),
+            keys.cluster_account_key(email),
+            keys.cluster_known_clients_key(email),
+        ]
+
+    async def admit_login(self, email: str, client: str, policy: LoginPolicy) -> Admission:
+        """Whether a password may be checked now. The client's failure is reserved first (its
+        own slot), then the account's limits are checked and reserved (the email's slot); if
+        the account refuses, the client's reservation is given back."""
+        client_key = keys.cluster_client_key(client)
+        reply = await self._client_admit(
+            keys=[client_key], args=[policy.client_failures, policy.client_window_seconds]
+        )
+        if int(reply[0]) != 1:
+            return Admission(False, int(reply[1]), _text(reply[2]))
+        reply = await self._account_admit(
+            keys=self._account_keys(email, client),
+            args=[
+                policy.pair_failures,
+                policy.pair_window_seconds,
+                policy.account_free_failures,
+                policy.account_base_delay_ms,
+                policy.account_max_delay_ms,
+                policy.account_window_seconds,
+                keys.clean_client(client),
+            ],
+        )
+        if int(reply[0]) == 1:
+            return Admission(True)
+        await self._client_refund(keys=[client_key], args=[])
+        return Admission(False, int(reply[1]), _text(reply[2]))
+
+    async def login_succeeded(self, email: str, client: str, policy: LoginPolicy) -> None:
+        """Undo the failure counted at admission (account first, then client), reset the
+        account's back-off and remember the client as one the account signs in from."""
+        await self._account_succeeded(
+            keys=self._account_keys(email, client),
+            args=[keys.clean_client(client), policy.known_clients, policy.known_client_seconds],
+        )
+        await self._client_refund(keys=[keys.cluster_client_key(client)], args=[])
+
+    async def count_registration(self, client: str, window_seconds: int) -> Counter:
+        """One more registration from ``client`` in its fixed window."""
+        count, ttl = await self._hit(
+            keys=[keys.cluster_register_key(client)], args=[window_seconds]
+        )
+        return Counter(int(count), int(ttl))
