@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.launcher.valkey import EmbeddedValkey
+from services.launcher.valkey_cluster import EmbeddedValkeyCluster
 from tests.helpers.valkey import flush_all, start_valkey
 
 
@@ -32,3 +33,20 @@ def fresh_valkey(tmp_path: Path) -> Iterator[EmbeddedValkey]:
     server = start_valkey(tmp_path / "valkey")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkeyCluster]:
+    """One real 3-master Valkey Cluster on loopback for the whole session."""
+    cluster = EmbeddedValkeyCluster(tmp_path_factory.mktemp("valkey-cluster"), masters=3)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(valkey_cluster: EmbeddedValkeyCluster) -> str:
+    """The session cluster's ``redis+cluster://`` URL, emptied so each test starts clean."""
+    valkey_cluster.wait_ok()
+    valkey_cluster.flush()
+    return valkey_cluster.url

@@ -30,6 +30,7 @@ from typing import ClassVar, Generic, Protocol, Self, TypeVar
 
 import grpc.aio
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from starlette.types import ASGIApp
 
 from services.common.auth import ensure_keys
@@ -41,7 +42,7 @@ from services.common.logging import configure_logging
 from services.common.metrics import instrument_redis
 from services.common.metrics.mounting import outbox_collector, with_metrics
 from services.common.receivers import RpcReceiver, receiver_lane
-from services.common.redis import create_redis
+from services.common.redis import RedisClient, create_cluster, create_redis
 from services.common.rest_adapter import RestFactory
 from services.common.runner import BackgroundFactory, run, serve
 from services.common.sessions import Sessions, follow_revocations
@@ -136,7 +137,7 @@ class Start(Generic[S]):
         self.settings = settings
         self.security = security
         self._resources = resources
-        self.redis_clients: list[Redis] = []
+        self.redis_clients: list[RedisClient] = []
         self.described: list[str] = []
         self.collectors: list[BackgroundFactory] = []  # one per outbox: its backlog gauges
 
@@ -147,6 +148,21 @@ class Start(Generic[S]):
         self._resources.push_async_callback(client.aclose)
         self.redis_clients.append(client)
         self.described.append(f"Redis {common.redis_url_redacted} db {db}")
+        return client
+
+    @property
+    def cluster(self) -> bool:
+        """Whether Redis is a Cluster: the service then uses its cluster key layout on
+        :meth:`cluster_redis` rather than its database on :meth:`redis`."""
+        return self.settings.common.redis_cluster
+
+    def cluster_redis(self) -> RedisCluster:
+        """A client of the Redis Cluster that REDIS_URL / REDIS_CLUSTER_NODES name."""
+        common = self.settings.common
+        client = instrument_redis(create_cluster(common.redis_url, client_name=self.name))
+        self._resources.push_async_callback(client.aclose)
+        self.redis_clients.append(client)
+        self.described.append(f"Redis Cluster {common.redis_url_redacted}")
         return client
 
     def peer(
@@ -184,7 +200,7 @@ class Start(Generic[S]):
 
     def outbox(
         self,
-        redis: Redis,
+        redis: RedisClient,
         config: OutboxConfig,
         handler: Handler,
         *,

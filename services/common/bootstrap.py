@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from redis.asyncio import Redis
 
 from services.common.auth import KeyRing, ServiceCredentials, TokenVerifier
 from services.common.grpc_edge import EdgeInterceptor
@@ -21,6 +20,7 @@ from services.common.grpc_server import (
     create_grpc_server,
 )
 from services.common.metrics import ServerMetricsInterceptor
+from services.common.redis import RedisClient
 from services.common.sessions import Sessions
 
 __all__ = ["GrpcEndpoint", "Readiness", "Security", "create_endpoint", "redis_ready"]
@@ -43,7 +43,7 @@ class Security:
         return cls(keys, TokenVerifier(keys), ServiceCredentials(keys))
 
 
-def redis_ready(redis: Redis) -> Readiness:
+def redis_ready(redis: RedisClient) -> Readiness:
     """A readiness check: Redis answers PING."""
 
     async def check() -> bool:

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import redis.asyncio
-
 from services.common.delivery import (
     DEAD_LETTER_ATTEMPTS_FIELD,
     DEAD_LETTER_CONSUMER_FIELD,
@@ -38,6 +36,7 @@ from services.common.delivery import (
 from services.common.domain import InvalidArgument, Unavailable
 from services.common.grpc_edge import Context, caller
 from services.common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_TOKEN_LENGTH
+from services.common.redis import RedisClient
 
 __all__ = [
     "MAX_IDS",
@@ -185,7 +184,7 @@ def _validated_ids(ids: Sequence[str], everything: bool) -> list[str]:
 class DeadLetters:
     """The dead letters of one outbox (its ``dead_letter_stream``), for the admin RPCs."""
 
-    def __init__(self, redis_client: redis.asyncio.Redis, outbox: OutboxConfig) -> None:
+    def __init__(self, redis_client: RedisClient, outbox: OutboxConfig) -> None:
         self._redis = redis_client
         self.stream = outbox.stream
         self.dead_letter_stream = outbox.dead_letter_stream

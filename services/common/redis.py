@@ -5,25 +5,41 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import (
+    ClusterDownError,
     ConnectionError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from services.common.settings import cluster_nodes
+
 __all__ = [
+    "CLUSTER_ERRORS",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_SOCKET_TIMEOUT",
     "FIXED_WINDOW_HIT_LUA",
+    "RedisClient",
+    "create_cluster",
     "create_redis",
+    "socket_timeout_of",
     "unavailable_reason",
 ]
+
+RedisClient = Redis | RedisCluster
+"""A client of a standalone Redis or of a Redis Cluster: what code that works on both takes."""
+
+CLUSTER_ERRORS: tuple[type[Exception], ...] = (ClusterDownError, TryAgainError, SlotNotCoveredError)
+"""A cluster that cannot serve a slot right now: no master for it, or it is migrating."""
 
 DEFAULT_SOCKET_TIMEOUT = 2.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
@@ -84,6 +100,53 @@ def create_redis(
     return Redis.from_pool(pool)
 
 
+class _Cluster(RedisCluster):
+    # redis-py re-sends a command after a TimeoutError by default, without knowing whether the
+    # node already applied it (see create_redis): only errors that prove the command did not
+    # run are retried, after the client refreshed its map of the slots.
+    ERRORS_ALLOW_RETRY = (ConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
+
+
+def create_cluster(
+    url: str,
+    *,
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    client_name: str | None = None,
+) -> RedisCluster:
+    """An asyncio Redis Cluster client (str replies) seeded by a ``redis+cluster://`` URL.
+
+    It follows MOVED/ASK redirections and refreshes its slot map when a node fails; a command
+    is retried (twice, with a short back-off) only on an error that proves it did not run, so
+    a failover shorter than that answers UNAVAILABLE rather than waiting. The caller closes it
+    with ``aclose()``.
+    """
+    seeds = cluster_nodes("REDIS_URL", url)
+    return _Cluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in seeds.nodes],
+        username=seeds.username,
+        password=seeds.password,
+        decode_responses=True,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        max_connections=max_connections,
+        client_name=client_name,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 2),
+        # A node that lost its master keeps answering for the slots it still covers.
+        require_full_coverage=False,
+    )
+
+
+def socket_timeout_of(client: RedisClient) -> float | None:
+    """How long ``client`` waits for a reply (None: forever)."""
+    if isinstance(client, RedisCluster):
+        timeout = client.nodes_manager.connection_kwargs.get("socket_timeout")
+    else:
+        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    return None if timeout is None else float(timeout)
+
+
 def unavailable_reason(exc: BaseException) -> str | None:
     """Why Redis cannot serve a command right now (a retry later may succeed), else None.
 
@@ -95,6 +158,8 @@ def unavailable_reason(exc: BaseException) -> str | None:
     """
     if isinstance(exc, ConnectionError | RedisTimeoutError):
         return "the data store is unreachable; retry"
+    if isinstance(exc, CLUSTER_ERRORS):
+        return "part of the data store is unavailable; retry"
     if not isinstance(exc, RedisError):
         return None
     text = str(exc)

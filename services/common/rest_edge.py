@@ -171,4 +171,5 @@ def install_edge(app: AsyncApp) -> AsyncApp:
     app.add_middleware(RequestIds, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_error_handler(DomainError, _domain_problem)
     app.add_error_handler(redis.exceptions.RedisError, _redis_problem)
+    app.add_error_handler(redis.exceptions.RedisClusterException, _redis_problem)
     return app

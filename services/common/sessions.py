@@ -40,10 +40,10 @@ from typing import Final, Protocol, runtime_checkable
 import grpc
 import grpc.aio
 from missive.user.v1 import user_pb2, user_pb2_grpc
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.common.domain import Principal, Unauthenticated, Unavailable
+from services.common.redis import RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def _matches(entry: _Entry, principal: Principal) -> bool:
     )
 
 
-async def publish_revocation(redis: Redis, email: str) -> None:
+async def publish_revocation(redis: RedisClient, email: str) -> None:
     """Tell every service following :data:`REVOCATION_CHANNEL` to forget ``email``'s state.
 
     Best effort: a lost message only means the documented staleness bound applies."""
@@ -235,7 +235,7 @@ async def publish_revocation(redis: Redis, email: str) -> None:
 
 
 async def follow_revocations(
-    redis: Redis, sessions: Sessions, *, retry_seconds: float = 1.0
+    redis: RedisClient, sessions: Sessions, *, retry_seconds: float = 1.0
 ) -> None:
     """Runs until cancelled: drops each account named on :data:`REVOCATION_CHANNEL` from
     ``sessions``. While the subscription is down, the whole cache is dropped (messages may

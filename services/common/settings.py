@@ -8,19 +8,22 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Self, TypedDict, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from services.common.channels import is_multi_target, parse_target
 from services.common.errors import ConfigError
 
 __all__ = [
+    "CLUSTER_SCHEME",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "REDIS_URL_SCHEMES",
+    "ClusterSeeds",
     "CommonSettings",
     "ConfigError",
     "RestEdgeSettings",
     "ServerSettings",
+    "cluster_nodes",
     "env_address",
     "env_bool",
     "env_choice",
@@ -37,6 +40,8 @@ __all__ = [
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
+CLUSTER_SCHEME = "redis+cluster"
+"""``redis+cluster://host:port[,host:port...]``: the seed nodes of a Redis/Valkey Cluster."""
 KEYS_DIR_ENV = "KEYS_DIR"
 KEYS_CREATE_ENV = "KEYS_CREATE"
 DEFAULT_KEYS_DIR = ".data/keys"
@@ -187,6 +192,9 @@ def env_redis_db(environ: Mapping[str, str], name: str, default: int) -> int:
 
 def validate_redis_url(name: str, url: str) -> str:
     """``url`` if redis-py can use it; ConfigError naming ``name`` otherwise."""
+    if url.startswith(f"{CLUSTER_SCHEME}://"):
+        cluster_nodes(name, url)
+        return url
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
@@ -194,12 +202,46 @@ def validate_redis_url(name: str, url: str) -> str:
         raise ConfigError(f"{name}={redact_url(url)!r} is not a valid URL") from None
     if parts.scheme not in REDIS_URL_SCHEMES:
         schemes = ", ".join(f"{s}://" for s in REDIS_URL_SCHEMES)
+        schemes += f" or {CLUSTER_SCHEME}://"
         raise ConfigError(f"{name}={redact_url(url)!r} must start with one of {schemes}")
     if parts.scheme == "unix" and not parts.path:
         raise ConfigError(f"{name}={redact_url(url)!r} has no socket path")
     if parts.scheme != "unix" and not parts.hostname:
         raise ConfigError(f"{name}={redact_url(url)!r} has no host")
     return url
+
+
+@dataclass(frozen=True)
+class ClusterSeeds:
+    """What a ``redis+cluster://[user:password@]host:port[,host:port...]`` URL holds."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def cluster_nodes(name: str, url: str) -> ClusterSeeds:
+    """The seed nodes (comma-separated, each ``host:port`` or ``[v6]:port``) and credentials of
+    a ``redis+cluster://`` URL; ConfigError naming ``name`` and never showing the password."""
+    rest = url.removeprefix(f"{CLUSTER_SCHEME}://").rstrip("/")
+    userinfo, at, hosts = rest.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username, password = (user or None), (unquote(secret) if colon else None)
+    nodes: list[tuple[str, int]] = []
+    for node in hosts.split(","):
+        try:
+            parts = urlsplit(f"redis://{node.strip()}")
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            host = port = None
+        if not host or port is None or parts.path or "@" in node:
+            raise ConfigError(
+                f"{name}={redact_url(url)!r}: {node.strip()!r} is not a host:port cluster node"
+            )
+        nodes.append((host, port))
+    return ClusterSeeds(tuple(nodes), username, password)
 
 
 def redact_url(url: str) -> str:
@@ -295,14 +337,21 @@ class CommonSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, redis: bool = True) -> Self:
-        """Read REDIS_URL, LOG_LEVEL, LOG_FORMAT, SHUTDOWN_GRACE, METRICS_OUTBOX_INTERVAL and the
-        REST_* connection settings (:class:`RestEdgeSettings`); ConfigError on bad values.
+        """Read REDIS_URL (or REDIS_CLUSTER_NODES, which wins), LOG_LEVEL, LOG_FORMAT,
+        SHUTDOWN_GRACE, METRICS_OUTBOX_INTERVAL and the REST_* connection settings
+        (:class:`RestEdgeSettings`); ConfigError on bad values.
 
         A service that stores nothing passes ``redis=False``: REDIS_URL is then not read at
         all (even a malformed one is ignored) and ``redis_url`` keeps its unused default."""
         redis_url = cls.redis_url
         if redis:
-            redis_url = validate_redis_url("REDIS_URL", env_str(environ, "REDIS_URL", redis_url))
+            nodes = _raw(environ, "REDIS_CLUSTER_NODES")
+            if nodes is not None:
+                redis_url = f"{CLUSTER_SCHEME}://{nodes}"
+                cluster_nodes("REDIS_CLUSTER_NODES", redis_url)
+            else:
+                redis_url = env_str(environ, "REDIS_URL", redis_url)
+                redis_url = validate_redis_url("REDIS_URL", redis_url)
         return cls(
             redis_url=redis_url,
             log_level=env_choice(environ, "LOG_LEVEL", cls.log_level, LOG_LEVELS),
@@ -319,6 +368,12 @@ class CommonSettings:
                 max=3600.0,
             ),
         )
+
+    @property
+    def redis_cluster(self) -> bool:
+        """Whether Redis is a Cluster (REDIS_CLUSTER_NODES, or a ``redis+cluster://`` URL):
+        one database, and the services' cluster key layouts."""
+        return self.redis_url.startswith(f"{CLUSTER_SCHEME}://")
 
     @property
     def redis_url_redacted(self) -> str:

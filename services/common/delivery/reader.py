@@ -13,12 +13,12 @@ import time
 from collections.abc import Collection
 from typing import Any, Final
 
-import redis.asyncio
 from redis.exceptions import ResponseError
 
 from services.common.delivery.config import OutboxConfig
 from services.common.delivery.entries import Entry, pair, stream_entries, text
 from services.common.delivery.stats import RelayStats
+from services.common.redis import RedisClient
 
 __all__ = ["Reader"]
 
@@ -31,7 +31,7 @@ class Reader:
     """The consumer-group side of one relay: XREADGROUP, XAUTOCLAIM and XCLAIM."""
 
     def __init__(
-        self, redis: redis.asyncio.Redis, config: OutboxConfig, consumer: str, stats: RelayStats
+        self, redis: RedisClient, config: OutboxConfig, consumer: str, stats: RelayStats
     ) -> None:
         self._redis = redis
         self._config = config

@@ -15,7 +15,6 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Final
 
-import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -31,6 +30,7 @@ from services.common.delivery.reader import Reader
 from services.common.delivery.settlement import Settlement
 from services.common.delivery.stats import RelayStats
 from services.common.delivery.trim import Trimmer
+from services.common.redis import RedisClient, socket_timeout_of
 
 __all__ = ["Relay"]
 
@@ -71,7 +71,7 @@ class Relay:
 
     def __init__(
         self,
-        redis: redis.asyncio.Redis,
+        redis: RedisClient,
         config: OutboxConfig,
         consumer: str,
         handler: Handler,
@@ -81,7 +81,7 @@ class Relay:
     ) -> None:
         if not consumer:
             raise ValueError("consumer name must be non-empty")
-        socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        socket_timeout = socket_timeout_of(redis)
         if socket_timeout is not None and config.block_ms >= float(socket_timeout) * 1000:
             raise ValueError("config.block_ms must be below the client's socket_timeout")
         self._redis = redis

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
-import redis.asyncio
-
 from services.common.delivery.config import OutboxConfig
 from services.common.delivery.dead_lettering import DeadLetter
 from services.common.delivery.stats import RelayStats
 from services.common.logging import request_id_scope
+from services.common.redis import RedisClient
 from services.common.tracing import event_context
 
 __all__ = ["Settlement"]
@@ -22,7 +21,7 @@ class Settlement:
     """Collects the entries settled since the last flush and settles them in one round trip."""
 
     def __init__(
-        self, redis: redis.asyncio.Redis, config: OutboxConfig, consumer: str, stats: RelayStats
+        self, redis: RedisClient, config: OutboxConfig, consumer: str, stats: RelayStats
     ) -> None:
         self._redis = redis
         self._config = config

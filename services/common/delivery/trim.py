@@ -6,10 +6,9 @@ import logging
 import time
 from typing import Final
 
-import redis.asyncio
-
 from services.common.delivery.config import OutboxConfig
 from services.common.delivery.entries import text
+from services.common.redis import RedisClient
 
 __all__ = ["Trimmer"]
 
@@ -19,7 +18,7 @@ _TRIM_INTERVAL_S: Final = 1.0
 
 
 class Trimmer:
-    def __init__(self, redis: redis.asyncio.Redis, config: OutboxConfig) -> None:
+    def __init__(self, redis: RedisClient, config: OutboxConfig) -> None:
         self._redis = redis
         self._config = config
         self._due = 0.0

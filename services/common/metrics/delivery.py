@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
 
-import redis.asyncio
 from redis.exceptions import RedisError, ResponseError
 
 from services.common.metrics import families as f
+from services.common.redis import RedisClient
 
 __all__ = [
     "HOP_FRONTEND",
@@ -154,7 +154,7 @@ class OutboxCollector:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         outboxes: Iterable[OutboxLike],
         interval: float = 10.0,
     ) -> None:

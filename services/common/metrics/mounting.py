@@ -20,7 +20,6 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-import redis.asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.types import ASGIApp
 
@@ -35,6 +34,7 @@ from services.common.metrics.http_metrics import (
     openapi_route_templates,
     start_metrics_server,
 )
+from services.common.redis import RedisClient
 
 __all__ = [
     "DEFAULT_OUTBOX_INTERVAL",
@@ -77,7 +77,7 @@ def with_metrics(app: ASGIApp | None) -> ASGIApp | None:
 
 
 def outbox_collector(
-    client: redis.asyncio.Redis, outbox: OutboxLike, interval: float = DEFAULT_OUTBOX_INTERVAL
+    client: RedisClient, outbox: OutboxLike, interval: float = DEFAULT_OUTBOX_INTERVAL
 ) -> Background:
     """A background task reading ``outbox``'s lag, pending entries and dead letters."""
     collector = OutboxCollector(client, [outbox], interval)

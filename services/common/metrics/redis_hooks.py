@@ -32,7 +32,7 @@ KNOWN_COMMANDS: Final = frozenset(
     WATCH UNWATCH TIME FLUSHALL FLUSHDB DBSIZE CLIENT
     """.split()
 )
-_R = TypeVar("_R", bound=redis.asyncio.Redis)
+_R = TypeVar("_R", redis.asyncio.Redis, redis.asyncio.RedisCluster)
 
 
 def _error_kind(exc: BaseException) -> str:
@@ -95,7 +95,8 @@ def instrument_redis(client: _R) -> _R:
 
     def pipeline(*args: Any, **kwargs: Any) -> Any:
         pipe = make_pipeline(*args, **kwargs)
-        name = "MULTI" if pipe.is_transaction else "PIPELINE"
+        transaction = getattr(pipe, "is_transaction", getattr(pipe, "_transaction", False))
+        name = "MULTI" if transaction else "PIPELINE"
         pipe.execute = _timed(lambda *_: name, pipe.execute)  # type: ignore[method-assign]
         return pipe
 

@@ -1,0 +1,149 @@
+"""Cluster mode's plumbing on a real 3-master Valkey Cluster: settings, the client, the outbox
+relay on a hash-tagged stream, and what a lost master looks like to a service."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
+
+from services.common.delivery import OutboxConfig, Relay
+from services.common.outbox import OUTBOX_LUA, outbox_lua_args
+from services.common.redis import create_cluster, socket_timeout_of, unavailable_reason
+from services.common.settings import CommonSettings, ConfigError, cluster_nodes
+from services.launcher.valkey_cluster import EmbeddedValkeyCluster
+
+
+def test_cluster_nodes_from_either_variable() -> None:
+    nodes = "127.0.0.1:7000, 127.0.0.1:7001,[::1]:7002"
+    settings = CommonSettings.from_env({"REDIS_CLUSTER_NODES": nodes})
+    assert settings.redis_cluster
+    assert cluster_nodes("X", settings.redis_url).nodes == (
+        ("127.0.0.1", 7000),
+        ("127.0.0.1", 7001),
+        ("::1", 7002),
+    )
+    secured = cluster_nodes("X", "redis+cluster://:s%40cret@10.0.0.1:6379,10.0.0.2:6379")
+    assert secured.password == "s@cret"
+    assert secured.username is None
+    assert len(secured.nodes) == 2
+    assert "s@cret" not in repr(secured)
+    from_url = CommonSettings.from_env({"REDIS_URL": "redis+cluster://10.0.0.1:6379"})
+    assert from_url.redis_cluster
+    assert not CommonSettings.from_env({"REDIS_URL": "redis://10.0.0.1:6379"}).redis_cluster
+    # REDIS_CLUSTER_NODES wins over a REDIS_URL left in the environment.
+    both = CommonSettings.from_env({"REDIS_URL": "redis://x:1", "REDIS_CLUSTER_NODES": nodes})
+    assert both.redis_cluster
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"REDIS_CLUSTER_NODES": "127.0.0.1"},
+        {"REDIS_CLUSTER_NODES": "127.0.0.1:70000"},
+        {"REDIS_CLUSTER_NODES": "127.0.0.1:7000,,127.0.0.1:7001"},
+        {"REDIS_URL": "redis+cluster://"},
+        {"REDIS_URL": "redis+cluster://:secret@127.0.0.1:7000,:secret@127.0.0.1"},
+    ],
+)
+def test_bad_cluster_nodes_are_refused_by_name(environ: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as error:
+        CommonSettings.from_env(environ)
+    assert next(iter(environ)) in str(error.value)
+    assert "secret" not in str(error.value)
+
+
+async def test_client_spreads_keys_and_refuses_cross_slot_scripts(cluster_url: str) -> None:
+    client = create_cluster(cluster_url, client_name="test")
+    try:
+        assert socket_timeout_of(client) == 2.0
+        for index in range(30):
+            await client.set(f"k{index}", index)
+        masters = {
+            client.get_node_from_key(f"k{index}").name  # type: ignore[union-attr]
+            for index in range(30)
+        }
+        assert len(masters) == 3
+        assert await client.get("k17") == "17"
+        with pytest.raises(RedisClusterException):
+            await client.eval("return 1", 2, "a", "b")
+        # Keys sharing a hash tag go to one slot, so one script may touch both.
+        assert key_slot(b"m:outbox:{b1}") == key_slot(b"m:outbox:{b1}:dead")
+        await client.eval(
+            "redis.call('SET', KEYS[1], 1); return redis.call('SET', KEYS[2], 2)",
+            2,
+            "x:{t}",
+            "y:{t}",
+        )
+    finally:
+        await client.aclose()
+
+
+async def test_relay_delivers_a_hash_tagged_stream_on_the_cluster(cluster_url: str) -> None:
+    client = create_cluster(cluster_url, client_name="test")
+    config = OutboxConfig(
+        stream="t:outbox:{b3}", group="test-relay", dead_letter_stream="t:outbox:{b3}:dead"
+    )
+    delivered: list[str] = []
+
+    async def handler(entry_id: str, fields: dict[str, str]) -> None:
+        delivered.append(fields["n"])
+
+    # A business write and its event in one script: one slot through the shared tag.
+    write = OUTBOX_LUA + "redis.call('SET', KEYS[1], ARGV[1]); outbox_xadd(KEYS[2], ARGV, 2)"
+    try:
+        for index in range(5):
+            args = outbox_lua_args({"n": str(index)})
+            await client.eval(write, 2, f"t:item:{{b3}}:{index}", config.stream, "v", *args)
+        relay = Relay(client, config, "c1", handler)
+        task = asyncio.create_task(relay.run())
+        for _ in range(250):
+            if len(delivered) == 5:
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert sorted(delivered) == [str(index) for index in range(5)]
+        pending = await client.xpending(config.stream, config.group)
+        assert pending["pending"] == 0
+    finally:
+        await client.aclose()
+
+
+async def test_a_lost_master_is_unavailable_then_recovers(tmp_path: Path) -> None:
+    cluster = EmbeddedValkeyCluster(tmp_path / "cluster", masters=3, node_timeout_ms=500)
+    cluster.start()
+    client = create_cluster(cluster.url, client_name="test")
+    try:
+        await client.initialize()
+        victim = cluster.masters[1]
+
+        def on_victim(key: str) -> bool:
+            return client.get_node_from_key(key).port == victim.port  # type: ignore[union-attr]
+
+        key = next(f"k{index}" for index in range(1000) if on_victim(f"k{index}"))
+        other = next(f"o{index}" for index in range(1000) if not on_victim(f"o{index}"))
+        await client.set(key, "before")
+        victim.kill()
+        with pytest.raises(Exception) as error:
+            await client.get(key)
+        assert unavailable_reason(error.value) is not None, repr(error.value)
+        # Keys on the other masters are still served.
+        await client.set(other, "still")
+        victim.start()
+        cluster.wait_ok()
+        for _ in range(100):
+            try:
+                assert await client.get(key) == "before"  # AOF kept it
+                break
+            except Exception as exc:
+                assert unavailable_reason(exc) is not None, repr(exc)
+                await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the restarted master never served its key again")
+    finally:
+        await client.aclose()
+        cluster.stop()
