@@ -18,9 +18,10 @@
 Emails are normalised before they reach this module; client hosts are bounded and cleaned.
 
 Cluster layout (Valkey Cluster, database 0 shared with the other services; every key starts with
-``u:``). An email belongs to one of BUCKETS buckets (CRC-32 of the email, modulo BUCKETS); each
-bucket has a hash tag ``{t}`` (BUCKET_TAGS, spread evenly over the slot space), and every key
-of an email carries its bucket's tag, so each script of the service touches one slot:
+``u:``). An email belongs to one of BUCKETS buckets (a BLAKE2b hash of the email, modulo
+BUCKETS); each bucket has a hash tag ``{t}`` (BUCKET_TAGS, spread evenly over the slot space),
+and every key of an email carries its bucket's tag, so each script of the service touches one
+slot:
 
     u:user:{t}:{email}              string  the user record (the JSON of ``user:{email}``)
     u:users:{t}                     zset    the emails of the bucket, score 0 (lexical order);
@@ -51,7 +52,7 @@ braces: the host is the key's hash tag.) Why each script is single-slot:
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from typing import Final
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
@@ -125,8 +126,11 @@ BUCKET_TAGS: Final = spread_tags("u", BUCKETS)
 
 
 def bucket(email: str) -> int:
-    """The bucket of ``email``: CRC-32 of its UTF-8 bytes modulo BUCKETS (stable forever)."""
-    return zlib.crc32(email.encode("utf-8")) % BUCKETS
+    """The bucket of ``email``: the first 8 bytes of its BLAKE2b digest (UTF-8), big-endian,
+    modulo BUCKETS - stable forever, and well mixed (a CRC spreads addresses that differ in a
+    few characters, such as user01@ ... user40@, over a few buckets only)."""
+    digest = hashlib.blake2b(email.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
 
 
 def tag(email: str) -> str:
