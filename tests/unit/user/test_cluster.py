@@ -28,6 +28,7 @@ from services.user.__main__ import wire
 from services.user.buckets import BucketDeadLetters
 from services.user.cluster_store import ClusterUserStore
 from services.user.models import LoginPolicy, StoredUser
+from services.user.operators import set_role
 from services.user.passwords import Passwords
 from services.user.relay import CLUSTER_OUTBOXES
 from services.user.service import Revoked, UserService
@@ -420,3 +421,17 @@ async def test_wire_uses_the_cluster_layout_with_a_relay_per_bucket(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_the_operators_tool_on_the_cluster(
+    make_service: MakeService, cluster_url: str, keys: Path
+) -> None:
+    service = make_service()
+    await service.register("Alice", ALICE, ALICE_PASSWORD)
+    environ = {
+        "REDIS_CLUSTER_NODES": cluster_url.removeprefix("redis+cluster://"),
+        "KEYS_DIR": str(keys),
+    }
+    assert await set_role(environ, " Alice@Example.com ", "operator") == ALICE
+    alice = Principal("user", ALICE)
+    assert [u.email for u in (await service.list_users(None, None, alice))[0]] == [ALICE]
