@@ -15,9 +15,9 @@
 Every email in a key was normalised first, so it holds no ':' or glob character.
 
 Cluster layout (Valkey Cluster, database 0 shared with the other services; every key starts with
-``n:``). A receiver's email belongs to one of BUCKETS buckets (CRC-32 of the email, modulo
-BUCKETS); each bucket has a hash tag ``{t}`` (BUCKET_TAGS, spread evenly over the slot space),
-and every key of an email carries its bucket's tag, so each script touches one slot:
+``n:``). A receiver's email belongs to one of BUCKETS buckets (a BLAKE2b hash of the email,
+modulo BUCKETS); each bucket has a hash tag ``{t}`` (BUCKET_TAGS, spread evenly over the slot
+space), and every key of an email carries its bucket's tag, so each script touches one slot:
 
     n:notifications:{t}:{email}          list: as notifications:{email}
     n:subscriptions:{t}:{email}          hash: the email's own field of the standalone
@@ -43,7 +43,7 @@ and every key of an email carries its bucket's tag, so each script touches one s
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from typing import Final
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
@@ -97,8 +97,11 @@ BUCKET_TAGS: Final = spread_tags("n", BUCKETS)
 
 
 def bucket(email: str) -> int:
-    """The bucket of ``email``: CRC-32 of its UTF-8 bytes modulo BUCKETS (stable forever)."""
-    return zlib.crc32(email.encode("utf-8")) % BUCKETS
+    """The bucket of ``email``: the first 8 bytes of its BLAKE2b digest (UTF-8), big-endian,
+    modulo BUCKETS - stable forever, and well mixed (a CRC spreads addresses that differ in a
+    few characters, such as user01@ ... user40@, over a few buckets only)."""
+    digest = hashlib.blake2b(email.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
 
 
 def tag(email: str) -> str:
