@@ -15,8 +15,10 @@ Secrets written (each pod mounts only its share, see deploy/k8s/base/*.yaml):
     missive-service-public        service/*.pub             every service (verify callers)
     missive-service-key-<name>    service/<name>.key        that service only
     missive-web                   WEB_SECRET                the web inbox (forms, cookies)
-    missive-valkey                VALKEY_PASSWORD, REDIS_URL   Valkey and the services that
-                                                            store data (production overlay)
+    missive-valkey                VALKEY_PASSWORD, REDIS_URL,  Valkey and the services that
+                                  REDIS_CLUSTER_URL         store data (production overlay;
+                                                            the cluster overlay uses
+                                                            REDIS_CLUSTER_URL)
 
 WEB_SECRET and VALKEY_PASSWORD are taken from the environment when set, else generated.
 """
@@ -40,6 +42,10 @@ WEB_SECRET_ENV = "WEB_SECRET"
 VALKEY_PASSWORD_ENV = "VALKEY_PASSWORD"
 MIN_SECRET = 32
 VALKEY_URL = "redis://:{password}@valkey:6379"
+CLUSTER_NODES = 6  # deploy/k8s/overlays/cluster/valkey.yaml
+VALKEY_CLUSTER_URL = "redis+cluster://:{password}@" + ",".join(
+    f"valkey-{index}.valkey:6379" for index in range(CLUSTER_NODES)
+)
 
 
 def _secret(name: str, namespace: str, files: Mapping[str, bytes]) -> dict[str, object]:
@@ -77,9 +83,11 @@ def render(
             _secret(f"missive-service-key-{name}", namespace, {key: (service / key).read_bytes()})
         )
     documents.append(_secret("missive-web", namespace, {WEB_SECRET_ENV: web_secret.encode()}))
+    password = quote(valkey_password, safe="")
     valkey = {
         VALKEY_PASSWORD_ENV: valkey_password.encode(),
-        "REDIS_URL": VALKEY_URL.format(password=quote(valkey_password, safe="")).encode(),
+        "REDIS_URL": VALKEY_URL.format(password=password).encode(),
+        "REDIS_CLUSTER_URL": VALKEY_CLUSTER_URL.format(password=password).encode(),
     }
     documents.append(_secret("missive-valkey", namespace, valkey))
     return documents

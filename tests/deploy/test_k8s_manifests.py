@@ -29,11 +29,13 @@ import yaml
 
 import services.common.settings as settings_module
 from services.common.auth import SERVICES, KeyRing
+from services.common.settings import cluster_nodes
 from tests.deploy.kustomize import Manifest, pod_spec, render
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = ("dev", "production")
+OVERLAYS = ("dev", "production", "cluster")
+STANDALONE = ("dev", "production")
 # The oldest Kubernetes the manifests target (gRPC probes are GA since 1.27) and the newest
 # whose schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
@@ -305,6 +307,14 @@ def test_addresses_name_the_peer_they_are_for(overlay: str, secrets: list[Manife
                 host, _, port = target.rpartition(":")
                 workload, port_name = service_target(objects, host, int(port))
                 assert (component_of(workload), port_name) == (peer, "grpc"), variable
+            elif variable == "REDIS_URL" and value.startswith("redis+cluster://"):
+                for node, node_port in cluster_nodes(variable, value).nodes:
+                    pod, _, governing = node.partition(".")
+                    workload, port_name = service_target(objects, governing, node_port)
+                    assert (component_of(workload), port_name) == ("valkey", "redis"), node
+                    ordinal = int(pod.removeprefix(f"{workload['metadata']['name']}-"))
+                    assert workload["spec"]["serviceName"] == governing
+                    assert 0 <= ordinal < workload["spec"]["replicas"], node
             elif variable in ("USER_SERVICE_URL", "REDIS_URL"):
                 url = urlsplit(value)
                 assert url.hostname and url.port, value
@@ -313,6 +323,7 @@ def test_addresses_name_the_peer_they_are_for(overlay: str, secrets: list[Manife
                 assert (component_of(workload), port_name) == expected, variable
 
 
+@pytest.mark.parametrize("overlay", STANDALONE)
 def test_valkey_is_standalone_persistent_and_never_evicts(overlay: str) -> None:
     valkey = find(rendered(overlay), "StatefulSet", "valkey")
     assert valkey["spec"]["replicas"] == 1
@@ -342,6 +353,41 @@ def test_production_valkey_has_the_password_the_services_use(secrets: list[Manif
         assert url.password is not None and unquote(url.password) == password, name
     dev = rendered("dev")
     assert "--requirepass" not in container(find(dev, "StatefulSet", "valkey"))["args"]
+
+
+def test_cluster_valkey_is_three_masters_with_replicas_persistent_and_never_evicts(
+    secrets: list[Manifest],
+) -> None:
+    objects = rendered("cluster")
+    valkey = find(objects, "StatefulSet", "valkey")
+    spec = container(valkey)
+    assert valkey["spec"]["replicas"] == 6 and valkey["spec"]["podManagementPolicy"] == "Parallel"
+    assert "args" not in spec
+    script = spec["command"][2]
+    for option in (
+        "--cluster-enabled yes",
+        "--appendonly yes",
+        "--dir /data",
+        "--maxmemory-policy noeviction",
+        '--requirepass "$VALKEY_PASSWORD"',
+        '--masterauth "$VALKEY_PASSWORD"',
+        "--cluster-preferred-endpoint-type hostname",
+        "--cluster-replicas 1",
+    ):
+        assert option in script, option
+    assert {p["name"]: p["containerPort"] for p in spec["ports"]} == {
+        "redis": 6379,
+        "cluster-bus": 16379,
+    }
+    maxmemory = script.split("--maxmemory ", 1)[1].split()[0]
+    assert _bytes(maxmemory) < _bytes(spec["resources"]["limits"]["memory"])
+    assert f"cluster_size={valkey['spec']['replicas']} " in script
+    env = container_env(objects, valkey, secrets)
+    for name in STORES:
+        value = container_env(objects, by_component(objects)[name], secrets)["REDIS_URL"]
+        seeds = cluster_nodes("REDIS_URL", value)
+        assert seeds.password == env["VALKEY_PASSWORD"], name
+        assert len(seeds.nodes) == valkey["spec"]["replicas"], name
 
 
 def _bytes(quantity: str) -> int:
@@ -451,6 +497,10 @@ def expected_edges(
         for name in COMPONENTS
         for peer, port_name in called_peers(objects, secrets, name, record_reads)
     }
+    valkey = container(find(objects, "StatefulSet", "valkey"))
+    if "--cluster-enabled yes" in " ".join(valkey.get("command", [])):
+        # Replication, gossip and failover between the cluster's nodes.
+        edges |= {("valkey", "valkey", port["containerPort"]) for port in valkey["ports"]}
     for name in COMPONENTS:  # public: REST ports, the web inbox, FrontendService's live streams
         public = ports[name]["http"] if "http" in ports[name] else ports[name]["grpc"]
         edges.add((f"ns:{PUBLIC_NAMESPACE}", name, public))
