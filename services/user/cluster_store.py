@@ -5,7 +5,7 @@ every key of an email carries its bucket's hash tag, so each script touches one 
 changes shape (documented in the service README, Cluster layout):
 
 - a page of users merges the bucket indexes: same order (email) and pagination (ranks), read
-  with one command per bucket rather than one script, so it is not a snapshot of one instant;
+  with commands per bucket rather than one script, so it is not a snapshot of one instant;
 - sign-in admission runs as two scripts (the client's slot, then the account's), the client's
   failure reserved first and given back if the account refuses: a crash between the two leaves
   the client's counter one too high until its window ends (stricter, never looser);
@@ -16,8 +16,8 @@ changes shape (documented in the service README, Cluster layout):
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
+import math
 import secrets
 from collections.abc import Sequence
 from typing import Any, Final
@@ -132,21 +132,13 @@ class ClusterUserStore:
     async def list_page(self, offset: int, size: int) -> tuple[list[StoredUser], int, int]:
         """Users at ranks [offset, offset + size) in email order over every bucket; also how
         many ranks were read and the total number of users (an index entry without a record
-        is skipped, as in the standalone layout).
-
-        The ranks are global: each bucket's first ``offset + size`` emails are merged (the
-        cost grows with the offset: a page deep in a large index reads every bucket's head)."""
+        is skipped, as in the standalone layout). See :meth:`_page_emails` for the ranks."""
         indexes = [keys.cluster_users_index(i) for i in range(keys.BUCKETS)]
-        counts = await self._pipeline(lambda pipe, key: pipe.zcard(key), indexes)
-        total = sum(int(count) for count in counts)
+        counts = [int(n) for n in await self._pipeline(lambda pipe, k: pipe.zcard(k), indexes)]
+        total = sum(counts)
         if size < 1 or offset >= total:
             return [], 0, total
-        end = offset + size
-        heads = await self._pipeline(
-            lambda pipe, key: pipe.zrange(key, 0, end - 1),
-            [key for key, count in zip(indexes, counts, strict=True) if int(count)],
-        )
-        emails = list(itertools.islice(heapq.merge(*heads), offset, end))
+        emails = await self._page_emails(indexes, counts, offset, size)
         if not emails:
             return [], 0, total
         documents = await self._redis.mget_nonatomic(
@@ -155,13 +147,53 @@ class ClusterUserStore:
         users = [decode_user(_text(raw)) for raw in documents if raw is not None]
         return users, len(emails), total
 
-    async def _pipeline(self, command: Any, key_list: Sequence[str]) -> list[Any]:
-        """``command(pipe, key)`` for each key, sent together (grouped by node)."""
-        if not key_list:
+    async def _page_emails(
+        self, indexes: Sequence[str], counts: Sequence[int], offset: int, size: int
+    ) -> list[str]:
+        """The emails at global ranks [offset, offset + size) of the bucket indexes.
+
+        Emails spread evenly over buckets, so bucket b holds about offset * n_b / total of the
+        first ``offset``: each bucket's window of ranks around that guess is read (one command
+        per bucket, sent together) and the windows merged. The k-th merged email has global
+        rank sum(window starts) + k as long as it is not below the first email of a window
+        that starts after rank 0 nor above the last email of a window that ends before its
+        bucket does; if a page email falls outside those bounds, the windows are widened
+        (four times) and read again - at worst until they cover every bucket. A page deep in a
+        large index thus reads about 16 * (size + a few * sqrt(offset)) emails, not 16 * offset.
+        """
+        total = sum(counts)
+        margin = size + 2 * math.isqrt(offset) + 8
+        while True:
+            windows = []
+            for count in counts:
+                guess = offset * count // total
+                windows.append((max(0, guess - margin), min(count, guess + size + margin)))
+            wanted = [i for i, (low, high) in enumerate(windows) if high > low]
+            ranges = [(indexes[i], windows[i][0], windows[i][1] - 1) for i in wanted]
+            read = await self._pipeline(lambda pipe, at: pipe.zrange(*at), ranges)
+            heads = {i: [_text(e) for e in r] for i, r in zip(wanted, read, strict=True)}
+            merged = list(heapq.merge(*heads.values()))
+            covered = all(w == (0, n) for w, n in zip(windows, counts, strict=True))
+            if covered:  # every email of every bucket was read: the ranks are exact
+                return merged[offset : offset + size]
+            start = offset - sum(low for low, _ in windows)
+            page = merged[start : start + size] if start >= 0 else []
+            if page and len(page) == min(size, total - offset):
+                floors = [heads[i][0] for i in wanted if windows[i][0] > 0 and heads[i]]
+                ceilings = [heads[i][-1] for i in wanted if windows[i][1] < counts[i] and heads[i]]
+                if page[0] >= max(floors, default=page[0]) and page[-1] <= min(
+                    ceilings, default=page[-1]
+                ):
+                    return page
+            margin *= 4
+
+    async def _pipeline(self, command: Any, items: Sequence[Any]) -> list[Any]:
+        """``command(pipe, item)`` for each item, sent together (grouped by node)."""
+        if not items:
             return []
         pipe = self._redis.pipeline()
-        for key in key_list:
-            command(pipe, key)
+        for item in items:
+            command(pipe, item)
         replies: list[Any] = await pipe.execute()
         return replies
 

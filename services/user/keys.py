@@ -46,8 +46,8 @@ braces: the host is the key's hash tag.) Why each script is single-slot:
   counter is reserved first (refused when full), then the account's limits are checked and
   reserved, and a refusal there gives the client's reservation back (see lua.CLIENT_ADMIT);
 - the registration counter and the per-client counter are single keys;
-- a page of users reads each bucket's zset (one key per command) and the records with a
-  non-atomic MGET split by slot (reads only).
+- a page of users reads windows of each bucket's zset (one key per command) and the records
+  with a non-atomic MGET split by slot (reads only).
 """
 
 from __future__ import annotations

@@ -288,6 +288,36 @@ async def test_list_page_merges_the_buckets_in_email_order(store: ClusterUserSto
     assert await store.list_page(2**53 - 1, 100) == ([], 0, len(EMAILS))
 
 
+async def every_page(store: ClusterUserStore, offset: int, size: int) -> list[str]:
+    users, read, _ = await store.list_page(offset, size)
+    assert read == len(users)
+    return [u.email for u in users]
+
+
+async def test_deep_pages_read_windows_of_each_bucket_with_exact_ranks(
+    store: ClusterUserStore, redis: RedisCluster
+) -> None:
+    emails = [f"n{i * 7919 % 1000:03d}.{i}@example.com" for i in range(300)]
+    for start in range(0, len(emails), 50):
+        await asyncio.gather(*(store.create(user(e)) for e in emails[start : start + 50]))
+    expected = sorted(emails)
+    for offset in (0, 1, 15, 99, 100, 150, 255, 290, 299):
+        for size in (1, 10, 100):
+            assert await every_page(store, offset, size) == expected[offset : offset + size]
+
+
+async def test_pages_stay_exact_when_the_buckets_are_skewed(store: ClusterUserStore) -> None:
+    """Every email of one bucket sorts before every email of another: the first windows miss
+    the ranks, and the store widens them until they hold the page."""
+    first = [e for e in (f"a{i:04d}@example.com" for i in range(3000)) if ukeys.bucket(e) == 0]
+    last = [e for e in (f"z{i:04d}@example.com" for i in range(3000)) if ukeys.bucket(e) == 1]
+    emails = first[:120] + last[:120]
+    await asyncio.gather(*(store.create(user(e)) for e in emails))
+    expected = sorted(emails)
+    for offset, size in ((0, 50), (100, 10), (115, 10), (120, 7), (200, 100), (239, 5)):
+        assert await every_page(store, offset, size) == expected[offset : offset + size]
+
+
 async def test_account_ids_sort_by_creation_per_email_and_never_repeat(
     store: ClusterUserStore,
 ) -> None:
