@@ -34,6 +34,7 @@ from services.user.relay import CLUSTER_OUTBOXES
 from services.user.service import Revoked, UserService
 from services.user.settings import HashParams, LoginLimits, Settings
 from tests.unit.user.conftest import ALICE, ALICE_PASSWORD, BOB, CLIENT, MakeService
+from tests.unit.user.test_erasure import serve
 
 # The service's scenarios of the standalone layout, run here on the cluster store (this
 # module's `make_service` and `redis` fixtures replace those of the conftest).
@@ -409,13 +410,22 @@ async def test_dead_letters_of_every_bucket_behind_one_api(redis: RedisCluster) 
 async def test_wire_uses_the_cluster_layout_with_a_relay_per_bucket(
     keys: Path, security: Security, cluster_url: str, redis: RedisCluster
 ) -> None:
+    """Deletions of accounts of many buckets each reach MessageService and NotificationService
+    EraseAccount (stand-ins behind the real edge) through their bucket's relay."""
+    message_port, notification_port = free_port(), free_port()
     environ = {
         "KEYS_DIR": str(keys),
         "REDIS_CLUSTER_NODES": cluster_url.removeprefix("redis+cluster://"),
-        "MESSAGE_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
-        "NOTIFICATION_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
+        "MESSAGE_SERVICE_ADDR": f"127.0.0.1:{message_port}",
+        "NOTIFICATION_SERVICE_ADDR": f"127.0.0.1:{notification_port}",
     }
-    async with contextlib.AsyncExitStack() as resources:
+    emails = EMAILS[:12]
+    assert len({ukeys.bucket(email) for email in emails}) > 5
+    async with (
+        serve(keys, "message", message_port) as messages,
+        serve(keys, "notification", notification_port) as notifications,
+        contextlib.AsyncExitStack() as resources,
+    ):
         start = Start("user-service", Settings.from_env(environ), security, resources)
         parts = wire(start)
         [client] = start.redis_clients
@@ -429,24 +439,29 @@ async def test_wire_uses_the_cluster_layout_with_a_relay_per_bucket(
         tasks = [asyncio.create_task(relay()) for relay in relays]
         try:
             service = parts.service
-            await service.register("Alice", ALICE, ALICE_PASSWORD)
-            assert await redis.exists(ukeys.cluster_user_key(ALICE))
-            signed_in = await service.authenticate(ALICE, ALICE_PASSWORD, CLIENT)
+            accounts = {}
+            for email in emails:
+                await service.register("U", email, ALICE_PASSWORD)
+                assert await redis.exists(ukeys.cluster_user_key(email))
+                state = await service.account(email)
+                assert state is not None
+                accounts[email] = state.account_id
+            signed_in = await service.authenticate(emails[0], ALICE_PASSWORD, CLIENT)
             assert signed_in is not None
-            await service.delete(Principal("user", ALICE), ALICE)
-            assert not await service.exists(ALICE)
-            # The erasure waits in Alice's bucket, read by that bucket's relay (the peers are
-            # down, so it stays pending there); every bucket has its relay's group.
-            stream = ukeys.cluster_accounts_outbox(ukeys.bucket(ALICE))
-            for _ in range(100):
-                groups: Any = await redis.xinfo_groups(stream)
-                if groups and groups[0]["pending"] == 1:
+            for email in emails:
+                await service.delete(Principal("user", email), email)
+                assert not await service.exists(email)
+            expected = sorted(("user", email, accounts[email]) for email in emails)
+            for _ in range(200):
+                if len(messages.erased) >= len(emails) and len(notifications.erased) >= len(emails):
                     break
                 await asyncio.sleep(0.05)
-            assert [(g["name"], g["pending"]) for g in groups] == [("erasure-relay", 1)]
+            assert sorted(messages.erased) == expected
+            assert sorted(notifications.erased) == expected
             for index in range(ukeys.BUCKETS):
                 stream = ukeys.cluster_accounts_outbox(index)
-                assert [g["name"] for g in await redis.xinfo_groups(stream)] == ["erasure-relay"]
+                groups: Any = await redis.xinfo_groups(stream)
+                assert [(g["name"], g["pending"]) for g in groups] == [("erasure-relay", 0)]
         finally:
             for task in tasks:
                 task.cancel()
