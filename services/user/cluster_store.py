@@ -69,10 +69,8 @@ class ClusterUserStore:
 
     async def create(self, user: StoredUser) -> bool:
         """Store a new user and index it in its bucket; False (nothing written) if taken."""
-        index = keys.bucket(user.email)
         created = await self._create(
-            keys=[keys.cluster_user_key(user.email), keys.cluster_users_index(index)],
-            args=[encode_user(user), user.email],
+            keys=self.script_keys("create", user.email), args=[encode_user(user), user.email]
         )
         return bool(created)
 
@@ -97,7 +95,7 @@ class ClusterUserStore:
         if current.email != updated.email or not current.revision:
             raise ValueError("replace needs a record read from the store, under the same email")
         replaced = await self._replace(
-            keys=[keys.cluster_user_key(current.email)],
+            keys=self.script_keys("replace", current.email),
             args=[current.revision, encode_user(updated)],
         )
         return bool(replaced)
@@ -116,13 +114,7 @@ class ClusterUserStore:
         index = keys.bucket(user.email)
         event = {"email": user.email, "account_id": user.account_id}
         removed = await self._delete(
-            keys=[
-                keys.cluster_user_key(user.email),
-                keys.cluster_users_index(index),
-                keys.cluster_accounts_outbox(index),
-                keys.cluster_account_key(user.email),
-                keys.cluster_known_clients_key(user.email),
-            ],
+            keys=self.script_keys("delete", user.email),
             args=[user.email, user.revision, *outbox_lua_args(event)],
         )
         if removed:
@@ -197,25 +189,44 @@ class ClusterUserStore:
         replies: list[Any] = await pipe.execute()
         return replies
 
-    def _account_keys(self, email: str, client: str) -> list[str]:
-        return [
-            keys.cluster_failures_key(email, client),
-            keys.cluster_account_key(email),
-            keys.cluster_known_clients_key(email),
-        ]
+    @staticmethod
+    def script_keys(script: str, email: str, client: str = "") -> list[str]:
+        """The KEYS each script gets for ``email`` (and ``client``): one slot per script."""
+        index = keys.bucket(email)
+        if script == "create":
+            return [keys.cluster_user_key(email), keys.cluster_users_index(index)]
+        if script == "replace":
+            return [keys.cluster_user_key(email)]
+        if script == "delete":
+            return [
+                keys.cluster_user_key(email),
+                keys.cluster_users_index(index),
+                keys.cluster_accounts_outbox(index),
+                keys.cluster_account_key(email),
+                keys.cluster_known_clients_key(email),
+            ]
+        if script == "account":  # ACCOUNT_ADMIT, ACCOUNT_SUCCEEDED
+            return [
+                keys.cluster_failures_key(email, client),
+                keys.cluster_account_key(email),
+                keys.cluster_known_clients_key(email),
+            ]
+        if script == "client":  # CLIENT_ADMIT, CLIENT_REFUND
+            return [keys.cluster_client_key(client)]
+        raise ValueError(f"no script {script!r}")
 
     async def admit_login(self, email: str, client: str, policy: LoginPolicy) -> Admission:
         """Whether a password may be checked now. The client's failure is reserved first (its
         own slot), then the account's limits are checked and reserved (the email's slot); if
         the account refuses, the client's reservation is given back."""
-        client_key = keys.cluster_client_key(client)
+        [client_key] = self.script_keys("client", email, client)
         reply = await self._client_admit(
             keys=[client_key], args=[policy.client_failures, policy.client_window_seconds]
         )
         if int(reply[0]) != 1:
             return Admission(False, int(reply[1]), _text(reply[2]))
         reply = await self._account_admit(
-            keys=self._account_keys(email, client),
+            keys=self.script_keys("account", email, client),
             args=[
                 policy.pair_failures,
                 policy.pair_window_seconds,
@@ -235,10 +246,10 @@ class ClusterUserStore:
         """Undo the failure counted at admission (account first, then client), reset the
         account's back-off and remember the client as one the account signs in from."""
         await self._account_succeeded(
-            keys=self._account_keys(email, client),
+            keys=self.script_keys("account", email, client),
             args=[keys.clean_client(client), policy.known_clients, policy.known_client_seconds],
         )
-        await self._client_refund(keys=[keys.cluster_client_key(client)], args=[])
+        await self._client_refund(keys=self.script_keys("client", email, client), args=[])
 
     async def count_registration(self, client: str, window_seconds: int) -> Counter:
         """One more registration from ``client`` in its fixed window."""

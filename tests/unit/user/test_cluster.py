@@ -147,32 +147,18 @@ def test_bucket_tags_spread_evenly_over_the_slots() -> None:
 
 
 @pytest.mark.parametrize("email", [ALICE, *EMAILS[-2:]])
-def test_every_script_touches_one_slot(email: str) -> None:
+@pytest.mark.parametrize("client", [CLIENT, "{x}", "}"])
+def test_every_script_touches_one_slot(email: str, client: str) -> None:
+    for script, count in (("create", 2), ("replace", 1), ("delete", 5), ("account", 3)):
+        key_list = ClusterUserStore.script_keys(script, email, client)
+        assert len(key_list) == count and one_slot(key_list), script
+        assert all(ukeys.tag(email) in key for key in key_list)
+    assert len(ClusterUserStore.script_keys("client", email, client)) == 1
     index = ukeys.bucket(email)
-    scripts = {
-        "CREATE": [ukeys.cluster_user_key(email), ukeys.cluster_users_index(index)],
-        "REPLACE": [ukeys.cluster_user_key(email)],
-        "DELETE": [
-            ukeys.cluster_user_key(email),
-            ukeys.cluster_users_index(index),
-            ukeys.cluster_accounts_outbox(index),
-            ukeys.cluster_account_key(email),
-            ukeys.cluster_known_clients_key(email),
-        ],
-        "ACCOUNT_ADMIT/ACCOUNT_SUCCEEDED": [
-            ukeys.cluster_failures_key(email, "{x}"),
-            ukeys.cluster_account_key(email),
-            ukeys.cluster_known_clients_key(email),
-        ],
-        "CLIENT_ADMIT/CLIENT_REFUND": [ukeys.cluster_client_key("{x}")],
-        "account id counter": [ukeys.cluster_account_ids(email), ukeys.cluster_user_key(email)],
-        "outbox and dead letters": [
-            ukeys.cluster_accounts_outbox(index),
-            ukeys.cluster_accounts_dead_letters(index),
-        ],
-    }
-    for name, key_list in scripts.items():
-        assert one_slot(key_list), name
+    assert ClusterUserStore.script_keys("delete", email)[2] == ukeys.cluster_accounts_outbox(index)
+    assert one_slot([ukeys.cluster_account_ids(email), ukeys.cluster_user_key(email)])
+    with pytest.raises(ValueError):
+        ClusterUserStore.script_keys("other", email)
 
 
 def test_outbox_buckets_have_one_relay_each() -> None:
