@@ -1,5 +1,7 @@
 """An outbox sharded into bucket streams (the cluster layout): one relay per bucket, and the
-dead letters of every bucket behind the one set of admin RPCs.
+dead letters of every bucket behind the one set of admin RPCs. Nothing here is particular to
+UserService: NotificationService's frontend outbox uses it too (it belongs with the outbox code
+in services.common).
 
 The admin RPCs (ListDeadLetters, ReplayDeadLetters, DropDeadLetters) keep their contract: a
 page lists the dead letters of every bucket merged in entry-id order (then bucket order), and
