@@ -12,10 +12,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from services.common.domain import Unavailable
+from services.common.redis import RedisClient
 from services.message import keys, lua
 from services.message.models import Message
 
@@ -38,20 +38,25 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _owned_counters(email: str) -> list[str]:
-    """The account marker of ``email`` and the counters that belong to its account, not to
-    the address: a later account of the email starts with them reset."""
-    return [keys.account_key(email), keys.stored_bytes_key(email), keys.send_rate_key(email)]
-
-
 class AccountData:
-    """Claims of an email's data for an account, and erasure of a deleted account's data."""
+    """Claims of an email's data for an account, and erasure of a deleted account's data.
 
-    def __init__(self, redis: Redis, messages: StoredMessages) -> None:
+    The key names and :meth:`erase` are the standalone layout's; the cluster layout's subclass
+    (services.message.cluster_store) overrides them."""
+
+    def __init__(self, redis: RedisClient, messages: StoredMessages) -> None:
         self._redis = redis
         self._messages = messages
         self._claim: AsyncScript = redis.register_script(lua.CLAIM)
         self._take_over: AsyncScript = redis.register_script(lua.TAKE_OVER)
+
+    def _account_key(self, email: str) -> str:
+        return keys.account_key(email)
+
+    def _owned_counters(self, email: str) -> list[str]:
+        """The account marker of ``email`` and the counters that belong to its account, not
+        to the address: a later account of the email starts with them reset."""
+        return [keys.account_key(email), keys.stored_bytes_key(email), keys.send_rate_key(email)]
 
     async def claim(self, email: str, account_id: str) -> bool:
         """Make ``account_id`` the owner of ``email``'s data here; False if that account was
@@ -60,7 +65,7 @@ class AccountData:
         Data of an earlier account of the email is erased first, so a new account never sees
         anything of a deleted one, whether or not the erasure event has arrived yet."""
         for _ in range(_LOAD_ATTEMPTS):
-            reply: list[Any] = await self._claim(keys=[keys.account_key(email)], args=[account_id])
+            reply: list[Any] = await self._claim(keys=[self._account_key(email)], args=[account_id])
             outcome = _text(reply[0])
             if outcome == "ok":
                 return True
@@ -68,7 +73,7 @@ class AccountData:
                 return False
             marker = _text(reply[1])
             erased = await self.erase(email)
-            if await self._take_over(keys=_owned_counters(email), args=[marker, account_id]):
+            if await self._take_over(keys=self._owned_counters(email), args=[marker, account_id]):
                 logger.info(
                     "account %s of %s took over; %d messages of %s erased",
                     account_id,
@@ -84,13 +89,13 @@ class AccountData:
         how many messages were deleted. Nothing is touched if a later account owns the email.
         An empty ``account_id`` (an account from before ids) erases only unclaimed data."""
         for _ in range(_LOAD_ATTEMPTS):
-            marker = _text(await self._redis.get(keys.account_key(email)) or "")
+            marker = _text(await self._redis.get(self._account_key(email)) or "")
             owner = marker.removesuffix(":erased")
             if marker and (not account_id or owner > account_id):
                 return 0  # a later account owns the email; its claim erased what was here
             erased = await self.erase(email)
             tombstone = f"{account_id}:erased" if account_id else ""
-            if await self._take_over(keys=_owned_counters(email), args=[marker, tombstone]):
+            if await self._take_over(keys=self._owned_counters(email), args=[marker, tombstone]):
                 return erased
         raise Unavailable(f"the data of {email} is being changed concurrently; retry")
 

@@ -1,5 +1,8 @@
 """MessageService's Redis key names (DB 1), built in one place from normalised emails and ids.
 
+This is the standalone layout; on a Valkey/Redis Cluster the service uses the layout of
+services.message.cluster_keys instead.
+
 Every email passed here was normalised first (services.common.emails), so it holds no ':' or
 glob character and a key can be split back into its parts.
 """

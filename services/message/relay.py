@@ -1,18 +1,26 @@
-"""Delivers the `outbox:notifications` stream to NotificationService, at least once."""
+"""Delivers the `outbox:notifications` stream (on a Cluster: the bucket streams
+`m:outbox:{mb<k>}`) to NotificationService, at least once."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Final, Protocol
 
 import grpc
 import grpc.aio
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
+from redis.exceptions import RedisError
 
-from services.common.delivery import OutboxConfig, PermanentDeliveryError
+from services.common.delivery import (
+    OutboxConfig,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from services.common.metrics import HOP_NOTIFICATION
 from services.common.metrics.mounting import observe_timestamp
 from services.common.receivers import RpcReceiver, receiver_lane
+from services.message import cluster_keys
 from services.message.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
 from services.message.records import decode_event
 
@@ -30,7 +38,13 @@ OUTBOX: Final = OutboxConfig(
 )
 
 
-__all__ = ["OUTBOX", "NotifyReceiver", "lane_key"]
+__all__ = [
+    "OUTBOX",
+    "NotifyReceiver",
+    "RepairingNotifyReceiver",
+    "cluster_outboxes",
+    "lane_key",
+]
 
 lane_key = receiver_lane
 
@@ -88,3 +102,54 @@ class NotifyReceiver(RpcReceiver[notification_pb2.CreateNotificationRequest]):
             if not refusal:
                 observe_timestamp(HOP_NOTIFICATION, request.timestamp)
         return refusals
+
+
+def cluster_outboxes() -> list[OutboxConfig]:
+    """The cluster layout's outbox: one stream per bucket (services.message.cluster_keys),
+    each with its dead-letter stream in its slot, all read by the same consumer group."""
+    return [
+        OutboxConfig(
+            stream=cluster_keys.outbox_stream(bucket),
+            group=OUTBOX.group,
+            dead_letter_stream=cluster_keys.outbox_dead_letter_stream(bucket),
+            claim_idle_ms=CLAIM_IDLE_MS,
+        )
+        for bucket in range(cluster_keys.BUCKETS)
+    ]
+
+
+class IndexRepair(Protocol):
+    """Writes a stored message's index entries again from its event (ClusterMessageStore)."""
+
+    async def repair(self, fields: Mapping[str, str]) -> None: ...
+
+
+class RepairingNotifyReceiver(NotifyReceiver):
+    """NotifyReceiver for the cluster layout: before notifying, each event's message goes into
+    both users' indexes again (idempotent), so a send that stopped after storing its message
+    and before indexing it is completed here. A Redis failure of that step is transient."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        store: IndexRepair,
+        timeout: float = NOTIFY_TIMEOUT_SECONDS,
+    ) -> None:
+        super().__init__(channel, timeout)
+        self._store = store
+
+    async def _repair(self, events: Sequence[Mapping[str, str]]) -> None:
+        try:
+            await asyncio.gather(*(self._store.repair(fields) for fields in events))
+        except RedisError as exc:
+            raise TransientDeliveryError(f"could not index the messages: {exc}") from exc
+
+    async def __call__(self, entry_id: str, fields: dict[str, str]) -> None:
+        await self._repair([fields])
+        await super().__call__(entry_id, fields)
+
+    async def deliver_batch(
+        self, entries: list[tuple[str, dict[str, str]]]
+    ) -> list[PermanentDeliveryError | None]:
+        await self._repair([fields for _, fields in entries])
+        return await super().deliver_batch(entries)

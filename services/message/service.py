@@ -46,7 +46,8 @@ _SEND_ATTEMPTS: Final = 3
 
 
 class MessageStore(Protocol):
-    """What the service needs from storage (RedisMessageStore in production)."""
+    """What the service needs from storage (RedisMessageStore on a standalone Redis,
+    ClusterMessageStore on a Redis Cluster)."""
 
     async def idempotency_record(
         self, sender: str, request_id: str
