@@ -12,16 +12,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import grpc.aio
 import pytest
+from missive.notification.v1 import notification_pb2_grpc
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from services.common.app import Start
 from services.common.bootstrap import Security
 from services.common.domain import Principal
+from services.common.grpc_client import peer_channel
+from services.common.ports import free_port
 from services.common.redis import create_cluster
 from services.notification import keys as nkeys
-from services.notification.__main__ import wire
+from services.notification.__main__ import main, wire
 from services.notification.models import CreateResult
 from services.notification.records import decode_event
 from services.notification.relay import CLUSTER_OUTBOXES
@@ -30,7 +34,16 @@ from services.notification.settings import Settings
 from services.notification.store import DEDUPE_TTL_SECONDS, UNSUBSCRIBED, RedisNotificationStore
 from services.user.buckets import BucketDeadLetters
 from tests.helpers.accounts import account_id_of
-from tests.unit.notification.conftest import ADA, BOB, EVE, StartFrontend, new, stream_fields
+from tests.helpers.grpc_clients import SERVING, wait_for_status
+from tests.unit.notification.conftest import (
+    ADA,
+    BOB,
+    EVE,
+    StartFrontend,
+    create_request,
+    new,
+    stream_fields,
+)
 
 # The scenarios of the standalone layout that go through the store's API only, run here on the
 # cluster layout (this module's `redis` and `store` fixtures replace those of the conftest).
@@ -63,9 +76,6 @@ RECEIVERS = [f"user{i:02d}@example.com" for i in range(40)] + ["a{b}c@example.co
 @pytest.fixture
 async def redis(cluster_url: str) -> AsyncIterator[RedisCluster]:
     client = create_cluster(cluster_url, client_name="test")
-    # Learn the slots before the concurrent first commands of a test: redis-py 8.1 may drop a
-    # connection being opened while its first topology refresh completes.
-    await client.initialize()
     # DBSIZE of the whole cluster (the client asks one node by default), as the standalone
     # scenarios expect of it.
     setattr(client, "dbsize", partial(client.dbsize, target_nodes=RedisCluster.PRIMARIES))  # noqa: B010
@@ -296,7 +306,6 @@ async def test_wire_pushes_every_bucket_to_the_frontend(
         parts = wire(start)
         [client] = start.redis_clients
         assert isinstance(client, RedisCluster)
-        await client.initialize()
         assert parts.outbox is not None
         assert isinstance(parts.outbox.dead_letters, BucketDeadLetters)
         relays = [parts.outbox.relay.run, *parts.background]
@@ -327,3 +336,42 @@ async def test_wire_pushes_every_bucket_to_the_frontend(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_main_in_cluster_mode_serves_and_relays_to_the_frontend(
+    keys: Path, cluster_url: str, redis: RedisCluster, start_frontend: StartFrontend
+) -> None:
+    grpc_port, rest_port, frontend_port = free_port(), free_port(), free_port()
+    environ = {
+        "KEYS_DIR": str(keys),
+        "REDIS_URL": cluster_url,
+        "NOTIFICATION_GRPC_PORT": str(grpc_port),
+        "NOTIFICATION_REST_PORT": str(rest_port),
+        "FRONTEND_SERVICE_ADDR": f"127.0.0.1:{frontend_port}",
+        "SHUTDOWN_GRACE": "1",
+        "LOG_LEVEL": "WARNING",
+    }
+    stop = asyncio.Event()
+    address = f"127.0.0.1:{grpc_port}"
+    async with start_frontend(frontend_port) as frontend:
+        server = asyncio.create_task(main(environ, stop))
+        try:
+            async with grpc.aio.insecure_channel(address) as plain:
+                await wait_for_status(plain, SERVING, within=10)
+            credentials = Security.load(keys, "message").credentials
+            async with peer_channel(address, credentials, target="notification") as channel:
+                stub = notification_pb2_grpc.NotificationServiceStub(channel)
+                replies = [
+                    await stub.CreateNotification(create_request(n, receiver=email), timeout=5)
+                    for n, email in enumerate(RECEIVERS[:8], start=1)
+                ]
+            assert all(reply.created for reply in replies)
+            for _ in range(200):
+                if len(frontend.received) >= len(replies):
+                    break
+                await asyncio.sleep(0.05)
+            assert sorted(n.message_id for _, n in frontend.received) == list(range(1, 9))
+            assert await redis.exists(nkeys.CLUSTER.notifications(RECEIVERS[0]))
+        finally:
+            stop.set()
+            await asyncio.wait_for(server, timeout=10)

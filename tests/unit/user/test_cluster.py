@@ -12,7 +12,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import grpc.aio
+import httpx
 import pytest
+from missive.user.v1 import user_pb2, user_pb2_grpc
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
@@ -24,7 +27,7 @@ from services.common.paging import encode_offset
 from services.common.ports import free_port
 from services.common.redis import create_cluster
 from services.user import keys as ukeys
-from services.user.__main__ import wire
+from services.user.__main__ import main, wire
 from services.user.buckets import BucketDeadLetters
 from services.user.cluster_store import ClusterUserStore
 from services.user.models import LoginPolicy, StoredUser
@@ -33,6 +36,7 @@ from services.user.passwords import Passwords
 from services.user.relay import CLUSTER_OUTBOXES
 from services.user.service import Revoked, UserService
 from services.user.settings import HashParams, LoginLimits, Settings
+from tests.helpers.grpc_clients import SERVING, wait_for_status
 from tests.unit.user.conftest import ALICE, ALICE_PASSWORD, BOB, CLIENT, MakeService
 from tests.unit.user.test_erasure import serve
 
@@ -71,9 +75,6 @@ def user(email: str = ALICE, name: str = "Alice", account_id: str = "") -> Store
 @pytest.fixture
 async def redis(cluster_url: str) -> AsyncIterator[RedisCluster]:
     client = create_cluster(cluster_url, client_name="test")
-    # Learn the slots before the concurrent first commands of a test: redis-py 8.1 may drop a
-    # connection being opened while its first topology refresh completes.
-    await client.initialize()
     # DBSIZE of the whole cluster (the client asks one node by default), as the standalone
     # scenarios expect of it.
     setattr(client, "dbsize", partial(client.dbsize, target_nodes=RedisCluster.PRIMARIES))  # noqa: B010
@@ -416,7 +417,6 @@ async def test_wire_uses_the_cluster_layout_with_a_relay_per_bucket(
         parts = wire(start)
         [client] = start.redis_clients
         assert isinstance(client, RedisCluster)
-        await client.initialize()
         assert parts.outbox is not None
         assert isinstance(parts.outbox.dead_letters, BucketDeadLetters)
         assert len(parts.outbox.dead_letters.buckets) == ukeys.BUCKETS
@@ -466,3 +466,49 @@ async def test_the_operators_tool_on_the_cluster(
     assert await set_role(environ, " Alice@Example.com ", "operator") == ALICE
     alice = Principal("user", ALICE)
     assert [u.email for u in (await service.list_users(None, None, alice))[0]] == [ALICE]
+
+
+async def test_main_in_cluster_mode_serves_rest_and_grpc(
+    keys: Path, cluster_url: str, redis: RedisCluster
+) -> None:
+    rest_port, grpc_port = free_port(), free_port()
+    environ = {
+        "KEYS_DIR": str(keys),
+        "REDIS_CLUSTER_NODES": cluster_url.removeprefix("redis+cluster://"),
+        "BIND_HOST": "127.0.0.1",
+        "USER_REST_PORT": str(rest_port),
+        "USER_GRPC_PORT": str(grpc_port),
+        "SHUTDOWN_GRACE": "2",
+        "LOG_LEVEL": "WARNING",
+        "MESSAGE_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
+        "NOTIFICATION_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
+    }
+    stop = asyncio.Event()
+    server = asyncio.create_task(main(environ, stop))
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
+    try:
+        await wait_for_status(channel, SERVING, "missive.user.v1.UserService", within=10)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{rest_port}") as http:
+            assert (await http.get("/health")).json() == {"status": "SERVING"}
+            body = {"name": "Alice", "email": ALICE, "password": ALICE_PASSWORD}
+            assert (await http.post("/users", json=body)).status_code == 201
+            assert (await http.post("/users", json=body)).status_code == 409
+            login = await http.post("/login", json={"email": ALICE, "password": ALICE_PASSWORD})
+            auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            assert (await http.get(f"/users/{ALICE}", headers=auth)).json()["name"] == "Alice"
+            assert (await http.delete(f"/users/{ALICE}", headers=auth)).status_code == 204
+        reply = await user_pb2_grpc.UserServiceStub(channel).AuthenticateUser(
+            user_pb2.AuthenticateUserRequest(email=ALICE, password=ALICE_PASSWORD), timeout=5
+        )
+        assert not reply.authenticated
+        assert not await redis.exists(ukeys.cluster_user_key(ALICE))
+        events: Any = await redis.xrange(ukeys.cluster_accounts_outbox(ukeys.bucket(ALICE)))
+        assert [fields["email"] for _, fields in events] == [ALICE]
+        stop.set()
+        await asyncio.wait_for(server, 10)
+    finally:
+        stop.set()
+        await channel.close()
+        if not server.done():
+            server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
