@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
@@ -9,9 +10,11 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import (
     ClusterDownError,
     ConnectionError,
+    NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
@@ -20,6 +23,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, KeyT, ScriptTextT
 
 from services.common.settings import cluster_nodes
 
@@ -100,11 +104,42 @@ def create_redis(
     return Redis.from_pool(pool)
 
 
+class _NodeScript(AsyncScript):
+    """A script that a node missing it runs with EVAL (which caches it there), rather than
+    redis-py's SCRIPT LOAD on every master: that fails while any master is down, so it would
+    fail scripts whose keys live on the masters that are up."""
+
+    async def __call__(
+        self,
+        keys: Sequence[KeyT] | None = None,
+        args: Iterable[EncodableT] | None = None,
+        client: Redis | RedisCluster | None = None,
+    ) -> Any:
+        target = self.registered_client if client is None else client
+        keys, values = list(keys or ()), list(args or ())
+        try:
+            return await target.evalsha(self.sha, len(keys), *keys, *values)
+        except NoScriptError:
+            text = self.script if isinstance(self.script, str) else bytes(self.script).decode()
+            return await target.eval(text, len(keys), *keys, *values)
+
+
 class _Cluster(RedisCluster):
     # redis-py re-sends a command after a TimeoutError by default, without knowing whether the
     # node already applied it (see create_redis): only errors that prove the command did not
     # run are retried, after the client refreshed its map of the slots.
     ERRORS_ALLOW_RETRY = (ConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        # redis-py resolves a command's routing before it loads the slot map; commands sent
+        # concurrently to a client that has not loaded it yet break each other's connections
+        # (and may run twice). Load it first, once, under the client's own lock.
+        if self._initialize:
+            await self.initialize()
+        return await super().execute_command(*args, **kwargs)
+
+    def register_script(self, script: ScriptTextT) -> AsyncScript:  # type: ignore[override]
+        return _NodeScript(self, script)
 
 
 def create_cluster(

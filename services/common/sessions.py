@@ -40,7 +40,8 @@ from typing import Final, Protocol, runtime_checkable
 import grpc
 import grpc.aio
 from missive.user.v1 import user_pb2, user_pb2_grpc
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from services.common.domain import Principal, Unauthenticated, Unavailable
 from services.common.redis import RedisClient
@@ -242,6 +243,8 @@ async def follow_revocations(
     have been missed), so revocation stays bounded by the cache TTL."""
     while True:
         try:
+            if isinstance(redis, RedisCluster):
+                await redis.initialize()  # its pub/sub picks a node from the slot map
             async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                 await pubsub.subscribe(REVOCATION_CHANNEL)
                 sessions.invalidate()
@@ -251,7 +254,7 @@ async def follow_revocations(
                         data = message.get("data")
                         email = data.decode() if isinstance(data, bytes) else str(data)
                         sessions.invalidate(email)
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             sessions.invalidate()
             logger.warning("revocation channel unavailable (%s); retrying", exc)
             await asyncio.sleep(retry_seconds)

@@ -82,6 +82,29 @@ async def test_client_spreads_keys_and_refuses_cross_slot_scripts(cluster_url: s
         await client.aclose()
 
 
+async def test_a_new_client_serves_concurrent_first_commands(cluster_url: str) -> None:
+    # As a service starts: relays, collectors and requests all send their first commands at
+    # once, before the client has loaded the cluster's slot map.
+    client = create_cluster(cluster_url, client_name="test")
+    errors: list[BaseException] = []
+
+    async def first_use(index: int) -> None:
+        stream = f"t:s:{{b{index}}}"
+        try:
+            await client.xgroup_create(stream, "g", id="0", mkstream=True)
+            for _ in range(3):
+                await client.xreadgroup("g", "c", {stream: ">"}, count=10, block=50)
+        except Exception as exc:
+            errors.append(exc)
+
+    try:
+        await asyncio.gather(*(first_use(index) for index in range(16)))
+        assert errors == []
+        assert sum([await client.exists(f"t:s:{{b{index}}}") for index in range(16)]) == 16
+    finally:
+        await client.aclose()
+
+
 async def test_relay_delivers_a_hash_tagged_stream_on_the_cluster(cluster_url: str) -> None:
     client = create_cluster(cluster_url, client_name="test")
     config = OutboxConfig(
@@ -131,8 +154,12 @@ async def test_a_lost_master_is_unavailable_then_recovers(tmp_path: Path) -> Non
         with pytest.raises(Exception) as error:
             await client.get(key)
         assert unavailable_reason(error.value) is not None, repr(error.value)
-        # Keys on the other masters are still served.
+        # Keys on the other masters are still served, scripts too (never loaded before: the
+        # node that serves the keys caches the script, whatever the other masters' state).
         await client.set(other, "still")
+        script = client.register_script("return redis.call('GET', KEYS[1])")
+        assert await script(keys=[other]) == "still"
+        assert await script(keys=[other]) == "still"  # now by its sha
         victim.start()
         cluster.wait_ok()
         for _ in range(100):

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.common.domain import Principal, Unauthenticated, Unavailable
-from services.common.redis import create_redis
+from services.common.redis import RedisClient, create_cluster, create_redis
 from services.common.sessions import (
     AccountState,
     Sessions,
@@ -129,25 +129,39 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 async def test_a_revocation_published_on_redis_reaches_a_service_at_once(
     redis_url: str, redis: Redis
 ) -> None:
+    publisher = create_redis(redis_url, 0)  # UserService's database: channels span them
+    try:
+        await _revocation_reaches(redis, publisher)
+    finally:
+        await publisher.aclose()
+
+
+async def test_a_revocation_reaches_a_service_on_a_cluster(cluster_url: str) -> None:
+    # A client that has not loaded the cluster's slot map yet, as at a service's start.
+    follower, publisher = create_cluster(cluster_url), create_cluster(cluster_url)
+    try:
+        await _revocation_reaches(follower, publisher)
+    finally:
+        await follower.aclose()
+        await publisher.aclose()
+
+
+async def _revocation_reaches(redis: RedisClient, publisher: RedisClient) -> None:
     accounts = Accounts()
     sessions = Sessions(accounts, ttl_seconds=30)
     follower = asyncio.create_task(follow_revocations(redis, sessions))
     try:
         await sessions.check(ada())
         accounts.states[ADA] = AccountState(ACCOUNT, 2)
-        publisher = create_redis(redis_url, 0)  # UserService's database: channels span them
-        try:
-            deadline = time.monotonic() + 5
-            while True:
-                await publish_revocation(publisher, ADA)
-                try:
-                    await sessions.check(ada())
-                except Unauthenticated:
-                    break
-                assert time.monotonic() < deadline, "the revocation never arrived"
-                await asyncio.sleep(0.05)
-        finally:
-            await publisher.aclose()
+        deadline = time.monotonic() + 5
+        while True:
+            await publish_revocation(publisher, ADA)
+            try:
+                await sessions.check(ada())
+            except Unauthenticated:
+                break
+            assert time.monotonic() < deadline, "the revocation never arrived"
+            await asyncio.sleep(0.05)
     finally:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
