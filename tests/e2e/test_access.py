@@ -151,7 +151,10 @@ def test_only_registration_login_and_health_are_public_on_rest() -> None:
 
 
 async def _state(system: System, user: User) -> dict[int, dict[Any, Any]]:
-    """Every Redis key mentioning the user, with its value, in each service database."""
+    """Every Redis key mentioning the user, with its value, in each service database (on a
+    Valkey Cluster: on each master, by master)."""
+    if system.cluster is not None:
+        return await _cluster_state(system, user)
     state: dict[int, dict[Any, Any]] = {}
     for db in (0, 1, 2):
         client = redis.asyncio.Redis.from_url(system.valkey.url, db=db)
@@ -168,8 +171,40 @@ async def _state(system: System, user: User) -> dict[int, dict[Any, Any]]:
     return state
 
 
+async def _cluster_state(system: System, user: User) -> dict[int, dict[Any, Any]]:
+    assert system.cluster is not None
+    state: dict[int, dict[Any, Any]] = {}
+    for index, master in enumerate(system.cluster.masters):
+        client = redis.asyncio.Redis.from_url(master.url)
+        try:
+            state[index] = {
+                key: await client.dump(key)
+                async for key in client.scan_iter(count=1000)
+                if user.email.encode() in key
+            }
+        finally:
+            await client.aclose()
+    return state
+
+
 async def _notified(system: System, user: User) -> None:
-    """Wait until NotificationService stored the user's notification (DB 2)."""
+    """Wait until NotificationService stored the user's notification (DB 2; on a cluster,
+    until the user's own list shows it)."""
+    if system.cluster is not None:
+        stubs = Stubs.connect(system)
+        try:
+            async with asyncio.timeout(10):
+                while not (  # noqa: ASYNC110
+                    await stubs.notification.ListNotifications(
+                        notification_pb2.ListNotificationsRequest(email=user.email),
+                        metadata=user.metadata,
+                        timeout=5,
+                    )
+                ).notifications:
+                    await asyncio.sleep(0.02)
+        finally:
+            await stubs.close()
+        return
     client = redis.asyncio.Redis.from_url(system.valkey.url, db=2)
     try:
         async with asyncio.timeout(10):

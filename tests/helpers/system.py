@@ -3,6 +3,8 @@
 Each service runs through its real entry point (`python -m services.<svc>`) on free ports,
 so tests exercise exactly what `make up` and the containers run. ``System.create(base,
 web=True)`` adds the web inbox (`python -m services.web`), a client of the four.
+``System.on_cluster(base[, cluster])`` runs the services on a Valkey Cluster (REDIS_CLUSTER_NODES)
+instead of one Valkey.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import httpx
 from services.common.auth import ensure_keys
 from services.common.ports import free_port
 from services.launcher.valkey import EmbeddedValkey
+from services.launcher.valkey_cluster import EmbeddedValkeyCluster
 from tests.helpers.grpc_clients import SERVING, health_status
 from tests.helpers.valkey import start_valkey
 
@@ -59,22 +62,60 @@ class System:
     keys_dir: Path
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
+    cluster: EmbeddedValkeyCluster | None = None
+    """The Valkey Cluster the services use (``valkey`` is then its first master)."""
+    owns_cluster: bool = False
+    """Whether :meth:`close` stops the cluster (False: a cluster shared with other tests)."""
 
     @classmethod
     def create(cls, base: Path, *, web: bool = False, **extra_env: str) -> System:
         keys_dir = base / "keys"
         ensure_keys(keys_dir)
         system = cls(base, start_valkey(base / "valkey"), keys_dir, extra_env=extra_env)
+        system._add_services(web)
+        return system
+
+    @classmethod
+    def on_cluster(
+        cls,
+        base: Path,
+        cluster: EmbeddedValkeyCluster | None = None,
+        *,
+        web: bool = False,
+        **extra_env: str,
+    ) -> System:
+        """The services on a Valkey Cluster: ``cluster`` (flushed, and left running by
+        :meth:`close`), or a private 3-master one (stopped by :meth:`close`)."""
+        keys_dir = base / "keys"
+        ensure_keys(keys_dir)
+        owned = cluster is None
+        if cluster is None:
+            cluster = EmbeddedValkeyCluster(base / "valkey-cluster", masters=3)
+            cluster.start()
+        else:
+            cluster.wait_ok()
+            cluster.flush()
+        system = cls(
+            base,
+            cluster.masters[0],
+            keys_dir,
+            extra_env=extra_env,
+            cluster=cluster,
+            owns_cluster=owned,
+        )
+        system._add_services(web)
+        return system
+
+    def _add_services(self, web: bool) -> None:
         for name in (*SERVICES, "web") if web else SERVICES:
             rest_var, grpc_var = _PORT_VARS[name]
-            system.services[name] = ServiceProcess(
+            self.services[name] = ServiceProcess(
                 name,
                 free_port() if rest_var else None,
                 free_port() if grpc_var else 0,
-                base / f"{name}.log",
+                self.base / f"{name}.log",
                 metrics_port=free_port() if name == "frontend" else None,
             )
-        return system
 
     def env(self) -> dict[str, str]:
         env = {
@@ -83,7 +124,7 @@ class System:
             if not key.startswith(("USER_", "MESSAGE_", "NOTIFICATION_", "FRONTEND_", "WEB_"))
         }
         env.update(
-            REDIS_URL=self.valkey.url,
+            REDIS_URL=self.valkey.url if self.cluster is None else self.cluster.url,
             KEYS_DIR=str(self.keys_dir),
             BIND_HOST="127.0.0.1",
             LOG_LEVEL="INFO",
@@ -103,6 +144,9 @@ class System:
         env["MESSAGE_SERVICE_ADDR"] = self.grpc_addr("message")
         env["NOTIFICATION_SERVICE_ADDR"] = self.grpc_addr("notification")
         env["FRONTEND_SERVICE_ADDR"] = self.grpc_addr("frontend")
+        env.pop("REDIS_CLUSTER_NODES", None)
+        if self.cluster is not None:
+            env["REDIS_CLUSTER_NODES"] = self.cluster.nodes_env
         # Tests register, send and stream from 127.0.0.1 far more than one client would: lift
         # those limits unless a test is about them (it passes its own values in extra_env).
         env.update(
@@ -219,4 +263,7 @@ class System:
 
     def close(self) -> None:
         self.stop()
-        self.valkey.stop()
+        if self.cluster is None:
+            self.valkey.stop()
+        elif self.owns_cluster:
+            self.cluster.stop()
