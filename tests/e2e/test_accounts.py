@@ -25,6 +25,8 @@ from missive.notification.v1 import notification_pb2
 from missive.user.v1 import user_pb2
 
 from services.common.auth import LEEWAY_SECONDS, KeyRing, UserTokenIssuer
+from services.common.redis import create_cluster
+from services.user.keys import cluster_user_key
 from tests.helpers.clients import PASSWORD, Stubs, User, next_notification, register_and_login
 from tests.helpers.system import System
 
@@ -75,6 +77,13 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> flo
 
 
 async def account_of(system: System, address: str) -> tuple[str, int]:
+    if system.cluster is not None:  # UserService's cluster layout
+        cluster = create_cluster(system.cluster.url)
+        try:
+            document = json.loads(await cluster.get(cluster_user_key(address)) or "{}")
+        finally:
+            await cluster.aclose()
+        return document["id"], document["token_version"]
     db = redis.asyncio.Redis.from_url(system.valkey.url, db=0, decode_responses=True)
     try:
         document = json.loads(await db.get(f"user:{address}") or "{}")
