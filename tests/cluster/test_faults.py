@@ -170,10 +170,25 @@ async def test_a_master_killed_under_load_is_unavailable_then_loses_nothing(
         try:
             while sum(map(len, outcomes.accepted.values())) < 30:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+            receiver = pairs[0][1]
+            live = stubs.frontend.SubscribeNotifications(
+                frontend_pb2.SubscribeNotificationsRequest(email=receiver.email),
+                metadata=receiver.metadata,
+            )
+            await asyncio.wait_for(live.read(), 10)  # open (the replay's first item)
             victim = system.cluster.masters[1]
             victim.kill()  # SIGKILL: no shutdown, no final AOF flush
             outage.set()
-            await asyncio.sleep(4.0)  # past the cluster's failure detection (2 s)
+            started = time.monotonic()
+            # The fan-out lost the shard channels of that master: open streams end so that
+            # their clients reconnect and replay what they may have missed.
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                while True:
+                    item = await asyncio.wait_for(live.read(), 10)
+                    assert item is not grpc.aio.EOF, "the stream ended without a status"
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value.details()
+            assert "reconnect" in (ended.value.details() or "")
+            await asyncio.sleep(max(0.0, 4.0 - (time.monotonic() - started)))  # > detection (2 s)
             victim.start()
             outage.clear()
             system.cluster.wait_ok(30)
