@@ -23,6 +23,7 @@ from typing import Any
 from services.common.ports import free_port
 from tests.bench import procs
 from tests.bench.figures import figure, table
+from tests.bench.replicas import replicas
 from tests.bench.rest import rest
 from tests.bench.run import SCENARIOS, Bench, Options, dump, start_bench
 
@@ -78,6 +79,8 @@ async def run(options: Options, base: Path) -> tuple[Bench, float]:
                 print(f"running {name} ...", file=sys.stderr, flush=True)
                 if name == "rest":
                     await rest(bench, base)
+                elif name == "replicas":
+                    await replicas(bench)
                 else:
                     await getattr(bench, name)()
         finally:

@@ -31,6 +31,13 @@ EXPECTED = {
     "4 backlog": ["outbox:notifications: peak backlog during load", "drain after the load stopped"],
     "5 catch-up": ["hop 1 (→ NotificationService), 60 backlogged"],
     "6 memory": ["Redis bytes per stored message, total"],
+    "7 replicas": [
+        "SendMessage accepted/s, 2 replicas each, 64 in flight, live streams",
+        "end to end (accepted → last shown on a stream), 2 replicas each",
+        "CPU per message, all 8 processes + valkey",
+        "CPU per message: frontend, 2 processes",
+        "MessageService: smallest replica's share of SendMessage (2 replicas)",
+    ],
     "REST": [
         "GET /list_conversations (10 conversations), 64 connections",
         "GET /list_notifications (page of 20), 64 connections",
@@ -67,3 +74,12 @@ def test_every_scenario_produces_every_figure(tmp_path: Path) -> None:
     assert figures[("all", "failed calls across every loader run")]["value"] == 0
     assert report["details"]["catchup"]["sent"] == 60
     assert report["details"]["catchup"]["dead_letters"] == 0
+    # Replicas: correctness, not speed: every accepted message shown once on its receiver's
+    # stream and stored once, on 1 and on 2 processes of each service.
+    runs = report["details"]["replicas"]
+    assert set(runs) == {"1", "2"}
+    for run in runs.values():
+        assert run["accepted"] > 0, run
+        for key in ("stream", "stored"):
+            for fault in ("missing", "twice", "foreign"):
+                assert run[f"{key}_{fault}"] == 0, (key, fault, run)
