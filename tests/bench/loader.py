@@ -11,7 +11,10 @@ one JSON line of results on stdout. Kinds:
 * ``e2e`` - SendMessage calls (paced or closed loop) while live SubscribeNotifications streams
   of the receivers are open (spread over ``frontends`` when it lists several FrontendService
   replicas): time from SendMessage OK to the stream yielding that message, and what each
-  stream showed: every accepted message once on its receiver's stream, nothing twice.
+  stream showed: every accepted message once on its receiver's stream, nothing twice;
+* ``hold`` - open the given SubscribeNotifications streams, each on its own connection (as
+  many clients would), ``open_rate`` a second, and keep them open until SIGTERM or ``hold``
+  seconds passed; then close them and report how many ended early, and why.
 
 A ``target`` may list several replicas (``host:port,host:port``): the channel balances over
 them (``round_robin``), as the services' own channels do.
@@ -26,6 +29,7 @@ import base64
 import contextlib
 import json
 import math
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -325,6 +329,64 @@ async def run_e2e(spec: dict[str, Any], tally: Tally) -> None:
     arrivals.count()
 
 
+async def _open_paced(
+    spec: dict[str, Any], channels: list[grpc.aio.Channel], stop: asyncio.Event
+) -> list[grpc.aio.UnaryStreamCall[bytes, bytes]]:
+    """SubscribeNotifications on each channel, ``open_rate`` a second (until ``stop``)."""
+    calls: list[grpc.aio.UnaryStreamCall[bytes, bytes]] = []
+    started = time.perf_counter()
+    for n, (channel, s) in enumerate(zip(channels, spec["streams"], strict=True)):
+        if stop.is_set():
+            break
+        delay = started + n / spec["open_rate"] - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        subscribe: grpc.aio.UnaryStreamMultiCallable[bytes, bytes]
+        subscribe = channel.unary_stream(SUBSCRIBE_METHOD)  # bytes: nothing is expected
+        calls.append(subscribe(base64.b64decode(s["body"]), metadata=_metadata(s)))
+    return calls
+
+
+def _metadata(item: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in item["metadata"])
+
+
+async def run_hold(spec: dict[str, Any], tally: Tally) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    channels = [grpc.aio.insecure_channel(spec["frontend"]) for _ in spec["streams"]]
+    calls = await _open_paced(spec, channels, stop)
+    reasons: dict[str, int] = {}
+
+    def ended(reason: str) -> None:
+        tally.failed(reason)
+        reasons[reason] = reasons.get(reason, 0) + 1
+
+    async def hold(call: Any) -> None:
+        try:
+            async for _ in call:
+                pass
+            if not stop.is_set():
+                ended("a stream ended")
+        except grpc.aio.AioRpcError as exc:
+            if not stop.is_set():
+                ended(f"stream {exc.code().name}: {exc.details()}")
+
+    holders = [asyncio.create_task(hold(call)) for call in calls]
+    began = time.perf_counter()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), spec["hold"])
+    stop.set()
+    _phase["wall_s"] = time.perf_counter() - began
+    for call in calls:
+        call.cancel()
+    await asyncio.gather(*holders, return_exceptions=True)
+    for channel in channels:
+        await channel.close()
+    tally.ok = len(calls) - tally.errors
+    tally.extra["ended_early"] = reasons
+
+
 _phase: dict[str, float] = {}
 
 
@@ -337,7 +399,7 @@ async def measured(spec: dict[str, Any], tally: Tally, body: Callable[[], Awaita
     print(LOAD_DONE, flush=True)  # the bench times the drain from this line
 
 
-RUNNERS = {"grpc": run_grpc, "http": run_http, "e2e": run_e2e}
+RUNNERS = {"grpc": run_grpc, "http": run_http, "e2e": run_e2e, "hold": run_hold}
 
 
 def report(tally: Tally) -> dict[str, Any]:

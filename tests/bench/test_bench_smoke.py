@@ -1,7 +1,8 @@
 """Smoke test of `make bench`: every scenario for about a second, every figure produced.
 
 Runs ``python -m tests.bench`` as `make bench` does (its own Valkey, services, baselines and
-loader processes) with one-second loads and a small catch-up backlog, then checks the JSON: each
+loader processes) with one-second loads, a small catch-up backlog and 50 live streams held,
+then checks the JSON: each
 scenario's figures are there, numeric, and paired with their same-run baseline. No timing
 thresholds: the figures of a shared machine vary too much to assert on.
 """
@@ -38,6 +39,11 @@ EXPECTED = {
         "CPU per message: frontend, 2 processes",
         "MessageService: smallest replica's share of SendMessage (2 replicas)",
     ],
+    "8 streams": [
+        "FrontendService memory per open live stream (50 open, one connection each)",
+        "Valkey memory per open live stream",
+        "CPU per stream opened: frontend",
+    ],
     "REST": [
         "GET /list_conversations (10 conversations), 64 connections",
         "GET /list_notifications (page of 20), 64 connections",
@@ -55,7 +61,7 @@ def _number(value: object) -> bool:
 def test_every_scenario_produces_every_figure(tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
     command = [sys.executable, "-m", "tests.bench", "--duration", "1", "--output", str(output)]
-    command += ["--catchup-count", "60", "--catchup-receivers", "3"]
+    command += ["--catchup-count", "60", "--catchup-receivers", "3", "--streams", "50"]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     assert "| scenario" in run.stdout, run.stdout
@@ -74,6 +80,7 @@ def test_every_scenario_produces_every_figure(tmp_path: Path) -> None:
     assert figures[("all", "failed calls across every loader run")]["value"] == 0
     assert report["details"]["catchup"]["sent"] == 60
     assert report["details"]["catchup"]["dead_letters"] == 0
+    assert report["details"]["streams"]["ok"] == 50
     # Replicas: correctness, not speed: every accepted message shown once on its receiver's
     # stream and stored once, on 1 and on 2 processes of each service.
     runs = report["details"]["replicas"]
