@@ -2,9 +2,9 @@
 
 Runs ``python -m tests.bench`` as `make bench` does (its own Valkey, services, baselines and
 loader processes) with one-second loads, a small catch-up backlog and 50 live streams held,
-then checks the JSON: each
-scenario's figures are there, numeric, and paired with their same-run baseline. No timing
-thresholds: the figures of a shared machine vary too much to assert on.
+then checks the JSON: each scenario's figures are there, numeric, and paired with their same-run
+baseline, and the replicas runs lost and duplicated nothing. No timing thresholds: the figures
+of a shared machine vary too much to assert on.
 """
 
 from __future__ import annotations
