@@ -13,8 +13,9 @@ one JSON line of results on stdout. Kinds:
   replicas): time from SendMessage OK to the stream yielding that message, and what each
   stream showed: every accepted message once on its receiver's stream, nothing twice;
 * ``hold`` - open the given SubscribeNotifications streams, each on its own connection (as
-  many clients would), ``open_rate`` a second, and keep them open until SIGTERM or ``hold``
-  seconds passed; then close them and report how many ended early, and why.
+  many clients would), ``open_rate`` a second, and keep them open (one ended with
+  UNAVAILABLE is opened again, as a client reconnects) until SIGTERM or ``hold`` seconds
+  passed; then close them and report how many ended early, and why.
 
 A ``target`` may list several replicas (``host:port,host:port``): the channel balances over
 them (``round_robin``), as the services' own channels do.
@@ -329,62 +330,61 @@ async def run_e2e(spec: dict[str, Any], tally: Tally) -> None:
     arrivals.count()
 
 
-async def _open_paced(
-    spec: dict[str, Any], channels: list[grpc.aio.Channel], stop: asyncio.Event
-) -> list[grpc.aio.UnaryStreamCall[bytes, bytes]]:
-    """SubscribeNotifications on each channel, ``open_rate`` a second (until ``stop``)."""
-    calls: list[grpc.aio.UnaryStreamCall[bytes, bytes]] = []
-    started = time.perf_counter()
-    for n, (channel, s) in enumerate(zip(channels, spec["streams"], strict=True)):
-        if stop.is_set():
-            break
-        delay = started + n / spec["open_rate"] - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        subscribe: grpc.aio.UnaryStreamMultiCallable[bytes, bytes]
-        subscribe = channel.unary_stream(SUBSCRIBE_METHOD)  # bytes: nothing is expected
-        calls.append(subscribe(base64.b64decode(s["body"]), metadata=_metadata(s)))
-    return calls
-
-
-def _metadata(item: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple((k, v) for k, v in item["metadata"])
+REOPENS = 5
+"""Times a stream ended with UNAVAILABLE (the contract's "reconnect") is opened again."""
 
 
 async def run_hold(spec: dict[str, Any], tally: Tally) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    channels = [grpc.aio.insecure_channel(spec["frontend"]) for _ in spec["streams"]]
-    calls = await _open_paced(spec, channels, stop)
+    items = spec["streams"]
+    channels = [grpc.aio.insecure_channel(spec["frontend"]) for _ in items]
+    calls: dict[int, grpc.aio.UnaryStreamCall[bytes, bytes]] = {}
     reasons: dict[str, int] = {}
+    reopened = 0
+    started = time.perf_counter()
 
-    def ended(reason: str) -> None:
+    async def hold(n: int) -> None:
+        nonlocal reopened
+        await asyncio.sleep(max(0.0, started + n / spec["open_rate"] - time.perf_counter()))
+        subscribe: grpc.aio.UnaryStreamMultiCallable[bytes, bytes]
+        subscribe = channels[n].unary_stream(SUBSCRIBE_METHOD)  # bytes: nothing is expected
+        body, metadata = base64.b64decode(items[n]["body"]), _metadata(items[n])
+        for attempt in range(REOPENS + 1):
+            calls[n] = subscribe(body, metadata=metadata)
+            code, reason = None, "a stream ended"
+            try:
+                async for _ in calls[n]:
+                    pass
+            except grpc.aio.AioRpcError as exc:
+                code, reason = exc.code(), f"stream {exc.code().name}: {exc.details()}"
+            if stop.is_set():
+                return
+            if code != grpc.StatusCode.UNAVAILABLE or attempt == REOPENS:
+                break
+            reopened += 1  # as a client reconnects, after a pause
+            await asyncio.sleep(0.5 * (attempt + 1))
         tally.failed(reason)
         reasons[reason] = reasons.get(reason, 0) + 1
 
-    async def hold(call: Any) -> None:
-        try:
-            async for _ in call:
-                pass
-            if not stop.is_set():
-                ended("a stream ended")
-        except grpc.aio.AioRpcError as exc:
-            if not stop.is_set():
-                ended(f"stream {exc.code().name}: {exc.details()}")
-
-    holders = [asyncio.create_task(hold(call)) for call in calls]
-    began = time.perf_counter()
+    holders = [asyncio.create_task(hold(n)) for n in range(len(items))]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), spec["hold"])
     stop.set()
-    _phase["wall_s"] = time.perf_counter() - began
-    for call in calls:
+    _phase["wall_s"] = time.perf_counter() - started
+    for call in calls.values():
         call.cancel()
+    for holder in holders:
+        holder.cancel()
     await asyncio.gather(*holders, return_exceptions=True)
     for channel in channels:
         await channel.close()
-    tally.ok = len(calls) - tally.errors
-    tally.extra["ended_early"] = reasons
+    tally.ok = len(items) - tally.errors
+    tally.extra.update(ended_early=reasons, reopened=reopened)
+
+
+def _metadata(item: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in item["metadata"])
 
 
 _phase: dict[str, float] = {}

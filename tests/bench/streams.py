@@ -134,6 +134,12 @@ async def streams(bench: Bench) -> None:
             (valkey_after - valkey_before) / count,
             "B",
         ),
+        figure(
+            "8 streams",
+            "streams reopened while opening (ended with UNAVAILABLE, as under load)",
+            result["reopened"],
+            "",
+        ),
     )
     for name, seconds in cpu.items():
         bench.add(
