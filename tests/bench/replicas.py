@@ -111,7 +111,9 @@ def check_stored(accepted: dict[str, list[int]], stored: dict[str, list[int]]) -
 
 def _pids(bench: Bench, extra: list[Replica]) -> dict[str, int]:
     pids = bench.pids()
-    pids.update({f"{r.name}.{n}": r.pid for n, r in enumerate(extra, start=2)})
+    for replica in extra:
+        k = 2 + sum(1 for name in pids if name.startswith(f"{replica.name}."))
+        pids[f"{replica.name}.{k}"] = replica.pid
     return pids
 
 
@@ -273,6 +275,15 @@ async def replicas(bench: Bench) -> None:
                 one,
             )
         )
+    bus = (_per_message(double, "frontend") - _per_message(single, "frontend")) / (n - 1)
+    bench.add(
+        figure(
+            "7 replicas",
+            "FrontendService CPU per message added by each more replica (the fan-out bus)",
+            bus,
+            "µs",
+        )
+    )
     for key, text in CORRECTNESS:
         bench.add(
             figure("7 replicas", f"{text}, {n} replicas each", double[key], ""),
