@@ -1,4 +1,5 @@
-"""Pushes new notifications from the `outbox:frontend` stream to FrontendService, at least once."""
+"""Pushes new notifications from the `outbox:frontend` stream to FrontendService, at least once
+(`n:outbox:frontend:{t}`, one stream and relay per receiver bucket, in the cluster layout)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from services.common.delivery import OutboxConfig, PermanentDeliveryError
 from services.common.metrics import HOP_FRONTEND
 from services.common.metrics.mounting import observe_timestamp
 from services.common.receivers import RpcReceiver, receiver_lane
-from services.notification.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
+from services.notification.keys import (
+    BUCKETS,
+    OUTBOX_DEAD_LETTER_STREAM,
+    OUTBOX_STREAM,
+    cluster_outbox_dead_letters,
+    cluster_outbox_stream,
+)
 from services.notification.records import decode_event
 from services.notification.wire import notification_to_proto
 
@@ -26,10 +33,22 @@ OUTBOX = OutboxConfig(
     dead_letter_stream=OUTBOX_DEAD_LETTER_STREAM,
     claim_idle_ms=CLAIM_IDLE_MS,
 )
+CLUSTER_OUTBOXES = tuple(
+    OutboxConfig(
+        stream=cluster_outbox_stream(index),
+        group=OUTBOX.group,
+        dead_letter_stream=cluster_outbox_dead_letters(index),
+        claim_idle_ms=CLAIM_IDLE_MS,
+    )
+    for index in range(BUCKETS)
+)
+"""The cluster layout's outbox: one stream per receiver bucket, each with its relay (one
+consumer group name for all); a receiver's notifications are all in its bucket, so still pushed
+in order."""
 PUSH_TIMEOUT_SECONDS = 2.0
 
 
-__all__ = ["OUTBOX", "FrontendPush", "lane_key"]
+__all__ = ["CLUSTER_OUTBOXES", "OUTBOX", "FrontendPush", "lane_key"]
 
 lane_key = receiver_lane
 

@@ -1,17 +1,19 @@
-"""NotificationService's Redis storage (DB 2): reads and the atomic writes.
+"""NotificationService's Redis storage (DB 2, or a Valkey Cluster): reads and the atomic writes.
 
-Key names live in services.notification.keys, the scripts in services.notification.lua and the
-stored forms in services.notification.records.
+Key names (both layouts) live in services.notification.keys, the scripts in
+services.notification.lua and the stored forms in services.notification.records.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
 from typing import Any, Final
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
 from services.common.metrics import OutboxMetrics
@@ -35,7 +37,6 @@ UNSUBSCRIBED: Final = "0"
 _UNREAD_SUFFIX: Final = '"read":false}'
 _READ_SUFFIX: Final = '"read":true}'
 _STORED_PREFIX: Final = '{"id":"'
-_OUTBOX: Final = OutboxMetrics(keys.OUTBOX_STREAM)
 
 
 def _str(value: bytes | str) -> str:
@@ -52,14 +53,25 @@ class RedisNotificationStore:
     ``redis`` must decode replies to str and must not retry commands by itself
     (services.common.redis.create_redis): the scripts are idempotent per message id, but a
     blind re-send of other writes is not this class's decision.
+
+    ``layout`` names the keys: keys.STANDALONE (DB 2, today's names) or, on a Valkey Cluster
+    (a RedisCluster client), keys.CLUSTER, where every script touches the keys of one
+    receiver's bucket (one slot) and a batch is split into one script per bucket.
     """
 
     def __init__(
-        self, redis: Redis, *, retention: int, dedupe_ttl_seconds: int = DEDUPE_TTL_SECONDS
+        self,
+        redis: Redis | RedisCluster,
+        *,
+        retention: int,
+        dedupe_ttl_seconds: int = DEDUPE_TTL_SECONDS,
+        layout: keys.Layout = keys.STANDALONE,
     ) -> None:
         if retention < 1 or dedupe_ttl_seconds < 1:
             raise ValueError("retention and dedupe_ttl_seconds must be at least 1")
         self._redis = redis
+        self._keys = layout
+        self._outboxes = {stream: OutboxMetrics(stream) for stream in layout.streams}
         self.retention = retention
         self._dedupe_ttl = dedupe_ttl_seconds
         self._create: AsyncScript = redis.register_script(lua.CREATE)
@@ -85,10 +97,28 @@ class RedisNotificationStore:
         return self._result(new, notification, reply)
 
     async def create_many(self, batch: Sequence[NewNotification]) -> list[CreateResult]:
-        """:meth:`create` of each notification, in order, in one round trip (one script; each
-        item has the outcome it would have alone, a repeat within the batch included)."""
+        """:meth:`create` of each notification, in order, in one round trip (one script per
+        group of receivers sharing a slot - one in the standalone layout - sent concurrently;
+        each item has the outcome it would have alone, a repeat within the batch included)."""
         if not batch:
             return []
+        groups: dict[int, list[int]] = {}
+        for at, new in enumerate(batch):
+            groups.setdefault(self._keys.group(new.receiver_email), []).append(at)
+        if len(groups) == 1:
+            return await self._create_group(batch)
+        replies = await asyncio.gather(
+            *(self._create_group([batch[at] for at in members]) for members in groups.values())
+        )
+        results: list[CreateResult | None] = [None] * len(batch)
+        for members, group_results in zip(groups.values(), replies, strict=True):
+            for at, result in zip(members, group_results, strict=True):
+                results[at] = result
+        return [result for result in results if result is not None]
+
+    async def _create_group(self, batch: Sequence[NewNotification]) -> list[CreateResult]:
+        """:meth:`create` of each notification of ``batch`` (receivers of one slot) in order,
+        in one script."""
         script_keys: list[str] = []
         script_args: list[Any] = self._common()
         notifications = []
@@ -106,17 +136,17 @@ class RedisNotificationStore:
     def _common(self) -> list[Any]:
         return [self.retention, self._dedupe_ttl, UNSUBSCRIBED]
 
-    @staticmethod
-    def _item(new: NewNotification) -> tuple[Notification, list[str], list[str]]:
+    def _item(self, new: NewNotification) -> tuple[Notification, list[str], list[str]]:
         """The notification ``new`` stores, and its keys and arguments of lua.CREATE."""
         notification = new.as_notification()
         encoded = encode_notification(notification)
+        receiver, layout = new.receiver_email, self._keys
         item_keys = [
-            keys.dedupe_key(new.message_id),
-            keys.SUBSCRIPTIONS_KEY,
-            keys.notifications_key(new.receiver_email),
-            keys.OUTBOX_STREAM,
-            keys.account_key(new.receiver_email),
+            layout.dedupe(receiver, new.message_id),
+            layout.subscriptions(receiver),
+            layout.notifications(receiver),
+            layout.outbox(receiver),
+            layout.account(receiver),
         ]
         item_args = [
             new.receiver_email,
@@ -128,8 +158,9 @@ class RedisNotificationStore:
         ]
         return notification, item_keys, item_args
 
-    @staticmethod
-    def _result(new: NewNotification, notification: Notification, reply: list[Any]) -> CreateResult:
+    def _result(
+        self, new: NewNotification, notification: Notification, reply: list[Any]
+    ) -> CreateResult:
         outcome = _str(reply[0])
         if outcome == "gone":
             logger.info(
@@ -142,14 +173,15 @@ class RedisNotificationStore:
         if outcome == "unsubscribed":
             return CreateResult(None, created=False, subscribed=False)
         if outcome == "created":
-            _OUTBOX.added(1)  # the script appended the push with the notification
+            # the script appended the push with the notification
+            self._outboxes[self._keys.outbox(new.receiver_email)].added(1)
             return CreateResult(notification, created=True, subscribed=True)
         stored = decode_notification(_str(reply[1])) if len(reply) > 1 else notification
         return CreateResult(stored, created=False, subscribed=True)
 
     async def list_all(self, email: str) -> list[Notification]:
         """Every stored notification of ``email``, newest first (at most ``retention``)."""
-        items = await self._redis.lrange(keys.notifications_key(email), 0, -1)
+        items = await self._redis.lrange(self._keys.notifications(email), 0, -1)
         notifications = []
         for item in items:
             try:
@@ -171,7 +203,7 @@ class RedisNotificationStore:
         stored form that is not a notification - only a hand edit makes one - is counted
         while it is on no page being read.)"""
         reply: list[Any] = await self._page(
-            keys=[keys.notifications_key(email)],
+            keys=[self._keys.notifications(email)],
             args=[
                 _UNREAD_SUFFIX,
                 _READ_SUFFIX,
@@ -195,7 +227,7 @@ class RedisNotificationStore:
     async def mark_read(self, email: str, notification_id: str) -> Notification | None:
         """Mark one notification read; the notification, or None if ``email`` has no such id."""
         reply: str | None = await self._mark_read(
-            keys=[keys.notifications_key(email)],
+            keys=[self._keys.notifications(email)],
             args=[_id_prefix(notification_id), _UNREAD_SUFFIX, _READ_SUFFIX],
         )
         return decode_notification(reply) if reply else None
@@ -203,7 +235,7 @@ class RedisNotificationStore:
     async def mark_all_read(self, email: str) -> int:
         """Mark every notification of ``email`` read; how many were unread."""
         marked = await self._mark_all_read(
-            keys=[keys.notifications_key(email)], args=[_UNREAD_SUFFIX, _READ_SUFFIX]
+            keys=[self._keys.notifications(email)], args=[_UNREAD_SUFFIX, _READ_SUFFIX]
         )
         return int(marked)
 
@@ -212,7 +244,11 @@ class RedisNotificationStore:
         erasing those of an earlier, deleted account first; False if ``account_id`` itself
         was deleted."""
         outcome = await self._claim(
-            keys=[keys.account_key(email), keys.notifications_key(email), keys.SUBSCRIPTIONS_KEY],
+            keys=[
+                self._keys.account(email),
+                self._keys.notifications(email),
+                self._keys.subscriptions(email),
+            ],
             args=[email, account_id],
         )
         return _str(outcome) == "ok"
@@ -221,15 +257,19 @@ class RedisNotificationStore:
         """Erase the notifications and subscription of a deleted account (idempotent); how
         many notifications were removed (0 if a later account owns the email)."""
         erased = await self._erase(
-            keys=[keys.account_key(email), keys.notifications_key(email), keys.SUBSCRIPTIONS_KEY],
+            keys=[
+                self._keys.account(email),
+                self._keys.notifications(email),
+                self._keys.subscriptions(email),
+            ],
             args=[email, account_id],
         )
         return max(0, int(erased))
 
     async def is_subscribed(self, email: str) -> bool:
-        state = await self._redis.hget(keys.SUBSCRIPTIONS_KEY, email)
+        state = await self._redis.hget(self._keys.subscriptions(email), email)
         return state is None or _str(state) != UNSUBSCRIBED
 
     async def set_subscribed(self, email: str, subscribed: bool) -> None:
         value = SUBSCRIBED if subscribed else UNSUBSCRIBED
-        await self._redis.hset(keys.SUBSCRIPTIONS_KEY, email, value)
+        await self._redis.hset(self._keys.subscriptions(email), email, value)

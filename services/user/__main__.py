@@ -4,28 +4,42 @@ from functools import partial
 
 from services.common.app import Parts, ServiceApp, Start
 from services.common.auth import UserTokenIssuer
+from services.common.redis import RedisClient
 from services.common.sessions import Sessions, publish_revocation
 from services.user.api_rest.app import create_rest_app
+from services.user.buckets import bucket_outboxes
+from services.user.cluster_store import ClusterUserStore
 from services.user.grpc.app import register
 from services.user.passwords import Passwords
-from services.user.relay import OUTBOX, EraseAccount, lane_key
-from services.user.service import UserService
+from services.user.relay import CLUSTER_OUTBOXES, OUTBOX, EraseAccount, lane_key
+from services.user.service import UserService, UserStore
 from services.user.settings import Settings
 from services.user.store import RedisUserStore
 
 
 def wire(start: Start[Settings]) -> Parts[UserService]:
-    """UserService on its Redis; the erasure relay clears deleted accounts' data at the peers."""
-    s, redis = start.settings, start.redis(start.settings.redis_db)
+    """UserService on its Redis (its database, or the cluster layout on a Valkey Cluster); the
+    erasure relay (one per bucket on a Cluster) clears deleted accounts' data at the peers."""
+    s = start.settings
+    redis: RedisClient
+    store: UserStore
+    if start.cluster:
+        redis = start.cluster_redis()
+        store, outboxes = ClusterUserStore(redis), CLUSTER_OUTBOXES
+    else:
+        redis = start.redis(s.redis_db)
+        store, outboxes = RedisUserStore(redis), (OUTBOX,)
     tokens = UserTokenIssuer(start.security.keys, s.token_ttl_seconds)
     passwords = Passwords(s.hashing, s.hash_concurrency)
     revoked = partial(publish_revocation, redis)
-    service = UserService(RedisUserStore(redis), passwords, tokens, s.login, revoked=revoked)
+    service = UserService(store, passwords, tokens, s.login, revoked=revoked)
     messages = start.relay_peer(s.message_addr, "message")
     erase = EraseAccount(messages, start.relay_peer(s.notification_addr, "notification"))
-    outbox = start.outbox(redis, OUTBOX, erase, lane_key=lane_key)
+    outbox, relays = bucket_outboxes(start, redis, outboxes, erase, lane_key=lane_key)
     sessions = Sessions(service, ttl_seconds=0)  # the accounts are here: checked uncached
-    return Parts(service, sessions, outbox=outbox, max_body_bytes=s.max_body_bytes)
+    return Parts(
+        service, sessions, outbox=outbox, background=relays, max_body_bytes=s.max_body_bytes
+    )
 
 
 APP = ServiceApp("user-service", Settings, wire, register, create_rest_app, sign_user_tokens=True)

@@ -131,3 +131,84 @@ for i, email in ipairs(emails) do
 end
 return {redis.call('ZCARD', KEYS[1]), documents}
 """
+
+
+# The cluster layout's sign-in admission and success, split by slot (see services.user.keys):
+# the client's counter is in the client's slot, the account's keys in the email's bucket.
+
+# Reserves one failure of the client host first. KEYS: 1 u:login_clients:{client}.
+# ARGV: 1 client limit, 2 client window s. Returns {1} (reserved) or {0, retry_after, 'client'}.
+CLIENT_ADMIT: Final = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count >= tonumber(ARGV[1]) then
+  local ttl = redis.call('TTL', KEYS[1])
+  if ttl < 1 then ttl = 1 end
+  return {0, ttl, 'client'}
+end
+redis.call('INCR', KEYS[1])
+if redis.call('TTL', KEYS[1]) < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return {1}
+"""
+
+# Gives back one failure of the client host: the account refused the attempt it reserved, or
+# its password matched. KEYS: 1 u:login_clients:{client}.
+CLIENT_REFUND: Final = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
+end
+return 1
+"""
+
+# LOGIN_ADMIT's account part, once the client's failure is reserved.
+# KEYS: 1 login_failures, 2 login_account, 3 login_known (all of the email's bucket).
+# ARGV: 1 pair limit, 2 pair window s, 3 free account failures, 4 base delay ms, 5 max delay
+#       ms, 6 account window s, 7 client host.
+# Returns {1} (admitted) or {0, retry_after_seconds, scope}.
+ACCOUNT_ADMIT: Final = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
+  local ttl = redis.call('TTL', KEYS[1])
+  if ttl < 1 then ttl = 1 end
+  return {0, ttl, 'pair'}
+end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local known = redis.call('SISMEMBER', KEYS[3], ARGV[7]) == 1
+local failures = tonumber(redis.call('HGET', KEYS[2], 'failures') or '0')
+if not known then
+  local untl = tonumber(redis.call('HGET', KEYS[2], 'until_ms') or '0')
+  if untl > now then
+    return {0, math.ceil((untl - now) / 1000), 'account'}
+  end
+end
+local free = tonumber(ARGV[3])
+if failures >= free then
+  local delay = tonumber(ARGV[4]) * (2 ^ math.min(failures - free, 30))
+  delay = math.min(delay, tonumber(ARGV[5]))
+  redis.call('HSET', KEYS[2], 'until_ms', now + delay)
+end
+redis.call('HINCRBY', KEYS[2], 'failures', 1)
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('INCR', KEYS[1])
+if redis.call('TTL', KEYS[1]) < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return {1}
+"""
+
+# LOGIN_SUCCEEDED's account part. KEYS: 1 login_failures, 2 login_account, 3 login_known.
+# ARGV: 1 client host, 2 most known clients, 3 known-client TTL s.
+ACCOUNT_SUCCEEDED: Final = """
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+if redis.call('SCARD', KEYS[3]) > tonumber(ARGV[2]) then
+  for _, other in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    if other ~= ARGV[1] and redis.call('SCARD', KEYS[3]) > tonumber(ARGV[2]) then
+      redis.call('SREM', KEYS[3], other)
+    end
+  end
+end
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return 1
+"""

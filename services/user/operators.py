@@ -3,7 +3,7 @@
 Operators are the only users who may list every account (REST ``GET /users``). The role is
 kept in the account's own record, so deleting the account removes it and an address registered
 again later starts without it. There is deliberately no API to change it: run this with the
-same ``REDIS_URL`` / ``USER_REDIS_DB`` as UserService.
+same ``REDIS_URL`` / ``USER_REDIS_DB`` (or ``REDIS_CLUSTER_NODES``) as UserService.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from datetime import datetime
 
 from services.common.domain import DomainError
 from services.common.errors import ConfigError
-from services.common.redis import create_redis
+from services.common.redis import RedisClient, create_cluster, create_redis
+from services.user.cluster_store import ClusterUserStore
 from services.user.passwords import Passwords
-from services.user.service import OPERATOR, UserService
+from services.user.service import OPERATOR, UserService, UserStore
 from services.user.settings import Settings
 from services.user.store import RedisUserStore
 
@@ -34,9 +35,17 @@ class _NoTokens:
 async def set_role(environ: Mapping[str, str], email: str, role: str) -> str:
     """Apply the role; the normalised email it was applied to."""
     settings = Settings.from_env(environ)
-    redis = create_redis(settings.common.redis_url, settings.redis_db, client_name="operators")
+    common = settings.common
+    redis: RedisClient
+    store: UserStore
+    if common.redis_cluster:  # REDIS_CLUSTER_NODES or a redis+cluster:// URL: the cluster layout
+        redis = create_cluster(common.redis_url, client_name="operators")
+        store = ClusterUserStore(redis)
+    else:
+        redis = create_redis(common.redis_url, settings.redis_db, client_name="operators")
+        store = RedisUserStore(redis)
     try:
-        service = UserService(RedisUserStore(redis), Passwords(settings.hashing, 1), _NoTokens())
+        service = UserService(store, Passwords(settings.hashing, 1), _NoTokens())
         return (await service.set_role(email, role)).email
     finally:
         await redis.aclose()

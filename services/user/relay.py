@@ -1,4 +1,5 @@
-"""Erasing a deleted account's data in the other services: the `outbox:accounts` relay.
+"""Erasing a deleted account's data in the other services: the `outbox:accounts` relay
+(`u:outbox:accounts:{t}`, one stream and relay per bucket, in the cluster layout).
 
 Deleting an account writes, in the same script as the deletion, an event {email, account_id}
 to the `outbox:accounts` stream. This relay (the shared delivery component) hands each event to
@@ -26,7 +27,13 @@ from services.common.delivery import (
     TransientDeliveryError,
 )
 from services.common.rpc_outcome import delivery_error
-from services.user.keys import ACCOUNTS_DEAD_LETTERS, ACCOUNTS_OUTBOX
+from services.user.keys import (
+    ACCOUNTS_DEAD_LETTERS,
+    ACCOUNTS_OUTBOX,
+    BUCKETS,
+    cluster_accounts_dead_letters,
+    cluster_accounts_outbox,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +46,17 @@ OUTBOX: Final = OutboxConfig(
     dead_letter_stream=ACCOUNTS_DEAD_LETTERS,
     claim_idle_ms=30_000,  # well above two erasure deadlines
 )
+CLUSTER_OUTBOXES: Final = tuple(
+    OutboxConfig(
+        stream=cluster_accounts_outbox(index),
+        group=OUTBOX.group,
+        dead_letter_stream=cluster_accounts_dead_letters(index),
+        claim_idle_ms=OUTBOX.claim_idle_ms,
+    )
+    for index in range(BUCKETS)
+)
+"""The cluster layout's outbox: one stream per bucket, each with its relay (one consumer group
+name for all); the events of one email are all in its bucket, so still delivered in order."""
 # The services refused the event for good (malformed, or the account still exists).
 _PERMANENT: Final = frozenset(
     {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}

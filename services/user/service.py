@@ -43,7 +43,8 @@ _UPDATE_ATTEMPTS = 3
 
 
 class UserStore(Protocol):
-    """What the service needs from storage (RedisUserStore in production)."""
+    """What the service needs from storage (RedisUserStore on a standalone Redis,
+    ClusterUserStore on a Valkey Cluster)."""
 
     async def create(self, user: StoredUser) -> bool: ...
 
@@ -55,7 +56,7 @@ class UserStore(Protocol):
 
     async def replace(self, current: StoredUser, updated: StoredUser) -> bool: ...
 
-    async def new_account_id(self) -> str: ...
+    async def new_account_id(self, email: str) -> str: ...
 
     async def delete(self, user: StoredUser) -> bool: ...
 
@@ -158,7 +159,7 @@ class UserService:
                 )
         password_hash = await self._passwords.hash(password)
         now = self._clock()
-        account_id = await self._store.new_account_id()
+        account_id = await self._store.new_account_id(address)
         user = StoredUser(name, address, password_hash, now, now, account_id=account_id)
         if not await self._store.create(user):
             raise taken
@@ -201,7 +202,7 @@ class UserService:
 
     async def _assign_account_id(self, user: StoredUser) -> StoredUser:
         """Give a record written before account ids existed its id (once, compare-and-set)."""
-        upgraded = replace(user, account_id=await self._store.new_account_id())
+        upgraded = replace(user, account_id=await self._store.new_account_id(user.email))
         if await self._store.replace(user, upgraded):
             logger.info("assigned an account id to %s", user.email)
             return (await self._store.get(user.email)) or upgraded

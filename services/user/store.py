@@ -84,9 +84,10 @@ class RedisUserStore:
         )
         return bool(replaced)
 
-    async def new_account_id(self) -> str:
-        """A fresh account id: 16 hex digits of a sequence that never decreases (so later
-        accounts sort after earlier ones) and 16 random hex digits (so ids are not guessable)."""
+    async def new_account_id(self, email: str) -> str:
+        """A fresh account id (``email`` is not used: one counter serves every email): 16 hex
+        digits of a sequence that never decreases (so later accounts sort after earlier ones)
+        and 16 random hex digits (so ids are not guessable)."""
         sequence = int(await self._redis.incr(keys.ACCOUNT_ID_COUNTER))
         return f"{sequence:016x}{secrets.token_hex(8)}"
 
