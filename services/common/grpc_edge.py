@@ -62,6 +62,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
+Metadata: TypeAlias = Iterable[tuple[str, Any]]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # not subscriptable at run time
 
 _caller: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
@@ -169,17 +170,17 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     async def _admit(
-        self, method: str, access: RpcAccess | None, context: Context
+        self, method: str, access: RpcAccess | None, metadata: Metadata
     ) -> Principal | None:
         """The caller of this call (None on a public method); DomainError if refused. Runs with
         the call's request id set."""
-        principal = self._authenticate(method, access, context.invocation_metadata() or ())
+        principal = self._authenticate(method, access, metadata)
         if principal is not None and self.sessions is not None:
             await self.sessions.check(principal)  # expired, revoked or deleted: refused
         return principal
 
     def _authenticate(
-        self, method: str, access: RpcAccess | None, metadata: Iterable[tuple[str, Any]]
+        self, method: str, access: RpcAccess | None, metadata: Metadata
     ) -> Principal | None:
         if access is None:
             raise PermissionDenied(f"{method} is not part of the published contracts")
@@ -217,11 +218,12 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         inner: Any = handler.unary_unary
 
         async def unary(request: Any, context: Context) -> Any:
-            request_id = _request_id_of(context)
+            metadata = context.invocation_metadata() or ()  # built anew by each call to it
+            request_id = _request_id_of(metadata)
             rid_token = set_request_id(request_id)
             try:
                 try:
-                    principal = await admit(method, access, context)
+                    principal = await admit(method, access, metadata)
                 except DomainError as exc:
                     logger.info("rejected %s: %s", method, exc.message)
                     await _refuse_undecodable(request, context)
@@ -252,10 +254,11 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         inner: Any = handler.unary_stream
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            request_id = _request_id_of(context)
+            metadata = context.invocation_metadata() or ()
+            request_id = _request_id_of(metadata)
             with request_id_scope(request_id):
                 try:
-                    principal = await admit(method, access, context)
+                    principal = await admit(method, access, metadata)
                 except DomainError as exc:
                     logger.info("rejected %s: %s", method, exc.message)
                     await _refuse_undecodable(request, context)
@@ -276,16 +279,16 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-def _request_id_of(context: Context) -> str:
+def _request_id_of(metadata: Metadata) -> str:
     """The caller's ``x-request-id`` (the last one sent) if it is a plain token, else a new id."""
     given: str | None = None
-    for key, value in context.invocation_metadata() or ():
+    for key, value in metadata:
         if key == REQUEST_ID_HEADER and isinstance(value, str):
             given = value
     return accepted_request_id(given)
 
 
-def _credentials(metadata: Iterable[tuple[str, Any]]) -> dict[str, str]:
+def _credentials(metadata: Metadata) -> dict[str, str]:
     """The credential metadata of a call; Unauthenticated when one is sent more than once."""
     found: dict[str, str] = {}
     for key, value in metadata:
