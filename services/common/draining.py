@@ -58,6 +58,7 @@ class DrainGate(grpc.aio.ServerInterceptor):
         self._idle.set()
         self.rejected = 0
         self.ports: set[int] = set()
+        self._counted_handlers: dict[str, tuple[Handler, Handler]] = {}
 
     @property
     def closed(self) -> bool:
@@ -102,7 +103,13 @@ class DrainGate(grpc.aio.ServerInterceptor):
             return _unavailable(handler)
         if handler.unary_unary is None:
             return handler  # streams: ended by the server's stop(grace)
-        return self._counted(handler)
+        method = handler_call_details.method
+        cached = self._counted_handlers.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]  # built once per method, not per call
+        counted = self._counted(handler)
+        self._counted_handlers[method] = (handler, counted)
+        return counted
 
     def _counted(self, handler: Handler) -> Handler:
         inner: Any = handler.unary_unary

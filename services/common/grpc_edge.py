@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeAlias
 
@@ -40,7 +40,13 @@ from services.common.domain import (
     Unauthenticated,
 )
 from services.common.grpc_client import SERVICE_TOKEN_HEADER
-from services.common.logging import REQUEST_ID_HEADER, accepted_request_id, request_id_scope
+from services.common.logging import (
+    REQUEST_ID_HEADER,
+    accepted_request_id,
+    request_id_scope,
+    reset_request_id,
+    set_request_id,
+)
 from services.common.redis import unavailable_reason
 from services.common.sessions import Sessions
 from services.common.tracing import tag_request_id
@@ -56,6 +62,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
+Metadata: TypeAlias = Iterable[tuple[str, Any]]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # not subscriptable at run time
 
 _caller: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
@@ -130,56 +137,65 @@ async def _abort_for(exc: BaseException, context: Context, method: str) -> None:
 
 
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
-    """Authenticates, authorises and translates errors for every RPC of one server."""
+    """Authenticates, authorises and translates errors for every RPC of one server.
+
+    The handler it returns for a method is built once and reused: the per-call work
+    (credentials, request id, the account check) runs when gRPC calls it, reading the call's
+    metadata from its context. So no handler or closure is built per call, and the metrics
+    interceptor outside this one finds its own wrapped handler cached too.
+    """
 
     def __init__(self, verifier: TokenVerifier, sessions: Sessions | None = None) -> None:
         self.verifier = verifier
         self.sessions = sessions
+        self._handlers: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
-        method: str = handler_call_details.method
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
+        method: str = handler_call_details.method
+        cached = self._handlers.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         if method.startswith(_OPEN_PREFIXES):
-            return _decoding_checked(handler)
-        access = RPC_ACCESS.get(method)
-        entries = [
-            (key, value)
-            for key, value in (handler_call_details.invocation_metadata or ())
-            if isinstance(value, str)
-        ]
-        request_id = accepted_request_id(dict(entries).get(REQUEST_ID_HEADER))
-        with request_id_scope(request_id):
-            try:
-                principal = self._authenticate(method, access, entries)
-                if principal is not None and self.sessions is not None:
-                    await self.sessions.check(principal)  # expired, revoked or deleted: refused
-            except DomainError as exc:
-                return _rejecting(handler, exc, method, request_id)
-        return _wrapped(handler, principal, method, request_id)
+            wrapped = _decoding_checked(handler)
+        else:
+            wrapped = self._wrapped(handler, method, RPC_ACCESS.get(method))
+        self._handlers[method] = (handler, wrapped)
+        return wrapped
+
+    async def _admit(
+        self, method: str, access: RpcAccess | None, metadata: Metadata
+    ) -> Principal | None:
+        """The caller of this call (None on a public method); DomainError if refused. Runs with
+        the call's request id set."""
+        principal = self._authenticate(method, access, metadata)
+        if principal is not None and self.sessions is not None:
+            await self.sessions.check(principal)  # expired, revoked or deleted: refused
+        return principal
 
     def _authenticate(
-        self, method: str, access: RpcAccess | None, entries: list[tuple[str, str]]
+        self, method: str, access: RpcAccess | None, metadata: Metadata
     ) -> Principal | None:
         if access is None:
             raise PermissionDenied(f"{method} is not part of the published contracts")
-        metadata = _credentials(entries)
+        credentials = _credentials(metadata)
         if access.public:
             # Open to anyone: credentials sent along are ignored, not checked (as on REST).
             return None
-        service_token = metadata.get(SERVICE_TOKEN_HEADER)
+        service_token = credentials.get(SERVICE_TOKEN_HEADER)
         if service_token:
             principal = self.verifier.verify_service(service_token)
             if principal.name not in access.services:
                 logger.warning("denied service %s calling %s", principal.name, method)
                 raise PermissionDenied(f"service {principal.name} may not call {method}")
             return principal
-        authorization = metadata.get("authorization", "")
+        authorization = credentials.get("authorization", "")
         scheme, _, token = authorization.partition(" ")
         if authorization and (scheme.lower() != "bearer" or not token.strip()):
             raise Unauthenticated("the authorization metadata must be `Bearer <access token>`")
@@ -190,12 +206,93 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             return principal
         raise Unauthenticated("this call requires an access token")
 
+    def _wrapped(self, handler: Handler, method: str, access: RpcAccess | None) -> Handler:
+        if handler.unary_unary is not None:
+            return self._unary(handler, method, access)
+        if handler.unary_stream is not None:
+            return self._unary_stream(handler, method, access)
+        return handler  # the contracts have no client-streaming methods
 
-def _credentials(entries: list[tuple[str, str]]) -> dict[str, str]:
+    def _unary(self, handler: Handler, method: str, access: RpcAccess | None) -> Handler:
+        admit = self._admit
+        inner: Any = handler.unary_unary
+
+        async def unary(request: Any, context: Context) -> Any:
+            metadata = context.invocation_metadata() or ()  # built anew by each call to it
+            request_id = _request_id_of(metadata)
+            rid_token = set_request_id(request_id)
+            try:
+                try:
+                    principal = await admit(method, access, metadata)
+                except DomainError as exc:
+                    logger.info("rejected %s: %s", method, exc.message)
+                    await _refuse_undecodable(request, context)
+                    await context.abort(_status(exc), exc.message)
+                if request is _UNDECODABLE:
+                    await _refuse_undecodable(request, context)
+                caller_token = _caller.set(principal)
+                try:
+                    tag_request_id(request_id)
+                    logger.debug("handling %s", method)  # per call: DEBUG only
+                    try:
+                        return await inner(request, context)
+                    except Exception as exc:  # translated once, here
+                        await _abort_for(exc, context, method)
+                finally:
+                    _caller.reset(caller_token)
+            finally:
+                reset_request_id(rid_token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+    def _unary_stream(self, handler: Handler, method: str, access: RpcAccess | None) -> Handler:
+        admit = self._admit
+        inner: Any = handler.unary_stream
+
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            metadata = context.invocation_metadata() or ()
+            request_id = _request_id_of(metadata)
+            with request_id_scope(request_id):
+                try:
+                    principal = await admit(method, access, metadata)
+                except DomainError as exc:
+                    logger.info("rejected %s: %s", method, exc.message)
+                    await _refuse_undecodable(request, context)
+                    await context.abort(_status(exc), exc.message)
+            await _refuse_undecodable(request, context)
+            with _call_scope(principal, request_id):
+                logger.debug("handling %s", method)
+                try:
+                    async for item in inner(request, context):
+                        yield item
+                except Exception as exc:
+                    await _abort_for(exc, context, method)
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _request_id_of(metadata: Metadata) -> str:
+    """The caller's ``x-request-id`` (the last one sent) if it is a plain token, else a new id."""
+    given: str | None = None
+    for key, value in metadata:
+        if key == REQUEST_ID_HEADER and isinstance(value, str):
+            given = value
+    return accepted_request_id(given)
+
+
+def _credentials(metadata: Metadata) -> dict[str, str]:
     """The credential metadata of a call; Unauthenticated when one is sent more than once."""
     found: dict[str, str] = {}
-    for key, value in entries:
-        if key in _CREDENTIAL_KEYS:
+    for key, value in metadata:
+        if key in _CREDENTIAL_KEYS and isinstance(value, str):
             if key in found:
                 raise Unauthenticated(f"the call carries more than one `{key}` metadata entry")
             found[key] = value
@@ -272,82 +369,6 @@ def _checked_bidi(handler: Handler) -> Handler:
 
     return grpc.stream_stream_rpc_method_handler(
         bidi,
-        request_deserializer=_safe_deserializer(handler.request_deserializer),
-        response_serializer=handler.response_serializer,
-    )
-
-
-def _wrapped(
-    handler: Handler, principal: Principal | None, method: str, request_id: str
-) -> Handler:
-    if handler.unary_unary is not None:
-        inner_unary: Any = handler.unary_unary
-
-        async def unary(request: Any, context: Context) -> Any:
-            await _refuse_undecodable(request, context)
-            with _call_scope(principal, request_id):
-                logger.debug("handling %s", method)  # per call: DEBUG only
-                try:
-                    return await inner_unary(request, context)
-                except Exception as exc:  # translated once, here
-                    await _abort_for(exc, context, method)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary,
-            request_deserializer=_safe_deserializer(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        inner_stream: Any = handler.unary_stream
-
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            await _refuse_undecodable(request, context)
-            with _call_scope(principal, request_id):
-                logger.debug("handling %s", method)
-                try:
-                    async for item in inner_stream(request, context):
-                        yield item
-                except Exception as exc:
-                    await _abort_for(exc, context, method)
-
-        return grpc.unary_stream_rpc_method_handler(
-            stream,
-            request_deserializer=_safe_deserializer(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
-    return handler  # the contracts have no client-streaming methods
-
-
-def _rejecting(handler: Handler, error: DomainError, method: str, request_id: str) -> Handler:
-    """A handler of the same streaming kind that fails the call with `error`.
-
-    The refusal is logged when the handler runs: inside the call's span (tracing on), so the
-    line carries its trace id as well as the request id.
-    """
-
-    def log() -> None:
-        with request_id_scope(request_id):
-            logger.info("rejected %s: %s", method, error.message)
-
-    async def unary(request: Any, context: Context) -> Any:
-        log()
-        await _refuse_undecodable(request, context)
-        await context.abort(_status(error), error.message)
-
-    async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-        log()
-        await _refuse_undecodable(request, context)
-        await context.abort(_status(error), error.message)
-        yield  # pragma: no cover - makes this an async generator
-
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            stream,
-            request_deserializer=_safe_deserializer(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
-    return grpc.unary_unary_rpc_method_handler(
-        unary,
         request_deserializer=_safe_deserializer(handler.request_deserializer),
         response_serializer=handler.response_serializer,
     )

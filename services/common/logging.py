@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import sys
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -44,6 +44,8 @@ REQUEST_ID_HEADER = "x-request-id"
 # What a caller may choose as request id: a plain token, so it is safe in any log format.
 _USABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
+_random_bits = random.Random().getrandbits
+
 # Marks the handler this module installs, so a second configure_logging() replaces it.
 _HANDLER_NAME = "missive"
 
@@ -64,8 +66,12 @@ def reset_request_id(token: Token[str | None]) -> None:
 
 
 def new_request_id() -> str:
-    """A fresh random request id."""
-    return uuid.uuid4().hex
+    """A fresh random request id: 32 hex digits, like a UUID's hex.
+
+    Request ids only correlate log lines and spans, they guard nothing: the pseudo-random
+    generator is enough, and costs a tenth of ``uuid4`` (a system call per id) on every call
+    that arrives without one."""
+    return f"{_random_bits(128):032x}"
 
 
 def accepted_request_id(given: str | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import signal
@@ -32,6 +33,7 @@ __all__ = [
     "run",
     "serve",
     "serve_http",
+    "tune_gc",
     "uvicorn_server",
 ]
 
@@ -347,12 +349,33 @@ async def serve_http(
     logger.info("%s: stopped", name)
 
 
+GC_YOUNG_THRESHOLD = 20_000
+"""Allocations between two young-generation collections (CPython's default is 700)."""
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a long-running server.
+
+    Everything imported so far (modules, classes, protobuf descriptors: most of the process's
+    objects, and never garbage) is moved out of the collector's sight with ``gc.freeze()``, so a
+    full collection no longer walks them (it took ~45 ms each in MessageService under load); the
+    young generation is collected every ``GC_YOUNG_THRESHOLD`` allocations instead of 700, so
+    the objects of the calls in flight are mostly freed by reference counting before a
+    collection promotes them. Garbage cycles are still collected, only later.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def run(main: Callable[[], Coroutine[Any, Any, None]], *, name: str) -> int:
     """Run an entry point's ``main`` coroutine; the process exit code.
 
     A :class:`StartupError` (taken port, bad configuration) becomes one line on stderr
     and exit code 2, instead of a traceback.
     """
+    tune_gc()
     try:
         # uvloop: the REST edge answers several times faster than on asyncio's own loop.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

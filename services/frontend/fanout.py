@@ -304,16 +304,13 @@ class Bus:
             if payload.partition(" ")[0] == self.origin:
                 self._beat_unanswered = 0.0
             return
-        self._show_payload(payload)
-
-    def _show_payload(self, payload: str) -> None:
+        if payload.partition(" ")[0] == self.origin or self._show is None:
+            return  # our own (not even decoded): already shown on our streams when pushed to us
         try:
-            origin, notification, account_id = _decoded(payload)
+            _, notification, account_id = _decoded(payload)
         except (ValueError, InvalidArgument) as exc:
             logger.warning("skipped a malformed live notification on the bus: %s", exc)
             return
-        if origin == self.origin or self._show is None:
-            return  # our own: already shown on our streams when it was pushed to us
         self._show(notification, account_id)
 
     def _down(self) -> None:

@@ -122,22 +122,23 @@ class FrontendService:
             delivered = self.hub.publish(shown, receiver_account_id)
             if current is not None:
                 current.set_attribute("missive.live_streams", delivered)
-        logger.debug(
-            "notification %s for %s shown on %d live stream(s)",
-            shown.id,
-            shown.receiver_email,
-            delivered,
-            extra={
-                "fields": {
-                    "notification_id": shown.id,
-                    "message_id": shown.message_id,
-                    "sender_email": shown.sender_email,
-                    "receiver_email": shown.receiver_email,
-                    "timestamp": shown.timestamp.isoformat(),
-                    "delivered_to": delivered,
-                }
-            },
-        )
+        if logger.isEnabledFor(logging.DEBUG):  # the fields cost more than the check
+            logger.debug(
+                "notification %s for %s shown on %d live stream(s)",
+                shown.id,
+                shown.receiver_email,
+                delivered,
+                extra={
+                    "fields": {
+                        "notification_id": shown.id,
+                        "message_id": shown.message_id,
+                        "sender_email": shown.sender_email,
+                        "receiver_email": shown.receiver_email,
+                        "timestamp": shown.timestamp.isoformat(),
+                        "delivered_to": delivered,
+                    }
+                },
+            )
         return shown, delivered
 
     def open(self, principal: Principal, raw_email: str, client: str = "") -> Subscription:

@@ -23,8 +23,10 @@ from typing import Any
 from services.common.ports import free_port
 from tests.bench import procs
 from tests.bench.figures import figure, table
+from tests.bench.replicas import replicas
 from tests.bench.rest import rest
 from tests.bench.run import SCENARIOS, Bench, Options, dump, start_bench
+from tests.bench.streams import streams
 
 ALIASES = {"cpu": "send", "backlog": "send", "throughput": "send", "e2e": "latency"}
 DEFAULT_OUTPUT = procs.ROOT / "tests/bench/results/latest.json"
@@ -50,6 +52,9 @@ def parse(argv: list[str] | None) -> tuple[Options, Path]:
         "--catchup-receivers", type=int, default=20, help="their receivers (default 20)"
     )
     parser.add_argument(
+        "--streams", type=int, default=2000, help="live streams held open (default 2000)"
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         default=DEFAULT_OUTPUT,
@@ -64,7 +69,10 @@ def parse(argv: list[str] | None) -> tuple[Options, Path]:
         if name not in chosen:
             chosen.append(name)
     ordered = tuple(n for n in SCENARIOS if n in chosen)
-    return Options(ordered, args.duration, args.catchup_count, args.catchup_receivers), args.output
+    options = Options(
+        ordered, args.duration, args.catchup_count, args.catchup_receivers, args.streams
+    )
+    return options, args.output
 
 
 async def run(options: Options, base: Path) -> tuple[Bench, float]:
@@ -78,6 +86,10 @@ async def run(options: Options, base: Path) -> tuple[Bench, float]:
                 print(f"running {name} ...", file=sys.stderr, flush=True)
                 if name == "rest":
                     await rest(bench, base)
+                elif name == "replicas":
+                    await replicas(bench)
+                elif name == "streams":
+                    await streams(bench)
                 else:
                     await getattr(bench, name)()
         finally:

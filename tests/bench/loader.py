@@ -8,8 +8,17 @@ one JSON line of results on stdout. Kinds:
   at most ``concurrency`` in flight);
 * ``http`` - HTTP/1.1 requests over keep-alive connections, raw asyncio streams, one connection
   per in-flight request (same closed-loop / paced modes);
-* ``e2e`` - SendMessage calls (paced) while live SubscribeNotifications streams of the
-  receivers are open: time from SendMessage OK to the stream yielding that message.
+* ``e2e`` - SendMessage calls (paced or closed loop) while live SubscribeNotifications streams
+  of the receivers are open (spread over ``frontends`` when it lists several FrontendService
+  replicas): time from SendMessage OK to the stream yielding that message, and what each
+  stream showed: every accepted message once on its receiver's stream, nothing twice;
+* ``hold`` - open the given SubscribeNotifications streams, each on its own connection (as
+  many clients would), ``open_rate`` a second, and keep them open (one ended with
+  UNAVAILABLE is opened again, as a client reconnects) until SIGTERM or ``hold`` seconds
+  passed; then close them and report how many ended early, and why.
+
+A ``target`` may list several replicas (``host:port,host:port``): the channel balances over
+them (``round_robin``), as the services' own channels do.
 
 The loader reports its own CPU time (user + system, all threads) over the load phase.
 """
@@ -21,6 +30,7 @@ import base64
 import contextlib
 import json
 import math
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +40,8 @@ from typing import Any
 import grpc
 import grpc.aio
 import uvloop
+
+from services.common.channels import is_multi_target, parse_target
 
 SEND_METHOD = "/missive.message.v1.MessageService/SendMessage"
 LOAD_DONE = "load done"
@@ -109,6 +121,14 @@ async def drive(spec: dict[str, Any], one: Callable[[int], Awaitable[None]]) -> 
         await closed_loop(one, spec["concurrency"], spec["duration"])
 
 
+def channel(address: str) -> grpc.aio.Channel:
+    """A channel to ``address``; one to a list of replicas balances over them."""
+    if is_multi_target(address):
+        options = [("grpc.lb_policy_name", "round_robin")]
+        return grpc.aio.insecure_channel(parse_target(address), options=options)
+    return grpc.aio.insecure_channel(address)
+
+
 def _requests(spec: dict[str, Any]) -> list[tuple[bytes, tuple[tuple[str, str], ...]]]:
     return [
         (base64.b64decode(item["body"]), tuple((k, v) for k, v in item.get("metadata", [])))
@@ -118,9 +138,9 @@ def _requests(spec: dict[str, Any]) -> list[tuple[bytes, tuple[tuple[str, str], 
 
 async def run_grpc(spec: dict[str, Any], tally: Tally) -> None:
     requests = _requests(spec)
-    async with grpc.aio.insecure_channel(spec["target"]) as channel:
+    async with channel(spec["target"]) as grpc_channel:
         call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
-        call = channel.unary_unary(spec["method"])  # bytes in, bytes out
+        call = grpc_channel.unary_unary(spec["method"])  # bytes in, bytes out
 
         async def one(i: int) -> None:
             body, metadata = requests[i % len(requests)]
@@ -198,12 +218,16 @@ class Arrivals:
     called_at: dict[int, float] = field(default_factory=dict)
     sent_at: dict[int, float] = field(default_factory=dict)
     seen_at: dict[int, float] = field(default_factory=dict)
+    sent_to: dict[int, str] = field(default_factory=dict)
+    shown: dict[tuple[str, int], int] = field(default_factory=dict)
     moved: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def watch(self, stream: Any) -> None:
+    async def watch(self, stream: Any, email: str = "") -> None:
         try:
             async for notification in stream:
                 self.seen_at.setdefault(notification.message_id, time.perf_counter())
+                key = (email, notification.message_id)
+                self.shown[key] = self.shown.get(key, 0) + 1
                 self.moved.set()
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.CANCELLED:
@@ -234,6 +258,16 @@ class Arrivals:
             1 for message_id, at in self.sent_at.items() if self.seen_at.get(message_id, at) < at
         )
         self.tally.extra["stream_before_ok"] = early
+        self.tally.extra["accepted"] = len(self.sent_at)
+        if self.sent_to:  # the receivers are known: check what each one's stream showed
+            expected = {(email, message_id) for message_id, email in self.sent_to.items()}
+            self.tally.extra["stream_missing"] = len(expected - self.shown.keys())
+            self.tally.extra["stream_twice"] = sum(n - 1 for n in self.shown.values() if n > 1)
+            self.tally.extra["stream_foreign"] = len(self.shown.keys() - expected)
+            accepted: dict[str, list[int]] = {}
+            for message_id, email in sorted(self.sent_to.items()):
+                accepted.setdefault(email, []).append(message_id)
+            self.tally.extra["accepted_ids"] = accepted
         for name, q in (("p50", 0.5), ("p99", 0.99)):
             value = percentile(from_call, q)
             self.tally.extra[f"from_call_start_{name}_ms"] = None if value is None else value * 1000
@@ -244,24 +278,33 @@ async def run_e2e(spec: dict[str, Any], tally: Tally) -> None:
     from missive.notification.v1 import notification_pb2
 
     requests = _requests(spec)
+    receivers = [item.get("receiver", "") for item in spec["requests"]]
     arrivals = Arrivals(tally)
-    async with (
-        grpc.aio.insecure_channel(spec["target"]) as channel,
-        grpc.aio.insecure_channel(spec["frontend"]) as frontend,
-    ):
+    frontends = [channel(address) for address in spec.get("frontends") or [spec["frontend"]]]
+    async with channel(spec["target"]) as grpc_channel, contextlib.AsyncExitStack() as stack:
+        for frontend in frontends:
+            stack.push_async_callback(frontend.close)
         send: grpc.aio.UnaryUnaryMultiCallable[bytes, message_pb2.SendMessageResponse]
-        send = channel.unary_unary(
+        send = grpc_channel.unary_unary(
             SEND_METHOD, response_deserializer=message_pb2.SendMessageResponse.FromString
         )
-        subscribe: grpc.aio.UnaryStreamMultiCallable[bytes, notification_pb2.Notification]
-        subscribe = frontend.unary_stream(
-            SUBSCRIBE_METHOD, response_deserializer=notification_pb2.Notification.FromString
-        )
-        streams = [
-            subscribe(base64.b64decode(s["body"]), metadata=tuple(map(tuple, s["metadata"])))
-            for s in spec["streams"]
+        subscribe: list[grpc.aio.UnaryStreamMultiCallable[bytes, notification_pb2.Notification]]
+        subscribe = [
+            frontend.unary_stream(
+                SUBSCRIBE_METHOD, response_deserializer=notification_pb2.Notification.FromString
+            )
+            for frontend in frontends
         ]
-        watchers = [asyncio.create_task(arrivals.watch(s)) for s in streams]
+        streams = [
+            subscribe[n % len(subscribe)](
+                base64.b64decode(s["body"]), metadata=tuple(map(tuple, s["metadata"]))
+            )
+            for n, s in enumerate(spec["streams"])
+        ]
+        watchers = [
+            asyncio.create_task(arrivals.watch(stream, s.get("email", "")))
+            for stream, s in zip(streams, spec["streams"], strict=True)
+        ]
         await asyncio.sleep(0.5)  # the streams are registered with FrontendService
 
         async def one(i: int) -> None:
@@ -274,13 +317,74 @@ async def run_e2e(spec: dict[str, Any], tally: Tally) -> None:
                 return
             arrivals.sent_at[reply.message.id] = time.perf_counter()
             arrivals.called_at[reply.message.id] = began
+            if receivers[i % len(requests)]:
+                arrivals.sent_to[reply.message.id] = receivers[i % len(requests)]
 
         await measured(spec, tally, lambda: drive(spec, one))
-        await arrivals.settle(within=15)
+        settling = time.perf_counter()
+        await arrivals.settle(within=spec.get("settle_within", 15))
+        tally.extra["settle_s"] = time.perf_counter() - settling
         for stream in streams:
             stream.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
     arrivals.count()
+
+
+REOPENS = 5
+"""Times a stream ended with UNAVAILABLE (the contract's "reconnect") is opened again."""
+
+
+async def run_hold(spec: dict[str, Any], tally: Tally) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    items = spec["streams"]
+    channels = [grpc.aio.insecure_channel(spec["frontend"]) for _ in items]
+    calls: dict[int, grpc.aio.UnaryStreamCall[bytes, bytes]] = {}
+    reasons: dict[str, int] = {}
+    reopened = 0
+    started = time.perf_counter()
+
+    async def hold(n: int) -> None:
+        nonlocal reopened
+        await asyncio.sleep(max(0.0, started + n / spec["open_rate"] - time.perf_counter()))
+        subscribe: grpc.aio.UnaryStreamMultiCallable[bytes, bytes]
+        subscribe = channels[n].unary_stream(SUBSCRIBE_METHOD)  # bytes: nothing is expected
+        body, metadata = base64.b64decode(items[n]["body"]), _metadata(items[n])
+        for attempt in range(REOPENS + 1):
+            calls[n] = subscribe(body, metadata=metadata)
+            code, reason = None, "a stream ended"
+            try:
+                async for _ in calls[n]:
+                    pass
+            except grpc.aio.AioRpcError as exc:
+                code, reason = exc.code(), f"stream {exc.code().name}: {exc.details()}"
+            if stop.is_set():
+                return
+            if code != grpc.StatusCode.UNAVAILABLE or attempt == REOPENS:
+                break
+            reopened += 1  # as a client reconnects, after a pause
+            await asyncio.sleep(0.5 * (attempt + 1))
+        tally.failed(reason)
+        reasons[reason] = reasons.get(reason, 0) + 1
+
+    holders = [asyncio.create_task(hold(n)) for n in range(len(items))]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), spec["hold"])
+    stop.set()
+    _phase["wall_s"] = time.perf_counter() - started
+    for call in calls.values():
+        call.cancel()
+    for holder in holders:
+        holder.cancel()
+    await asyncio.gather(*holders, return_exceptions=True)
+    for channel in channels:
+        await channel.close()
+    tally.ok = len(items) - tally.errors
+    tally.extra.update(ended_early=reasons, reopened=reopened)
+
+
+def _metadata(item: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in item["metadata"])
 
 
 _phase: dict[str, float] = {}
@@ -295,7 +399,7 @@ async def measured(spec: dict[str, Any], tally: Tally, body: Callable[[], Awaita
     print(LOAD_DONE, flush=True)  # the bench times the drain from this line
 
 
-RUNNERS = {"grpc": run_grpc, "http": run_http, "e2e": run_e2e}
+RUNNERS = {"grpc": run_grpc, "http": run_http, "e2e": run_e2e, "hold": run_hold}
 
 
 def report(tally: Tally) -> dict[str, Any]:

@@ -136,3 +136,12 @@ class Loader:
     async def run(self) -> dict[str, Any]:
         await self.start()
         return await self.result()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid``, from /proc/<pid>/status."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")

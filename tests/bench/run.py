@@ -23,7 +23,7 @@ from tests.bench.loader import SEND_METHOD
 from tests.helpers.clients import User, register_and_login
 from tests.helpers.system import SERVICES, System
 
-SCENARIOS = ("send", "latency", "rest", "catchup", "memory")
+SCENARIOS = ("send", "latency", "rest", "catchup", "memory", "streams", "replicas")
 CONTENT = "Hello! Are we still on for lunch tomorrow at noon? I'll bring the notes."
 SENDERS = 16
 IN_FLIGHT = 64
@@ -36,6 +36,7 @@ class Options:
     duration: float = 5.0
     catchup_count: int = 5000
     catchup_receivers: int = 20
+    streams: int = 2000
 
 
 def _b64(data: bytes) -> str:

@@ -1,9 +1,10 @@
 """Smoke test of `make bench`: every scenario for about a second, every figure produced.
 
 Runs ``python -m tests.bench`` as `make bench` does (its own Valkey, services, baselines and
-loader processes) with one-second loads and a small catch-up backlog, then checks the JSON: each
-scenario's figures are there, numeric, and paired with their same-run baseline. No timing
-thresholds: the figures of a shared machine vary too much to assert on.
+loader processes) with one-second loads, a small catch-up backlog and 50 live streams held,
+then checks the JSON: each scenario's figures are there, numeric, and paired with their same-run
+baseline, and the replicas runs lost and duplicated nothing. No timing thresholds: the figures
+of a shared machine vary too much to assert on.
 """
 
 from __future__ import annotations
@@ -31,6 +32,18 @@ EXPECTED = {
     "4 backlog": ["outbox:notifications: peak backlog during load", "drain after the load stopped"],
     "5 catch-up": ["hop 1 (→ NotificationService), 60 backlogged"],
     "6 memory": ["Redis bytes per stored message, total"],
+    "7 replicas": [
+        "SendMessage accepted/s, 2 replicas each, 64 in flight, live streams",
+        "end to end (accepted → last shown on a stream), 2 replicas each",
+        "CPU per message, all 8 processes + valkey",
+        "CPU per message: frontend, 2 processes",
+        "MessageService: smallest replica's share of SendMessage (2 replicas)",
+    ],
+    "8 streams": [
+        "FrontendService memory per open live stream (50 open, one connection each)",
+        "Valkey memory per open live stream",
+        "CPU per stream opened: frontend",
+    ],
     "REST": [
         "GET /list_conversations (10 conversations), 64 connections",
         "GET /list_notifications (page of 20), 64 connections",
@@ -48,7 +61,7 @@ def _number(value: object) -> bool:
 def test_every_scenario_produces_every_figure(tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
     command = [sys.executable, "-m", "tests.bench", "--duration", "1", "--output", str(output)]
-    command += ["--catchup-count", "60", "--catchup-receivers", "3"]
+    command += ["--catchup-count", "60", "--catchup-receivers", "3", "--streams", "50"]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     assert "| scenario" in run.stdout, run.stdout
@@ -67,3 +80,13 @@ def test_every_scenario_produces_every_figure(tmp_path: Path) -> None:
     assert figures[("all", "failed calls across every loader run")]["value"] == 0
     assert report["details"]["catchup"]["sent"] == 60
     assert report["details"]["catchup"]["dead_letters"] == 0
+    assert report["details"]["streams"]["ok"] == 50
+    # Replicas: correctness, not speed: every accepted message shown once on its receiver's
+    # stream and stored once, on 1 and on 2 processes of each service.
+    runs = report["details"]["replicas"]
+    assert set(runs) == {"1", "2"}
+    for run in runs.values():
+        assert run["accepted"] > 0, run
+        for key in ("stream", "stored"):
+            for fault in ("missing", "twice", "foreign"):
+                assert run[f"{key}_{fault}"] == 0, (key, fault, run)

@@ -4,11 +4,8 @@ and round_robin over UserService replicas, with real processes on one embedded V
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -18,70 +15,11 @@ from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 from missive.message.v1 import message_pb2, message_pb2_grpc
 from missive.notification.v1 import notification_pb2 as N
 
-from services.common.ports import free_port
 from tests.helpers.clients import Stubs, User, next_notification, register_and_login
-from tests.helpers.grpc_clients import SERVING, health_status
-from tests.helpers.system import ROOT, System
+from tests.helpers.replicas import Replica, server_calls
+from tests.helpers.system import System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
-
-
-class Replica:
-    """One more process of a service, beside the System's own, on its own ports."""
-
-    def __init__(self, system: System, name: str, log: Path, **env: str) -> None:
-        self.name = name
-        self.grpc_port = free_port()
-        self.log = log
-        port_vars = {
-            "frontend": ["FRONTEND_GRPC_PORT", "FRONTEND_METRICS_PORT"],
-            "user": ["USER_GRPC_PORT", "USER_REST_PORT"],
-            "message": ["MESSAGE_GRPC_PORT", "MESSAGE_REST_PORT"],
-        }[name]
-        environ = system.env()
-        environ[port_vars[0]] = str(self.grpc_port)
-        for var in port_vars[1:]:
-            environ[var] = str(free_port())
-        environ.update(env)
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"],
-                cwd=ROOT,
-                env=environ,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    @property
-    def addr(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    async def wait_healthy(self, within: float = 30.0) -> None:
-        deadline = time.monotonic() + within
-        async with grpc.aio.insecure_channel(self.addr) as channel:
-            while True:
-                if self.process.poll() is not None:
-                    raise AssertionError(f"{self.name} replica exited:\n{self.log.read_text()}")
-                try:
-                    if await health_status(channel, deadline=0.5) == SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                assert time.monotonic() < deadline, self.log.read_text()[-3000:]
-                await asyncio.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
 
 
 @pytest.fixture
@@ -156,35 +94,29 @@ async def test_a_push_to_one_frontend_replica_reaches_the_streams_on_every_repli
             await stubs.close()
 
 
-def _handled(log: Path, method: str) -> int:
-    return log.read_text(errors="replace").count(f"handling {method}")
-
-
 async def test_calls_spread_over_user_replicas_and_survive_one_killed(
     fresh_system: System, replicas: list[Replica]
 ) -> None:
     system = fresh_system
     system.start("user", "notification", "frontend")
-    second = Replica(system, "user", system.base / "user-2.log", LOG_LEVEL="DEBUG")
+    second = Replica(system, "user", system.base / "user-2.log")
     replicas.append(second)
     await system.wait_healthy("user", "notification", "frontend")
     await second.wait_healthy()
     # MessageService balances over both UserService replicas (its USER_SERVICE_ADDR is a list);
-    # the System's own UserService logs at DEBUG too, so each call is counted where it ran.
-    system.stop("user")
-    system.extra_env.update(LOG_LEVEL="DEBUG")
-    system.start("user")
-    system.extra_env.update(
-        LOG_LEVEL="INFO",
-        USER_SERVICE_ADDR=f"{system.grpc_addr('user')},{second.addr}",
-    )
+    # each replica's gRPC server metrics count the calls it handled.
+    system.extra_env.update(USER_SERVICE_ADDR=f"{system.grpc_addr('user')},{second.addr}")
     system.start("message")
-    await system.wait_healthy("user", "message")
+    await system.wait_healthy("message")
     ada = await register_and_login(system, "Ada")
     bob = await register_and_login(system, "Bob")
     check = "/missive.user.v1.UserService/CheckUsersExist"
-    first_log = system.services["user"].log_path
-    before = (_handled(first_log, check), _handled(second.log, check))
+    urls = (system.metrics_url("user"), second.metrics_url)
+
+    async def handled() -> tuple[int, ...]:
+        return tuple(await asyncio.gather(*(server_calls(url, check) for url in urls)))
+
+    before = await handled()
     async with grpc.aio.insecure_channel(system.grpc_addr("message")) as channel:
         message = message_pb2_grpc.MessageServiceStub(channel)
 
@@ -205,10 +137,7 @@ async def test_calls_spread_over_user_replicas_and_survive_one_killed(
 
         for n in range(20):
             await unknown(n)
-        counts = (
-            _handled(first_log, check) - before[0],
-            _handled(second.log, check) - before[1],
-        )
+        counts = tuple(now - then for now, then in zip(await handled(), before, strict=True))
         print(f"CheckUsersExist per UserService replica over 20 sends: {counts}")
         assert sum(counts) == 20 and min(counts) >= 5, counts
         second.kill()

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 from services.common.logging import (
+    accepted_request_id,
     configure_logging,
     get_request_id,
+    new_request_id,
     request_id_scope,
     reset_request_id,
     set_request_id,
@@ -102,3 +104,10 @@ def test_request_id_helpers() -> None:
     assert get_request_id() == "r1"
     reset_request_id(token)
     assert get_request_id() is None
+
+
+def test_new_request_ids_are_32_hex_digits_and_distinct() -> None:
+    ids = [new_request_id() for _ in range(10_000)]
+    assert all(len(rid) == 32 and int(rid, 16) >= 0 and rid == rid.lower() for rid in ids)
+    assert len(set(ids)) == len(ids)
+    assert accepted_request_id(ids[0]) == ids[0]  # usable as a caller's id downstream

@@ -250,3 +250,31 @@ async def test_stop_event_cancels_background_then_runs_callbacks_in_order() -> N
     stop.set()
     await asyncio.wait_for(task, 3)
     assert events == ["background cancelled", "first", "second"]
+
+
+def test_run_freezes_the_startup_heap_and_collects_the_young_generation_less_often() -> None:
+    """run() (every service's entry point) tunes the collector before serving; a process of its
+    own, so this test process keeps CPython's defaults."""
+    code = (
+        "import gc\n"
+        "from services.common.runner import GC_YOUNG_THRESHOLD, run\n"
+        "seen = {}\n"
+        "async def main():\n"
+        "    seen['threshold'] = gc.get_threshold()\n"
+        "    seen['frozen'] = gc.get_freeze_count()\n"
+        "    garbage = []\n"
+        "    garbage.append(garbage)  # a cycle made while serving is still collected\n"
+        "    del garbage\n"
+        "    seen['collected'] = gc.collect()\n"
+        "assert gc.get_threshold()[0] == 700 and gc.get_freeze_count() == 0\n"
+        "assert run(main, name='t') == 0\n"
+        "assert seen['threshold'][0] == GC_YOUNG_THRESHOLD > 700, seen\n"
+        "assert seen['frozen'] > 10_000, seen\n"
+        "assert seen['collected'] >= 1, seen\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

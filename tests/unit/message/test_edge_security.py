@@ -3,6 +3,7 @@ range and undecodable requests refused with 400 / INVALID_ARGUMENT instead of a 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 
@@ -74,3 +75,25 @@ async def test_undecodable_requests_are_invalid_argument(
                 await call(bytes.fromhex("0a03fffefd"), metadata=metadata, timeout=5)
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
             assert raised.value.details() == UNDECODABLE_MESSAGE
+
+
+async def test_each_call_is_authenticated_on_its_own(server: Server) -> None:
+    """The edge builds a method's handler once and reuses it: the credentials, the caller and
+    the verdict of one call never leak into another, even with calls of several callers (and
+    of none) in flight together on the same method."""
+    cases = [(ADA, server.as_user(ADA)), (BOB, server.as_user(BOB)), (None, ())] * 20
+
+    async def verdict(user: str | None, metadata: tuple[tuple[str, str], ...]) -> str:
+        try:
+            await server.stub.ListConversations(
+                message_pb2.ListConversationsRequest(user_email=ADA),
+                metadata=metadata,
+                timeout=5,
+            )
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name
+        return "OK"
+
+    verdicts = await asyncio.gather(*(verdict(user, metadata) for user, metadata in cases))
+    expected = {ADA: "OK", BOB: "PERMISSION_DENIED", None: "UNAUTHENTICATED"}
+    assert verdicts == [expected[user] for user, _ in cases]
