@@ -64,7 +64,7 @@ chaos: install  ## every chaos scenario at full scale (kills, pauses, SIGTERM, V
 bench: install  ## performance figures next to same-run bare baselines; table + JSON (ARGS="--scenarios send,rest --duration 5 --output FILE")
 	$(BIN)/python -m tests.bench $(ARGS)
 
-up: install  ## start embedded Valkey + the four services, print endpoints; Ctrl-C stops (ARGS="--no-valkey --data-dir DIR --replicas N")
+up: install  ## start embedded Valkey + the four services, print endpoints; Ctrl-C stops (ARGS="--no-valkey --data-dir DIR --replicas N --cluster")
 	$(BIN)/python -m services.launcher $(ARGS)
 
 clean:
