@@ -73,6 +73,16 @@ def test_redis_url_turns_the_fanout_on(keys: Path) -> None:
     assert settings.common.redis_url == "redis://valkey:6379"
 
 
+def test_a_cluster_turns_the_fanout_on_in_cluster_mode(keys: Path) -> None:
+    nodes = "127.0.0.1:7000,127.0.0.1:7001"
+    for environ in ({"REDIS_CLUSTER_NODES": nodes}, {"REDIS_URL": f"redis+cluster://{nodes}"}):
+        settings = Settings.from_env({"KEYS_DIR": str(keys), **environ})
+        assert settings.fanout and settings.common.redis_cluster
+        assert settings.common.redis_url == f"redis+cluster://{nodes}"
+    with pytest.raises(ConfigError, match="REDIS_CLUSTER_NODES"):
+        Settings.from_env({"KEYS_DIR": str(keys), "REDIS_CLUSTER_NODES": "nowhere"})
+
+
 def test_a_malformed_redis_url_is_refused(keys: Path) -> None:
     with pytest.raises(ConfigError, match="REDIS_URL"):
         Settings.from_env({"KEYS_DIR": str(keys), "REDIS_URL": "not a url"})
