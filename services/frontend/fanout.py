@@ -58,7 +58,7 @@ import os
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from missive.frontend.v1 import frontend_pb2
 from redis.asyncio import Redis
@@ -109,8 +109,13 @@ PUBLISH_FAILED = "FrontendService could not pass the notification to its other r
 
 Show = Callable[[Notification, str], int]
 """Shows a notification on this replica's streams of its receiver (and account); how many."""
-Interrupt = Callable[[Unavailable], int]
-"""Ends every live stream of this replica with the error; how many."""
+
+
+class Interrupt(Protocol):
+    """Ends every live stream of this replica (of the receivers ``only`` accepts) with the
+    error; how many."""
+
+    def __call__(self, error: Unavailable, only: Callable[[str], bool] | None = None) -> int: ...
 
 
 def channel_of(email: str, shards: int = SHARDS) -> str:
@@ -202,8 +207,8 @@ class Bus:
         """Readiness (health follows it)."""
         return self.up
 
-    def require_up(self) -> None:
-        """Unavailable while this replica could miss a live notification."""
+    def require_up(self, email: str | None = None) -> None:
+        """Unavailable while this replica could miss a live notification (for ``email``)."""
         if not self.up:
             raise Unavailable(BUS_DOWN)
 
@@ -339,21 +344,29 @@ class _Master:
         self.beat_unanswered = 0.0
 
 
+class _Group:
+    """The shard channels one master owned when the bus started, followed on a subscription of
+    their own: a loss there ends only the streams of those shards."""
+
+    def __init__(self, channels: list[str]) -> None:
+        self.channels = channels
+        self.losses = 0
+        self.reported = False
+        """Whether the current outage was logged at WARNING (later attempts: DEBUG)."""
+
+
 class ShardedBus(Bus):
     """The fan-out on a Valkey Cluster: ``SPUBLISH``/``SSUBSCRIBE`` on ``f:live:{<tag>}``.
 
-    Same guarantees as :class:`Bus` (see the module docstring); any loss on any master ends
-    every live stream of this replica and starts the whole subscription over.
+    Same guarantees as :class:`Bus` (see the module docstring), shard by shard: the channels of
+    each master (as the slot map stood at start) are followed on their own subscription, so a
+    loss on one master ends only the streams of its shards' receivers, and only they are
+    refused while it lasts. Health is SERVING while any shard channel is subscribed.
     """
-
-    _SUBSCRIBED = "ssubscribe"
-    _MESSAGE = "smessage"
-    _UNSUBSCRIBED = "sunsubscribe"
 
     def __init__(self, redis: RedisCluster, *, shards: int = SHARDS) -> None:
         super().__init__(redis, shards=shards)
         self._cluster = redis
-        self._masters: dict[str, _Master] = {}
 
     @staticmethod
     def _channel_names(shards: int) -> list[str]:
@@ -362,22 +375,75 @@ class ShardedBus(Bus):
     def _publish_on(self, pipe: Any, channel: str, payload: str) -> None:
         pipe.spublish(channel, payload)
 
-    async def _follow(self, pubsub: Any) -> None:
-        self._confirmed.clear()
-        self._masters.clear()
-        await self._cluster.initialize()
-        if self.losses:  # where each slot lives now (after a failover), not where it was
+    async def ready(self) -> bool:
+        """Serving while some shard channel is subscribed: the receivers of the others are
+        refused (:meth:`require_up`) until theirs is back."""
+        return bool(self._confirmed)
+
+    def require_up(self, email: str | None = None) -> None:
+        """Unavailable while this replica could miss a live notification for ``email`` (its
+        shard channel is not subscribed); without an email, while any shard's could."""
+        if email is None:
+            super().require_up()
+        elif self.channel(email) not in self._confirmed:
+            raise Unavailable(BUS_DOWN)
+
+    async def run(self) -> None:
+        """Follow each master's shard channels on their own subscription, until cancelled."""
+        groups = await self._groups()
+        await asyncio.gather(*(self._run_group(group) for group in groups))
+
+    async def _groups(self) -> list[_Group]:
+        """The shard channels grouped by the master that owns them (retried until the cluster
+        answers)."""
+        reported = False
+        while True:
+            try:
+                await self._cluster.initialize()
+                owners: dict[str, list[str]] = {}
+                for channel in self._channels:
+                    node = self._cluster.get_node_from_key(channel)
+                    if node is None:
+                        raise ConnectionError(f"no master owns the slot of {channel}")
+                    owners.setdefault(node.name, []).append(channel)
+                return [_Group(channels) for channels in owners.values()]
+            except (RedisError, RedisClusterException, OSError) as exc:
+                (logger.debug if reported else logger.warning)(
+                    "live fan-out cannot read the cluster's slot map (%s); retrying", exc
+                )
+                reported = True
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def _run_group(self, group: _Group) -> None:
+        while True:
+            pubsub = self._cluster.pubsub()
+            try:
+                await self._follow_group(pubsub, group)
+            except Exception as exc:
+                self._lost_group(group, f"{type(exc).__name__}: {exc}")
+            finally:
+                self._confirmed.difference_update(group.channels)
+                self._up.clear()
+                try:
+                    await pubsub.aclose()
+                except (RedisError, RedisClusterException, OSError):
+                    pass
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def _follow_group(self, pubsub: Any, group: _Group) -> None:
+        if group.losses:  # where its slots live now (after a failover), not where they were
             await self._cluster.nodes_manager.initialize()
-        await pubsub.ssubscribe(*self._channels)
-        for channel in self._channels:  # the first channel of each master carries its beats
+        await pubsub.ssubscribe(*group.channels)
+        masters: dict[str, _Master] = {}
+        for channel in group.channels:  # each master's first channel carries its heartbeats
             node = self._cluster.get_node_from_key(channel)
             if node is None:
                 raise ConnectionError(f"no master owns the slot of {channel}")
-            self._masters.setdefault(node.name, _Master(node.name, channel))
+            masters.setdefault(node.name, _Master(node.name, channel))
         stop = asyncio.Event()
         readers = [
-            asyncio.create_task(self._read(pubsub, master, stop))
-            for master in self._masters.values()
+            asyncio.create_task(self._read(pubsub, group, master, len(masters), stop))
+            for master in masters.values()
         ]
         try:
             done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
@@ -395,32 +461,83 @@ class ShardedBus(Bus):
                 if reader.done() and not reader.cancelled():
                     reader.exception()  # retrieved: the first one was already reported
 
-    async def _read(self, pubsub: Any, master: _Master, stop: asyncio.Event) -> None:
+    async def _read(
+        self, pubsub: Any, group: _Group, master: _Master, nodes: int, stop: asyncio.Event
+    ) -> None:
         node = self._cluster.get_node(node_name=master.name)
         if node is None:
             raise ConnectionError(f"master {master.name} left the cluster")
         while not stop.is_set():
             if master.name not in pubsub.node_pubsub_mapping:
                 raise ConnectionError(f"the subscription on {master.name} was dropped")
-            if len(pubsub.node_pubsub_mapping) != len(self._masters):
+            if len(pubsub.node_pubsub_mapping) != nodes:
                 raise ConnectionError("the client library moved shard channels to another node")
-            await self._master_heartbeat(master)
+            await self._master_heartbeat(group, master)
             message = await pubsub.get_sharded_message(
                 target_node=node, timeout=READ_TIMEOUT_SECONDS
             )
             if message is None or stop.is_set():
                 continue
-            if message.get("type") == self._MESSAGE:
-                payload = message["data"]
-                if payload.endswith(f" {_BEAT}"):
-                    if payload.partition(" ")[0] == self.origin:
-                        master.beat_unanswered = 0.0
-                    continue
-            self._handle(message)
+            self._take(group, master, message)
 
-    async def _master_heartbeat(self, master: _Master) -> None:
+    def _take(self, group: _Group, master: _Master, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "smessage":
+            payload = message["data"]
+            if not payload.endswith(f" {_BEAT}"):
+                self._received(payload)
+            elif payload.partition(" ")[0] == self.origin:
+                master.beat_unanswered = 0.0
+        elif kind == "ssubscribe":
+            self._confirm(group, message["channel"])
+        elif kind == "sunsubscribe":  # not asked for: its slot moved (resharding, failover)
+            raise ConnectionError("unsubscribed by the server")
+
+    def _confirm(self, group: _Group, channel: str) -> None:
+        if channel in self._confirmed:
+            # Confirmed again: the client library reconnected and subscribed again on its own.
+            # Whatever was published in between is lost for this replica.
+            raise ConnectionError("the subscription was renewed after a reconnect")
+        self._confirmed.add(channel)
+        if self._confirmed.issuperset(group.channels):
+            group.reported = False
+            logger.info(
+                "live fan-out: subscribed to %d shard channel(s) (%d of %d)",
+                len(group.channels),
+                len(self._confirmed),
+                len(self._channels),
+            )
+        if len(self._confirmed) == len(self._channels):
+            self._up.set()
+
+    def _lost_group(self, group: _Group, why: str) -> None:
+        lost = set(group.channels)
+        was_up = self._confirmed.issuperset(lost)
+        self._confirmed.difference_update(lost)
+        self._up.clear()
+        ended = 0
+        if self._interrupt is not None:
+            ended = self._interrupt(
+                Unavailable(INTERRUPTED), only=lambda email: self.channel(email) in lost
+            )
+        self.losses += 1
+        group.losses += 1
+        if was_up or ended or not group.reported:
+            logger.warning(
+                "live fan-out interrupted on %d shard channel(s) (%s); ended %d live stream(s)",
+                len(lost),
+                why,
+                ended,
+            )
+            group.reported = True
+        else:  # still down (its master unreachable): once per attempt would flood the log
+            logger.debug(
+                "live fan-out still unavailable on %d shard channel(s) (%s)", len(lost), why
+            )
+
+    async def _master_heartbeat(self, group: _Group, master: _Master) -> None:
         """:meth:`Bus._heartbeat` for one master, on one of its channels."""
-        if not self.up:
+        if not self._confirmed.issuperset(group.channels):
             return
         now = time.monotonic()
         if master.beat_unanswered and now - master.beat_unanswered > HEARTBEAT_TIMEOUT_SECONDS:

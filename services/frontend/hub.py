@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 from services.common.domain import DomainError, Principal, RateLimited, Unavailable
 from services.frontend.errors import StreamReplaced
@@ -204,11 +205,14 @@ class Hub:
                 self.unregister(subscription)  # overflowed: free its slot at once
         return delivered
 
-    def interrupt(self, error: DomainError) -> int:
-        """End every open stream with ``error`` (they may have missed a notification; their
-        clients reconnect and replay); how many were open. New streams are still accepted."""
+    def interrupt(self, error: DomainError, only: Callable[[str], bool] | None = None) -> int:
+        """End every open stream (of the receivers ``only`` accepts) with ``error`` (they may
+        have missed a notification; their clients reconnect and replay); how many were open.
+        New streams are still accepted."""
         ended = 0
-        for subscriptions in list(self._streams.values()):
+        for email, subscriptions in list(self._streams.items()):
+            if only is not None and not only(email):
+                continue
             for subscription in list(subscriptions):
                 subscription.fail(error)
                 self.unregister(subscription)

@@ -146,7 +146,7 @@ class FrontendService:
         email = normalise_email(raw_email)
         principal.require_self(email)
         if self.bus is not None:
-            self.bus.require_up()  # it could miss notifications pushed to other replicas
+            self.bus.require_up(email)  # it could miss notifications pushed to other replicas
         subscription = self.hub.register(email, client)
         subscription.principal = principal
         logger.info("stream opened for %s (%d open)", email, self.hub.open_streams(email))

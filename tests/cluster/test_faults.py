@@ -17,7 +17,10 @@ import pytest
 from missive.frontend.v1 import frontend_pb2
 from missive.message.v1 import message_pb2
 from missive.notification.v1 import notification_pb2
+from redis.crc import key_slot
 
+from services.frontend.fanout import cluster_channel_of
+from services.launcher.valkey import EmbeddedValkey
 from tests.helpers.clients import Stubs, User, register_and_login
 from tests.helpers.system import System
 
@@ -149,6 +152,13 @@ async def _until(check: Callable[[], Awaitable[bool]], within: float) -> None:
         await asyncio.sleep(0.2)
 
 
+def _master_of(system: System, channel: str) -> EmbeddedValkey:
+    """The master that owns ``channel``'s slot (equal contiguous ranges, masters in order)."""
+    assert system.cluster is not None
+    masters = system.cluster.masters
+    return masters[key_slot(channel.encode()) * len(masters) // 16384]
+
+
 async def test_a_master_killed_under_load_is_unavailable_then_loses_nothing(
     fresh_system: System,
 ) -> None:
@@ -170,24 +180,35 @@ async def test_a_master_killed_under_load_is_unavailable_then_loses_nothing(
         try:
             while sum(map(len, outcomes.accepted.values())) < 30:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+            # The victim is the master of the first receiver's live shard channel; some other
+            # receiver's channel is on another master.
             receiver = pairs[0][1]
-            live = stubs.frontend.SubscribeNotifications(
-                frontend_pb2.SubscribeNotificationsRequest(email=receiver.email),
-                metadata=receiver.metadata,
-            )
+            victim = _master_of(system, cluster_channel_of(receiver.email))
+            spared = next(r for _, r in pairs if _master_of(system, cluster_channel_of(r.email))
+                          is not victim)  # fmt: skip
+            live, kept = [
+                stubs.frontend.SubscribeNotifications(
+                    frontend_pb2.SubscribeNotificationsRequest(email=user.email),
+                    metadata=user.metadata,
+                )
+                for user in (receiver, spared)
+            ]
             await asyncio.wait_for(live.read(), 10)  # open (the replay's first item)
-            victim = system.cluster.masters[1]
+            await asyncio.wait_for(kept.read(), 10)
             victim.kill()  # SIGKILL: no shutdown, no final AOF flush
             outage.set()
             started = time.monotonic()
-            # The fan-out lost the shard channels of that master: open streams end so that
-            # their clients reconnect and replay what they may have missed.
+            # The fan-out lost the shard channels of that master: their streams end so that
+            # their clients reconnect and replay what they may have missed...
             with pytest.raises(grpc.aio.AioRpcError) as ended:
                 while True:
                     item = await asyncio.wait_for(live.read(), 10)
                     assert item is not grpc.aio.EOF, "the stream ended without a status"
             assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value.details()
             assert "reconnect" in (ended.value.details() or "")
+            await asyncio.sleep(1.0)
+            assert not kept.done(), "...the streams of the other masters' shards stay open"
+            kept.cancel()
             await asyncio.sleep(max(0.0, 4.0 - (time.monotonic() - started)))  # > detection (2 s)
             victim.start()
             outage.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import time
@@ -146,33 +147,50 @@ async def test_a_dropped_subscription_connection_ends_the_streams(
     assert await _next(again) == "5"
 
 
+def _elsewhere(cluster: EmbeddedValkeyCluster, master: EmbeddedValkey) -> str:
+    """A receiver whose shard channel lives on another master than ``master``."""
+    for n in itertools.count():
+        email = f"user{n}@example.com"
+        if _master_of(cluster, cluster_channel_of(email)) is not master:
+            return email
+    raise AssertionError("unreachable")
+
+
 async def test_a_master_killed_under_a_subscription(
     pair: tuple[Replica, Replica], valkey_cluster: EmbeddedValkeyCluster
 ) -> None:
+    """Only the streams of the dead master's shards end (and only their receivers are
+    refused); the others keep getting live notifications through the other masters."""
     a, b = pair
-    on_b = b.open()
     master = _master_of(valkey_cluster, cluster_channel_of(BOB))
+    other = _elsewhere(valkey_cluster, master)
+    on_b, on_other = b.open(), b.open(other)
     with _down(valkey_cluster, master):
         with pytest.raises(Unavailable, match="reconnect"):
             await asyncio.wait_for(on_b.next(), 10)
-        assert b.service.hub.open_streams() == 0
+        assert b.service.hub.open_streams(BOB) == 0 and b.service.hub.open_streams(other) == 1
         with pytest.raises(Unavailable, match="reconnect to resume"):
             b.open()  # it could miss what is published on the dead master's channels
         with pytest.raises(Unavailable, match="retry"):
             await a.service.deliver(note(6))  # BOB's channel lives on the dead master
-        assert not await b.bus.ready()
+        assert await b.bus.ready()  # serving the shards of the masters that are up
+        await a.service.deliver(note(7, receiver=other))
+        assert await _next(on_other) == "7"
+        again_other = b.open(other)
+        await a.service.deliver(note(8, receiver=other))
+        assert await _next(again_other) == "8" and await _next(on_other) == "8"
     assert await a.bus.wait_up(15) and await b.bus.wait_up(15)
     again = b.open()
-    await a.service.deliver(note(7))  # the relay's retry of 6 would come here too
-    assert await _next(again) == "7"
+    await a.service.deliver(note(9))  # the relay's retry of 6 would come here too
+    assert await _next(again) == "9"
 
 
-async def test_a_silent_master_ends_the_streams_within_the_heartbeat_timeout(
+async def test_a_silent_master_ends_its_streams_within_the_heartbeat_timeout(
     pair: tuple[Replica, Replica], valkey_cluster: EmbeddedValkeyCluster
 ) -> None:
     _, b = pair
     on_b = b.open()
-    master = valkey_cluster.masters[2]  # not the one holding BOB's channel, say: any master
+    master = _master_of(valkey_cluster, cluster_channel_of(BOB))
     assert master.pid is not None
     os.kill(master.pid, signal.SIGSTOP)  # no reset, no reply: only silence
     try:
