@@ -38,15 +38,17 @@ it goes to that master's subscribers only (classic ``PUBLISH`` on a Cluster is b
 every node, which does not scale). Each shard's hash tag is picked so that the 16 channels fall
 in the 16 sixteenths of the slot space (:func:`cluster_tag`): spread evenly over the masters of
 any cluster that splits the slots into equal contiguous ranges (as ``valkey-cli --cluster
-create`` and the embedded cluster do). One subscription connection per master (redis-py's
-``ClusterPubSub``), read by one task per master; each task publishes its own heartbeat on one
-of its master's channels and must read it back. The guarantees are the same: a dropped
-connection to any master, a re-subscription made by the client library, a ``SUNSUBSCRIBE``
-sent by the server (its slot moved: resharding or failover), a subscription the library moved
-to another node on its own, or a missing heartbeat counts as a lost subscription: every live
-stream of this replica ends with ``UNAVAILABLE`` and the whole subscription starts over. A
-push whose ``SPUBLISH`` fails (its master is down) is refused with ``UNAVAILABLE`` and retried
-by the relay.
+create`` and the embedded cluster do). The channels each master owned at start are followed on
+their own subscription (redis-py's ``ClusterPubSub``), read by one task per master, each
+publishing its own heartbeat on one of its master's channels and reading it back. The
+guarantees hold shard by shard: a dropped connection to a master, a re-subscription made by
+the client library, a ``SUNSUBSCRIBE`` sent by the server (its slot moved: resharding or
+failover), a subscription the library moved to another node on its own, or a missing
+heartbeat counts as a lost subscription of that master's channels: the live streams of their
+receivers end with ``UNAVAILABLE``, new streams of those receivers are refused, and that
+subscription starts over (on the slot map read again); the streams of the other shards go on.
+Health is SERVING while any shard channel is subscribed. A push whose ``SPUBLISH`` fails (its
+master is down) is refused with ``UNAVAILABLE`` and retried by the relay.
 """
 
 from __future__ import annotations
