@@ -21,8 +21,11 @@ from missive.message.v1 import message_pb2, message_pb2_grpc
 
 from services.common.errors import ConfigError
 from services.common.ports import free_port
+from services.launcher.app import _redis_problem
 from services.launcher.config import LaunchConfig
 from services.launcher.endpoints import render_endpoints
+from services.launcher.valkey import EmbeddedValkey
+from services.launcher.valkey_cluster import EmbeddedValkeyCluster
 from tests.helpers.clients import next_notification
 from tests.system.test_launcher import ROOT, Launched, _assert_gone, _base_env
 from tests.system.test_launcher_replicas import PORT_VARS
@@ -81,6 +84,17 @@ def test_the_endpoint_table_shows_key_namespaces_on_a_cluster() -> None:
     assert re.search(r"^  message +http://127.0.0.1:8081 .* +m:\*$", text, re.MULTILINE)
     assert re.search(r"^  frontend +- +- +127.0.0.1:3030 +f:\*$", text, re.MULTILINE)
     assert "(embedded Valkey Cluster, data in d/valkey-cluster)" in text
+
+
+def test_an_existing_cluster_is_checked_before_the_services_start(
+    valkey_cluster: EmbeddedValkeyCluster, valkey: EmbeddedValkey
+) -> None:
+    assert _redis_problem(valkey_cluster.url) is None
+    problem = _redis_problem(f"redis+cluster://127.0.0.1:{free_port()}")
+    assert problem is not None and "ConnectionError" in problem
+    # A seed that answers but is no cluster node.
+    problem = _redis_problem(f"redis+cluster://{valkey.host}:{valkey.port}")
+    assert problem is not None and "cluster support disabled" in problem
 
 
 def _free_run(count: int) -> int:
