@@ -21,6 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.common.bootstrap import Security
+from services.common.bucket_dead_letters import BucketDeadLetters
 from services.common.delivery import Relay, TransientDeliveryError
 from services.common.domain import InvalidArgument
 from services.common.grpc_client import peer_channel
@@ -29,9 +30,8 @@ from services.common.redis import create_cluster
 from services.launcher.valkey_cluster import EmbeddedValkeyCluster
 from services.message import cluster_keys as ck
 from services.message.__main__ import main
-from services.message.bucket_dead_letters import BucketDeadLetters
 from services.message.cluster_store import ClusterMessageStore
-from services.message.relay import RepairingNotifyReceiver, cluster_outboxes
+from services.message.relay import CLUSTER_OUTBOXES, RepairingNotifyReceiver
 from tests.helpers.grpc_clients import SERVING, wait_for_status
 from tests.unit.message.conftest import (
     ADA,
@@ -46,8 +46,7 @@ T0 = datetime(2025, 1, 14, 12, 0, 0, tzinfo=UTC)
 
 @pytest.fixture
 async def cluster(cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = create_cluster(cluster_url)
-    await client.initialize()  # as the service does before serving (cluster_app)
+    client = create_cluster(cluster_url)  # it loads the slot map before its first command
     yield client
     await client.aclose()
 
@@ -67,7 +66,7 @@ async def channel(keys: Path, notification_port: int) -> AsyncIterator[grpc.aio.
 
 def fast(bucket: int) -> Any:
     return dataclasses.replace(
-        cluster_outboxes()[bucket], backoff_initial=0.01, backoff_max=0.05, block_ms=100
+        CLUSTER_OUTBOXES[bucket], backoff_initial=0.01, backoff_max=0.05, block_ms=100
     )
 
 
@@ -76,8 +75,10 @@ async def page_ids(store: ClusterMessageStore, email: str) -> list[int]:
 
 
 def test_one_outbox_per_bucket_in_the_slot_of_its_dead_letters() -> None:
-    configs = cluster_outboxes()
-    assert [c.stream for c in configs] == [f"m:outbox:{{mb{b}}}" for b in range(ck.BUCKETS)]
+    configs = CLUSTER_OUTBOXES
+    assert [c.stream for c in configs] == [
+        "m:outbox:{" + ck.BUCKET_TAGS[b] + "}" for b in range(ck.BUCKETS)
+    ]
     assert {c.group for c in configs} == {"notification-relay"}
     assert all(c.dead_letter_stream == c.stream + ":dead" for c in configs)
 
@@ -145,7 +146,7 @@ async def test_a_repair_that_cannot_reach_redis_is_retried_not_dead_lettered(
 
 
 async def test_the_dead_letters_of_every_bucket_are_one_list(cluster: RedisCluster) -> None:
-    configs = cluster_outboxes()
+    configs = CLUSTER_OUTBOXES
     dead = BucketDeadLetters(cluster, configs)
     ids = []
     for n, bucket in enumerate((5, 0, 11)):  # added in this order, so listed in this order

@@ -22,13 +22,13 @@ from redis.crc import key_slot
 from services.common.app import Start
 from services.common.auth import UserTokenIssuer
 from services.common.bootstrap import Security
+from services.common.bucket_dead_letters import BucketDeadLetters
 from services.common.domain import InvalidArgument, Principal
 from services.common.paging import encode_offset
 from services.common.ports import free_port
 from services.common.redis import create_cluster
 from services.user import keys as ukeys
 from services.user.__main__ import main, wire
-from services.user.buckets import BucketDeadLetters
 from services.user.cluster_store import ClusterUserStore
 from services.user.models import LoginPolicy, StoredUser
 from services.user.operators import set_role
@@ -420,7 +420,8 @@ async def test_wire_uses_the_cluster_layout_with_a_relay_per_bucket(
         assert parts.outbox is not None
         assert isinstance(parts.outbox.dead_letters, BucketDeadLetters)
         assert len(parts.outbox.dead_letters.buckets) == ukeys.BUCKETS
-        relays = [parts.outbox.relay.run, *parts.background]
+        relays = [relay.run for relay in parts.outbox.relays]
+        assert not parts.background  # the shell runs every bucket's relay
         assert len(relays) == ukeys.BUCKETS
         tasks = [asyncio.create_task(relay()) for relay in relays]
         try:
