@@ -93,8 +93,10 @@ def _charge(tail: str) -> int:
 class ClusterMessageStore:
     """Messages and conversations on a Cluster; every script touches one hash slot.
 
-    ``redis`` must decode replies to str and must not retry commands by itself after a
-    timeout (services.common.redis): a blind re-send of STORE would store the message twice.
+    ``redis`` is a client of services.common.redis.create_cluster: it decodes replies to str,
+    never re-sends a command after a timeout (a blind re-send of STORE would store the message
+    twice), and runs a script a node lacks by EVAL on that node (so a master down fails only
+    the scripts whose keys it serves).
     """
 
     def __init__(
@@ -112,8 +114,6 @@ class ClusterMessageStore:
         self._idempotency_ttl = idempotency_ttl
         self.quota_bytes = quota_bytes
 
-        # A node that lacks a script runs it by EVAL (services.common.redis): scripts whose
-        # keys live on the masters that are up keep running while another one is down.
         script = redis.register_script
         self._receiver: AsyncScript = script(lua.RECEIVER)
         self._reserve: AsyncScript = script(lua.RESERVE)
