@@ -234,7 +234,7 @@ class Start(Generic[S]):
         if len(configs) == 1:
             return self.outbox(redis, configs[0], handler, lane_key=lane_key)
         buckets = [self.outbox(redis, c, handler, lane_key=lane_key) for c in configs]
-        relays = [relay for bucket in buckets for relay in bucket.relays]
+        relays = tuple(relay for bucket in buckets for relay in bucket.relays)
         return Outbox(relays, BucketDeadLetters(redis, configs))
 
 
