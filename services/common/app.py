@@ -35,6 +35,7 @@ from starlette.types import ASGIApp
 
 from services.common.auth import ensure_keys
 from services.common.bootstrap import Readiness, Security, create_endpoint, redis_ready
+from services.common.bucket_dead_letters import BucketDeadLetters
 from services.common.dead_letters import DeadLetters
 from services.common.delivery import Handler, LaneKey, OutboxConfig, Relay, consumer_name
 from services.common.grpc_client import peer_channel
@@ -95,9 +96,10 @@ PeerRetry = tuple[str, Sequence[str]]
 
 @dataclass(frozen=True)
 class Outbox:
-    """An outbox's relay (run it as a background task) and its dead letters (for the admin RPCs)."""
+    """An outbox's relays (the shell runs each as a background task: one, or one per bucket of
+    an outbox sharded into bucket streams) and its dead letters (for the admin RPCs)."""
 
-    relay: Relay
+    relays: Sequence[Relay]
     dead_letters: DeadLetters
 
 
@@ -108,8 +110,8 @@ class Parts(Generic[T]):
 
     The shell adds the servicers with the :class:`ServiceApp`'s ``register`` (given
     the outbox's dead letters when there is an ``outbox``) and builds its ``rest`` app over
-    ``service`` (with ``max_body_bytes`` when set); the relay of ``outbox`` runs as a
-    background task. ``sessions`` checks user tokens against their account at both edges;
+    ``service`` (with ``max_body_bytes`` when set); the relays of ``outbox`` run as
+    background tasks. ``sessions`` checks user tokens against their account at both edges;
     ``follow_revocations`` also evicts its cache on the revocation channel of the service's
     Redis. ``readiness`` defaults to "every Redis opened through :meth:`Start.redis` answers
     PING" (always ready without one). ``on_stop`` callbacks run as shutdown begins, before
@@ -139,7 +141,7 @@ class Start(Generic[S]):
         self._resources = resources
         self.redis_clients: list[RedisClient] = []
         self.described: list[str] = []
-        self.collectors: list[BackgroundFactory] = []  # one per outbox: its backlog gauges
+        self.collectors: list[BackgroundFactory] = []  # one per outbox stream: its backlog gauges
 
     def redis(self, db: int) -> Redis:
         """A client of REDIS_URL on logical database ``db``."""
@@ -214,7 +216,26 @@ class Start(Generic[S]):
         )
         interval = self.settings.common.metrics_outbox_interval
         self.collectors.append(outbox_collector(redis, config, interval))
-        return Outbox(relay, DeadLetters(redis, config))
+        return Outbox((relay,), DeadLetters(redis, config))
+
+    def bucket_outbox(
+        self,
+        redis: RedisClient,
+        configs: Sequence[OutboxConfig],
+        handler: Handler,
+        *,
+        lane_key: LaneKey = receiver_lane,
+    ) -> Outbox:
+        """An outbox sharded into bucket streams (a cluster layout, see
+        :mod:`services.common.buckets`): the relay of each bucket's ``configs`` (one consumer
+        group name for all) delivering through ``handler``, each bucket's backlog gauges, and
+        the dead letters of every bucket as one list. One config (a standalone layout) is the
+        outbox :meth:`outbox` makes."""
+        if len(configs) == 1:
+            return self.outbox(redis, configs[0], handler, lane_key=lane_key)
+        buckets = [self.outbox(redis, c, handler, lane_key=lane_key) for c in configs]
+        relays = tuple(relay for bucket in buckets for relay in bucket.relays)
+        return Outbox(relays, BucketDeadLetters(redis, configs))
 
 
 @dataclass(frozen=True)
@@ -279,7 +300,7 @@ class ServiceApp(Generic[S, T]):
         background: list[BackgroundFactory] = [
             lambda: endpoint.health.run_checks(readiness, interval=1.0),
             *parts.background,
-            *([parts.outbox.relay.run] if parts.outbox else []),
+            *(relay.run for relay in (parts.outbox.relays if parts.outbox else ())),
             *start.collectors,
             *_revocations(start, parts),
             *_stoppers(parts),

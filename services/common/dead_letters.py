@@ -46,6 +46,7 @@ __all__ = [
     "DeadLetterRpcs",
     "DeadLetters",
     "Outcome",
+    "encode_token",
 ]
 
 MAX_IDS: Final = 100
@@ -148,7 +149,9 @@ def _dead_letter(entry_id: Any, raw: Any) -> DeadLetter:
     )
 
 
-def _encode_token(last_id: str) -> str:
+def encode_token(last_id: str) -> str:
+    """The page token of a page that ends on the entry ``last_id``: the next page starts after
+    it (:mod:`services.common.bucket_dead_letters` pages each bucket's stream with these)."""
     return base64.urlsafe_b64encode(f"{_TOKEN_PREFIX}{last_id}".encode()).decode().rstrip("=")
 
 
@@ -204,7 +207,7 @@ class DeadLetters:
         )
         total = int(await self._redis.xlen(self.dead_letter_stream))
         page = [_dead_letter(entry_id, raw) for entry_id, raw in entries[:size]]
-        token = _encode_token(page[-1].id) if len(entries) > size and page else ""
+        token = encode_token(page[-1].id) if len(entries) > size and page else ""
         return DeadLetterPage(page, token, total)
 
     async def replay(self, ids: Sequence[str], everything: bool = False) -> Outcome:

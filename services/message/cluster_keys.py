@@ -7,20 +7,22 @@ Here every key carries a hash tag, and every script touches the keys of one tag 
 
 Two kinds of slot:
 
-Bucket slot, tag ``{mb<k>}`` (k = 0..BUCKETS-1; :func:`bucket_of` picks k from the two sorted
-emails of a conversation, so a conversation, all its messages and its events live in one
-bucket):
+Bucket slot, tag ``{t}`` of bucket k (k = 0..BUCKETS-1; :func:`bucket_of` picks k from the two
+sorted emails of a conversation, so a conversation, all its messages and its events live in one
+bucket). ``t`` is ``BUCKET_TAGS[k]``, ``mb<k>`` or ``mb<k>.<n>``: the k-th tag hashes into the
+k-th of BUCKETS equal ranges of slots, so the buckets spread evenly over the masters (the bucket
+scheme of services.common.buckets, shared with UserService and NotificationService):
 
-- ``m:{mb<k>}:message:<id>`` - string: the message's JSON, as in standalone mode.
-- ``m:{mb<k>}:conversation:<a>:<b>`` - hash: the conversation (the two emails sorted), the
+- ``m:{t}:message:<id>`` - string: the message's JSON, as in standalone mode.
+- ``m:{t}:conversation:<a>:<b>`` - hash: the conversation (the two emails sorted), the
   same fields as in standalone mode (participants, last_message_id, message_count,
   updated_at, last_sent_id, unread:<email>, read_upto:<email>).
-- ``m:{mb<k>}:conversation:<a>:<b>:messages`` - sorted set: the conversation's message ids.
-- ``m:{mb<k>}:ids`` - string: the bucket's id sequence (the last sequence number handed out,
+- ``m:{t}:conversation:<a>:<b>:messages`` - sorted set: the conversation's message ids.
+- ``m:{t}:ids`` - string: the bucket's id sequence (the last sequence number handed out,
   in milliseconds since the epoch; see :func:`message_id`).
-- ``m:outbox:{mb<k>}`` - stream: the notification events of the bucket's messages, consumed
+- ``m:outbox:{t}`` - stream: the notification events of the bucket's messages, consumed
   by one relay per bucket (consumer group ``notification-relay``).
-- ``m:outbox:{mb<k>}:dead`` - stream: the bucket's dead letters (same slot as its stream).
+- ``m:outbox:{t}:dead`` - stream: the bucket's dead letters (same slot as its stream).
 
 User slot, tag ``{<email>}`` (a normalised email never holds a brace):
 
@@ -45,7 +47,7 @@ Why each script is single-slot (services.message.cluster_lua):
   message ids - all ``{<sender>}``.
 - STORE and DELETE, MARK_READ, the reads of messages and conversations, DROP_EMPTY (bucket
   slot): a message, its conversation hash and message set, the bucket's id sequence and its
-  outbox stream - all ``{mb<k>}`` of the conversation. A message's key is built inside the
+  outbox stream - all ``{t}`` of the conversation's bucket. A message's key is built inside the
   script from the bucket's prefix, which carries the same tag.
 - INDEX, UNINDEX, REFUND, CLAIM and TAKE_OVER (one user's slot): that
   user's indexes, idempotency record, stored bytes, send rate and account marker - all
@@ -65,9 +67,16 @@ from __future__ import annotations
 import zlib
 from typing import Final
 
-BUCKETS: Final = 16
-"""Number of buckets; ``id % BUCKETS`` is the bucket of message ``id``, so never change it on
-data that exists."""
+from services.common import buckets
+from services.common.buckets import spread_tags
+
+BUCKETS: Final = buckets.BUCKETS
+"""Number of buckets (services.common.buckets); ``id % BUCKETS`` is the bucket of message
+``id``, so never change it on data that exists."""
+
+BUCKET_TAGS: Final = spread_tags("mb", BUCKETS)
+"""The hash tag of each bucket (without braces): ``mb<k>`` or ``mb<k>.<n>``, the k-th hashing
+into the k-th of BUCKETS equal ranges of slots, so the buckets spread evenly over the masters."""
 
 ID_WIDTH: Final = 16
 """The digits a message id counts as in the sender's stored bytes (ids stay below 10**16)."""
@@ -81,7 +90,7 @@ PREFIX: Final = "m:"
 def bucket_tag(bucket: int) -> str:
     if not 0 <= bucket < BUCKETS:
         raise ValueError(f"bucket {bucket} is not in 0..{BUCKETS - 1}")
-    return f"{{mb{bucket}}}"
+    return "{" + BUCKET_TAGS[bucket] + "}"
 
 
 def bucket_of(first: str, second: str) -> int:
@@ -100,12 +109,12 @@ def message_id(sequence: int, bucket: int) -> int:
 
 
 def message_prefix(bucket: int) -> str:
-    """``m:{mb<k>}:message:``; the scripts append the id."""
+    """``m:{t}:message:``; the scripts append the id."""
     return f"{PREFIX}{bucket_tag(bucket)}:message:"
 
 
 def conversation_prefix(bucket: int) -> str:
-    """``m:{mb<k>}:conversation:``; the read scripts append ``<a>:<b>``."""
+    """``m:{t}:conversation:``; the read scripts append ``<a>:<b>``."""
     return f"{PREFIX}{bucket_tag(bucket)}:conversation:"
 
 

@@ -30,14 +30,14 @@ import asyncio
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
 from redis.asyncio import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from services.common.domain import Unavailable
 from services.common.metrics import OutboxMetrics
@@ -72,7 +72,6 @@ PENDING_TTL_SECONDS: Final = 60
 INDEX (a crash): a repeat of the key waits for it meanwhile, and the relay's repair writes the
 record if the message was stored."""
 
-_CONNECT_RETRY_SECONDS: Final = 0.5
 _PENDING_POLLS: Final = 20
 _PENDING_POLL_SECONDS: Final = 0.05
 
@@ -91,30 +90,13 @@ def _charge(tail: str) -> int:
     return _DOCUMENT_FRAME + ck.ID_WIDTH + len(tail.encode())
 
 
-class NodeScript(AsyncScript):
-    """A script run on the node that serves its keys, loaded there by EVAL if that node does
-    not know it yet. (redis-py's AsyncScript loads a missing script with SCRIPT LOAD on every
-    master, which fails while one of them is down, so no script would run anywhere.)"""
-
-    async def __call__(
-        self,
-        keys: Sequence[Any] | None = None,
-        args: Iterable[Any] | None = None,
-        client: Any = None,
-    ) -> Any:
-        keys, values = keys or [], list(args or [])
-        redis = self.registered_client if client is None else client
-        try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *values)
-        except NoScriptError:
-            return await redis.eval(str(self.script), len(keys), *keys, *values)
-
-
 class ClusterMessageStore:
     """Messages and conversations on a Cluster; every script touches one hash slot.
 
-    ``redis`` must decode replies to str and must not retry commands by itself after a
-    timeout (services.common.redis): a blind re-send of STORE would store the message twice.
+    ``redis`` is a client of services.common.redis.create_cluster: it decodes replies to str,
+    never re-sends a command after a timeout (a blind re-send of STORE would store the message
+    twice), and runs a script a node lacks by EVAL on that node (so a master down fails only
+    the scripts whose keys it serves).
     """
 
     def __init__(
@@ -132,9 +114,7 @@ class ClusterMessageStore:
         self._idempotency_ttl = idempotency_ttl
         self.quota_bytes = quota_bytes
 
-        def script(text: str) -> AsyncScript:
-            return NodeScript(redis, text)
-
+        script = redis.register_script
         self._receiver: AsyncScript = script(lua.RECEIVER)
         self._reserve: AsyncScript = script(lua.RESERVE)
         self._refund: AsyncScript = script(lua.REFUND)
@@ -153,22 +133,12 @@ class ClusterMessageStore:
         """Every master answers PING."""
         return bool(await self._redis.ping(target_nodes=RedisCluster.PRIMARIES))
 
-    async def connect(self) -> None:
-        """Returns once the client has loaded the cluster's slot map (retrying until a node
-        answers); concurrent callers share the load. See services.message.cluster_app."""
-        while True:
-            try:
-                await self._redis.initialize()
-                return
-            except (RedisError, OSError) as exc:
-                logger.warning("cannot reach the Redis Cluster (%s); retrying", exc)
-                await asyncio.sleep(_CONNECT_RETRY_SECONDS)
-
     async def ready(self) -> bool:
         """The readiness check: connected, and a master answers PING. With a master down, the
         requests that need its slots answer UNAVAILABLE and the others are served, so the
-        process stays in service rather than taking every user's requests out with it."""
-        await self.connect()
+        process stays in service rather than taking every user's requests out with it. Not
+        ready before the client has loaded the slot map (loaded here when no command has yet)."""
+        await self._redis.initialize()
         masters = self._redis.get_primaries()
         answers = await asyncio.gather(
             *(self._redis.ping(target_nodes=master) for master in masters),
@@ -598,8 +568,8 @@ class ClusterAccountData(AccountData):
 
     def __init__(self, redis: RedisCluster, store: ClusterMessageStore) -> None:
         super().__init__(redis, store)
-        self._claim = NodeScript(redis, lua.CLAIM)
-        self._take_over = NodeScript(redis, lua.TAKE_OVER)
+        self._claim = redis.register_script(lua.CLAIM)
+        self._take_over = redis.register_script(lua.TAKE_OVER)
         self._cluster = redis
         self._store = store
 

@@ -1,5 +1,5 @@
 """Delivers the `outbox:notifications` stream (on a Cluster: the bucket streams
-`m:outbox:{mb<k>}`) to NotificationService, at least once."""
+`m:outbox:{t}`, one relay per bucket) to NotificationService, at least once."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import grpc.aio
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 from redis.exceptions import RedisError
 
+from services.common.buckets import bucket_outbox_configs
 from services.common.delivery import (
     OutboxConfig,
     PermanentDeliveryError,
@@ -36,13 +37,18 @@ OUTBOX: Final = OutboxConfig(
     dead_letter_stream=OUTBOX_DEAD_LETTER_STREAM,
     claim_idle_ms=CLAIM_IDLE_MS,
 )
+CLUSTER_OUTBOXES: Final = bucket_outbox_configs(
+    OUTBOX, (cluster_keys.outbox_stream(bucket) for bucket in range(cluster_keys.BUCKETS))
+)
+"""The cluster layout's outbox: one stream per bucket (services.message.cluster_keys), each
+with its dead-letter stream in its slot, all read by the same consumer group."""
 
 
 __all__ = [
+    "CLUSTER_OUTBOXES",
     "OUTBOX",
     "NotifyReceiver",
     "RepairingNotifyReceiver",
-    "cluster_outboxes",
     "lane_key",
 ]
 
@@ -102,20 +108,6 @@ class NotifyReceiver(RpcReceiver[notification_pb2.CreateNotificationRequest]):
             if not refusal:
                 observe_timestamp(HOP_NOTIFICATION, request.timestamp)
         return refusals
-
-
-def cluster_outboxes() -> list[OutboxConfig]:
-    """The cluster layout's outbox: one stream per bucket (services.message.cluster_keys),
-    each with its dead-letter stream in its slot, all read by the same consumer group."""
-    return [
-        OutboxConfig(
-            stream=cluster_keys.outbox_stream(bucket),
-            group=OUTBOX.group,
-            dead_letter_stream=cluster_keys.outbox_dead_letter_stream(bucket),
-            claim_idle_ms=CLAIM_IDLE_MS,
-        )
-        for bucket in range(cluster_keys.BUCKETS)
-    ]
 
 
 class IndexRepair(Protocol):

@@ -10,7 +10,6 @@ from services.notification.relay import CLUSTER_OUTBOXES, OUTBOX, FrontendPush, 
 from services.notification.service import NotificationService
 from services.notification.settings import Settings
 from services.notification.store import RedisNotificationStore
-from services.user.buckets import bucket_outboxes
 
 
 def wire(start: Start[Settings]) -> Parts[NotificationService]:
@@ -28,13 +27,11 @@ def wire(start: Start[Settings]) -> Parts[NotificationService]:
     store = RedisNotificationStore(redis, retention=s.retention, layout=layout)
     accounts = GrpcAccounts(start.peer(s.user_addr, "user"))
     push = FrontendPush(start.relay_peer(s.frontend_addr, "frontend"))
-    outbox, relays = bucket_outboxes(start, redis, outboxes, push, lane_key=lane_key)
     return Parts(
         NotificationService(store, accounts),
         sessions=Sessions(accounts),
         follow_revocations=True,
-        outbox=outbox,
-        background=relays,
+        outbox=start.bucket_outbox(redis, outboxes, push, lane_key=lane_key),
     )
 
 

@@ -17,7 +17,8 @@ Every email in a key was normalised first, so it holds no ':' or glob character.
 Cluster layout (Valkey Cluster, database 0 shared with the other services; every key starts with
 ``n:``). A receiver's email belongs to one of BUCKETS buckets (a BLAKE2b hash of the email,
 modulo BUCKETS); each bucket has a hash tag ``{t}`` (BUCKET_TAGS, spread evenly over the slot
-space), and every key of an email carries its bucket's tag, so each script touches one slot:
+space: the bucket scheme of services.common.buckets, shared by the services), and every key
+of an email carries its bucket's tag, so each script touches one slot:
 
     n:notifications:{t}:{email}          list: as notifications:{email}
     n:subscriptions:{t}:{email}          hash: the email's own field of the standalone
@@ -43,10 +44,10 @@ space), and every key of an email carries its bucket's tag, so each script touch
 
 from __future__ import annotations
 
-import hashlib
 from typing import Final
 
-from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from services.common import buckets
+from services.common.buckets import email_bucket, spread_tags
 
 SUBSCRIPTIONS_KEY: Final = "subscriptions"
 OUTBOX_STREAM: Final = "outbox:frontend"
@@ -70,38 +71,17 @@ def dedupe_key(message_id: int) -> str:
 
 # The cluster layout (see the module docstring).
 CLUSTER_PREFIX: Final = "n:"
-BUCKETS: Final = 16
-"""Buckets of receivers: the most Cluster masters NotificationService's data and outbox spread
-over (one relay per bucket). Changing it moves every key: a layout constant, not a setting."""
-
-
-def spread_tags(prefix: str, count: int) -> tuple[str, ...]:
-    """``count`` hash tags, the i-th hashing into the i-th of ``count`` equal ranges of slots
-    (the first of ``{prefix}{i}``, ``{prefix}{i}.1``, ``{prefix}{i}.2``, ... that does), so that
-    buckets spread evenly over masters that own equal ranges of slots."""
-    tags = []
-    for i in range(count):
-        low = i * REDIS_CLUSTER_HASH_SLOTS // count
-        high = (i + 1) * REDIS_CLUSTER_HASH_SLOTS // count
-        attempt = 0
-        while True:
-            tag = f"{prefix}{i}" if attempt == 0 else f"{prefix}{i}.{attempt}"
-            if low <= key_slot(tag.encode()) < high:
-                break
-            attempt += 1
-        tags.append(tag)
-    return tuple(tags)
+BUCKETS: Final = buckets.BUCKETS
+"""Buckets of receivers (services.common.buckets): the most Cluster masters
+NotificationService's data and outbox spread over (one relay per bucket)."""
 
 
 BUCKET_TAGS: Final = spread_tags("n", BUCKETS)
 
 
 def bucket(email: str) -> int:
-    """The bucket of ``email``: the first 8 bytes of its BLAKE2b digest (UTF-8), big-endian,
-    modulo BUCKETS - stable forever, and well mixed (a CRC spreads addresses that differ in a
-    few characters, such as user01@ ... user40@, over a few buckets only)."""
-    digest = hashlib.blake2b(email.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
+    """The bucket of ``email`` (services.common.buckets.email_bucket)."""
+    return email_bucket(email)
 
 
 def tag(email: str) -> str:

@@ -9,6 +9,7 @@ import grpc
 import grpc.aio
 from missive.frontend.v1 import frontend_pb2, frontend_pb2_grpc
 
+from services.common.buckets import bucket_outbox_configs
 from services.common.delivery import OutboxConfig, PermanentDeliveryError
 from services.common.metrics import HOP_FRONTEND
 from services.common.metrics.mounting import observe_timestamp
@@ -17,7 +18,6 @@ from services.notification.keys import (
     BUCKETS,
     OUTBOX_DEAD_LETTER_STREAM,
     OUTBOX_STREAM,
-    cluster_outbox_dead_letters,
     cluster_outbox_stream,
 )
 from services.notification.records import decode_event
@@ -33,14 +33,8 @@ OUTBOX = OutboxConfig(
     dead_letter_stream=OUTBOX_DEAD_LETTER_STREAM,
     claim_idle_ms=CLAIM_IDLE_MS,
 )
-CLUSTER_OUTBOXES = tuple(
-    OutboxConfig(
-        stream=cluster_outbox_stream(index),
-        group=OUTBOX.group,
-        dead_letter_stream=cluster_outbox_dead_letters(index),
-        claim_idle_ms=CLAIM_IDLE_MS,
-    )
-    for index in range(BUCKETS)
+CLUSTER_OUTBOXES = bucket_outbox_configs(
+    OUTBOX, (cluster_outbox_stream(index) for index in range(BUCKETS))
 )
 """The cluster layout's outbox: one stream per receiver bucket, each with its relay (one
 consumer group name for all); a receiver's notifications are all in its bucket, so still pushed

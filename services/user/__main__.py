@@ -7,7 +7,6 @@ from services.common.auth import UserTokenIssuer
 from services.common.redis import RedisClient
 from services.common.sessions import Sessions, publish_revocation
 from services.user.api_rest.app import create_rest_app
-from services.user.buckets import bucket_outboxes
 from services.user.cluster_store import ClusterUserStore
 from services.user.grpc.app import register
 from services.user.passwords import Passwords
@@ -35,11 +34,9 @@ def wire(start: Start[Settings]) -> Parts[UserService]:
     service = UserService(store, passwords, tokens, s.login, revoked=revoked)
     messages = start.relay_peer(s.message_addr, "message")
     erase = EraseAccount(messages, start.relay_peer(s.notification_addr, "notification"))
-    outbox, relays = bucket_outboxes(start, redis, outboxes, erase, lane_key=lane_key)
+    outbox = start.bucket_outbox(redis, outboxes, erase, lane_key=lane_key)
     sessions = Sessions(service, ttl_seconds=0)  # the accounts are here: checked uncached
-    return Parts(
-        service, sessions, outbox=outbox, background=relays, max_body_bytes=s.max_body_bytes
-    )
+    return Parts(service, sessions, outbox=outbox, max_body_bytes=s.max_body_bytes)
 
 
 APP = ServiceApp("user-service", Settings, wire, register, create_rest_app, sign_user_tokens=True)

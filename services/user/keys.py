@@ -19,9 +19,9 @@ Emails are normalised before they reach this module; client hosts are bounded an
 
 Cluster layout (Valkey Cluster, database 0 shared with the other services; every key starts with
 ``u:``). An email belongs to one of BUCKETS buckets (a BLAKE2b hash of the email, modulo
-BUCKETS); each bucket has a hash tag ``{t}`` (BUCKET_TAGS, spread evenly over the slot space),
-and every key of an email carries its bucket's tag, so each script of the service touches one
-slot:
+BUCKETS); each bucket has a hash tag ``{t}`` (BUCKET_TAGS, spread evenly over the slot space:
+the bucket scheme of services.common.buckets, shared by the services), and every key of an
+email carries its bucket's tag, so each script of the service touches one slot:
 
     u:user:{t}:{email}              string  the user record (the JSON of ``user:{email}``)
     u:users:{t}                     zset    the emails of the bucket, score 0 (lexical order);
@@ -52,10 +52,10 @@ braces: the host is the key's hash tag.) Why each script is single-slot:
 
 from __future__ import annotations
 
-import hashlib
 from typing import Final
 
-from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from services.common import buckets
+from services.common.buckets import email_bucket, spread_tags
 
 USERS_INDEX: Final = "users"
 ACCOUNT_ID_COUNTER: Final = "account_id_counter"
@@ -99,38 +99,17 @@ def clean_client(client: str) -> str:
 
 # The cluster layout (see the module docstring).
 CLUSTER_PREFIX: Final = "u:"
-BUCKETS: Final = 16
-"""Buckets of emails: the most Cluster masters UserService's data spreads over. Changing it
-moves every key, so it is a layout constant, not a setting."""
-
-
-def spread_tags(prefix: str, count: int) -> tuple[str, ...]:
-    """``count`` hash tags, the i-th hashing into the i-th of ``count`` equal ranges of slots
-    (the first of ``{prefix}{i}``, ``{prefix}{i}.1``, ``{prefix}{i}.2``, ... that does), so that
-    buckets spread evenly over masters that own equal ranges of slots."""
-    tags = []
-    for i in range(count):
-        low = i * REDIS_CLUSTER_HASH_SLOTS // count
-        high = (i + 1) * REDIS_CLUSTER_HASH_SLOTS // count
-        attempt = 0
-        while True:
-            tag = f"{prefix}{i}" if attempt == 0 else f"{prefix}{i}.{attempt}"
-            if low <= key_slot(tag.encode()) < high:
-                break
-            attempt += 1
-        tags.append(tag)
-    return tuple(tags)
+BUCKETS: Final = buckets.BUCKETS
+"""Buckets of emails (services.common.buckets): the most Cluster masters UserService's data
+spreads over."""
 
 
 BUCKET_TAGS: Final = spread_tags("u", BUCKETS)
 
 
 def bucket(email: str) -> int:
-    """The bucket of ``email``: the first 8 bytes of its BLAKE2b digest (UTF-8), big-endian,
-    modulo BUCKETS - stable forever, and well mixed (a CRC spreads addresses that differ in a
-    few characters, such as user01@ ... user40@, over a few buckets only)."""
-    digest = hashlib.blake2b(email.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
+    """The bucket of ``email`` (services.common.buckets.email_bucket)."""
+    return email_bucket(email)
 
 
 def tag(email: str) -> str:

@@ -21,6 +21,7 @@ import grpc.aio
 from missive.message.v1 import message_pb2, message_pb2_grpc
 from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
+from services.common.buckets import bucket_outbox_configs
 from services.common.delivery import (
     OutboxConfig,
     PermanentDeliveryError,
@@ -31,7 +32,6 @@ from services.user.keys import (
     ACCOUNTS_DEAD_LETTERS,
     ACCOUNTS_OUTBOX,
     BUCKETS,
-    cluster_accounts_dead_letters,
     cluster_accounts_outbox,
 )
 
@@ -46,14 +46,8 @@ OUTBOX: Final = OutboxConfig(
     dead_letter_stream=ACCOUNTS_DEAD_LETTERS,
     claim_idle_ms=30_000,  # well above two erasure deadlines
 )
-CLUSTER_OUTBOXES: Final = tuple(
-    OutboxConfig(
-        stream=cluster_accounts_outbox(index),
-        group=OUTBOX.group,
-        dead_letter_stream=cluster_accounts_dead_letters(index),
-        claim_idle_ms=OUTBOX.claim_idle_ms,
-    )
-    for index in range(BUCKETS)
+CLUSTER_OUTBOXES: Final = bucket_outbox_configs(
+    OUTBOX, (cluster_accounts_outbox(index) for index in range(BUCKETS))
 )
 """The cluster layout's outbox: one stream per bucket, each with its relay (one consumer group
 name for all); the events of one email are all in its bucket, so still delivered in order."""

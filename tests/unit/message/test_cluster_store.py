@@ -34,8 +34,7 @@ NEW = "0000000000000002" + "b" * 16
 
 @pytest.fixture
 async def cluster(cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = create_cluster(cluster_url)
-    await client.initialize()  # as the service does before serving (cluster_app)
+    client = create_cluster(cluster_url)  # it loads the slot map before its first command
     yield client
     await client.aclose()
 
@@ -102,7 +101,7 @@ async def test_a_send_writes_the_documented_layout_in_its_slots(
 ) -> None:
     message = await send(store, BOB, ADA, "héllo", seconds=7)
     bucket = ck.bucket_of(ADA, BOB)
-    tag = f"{{mb{bucket}}}"
+    tag = "{" + ck.BUCKET_TAGS[bucket] + "}"
     conversation = f"m:{tag}:conversation:{ADA}:{BOB}"  # sorted, whoever sent
     assert message.id % ck.BUCKETS == bucket and not message.read
     assert await all_keys(cluster) == {
@@ -155,9 +154,11 @@ async def test_a_send_writes_the_documented_layout_in_its_slots(
 def test_key_names_carry_the_tag_of_their_slot() -> None:
     bucket = ck.bucket_of(ADA, BOB)
     assert bucket == ck.bucket_of(BOB, ADA)
-    assert ck.conversation_key(BOB, ADA) == f"m:{{mb{bucket}}}:conversation:{ADA}:{BOB}"
-    assert ck.message_key(16 * 1000 + bucket) == f"m:{{mb{bucket}}}:message:{16 * 1000 + bucket}"
-    assert ck.outbox_dead_letter_stream(3) == "m:outbox:{mb3}:dead"
+    tag = "{" + ck.BUCKET_TAGS[bucket] + "}"
+    assert ck.conversation_key(BOB, ADA) == f"m:{tag}:conversation:{ADA}:{BOB}"
+    assert ck.message_key(16 * 1000 + bucket) == f"m:{tag}:message:{16 * 1000 + bucket}"
+    assert ck.BUCKET_TAGS[:4] == ("mb0", "mb1.43", "mb2.60", "mb3.63")
+    assert ck.outbox_dead_letter_stream(3) == "m:outbox:{mb3.63}:dead"
     assert ck.idempotency_key(ADA, "acc:x-1") == f"m:idempotency:send:{{{ADA}}}:acc:x-1"
     assert len({key_slot(k.encode()) for k in _user_keys(ADA)}) == 1
     for b in range(ck.BUCKETS):
@@ -168,6 +169,17 @@ def test_key_names_carry_the_tag_of_their_slot() -> None:
         ck.user_tag("a}b@example.com")
     with pytest.raises(ValueError, match="bucket"):
         ck.bucket_tag(ck.BUCKETS)
+
+
+def test_buckets_spread_evenly_over_the_slots() -> None:
+    """The services' bucket scheme (services.common.buckets): bucket k's tag hashes into the
+    k-th of BUCKETS equal ranges of slots, so 3 masters owning equal ranges hold 5 or 6
+    buckets each (the tags {mb0} ... {mb15} would put 9 of them on the first master)."""
+    slots = [key_slot(ck.outbox_stream(b).encode()) for b in range(ck.BUCKETS)]
+    width = 16384 // ck.BUCKETS
+    assert [slot // width for slot in slots] == list(range(ck.BUCKETS))
+    owners = [slot * 3 // 16384 for slot in slots]
+    assert sorted(owners.count(m) for m in range(3)) == [5, 5, 6]
 
 
 def _user_keys(email: str) -> list[str]:

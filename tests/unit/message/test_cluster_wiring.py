@@ -5,6 +5,7 @@ Valkey Cluster."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,18 +21,19 @@ from missive.message.v1 import message_pb2, message_pb2_grpc
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from services.common.app import Start
 from services.common.bootstrap import Security
+from services.common.bucket_dead_letters import BucketDeadLetters
 from services.common.delivery import Relay, TransientDeliveryError
-from services.common.domain import InvalidArgument
 from services.common.grpc_client import peer_channel
 from services.common.ports import free_port
 from services.common.redis import create_cluster
 from services.launcher.valkey_cluster import EmbeddedValkeyCluster
 from services.message import cluster_keys as ck
-from services.message.__main__ import main
-from services.message.bucket_dead_letters import BucketDeadLetters
+from services.message.__main__ import main, wire
 from services.message.cluster_store import ClusterMessageStore
-from services.message.relay import RepairingNotifyReceiver, cluster_outboxes
+from services.message.relay import CLUSTER_OUTBOXES, RepairingNotifyReceiver
+from services.message.settings import Settings
 from tests.helpers.grpc_clients import SERVING, wait_for_status
 from tests.unit.message.conftest import (
     ADA,
@@ -46,8 +48,7 @@ T0 = datetime(2025, 1, 14, 12, 0, 0, tzinfo=UTC)
 
 @pytest.fixture
 async def cluster(cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = create_cluster(cluster_url)
-    await client.initialize()  # as the service does before serving (cluster_app)
+    client = create_cluster(cluster_url)  # it loads the slot map before its first command
     yield client
     await client.aclose()
 
@@ -67,7 +68,7 @@ async def channel(keys: Path, notification_port: int) -> AsyncIterator[grpc.aio.
 
 def fast(bucket: int) -> Any:
     return dataclasses.replace(
-        cluster_outboxes()[bucket], backoff_initial=0.01, backoff_max=0.05, block_ms=100
+        CLUSTER_OUTBOXES[bucket], backoff_initial=0.01, backoff_max=0.05, block_ms=100
     )
 
 
@@ -76,8 +77,10 @@ async def page_ids(store: ClusterMessageStore, email: str) -> list[int]:
 
 
 def test_one_outbox_per_bucket_in_the_slot_of_its_dead_letters() -> None:
-    configs = cluster_outboxes()
-    assert [c.stream for c in configs] == [f"m:outbox:{{mb{b}}}" for b in range(ck.BUCKETS)]
+    configs = CLUSTER_OUTBOXES
+    assert [c.stream for c in configs] == [
+        "m:outbox:{" + ck.BUCKET_TAGS[b] + "}" for b in range(ck.BUCKETS)
+    ]
     assert {c.group for c in configs} == {"notification-relay"}
     assert all(c.dead_letter_stream == c.stream + ":dead" for c in configs)
 
@@ -144,39 +147,33 @@ async def test_a_repair_that_cannot_reach_redis_is_retried_not_dead_lettered(
         await receiver.deliver_batch([("1-0", event)])
 
 
-async def test_the_dead_letters_of_every_bucket_are_one_list(cluster: RedisCluster) -> None:
-    configs = cluster_outboxes()
-    dead = BucketDeadLetters(cluster, configs)
-    ids = []
-    for n, bucket in enumerate((5, 0, 11)):  # added in this order, so listed in this order
-        entry_id = await cluster.xadd(
-            configs[bucket].dead_letter_stream,
-            {"message_id": str(n), "dead_letter.reason": f"r{n}"},
-        )
-        ids.append((bucket, str(entry_id)))
-        await asyncio.sleep(0.002)  # distinct milliseconds
-    first = await dead.page(2, "")
-    assert [d.fields["message_id"] for d in first.dead_letters] == ["0", "1"]
-    assert first.total == 3 and first.next_page_token
-    second = await dead.page(2, first.next_page_token)
-    assert [d.fields["message_id"] for d in second.dead_letters] == ["2"]
-    assert second.next_page_token == ""
-
-    bucket, replayed = ids[0]
-    outcome = await dead.replay([replayed, "1-1"])
-    assert (outcome.count, outcome.not_found) == (1, ["1-1"])
-    entries: Any = await cluster.xrange(configs[bucket].stream)
-    assert [dict(fields) for _, fields in entries] == [{"message_id": "0"}]
-    assert (await dead.drop([], everything=True)).count == 2
-    assert (await dead.page(10, "")).total == 0
-    with pytest.raises(InvalidArgument):
-        await dead.drop([], everything=False)
-    # The same entry id in two buckets (two masters, one millisecond): listed, dropped, both.
-    for bucket in (3, 9):
-        await cluster.xadd(configs[bucket].dead_letter_stream, {"message_id": "9"}, id="5-1")
-    same = await dead.page(10, "")
-    assert [d.id for d in same.dead_letters] == ["5-1", "5-1"] and same.total == 2
-    assert (await dead.drop(["5-1"])).count == 2
+async def test_wire_uses_the_shells_sharded_outbox_and_revocations(
+    keys: Path, cluster_url: str, user_service: UserServiceRunning
+) -> None:
+    """On a Cluster: a relay per bucket and the dead letters of every bucket from the shell
+    (Start.bucket_outbox), revocations followed by the shell, readiness from the store."""
+    environ = {
+        "KEYS_DIR": str(keys),
+        "REDIS_URL": cluster_url,
+        "USER_SERVICE_ADDR": user_service.address,
+        "NOTIFICATION_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
+    }
+    async with contextlib.AsyncExitStack() as resources:
+        security = Security.load(keys, "message")
+        start = Start("message-service", Settings.from_env(environ), security, resources)
+        parts = wire(start)
+        [client] = start.redis_clients
+        assert isinstance(client, RedisCluster)
+        assert parts.follow_revocations and parts.sessions is not None
+        assert parts.outbox is not None and not parts.background
+        assert len(parts.outbox.relays) == len(start.collectors) == ck.BUCKETS
+        dead = parts.outbox.dead_letters
+        assert isinstance(dead, BucketDeadLetters)
+        assert [b.dead_letter_stream for b in dead.buckets] == [
+            c.dead_letter_stream for c in CLUSTER_OUTBOXES
+        ]
+        assert parts.readiness is not None
+        assert await parts.readiness()  # loads the slot map itself: no command ran before
 
 
 async def test_main_serves_on_a_cluster_and_relays_every_bucket(

@@ -70,7 +70,6 @@ async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFacto
         await redis.aclose()
     else:
         cluster = create_cluster(request.getfixturevalue("cluster_url"))
-        await cluster.initialize()  # as the service does before serving (cluster_app)
 
         def clustered(**options: int) -> MessageStore:
             return ClusterMessageStore(cluster, **options)

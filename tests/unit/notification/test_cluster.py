@@ -20,6 +20,7 @@ from redis.crc import key_slot
 
 from services.common.app import Start
 from services.common.bootstrap import Security
+from services.common.bucket_dead_letters import BucketDeadLetters
 from services.common.domain import Principal
 from services.common.grpc_client import peer_channel
 from services.common.ports import free_port
@@ -32,7 +33,6 @@ from services.notification.relay import CLUSTER_OUTBOXES
 from services.notification.service import NotificationService
 from services.notification.settings import Settings
 from services.notification.store import DEDUPE_TTL_SECONDS, UNSUBSCRIBED, RedisNotificationStore
-from services.user.buckets import BucketDeadLetters
 from tests.helpers.accounts import account_id_of
 from tests.helpers.grpc_clients import SERVING, wait_for_status
 from tests.unit.notification.conftest import (
@@ -308,7 +308,8 @@ async def test_wire_pushes_every_bucket_to_the_frontend(
         assert isinstance(client, RedisCluster)
         assert parts.outbox is not None
         assert isinstance(parts.outbox.dead_letters, BucketDeadLetters)
-        relays = [parts.outbox.relay.run, *parts.background]
+        relays = [relay.run for relay in parts.outbox.relays]
+        assert not parts.background  # the shell runs every bucket's relay
         assert len(relays) == nkeys.BUCKETS
         tasks = [asyncio.create_task(relay()) for relay in relays]
         try:

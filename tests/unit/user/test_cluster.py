@@ -22,13 +22,12 @@ from redis.crc import key_slot
 from services.common.app import Start
 from services.common.auth import UserTokenIssuer
 from services.common.bootstrap import Security
-from services.common.domain import InvalidArgument, Principal
-from services.common.paging import encode_offset
+from services.common.bucket_dead_letters import BucketDeadLetters
+from services.common.domain import Principal
 from services.common.ports import free_port
 from services.common.redis import create_cluster
 from services.user import keys as ukeys
 from services.user.__main__ import main, wire
-from services.user.buckets import BucketDeadLetters
 from services.user.cluster_store import ClusterUserStore
 from services.user.models import LoginPolicy, StoredUser
 from services.user.operators import set_role
@@ -352,45 +351,6 @@ async def test_ping(store: ClusterUserStore) -> None:
     assert await store.ping()
 
 
-# -- the erasure outbox's dead letters, over every bucket ----------------------------------------
-
-
-async def test_dead_letters_of_every_bucket_behind_one_api(redis: RedisCluster) -> None:
-    configs = CLUSTER_OUTBOXES[:3]
-    dead = BucketDeadLetters(redis, configs)
-    # Ids are per stream: several buckets hold 1000-0.
-    layout = {0: ["1000-0", "1001-0"], 1: ["1000-0", "1000-1"], 2: ["1000-0"]}
-    for index, ids in layout.items():
-        for entry_id in ids:
-            fields: dict[Any, Any] = {"email": f"{index}/{entry_id}", "dead_letter.reason": "x"}
-            await redis.xadd(configs[index].dead_letter_stream, fields, id=entry_id)
-    pages = []
-    token = ""
-    while True:
-        page = await dead.page(2, token)
-        assert page.total == 5
-        pages.append([d.fields["email"] for d in page.dead_letters])
-        token = page.next_page_token
-        if not token:
-            break
-    assert pages == [["0/1000-0", "1/1000-0"], ["2/1000-0", "1/1000-1"], ["0/1001-0"]]
-    for bad in ("garbage!", encode_offset(3)):
-        with pytest.raises(InvalidArgument):
-            await dead.page(2, bad)
-    with pytest.raises(InvalidArgument):
-        await dead.page(101, "")
-    outcome = await dead.replay(["1000-1", "1-1"])
-    assert (outcome.count, outcome.not_found) == (1, ["1-1"])
-    replayed: Any = await redis.xrange(configs[1].stream)
-    assert [fields for _, fields in replayed] == [{"email": "1/1000-1"}]
-    outcome = await dead.drop(["1000-0"])  # held by three buckets: all three go
-    assert (outcome.count, outcome.not_found) == (3, [])
-    assert (await dead.replay([], everything=True)).count == 1
-    assert (await dead.page(10, "")).total == 0
-    with pytest.raises(InvalidArgument):
-        await dead.drop([])
-
-
 # -- the wiring in cluster mode -------------------------------------------------------------------
 
 
@@ -420,7 +380,8 @@ async def test_wire_uses_the_cluster_layout_with_a_relay_per_bucket(
         assert parts.outbox is not None
         assert isinstance(parts.outbox.dead_letters, BucketDeadLetters)
         assert len(parts.outbox.dead_letters.buckets) == ukeys.BUCKETS
-        relays = [parts.outbox.relay.run, *parts.background]
+        relays = [relay.run for relay in parts.outbox.relays]
+        assert not parts.background  # the shell runs every bucket's relay
         assert len(relays) == ukeys.BUCKETS
         tasks = [asyncio.create_task(relay()) for relay in relays]
         try:

@@ -1,7 +1,5 @@
-"""An outbox sharded into bucket streams (the cluster layout): one relay per bucket, and the
-dead letters of every bucket behind the one set of admin RPCs. Nothing here is particular to
-UserService: NotificationService's frontend outbox uses it too (it belongs with the outbox code
-in services.common).
+"""The dead letters of an outbox sharded into bucket streams (the cluster layouts, see
+:mod:`services.common.buckets`), behind the one set of admin RPCs.
 
 The admin RPCs (ListDeadLetters, ReplayDeadLetters, DropDeadLetters) keep their contract: a
 page lists the dead letters of every bucket merged in entry-id order (then bucket order), and
@@ -19,18 +17,21 @@ import base64
 import binascii
 import re
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
-from services.common.app import Outbox, Start
-from services.common.dead_letters import DeadLetter, DeadLetterPage, DeadLetters, Outcome
-from services.common.dead_letters import _encode_token as encode_token
-from services.common.delivery import Handler, LaneKey, OutboxConfig
+from services.common.dead_letters import (
+    DeadLetter,
+    DeadLetterPage,
+    DeadLetters,
+    Outcome,
+    encode_token,
+)
+from services.common.delivery import OutboxConfig
 from services.common.domain import InvalidArgument
 from services.common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_TOKEN_LENGTH
 from services.common.redis import RedisClient
-from services.common.runner import BackgroundFactory
 
-__all__ = ["BucketDeadLetters", "bucket_outboxes"]
+__all__ = ["BucketDeadLetters"]
 
 _TOKEN: Final = re.compile(r"b1:([0-9]{1,20})-([0-9]{1,20}):([0-9]{1,5})")
 _MAX_SEQUENCE: Final = 2**64 - 1
@@ -136,21 +137,3 @@ class BucketDeadLetters(DeadLetters):
         held_nowhere = set.intersection(*(set(outcome.not_found) for outcome in outcomes))
         not_found = [i for i in dict.fromkeys(ids) if i in held_nowhere]
         return Outcome(sum(outcome.count for outcome in outcomes), not_found)
-
-
-def bucket_outboxes(
-    start: Start[Any],
-    redis: RedisClient,
-    outboxes: Sequence[OutboxConfig],
-    handler: Handler,
-    *,
-    lane_key: LaneKey,
-) -> tuple[Outbox, list[BackgroundFactory]]:
-    """One relay per bucket (same consumer group): the outbox to hand the shell (the first
-    bucket's relay, every bucket's dead letters) and the other relays to run beside it. One
-    outbox (the standalone layout) is handed over as :meth:`Start.outbox` makes it."""
-    relays = [start.outbox(redis, outbox, handler, lane_key=lane_key) for outbox in outboxes]
-    if len(relays) == 1:  # the standalone layout: the outbox as it is
-        return relays[0], []
-    dead_letters = BucketDeadLetters(redis, outboxes)
-    return Outbox(relays[0].relay, dead_letters), [each.relay.run for each in relays[1:]]
