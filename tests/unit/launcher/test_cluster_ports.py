@@ -3,6 +3,7 @@ cluster from its nodes.conf files, with its data."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,21 @@ from services.common.ports import free_port
 from services.launcher.valkey_cluster import EmbeddedValkeyCluster
 
 
+def _node_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 < 65536:
+            try:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+            return port
+
+
 def test_fixed_ports_and_a_restart_keep_the_cluster_and_its_data(tmp_path: Path) -> None:
-    ports = [free_port() for _ in range(3)]
+    ports = [_node_port() for _ in range(3)]
     first = EmbeddedValkeyCluster(tmp_path, 3, ports=ports)
     first.start()
     try:
