@@ -42,11 +42,12 @@ from services.message.relay import CLUSTER_OUTBOXES as MESSAGE_OUTBOXES
 from services.notification.relay import CLUSTER_OUTBOXES as NOTIFICATION_OUTBOXES
 from tests.bench import procs
 from tests.bench.catchup import backlog
-from tests.bench.figures import figure
+from tests.bench.figures import Figure, figure
 from tests.bench.loader import SEND_METHOD
 from tests.bench.replicas import CORRECTNESS, SETTLE_WITHIN, check_stored, stored_ids
 from tests.bench.run import CONTENT, IN_FLIGHT, OUTBOXES, SENDERS, Bench, _check
 from tests.helpers.clients import User, register_and_login
+from tests.helpers.replicas import server_calls
 from tests.helpers.system import System
 
 MASTERS = 3
@@ -54,6 +55,25 @@ CLUSTERED = ("user", "message", "notification")
 """The services restarted on the Cluster (FrontendService keeps the standalone Valkey)."""
 DRAIN_WITHIN = 120.0
 SCENARIO = "9 cluster"
+IDLE_S = 2.0
+"""Seconds of no load over which each process's idle CPU is measured (relays polling...)."""
+RELAY_CALLS = {
+    "hop1": (
+        "notification",
+        (
+            "/missive.notification.v1.NotificationService/CreateNotification",
+            "/missive.notification.v1.NotificationService/CreateNotifications",
+        ),
+    ),
+    "hop2": (
+        "frontend",
+        (
+            "/missive.frontend.v1.FrontendService/ReceiveNotification",
+            "/missive.frontend.v1.FrontendService/ReceiveNotifications",
+        ),
+    ),
+}
+"""The RPCs each relay hop delivers with (one per entry, or one per batch), by receiving service."""
 
 Backlogs = Callable[[], Awaitable[dict[str, int]]]
 
@@ -203,6 +223,7 @@ async def run_once(
     warmed = await procs.Loader(warm_up).run()
     _check(warmed, f"warm-up, {label}")
     await drained(backlogs)
+    idle = await _idle_cpu(pids)
     spec: dict[str, Any] = {
         "kind": "e2e",
         "target": target,
@@ -214,6 +235,7 @@ async def run_once(
         "rate": None,
         "settle_within": SETTLE_WITHIN,
     }
+    calls_before = await _relay_calls(system)
     before = procs.cpu_snapshot(pids)
     loader = procs.Loader(spec)
     try:
@@ -227,6 +249,7 @@ async def run_once(
     finally:
         await loader.close()
     cpu = procs.cpu_delta(before, pids)
+    calls_after = await _relay_calls(system)
     _check(result, f"SendMessage with live streams, {label}")
     accepted: dict[str, list[int]] = result.pop("accepted_ids", {})
     stored = dict(
@@ -248,7 +271,29 @@ async def run_once(
         "drain_s": drain_s,
         "cpu_s": cpu,
         "cpu_us_per_message": {name: s / count * 1e6 for name, s in cpu.items()},
+        "idle_cpu_share": idle,
+        "relay_calls": {hop: calls_after[hop] - calls_before[hop] for hop in RELAY_CALLS},
+        "messages_per_relay_call": {
+            hop: result["accepted"] / max(calls_after[hop] - calls_before[hop], 1)
+            for hop in RELAY_CALLS
+        },
     }
+
+
+async def _idle_cpu(pids: dict[str, int]) -> dict[str, float]:
+    """Each process's share of a core over IDLE_S seconds with no load."""
+    before = procs.cpu_snapshot(pids)
+    await asyncio.sleep(IDLE_S)
+    return {name: s / IDLE_S for name, s in procs.cpu_delta(before, pids).items()}
+
+
+async def _relay_calls(system: System) -> dict[str, int]:
+    """RPCs each relay hop's receiving service has handled so far."""
+    totals = {}
+    for hop, (service, methods) in RELAY_CALLS.items():
+        url = system.metrics_url(service)
+        totals[hop] = sum(await asyncio.gather(*(server_calls(url, m) for m in methods)))
+    return totals
 
 
 def _valkey_us(run: dict[str, Any], masters_only: bool = False) -> float:
@@ -274,48 +319,49 @@ async def cluster(bench: Bench) -> None:
     _figures(bench, single, spread)
 
 
+def _paired(name: str, value: float, unit: str, baseline: float | None, of: str) -> Figure:
+    """A figure of the scenario beside its standalone counterpart (none when that measured 0:
+    a process's CPU is counted in 10 ms ticks, and a short run may not reach one)."""
+    return figure(SCENARIO, name, value, unit, baseline or None, of if baseline else "")
+
+
 def _figures(bench: Bench, single: dict[str, Any], spread: dict[str, Any]) -> None:
     base = "the same load, standalone Valkey"
     on = f"{MASTERS}-master Valkey Cluster"
     bench.add(
-        figure(
-            SCENARIO,
+        _paired(
             f"SendMessage accepted/s, {on}, 64 in flight, live streams",
             spread["accepted_per_s"],
             "rps",
             single["accepted_per_s"],
             base,
         ),
-        figure(
-            SCENARIO,
+        _paired(
             f"end to end (accepted → last shown on a stream), {on}",
             spread["end_to_end_per_s"],
             "/s",
             single["end_to_end_per_s"],
             base,
         ),
-        figure(
-            SCENARIO,
+        _paired(
             f"send OK → live stream p50, {on}",
             spread["p50_ms"],
             "ms",
             single["p50_ms"],
             base,
         ),
-        figure(
-            SCENARIO,
+        _paired(
             f"send OK → live stream p99, {on}",
             spread["p99_ms"],
             "ms",
             single["p99_ms"],
             base,
         ),
-        figure(
-            SCENARIO,
+        _paired(
             f"drain after the load stopped, {on}",
             spread["drain_s"],
             "s",
-            single["drain_s"] or None,
+            single["drain_s"],
             base,
         ),
         figure(SCENARIO, "drain after the load stopped, standalone Valkey", single["drain_s"], "s"),
@@ -326,8 +372,7 @@ def _figures(bench: Bench, single: dict[str, Any], spread: dict[str, Any]) -> No
     single_us: dict[str, float] = single["cpu_us_per_message"]
     for name in ("user", "message", "notification", "frontend"):
         bench.add(
-            figure(
-                SCENARIO,
+            _paired(
                 f"CPU per message: {name}, on the Cluster"
                 if name != "frontend"
                 else "CPU per message: frontend (standalone Valkey in both runs)",
@@ -338,8 +383,7 @@ def _figures(bench: Bench, single: dict[str, Any], spread: dict[str, Any]) -> No
             )
         )
     bench.add(
-        figure(
-            SCENARIO,
+        _paired(
             f"CPU per message: valkey, the {MASTERS} masters summed",
             _valkey_us(spread, masters_only=True),
             "µs",
@@ -356,21 +400,46 @@ def _figures(bench: Bench, single: dict[str, Any], spread: dict[str, Any]) -> No
             spread_us["valkey"],
             "µs",
         ),
-        figure(
-            SCENARIO,
+        _paired(
             "CPU per message: every Valkey process (masters + the bus's)",
             _valkey_us(spread),
             "µs",
             single_us["valkey"],
             "the standalone Valkey",
         ),
-        figure(
-            SCENARIO,
+        _paired(
             "CPU per message: every process (services + Valkey)",
             sum(spread_us.values()),
             "µs",
             sum(single_us.values()),
             base,
+        ),
+    )
+    for hop, text in (
+        ("hop1", "MessageService → NotificationService"),
+        ("hop2", "NotificationService → FrontendService"),
+    ):
+        bench.add(
+            _paired(
+                f"messages per relay RPC, {text}, {on}",
+                spread["messages_per_relay_call"][hop],
+                "",
+                single["messages_per_relay_call"][hop],
+                base,
+            )
+        )
+    bench.add(
+        figure(
+            SCENARIO,
+            f"idle CPU of every process (no load), share of a core, {on}",
+            sum(spread["idle_cpu_share"].values()),
+            "",
+        ),
+        figure(
+            SCENARIO,
+            "idle CPU of every process (no load), share of a core, standalone Valkey",
+            sum(single["idle_cpu_share"].values()),
+            "",
         ),
     )
     for key, text in CORRECTNESS:
