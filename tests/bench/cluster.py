@@ -146,9 +146,9 @@ async def on_cluster(system: System) -> AsyncIterator[EmbeddedValkeyCluster]:
     fresh 3-master Cluster (FrontendService restarted on the standalone Valkey, as before).
     On exit the Cluster stops and the system runs on the standalone Valkey again."""
     cluster = EmbeddedValkeyCluster(system.base / "cluster", masters=MASTERS)
-    await asyncio.to_thread(cluster.start)
     saved = dict(system.extra_env)
     try:
+        cluster.start()  # blocks a second or two; nothing else runs meanwhile
         system.stop()
         system.extra_env["REDIS_URL"] = cluster.url
         system.start(*CLUSTERED)
@@ -161,7 +161,7 @@ async def on_cluster(system: System) -> AsyncIterator[EmbeddedValkeyCluster]:
         system.extra_env.clear()
         system.extra_env.update(saved)
         system.stop()
-        await asyncio.to_thread(cluster.stop)
+        cluster.stop()
     system.start()
     await system.wait_healthy()
 
