@@ -1,0 +1,181 @@
+"""Connexion's middleware stack, with the per-request work done once per operation instead.
+
+The stack is Connexion's default one, in its order, with two of its middlewares replaced by
+subclasses that answer the same:
+
+- :class:`SwaggerUIPaths` hands a request straight to the next middleware unless its path is
+  one the Swagger UI middleware serves (``/openapi.json``, ``/ui``...), rather than matching
+  every API request against the UI's routes first;
+- :class:`PreparedRequestValidation` builds each operation's parameter validator, URI parser
+  and accepted media types when the app starts, rather than on every request.
+
+:func:`middleware_stack` adds :class:`~.guards.RequestGuards` before the exception middleware,
+and any middleware of the app (``outermost``) before everything.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from connexion.datastructures import MediaTypeDict
+from connexion.exceptions import UnsupportedMediaTypeProblem
+from connexion.middleware.context import ContextMiddleware
+from connexion.middleware.exceptions import ExceptionMiddleware
+from connexion.middleware.lifespan import LifespanMiddleware
+from connexion.middleware.request_validation import (
+    RequestValidationAPI,
+    RequestValidationMiddleware,
+    RequestValidationOperation,
+)
+from connexion.middleware.response_validation import ResponseValidationMiddleware
+from connexion.middleware.routing import RoutingMiddleware
+from connexion.middleware.security import SecurityMiddleware
+from connexion.middleware.server_error import ServerErrorMiddleware
+from connexion.middleware.swagger_ui import SwaggerUIMiddleware
+from connexion.operations import AbstractOperation
+from connexion.spec import Specification
+from connexion.utils import is_nullable
+from starlette.routing import Mount
+from starlette.types import Receive, Scope, Send
+
+from .guards import RequestGuards
+
+
+class SwaggerUIPaths(SwaggerUIMiddleware):  # type: ignore[misc]
+    """Connexion's Swagger UI middleware, consulted only for the paths it serves."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._prefixes: tuple[str, ...] = ()
+
+    def add_api(self, specification: Specification, **kwargs: Any) -> None:
+        super().add_api(specification, **kwargs)
+        prefixes = []
+        for mount in self.router.routes:
+            if isinstance(mount, Mount):
+                # Its routes are literal paths and mounts: a path not starting with one of them
+                # reaches the next middleware whatever the router does with it.
+                prefixes += [mount.path + getattr(route, "path", "") for route in mount.routes]
+        self._prefixes = tuple(sorted(set(prefixes)))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            if not path.startswith(self._prefixes):
+                await self.app(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+class _PreparedOperation(RequestValidationOperation):  # type: ignore[misc]
+    """An operation's request validation with its validators built once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        operation = self._operation
+        uri_parser = operation._uri_parser_class(operation.parameters, operation.body_definition())
+        self._parameters = self._validator_map["parameter"](
+            operation.parameters,
+            uri_parser=uri_parser,
+            strict_validation=self.strict_validation,
+            security_query_params=self.security_query_params,
+        )
+        self._consumes = (
+            MediaTypeDict([(c.lower(), None) for c in operation.consumes])
+            if operation.consumes
+            else None
+        )
+        self._bodies: dict[str, Any] = {}
+
+    def validate_mime_type(self, mime_type: str) -> None:
+        if self._consumes is not None and mime_type.lower() not in self._consumes:
+            raise UnsupportedMediaTypeProblem(
+                detail=f"Invalid Content-type ({mime_type}), expected {self._operation.consumes}"
+            )
+
+    def _body(self, mime_type: str) -> Any:
+        """(schema, validator class, required, nullable) of a body of `mime_type`, or None."""
+        try:
+            return self._bodies[mime_type]
+        except KeyError:
+            pass
+        operation = self._operation
+        schema = operation.body_schema(mime_type)
+        found = None
+        if schema:
+            try:
+                validator = self._validator_map["body"][mime_type]
+            except KeyError:
+                validator = None
+            found = (
+                schema,
+                validator,
+                operation.request_body.get("required", False),
+                is_nullable(operation.body_definition(mime_type)),
+            )
+        if len(self._bodies) < 32:
+            self._bodies[mime_type] = found
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._parameters.validate(scope)
+        mime_type, encoding = self.extract_content_type(scope["headers"])
+        self.validate_mime_type(mime_type)
+        body = self._body(mime_type)
+        if body is not None:
+            schema, validator_class, required, nullable = body
+            if validator_class is None:
+                # What Connexion does for a media type it has no validator for.
+                await super().__call__(scope, receive, send)
+                return
+            operation = self._operation
+            validator = validator_class(
+                schema=schema,
+                required=required,
+                nullable=nullable,
+                encoding=encoding,
+                strict_validation=self.strict_validation,
+                uri_parser=operation.uri_parser_class(
+                    operation.parameters, operation.body_definition()
+                ),
+            )
+            receive, scope = await validator.wrap_receive(receive, scope=scope)
+        await self.next_app(scope, receive, send)
+
+
+class _PreparedAPI(RequestValidationAPI):  # type: ignore[misc]
+    def make_operation(self, operation: AbstractOperation) -> RequestValidationOperation:
+        return _PreparedOperation(
+            self.next_app,
+            operation=operation,
+            strict_validation=self.strict_validation,
+            validator_map=self.validator_map,
+        )
+
+
+class PreparedRequestValidation(RequestValidationMiddleware):  # type: ignore[misc]
+    """Connexion's request validation middleware, each operation's validators built once."""
+
+    api_cls = _PreparedAPI
+
+
+def middleware_stack(max_body_bytes: int, outermost: Sequence[Any] = ()) -> list[Any]:
+    """The middlewares of a generated app, outermost first (Connexion's ``middlewares=``)."""
+    return [
+        *outermost,
+        ServerErrorMiddleware,
+        functools.partial(RequestGuards, max_bytes=max_body_bytes),
+        ExceptionMiddleware,
+        SwaggerUIPaths,
+        RoutingMiddleware,
+        SecurityMiddleware,
+        PreparedRequestValidation,
+        ResponseValidationMiddleware,
+        LifespanMiddleware,
+        ContextMiddleware,
+    ]
