@@ -17,7 +17,7 @@ from connexion.security import NO_VALUE, BearerSecurityHandler
 from .errors import add_error_handlers
 from .guards import DEFAULT_MAX_BODY_BYTES
 from .json_codec import FastJSON
-from .stack import middleware_stack
+from .stack import middleware_stack, prepare_views
 from .validators import validator_map
 
 TokenInfo = dict[str, Any]
@@ -89,6 +89,7 @@ def build_app(
         # body is refused before anything reads it); see `stack`.
         middlewares=middleware_stack(max_body_bytes),
     )
+    prepare_views(app)
     app.add_api(
         spec,
         resolver=Resolver(function_resolver=lambda operation_id: operations[operation_id]),

@@ -9,6 +9,10 @@ subclasses that answer the same:
 - :class:`PreparedRequestValidation` builds each operation's parameter validator, URI parser
   and accepted media types when the app starts, rather than on every request.
 
+and :func:`prepare_views` has the app decorate each view (parameters in, response out) once,
+on its first request, where Connexion decorates it anew on every request (inspecting its
+signature each time).
+
 :func:`middleware_stack` adds :class:`~.guards.RequestGuards` before the exception middleware,
 and any middleware of the app (``outermost``) before everything.
 """
@@ -16,10 +20,14 @@ and any middleware of the app (``outermost``) before everything.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from connexion import AsyncApp
+from connexion.apps.asynchronous import AsyncApi, AsyncOperation
+from connexion.context import _receive, _scope
 from connexion.datastructures import MediaTypeDict
+from connexion.decorators import StarletteDecorator
 from connexion.exceptions import UnsupportedMediaTypeProblem
 from connexion.middleware.context import ContextMiddleware
 from connexion.middleware.exceptions import ExceptionMiddleware
@@ -37,6 +45,7 @@ from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.operations import AbstractOperation
 from connexion.spec import Specification
 from connexion.utils import is_nullable
+from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
@@ -72,7 +81,7 @@ class SwaggerUIPaths(SwaggerUIMiddleware):  # type: ignore[misc]
         await super().__call__(scope, receive, send)
 
 
-class _PreparedOperation(RequestValidationOperation):  # type: ignore[misc]
+class _PreparedValidation(RequestValidationOperation):  # type: ignore[misc]
     """An operation's request validation with its validators built once."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -148,9 +157,9 @@ class _PreparedOperation(RequestValidationOperation):  # type: ignore[misc]
         await self.next_app(scope, receive, send)
 
 
-class _PreparedAPI(RequestValidationAPI):  # type: ignore[misc]
+class _PreparedValidationAPI(RequestValidationAPI):  # type: ignore[misc]
     def make_operation(self, operation: AbstractOperation) -> RequestValidationOperation:
-        return _PreparedOperation(
+        return _PreparedValidation(
             self.next_app,
             operation=operation,
             strict_validation=self.strict_validation,
@@ -161,7 +170,52 @@ class _PreparedAPI(RequestValidationAPI):  # type: ignore[misc]
 class PreparedRequestValidation(RequestValidationMiddleware):  # type: ignore[misc]
     """Connexion's request validation middleware, each operation's validators built once."""
 
-    api_cls = _PreparedAPI
+    api_cls = _PreparedValidationAPI
+
+
+class _PreparedDecorator(StarletteDecorator):  # type: ignore[misc]
+    """Connexion's view decorator, decorating its view once rather than on every call."""
+
+    def __call__(self, function: Callable[..., Any]) -> Callable[[], Awaitable[Response]]:
+        prepared: list[tuple[Any, Callable[[Any], Awaitable[Response]]]] = []
+
+        @functools.wraps(function)
+        async def view() -> Response:
+            if not prepared:
+                # The URI parser needs the operation, known in a request's context only;
+                # an operation's view always serves the same one.
+                prepared.append((self.uri_parser, self.decorate(function)))
+            uri_parser, decorated = prepared[0]
+            request = self.framework.get_request(
+                uri_parser=uri_parser, scope=_scope.get(), receive=_receive.get()
+            )
+            return await decorated(request)
+
+        return view
+
+
+class _PreparedView(AsyncOperation):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._view = _PreparedDecorator(
+            pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
+        )(self._fn)
+
+    @property
+    def fn(self) -> Callable[[], Awaitable[Response]]:
+        return self._view
+
+
+class _PreparedViews(AsyncApi):  # type: ignore[misc]
+    def make_operation(self, operation: AbstractOperation) -> AsyncOperation:
+        return _PreparedView.from_operation(
+            operation, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
+        )
+
+
+def prepare_views(app: AsyncApp) -> None:
+    """Have `app` (not started yet) decorate each of its views once (see the module)."""
+    app.middleware.app.api_cls = _PreparedViews
 
 
 def middleware_stack(max_body_bytes: int, outermost: Sequence[Any] = ()) -> list[Any]:

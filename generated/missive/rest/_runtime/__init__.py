@@ -33,7 +33,7 @@ from .problems import (
     send_problem,
 )
 from .replies import JSON_HEADERS, Reply, json_reply, no_content
-from .stack import PreparedRequestValidation, SwaggerUIPaths, middleware_stack
+from .stack import PreparedRequestValidation, SwaggerUIPaths, middleware_stack, prepare_views
 from .validators import (
     SafeJSONRequestBodyValidator,
     SafeJSONResponseBodyValidator,
@@ -78,6 +78,7 @@ __all__ = [
     "loads_json",
     "middleware_stack",
     "no_content",
+    "prepare_views",
     "problem_document",
     "problem_response",
     "problem_type",
