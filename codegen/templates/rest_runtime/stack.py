@@ -11,7 +11,7 @@ subclasses that answer the same:
 
 and :func:`prepare_views` has the app decorate each view (parameters in, response out) once,
 on its first request, where Connexion decorates it anew on every request (inspecting its
-signature each time).
+signature each time); the view's arguments come from the query the parameter validator parsed.
 
 :func:`middleware_stack` adds :class:`~.guards.RequestGuards` before the exception middleware,
 and any middleware of the app (``outermost``) before everything.
@@ -19,6 +19,7 @@ and any middleware of the app (``outermost``) before everything.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -28,7 +29,14 @@ from connexion.apps.asynchronous import AsyncApi, AsyncOperation
 from connexion.context import _receive, _scope
 from connexion.datastructures import MediaTypeDict
 from connexion.decorators import StarletteDecorator
+from connexion.decorators.parameter import (
+    AsyncParameterDecorator,
+    inspect_function_arguments,
+    prep_kwargs,
+    unwrap_decorators,
+)
 from connexion.exceptions import UnsupportedMediaTypeProblem
+from connexion.http_facts import FORM_CONTENT_TYPES
 from connexion.middleware.context import ContextMiddleware
 from connexion.middleware.exceptions import ExceptionMiddleware
 from connexion.middleware.lifespan import LifespanMiddleware
@@ -50,6 +58,7 @@ from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
 from .guards import RequestGuards
+from .validators import QUERY_PARAMS_KEY
 
 
 class SwaggerUIPaths(SwaggerUIMiddleware):  # type: ignore[misc]
@@ -173,8 +182,39 @@ class PreparedRequestValidation(RequestValidationMiddleware):  # type: ignore[mi
     api_cls = _PreparedValidationAPI
 
 
+class _Arguments(AsyncParameterDecorator):  # type: ignore[misc]
+    """Connexion's parameter decorator (`prep_kwargs` makes the view's arguments) without its
+    per-request work that gives nothing here: the query is the one the parameter validator
+    parsed, and a request that is not a form has no files (Connexion asks Starlette anyway)."""
+
+    def __call__(self, function: Callable[..., Any]) -> Callable[[Any], Awaitable[Any]]:
+        arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
+
+        @functools.wraps(function)
+        async def wrapper(request: Any) -> Any:
+            body = self._maybe_get_body(request, arguments=arguments, has_kwargs=has_kwargs)
+            while asyncio.iscoroutine(body):
+                body = await body
+            files = await request.files() if request.mimetype in FORM_CONTENT_TYPES else {}
+            kwargs = prep_kwargs(
+                request,
+                request_body=body,
+                files=files,
+                arguments=arguments,
+                has_kwargs=has_kwargs,
+                sanitize=self.sanitize_fn,
+            )
+            return await function(**kwargs)
+
+        return wrapper
+
+
 class _PreparedDecorator(StarletteDecorator):  # type: ignore[misc]
     """Connexion's view decorator, decorating its view once rather than on every call."""
+
+    @property
+    def _parameter_decorator_cls(self) -> type[AsyncParameterDecorator]:
+        return _Arguments
 
     def __call__(self, function: Callable[..., Any]) -> Callable[[], Awaitable[Response]]:
         prepared: list[tuple[Any, Callable[[Any], Awaitable[Response]]]] = []
@@ -186,9 +226,13 @@ class _PreparedDecorator(StarletteDecorator):  # type: ignore[misc]
                 # an operation's view always serves the same one.
                 prepared.append((self.uri_parser, self.decorate(function)))
             uri_parser, decorated = prepared[0]
+            scope = _scope.get()
             request = self.framework.get_request(
-                uri_parser=uri_parser, scope=_scope.get(), receive=_receive.get()
+                uri_parser=uri_parser, scope=scope, receive=_receive.get()
             )
+            query = scope.get(QUERY_PARAMS_KEY)
+            if query is not None:
+                request._query_params = query  # what it would parse again, with the same parser
             return await decorated(request)
 
         return view
