@@ -1,13 +1,15 @@
 """Connexion's middleware stack, with the per-request work done once per operation instead.
 
-The stack is Connexion's default one, in its order, with two of its middlewares replaced by
+The stack is Connexion's default one, in its order, with some of its middlewares replaced by
 subclasses that answer the same:
 
 - :class:`SwaggerUIPaths` hands a request straight to the next middleware unless its path is
   one the Swagger UI middleware serves (``/openapi.json``, ``/ui``...), rather than matching
   every API request against the UI's routes first;
 - :class:`PreparedRequestValidation` builds each operation's parameter validator, URI parser
-  and accepted media types when the app starts, rather than on every request.
+  and accepted media types when the app starts, rather than on every request;
+- :class:`PreparedResponseValidation` looks each response's schema, validator and required
+  headers up once per (status, media type), rather than on every response.
 
 and :func:`prepare_views` has the app decorate each view (parameters in, response out) once,
 on its first request, where Connexion decorates it anew on every request (inspecting its
@@ -21,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from connexion import AsyncApp
@@ -35,7 +38,7 @@ from connexion.decorators.parameter import (
     prep_kwargs,
     unwrap_decorators,
 )
-from connexion.exceptions import UnsupportedMediaTypeProblem
+from connexion.exceptions import NonConformingResponseHeaders, UnsupportedMediaTypeProblem
 from connexion.http_facts import FORM_CONTENT_TYPES
 from connexion.middleware.context import ContextMiddleware
 from connexion.middleware.exceptions import ExceptionMiddleware
@@ -45,7 +48,11 @@ from connexion.middleware.request_validation import (
     RequestValidationMiddleware,
     RequestValidationOperation,
 )
-from connexion.middleware.response_validation import ResponseValidationMiddleware
+from connexion.middleware.response_validation import (
+    ResponseValidationAPI,
+    ResponseValidationMiddleware,
+    ResponseValidationOperation,
+)
 from connexion.middleware.routing import RoutingMiddleware
 from connexion.middleware.security import SecurityMiddleware
 from connexion.middleware.server_error import ServerErrorMiddleware
@@ -59,6 +66,8 @@ from starlette.types import Receive, Scope, Send
 
 from .guards import RequestGuards
 from .validators import QUERY_PARAMS_KEY
+
+logger = logging.getLogger(__name__)
 
 
 class SwaggerUIPaths(SwaggerUIMiddleware):  # type: ignore[misc]
@@ -182,6 +191,84 @@ class PreparedRequestValidation(RequestValidationMiddleware):  # type: ignore[mi
     api_cls = _PreparedValidationAPI
 
 
+class _PreparedResponses(ResponseValidationOperation):  # type: ignore[misc]
+    """An operation's response validation with what each (status, media type) needs looked up
+    once: its schema, whether null is allowed, its validator class and required headers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        produces = self._operation.produces
+        self._produces = MediaTypeDict([(p.lower(), None) for p in produces]) if produces else None
+        self._responses: dict[tuple[str, str], Any] = {}
+
+    def validate_mime_type(self, mime_type: str) -> None:
+        if self._produces is not None and mime_type.lower() not in self._produces:
+            raise NonConformingResponseHeaders(
+                detail=f"Invalid Response Content-type ({mime_type}), "
+                f"expected {self._operation.produces}",
+            )
+
+    def _response(self, status: str, mime_type: str) -> Any:
+        """(definition, validator class or None, schema, nullable) of a response."""
+        key = (status, mime_type)
+        found = self._responses.get(key)
+        if found is None:
+            operation = self._operation
+            definition = operation.response_definition(status, mime_type)
+            try:
+                validator = self._validator_map["response"][mime_type]
+            except KeyError:
+                validator = None
+            found = (
+                definition,
+                validator,
+                operation.response_schema(status, mime_type),
+                is_nullable(definition),
+            )
+            if len(self._responses) < 64:
+                self._responses[key] = found
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def wrapped_send(message: MutableMapping[str, Any]) -> None:
+            nonlocal send
+            if message["type"] == "http.response.start":
+                headers = message["headers"]
+                mime_type, encoding = self.extract_content_type(headers)
+                if message["status"] < 400:
+                    self.validate_mime_type(mime_type)
+                status = str(message["status"])
+                definition, validator, schema, nullable = self._response(status, mime_type)
+                self.validate_required_headers(headers, definition)
+                if validator is None:
+                    logger.info(
+                        "Skipping validation. No validator registered for content type: %s.",
+                        mime_type,
+                    )
+                else:
+                    send = validator(
+                        scope, schema=schema, nullable=nullable, encoding=encoding
+                    ).wrap_send(send)
+            await send(message)
+
+        await self.next_app(scope, receive, wrapped_send)
+
+
+class _PreparedResponsesAPI(ResponseValidationAPI):  # type: ignore[misc]
+    def make_operation(self, operation: AbstractOperation) -> Any:
+        if self.validate_responses:
+            return _PreparedResponses(
+                self.next_app, operation=operation, validator_map=self.validator_map
+            )
+        return self.next_app
+
+
+class PreparedResponseValidation(ResponseValidationMiddleware):  # type: ignore[misc]
+    """Connexion's response validation middleware, each response's look-ups done once."""
+
+    api_cls = _PreparedResponsesAPI
+
+
 class _Arguments(AsyncParameterDecorator):  # type: ignore[misc]
     """Connexion's parameter decorator (`prep_kwargs` makes the view's arguments) without its
     per-request work that gives nothing here: the query is the one the parameter validator
@@ -273,7 +360,7 @@ def middleware_stack(max_body_bytes: int, outermost: Sequence[Any] = ()) -> list
         RoutingMiddleware,
         SecurityMiddleware,
         PreparedRequestValidation,
-        ResponseValidationMiddleware,
+        PreparedResponseValidation,
         LifespanMiddleware,
         ContextMiddleware,
     ]

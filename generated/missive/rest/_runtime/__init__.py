@@ -33,7 +33,13 @@ from .problems import (
     send_problem,
 )
 from .replies import JSON_HEADERS, Reply, json_reply, no_content
-from .stack import PreparedRequestValidation, SwaggerUIPaths, middleware_stack, prepare_views
+from .stack import (
+    PreparedRequestValidation,
+    PreparedResponseValidation,
+    SwaggerUIPaths,
+    middleware_stack,
+    prepare_views,
+)
 from .validators import (
     SafeJSONRequestBodyValidator,
     SafeJSONResponseBodyValidator,
@@ -56,6 +62,7 @@ __all__ = [
     "FastJSON",
     "Lifespan",
     "PreparedRequestValidation",
+    "PreparedResponseValidation",
     "Reply",
     "RequestGuards",
     "SafeJSONRequestBodyValidator",
