@@ -17,6 +17,7 @@ from services.message.lua import (  # the Lua snippets shared with the standalon
     _CLAIM_SENDER,
     _CONVERSATION_ADDED,
     _CONVERSATION_REMOVED,
+    _EARLIER_SEND,
     _LOAD_CONVERSATION,
     _MARKER_OWNER,
     _RATE_HIT,
@@ -60,16 +61,13 @@ __all__ = [
 # goes no further).
 RESERVE: Final = (
     _CLAIM
+    + _EARLIER_SEND
     + _CLAIM_SENDER
     + _RATE_HIT
     + """
-if KEYS[5] then
-  local existing = redis.call('GET', KEYS[5])
-  if existing == ARGV[7] then
-    return {'pending'}
-  elseif existing then
-    return {'duplicate', existing}
-  end
+local earlier = earlier_send(KEYS[5], ARGV[7])
+if earlier then
+  return earlier
 end
 local refused = claim_sender(KEYS[1], ARGV[1])
 if refused then

@@ -73,6 +73,24 @@ local function release_bytes(key, charge)
 end
 """
 
+# earlier_send(idempotency key (nil = none), pending marker (nil = none)): what an earlier
+# send with the key says. Returns nil (no earlier send: go on), {'pending'} (it is still being
+# stored) or {'duplicate', its record}.
+_EARLIER_SEND: Final = """
+local function earlier_send(key, pending)
+  if not key then
+    return nil
+  end
+  local existing = redis.call('GET', key)
+  if not existing then
+    return nil
+  elseif existing == pending then
+    return {'pending'}
+  end
+  return {'duplicate', existing}
+end
+"""
+
 # rate_hit(counter key, messages allowed per window ('' = no limit), window (s)): one hit on
 # the sender's fixed-window counter (as FIXED_WINDOW_HIT_LUA, counted even when refused).
 # Returns the seconds left in the window if the hit is over the limit, else nil.
@@ -373,16 +391,15 @@ return {outcome}
 SEND_MESSAGE: Final = (
     OUTBOX_LUA
     + _CLAIM
+    + _EARLIER_SEND
     + _CLAIM_SENDER
     + _RATE_HIT
     + _CONVERSATION_ADDED
     + _STORE_MESSAGE
     + """
-if KEYS[15] then
-  local existing = redis.call('GET', KEYS[15])
-  if existing then
-    return {'duplicate', existing}
-  end
+local earlier = earlier_send(KEYS[15], nil)
+if earlier then
+  return earlier
 end
 local refused = claim_sender(KEYS[12], ARGV[8])
 if refused then
