@@ -65,11 +65,7 @@ RESERVE: Final = (
     + _CLAIM_SENDER
     + _RATE_HIT
     + """
-local earlier = earlier_send(KEYS[5], ARGV[7])
-if earlier then
-  return earlier
-end
-local refused = claim_sender(KEYS[1], ARGV[1])
+local refused = earlier_send(KEYS[5], ARGV[7]) or claim_sender(KEYS[1], ARGV[1])
 if refused then
   return refused
 end

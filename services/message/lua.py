@@ -397,11 +397,7 @@ SEND_MESSAGE: Final = (
     + _CONVERSATION_ADDED
     + _STORE_MESSAGE
     + """
-local earlier = earlier_send(KEYS[15], nil)
-if earlier then
-  return earlier
-end
-local refused = claim_sender(KEYS[12], ARGV[8])
+local refused = earlier_send(KEYS[15], nil) or claim_sender(KEYS[12], ARGV[8])
 if refused then
   return refused
 end
