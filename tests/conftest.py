@@ -1,12 +1,16 @@
-"""Fixtures shared by every test: an embedded Valkey per session, and a private one on demand."""
+"""Fixtures shared by every test: an embedded Valkey per session, and a private one on demand;
+a real 3-master Valkey Cluster per session, and a client of it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
+from services.common.redis import create_cluster
 from services.launcher.valkey import EmbeddedValkey
 from services.launcher.valkey_cluster import EmbeddedValkeyCluster
 from tests.helpers.valkey import flush_all, start_valkey
@@ -50,3 +54,14 @@ def cluster_url(valkey_cluster: EmbeddedValkeyCluster) -> str:
     valkey_cluster.wait_ok()
     valkey_cluster.flush()
     return valkey_cluster.url
+
+
+@pytest.fixture
+async def cluster(cluster_url: str) -> AsyncIterator[RedisCluster]:
+    """A client of the emptied session cluster (services.common.redis.create_cluster: it loads
+    the slot map before its first command). Its DBSIZE counts the keys of every master (the
+    client asks one node by default), as the standalone scenarios expect of it."""
+    client = create_cluster(cluster_url, client_name="test")
+    setattr(client, "dbsize", partial(client.dbsize, target_nodes=RedisCluster.PRIMARIES))  # noqa: B010
+    yield client
+    await client.aclose()

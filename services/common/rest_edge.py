@@ -3,24 +3,25 @@
 :func:`install_edge` puts both on a Connexion app: every request runs with a request id (the
 caller's ``X-Request-Id`` when it is a plain token, else a new one), echoed in the response's
 ``X-Request-Id`` and carried by every log line written while it is handled; domain errors and
-Redis outages become problem+json once, for every operation. When tracing is on
-(:mod:`services.common.tracing`), each request is also a server span (the ASGI
+Redis outages become problem+json once, for every operation. The same outermost middleware
+(:class:`RestEdge`) records the HTTP metrics once :func:`attach_metrics` gave it them. When
+tracing is on (:mod:`services.common.tracing`), each request is also a server span (the ASGI
 instrumentation, continuing the caller's W3C ``traceparent``) tagged with its request id.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 import redis.exceptions
 from connexion import AsyncApp
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
-from connexion.middleware import MiddlewarePosition
-from missive.rest._runtime import problem_response, problem_type
-from starlette.datastructures import Headers, MutableHeaders
+from missive.rest._runtime import add_outermost, problem_response, problem_type
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.auth import TokenVerifier
@@ -31,15 +32,23 @@ from services.common.domain import (
     Unauthenticated,
     Unavailable,
 )
-from services.common.logging import REQUEST_ID_HEADER, accepted_request_id, request_id_scope
+from services.common.logging import (
+    REQUEST_ID_HEADER,
+    accepted_request_id,
+    reset_request_id,
+    set_request_id,
+)
+from services.common.metrics.http_metrics import HttpMetrics
 from services.common.redis import unavailable_reason
 from services.common.sessions import Sessions
 from services.common.tracing import asgi_middleware, tag_request_id
 from services.common.tracing import enabled as tracing_enabled
 
 __all__ = [
-    "RequestIds",
+    "EdgeOptions",
+    "RestEdge",
     "TracedRequests",
+    "attach_metrics",
     "bearer_verifier",
     "install_edge",
     "own_email",
@@ -121,31 +130,68 @@ async def _redis_problem(_request: ConnexionRequest, exc: Exception) -> Connexio
     return problem_response(503, "Service Unavailable", f"{reason[0].upper()}{reason[1:]}.")
 
 
-class RequestIds:
-    """ASGI middleware: each HTTP request runs with a request id, echoed in ``X-Request-Id``.
+class EdgeOptions:
+    """What a :class:`RestEdge` does besides request ids: the app's HTTP metrics, once set."""
 
-    The id is the request's ``X-Request-Id`` when it is a plain token (letters, digits,
-    ``._-``, at most 64), else a new one.
+    def __init__(self) -> None:
+        self.metrics: HttpMetrics | None = None
+
+
+class RestEdge:
+    """ASGI middleware, outermost: request ids and, once attached, HTTP metrics and ``/metrics``.
+
+    Each HTTP request runs with a request id, echoed in ``X-Request-Id``: the request's
+    ``X-Request-Id`` when it is a plain token (letters, digits, ``._-``, at most 64), else a
+    new one. With metrics attached (:func:`attach_metrics`), ``GET /metrics`` is the
+    exposition and every other request is counted by route template and status. One
+    middleware for both: each ASGI layer costs every request a call and a wrapped ``send``.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, options: EdgeOptions | None = None) -> None:
         self.app = app
+        self.options = options or EdgeOptions()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = accepted_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
+        metrics = self.options.metrics
+        if metrics is not None and metrics.is_exposition(scope):
+            await metrics.exposition(scope, send)
+            return
+        given = None
+        for name, value in scope["headers"]:
+            if name == _REQUEST_ID_KEY:
+                given = value.decode("latin-1")
+                break
+        request_id = accepted_request_id(given)
+        id_header = (_REQUEST_ID_KEY, request_id.encode("latin-1"))
+        status = 500  # an exception before the response started becomes a 500
+        start = perf_counter()
 
-        async def send_with_id(message: Message) -> None:
+        async def edge_send(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                status = message["status"]
+                message["headers"] = [
+                    *(item for item in message.get("headers", ()) if item[0] != _REQUEST_ID_KEY),
+                    id_header,
+                ]
             await send(message)
 
-        with request_id_scope(request_id):
+        token = set_request_id(request_id)
+        try:
             tag_request_id(request_id)
             logger.debug("handling %s %s", scope.get("method"), scope.get("path"))  # DEBUG only
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, edge_send)
+        finally:
+            reset_request_id(token)
+            if metrics is not None:
+                metrics.record(scope, status, perf_counter() - start)
+
+
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.encode("latin-1")
+_EDGES: weakref.WeakKeyDictionary[Any, EdgeOptions] = weakref.WeakKeyDictionary()
 
 
 class TracedRequests:
@@ -163,13 +209,31 @@ class TracedRequests:
 
 
 def install_edge(app: AsyncApp) -> AsyncApp:
-    """Request ids, and domain errors and Redis outages translated once, for every operation."""
-    # Outside Connexion's exception middleware: problem responses carry the id too. Inserted
-    # in this order, the span (when traced) encloses the request id's scope.
+    """Request ids, and domain errors and Redis outages translated once, for every operation.
+
+    The request ids come from a :class:`RestEdge` outside every other middleware (problem
+    responses carry the id too); :func:`attach_metrics` gives it the app's HTTP metrics. When
+    traced, the span encloses it, so the request id's scope runs inside the span.
+    """
+    options = EdgeOptions()
+    add_outermost(app, RestEdge, options=options)
     if tracing_enabled():
-        app.add_middleware(TracedRequests, position=MiddlewarePosition.BEFORE_EXCEPTION)
-    app.add_middleware(RequestIds, position=MiddlewarePosition.BEFORE_EXCEPTION)
+        add_outermost(app, TracedRequests)
+    _EDGES[app] = options
     app.add_error_handler(DomainError, _domain_problem)
     app.add_error_handler(redis.exceptions.RedisError, _redis_problem)
     app.add_error_handler(redis.exceptions.RedisClusterException, _redis_problem)
     return app
+
+
+def attach_metrics(app: object, metrics: HttpMetrics) -> bool:
+    """Have the :class:`RestEdge` of ``app`` (from :func:`install_edge`) record ``metrics``
+    and serve their exposition; False when ``app`` has no such edge."""
+    try:
+        options = _EDGES.get(app)
+    except TypeError:  # not weakly referenceable: no edge of ours
+        return False
+    if options is None:
+        return False
+    options.metrics = metrics
+    return True

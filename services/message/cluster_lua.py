@@ -12,10 +12,17 @@ from __future__ import annotations
 from typing import Final
 
 from services.common.outbox import OUTBOX_LUA
-from services.message.lua import (
-    _CLAIM,  # the account-ownership check, shared with the standalone scripts
+from services.message.lua import (  # the Lua snippets shared with the standalone scripts
+    _CLAIM,
+    _CLAIM_SENDER,
+    _CONVERSATION_ADDED,
+    _CONVERSATION_REMOVED,
+    _EARLIER_SEND,
     _LOAD_CONVERSATION,
+    _MARKER_OWNER,
+    _RATE_HIT,
     _READ_ONLY,
+    _RELEASE_BYTES,
     CLAIM,
     MARK_READ,
     MESSAGE_PAGE,
@@ -54,33 +61,17 @@ __all__ = [
 # goes no further).
 RESERVE: Final = (
     _CLAIM
+    + _EARLIER_SEND
+    + _CLAIM_SENDER
+    + _RATE_HIT
     + """
-if KEYS[5] then
-  local existing = redis.call('GET', KEYS[5])
-  if existing == ARGV[7] then
-    return {'pending'}
-  elseif existing then
-    return {'duplicate', existing}
-  end
+local refused = earlier_send(KEYS[5], ARGV[7]) or claim_sender(KEYS[1], ARGV[1])
+if refused then
+  return refused
 end
-if ARGV[1] ~= '' then
-  local outcome = claim(KEYS[1], ARGV[1])
-  if outcome == 'stale' then
-    return {'stale'}
-  elseif outcome == 'erase' then
-    return {'erase', 'sender'}
-  end
-end
-if ARGV[2] ~= '' then
-  local count = redis.call('INCR', KEYS[3])
-  local ttl = redis.call('TTL', KEYS[3])
-  if ttl < 0 then
-    redis.call('EXPIRE', KEYS[3], ARGV[3])
-    ttl = tonumber(ARGV[3])
-  end
-  if count > tonumber(ARGV[2]) then
-    return {'rate', ttl}
-  end
+local wait = rate_hit(KEYS[3], ARGV[2], ARGV[3])
+if wait then
+  return {'rate', wait}
 end
 local used = tonumber(redis.call('GET', KEYS[2]) or '0')
 if used + tonumber(ARGV[5]) > tonumber(ARGV[4]) then
@@ -111,18 +102,16 @@ return {'ok', redis.call('ZREVRANGE', KEYS[2], 0, 0)[1] or '0'}
 
 # The sender's slot: a reservation given back (the send was refused after RESERVE).
 # KEYS: 1 stored bytes, [2 idempotency key]. ARGV: 1 charge, 2 the pending marker.
-REFUND: Final = """
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-if used > tonumber(ARGV[1]) then
-  redis.call('DECRBY', KEYS[1], ARGV[1])
-else
-  redis.call('DEL', KEYS[1])
-end
+REFUND: Final = (
+    _RELEASE_BYTES
+    + """
+release_bytes(KEYS[1], ARGV[1])
 if KEYS[2] and redis.call('GET', KEYS[2]) == ARGV[2] then
   redis.call('DEL', KEYS[2])
 end
 return 1
 """
+)
 
 # The conversation's bucket: a new id, the message, its conversation and its outbox event.
 # KEYS: 1 conversation hash, 2 conversation message ids, 3 the bucket's id sequence,
@@ -137,6 +126,7 @@ return 1
 # row held a message) or {'stored', id, read (0/1), bytes of the stored JSON}.
 STORE: Final = (
     OUTBOX_LUA
+    + _CONVERSATION_ADDED
     + """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -157,21 +147,9 @@ if not id then
   return {'taken'}
 end
 local document = '{"id":' .. id .. ',' .. ARGV[1]
-local conv, receiver, nid = KEYS[1], ARGV[2], tonumber(id)
 redis.call('SET', message_key, document)
 redis.call('ZADD', KEYS[2], id, id)
-redis.call('HSETNX', conv, 'participants', ARGV[4])
-if nid > tonumber(redis.call('HGET', conv, 'last_sent_id') or '0') then
-  redis.call('HSET', conv, 'last_sent_id', id, 'updated_at', ARGV[3])
-end
-redis.call('HSET', conv,
-  'last_message_id', redis.call('ZREVRANGE', KEYS[2], 0, 0)[1],
-  'message_count', redis.call('ZCARD', KEYS[2]))
-local read = 1
-if nid > tonumber(redis.call('HGET', conv, 'read_upto:' .. receiver) or '0') then
-  redis.call('HINCRBY', conv, 'unread:' .. receiver, 1)
-  read = 0
-end
+local read = conversation_added(KEYS[1], KEYS[2], id, ARGV[2], ARGV[3], ARGV[4])
 ARGV[11] = id
 outbox_xadd(KEYS[4], ARGV, 9)
 return {'stored', id, read, string.len(document)}
@@ -187,14 +165,13 @@ return {'stored', id, read, string.len(document)}
 # Returns 0 without writing if that account no longer owns the user's data (it was erased, or
 # a later account took over: the message must go, as erasure would have deleted it), else 1.
 # The record replaces the pending marker or a missing key, never another record.
-INDEX: Final = """
+INDEX: Final = (
+    _MARKER_OWNER
+    + """
 if ARGV[3] ~= '' then
   local marker = redis.call('GET', KEYS[3])
   if marker then
-    local owner, erased = marker, false
-    if string.sub(marker, -7) == ':erased' then
-      owner, erased = string.sub(marker, 1, -8), true
-    end
+    local owner, erased = marker_owner(marker)
     if owner > ARGV[3] or (owner == ARGV[3] and erased) then
       return 0
     end
@@ -210,6 +187,7 @@ if KEYS[4] then
 end
 return 1
 """
+)
 
 # The conversation's bucket: delete a message (after the service checked who may).
 # KEYS: 1 the message, 2 conversation hash, 3 conversation message ids. ARGV: 1 id,
@@ -217,7 +195,9 @@ return 1
 # conversation's last_sent_id if this was its last message (the conversation is deleted with
 # it), else ''}. The last message of a conversation takes the conversation with it; updated_at
 # and the list order are kept otherwise.
-DELETE: Final = """
+DELETE: Final = (
+    _CONVERSATION_REMOVED
+    + """
 local document = redis.call('GET', KEYS[1])
 if not document then
   return false
@@ -231,16 +211,10 @@ if left == 0 then
   redis.call('DEL', conv)
   return {string.len(document), last}
 end
-redis.call('HSET', conv,
-  'last_message_id', redis.call('ZREVRANGE', KEYS[3], 0, 0)[1],
-  'message_count', left)
-if tonumber(id) > tonumber(redis.call('HGET', conv, 'read_upto:' .. receiver) or '0') then
-  if tonumber(redis.call('HGET', conv, 'unread:' .. receiver) or '0') > 0 then
-    redis.call('HINCRBY', conv, 'unread:' .. receiver, -1)
-  end
-end
+conversation_removed(conv, KEYS[3], id, receiver, left)
 return {string.len(document), ''}
 """
+)
 
 # One user's slot: a deleted message (or conversation) out of that user's indexes.
 # KEYS: 1 the user's message ids, 2 the user's conversations_by_time, [3 stored bytes].
@@ -248,7 +222,9 @@ return {string.len(document), ''}
 # conversation remains), 4 the charge to give back to the stored bytes (with KEYS[3]).
 # The peer leaves conversations_by_time only at a position up to ARGV[3]: a conversation
 # started again since (a later id) stays listed.
-UNINDEX: Final = """
+UNINDEX: Final = (
+    _RELEASE_BYTES
+    + """
 if ARGV[1] ~= '' then
   redis.call('ZREM', KEYS[1], ARGV[1])
 end
@@ -259,15 +235,11 @@ if ARGV[3] ~= '' then
   end
 end
 if KEYS[3] then
-  local used = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if used > tonumber(ARGV[4]) then
-    redis.call('DECRBY', KEYS[3], ARGV[4])
-  else
-    redis.call('DEL', KEYS[3])
-  end
+  release_bytes(KEYS[3], ARGV[4])
 end
 return 1
 """
+)
 
 # The conversation's bucket (erasure): a conversation left without messages deleted.
 # KEYS: 1 conversation hash, 2 conversation message ids. Returns false if it still has

@@ -46,7 +46,13 @@ from services.common.timestamps import format_timestamp
 from services.message import cluster_keys as ck
 from services.message import cluster_lua as lua
 from services.message.erasure import AccountData
-from services.message.models import Conversation, IdempotencyRecord, Message, SendOutcome
+from services.message.models import (
+    Conversation,
+    IdempotencyRecord,
+    Message,
+    SendOptions,
+    SendOutcome,
+)
 from services.message.records import (
     decode_event,
     decode_record,
@@ -54,9 +60,8 @@ from services.message.records import (
     outbox_event,
     record_tail,
 )
-from services.message.settings import DEFAULT_QUOTA_BYTES
 from services.message.store import (
-    IDEMPOTENCY_TTL_SECONDS,
+    MessageStoreBase,
     _decode_conversation,
     _decode_messages,
     _text,
@@ -90,7 +95,7 @@ def _charge(tail: str) -> int:
     return _DOCUMENT_FRAME + ck.ID_WIDTH + len(tail.encode())
 
 
-class ClusterMessageStore:
+class ClusterMessageStore(MessageStoreBase[RedisCluster]):
     """Messages and conversations on a Cluster; every script touches one hash slot.
 
     ``redis`` is a client of services.common.redis.create_cluster: it decodes replies to str,
@@ -99,21 +104,7 @@ class ClusterMessageStore:
     the scripts whose keys it serves).
     """
 
-    def __init__(
-        self,
-        redis: RedisCluster,
-        *,
-        idempotency_ttl: int = IDEMPOTENCY_TTL_SECONDS,
-        quota_bytes: int = DEFAULT_QUOTA_BYTES,
-    ) -> None:
-        if idempotency_ttl < 1:
-            raise ValueError("idempotency_ttl must be at least 1 second")
-        if quota_bytes < 1:
-            raise ValueError("quota_bytes must be at least 1")
-        self._redis = redis
-        self._idempotency_ttl = idempotency_ttl
-        self.quota_bytes = quota_bytes
-
+    def _register(self, redis: RedisCluster) -> None:
         script = redis.register_script
         self._receiver: AsyncScript = script(lua.RECEIVER)
         self._reserve: AsyncScript = script(lua.RESERVE)
@@ -148,27 +139,15 @@ class ClusterMessageStore:
 
     # -- sending ------------------------------------------------------------------------------
 
-    async def send_message(
-        self,
-        sender: str,
-        receiver: str,
-        content: str,
-        timestamp: datetime,
-        *,
-        request_id: str | None = None,
-        content_sha256: str = "",
-        sender_account_id: str = "",
-        receiver_account_id: str = "",
-        claim_receiver: bool = False,
-        sender_name: str = "",
-        rate_limit: tuple[int, int] | None = None,
+    async def _send(
+        self, sender: str, receiver: str, content: str, timestamp: datetime, options: SendOptions
     ) -> SendOutcome:
         """A send in the steps of the module docstring; the outcomes of
         RedisMessageStore.send_message. Unavailable if a send with the same ``request_id``
         is still being stored after a second."""
         floor = 0  # the new id exceeds every id in both users' indexes: it lists first
         if receiver != sender:
-            claim = receiver_account_id if claim_receiver else ""
+            claim = options.receiver_account_id if options.claim_receiver else ""
             checked: list[Any] = await self._receiver(
                 keys=[ck.account_key(receiver), ck.user_messages_key(receiver)], args=[claim]
             )
@@ -178,21 +157,25 @@ class ClusterMessageStore:
         draft = Message(0, sender, receiver, content, timestamp)
         tail = message_tail(draft)
         charge = _charge(tail)
-        idempotency = ck.idempotency_key(sender, request_id) if request_id is not None else None
+        idempotency = (
+            ck.idempotency_key(sender, options.request_id)
+            if options.request_id is not None
+            else None
+        )
         reserved = await self._reserve_send(
-            sender, sender_account_id, idempotency, charge, rate_limit
+            sender, options.sender_account_id, idempotency, charge, options.rate_limit
         )
         if isinstance(reserved, SendOutcome):
-            if reserved.outcome == "pending" and request_id is not None:
-                return await self._await_record(sender, request_id)
+            if reserved.outcome == "pending" and options.request_id is not None:
+                return await self._await_record(sender, options.request_id)
             return reserved
         floor = max(floor, reserved)
-        event = outbox_event(draft, receiver_account_id, sender_name)
-        if sender_account_id:
-            event[SENDER_ACCOUNT_FIELD] = sender_account_id
-        if request_id is not None:
-            event[REQUEST_ID_FIELD] = request_id
-            event[DIGEST_FIELD] = content_sha256
+        event = outbox_event(draft, options.receiver_account_id, options.sender_name)
+        if options.sender_account_id:
+            event[SENDER_ACCOUNT_FIELD] = options.sender_account_id
+        if options.request_id is not None:
+            event[REQUEST_ID_FIELD] = options.request_id
+            event[DIGEST_FIELD] = options.content_sha256
         bucket = ck.bucket_of(sender, receiver)
         stored: list[Any] = await self._store(
             keys=[
@@ -221,9 +204,16 @@ class ClusterMessageStore:
             return SendOutcome(_text(stored[0]))
         _OUTBOXES[bucket].added(1)  # the script appended the event with the message
         message = replace(draft, id=int(stored[1]), read=bool(int(stored[2])))
-        record = record_tail(receiver, content_sha256) if request_id is not None else None
+        record = (
+            record_tail(receiver, options.content_sha256)
+            if options.request_id is not None
+            else None
+        )
         return await self._index_sent(
-            message, (sender_account_id, receiver_account_id), request_id, record
+            message,
+            (options.sender_account_id, options.receiver_account_id),
+            options.request_id,
+            record,
         )
 
     async def _index_sent(

@@ -22,6 +22,96 @@ from typing import Final
 
 from services.common.outbox import OUTBOX_LUA
 
+# conversation_added(conversation hash, its message ids, id, receiver, timestamp, participants
+# JSON): the conversation hash after message `id` joined its message ids (participants,
+# last_sent_id and updated_at, last_message_id, message_count, the receiver's unread count).
+# Returns 1 if the message counts as read (its receiver had already read past its id), else 0.
+_CONVERSATION_ADDED: Final = """
+local function conversation_added(conv, ids, id, receiver, timestamp, participants)
+  local nid = tonumber(id)
+  redis.call('HSETNX', conv, 'participants', participants)
+  if nid > tonumber(redis.call('HGET', conv, 'last_sent_id') or '0') then
+    redis.call('HSET', conv, 'last_sent_id', id, 'updated_at', timestamp)
+  end
+  redis.call('HSET', conv,
+    'last_message_id', redis.call('ZREVRANGE', ids, 0, 0)[1],
+    'message_count', redis.call('ZCARD', ids))
+  if nid > tonumber(redis.call('HGET', conv, 'read_upto:' .. receiver) or '0') then
+    redis.call('HINCRBY', conv, 'unread:' .. receiver, 1)
+    return 0
+  end
+  return 1
+end
+"""
+
+# conversation_removed(conversation hash, its message ids, id, receiver, messages left): the
+# conversation hash after message `id` left its message ids and others remain
+# (last_message_id, message_count, the receiver's unread count); updated_at is kept.
+_CONVERSATION_REMOVED: Final = """
+local function conversation_removed(conv, ids, id, receiver, left)
+  redis.call('HSET', conv,
+    'last_message_id', redis.call('ZREVRANGE', ids, 0, 0)[1],
+    'message_count', left)
+  if tonumber(id) > tonumber(redis.call('HGET', conv, 'read_upto:' .. receiver) or '0') then
+    if tonumber(redis.call('HGET', conv, 'unread:' .. receiver) or '0') > 0 then
+      redis.call('HINCRBY', conv, 'unread:' .. receiver, -1)
+    end
+  end
+end
+"""
+
+# release_bytes(stored bytes key, charge): a charge given back to a user's stored bytes (the
+# key goes when nothing is left).
+_RELEASE_BYTES: Final = """
+local function release_bytes(key, charge)
+  local used = tonumber(redis.call('GET', key) or '0')
+  if used > tonumber(charge) then
+    redis.call('DECRBY', key, charge)
+  else
+    redis.call('DEL', key)
+  end
+end
+"""
+
+# earlier_send(idempotency key (nil = none), pending marker (nil = none)): what an earlier
+# send with the key says. Returns nil (no earlier send: go on), {'pending'} (it is still being
+# stored) or {'duplicate', its record}.
+_EARLIER_SEND: Final = """
+local function earlier_send(key, pending)
+  if not key then
+    return nil
+  end
+  local existing = redis.call('GET', key)
+  if not existing then
+    return nil
+  elseif existing == pending then
+    return {'pending'}
+  end
+  return {'duplicate', existing}
+end
+"""
+
+# rate_hit(counter key, messages allowed per window ('' = no limit), window (s)): one hit on
+# the sender's fixed-window counter (as FIXED_WINDOW_HIT_LUA, counted even when refused).
+# Returns the seconds left in the window if the hit is over the limit, else nil.
+_RATE_HIT: Final = """
+local function rate_hit(key, allowed, window)
+  if allowed == '' then
+    return nil
+  end
+  local count = redis.call('INCR', key)
+  local ttl = redis.call('TTL', key)
+  if ttl < 0 then
+    redis.call('EXPIRE', key, window)
+    ttl = tonumber(window)
+  end
+  if count > tonumber(allowed) then
+    return ttl
+  end
+  return nil
+end
+"""
+
 # store_message(k, id, document, receiver, timestamp, conversation key, participants JSON):
 # write a message whose id is free and whose size fits the quota (SEND_MESSAGE checked both).
 # k: the keys {message, conversation hash, conversation message ids, sender's/receiver's
@@ -30,23 +120,10 @@ from services.common.outbox import OUTBOX_LUA
 # already read past its id), else 0.
 _STORE_MESSAGE: Final = """
 local function store_message(k, id, document, receiver, timestamp, conversation, participants)
-  local conv = k[2]
-  local nid = tonumber(id)
   redis.call('INCRBY', k[10], string.len(document))
   redis.call('SET', k[1], document)
   redis.call('ZADD', k[3], id, id)
-  redis.call('HSETNX', conv, 'participants', participants)
-  if nid > tonumber(redis.call('HGET', conv, 'last_sent_id') or '0') then
-    redis.call('HSET', conv, 'last_sent_id', id, 'updated_at', timestamp)
-  end
-  redis.call('HSET', conv,
-    'last_message_id', redis.call('ZREVRANGE', k[3], 0, 0)[1],
-    'message_count', redis.call('ZCARD', k[3]))
-  local read = 1
-  if nid > tonumber(redis.call('HGET', conv, 'read_upto:' .. receiver) or '0') then
-    redis.call('HINCRBY', conv, 'unread:' .. receiver, 1)
-    read = 0
-  end
+  local read = conversation_added(k[2], k[3], id, receiver, timestamp, participants)
   redis.call('SADD', k[4], conversation)
   redis.call('SADD', k[5], conversation)
   redis.call('ZADD', k[6], 'GT', id, conversation)
@@ -64,18 +141,16 @@ end
 # Returns 0 if the message no longer exists, else 1. The last message of a conversation takes
 # the conversation with it (hash deleted, removed from both users' lists); updated_at and the
 # list order are kept otherwise.
-DELETE: Final = """
+DELETE: Final = (
+    _RELEASE_BYTES
+    + _CONVERSATION_REMOVED
+    + """
 local document = redis.call('GET', KEYS[1])
 if not document then
   return 0
 end
 redis.call('DEL', KEYS[1])
-local used = tonumber(redis.call('GET', KEYS[10]) or '0')
-if used > string.len(document) then
-  redis.call('DECRBY', KEYS[10], string.len(document))
-else
-  redis.call('DEL', KEYS[10])
-end
+release_bytes(KEYS[10], string.len(document))
 local id, receiver, conv = ARGV[1], ARGV[2], KEYS[2]
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)
@@ -89,16 +164,10 @@ if left == 0 then
   redis.call('ZREM', KEYS[9], ARGV[3])
   return 1
 end
-redis.call('HSET', conv,
-  'last_message_id', redis.call('ZREVRANGE', KEYS[3], 0, 0)[1],
-  'message_count', left)
-if tonumber(id) > tonumber(redis.call('HGET', conv, 'read_upto:' .. receiver) or '0') then
-  if tonumber(redis.call('HGET', conv, 'unread:' .. receiver) or '0') > 0 then
-    redis.call('HINCRBY', conv, 'unread:' .. receiver, -1)
-  end
-end
+conversation_removed(conv, KEYS[3], id, receiver, left)
 return 1
 """
+)
 
 _READ_ONLY: Final = "#!lua flags=no-writes\n"
 
@@ -227,23 +296,33 @@ return {entries, loaded}
 """
 )
 
+# marker_owner(account marker): the account id it names and whether that account's data was
+# erased (the marker ends in ':erased').
+_MARKER_OWNER: Final = """
+local function marker_owner(marker)
+  if string.sub(marker, -7) == ':erased' then
+    return string.sub(marker, 1, -8), true
+  end
+  return marker, false
+end
+"""
+
 # claim(account key, account id): account ownership of the data keyed by one email (CLAIM,
 # SEND_MESSAGE; NotificationService has its own). Returns 'ok' (owned by this account, or now
 # claimed for it), 'stale' (the caller's account was deleted: its data is erased or a later
 # account owns the email) or 'erase', marker (an earlier, deleted account's data is still
 # here: erase it, then TAKE_OVER from `marker`). Ids sort by creation, so a later account
 # never loses to an earlier one.
-_CLAIM: Final = """
+_CLAIM: Final = (
+    _MARKER_OWNER
+    + """
 local function claim(account_key, account_id)
   local marker = redis.call('GET', account_key)
   if not marker then
     redis.call('SET', account_key, account_id)
     return 'ok'
   end
-  local owner, erased = marker, false
-  if string.sub(marker, -7) == ':erased' then
-    owner, erased = string.sub(marker, 1, -8), true
-  end
+  local owner, erased = marker_owner(marker)
   if owner == account_id then
     if erased then
       return 'stale'
@@ -254,6 +333,25 @@ local function claim(account_key, account_id)
     return 'stale'
   end
   return 'erase', marker
+end
+"""
+)
+
+# claim_sender(account key, the sender's account id ('' = no claim)): claim for the sender of a
+# send. Returns nil (go on), else the script's reply: {'stale'} (the sender's account was
+# deleted) or {'erase', 'sender'} (an earlier account's data must be erased first).
+_CLAIM_SENDER: Final = """
+local function claim_sender(account_key, account_id)
+  if account_id == '' then
+    return nil
+  end
+  local outcome = claim(account_key, account_id)
+  if outcome == 'stale' then
+    return {'stale'}
+  elseif outcome == 'erase' then
+    return {'erase', 'sender'}
+  end
+  return nil
 end
 """
 
@@ -293,35 +391,22 @@ return {outcome}
 SEND_MESSAGE: Final = (
     OUTBOX_LUA
     + _CLAIM
+    + _EARLIER_SEND
+    + _CLAIM_SENDER
+    + _RATE_HIT
+    + _CONVERSATION_ADDED
     + _STORE_MESSAGE
     + """
-if KEYS[15] then
-  local existing = redis.call('GET', KEYS[15])
-  if existing then
-    return {'duplicate', existing}
-  end
-end
-if ARGV[8] ~= '' then
-  local outcome = claim(KEYS[12], ARGV[8])
-  if outcome == 'stale' then
-    return {'stale'}
-  elseif outcome == 'erase' then
-    return {'erase', 'sender'}
-  end
+local refused = earlier_send(KEYS[15], nil) or claim_sender(KEYS[12], ARGV[8])
+if refused then
+  return refused
 end
 if ARGV[9] ~= '' and claim(KEYS[13], ARGV[9]) == 'erase' then
   return {'erase', 'receiver'}
 end
-if ARGV[10] ~= '' then
-  local count = redis.call('INCR', KEYS[14])
-  local ttl = redis.call('TTL', KEYS[14])
-  if ttl < 0 then
-    redis.call('EXPIRE', KEYS[14], ARGV[11])
-    ttl = tonumber(ARGV[11])
-  end
-  if count > tonumber(ARGV[10]) then
-    return {'rate', ttl}
-  end
+local wait = rate_hit(KEYS[14], ARGV[10], ARGV[11])
+if wait then
+  return {'rate', wait}
 end
 local id, message_key = nil, nil
 for _ = 1, 3 do

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -95,3 +96,59 @@ class MessageEvent:
     receiver_account_id: str = ""  # the receiver's account when the message was sent
     preview: str = ""  # the start of the content (empty in events recorded before previews)
     sender_name: str = ""  # the sender's display name when the message was sent, if known
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    """The keyword arguments of :meth:`MessageSender.send_message`, as a store's ``_send``
+    gets them."""
+
+    request_id: str | None = None
+    content_sha256: str = ""
+    sender_account_id: str = ""
+    receiver_account_id: str = ""
+    claim_receiver: bool = False
+    sender_name: str = ""
+    rate_limit: tuple[int, int] | None = None
+
+
+class MessageSender(Protocol):
+    """The send of a message store, one signature for both layouts: a store subclasses this
+    and implements ``_send`` (the service's MessageStore protocol includes it)."""
+
+    async def send_message(
+        self,
+        sender: str,
+        receiver: str,
+        content: str,
+        timestamp: datetime,
+        *,
+        request_id: str | None = None,
+        content_sha256: str = "",
+        sender_account_id: str = "",
+        receiver_account_id: str = "",
+        claim_receiver: bool = False,
+        sender_name: str = "",
+        rate_limit: tuple[int, int] | None = None,
+    ) -> SendOutcome:
+        """Store a message from ``sender`` to ``receiver``: with ``request_id`` (and the
+        ``content_sha256`` of the request) idempotent; the sender's data claimed for
+        ``sender_account_id`` and, with ``claim_receiver``, the receiver's for
+        ``receiver_account_id``; one hit on the sender's rate limit (``rate_limit`` =
+        (messages, window seconds)); ``sender_name`` in the outbox event."""
+        options = SendOptions(
+            request_id,
+            content_sha256,
+            sender_account_id,
+            receiver_account_id,
+            claim_receiver,
+            sender_name,
+            rate_limit,
+        )
+        return await self._send(sender, receiver, content, timestamp, options)
+
+    async def _send(
+        self, sender: str, receiver: str, content: str, timestamp: datetime, options: SendOptions
+    ) -> SendOutcome:
+        """The layout's send."""
+        ...

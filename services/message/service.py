@@ -34,6 +34,7 @@ from services.message.models import (
     IdempotencyRecord,
     Message,
     MessagePage,
+    MessageSender,
     SendOutcome,
     content_digest,
 )
@@ -45,29 +46,13 @@ logger = logging.getLogger(__name__)
 _SEND_ATTEMPTS: Final = 3
 
 
-class MessageStore(Protocol):
+class MessageStore(MessageSender, Protocol):
     """What the service needs from storage (RedisMessageStore on a standalone Redis,
     ClusterMessageStore on a Redis Cluster)."""
 
     async def idempotency_record(
         self, sender: str, request_id: str
     ) -> IdempotencyRecord | None: ...
-
-    async def send_message(
-        self,
-        sender: str,
-        receiver: str,
-        content: str,
-        timestamp: datetime,
-        *,
-        request_id: str | None = None,
-        content_sha256: str = "",
-        sender_account_id: str = "",
-        receiver_account_id: str = "",
-        claim_receiver: bool = False,
-        sender_name: str = "",
-        rate_limit: tuple[int, int] | None = None,
-    ) -> SendOutcome: ...
 
     async def claim(self, email: str, account_id: str) -> bool: ...
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -26,6 +27,8 @@ from services.message.models import (
     Conversation,
     IdempotencyRecord,
     Message,
+    MessageSender,
+    SendOptions,
     SendOutcome,
 )
 from services.message.records import (
@@ -38,7 +41,12 @@ from services.message.records import (
 )
 from services.message.settings import DEFAULT_QUOTA_BYTES
 
-__all__ = ["DEFAULT_QUOTA_BYTES", "IDEMPOTENCY_TTL_SECONDS", "RedisMessageStore"]
+__all__ = [
+    "DEFAULT_QUOTA_BYTES",
+    "IDEMPOTENCY_TTL_SECONDS",
+    "MessageStoreBase",
+    "RedisMessageStore",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,17 +70,16 @@ def _upper_bound(before: int | None) -> str:
     return f"({before}" if before else "+inf"
 
 
-class RedisMessageStore:
-    """Messages and conversations in one Redis database; every multi-key write is one script.
+ClientT = TypeVar("ClientT")
 
-    ``redis`` must decode replies to str and must not retry commands by itself
-    (services.common.redis.create_redis): a blind re-send of INCR would skip an id, and of a
-    store script without an idempotency key would store the message twice.
-    """
+
+class MessageStoreBase(MessageSender, Generic[ClientT]):
+    """What the stores of both layouts share: the limits, checked once, and send_message
+    (MessageSender); each registers its scripts in :meth:`_register`."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: ClientT,
         *,
         idempotency_ttl: int = IDEMPOTENCY_TTL_SECONDS,
         quota_bytes: int = DEFAULT_QUOTA_BYTES,
@@ -84,6 +91,22 @@ class RedisMessageStore:
         self._redis = redis
         self._idempotency_ttl = idempotency_ttl
         self.quota_bytes = quota_bytes
+        self._register(redis)
+
+    @abstractmethod
+    def _register(self, redis: ClientT) -> None:
+        """Register the layout's scripts (and its account data) on ``redis``."""
+
+
+class RedisMessageStore(MessageStoreBase[Redis]):
+    """Messages and conversations in one Redis database; every multi-key write is one script.
+
+    ``redis`` must decode replies to str and must not retry commands by itself
+    (services.common.redis.create_redis): a blind re-send of INCR would skip an id, and of a
+    store script without an idempotency key would store the message twice.
+    """
+
+    def _register(self, redis: Redis) -> None:
         self._send_message: AsyncScript = redis.register_script(lua.SEND_MESSAGE)
         self._delete: AsyncScript = redis.register_script(lua.DELETE)
         self._mark_read: AsyncScript = redis.register_script(lua.MARK_READ)
@@ -97,20 +120,8 @@ class RedisMessageStore:
 
     # -- sending ------------------------------------------------------------------------------
 
-    async def send_message(
-        self,
-        sender: str,
-        receiver: str,
-        content: str,
-        timestamp: datetime,
-        *,
-        request_id: str | None = None,
-        content_sha256: str = "",
-        sender_account_id: str = "",
-        receiver_account_id: str = "",
-        claim_receiver: bool = False,
-        sender_name: str = "",
-        rate_limit: tuple[int, int] | None = None,
+    async def _send(
+        self, sender: str, receiver: str, content: str, timestamp: datetime, options: SendOptions
     ) -> SendOutcome:
         """A whole send in one round trip (lua.SEND_MESSAGE): the idempotency check, the
         claims of the sender's (``sender_account_id``) and, with ``claim_receiver``, the
@@ -118,7 +129,7 @@ class RedisMessageStore:
         window seconds)), a new id, the quota check, and the message with its indexes,
         idempotency record (with ``request_id``) and outbox event, atomically."""
         draft = Message(0, sender, receiver, content, timestamp)
-        event = outbox_event(draft, receiver_account_id, sender_name)
+        event = outbox_event(draft, options.receiver_account_id, options.sender_name)
         conversation = keys.conversation_key(sender, receiver)
         script_keys = [
             conversation,
@@ -136,9 +147,9 @@ class RedisMessageStore:
             keys.account_key(receiver),
             keys.send_rate_key(sender),
         ]
-        if request_id is not None:
-            script_keys.append(keys.idempotency_key(sender, request_id))
-        messages, window = rate_limit if rate_limit is not None else ("", "")
+        if options.request_id is not None:
+            script_keys.append(keys.idempotency_key(sender, options.request_id))
+        messages, window = options.rate_limit if options.rate_limit is not None else ("", "")
         reply: list[Any] = await self._send_message(
             keys=script_keys,
             args=[
@@ -147,10 +158,12 @@ class RedisMessageStore:
                 format_timestamp(timestamp),
                 conversation,
                 json.dumps(sorted((sender, receiver))),
-                record_tail(receiver, content_sha256) if request_id is not None else "",
+                record_tail(receiver, options.content_sha256)
+                if options.request_id is not None
+                else "",
                 self._idempotency_ttl,
-                sender_account_id,
-                receiver_account_id if claim_receiver else "",
+                options.sender_account_id,
+                options.receiver_account_id if options.claim_receiver else "",
                 messages,
                 window,
                 self.quota_bytes,

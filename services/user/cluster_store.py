@@ -23,14 +23,12 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
 from services.common.metrics import OutboxMetrics
-from services.common.outbox import outbox_lua_args
-from services.common.redis import FIXED_WINDOW_HIT_LUA
 from services.user import keys, lua
-from services.user.models import Admission, Counter, LoginPolicy, StoredUser
-from services.user.records import decode_user, encode_user
+from services.user.models import Admission, LoginPolicy, StoredUser
+from services.user.records import decode_user
+from services.user.store import UserStoreBase, _text
 
 __all__ = ["ClusterUserStore"]
 
@@ -41,64 +39,30 @@ _OUTBOXES: Final = tuple(
 )
 
 
-def _text(raw: str | bytes) -> str:
-    return raw if isinstance(raw, str) else raw.decode("utf-8")
-
-
-class ClusterUserStore:
+class ClusterUserStore(UserStoreBase):
     """Users and sign-in counters on a Valkey Cluster (keys ``u:...``, see services.user.keys)."""
 
+    _layout = "redis cluster"
+
     def __init__(self, redis: RedisCluster) -> None:
-        self._redis = redis
-        self._create = redis.register_script(lua.CREATE)
-        self._delete = redis.register_script(lua.DELETE)
-        self._replace = redis.register_script(lua.REPLACE)
-        self._hit = redis.register_script(FIXED_WINDOW_HIT_LUA)
+        super().__init__(redis)
         self._client_admit = redis.register_script(lua.CLIENT_ADMIT)
         self._client_refund = redis.register_script(lua.CLIENT_REFUND)
         self._account_admit = redis.register_script(lua.ACCOUNT_ADMIT)
         self._account_succeeded = redis.register_script(lua.ACCOUNT_SUCCEEDED)
 
-    async def ping(self) -> bool:
-        """Whether every master answers; False (not an error) when one does not."""
-        try:
-            return bool(await self._redis.ping())
-        except (RedisError, OSError) as exc:
-            logger.warning("redis cluster ping failed: %s", exc)
-            return False
+    def _user_key(self, email: str) -> str:
+        return keys.cluster_user_key(email)
 
-    async def create(self, user: StoredUser) -> bool:
-        """Store a new user and index it in its bucket; False (nothing written) if taken."""
-        created = await self._create(
-            keys=self.script_keys("create", user.email), args=[encode_user(user), user.email]
-        )
-        return bool(created)
+    def _register_key(self, client: str) -> str:
+        return keys.cluster_register_key(client)
 
-    async def get(self, email: str) -> StoredUser | None:
-        raw = await self._redis.get(keys.cluster_user_key(email))
-        return None if raw is None else decode_user(_text(raw))
+    def _outbox(self, email: str) -> OutboxMetrics:
+        return _OUTBOXES[keys.bucket(email)]
 
-    async def get_many(self, emails: Sequence[str]) -> list[StoredUser | None]:
-        """The user stored under each email, in order: one MGET per slot, sent together."""
-        if not emails:
-            return []
-        documents = await self._redis.mget_nonatomic(
-            [keys.cluster_user_key(email) for email in emails]
-        )
-        return [None if raw is None else decode_user(_text(raw)) for raw in documents]
-
-    async def exists(self, email: str) -> bool:
-        return bool(await self._redis.exists(keys.cluster_user_key(email)))
-
-    async def replace(self, current: StoredUser, updated: StoredUser) -> bool:
-        """Write ``updated`` if the stored document is still ``current``'s; else False."""
-        if current.email != updated.email or not current.revision:
-            raise ValueError("replace needs a record read from the store, under the same email")
-        replaced = await self._replace(
-            keys=self.script_keys("replace", current.email),
-            args=[current.revision, encode_user(updated)],
-        )
-        return bool(replaced)
+    async def _documents(self, keys: list[str]) -> list[Any]:
+        documents: list[Any] = await self._redis.mget_nonatomic(keys)
+        return documents
 
     async def new_account_id(self, email: str) -> str:
         """A fresh account id for ``email``: 12 hex digits of its bucket's counter, 4 of the
@@ -106,20 +70,6 @@ class ClusterUserStore:
         one email sort after earlier ones (one bucket, one counter that never decreases)."""
         sequence = int(await self._redis.incr(keys.cluster_account_ids(email)))
         return f"{sequence:012x}{keys.bucket(email):04x}{secrets.token_hex(8)}"
-
-    async def delete(self, user: StoredUser) -> bool:
-        """Remove the user read as ``user``, its index entry, back-off and known clients, and
-        queue the erasure in its bucket's outbox, in one script (all in the bucket's slot);
-        False if the document changed or is gone meanwhile."""
-        index = keys.bucket(user.email)
-        event = {"email": user.email, "account_id": user.account_id}
-        removed = await self._delete(
-            keys=self.script_keys("delete", user.email),
-            args=[user.email, user.revision, *outbox_lua_args(event)],
-        )
-        if removed:
-            _OUTBOXES[index].added(1)
-        return bool(removed)
 
     async def list_page(self, offset: int, size: int) -> tuple[list[StoredUser], int, int]:
         """Users at ranks [offset, offset + size) in email order over every bucket; also how
@@ -250,10 +200,3 @@ class ClusterUserStore:
             args=[keys.clean_client(client), policy.known_clients, policy.known_client_seconds],
         )
         await self._client_refund(keys=self.script_keys("client", email, client), args=[])
-
-    async def count_registration(self, client: str, window_seconds: int) -> Counter:
-        """One more registration from ``client`` in its fixed window."""
-        count, ttl = await self._hit(
-            keys=[keys.cluster_register_key(client)], args=[window_seconds]
-        )
-        return Counter(int(count), int(ttl))

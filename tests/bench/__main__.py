@@ -22,6 +22,7 @@ from typing import Any
 
 from services.common.ports import free_port
 from tests.bench import procs
+from tests.bench.cluster import cluster
 from tests.bench.figures import figure, table
 from tests.bench.replicas import replicas
 from tests.bench.rest import rest
@@ -90,6 +91,8 @@ async def run(options: Options, base: Path) -> tuple[Bench, float]:
                     await replicas(bench)
                 elif name == "streams":
                     await streams(bench)
+                elif name == "cluster":
+                    await cluster(bench)
                 else:
                     await getattr(bench, name)()
         finally:

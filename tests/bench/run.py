@@ -23,7 +23,7 @@ from tests.bench.loader import SEND_METHOD
 from tests.helpers.clients import User, register_and_login
 from tests.helpers.system import SERVICES, System
 
-SCENARIOS = ("send", "latency", "rest", "catchup", "memory", "streams", "replicas")
+SCENARIOS = ("send", "latency", "rest", "catchup", "memory", "streams", "replicas", "cluster")
 CONTENT = "Hello! Are we still on for lunch tomorrow at noon? I'll bring the notes."
 SENDERS = 16
 IN_FLIGHT = 64

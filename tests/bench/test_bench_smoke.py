@@ -3,7 +3,8 @@
 Runs ``python -m tests.bench`` as `make bench` does (its own Valkey, services, baselines and
 loader processes) with one-second loads, a small catch-up backlog and 50 live streams held,
 then checks the JSON: each scenario's figures are there, numeric, and paired with their same-run
-baseline, and the replicas runs lost and duplicated nothing. No timing thresholds: the figures
+baseline, and the replicas runs and the cluster scenario's runs (standalone Valkey, 3-master
+Valkey Cluster) lost and duplicated nothing. No timing thresholds: the figures
 of a shared machine vary too much to assert on.
 """
 
@@ -14,6 +15,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +46,17 @@ EXPECTED = {
         "Valkey memory per open live stream",
         "CPU per stream opened: frontend",
     ],
+    "9 cluster": [
+        "SendMessage accepted/s, 3-master Valkey Cluster, 64 in flight, live streams",
+        "end to end (accepted → last shown on a stream), 3-master Valkey Cluster",
+        "drain after the load stopped, 3-master Valkey Cluster",
+        *(f"CPU per message: {p}, on the Cluster" for p in ("user", "message", "notification")),
+        "CPU per message: frontend (standalone Valkey in both runs)",
+        "CPU per message: valkey, the 3 masters summed",
+        *(f"CPU per message: valkey master {i}" for i in range(3)),
+        "CPU per message: every process (services + Valkey)",
+        "messages per relay RPC, MessageService → NotificationService, 3-master Valkey Cluster",
+    ],
     "REST": [
         "GET /list_conversations (10 conversations), 64 connections",
         "GET /list_notifications (page of 20), 64 connections",
@@ -56,6 +69,14 @@ EXPECTED = {
 
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _assert_nothing_lost_or_doubled(label: str, run: dict[str, Any]) -> None:
+    """Every accepted message shown once on its receiver's stream and stored once."""
+    assert run["accepted"] > 0, (label, run)
+    for key in ("stream", "stored"):
+        for fault in ("missing", "twice", "foreign"):
+            assert run[f"{key}_{fault}"] == 0, (label, key, fault, run)
 
 
 def test_every_scenario_produces_every_figure(tmp_path: Path) -> None:
@@ -85,8 +106,14 @@ def test_every_scenario_produces_every_figure(tmp_path: Path) -> None:
     # stream and stored once, on 1 and on 2 processes of each service.
     runs = report["details"]["replicas"]
     assert set(runs) == {"1", "2"}
-    for run in runs.values():
-        assert run["accepted"] > 0, run
-        for key in ("stream", "stored"):
-            for fault in ("missing", "twice", "foreign"):
-                assert run[f"{key}_{fault}"] == 0, (key, fault, run)
+    for label, run in runs.items():
+        _assert_nothing_lost_or_doubled(f"{label} replica(s)", run)
+    # Cluster: the same load on the standalone Valkey and on a 3-master Cluster, both checked.
+    layouts = report["details"]["cluster"]
+    assert set(layouts) == {"standalone", "cluster", "masters"}
+    for name in ("standalone", "cluster"):
+        run = layouts[name]
+        _assert_nothing_lost_or_doubled(name, run)
+        assert run["errors"] == 0, (name, run)
+        assert run["relay_calls"]["hop1"] > 0 and run["relay_calls"]["hop2"] > 0, (name, run)
+    assert set(layouts["cluster"]["cpu_s"]) >= {"valkey.m0", "valkey.m1", "valkey.m2"}

@@ -1,13 +1,14 @@
 """Runtime shared by every generated REST package: Connexion wiring and its workarounds.
 
-`app` builds the Connexion app of a contract; `problems` and `errors` turn every error into a
+`app` builds the Connexion app of a contract; `stack` is Connexion's middleware stack with its
+per-request set-up done once per operation; `problems` and `errors` turn every error into a
 typed problem+json; `guards` refuses what no contract admits before Connexion reads it;
 `compiled`, `validators` and `messages` validate against the contract with jsonschema-rs and
 word the refusals without the submitted values; `json_codec` reads and writes JSON with orjson;
 `replies` is what generated views return. The names below are the runtime's public surface.
 """
 
-from .app import Lifespan, TokenInfo, TokenVerifier, build_app
+from .app import Lifespan, TokenInfo, TokenVerifier, add_outermost, build_app
 from .compiled import (
     PARAMETER,
     REQUEST,
@@ -17,14 +18,7 @@ from .compiled import (
     compiled_validator,
 )
 from .errors import HTTP_METHODS, add_error_handlers, documented_methods
-from .guards import (
-    DEFAULT_MAX_BODY_BYTES,
-    MAX_JSON_DEPTH,
-    BodySizeLimit,
-    PathControlCharacters,
-    SingleAuthorization,
-    json_depth,
-)
+from .guards import DEFAULT_MAX_BODY_BYTES, MAX_JSON_DEPTH, RequestGuards, json_depth
 from .json_codec import FastJSON, loads_json
 from .messages import validation_message, validation_pointer
 from .problems import (
@@ -38,6 +32,13 @@ from .problems import (
     send_problem,
 )
 from .replies import JSON_HEADERS, Reply, json_reply, no_content
+from .stack import (
+    PreparedRequestValidation,
+    PreparedResponseValidation,
+    SwaggerUIPaths,
+    middleware_stack,
+    prepare_views,
+)
 from .validators import (
     SafeJSONRequestBodyValidator,
     SafeJSONResponseBodyValidator,
@@ -56,21 +57,23 @@ __all__ = [
     "PROBLEM_TYPE_BASE",
     "REQUEST",
     "RESPONSE",
-    "BodySizeLimit",
     "CompiledValidator",
     "FastJSON",
     "Lifespan",
-    "PathControlCharacters",
+    "PreparedRequestValidation",
+    "PreparedResponseValidation",
     "Reply",
+    "RequestGuards",
     "SafeJSONRequestBodyValidator",
     "SafeJSONResponseBodyValidator",
     "SafeParameterValidator",
     "SafeTextResponseBodyValidator",
-    "SingleAuthorization",
+    "SwaggerUIPaths",
     "TokenInfo",
     "TokenVerifier",
     "ValidationProblem",
     "add_error_handlers",
+    "add_outermost",
     "build_app",
     "compiled_schema",
     "compiled_validator",
@@ -79,7 +82,9 @@ __all__ = [
     "json_pointer",
     "json_reply",
     "loads_json",
+    "middleware_stack",
     "no_content",
+    "prepare_views",
     "problem_document",
     "problem_response",
     "problem_type",

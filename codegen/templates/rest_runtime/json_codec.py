@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from connexion.jsonifier import JSONEncoder
 
 
 def loads_json(text: str | bytes) -> Any:
@@ -53,3 +54,13 @@ class FastJSON:
     @staticmethod
     def loads(data: str | bytes) -> Any:
         return loads_json(data)
+
+
+def dumps_reply(data: Any) -> bytes:
+    """A reply body as Connexion's Jsonifier writes it with :class:`FastJSON` (a newline last)."""
+    try:
+        return orjson.dumps(
+            data, default=_json_default, option=_ORJSON_OPTIONS | orjson.OPT_APPEND_NEWLINE
+        )
+    except TypeError:
+        return (json.dumps(data, cls=JSONEncoder) + "\n").encode()

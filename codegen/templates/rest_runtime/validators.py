@@ -9,6 +9,7 @@ from typing import Any
 
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import BadRequestProblem, NonConformingResponseBody
+from connexion.lifecycle import ConnexionRequest
 from connexion.utils import is_null, is_nullable
 from connexion.validators import (
     VALIDATOR_MAP,
@@ -25,6 +26,9 @@ from .messages import NAMES_SHOWN, short_name, validation_message, validation_po
 from .problems import ValidationProblem
 
 logger = logging.getLogger(__name__)
+
+QUERY_PARAMS_KEY = "missive.query_params"
+"""Where the parameter validator leaves the request's parsed query in the ASGI scope."""
 
 
 class SafeJSONRequestBodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
@@ -73,6 +77,12 @@ class SafeParameterValidator(ParameterValidator):  # type: ignore[misc]
         if error is not None:
             raise ValidationProblem(validation_message(error, root=name), parameter=name)
         return None
+
+    def validate(self, scope: Scope) -> None:
+        request = ConnexionRequest(scope, uri_parser=self.uri_parser)
+        self.validate_request(request)
+        # The query as parsed here, for the view's arguments (`stack`): parsed once.
+        scope[QUERY_PARAMS_KEY] = request.query_params
 
     def validate_query_parameter_list(self, request: Any, security_params: Any = None) -> set[str]:
         extra = super().validate_query_parameter_list(request, security_params)

@@ -38,6 +38,7 @@ __all__ = [
     "FRONTEND_METRICS_PORT",
     "METRICS_PATH",
     "UNMATCHED_ROUTE",
+    "HttpMetrics",
     "MetricsMiddleware",
     "MetricsServer",
     "RouteMatcher",
@@ -96,19 +97,21 @@ def openapi_route_templates(spec: Path | str | Mapping[str, Any]) -> list[str]:
     return [str(path) for path in paths]
 
 
-class MetricsMiddleware:
-    """ASGI middleware: serves the exposition at ``/metrics`` and records HTTP RED metrics."""
+class HttpMetrics:
+    """The HTTP RED metrics of one REST app and its ``/metrics`` exposition, for middlewares.
+
+    :class:`MetricsMiddleware` is one on its own; the REST edge
+    (:class:`services.common.rest_edge.RestEdge`) records with one alongside the request ids.
+    """
 
     def __init__(
         self,
-        app: ASGIApp,
         routes: Iterable[str] | None = None,
         *,
         prefix: str = "",
         registry: CollectorRegistry = REGISTRY,
         path: str = METRICS_PATH,
     ) -> None:
-        self.app = app
         self._match = RouteMatcher(routes, prefix) if routes is not None else None
         self._registry = registry
         self._path = path
@@ -116,26 +119,9 @@ class MetricsMiddleware:
             tuple[str, str, int], tuple[Callable[[], None], Callable[[float], None]]
         ] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if scope["path"] == self._path and scope["method"] in ("GET", "HEAD"):
-            await self._exposition(scope, send)
-            return
-        status = 500  # an exception before the response started becomes a 500
-        start = perf_counter()
-
-        async def observed_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observed_send)
-        finally:
-            self._record(scope, status, perf_counter() - start)
+    def is_exposition(self, scope: Scope) -> bool:
+        """Whether an HTTP request asks for the exposition (``GET``/``HEAD /metrics``)."""
+        return scope["path"] == self._path and scope["method"] in ("GET", "HEAD")
 
     def _route(self, scope: Scope) -> str:
         if self._match is not None:
@@ -144,7 +130,8 @@ class MetricsMiddleware:
         template = getattr(route, "path", None)
         return template if isinstance(template, str) else UNMATCHED_ROUTE
 
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+    def record(self, scope: Scope, status: int, seconds: float) -> None:
+        """Count one answered request (by method, route template and status) and its time."""
         method = scope["method"] if scope["method"] in _METHODS else "other"
         key = (method, self._route(scope), status)
         children = self._children.get(key)
@@ -158,7 +145,8 @@ class MetricsMiddleware:
         children[0]()
         children[1](seconds)
 
-    async def _exposition(self, scope: Scope, send: Send) -> None:
+    async def exposition(self, scope: Scope, send: Send) -> None:
+        """Answer with the exposition of the registry."""
         body = generate_latest(self._registry)
         headers = [
             (b"content-type", CONTENT_TYPE_LATEST.encode()),
@@ -167,6 +155,44 @@ class MetricsMiddleware:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         empty = scope["method"] == "HEAD"
         await send({"type": "http.response.body", "body": b"" if empty else body})
+
+
+class MetricsMiddleware:
+    """ASGI middleware: serves the exposition at ``/metrics`` and records HTTP RED metrics."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: Iterable[str] | None = None,
+        *,
+        prefix: str = "",
+        registry: CollectorRegistry = REGISTRY,
+        path: str = METRICS_PATH,
+    ) -> None:
+        self.app = app
+        self.metrics = HttpMetrics(routes, prefix=prefix, registry=registry, path=path)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        metrics = self.metrics
+        if metrics.is_exposition(scope):
+            await metrics.exposition(scope, send)
+            return
+        status = 500  # an exception before the response started becomes a 500
+        start = perf_counter()
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            metrics.record(scope, status, perf_counter() - start)
 
 
 def metrics_port_env(service: str) -> str:

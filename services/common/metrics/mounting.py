@@ -30,6 +30,7 @@ from services.common.metrics.delivery import (
     observe_delivery_latency,
 )
 from services.common.metrics.http_metrics import (
+    HttpMetrics,
     MetricsMiddleware,
     openapi_route_templates,
     start_metrics_server,
@@ -70,10 +71,21 @@ def rest_route_templates(app: object) -> list[str] | None:
 
 
 def with_metrics(app: ASGIApp | None) -> ASGIApp | None:
-    """``app`` serving ``/metrics`` and counted by route template (None stays None)."""
+    """``app`` serving ``/metrics`` and counted by route template (None stays None).
+
+    A Connexion app with the REST edge (:func:`services.common.rest_edge.install_edge`) records
+    them in that edge, its outermost middleware; any other app is wrapped in a
+    :class:`MetricsMiddleware`.
+    """
     if app is None:
         return None
-    return MetricsMiddleware(app, routes=rest_route_templates(app))
+    # Imported here: the REST edge loads Connexion, which gRPC-only processes need not pay for.
+    from services.common.rest_edge import attach_metrics
+
+    routes = rest_route_templates(app)
+    if attach_metrics(app, HttpMetrics(routes)):
+        return app
+    return MetricsMiddleware(app, routes=routes)
 
 
 def outbox_collector(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from services.common.dead_letters import DeadLetters
 from services.common.delivery import OutboxConfig
 from services.common.domain import InvalidArgument
 from services.common.paging import encode_offset
-from services.common.redis import create_cluster
 from tests.unit.common.test_app import GRPC_PORT_ENV, Settings
 
 OUTBOX = OutboxConfig(stream="t:outbox", group="test-relay", dead_letter_stream="t:outbox:dead")
@@ -33,13 +31,6 @@ CONFIGS = bucket_outbox_configs(
     dataclasses.replace(OUTBOX, claim_idle_ms=7_000, max_attempts=3),
     ("t:outbox:{" + tag + "}" for tag in TAGS),
 )
-
-
-@pytest.fixture
-async def cluster(cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = create_cluster(cluster_url, client_name="test")
-    yield client
-    await client.aclose()
 
 
 # -- the scheme --------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +18,6 @@ from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.common.domain import Unavailable
-from services.common.redis import create_cluster
 from services.message import cluster_keys as ck
 from services.message.cluster_store import PENDING_TTL_SECONDS, ClusterMessageStore
 from services.message.models import Conversation, IdempotencyRecord, Message, content_digest
@@ -30,13 +28,6 @@ T0 = datetime(2025, 1, 14, 12, 0, 0, tzinfo=UTC)
 DAN = "dan@example.com"
 OLD = "0000000000000001" + "a" * 16
 NEW = "0000000000000002" + "b" * 16
-
-
-@pytest.fixture
-async def cluster(cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = create_cluster(cluster_url)  # it loads the slot map before its first command
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -47,13 +47,6 @@ T0 = datetime(2025, 1, 14, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def cluster(cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = create_cluster(cluster_url)  # it loads the slot map before its first command
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 def store(cluster: RedisCluster) -> ClusterMessageStore:
     return ClusterMessageStore(cluster)
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +72,9 @@ RECEIVERS = [f"user{i:02d}@example.com" for i in range(40)] + ["a{b}c@example.co
 
 
 @pytest.fixture
-async def redis(cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = create_cluster(cluster_url, client_name="test")
-    # DBSIZE of the whole cluster (the client asks one node by default), as the standalone
-    # scenarios expect of it.
-    setattr(client, "dbsize", partial(client.dbsize, target_nodes=RedisCluster.PRIMARIES))  # noqa: B010
-    yield client
-    await client.aclose()
+def redis(cluster: RedisCluster) -> RedisCluster:
+    """The cluster in place of the conftest's standalone client (tests/conftest.py)."""
+    return cluster
 
 
 @pytest.fixture

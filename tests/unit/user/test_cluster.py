@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,6 @@ from services.common.bootstrap import Security
 from services.common.bucket_dead_letters import BucketDeadLetters
 from services.common.domain import Principal
 from services.common.ports import free_port
-from services.common.redis import create_cluster
 from services.user import keys as ukeys
 from services.user.__main__ import main, wire
 from services.user.cluster_store import ClusterUserStore
@@ -72,13 +69,9 @@ def user(email: str = ALICE, name: str = "Alice", account_id: str = "") -> Store
 
 
 @pytest.fixture
-async def redis(cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = create_cluster(cluster_url, client_name="test")
-    # DBSIZE of the whole cluster (the client asks one node by default), as the standalone
-    # scenarios expect of it.
-    setattr(client, "dbsize", partial(client.dbsize, target_nodes=RedisCluster.PRIMARIES))  # noqa: B010
-    yield client
-    await client.aclose()
+def redis(cluster: RedisCluster) -> RedisCluster:
+    """The cluster in place of the conftest's standalone client (tests/conftest.py)."""
+    return cluster
 
 
 @pytest.fixture

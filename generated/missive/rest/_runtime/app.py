@@ -9,21 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from connexion import AsyncApp
+from connexion.exceptions import OAuthProblem, OAuthResponseProblem
 from connexion.jsonifier import Jsonifier
-from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
-from connexion.security import BearerSecurityHandler
-from connexion.utils import inspect_function_arguments
+from connexion.security import NO_VALUE, BearerSecurityHandler
 
 from .errors import add_error_handlers
-from .guards import (
-    DEFAULT_MAX_BODY_BYTES,
-    BodySizeLimit,
-    PathControlCharacters,
-    SingleAuthorization,
-)
+from .guards import DEFAULT_MAX_BODY_BYTES
 from .json_codec import FastJSON
+from .stack import middleware_stack, prepare_views
 from .validators import validator_map
 
 TokenInfo = dict[str, Any]
@@ -35,21 +30,40 @@ TokenVerifier = Callable[[str], Awaitable[TokenInfo | None]]
 Lifespan = Callable[[Any], Any]
 
 
-@functools.lru_cache(maxsize=64)
-def _accepts_kwarg(func: Callable[..., Any], keyword: str) -> bool:
-    """Whether `func` takes `keyword`: Connexion asks on every request, inspecting anew."""
-    arguments, has_kwargs = inspect_function_arguments(func)
-    return bool(has_kwargs or keyword in arguments)
-
-
 def _bearer_handler(verify: TokenVerifier) -> type[BearerSecurityHandler]:
     class _Handler(BearerSecurityHandler):  # type: ignore[misc]
-        _accepts_kwarg = staticmethod(_accepts_kwarg)
-
         def _resolve_func(self, security_scheme: Any) -> TokenVerifier:
             return verify
 
+        def _get_verify_func(self, token_info_func: Any) -> Any:
+            # Connexion's bearer check, answering alike, without its per-request look-ups of
+            # what the verifier accepts and without building the request's headers.
+            async def check(request: Any) -> Any:
+                authorization = _authorization(request.scope)
+                if not authorization:
+                    return NO_VALUE
+                try:
+                    auth_type, token = authorization.split(maxsplit=1)
+                except ValueError:
+                    raise OAuthProblem(detail="Invalid authorization header") from None
+                if auth_type.lower() != "bearer":
+                    return NO_VALUE
+                token_info = await verify(token)
+                if token_info is None:
+                    raise OAuthResponseProblem(detail="Provided token is not valid")
+                return token_info
+
+            return check
+
     return _Handler
+
+
+def _authorization(scope: Mapping[str, Any]) -> str | None:
+    """The request's (first) Authorization header, as Starlette would decode it."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
 
 
 def build_app(
@@ -68,7 +82,15 @@ def build_app(
     Request and response validation are on, Swagger UI is served at /ui/, the
     OpenAPI document at /openapi.json, and every error is application/problem+json.
     """
-    app = AsyncApp(import_name, lifespan=lifespan, jsonifier=Jsonifier(FastJSON))
+    app = AsyncApp(
+        import_name,
+        lifespan=lifespan,
+        jsonifier=Jsonifier(FastJSON),
+        # Connexion's stack with the guards before its exception middleware (so an oversized
+        # body is refused before anything reads it); see `stack`.
+        middlewares=middleware_stack(max_body_bytes),
+    )
+    prepare_views(app)
     app.add_api(
         spec,
         resolver=Resolver(function_resolver=lambda operation_id: operations[operation_id]),
@@ -80,14 +102,14 @@ def build_app(
         validator_map=validator_map(),
     )
     add_error_handlers(app, spec)
-    # Outermost, so an oversized body is refused before anything reads it.
-    app.add_middleware(
-        BodySizeLimit,
-        position=MiddlewarePosition.BEFORE_EXCEPTION,
-        max_bytes=max_body_bytes,
-    )
-    app.add_middleware(PathControlCharacters, position=MiddlewarePosition.BEFORE_EXCEPTION)
-    app.add_middleware(SingleAuthorization, position=MiddlewarePosition.BEFORE_EXCEPTION)
     for middleware in middlewares:
         app.add_middleware(middleware)
     return app
+
+
+def add_outermost(app: AsyncApp, middleware: Callable[..., Any], **options: Any) -> None:
+    """Put `middleware` (an ASGI middleware class, built with `options`) outside every other
+    middleware of `app`, Connexion's server-error middleware included."""
+    if app.middleware.middleware_stack is not None:
+        raise RuntimeError("Cannot add middleware after an application has started")
+    app.middleware.middlewares.insert(0, functools.partial(middleware, **options))

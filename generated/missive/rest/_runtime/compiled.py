@@ -11,11 +11,14 @@ The OpenAPI dialect is translated for the compiled validator as Connexion extend
 bodies), `writeOnly` refuses any value in a response. `pattern` and the formats the reference
 checks run the reference's own Python checks (Python's `re`, jsonschema's format checker),
 so both validators accept and reject the same strings; formats the reference does not check
-(int32, uri-reference, password, ...) are not checked by either.
+(int32, uri-reference, password, ...) are not checked by either. Those checks remember their
+answers for short strings (a bounded table): the same addresses and timestamps come back in
+every page.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -40,19 +43,47 @@ _PATTERN_KEYWORD = "x-missive-python-pattern"
 _VALUE_KEYWORDS = frozenset({"enum", "const", "default", "example", "examples", "x-example"})
 _NEVER: dict[str, Any] = {"not": {}}
 _MAX_COMPILED = 4096
+_MEMO_ENTRIES = 4096
+_MEMO_MAX_LENGTH = 256
+
+
+def _memoised(check: Callable[[str], bool]) -> Callable[[str], bool]:
+    """`check` remembering its answers for short strings: the same addresses, timestamps and
+    tokens come back on every page (a bounded table, emptied when full)."""
+    known: dict[str, bool] = {}
+
+    def memoised(value: str) -> bool:
+        answer = known.get(value)
+        if answer is None:
+            answer = check(value)
+            if len(value) <= _MEMO_MAX_LENGTH:
+                if len(known) >= _MEMO_ENTRIES:
+                    known.clear()
+                known[value] = answer
+        return answer
+
+    return memoised
+
+
+@functools.cache
+def _pattern_check(pattern: str) -> Callable[[str], bool]:
+    """Whether a string matches `pattern` as the reference applies it (Python's `re.search`)."""
+    search = re.compile(pattern).search
+    return _memoised(lambda value: search(value) is not None)
 
 
 class _PythonPattern:
     """The `pattern` keyword with Python's `re.search`, as the reference validator applies it."""
 
     def __init__(self, _parent: Any, value: str, _path: Any) -> None:
-        self._search = re.compile(value).search
+        self._matches = _pattern_check(value)
 
     def validate(self, instance: Any) -> None:
-        if isinstance(instance, str) and not self._search(instance):
+        if isinstance(instance, str) and not self._matches(instance):
             raise ValueError("does not match the pattern the contract requires")
 
 
+@functools.cache
 def _format_check(name: str) -> Callable[[str], bool]:
     """The reference's check of format `name` (what `FormatChecker.conforms` runs)."""
     if name not in Draft4Validator.FORMAT_CHECKER.checkers:
@@ -65,7 +96,7 @@ def _format_check(name: str) -> Callable[[str], bool]:
         except raises:
             return False
 
-    return conforms
+    return _memoised(conforms)
 
 
 def compiled_schema(schema: Any, kind: str, formats: set[str] | None = None) -> Any:

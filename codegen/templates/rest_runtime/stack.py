@@ -1,0 +1,366 @@
+"""Connexion's middleware stack, with the per-request work done once per operation instead.
+
+The stack is Connexion's default one, in its order, with some of its middlewares replaced by
+subclasses that answer the same:
+
+- :class:`SwaggerUIPaths` hands a request straight to the next middleware unless its path is
+  one the Swagger UI middleware serves (``/openapi.json``, ``/ui``...), rather than matching
+  every API request against the UI's routes first;
+- :class:`PreparedRequestValidation` builds each operation's parameter validator, URI parser
+  and accepted media types when the app starts, rather than on every request;
+- :class:`PreparedResponseValidation` looks each response's schema, validator and required
+  headers up once per (status, media type), rather than on every response.
+
+and :func:`prepare_views` has the app decorate each view (parameters in, response out) once,
+on its first request, where Connexion decorates it anew on every request (inspecting its
+signature each time); the view's arguments come from the query the parameter validator parsed.
+
+:func:`middleware_stack` adds :class:`~.guards.RequestGuards` before the exception middleware,
+and any middleware of the app (``outermost``) before everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from connexion import AsyncApp
+from connexion.apps.asynchronous import AsyncApi, AsyncOperation
+from connexion.context import _receive, _scope
+from connexion.datastructures import MediaTypeDict
+from connexion.decorators import StarletteDecorator
+from connexion.decorators.parameter import (
+    AsyncParameterDecorator,
+    inspect_function_arguments,
+    prep_kwargs,
+    unwrap_decorators,
+)
+from connexion.exceptions import NonConformingResponseHeaders, UnsupportedMediaTypeProblem
+from connexion.http_facts import FORM_CONTENT_TYPES
+from connexion.middleware.context import ContextMiddleware
+from connexion.middleware.exceptions import ExceptionMiddleware
+from connexion.middleware.lifespan import LifespanMiddleware
+from connexion.middleware.request_validation import (
+    RequestValidationAPI,
+    RequestValidationMiddleware,
+    RequestValidationOperation,
+)
+from connexion.middleware.response_validation import (
+    ResponseValidationAPI,
+    ResponseValidationMiddleware,
+    ResponseValidationOperation,
+)
+from connexion.middleware.routing import RoutingMiddleware
+from connexion.middleware.security import SecurityMiddleware
+from connexion.middleware.server_error import ServerErrorMiddleware
+from connexion.middleware.swagger_ui import SwaggerUIMiddleware
+from connexion.operations import AbstractOperation
+from connexion.spec import Specification
+from connexion.utils import is_nullable
+from starlette.responses import Response
+from starlette.routing import Mount
+from starlette.types import Receive, Scope, Send
+
+from .guards import RequestGuards
+from .validators import QUERY_PARAMS_KEY
+
+logger = logging.getLogger(__name__)
+
+
+class SwaggerUIPaths(SwaggerUIMiddleware):  # type: ignore[misc]
+    """Connexion's Swagger UI middleware, consulted only for the paths it serves."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._prefixes: tuple[str, ...] = ()
+
+    def add_api(self, specification: Specification, **kwargs: Any) -> None:
+        super().add_api(specification, **kwargs)
+        prefixes = []
+        for mount in self.router.routes:
+            if isinstance(mount, Mount):
+                # Its routes are literal paths and mounts: a path not starting with one of them
+                # reaches the next middleware whatever the router does with it.
+                prefixes += [mount.path + getattr(route, "path", "") for route in mount.routes]
+        self._prefixes = tuple(sorted(set(prefixes)))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            if not path.startswith(self._prefixes):
+                await self.app(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+class _PreparedValidation(RequestValidationOperation):  # type: ignore[misc]
+    """An operation's request validation with its validators built once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        operation = self._operation
+        uri_parser = operation._uri_parser_class(operation.parameters, operation.body_definition())
+        self._parameters = self._validator_map["parameter"](
+            operation.parameters,
+            uri_parser=uri_parser,
+            strict_validation=self.strict_validation,
+            security_query_params=self.security_query_params,
+        )
+        self._consumes = (
+            MediaTypeDict([(c.lower(), None) for c in operation.consumes])
+            if operation.consumes
+            else None
+        )
+        self._bodies: dict[str, Any] = {}
+
+    def validate_mime_type(self, mime_type: str) -> None:
+        if self._consumes is not None and mime_type.lower() not in self._consumes:
+            raise UnsupportedMediaTypeProblem(
+                detail=f"Invalid Content-type ({mime_type}), expected {self._operation.consumes}"
+            )
+
+    def _body(self, mime_type: str) -> Any:
+        """(schema, validator class, required, nullable) of a body of `mime_type`, or None."""
+        try:
+            return self._bodies[mime_type]
+        except KeyError:
+            pass
+        operation = self._operation
+        schema = operation.body_schema(mime_type)
+        found = None
+        if schema:
+            try:
+                validator = self._validator_map["body"][mime_type]
+            except KeyError:
+                validator = None
+            found = (
+                schema,
+                validator,
+                operation.request_body.get("required", False),
+                is_nullable(operation.body_definition(mime_type)),
+            )
+        if len(self._bodies) < 32:
+            self._bodies[mime_type] = found
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._parameters.validate(scope)
+        mime_type, encoding = self.extract_content_type(scope["headers"])
+        self.validate_mime_type(mime_type)
+        body = self._body(mime_type)
+        if body is not None:
+            schema, validator_class, required, nullable = body
+            if validator_class is None:
+                # What Connexion does for a media type it has no validator for.
+                await super().__call__(scope, receive, send)
+                return
+            operation = self._operation
+            validator = validator_class(
+                schema=schema,
+                required=required,
+                nullable=nullable,
+                encoding=encoding,
+                strict_validation=self.strict_validation,
+                uri_parser=operation.uri_parser_class(
+                    operation.parameters, operation.body_definition()
+                ),
+            )
+            receive, scope = await validator.wrap_receive(receive, scope=scope)
+        await self.next_app(scope, receive, send)
+
+
+class _PreparedValidationAPI(RequestValidationAPI):  # type: ignore[misc]
+    def make_operation(self, operation: AbstractOperation) -> RequestValidationOperation:
+        return _PreparedValidation(
+            self.next_app,
+            operation=operation,
+            strict_validation=self.strict_validation,
+            validator_map=self.validator_map,
+        )
+
+
+class PreparedRequestValidation(RequestValidationMiddleware):  # type: ignore[misc]
+    """Connexion's request validation middleware, each operation's validators built once."""
+
+    api_cls = _PreparedValidationAPI
+
+
+class _PreparedResponses(ResponseValidationOperation):  # type: ignore[misc]
+    """An operation's response validation with what each (status, media type) needs looked up
+    once: its schema, whether null is allowed, its validator class and required headers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        produces = self._operation.produces
+        self._produces = MediaTypeDict([(p.lower(), None) for p in produces]) if produces else None
+        self._responses: dict[tuple[str, str], Any] = {}
+
+    def validate_mime_type(self, mime_type: str) -> None:
+        if self._produces is not None and mime_type.lower() not in self._produces:
+            raise NonConformingResponseHeaders(
+                detail=f"Invalid Response Content-type ({mime_type}), "
+                f"expected {self._operation.produces}",
+            )
+
+    def _response(self, status: str, mime_type: str) -> Any:
+        """(definition, validator class or None, schema, nullable) of a response."""
+        key = (status, mime_type)
+        found = self._responses.get(key)
+        if found is None:
+            operation = self._operation
+            definition = operation.response_definition(status, mime_type)
+            try:
+                validator = self._validator_map["response"][mime_type]
+            except KeyError:
+                validator = None
+            found = (
+                definition,
+                validator,
+                operation.response_schema(status, mime_type),
+                is_nullable(definition),
+            )
+            if len(self._responses) < 64:
+                self._responses[key] = found
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def wrapped_send(message: MutableMapping[str, Any]) -> None:
+            nonlocal send
+            if message["type"] == "http.response.start":
+                headers = message["headers"]
+                mime_type, encoding = self.extract_content_type(headers)
+                if message["status"] < 400:
+                    self.validate_mime_type(mime_type)
+                status = str(message["status"])
+                definition, validator, schema, nullable = self._response(status, mime_type)
+                self.validate_required_headers(headers, definition)
+                if validator is None:
+                    logger.info(
+                        "Skipping validation. No validator registered for content type: %s.",
+                        mime_type,
+                    )
+                else:
+                    send = validator(
+                        scope, schema=schema, nullable=nullable, encoding=encoding
+                    ).wrap_send(send)
+            await send(message)
+
+        await self.next_app(scope, receive, wrapped_send)
+
+
+class _PreparedResponsesAPI(ResponseValidationAPI):  # type: ignore[misc]
+    def make_operation(self, operation: AbstractOperation) -> Any:
+        if self.validate_responses:
+            return _PreparedResponses(
+                self.next_app, operation=operation, validator_map=self.validator_map
+            )
+        return self.next_app
+
+
+class PreparedResponseValidation(ResponseValidationMiddleware):  # type: ignore[misc]
+    """Connexion's response validation middleware, each response's look-ups done once."""
+
+    api_cls = _PreparedResponsesAPI
+
+
+class _Arguments(AsyncParameterDecorator):  # type: ignore[misc]
+    """Connexion's parameter decorator (`prep_kwargs` makes the view's arguments) without its
+    per-request work that gives nothing here: the query is the one the parameter validator
+    parsed, and a request that is not a form has no files (Connexion asks Starlette anyway)."""
+
+    def __call__(self, function: Callable[..., Any]) -> Callable[[Any], Awaitable[Any]]:
+        arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
+
+        @functools.wraps(function)
+        async def wrapper(request: Any) -> Any:
+            body = self._maybe_get_body(request, arguments=arguments, has_kwargs=has_kwargs)
+            while asyncio.iscoroutine(body):
+                body = await body
+            files = await request.files() if request.mimetype in FORM_CONTENT_TYPES else {}
+            kwargs = prep_kwargs(
+                request,
+                request_body=body,
+                files=files,
+                arguments=arguments,
+                has_kwargs=has_kwargs,
+                sanitize=self.sanitize_fn,
+            )
+            return await function(**kwargs)
+
+        return wrapper
+
+
+class _PreparedDecorator(StarletteDecorator):  # type: ignore[misc]
+    """Connexion's view decorator, decorating its view once rather than on every call."""
+
+    @property
+    def _parameter_decorator_cls(self) -> type[AsyncParameterDecorator]:
+        return _Arguments
+
+    def __call__(self, function: Callable[..., Any]) -> Callable[[], Awaitable[Response]]:
+        prepared: list[tuple[Any, Callable[[Any], Awaitable[Response]]]] = []
+
+        @functools.wraps(function)
+        async def view() -> Response:
+            if not prepared:
+                # The URI parser needs the operation, known in a request's context only;
+                # an operation's view always serves the same one.
+                prepared.append((self.uri_parser, self.decorate(function)))
+            uri_parser, decorated = prepared[0]
+            scope = _scope.get()
+            request = self.framework.get_request(
+                uri_parser=uri_parser, scope=scope, receive=_receive.get()
+            )
+            query = scope.get(QUERY_PARAMS_KEY)
+            if query is not None:
+                request._query_params = query  # what it would parse again, with the same parser
+            return await decorated(request)
+
+        return view
+
+
+class _PreparedView(AsyncOperation):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._view = _PreparedDecorator(
+            pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
+        )(self._fn)
+
+    @property
+    def fn(self) -> Callable[[], Awaitable[Response]]:
+        return self._view
+
+
+class _PreparedViews(AsyncApi):  # type: ignore[misc]
+    def make_operation(self, operation: AbstractOperation) -> AsyncOperation:
+        return _PreparedView.from_operation(
+            operation, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier
+        )
+
+
+def prepare_views(app: AsyncApp) -> None:
+    """Have `app` (not started yet) decorate each of its views once (see the module)."""
+    app.middleware.app.api_cls = _PreparedViews
+
+
+def middleware_stack(max_body_bytes: int, outermost: Sequence[Any] = ()) -> list[Any]:
+    """The middlewares of a generated app, outermost first (Connexion's ``middlewares=``)."""
+    return [
+        *outermost,
+        ServerErrorMiddleware,
+        functools.partial(RequestGuards, max_bytes=max_body_bytes),
+        ExceptionMiddleware,
+        SwaggerUIPaths,
+        RoutingMiddleware,
+        SecurityMiddleware,
+        PreparedRequestValidation,
+        PreparedResponseValidation,
+        LifespanMiddleware,
+        ContextMiddleware,
+    ]
