@@ -436,11 +436,24 @@ class ShardedBus(Bus):
             finally:
                 self._confirmed.difference_update(group.channels)
                 self._up.clear()
-                try:
-                    await pubsub.aclose()
-                except (RedisError, RedisClusterException, OSError):
-                    pass
+                await self._close(pubsub)
             await asyncio.sleep(RETRY_SECONDS)
+
+    @staticmethod
+    async def _close(pubsub: Any) -> None:
+        """Close a subscription's connections, to the end even when cancelled meanwhile (the
+        replica stopping while a group starts over): then the cancellation goes on."""
+        closing = asyncio.ensure_future(pubsub.aclose())
+        try:
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            await asyncio.wait([closing], timeout=2 * READ_TIMEOUT_SECONDS)
+            raise
+        except (RedisError, RedisClusterException, OSError):
+            pass
+        finally:
+            if closing.done() and not closing.cancelled():
+                closing.exception()  # retrieved (a failed close is not worth a warning)
 
     async def _follow_group(self, pubsub: Any, group: _Group) -> None:
         if group.losses:  # where its slots live now (after a failover), not where they were

@@ -41,6 +41,15 @@ from tests.unit.frontend.test_service import BOB, ListSource, note
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
+@pytest.fixture(autouse=True)
+def _collect_dropped_connections() -> Iterator[None]:
+    """Torn down last, after the test's event loop is closed: what it held is collected here
+    (several passes, as pytest's own collection at the end of the session does)."""
+    yield
+    for _ in range(5):
+        gc.collect()
+
+
 class Replica:
     def __init__(self, url: str) -> None:
         self.redis: RedisCluster = create_cluster(url)
