@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
@@ -136,10 +137,35 @@ class _Cluster(RedisCluster):
         # (and may run twice). Load it first, once, under the client's own lock.
         if self._initialize:
             await self.initialize()
-        return await super().execute_command(*args, **kwargs)
+        with _closed_in_use():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            with _closed_in_use():
+                return await execute(*args, **kwargs)
+
+        pipe.execute = guarded  # type: ignore[method-assign]
+        return pipe
 
     def register_script(self, script: ScriptTextT) -> AsyncScript:  # type: ignore[override]
         return _NodeScript(self, script)
+
+
+@contextmanager
+def _closed_in_use() -> Iterator[None]:
+    """When a node fails, redis-py reloads the slot map and closes the old connections, also
+    those other commands are still reading or writing on: those commands then fail inside the
+    library with AttributeError or RuntimeError. They are what they look like to the caller,
+    a connection lost mid-command (whether the node applied it is unknown, so it is not
+    retried): UNAVAILABLE, never INTERNAL."""
+    try:
+        yield
+    except (AttributeError, RuntimeError) as exc:
+        raise ConnectionError(f"connection closed while in use ({exc})") from exc
 
 
 def create_cluster(

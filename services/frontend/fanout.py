@@ -377,16 +377,6 @@ class ShardedBus(Bus):
     def _publish_on(self, pipe: Any, channel: str, payload: str) -> None:
         pipe.spublish(channel, payload)
 
-    async def publish(self, items: Sequence[tuple[Notification, str]]) -> None:
-        """:meth:`Bus.publish`; also Unavailable when the client library's refresh of the slot
-        map (after a node failed) closed a connection under the pipeline (redis-py raises
-        AttributeError or RuntimeError then): nothing was sent on it, the relay retries."""
-        try:
-            await super().publish(items)
-        except (AttributeError, RuntimeError) as exc:
-            logger.warning("cannot publish %d live notification(s): %r", len(items), exc)
-            raise Unavailable(PUBLISH_FAILED) from exc
-
     async def ready(self) -> bool:
         """Serving while some shard channel is subscribed: the receivers of the others are
         refused (:meth:`require_up`) until theirs is back."""

@@ -7,8 +7,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import RedisClusterException
+from redis.exceptions import ConnectionError, RedisClusterException
 
 from services.common.delivery import OutboxConfig, Relay
 from services.common.outbox import OUTBOX_LUA, outbox_lua_args
@@ -174,3 +175,29 @@ async def test_a_lost_master_is_unavailable_then_recovers(tmp_path: Path) -> Non
     finally:
         await client.aclose()
         cluster.stop()
+
+
+async def test_a_connection_closed_under_a_command_is_unavailable(
+    cluster_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a command in flight meets when the client's slot-map reload closes its connection.
+    client = create_cluster(cluster_url, client_name="test")
+    try:
+        await client.set("k", "v")
+
+        async def closed_under_it(self: object, *args: object, **kwargs: object) -> None:
+            raise AttributeError("'NoneType' object has no attribute 'writelines'")
+
+        monkeypatch.setattr(RedisCluster, "execute_command", closed_under_it)
+        with pytest.raises(ConnectionError) as error:
+            await client.get("k")
+        assert unavailable_reason(error.value) is not None
+        monkeypatch.undo()
+        monkeypatch.setattr(ClusterPipeline, "execute", closed_under_it)
+        async with client.pipeline() as pipe:
+            pipe.get("k")
+            with pytest.raises(ConnectionError):
+                await pipe.execute()
+    finally:
+        monkeypatch.undo()
+        await client.aclose()
