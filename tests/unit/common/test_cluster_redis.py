@@ -4,9 +4,11 @@ relay on a hash-tagged stream, and what a lost master looks like to a service.""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
+import redis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError, RedisClusterException
@@ -15,6 +17,7 @@ from services.common.delivery import OutboxConfig, Relay
 from services.common.outbox import OUTBOX_LUA, outbox_lua_args
 from services.common.redis import create_cluster, socket_timeout_of, unavailable_reason
 from services.common.settings import CommonSettings, ConfigError, cluster_nodes
+from services.launcher.valkey import EmbeddedValkey
 from services.launcher.valkey_cluster import EmbeddedValkeyCluster
 
 
@@ -201,3 +204,58 @@ async def test_a_connection_closed_under_a_command_is_unavailable(
     finally:
         monkeypatch.undo()
         await client.aclose()
+
+
+async def test_with_replicas_a_lost_master_fails_over_without_losing_acknowledged_writes(
+    tmp_path: Path,
+) -> None:
+    cluster = EmbeddedValkeyCluster(
+        tmp_path / "cluster", masters=3, replicas=1, node_timeout_ms=500
+    )
+    cluster.start()
+    client = create_cluster(cluster.url, client_name="test")
+    try:
+        await client.initialize()
+        victim = cluster.masters[0]
+
+        def on_victim(key: str) -> bool:
+            return client.get_node_from_key(key).port == victim.port  # type: ignore[union-attr]
+
+        keys = [f"k{index}" for index in range(200) if on_victim(f"k{index}")][:20]
+        for key in keys:
+            await client.set(key, key)
+        # A write is acknowledged by the master before its replica has it (asynchronous
+        # replication): the test waits for the copy, so what it checks after the failover is
+        # the promotion and the client following it.
+        replica = cluster.nodes[3]  # the replica of master 0
+        await asyncio.to_thread(_wait_replicated, victim, replica)
+        victim.kill()
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            try:
+                assert [await client.get(key) for key in keys] == keys
+                await client.set(keys[0], "after")
+                break
+            except Exception as exc:
+                assert unavailable_reason(exc) is not None, repr(exc)
+                assert asyncio.get_running_loop().time() < deadline, "no failover"
+                await asyncio.sleep(0.1)
+        promoted = client.get_node_from_key(keys[0])
+        assert promoted is not None and promoted.port != victim.port
+        assert await client.get(keys[0]) == "after"
+    finally:
+        await client.aclose()
+        cluster.stop()
+
+
+def _wait_replicated(master: EmbeddedValkey, replica: EmbeddedValkey) -> None:
+    with (
+        redis.Redis(port=master.port, decode_responses=True) as primary,
+        redis.Redis(port=replica.port, decode_responses=True) as secondary,
+    ):
+        for _ in range(200):
+            offset = primary.info("replication")["master_repl_offset"]
+            if secondary.info("replication").get("slave_repl_offset", -1) >= offset:
+                return
+            time.sleep(0.02)
+    pytest.fail("the replica never caught up")
