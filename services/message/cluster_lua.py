@@ -4,7 +4,9 @@ touches the keys of a single hash slot, a conversation's bucket or one user.
 A send is RESERVE (sender's slot) → STORE (bucket) → INDEX (sender's slot, receiver's slot); a
 delete is DELETE (bucket) → UNINDEX (sender's and receiver's slots). The reads of messages and
 conversations are the standalone scripts of services.message.lua, run once per bucket with the
-bucket's key prefixes (their keys and the keys they build share the bucket's tag).
+bucket's key prefixes (their keys and the keys they build share the bucket's tag); the user's
+index they start from is read with the ownership check of the reader's account in one script of
+the user's slot (OWNED_RANGE).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from services.message.lua import (  # the Lua snippets shared with the standalon
     _EARLIER_SEND,
     _LOAD_CONVERSATION,
     _MARKER_OWNER,
+    _OWNED,
     _RATE_HIT,
     _READ_ONLY,
     _RELEASE_BYTES,
@@ -39,6 +42,7 @@ __all__ = [
     "MARK_READ",
     "MESSAGES",
     "MESSAGE_PAGE",
+    "OWNED_RANGE",
     "RECEIVER",
     "REFUND",
     "RESERVE",
@@ -264,5 +268,26 @@ for i, key in ipairs(KEYS) do
   loaded[i] = load_conversation(key, ARGV[1])
 end
 return loaded
+"""
+)
+
+# One user's slot: the start of a page read - a range of one of the user's indexes (message ids,
+# or conversations_by_time with positions), newest first, gated on the account check of the
+# standalone page scripts (lua.py's owned). KEYS: 1 the index, [2 the user's account marker].
+# ARGV: 1 upper score bound ('+inf' or '(' .. position), 2 how many (the page size + 1),
+# 3 '1' for the scores too, [4 the user's account id]. Returns false if KEYS[2] is given and
+# does not name ARGV[4], else {the members (flat with their scores with ARGV[3])}.
+OWNED_RANGE: Final = (
+    _READ_ONLY
+    + _OWNED
+    + """
+if not owned(KEYS[2], ARGV[4]) then
+  return false
+end
+if ARGV[3] == '1' then
+  return {redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'WITHSCORES', 'LIMIT', 0,
+    tonumber(ARGV[2]))}
+end
+return {redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'LIMIT', 0, tonumber(ARGV[2]))}
 """
 )

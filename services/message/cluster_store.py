@@ -64,6 +64,7 @@ from services.message.store import (
     MessageStoreBase,
     _decode_conversation,
     _decode_messages,
+    _position,
     _text,
     _upper_bound,
 )
@@ -116,8 +117,9 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
         self._drop_empty: AsyncScript = script(lua.DROP_EMPTY)
         self._mark_read: AsyncScript = script(lua.MARK_READ)
         self._messages: AsyncScript = script(lua.MESSAGES)
-        self._message_page: AsyncScript = script(lua.MESSAGE_PAGE)
+        self._message_page_script: AsyncScript = script(lua.MESSAGE_PAGE)
         self._conversations: AsyncScript = script(lua.CONVERSATIONS)
+        self._owned_range_script: AsyncScript = script(lua.OWNED_RANGE)
         self._accounts = ClusterAccountData(redis, self)
 
     async def ping(self) -> bool:
@@ -399,16 +401,32 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
             flat.extend(loaded[message_id])
         return flat
 
-    async def message_page(
-        self, email: str, peer: str | None, before: int | None, size: int
-    ) -> tuple[list[Message], int | None]:
+    async def _owned_range(
+        self, index: str, email: str, before: int | None, count: int, account_id: str, scores: bool
+    ) -> list[Any] | None:
+        """Up to ``count`` members of one of ``email``'s indexes below ``before``, newest
+        first (flat with their scores with ``scores``): one script in the user's slot, with
+        the check that ``account_id`` (when given) owns the data; None if it does not."""
+        script_keys = [index]
+        args: list[str | int] = [_upper_bound(before), count, "1" if scores else "0"]
+        if account_id:
+            script_keys.append(ck.account_key(email))
+            args.append(account_id)
+        reply: Any = await self._owned_range_script(keys=script_keys, args=args)
+        return list(reply[0]) if reply else None
+
+    async def _message_page(
+        self, email: str, peer: str | None, before: int | None, size: int, account_id: str
+    ) -> tuple[list[Message], int | None] | None:
         """One page of ``email``'s messages (with ``peer`` only), newest first, as
-        RedisMessageStore.message_page. With a peer: one script in the conversation's bucket;
-        without: the user's index, then the messages per bucket. Index entries whose message
-        is gone are skipped and removed."""
+        RedisMessageStore.message_page. With a peer: one script in the conversation's bucket
+        (and the account check in the user's slot, sent with it: the page is dropped unless
+        the account owns the data); without: the user's index (with the account check), then
+        the messages per bucket. Index entries whose message is gone are skipped and
+        removed."""
         if peer is not None:
             bucket = ck.bucket_of(email, peer)
-            reply: list[Any] = await self._message_page(
+            read = self._message_page_script(
                 keys=[ck.conversation_messages_key(email, peer)],
                 args=[
                     _upper_bound(before),
@@ -417,14 +435,20 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
                     ck.conversation_prefix(bucket),
                 ],
             )
+            if account_id:
+                marker, reply = await asyncio.gather(self._redis.get(ck.account_key(email)), read)
+                if marker is None or _text(marker) != account_id:
+                    return None
+            else:
+                reply = await read
             found, loaded = reply
             ids = [int(member) for member in found]
             page = ids[:size]
             return _decode_messages(page, loaded), page[-1] if len(ids) > size else None
         index = ck.user_messages_key(email)
-        members: Any = await self._redis.zrevrangebyscore(
-            index, _upper_bound(before), "-inf", start=0, num=size + 1
-        )
+        members = await self._owned_range(index, email, before, size + 1, account_id, False)
+        if members is None:
+            return None
         ids = [int(member) for member in members]
         page = ids[:size]
         loaded = await self._load_messages(page)
@@ -433,21 +457,21 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
             await self._redis.zrem(index, *(str(i) for i in gone))
         return _decode_messages(page, loaded), page[-1] if len(ids) > size else None
 
-    async def conversation_page(
-        self, email: str, before: int | None, size: int
-    ) -> tuple[list[Conversation], int | None]:
+    async def _conversation_page(
+        self, email: str, before: int | None, size: int, account_id: str
+    ) -> tuple[list[Conversation], int | None] | None:
         """One page of ``email``'s conversations, most recent first, as
-        RedisMessageStore.conversation_page: the user's list, then the conversations per
-        bucket. An entry whose conversation is gone is skipped and removed."""
-        entries: Any = await self._redis.zrevrangebyscore(
-            ck.user_conversations_by_time_key(email),
-            _upper_bound(before),
-            "-inf",
-            start=0,
-            num=size + 1,
-            withscores=True,
+        RedisMessageStore.conversation_page: the user's list (with the account check), then
+        the conversations per bucket. An entry whose conversation is gone is skipped and
+        removed."""
+        entries = await self._owned_range(
+            ck.user_conversations_by_time_key(email), email, before, size + 1, account_id, True
         )
-        refs = [(_text(peer), int(score)) for peer, score in entries]
+        if entries is None:
+            return None
+        refs = [
+            (_text(entries[i]), _position(entries[i + 1])) for i in range(0, len(entries) - 1, 2)
+        ]
         page = refs[:size]
         by_bucket: dict[int, list[str]] = defaultdict(list)
         for peer, _ in page:

@@ -249,14 +249,31 @@ return load_conversation(KEYS[1], ARGV[2])
 """
 )
 
+# owned(account key or nil, account id): whether the caller's account owns the data the page
+# is read from: true without an account key (no check: the caller claimed it, or is a
+# service), else whether the marker is exactly the account id. Anything else (no marker yet,
+# an earlier account's data, an erased or later account) is left to the service's claim
+# (CLAIM, which may write): the page scripts stay read-only and answer false for it.
+_OWNED: Final = """
+local function owned(account_key, account_id)
+  return not account_key or redis.call('GET', account_key) == account_id
+end
+"""
+
 # One page of a message index, newest first. KEYS: 1 the index (a conversation's or a user's
-# message ids). ARGV: 1 upper score bound ('+inf' or '(' .. id), 2 page size, 3 message key
-# prefix, 4 conversation key prefix. Returns {up to size + 1 ids below the bound (one more
-# than the page says whether another follows), load_messages of the first size}.
+# message ids), [2 the reader's account marker]. ARGV: 1 upper score bound ('+inf' or '(' ..
+# id), 2 page size, 3 message key prefix, 4 conversation key prefix, [5 the reader's account
+# id]. Returns false if KEYS[2] is given and does not name ARGV[5] (see owned), else {up to
+# size + 1 ids below the bound (one more than the page says whether another follows),
+# load_messages of the first size}.
 MESSAGE_PAGE: Final = (
     _READ_ONLY
+    + _OWNED
     + _LOAD_MESSAGES
     + """
+if not owned(KEYS[2], ARGV[5]) then
+  return false
+end
 local size = tonumber(ARGV[2])
 local ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'LIMIT', 0, size + 1)
 local page = {}
@@ -278,13 +295,19 @@ return load_messages(KEYS, ARGV[1])
 )
 
 # One page of a user's conversations, most recent first. KEYS: 1 the user's
-# conversations_by_time. ARGV: 1 upper score bound ('+inf' or '(' .. position), 2 page size,
-# 3 message key prefix. Returns {up to size + 1 (conversation key, position) pairs below the
-# bound, flat; load_conversation of each of the first size}.
+# conversations_by_time, [2 the user's account marker]. ARGV: 1 upper score bound ('+inf' or
+# '(' .. position), 2 page size, 3 message key prefix, [4 the user's account id]. Returns false
+# if KEYS[2] is given and does not name ARGV[4] (see owned), else {up to size + 1
+# (conversation key, position) pairs below the bound, flat; load_conversation of each of the
+# first size}.
 CONVERSATION_PAGE: Final = (
     _READ_ONLY
+    + _OWNED
     + _LOAD_CONVERSATION
     + """
+if not owned(KEYS[2], ARGV[4]) then
+  return false
+end
 local size = tonumber(ARGV[2])
 local entries = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'WITHSCORES',
   'LIMIT', 0, size + 1)

@@ -68,6 +68,14 @@ class MessageStore(MessageSender, Protocol):
         self, email: str, before: int | None, size: int
     ) -> tuple[list[Conversation], int | None]: ...
 
+    async def owned_message_page(
+        self, email: str, account_id: str, peer: str | None, before: int | None, size: int
+    ) -> tuple[list[Message], int | None] | None: ...
+
+    async def owned_conversation_page(
+        self, email: str, account_id: str, before: int | None, size: int
+    ) -> tuple[list[Conversation], int | None] | None: ...
+
     async def mark_read(self, email: str, peer: str) -> Conversation | None: ...
 
     async def delete(self, message: Message) -> bool: ...
@@ -299,8 +307,15 @@ class MessageService:
             else None
         )
         page = parse_page(page_size, page_token)
-        await self._claim(principal, user)
-        messages, after = await self._store.message_page(user, peer, _cursor(page), page.size)
+        if principal.account_id:  # the claim rides with the page read (one round trip)
+            owned = await self._store.owned_message_page(
+                user, principal.account_id, peer, _cursor(page), page.size
+            )
+            if owned is None:
+                raise Unauthenticated(GONE)
+            messages, after = owned
+        else:
+            messages, after = await self._store.message_page(user, peer, _cursor(page), page.size)
         return MessagePage(messages, encode_offset(after) if after is not None else "")
 
     async def get_message(
@@ -332,8 +347,17 @@ class MessageService:
         """One page of the user's conversations, most recent first."""
         user = self._owner(principal, user_email, user_field)
         page = parse_page(page_size, page_token)
-        await self._claim(principal, user)
-        conversations, after = await self._store.conversation_page(user, _cursor(page), page.size)
+        if principal.account_id:  # the claim rides with the page read (one round trip)
+            owned = await self._store.owned_conversation_page(
+                user, principal.account_id, _cursor(page), page.size
+            )
+            if owned is None:
+                raise Unauthenticated(GONE)
+            conversations, after = owned
+        else:
+            conversations, after = await self._store.conversation_page(
+                user, _cursor(page), page.size
+            )
         return ConversationPage(conversations, encode_offset(after) if after is not None else "")
 
     # -- changing -----------------------------------------------------------------------------

@@ -97,6 +97,72 @@ class MessageStoreBase(MessageSender, Generic[ClientT]):
     def _register(self, redis: ClientT) -> None:
         """Register the layout's scripts (and its account data) on ``redis``."""
 
+    @abstractmethod
+    async def claim(self, email: str, account_id: str) -> bool:
+        """Make ``account_id`` the owner of ``email``'s data (AccountData.claim)."""
+
+    @abstractmethod
+    async def _message_page(
+        self, email: str, peer: str | None, before: int | None, size: int, account_id: str
+    ) -> tuple[list[Message], int | None] | None:
+        """:meth:`message_page`, or None if ``account_id`` (when given) does not own
+        ``email``'s data as it stands (a claim is needed first)."""
+
+    @abstractmethod
+    async def _conversation_page(
+        self, email: str, before: int | None, size: int, account_id: str
+    ) -> tuple[list[Conversation], int | None] | None:
+        """:meth:`conversation_page`, or None as :meth:`_message_page`."""
+
+    async def message_page(
+        self, email: str, peer: str | None, before: int | None, size: int
+    ) -> tuple[list[Message], int | None]:
+        """One page of ``email``'s messages (with ``peer`` only), newest first, below
+        ``before`` when given, with read flags; and the position the next page starts below
+        (None on the last page). An index entry without its message is skipped."""
+        page = await self._message_page(email, peer, before, size, "")
+        assert page is not None  # no account to check
+        return page
+
+    async def conversation_page(
+        self, email: str, before: int | None, size: int
+    ) -> tuple[list[Conversation], int | None]:
+        """One page of ``email``'s conversations, most recent first, below position ``before``
+        when given (the position is the id of the last message sent); and the position the
+        next page starts below (None on the last page). A conversation without messages left
+        is skipped."""
+        page = await self._conversation_page(email, before, size, "")
+        assert page is not None  # no account to check
+        return page
+
+    async def owned_message_page(
+        self, email: str, account_id: str, peer: str | None, before: int | None, size: int
+    ) -> tuple[list[Message], int | None] | None:
+        """:meth:`message_page` for the account ``account_id``, which must own ``email``'s
+        data: None if that account was deleted (:meth:`claim` says False).
+
+        The ownership check rides with the page read (one round trip on a standalone Redis)
+        while the data is already the account's; otherwise (its first read, an earlier
+        account's data to erase, a deleted account) the claim runs first, then the page."""
+        page = await self._message_page(email, peer, before, size, account_id)
+        if page is None:
+            if not await self.claim(email, account_id):
+                return None
+            page = await self.message_page(email, peer, before, size)
+        return page
+
+    async def owned_conversation_page(
+        self, email: str, account_id: str, before: int | None, size: int
+    ) -> tuple[list[Conversation], int | None] | None:
+        """:meth:`conversation_page` for the account ``account_id``, as
+        :meth:`owned_message_page`."""
+        page = await self._conversation_page(email, before, size, account_id)
+        if page is None:
+            if not await self.claim(email, account_id):
+                return None
+            page = await self.conversation_page(email, before, size)
+        return page
+
 
 class RedisMessageStore(MessageStoreBase[Redis]):
     """Messages and conversations in one Redis database; every multi-key write is one script.
@@ -111,8 +177,8 @@ class RedisMessageStore(MessageStoreBase[Redis]):
         self._delete: AsyncScript = redis.register_script(lua.DELETE)
         self._mark_read: AsyncScript = redis.register_script(lua.MARK_READ)
         self._messages: AsyncScript = redis.register_script(lua.MESSAGES)
-        self._message_page: AsyncScript = redis.register_script(lua.MESSAGE_PAGE)
-        self._conversation_page: AsyncScript = redis.register_script(lua.CONVERSATION_PAGE)
+        self._message_page_script: AsyncScript = redis.register_script(lua.MESSAGE_PAGE)
+        self._conversation_page_script: AsyncScript = redis.register_script(lua.CONVERSATION_PAGE)
         self._accounts = AccountData(redis, self)
 
     async def ping(self) -> bool:
@@ -211,36 +277,44 @@ class RedisMessageStore(MessageStoreBase[Redis]):
         )
         return _decode_messages(ids, loaded)
 
-    async def message_page(
-        self, email: str, peer: str | None, before: int | None, size: int
-    ) -> tuple[list[Message], int | None]:
-        """One page of ``email``'s messages (with ``peer`` only), newest first, below
-        ``before`` when given, with read flags; and the position the next page starts below
-        (None on the last page). An index entry without its message is skipped.
-
-        One round trip: a script reads the index, the messages and their read markers."""
-        reply: list[Any] = await self._message_page(
-            keys=[_message_index(email, peer)],
-            args=[_upper_bound(before), size, keys.MESSAGE_PREFIX, keys.CONVERSATION_PREFIX],
-        )
+    async def _message_page(
+        self, email: str, peer: str | None, before: int | None, size: int, account_id: str
+    ) -> tuple[list[Message], int | None] | None:
+        """One round trip: a script checks the account marker (with ``account_id``), then
+        reads the index, the messages and their read markers."""
+        index = _message_index(email, peer)
+        args: list[str | int] = [
+            _upper_bound(before),
+            size,
+            keys.MESSAGE_PREFIX,
+            keys.CONVERSATION_PREFIX,
+        ]
+        if account_id:
+            reply: Any = await self._message_page_script(
+                keys=[index, keys.account_key(email)], args=[*args, account_id]
+            )
+            if not reply:
+                return None
+        else:
+            reply = await self._message_page_script(keys=[index], args=args)
         members, loaded = reply
         ids = [int(member) for member in members]
         page = ids[:size]
         return _decode_messages(page, loaded), page[-1] if len(ids) > size else None
 
-    async def conversation_page(
-        self, email: str, before: int | None, size: int
-    ) -> tuple[list[Conversation], int | None]:
-        """One page of ``email``'s conversations, most recent first, below position ``before``
-        when given (the position is the id of the last message sent); and the position the
-        next page starts below (None on the last page). A conversation without messages left
-        is skipped.
-
-        One round trip: a script reads the list, each hash and each last message."""
-        reply: list[Any] = await self._conversation_page(
-            keys=[keys.user_conversations_by_time_key(email)],
-            args=[_upper_bound(before), size, keys.MESSAGE_PREFIX],
-        )
+    async def _conversation_page(
+        self, email: str, before: int | None, size: int, account_id: str
+    ) -> tuple[list[Conversation], int | None] | None:
+        """One round trip: a script checks the account marker (with ``account_id``), then
+        reads the list, each hash and each last message."""
+        script_keys = [keys.user_conversations_by_time_key(email)]
+        args: list[str | int] = [_upper_bound(before), size, keys.MESSAGE_PREFIX]
+        if account_id:
+            script_keys.append(keys.account_key(email))
+            args.append(account_id)
+        reply: Any = await self._conversation_page_script(keys=script_keys, args=args)
+        if not reply:
+            return None
         entries, loaded = reply
         refs = [
             (keys.peer_in(_text(entries[i]), email), _position(entries[i + 1]))

@@ -176,11 +176,18 @@ return marked
 """
 
 # One page of a user's list, newest first, in one round trip (reads only).
-# KEYS: 1 the user's list. ARGV: 1 unread suffix, 2 read suffix, 3 '1' for unread ones only,
-# 4 offset (among the listed ones), 5 page size, 6 the prefix every stored item starts with.
-# Returns {how many are listed, how many are unread, how many items are not in the stored
-# form (the caller then reads the list itself), the page's items}.
+# KEYS: 1 the user's list, [2 the user's account marker]. ARGV: 1 unread suffix, 2 read
+# suffix, 3 '1' for unread ones only, 4 offset (among the listed ones), 5 page size, 6 the
+# prefix every stored item starts with, [7 the reader's account id].
+# Returns false if KEYS[2] is given and does not hold exactly ARGV[7] (no marker yet, an
+# earlier account's data, an erased or later account: the caller runs CLAIM, which may write,
+# then reads the page without the check), else {how many are listed, how many are unread, how
+# many items are not in the stored form (the caller then reads the list itself), the page's
+# items}.
 PAGE: Final = """#!lua flags=no-writes
+if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[7] then
+  return false
+end
 local unread_suffix, read_suffix, start = ARGV[1], ARGV[2], ARGV[6]
 local unread_only = ARGV[3] == '1'
 local first = tonumber(ARGV[4])

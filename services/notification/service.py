@@ -45,6 +45,10 @@ class NotificationStore(Protocol):
         self, email: str, *, unread_only: bool, offset: int, size: int
     ) -> tuple[list[Notification], int, int]: ...
 
+    async def owned_page(
+        self, email: str, account_id: str, *, unread_only: bool, offset: int, size: int
+    ) -> tuple[list[Notification], int, int] | None: ...
+
     async def mark_read(self, email: str, notification_id: str) -> Notification | None: ...
 
     async def mark_all_read(self, email: str) -> int: ...
@@ -71,6 +75,12 @@ def _account_id(raw: str, field: str) -> str:
     if raw and not ACCOUNT_ID.fullmatch(raw):
         raise InvalidArgument(f"{field} must be 32 lower-case hex digits or empty")
     return raw
+
+
+def _claimant(principal: Principal, account_id: str) -> str:
+    """The account that must own the data a call reads or changes: a user's token names it; an
+    internal caller may name it with ``account_id`` ("" = none)."""
+    return principal.account_id if principal.kind == "user" else account_id
 
 
 def _log_created(new: NewNotification, result: CreateResult) -> None:
@@ -106,7 +116,7 @@ class NotificationService:
         first; a deleted account is refused."""
         email = normalise_email(raw_email)
         principal.require_self(email)
-        account = principal.account_id if principal.kind == "user" else account_id
+        account = _claimant(principal, account_id)
         if valid and account and not await self._store.claim(email, account):
             raise Unauthenticated(GONE)
         return email
@@ -233,13 +243,21 @@ class NotificationService:
         account_id: str = "",
     ) -> NotificationPage:
         """One page of the owner's notifications, newest first, and their unread total."""
-        account = _account_id(account_id, "account_id")
-        await self._owner(principal, email, account, valid=False)  # 403 before 400
+        claimed = _account_id(account_id, "account_id")
+        owner = await self._owner(principal, email, valid=False)  # 403 before 400
+        account = _claimant(principal, claimed)
         page = parse_page(page_size, page_token)
-        owner = await self._owner(principal, email, account)
-        items, listed, unread = await self._store.list_page(
-            owner, unread_only=unread_only, offset=page.offset, size=page.size
-        )
+        if account:  # the claim of _owner rides with the page read (one round trip)
+            owned = await self._store.owned_page(
+                owner, account, unread_only=unread_only, offset=page.offset, size=page.size
+            )
+            if owned is None:
+                raise Unauthenticated(GONE)
+            items, listed, unread = owned
+        else:
+            items, listed, unread = await self._store.list_page(
+                owner, unread_only=unread_only, offset=page.offset, size=page.size
+            )
         return NotificationPage(items, page.next_token(len(items), listed), unread)
 
     async def mark_read(

@@ -202,17 +202,46 @@ class RedisNotificationStore:
         and decoded instead, and malformed items are skipped and not counted. (An item in the
         stored form that is not a notification - only a hand edit makes one - is counted
         while it is on no page being read.)"""
-        reply: list[Any] = await self._page(
-            keys=[self._keys.notifications(email)],
-            args=[
-                _UNREAD_SUFFIX,
-                _READ_SUFFIX,
-                "1" if unread_only else "0",
-                offset,
-                size,
-                _STORED_PREFIX,
-            ],
-        )
+        page = await self._page_of(email, unread_only, offset, size, "")
+        assert page is not None  # no account to check
+        return page
+
+    async def owned_page(
+        self, email: str, account_id: str, *, unread_only: bool, offset: int, size: int
+    ) -> tuple[list[Notification], int, int] | None:
+        """:meth:`list_page` for the account ``account_id``, which must own ``email``'s
+        notifications: None if that account was deleted (:meth:`claim` says False).
+
+        The ownership check rides with the page read (one round trip) while the data is
+        already the account's; otherwise (its first read, an earlier account's data to erase,
+        a deleted account) :meth:`claim` runs first, then the page is read."""
+        page = await self._page_of(email, unread_only, offset, size, account_id)
+        if page is None:
+            if not await self.claim(email, account_id):
+                return None
+            page = await self.list_page(email, unread_only=unread_only, offset=offset, size=size)
+        return page
+
+    async def _page_of(
+        self, email: str, unread_only: bool, offset: int, size: int, account_id: str
+    ) -> tuple[list[Notification], int, int] | None:
+        """:meth:`list_page`; None if ``account_id`` (when given) does not own the list as it
+        stands (lua.PAGE)."""
+        script_keys = [self._keys.notifications(email)]
+        args: list[str | int] = [
+            _UNREAD_SUFFIX,
+            _READ_SUFFIX,
+            "1" if unread_only else "0",
+            offset,
+            size,
+            _STORED_PREFIX,
+        ]
+        if account_id:
+            script_keys.append(self._keys.account(email))
+            args.append(account_id)
+        reply: Any = await self._page(keys=script_keys, args=args)
+        if not reply:
+            return None
         listed, unread, unknown, items = reply
         if not int(unknown):
             try:

@@ -7,6 +7,7 @@ from services.common.auth import UserTokenIssuer
 from services.common.redis import RedisClient
 from services.common.sessions import Sessions, publish_revocation
 from services.user.api_rest.app import create_rest_app
+from services.user.checked import CheckedAccounts
 from services.user.cluster_store import ClusterUserStore
 from services.user.grpc.app import register
 from services.user.passwords import Passwords
@@ -35,7 +36,9 @@ def wire(start: Start[Settings]) -> Parts[UserService]:
     messages = start.relay_peer(s.message_addr, "message")
     erase = EraseAccount(messages, start.relay_peer(s.notification_addr, "notification"))
     outbox = start.bucket_outbox(redis, outboxes, erase, lane_key=lane_key)
-    sessions = Sessions(service, ttl_seconds=0)  # the accounts are here: checked uncached
+    # The accounts are here: checked uncached; the document read for the check answers
+    # GET /users/{email} of the same request (services.user.checked).
+    sessions = Sessions(CheckedAccounts(service), ttl_seconds=0)
     return Parts(service, sessions, outbox=outbox, max_body_bytes=s.max_body_bytes)
 
 

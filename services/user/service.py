@@ -107,6 +107,13 @@ def validate_name(name: str, field: str = "name") -> str:
     return name
 
 
+def account_state(user: StoredUser | None) -> AccountState | None:
+    """What a token check needs of a user document: None without an account id."""
+    if user is None or not user.account_id:
+        return None
+    return AccountState(user.account_id, user.token_version, user.name)
+
+
 def _existence(email: str, user: StoredUser | None) -> Existence:
     """What CheckUserExists answers: a record without an account id (written before ids
     existed) exists, with nothing more."""
@@ -213,10 +220,12 @@ class UserService:
 
     async def account(self, email: str) -> AccountState | None:
         """The account registered under ``email`` (for token checks), or None."""
-        user = await self._store.get(email)
-        if user is None or not user.account_id:
-            return None
-        return AccountState(user.account_id, user.token_version, user.name)
+        return account_state(await self.record(email))
+
+    async def record(self, email: str) -> StoredUser | None:
+        """The user document stored under ``email`` (normalised), or None (the token check of
+        services.user.checked, which keeps it for the request's own reply)."""
+        return await self._store.get(email)
 
     async def _rehash(self, user: StoredUser, password: str) -> None:
         upgraded = replace(user, password_hash=await self._passwords.hash(password))
@@ -242,10 +251,25 @@ class UserService:
         users = await self._store.get_many(addresses)
         return [_existence(address, user) for address, user in zip(addresses, users, strict=True)]
 
-    async def get(self, caller: Principal, email: str) -> UserInfo:
-        """The caller's own record (PermissionDenied before NotFound, revealing nothing)."""
+    async def get(
+        self, caller: Principal, email: str, *, checked: StoredUser | None = None
+    ) -> UserInfo:
+        """The caller's own record (PermissionDenied before NotFound, revealing nothing).
+
+        ``checked``: the document the check of the caller's token read during this very request
+        (services.user.checked); answered from it, without reading again, when it is the
+        caller's account's document as the token names it."""
         address = normalise_email(email)
         caller.require_self(address)
+        if (
+            checked is not None
+            and checked.email == address
+            and caller.kind == "user"
+            and checked.account_id
+            and checked.account_id == caller.account_id
+            and checked.token_version == caller.token_version
+        ):
+            return UserInfo.of(checked)
         user = await self._store.get(address)
         if user is None:
             raise NotFound(f"no user is registered under {address}")

@@ -20,6 +20,7 @@ from services.common.domain import Unauthenticated
 from services.common.rest_adapter import RestAdapter, rest_app_factory
 from services.common.rest_edge import principal
 from services.common.timestamps import format_timestamp
+from services.user.checked import take_checked
 from services.user.models import UserInfo
 from services.user.service import UserService
 
@@ -66,7 +67,11 @@ class UserRestApi(RestAdapter[UserService], UserApi):
         return Reply(user_body(user), status=201, headers={"Location": location})
 
     async def get_user(self, *, token_info: TokenInfo, email: str) -> User:
-        return user_body(await self._service.get(principal(token_info), email))
+        caller = principal(token_info)
+        # The document the token check of this request read (services.user.checked): the
+        # reply needs no second read of it.
+        checked = take_checked(caller.name)
+        return user_body(await self._service.get(caller, email, checked=checked))
 
     async def update_user(self, *, token_info: TokenInfo, body: UserUpdate, email: str) -> User:
         user = await self._service.update(

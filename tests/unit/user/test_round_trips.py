@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
+from services.common.bootstrap import Security, redis_ready
 from services.common.domain import Principal
 from services.common.paging import MAX_PAGE_SIZE
+from services.common.sessions import Sessions
+from services.user.api_rest.app import create_rest_app
+from services.user.checked import REUSE_SECONDS, CheckedAccounts, take_checked
 from services.user.keys import USERS_INDEX, user_key
 from services.user.models import StoredUser
 from services.user.records import decode_user
+from services.user.service import UserService
 from services.user.store import RedisUserStore
 from tests.helpers.round_trips import RoundTrips
 from tests.unit.user.conftest import MakeRest, MakeService
@@ -105,3 +113,103 @@ async def test_the_rest_handler_reads_a_user_in_one_round_trip(
         response = await client.get(f"/users/{email}")
         assert response.status_code == 200 and response.json()["email"] == email
         assert trips.count - before == 1
+
+
+@pytest.fixture
+def checked_rest(
+    trips: RoundTrips, make_service: MakeService, security: Security, redis: Redis
+) -> tuple[UserService, Any]:
+    """The REST app as services.user.__main__ wires it: every user token checked against its
+    account (uncached) by CheckedAccounts, whose read answers GET /users/{email}."""
+    service = make_service(store_redis=trips.redis)
+    sessions = Sessions(CheckedAccounts(service), ttl_seconds=0)
+    return service, create_rest_app(service, security.verifier, redis_ready(redis), sessions)
+
+
+def _client(app: Any, token: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://user.test",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+async def _signed_in(service: UserService, email: str) -> str:
+    await service.register("Ada", email, "correct horse battery")
+    signed = await service.authenticate(email, "correct horse battery", "127.0.0.1")
+    assert signed is not None
+    return signed.access_token
+
+
+async def test_get_user_with_its_token_check_is_one_round_trip(
+    checked_rest: tuple[UserService, Any], trips: RoundTrips
+) -> None:
+    """The check of the token reads the user document; the reply is that document."""
+    service, app = checked_rest
+    email = "ada@example.com"
+    token = await _signed_in(service, email)
+    async with _client(app, token) as client:
+        assert (await client.get(f"/users/{email}")).status_code == 200  # loads the scripts
+        for _ in range(3):
+            before = trips.count
+            response = await client.get(f"/users/{email}")
+            assert trips.count - before == 1
+            assert response.status_code == 200
+            assert response.json()["email"] == email and response.json()["name"] == "Ada"
+        # A change is seen by the next request (its own check reads the document again).
+        renamed = await client.put(f"/users/{email}", json={"name": "Ada L."})
+        assert renamed.status_code == 200
+        assert (await client.get(f"/users/{email}")).json()["name"] == "Ada L."
+        # Another user's address: 403 as before, and the kept document is not anyone's reply.
+        assert (await client.get("/users/bob@example.com")).status_code == 403
+        assert (await client.get(f"/users/{email}")).json()["name"] == "Ada L."
+
+
+async def test_get_user_refuses_a_revoked_token_and_a_deleted_account_as_before(
+    checked_rest: tuple[UserService, Any],
+) -> None:
+    service, app = checked_rest
+    email = "ada@example.com"
+    token = await _signed_in(service, email)
+    async with _client(app, token) as client:
+        assert (await client.get(f"/users/{email}")).status_code == 200
+        assert (await client.post(f"/users/{email}/revoke_tokens")).status_code == 204
+        refused = await client.get(f"/users/{email}")
+        assert refused.status_code == 401
+    token = (await service.authenticate(email, "correct horse battery", "127.0.0.1")).access_token  # type: ignore[union-attr]
+    async with _client(app, token) as client:
+        assert (await client.get(f"/users/{email}")).status_code == 200
+        assert (await client.delete(f"/users/{email}")).status_code == 204
+        gone = await client.get(f"/users/{email}")
+        assert gone.status_code == 401
+
+
+async def test_a_kept_document_is_taken_once_for_its_email_while_fresh(
+    make_service: MakeService,
+) -> None:
+    service = make_service()
+    email = "ada@example.com"
+    await service.register("Ada", email, "correct horse battery")
+    now = [100.0]
+    accounts = CheckedAccounts(service, clock=lambda: now[0])
+    state = await accounts.account(email)
+    assert state is not None and state.account_id
+    assert take_checked("bob@example.com") is None  # another email: not used, and dropped
+    assert take_checked(email) is None
+    await accounts.account(email)
+    taken = take_checked(email, clock=lambda: now[0] + REUSE_SECONDS)
+    assert taken is not None and taken.email == email
+    assert take_checked(email) is None  # once
+    await accounts.account(email)
+    assert take_checked(email, clock=lambda: now[0] + REUSE_SECONDS + 0.01) is None  # too old
+    assert await accounts.account("nobody@example.com") is None
+    assert take_checked("nobody@example.com") is None
+    # The service answers from a kept document only for the account and version it names.
+    user = await service.record(email)
+    assert user is not None
+    caller = Principal("user", email, user.account_id, user.token_version)
+    assert (await service.get(caller, email, checked=user)).name == "Ada"
+    stale = replace(user, name="Old", token_version=user.token_version - 1)
+    assert (await service.get(caller, email, checked=stale)).name == "Ada"
+    other = replace(user, name="Other", account_id="f" * 32)
+    assert (await service.get(caller, email, checked=other)).name == "Ada"
