@@ -231,6 +231,11 @@ async def test_every_script_touches_one_slot(store: ClusterMessageStore) -> None
     await take_the_next_ids(cluster, ck.bucket_of(ADA, EVE), 3)
     assert (await store.send_message(ADA, EVE, "refused", T0)).outcome == "taken"  # REFUND
     assert await store.claim(CAROL, "c" * 32)
+    for account in ("c" * 32, "d" * 32):  # Carol's account, then a later one taking over
+        assert await store.owned_conversation_page(CAROL, account, None, 10) is not None
+        assert await store.owned_message_page(CAROL, account, None, None, 10) is not None
+        assert await store.owned_message_page(CAROL, account, ADA, None, 10) is not None
+    assert await store.owned_conversation_page(CAROL, "c" * 32, None, 10) is None
     assert await store.erase_account(ADA, "") >= 1
     for name, calls in recorder.calls.items():
         assert calls, f"{name} never ran"

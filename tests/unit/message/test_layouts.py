@@ -8,7 +8,7 @@ layout."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 
@@ -27,6 +27,7 @@ from services.message.models import Message
 from services.message.service import MessageService, MessageStore
 from services.message.settings import SendLimits
 from services.message.store import RedisMessageStore
+from tests.helpers.accounts import account_id_of
 from tests.unit.message.conftest import ADA, BOB, CAROL, EVE, MESSAGE_DB, KnownUsers, user
 
 OLD = "0000000000000001" + "a" * 16
@@ -265,3 +266,72 @@ async def test_erase_account_removes_everything_the_deleted_account_took_part_in
     ]
     with pytest.raises(Unauthenticated):  # a late request of the deleted account
         await service.get_messages(Principal("user", ADA, account_id=OLD), ADA)
+
+
+async def test_every_read_refuses_the_earlier_account_once_its_data_is_erased_or_taken_over(
+    make_store: StoreFactory,
+) -> None:
+    """The ownership check rides with the page read while the data is the reader's account's:
+    after erasure (the marker is a tombstone) and after a later account took the email over,
+    every list of the earlier account is refused as before, and the later one reads its own."""
+    directory = Directory()
+    service = MessageService(make_store(), directory)
+    await history(service, directory)
+    old_ada = directory.principal(ADA)
+
+    def reads(principal: Principal) -> list[Callable[[], Awaitable[object]]]:
+        return [
+            lambda: service.list_conversations(principal, ADA),
+            lambda: service.get_messages(principal, ADA),
+            lambda: service.get_messages(principal, ADA, BOB),
+        ]
+
+    for read in reads(old_ada):  # the marker names the account: the one-round-trip path
+        await read()
+    del directory.known[ADA]
+    assert await service.erase_account(SERVICE, ADA, OLD) == 3
+    for read in reads(old_ada):
+        with pytest.raises(Unauthenticated, match="no longer exists"):
+            await read()
+    directory.known[ADA] = AccountState(NEW, 1)  # registered again
+    new_ada = directory.principal(ADA)
+    assert (await service.list_conversations(new_ada, ADA)).conversations == []
+    for read in reads(new_ada):
+        await read()
+    for read in reads(old_ada):
+        with pytest.raises(Unauthenticated, match="no longer exists"):
+            await read()
+    bob = directory.principal(BOB)
+    sent = await service.send(bob, sender_email=BOB, receiver_email=ADA, content="hi, new Ada")
+    assert (await service.get_messages(new_ada, ADA, BOB)).messages == [sent]
+    [conversation] = (await service.list_conversations(new_ada, ADA)).conversations
+    assert conversation.last_message == sent and conversation.unread_count == 1
+
+
+async def test_pages_read_with_the_account_check_equal_the_pages_without_it(
+    service: MessageService,
+) -> None:
+    for n, peer in enumerate([BOB, CAROL, EVE, BOB, CAROL, BOB, ADA]):
+        await send(service, *((ADA, peer) if n % 2 else (peer, ADA)), f"m{n}")
+    await service.mark_read(user(ADA), ADA, BOB)
+    checked = Principal("user", ADA, account_id=account_id_of(ADA))  # the sends claimed it
+    for peer in (None, BOB):
+        token, pages = "", 0
+        while True:
+            page = await service.get_messages(checked, ADA, peer, page_size=2, page_token=token)
+            plain = await service.get_messages(user(ADA), ADA, peer, page_size=2, page_token=token)
+            assert page == plain
+            pages, token = pages + 1, page.next_page_token
+            if not token:
+                break
+        assert pages > 1
+    token, pages = "", 0
+    while True:
+        listed = await service.list_conversations(checked, ADA, page_size=2, page_token=token)
+        assert listed == await service.list_conversations(
+            user(ADA), ADA, page_size=2, page_token=token
+        )
+        pages, token = pages + 1, listed.next_page_token
+        if not token:
+            break
+    assert pages == 2

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from services.common.domain import (
     FailedPrecondition,
     InvalidArgument,
+    PermissionDenied,
     Principal,
     Unauthenticated,
 )
@@ -108,3 +109,39 @@ async def test_bad_input_claims_nothing(service: NotificationService, redis: Red
     with pytest.raises(InvalidArgument):
         await service.list_notifications(bob(NEW), BOB, page_size=1000)
     assert await redis.dbsize() == 0
+
+
+async def test_every_list_refuses_the_earlier_account_once_erased_or_taken_over(
+    store: RedisNotificationStore, service: NotificationService, accounts: Accounts, redis: Redis
+) -> None:
+    """The ownership check rides with the page read while the list is the reader's account's
+    (one round trip); erased, or taken over by a later account, the earlier one is refused as
+    before, and the later one never sees its notifications."""
+    await store.create(replace(new(1), receiver_account_id=OLD))
+    page = await service.list_notifications(bob(OLD), BOB)  # the marker names OLD now
+    assert [n.message_id for n in page.notifications] == [1]
+    accounts.state = None  # deleted
+    assert await service.erase_account(USER_SERVICE, BOB, OLD) == 1
+    with pytest.raises(Unauthenticated, match="no longer exists"):
+        await service.list_notifications(bob(OLD), BOB)
+    with pytest.raises(Unauthenticated, match="no longer exists"):
+        await service.list_notifications(FRONTEND_SERVICE, BOB, account_id=OLD)
+    await store.create(replace(new(2), receiver_account_id=OLD))  # a late one: not stored
+    accounts.state = AccountState(NEW, 1)
+    assert (await service.list_notifications(bob(NEW), BOB)).notifications == []
+    await store.create(replace(new(3), receiver_account_id=NEW))
+    page = await service.list_notifications(bob(NEW), BOB, unread_only=True)
+    assert [n.message_id for n in page.notifications] == [3] and page.unread_count == 1
+    with pytest.raises(Unauthenticated, match="no longer exists"):
+        await service.list_notifications(bob(OLD), BOB, unread_only=True)
+
+
+async def test_the_order_of_errors_is_kept_403_then_400_then_the_account(
+    service: NotificationService,
+) -> None:
+    with pytest.raises(InvalidArgument, match="account_id"):
+        await service.list_notifications(bob(OLD), "eve@example.com", account_id="not hex")
+    with pytest.raises(PermissionDenied):
+        await service.list_notifications(bob(OLD), "eve@example.com", page_size=0)
+    with pytest.raises(InvalidArgument):
+        await service.list_notifications(bob(OLD), BOB, page_token="not a token")

@@ -139,7 +139,11 @@ def test_every_script_touches_one_slot(receiver: str) -> None:
             layout.notifications(receiver),
             layout.subscriptions(receiver),
         ],
-        "MARK_READ / MARK_ALL_READ / PAGE": [layout.notifications(receiver)],
+        "MARK_READ / MARK_ALL_READ": [layout.notifications(receiver)],
+        "PAGE (with the account check)": [
+            layout.notifications(receiver),
+            layout.account(receiver),
+        ],
         "outbox and dead letters": [
             nkeys.cluster_outbox_stream(nkeys.bucket(receiver)),
             nkeys.cluster_outbox_dead_letters(nkeys.bucket(receiver)),
@@ -273,6 +277,19 @@ async def test_erase_account_and_a_late_notification(
     assert fresh.created
     events = await stream_fields(redis, layout.outbox(BOB))  # type: ignore[arg-type]
     assert [event["receiver_account_id"] for event in events] == [old, later]
+
+
+async def test_owned_page_checks_the_account_with_the_page(
+    store: RedisNotificationStore,
+) -> None:
+    old, later = "0000000000000001" + "a" * 16, "0000000000000002" + "b" * 16
+    await store.create(replace(new(1), receiver_account_id=old))
+    page = await store.owned_page(BOB, old, unread_only=False, offset=0, size=20)
+    assert page is not None and [n.message_id for n in page[0]] == [1]
+    assert await store.erase_account(BOB, old) == 1
+    assert await store.owned_page(BOB, old, unread_only=False, offset=0, size=20) is None
+    assert await store.owned_page(BOB, later, unread_only=False, offset=0, size=20) == ([], 0, 0)
+    assert await store.owned_page(BOB, old, unread_only=True, offset=0, size=20) is None
 
 
 async def test_ping(store: RedisNotificationStore) -> None:
