@@ -4,7 +4,7 @@ fields of a conversation hash, and the outbox event of a stored message."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from datetime import datetime
 from typing import Any, Final
 
 from services.common.timestamps import format_timestamp, parse_timestamp
@@ -12,10 +12,12 @@ from services.message.models import Conversation, IdempotencyRecord, Message, Me
 
 __all__ = [
     "PREVIEW_CHARS",
+    "MessageParts",
     "decode_conversation",
     "decode_event",
     "decode_message",
     "decode_record",
+    "message_parts",
     "message_tail",
     "outbox_event",
     "read_upto",
@@ -39,25 +41,36 @@ def message_tail(message: Message) -> str:
     )[1:]
 
 
-def decode_message(text: str, read: bool = False) -> Message:
-    """The message stored as ``text``; ValueError if it is not one."""
+MessageParts = tuple[int, str, str, str, datetime]
+"""A stored message's id, sender, receiver, content and timestamp (:func:`message_parts`)."""
+
+_TEXT_FIELDS: Final = ("sender_email", "receiver_email", "content", "timestamp")
+
+
+def message_parts(text: str) -> MessageParts:
+    """The fields of the message stored as ``text`` (a Message once its read flag is known:
+    ``Message(*parts, read)``); ValueError if it is not one."""
     data: Any = json.loads(text)
     if not isinstance(data, dict):
         raise ValueError("a stored message must be a JSON object")
     mid = data.get("id")
     if not isinstance(mid, int) or isinstance(mid, bool):
         raise ValueError("a stored message needs an integer id")
-    sender, receiver, content, timestamp = (
-        _field(data, name) for name in ("sender_email", "receiver_email", "content", "timestamp")
-    )
-    return Message(mid, sender, receiver, content, parse_timestamp(timestamp), read)
+    sender, receiver, content, timestamp = (data.get(name) for name in _TEXT_FIELDS)
+    if not (
+        isinstance(sender, str)
+        and isinstance(receiver, str)
+        and isinstance(content, str)
+        and isinstance(timestamp, str)
+    ):
+        missing = next(n for n in _TEXT_FIELDS if not isinstance(data.get(n), str))
+        raise ValueError(f"a stored message needs a string {missing}")
+    return mid, sender, receiver, content, parse_timestamp(timestamp)
 
 
-def _field(data: dict[str, Any], name: str) -> str:
-    value = data.get(name)
-    if not isinstance(value, str):
-        raise ValueError(f"a stored message needs a string {name}")
-    return value
+def decode_message(text: str, read: bool = False) -> Message:
+    """The message stored as ``text``; ValueError if it is not one."""
+    return Message(*message_parts(text), read)
 
 
 def record_tail(receiver: str, content_sha256: str) -> str:
@@ -130,13 +143,14 @@ def read_upto(fields: dict[str, str], email: str) -> int:
 
 def decode_conversation(me: str, peer: str, fields: dict[str, str], last_text: str) -> Conversation:
     """A conversation seen by ``me`` from its hash and its last message; ValueError if corrupt."""
-    last = decode_message(last_text)
-    if not (last.involves(me) and last.involves(peer)):
-        raise ValueError(f"message {last.id} does not belong to the conversation")
-    read = last.id <= read_upto(fields, last.receiver_email)
+    parts = message_parts(last_text)
+    mid, sender, receiver = parts[0], parts[1], parts[2]
+    if me not in (sender, receiver) or peer not in (sender, receiver):
+        raise ValueError(f"message {mid} does not belong to the conversation")
+    read = mid <= read_upto(fields, receiver)
     return Conversation(
         peer_email=peer,
-        last_message=replace(last, read=read),
+        last_message=Message(*parts, read),
         unread_count=max(0, int(fields.get(f"unread:{me}", "0"))),
         message_count=int(fields["message_count"]),
         updated_at=parse_timestamp(fields["updated_at"]),

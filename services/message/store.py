@@ -33,8 +33,8 @@ from services.message.models import (
 )
 from services.message.records import (
     decode_conversation,
-    decode_message,
     decode_record,
+    message_parts,
     message_tail,
     outbox_event,
     record_tail,
@@ -63,6 +63,8 @@ def _pairs(reply: Any) -> dict[str, str]:
     """A hash a script returned: a flat field/value list (RESP2) or a map (RESP3)."""
     if isinstance(reply, dict):
         return {_text(k): _text(v) for k, v in reply.items()}
+    if all(type(item) is str for item in reply):  # the client decodes replies
+        return dict(zip(reply[0::2], reply[1::2], strict=False))
     return {_text(reply[i]): _text(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
 
 
@@ -394,11 +396,11 @@ def _decode_messages(ids: Sequence[int], loaded: Sequence[Any]) -> list[Message]
         if text is None:
             continue  # an index entry without its message
         try:
-            message = decode_message(_text(text))
+            parts = message_parts(_text(text))
         except ValueError as exc:
             logger.warning("skipping malformed message %s: %s", message_id, exc)
             continue
-        found.append(replace(message, read=message.id <= int(upto or 0)))
+        found.append(Message(*parts, parts[0] <= int(upto or 0)))
     return found
 
 

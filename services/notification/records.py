@@ -4,12 +4,19 @@ first and ``read`` last, as the Lua scripts rely on) and the outbox event of a p
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from services.common.timestamps import format_timestamp, parse_timestamp
 from services.notification.models import Notification
 
-__all__ = ["decode_event", "decode_notification", "encode_notification", "outbox_event"]
+__all__ = [
+    "decode_event",
+    "decode_notification",
+    "decode_notifications",
+    "encode_notification",
+    "outbox_event",
+]
 
 
 def encode_notification(notification: Notification) -> str:
@@ -31,7 +38,21 @@ def encode_notification(notification: Notification) -> str:
 
 def decode_notification(text: str) -> Notification:
     """The notification stored as ``text``; ValueError if it is not one."""
-    data: Any = json.loads(text)
+    return _notification_of(json.loads(text))
+
+
+def decode_notifications(texts: Sequence[str]) -> list[Notification]:
+    """The notifications stored as ``texts``, in order, parsed as one JSON array (one call
+    of the parser for a whole page); ValueError if any of them is not one."""
+    if not texts:
+        return []
+    data: Any = json.loads("[" + ",".join(texts) + "]")
+    if len(data) != len(texts):  # an item that is not one JSON value ("1,2") splits
+        raise ValueError("a stored notification must be one JSON object")
+    return [_notification_of(item) for item in data]
+
+
+def _notification_of(data: Any) -> Notification:
     if not isinstance(data, dict):
         raise ValueError("a stored notification must be a JSON object")
     nid, message_id, read = data.get("id"), data.get("message_id"), data.get("read")

@@ -24,7 +24,12 @@ from services.notification.models import (
     NewNotification,
     Notification,
 )
-from services.notification.records import decode_notification, encode_notification, outbox_event
+from services.notification.records import (
+    decode_notification,
+    decode_notifications,
+    encode_notification,
+    outbox_event,
+)
 
 __all__ = ["DEDUPE_TTL_SECONDS", "RedisNotificationStore"]
 
@@ -245,7 +250,8 @@ class RedisNotificationStore:
         listed, unread, unknown, items = reply
         if not int(unknown):
             try:
-                return [decode_notification(_str(item)) for item in items], int(listed), int(unread)
+                page = decode_notifications([_str(item) for item in items])
+                return page, int(listed), int(unread)
             except ValueError as exc:
                 logger.warning("a listed notification of %s is malformed: %s", email, exc)
         stored = await self.list_all(email)

@@ -112,6 +112,19 @@ async def test_a_corrupt_item_in_the_stored_form_is_left_out_of_its_page(
     assert [n.message_id for n in items] == [2, 1] and (listed, unread) == (2, 2)
 
 
+async def test_an_item_holding_two_notifications_is_left_out_though_the_page_is_parsed_at_once(
+    store: RedisNotificationStore, redis: Redis
+) -> None:
+    """The page's items are parsed as one JSON array: an item that is two stored
+    notifications joined by a comma (the stored form at both ends) is not two of them."""
+    for message_id in (1, 2):
+        await store.create(new(message_id))
+    [second, first] = await redis.lrange(notifications_key(BOB), 0, -1)
+    await redis.lpush(notifications_key(BOB), f"{second},{first}")
+    items, listed, unread = await store.list_page(BOB, unread_only=False, offset=0, size=20)
+    assert [n.message_id for n in items] == [2, 1] and (listed, unread) == (2, 2)
+
+
 async def test_the_service_lists_in_one_round_trip_the_ownership_check_riding_with_the_page(
     store: RedisNotificationStore, counted: RedisNotificationStore, trips: RoundTrips
 ) -> None:
