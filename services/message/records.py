@@ -4,6 +4,7 @@ fields of a conversation hash, and the outbox event of a stored message."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -20,6 +21,8 @@ __all__ = [
     "message_parts",
     "message_tail",
     "outbox_event",
+    "parse_many",
+    "parts_of",
     "read_upto",
     "record_tail",
 ]
@@ -50,7 +53,22 @@ _TEXT_FIELDS: Final = ("sender_email", "receiver_email", "content", "timestamp")
 def message_parts(text: str) -> MessageParts:
     """The fields of the message stored as ``text`` (a Message once its read flag is known:
     ``Message(*parts, read)``); ValueError if it is not one."""
-    data: Any = json.loads(text)
+    return parts_of(json.loads(text))
+
+
+def parse_many(texts: Sequence[str]) -> list[Any]:
+    """The JSON values of ``texts``, in order, parsed as one array (one call of the parser for
+    a whole page); ValueError if any of them is not one JSON value."""
+    if not texts:
+        return []
+    values: list[Any] = json.loads("[" + ",".join(texts) + "]")
+    if len(values) != len(texts):  # a text that is not one value ("1,2") splits
+        raise ValueError("a stored document must be one JSON value")
+    return values
+
+
+def parts_of(data: Any) -> MessageParts:
+    """:func:`message_parts` of a parsed document."""
     if not isinstance(data, dict):
         raise ValueError("a stored message must be a JSON object")
     mid = data.get("id")
@@ -141,9 +159,12 @@ def read_upto(fields: dict[str, str], email: str) -> int:
     return int(fields.get(f"read_upto:{email}", "0"))
 
 
-def decode_conversation(me: str, peer: str, fields: dict[str, str], last_text: str) -> Conversation:
-    """A conversation seen by ``me`` from its hash and its last message; ValueError if corrupt."""
-    parts = message_parts(last_text)
+def decode_conversation(
+    me: str, peer: str, fields: dict[str, str], last: str | MessageParts
+) -> Conversation:
+    """A conversation seen by ``me`` from its hash and its last message (its stored JSON, or
+    its :func:`message_parts`); ValueError if corrupt."""
+    parts = message_parts(last) if isinstance(last, str) else last
     mid, sender, receiver = parts[0], parts[1], parts[2]
     if me not in (sender, receiver) or peer not in (sender, receiver):
         raise ValueError(f"message {mid} does not belong to the conversation")

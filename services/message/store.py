@@ -37,6 +37,8 @@ from services.message.records import (
     message_parts,
     message_tail,
     outbox_event,
+    parse_many,
+    parts_of,
     record_tail,
 )
 from services.message.settings import DEFAULT_QUOTA_BYTES
@@ -323,12 +325,9 @@ class RedisMessageStore(MessageStoreBase[Redis]):
             for i in range(0, len(entries) - 1, 2)
         ]
         page = refs[:size]
-        conversations = [
-            conversation
-            for (peer, _), item in zip(page, loaded, strict=True)
-            if (conversation := _decode_conversation(email, peer, item)) is not None
-        ]
-        return conversations, page[-1][1] if len(refs) > size else None
+        return _decode_conversations(email, [p for p, _ in page], loaded), (
+            page[-1][1] if len(refs) > size else None
+        )
 
     # -- changing -----------------------------------------------------------------------------
 
@@ -404,6 +403,26 @@ def _decode_messages(ids: Sequence[int], loaded: Sequence[Any]) -> list[Message]
     return found
 
 
+def _decode_conversations(
+    email: str, peers: Sequence[str], loaded: Sequence[Any]
+) -> list[Conversation]:
+    """:func:`_decode_conversation` of each peer's load_conversation reply, in order, the
+    last messages parsed together (each on its own should one of them not parse)."""
+    lasts = [item[1] for item in loaded]
+    if all(type(last) is str for last in lasts):
+        try:
+            parsed: Sequence[Any] = [parts_of(data) for data in parse_many(lasts)]
+        except ValueError:
+            parsed = lasts
+    else:
+        parsed = lasts
+    return [
+        conversation
+        for peer, item, last in zip(peers, loaded, parsed, strict=True)
+        if (conversation := _decode_conversation(email, peer, (item[0], last))) is not None
+    ]
+
+
 def _decode_conversation(email: str, peer: str, loaded: Sequence[Any]) -> Conversation | None:
     """The conversation of a load_conversation reply (lua.py), or None if it has no message
     left (or is malformed: logged)."""
@@ -414,7 +433,9 @@ def _decode_conversation(email: str, peer: str, loaded: Sequence[Any]) -> Conver
         logger.warning("conversation of %s/%s has no readable last message", email, peer)
         return None
     try:
-        return decode_conversation(email, peer, _pairs(fields), _text(last))
+        return decode_conversation(
+            email, peer, _pairs(fields), last if isinstance(last, tuple) else _text(last)
+        )
     except (KeyError, ValueError) as exc:
         logger.warning("skipping malformed conversation of %s/%s: %s", email, peer, exc)
         return None

@@ -202,3 +202,25 @@ async def test_read_flags_follow_the_conversation_key_order_of_non_ascii_emails(
     await store.mark_read(zed, eve)  # message 4 read; 3 (to eve) not
     page, _ = await store.message_page(zed, None, None, 10)
     assert [(m.id, m.read) for m in page] == [(4, True), (3, False), (2, False), (1, True)]
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        "not json",
+        '{"id":3}',
+        '{"id":3,"sender_email":"x","receiver_email":"y","content":"c","timestamp":"t"},1',
+        '["a list"]',
+    ],
+)
+async def test_a_corrupt_last_message_leaves_out_only_its_conversation(
+    store: RedisMessageStore, redis: Redis, corrupt: str
+) -> None:
+    """The last messages of a page are parsed together: one that does not parse, or is not
+    a message, leaves out its own conversation (logged), as when each was parsed alone."""
+    await seed(store, PEERS[:4])  # ids 1..8, 6 deleted; peer 1's conversation ends with 3
+    before, _ = await store.conversation_page(ADA, None, 10)
+    await redis.set(keys.message_key(3), corrupt)
+    after, position = await store.conversation_page(ADA, None, 10)
+    assert after == [c for c in before if c.peer_email != PEERS[1]] and position is None
+    assert len(after) == len(before) - 1 == 4
