@@ -311,8 +311,8 @@ async def test_every_read_refuses_the_earlier_account_once_its_data_is_erased_or
 async def test_pages_read_with_the_account_check_equal_the_pages_without_it(
     service: MessageService,
 ) -> None:
-    for n, peer in enumerate([BOB, CAROL, EVE, BOB, CAROL, BOB, ADA]):
-        await send(service, *((ADA, peer) if n % 2 else (peer, ADA)), f"m{n}")
+    for n, other in enumerate([BOB, CAROL, EVE, BOB, CAROL, BOB, ADA]):
+        await send(service, *((ADA, other) if n % 2 else (other, ADA)), f"m{n}")
     await service.mark_read(user(ADA), ADA, BOB)
     checked = Principal("user", ADA, account_id=account_id_of(ADA))  # the sends claimed it
     for peer in (None, BOB):

@@ -120,7 +120,7 @@ async def test_an_item_holding_two_notifications_is_left_out_though_the_page_is_
     for message_id in (1, 2):
         await store.create(new(message_id))
     [second, first] = await redis.lrange(notifications_key(BOB), 0, -1)
-    await redis.lpush(notifications_key(BOB), f"{second},{first}")
+    await redis.lpush(notifications_key(BOB), f"{second!s},{first!s}")
     items, listed, unread = await store.list_page(BOB, unread_only=False, offset=0, size=20)
     assert [n.message_id for n in items] == [2, 1] and (listed, unread) == (2, 2)
 
