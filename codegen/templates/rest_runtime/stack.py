@@ -272,7 +272,13 @@ class PreparedResponseValidation(ResponseValidationMiddleware):  # type: ignore[
 class _Arguments(AsyncParameterDecorator):  # type: ignore[misc]
     """Connexion's parameter decorator (`prep_kwargs` makes the view's arguments) without its
     per-request work that gives nothing here: the query is the one the parameter validator
-    parsed, and a request that is not a form has no files (Connexion asks Starlette anyway)."""
+    parsed, and a request that is not a form has no files (Connexion asks Starlette anyway).
+    Parameter names are sanitised once each (Connexion runs three regular expressions over
+    every argument's name on every request)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sanitize_fn = functools.lru_cache(maxsize=256)(self.sanitize_fn)
 
     def __call__(self, function: Callable[..., Any]) -> Callable[[Any], Awaitable[Any]]:
         arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
