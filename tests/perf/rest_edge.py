@@ -245,7 +245,7 @@ def run() -> None:
         print(json.dumps(results))
         return
     for name, micros in results.items():
-        print(f"{name:32} {micros:7.1f} µs per request (lowest of {args.rounds} × {args.requests})")
+        print(f"{name:32} {micros:7.1f} µs per request (lowest of {args.rounds} x {args.requests})")
 
 
 if __name__ == "__main__":

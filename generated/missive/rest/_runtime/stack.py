@@ -29,8 +29,8 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from connexion import AsyncApp
-from connexion.apps.asynchronous import AsyncApi, AsyncOperation
-from connexion.context import _receive, _scope
+from connexion.apps.asynchronous import AsyncApi, AsyncASGIApp, AsyncOperation
+from connexion.context import _context, _operation, _receive, _scope
 from connexion.datastructures import MediaTypeDict
 from connexion.decorators import StarletteDecorator
 from connexion.decorators.parameter import (
@@ -41,7 +41,9 @@ from connexion.decorators.parameter import (
 )
 from connexion.exceptions import NonConformingResponseHeaders, UnsupportedMediaTypeProblem
 from connexion.http_facts import FORM_CONTENT_TYPES
-from connexion.middleware.context import ContextMiddleware
+from connexion.lifecycle import ConnexionRequest
+from connexion.middleware.abstract import ROUTING_CONTEXT
+from connexion.middleware.context import ContextMiddleware, ContextOperation
 from connexion.middleware.exceptions import ExceptionMiddleware
 from connexion.middleware.lifespan import LifespanMiddleware
 from connexion.middleware.request_validation import (
@@ -54,16 +56,16 @@ from connexion.middleware.response_validation import (
     ResponseValidationMiddleware,
     ResponseValidationOperation,
 )
-from connexion.middleware.routing import RoutingMiddleware
-from connexion.middleware.security import SecurityMiddleware
+from connexion.middleware.routing import RoutingMiddleware, RoutingOperation
+from connexion.middleware.security import SecurityMiddleware, SecurityOperation
 from connexion.middleware.server_error import ServerErrorMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.operations import AbstractOperation
 from connexion.spec import Specification
 from connexion.utils import is_nullable
 from starlette.responses import Response
-from starlette.routing import Mount
-from starlette.types import Receive, Scope, Send
+from starlette.routing import Match, Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .guards import RequestGuards
 from .validators import QUERY_PARAMS_KEY
@@ -150,7 +152,10 @@ class _PreparedValidation(RequestValidationOperation):  # type: ignore[misc]
             self._bodies[mime_type] = found
         return found
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def validated(self, scope: Scope, receive: Receive) -> tuple[Scope, Receive] | None:
+        """Validate the request's parameters, media type and body: the scope and receive channel
+        to go on with (the body read and checked), or None for a body of a media type this
+        operation has no validator for (Connexion's own operation handles that request)."""
         self._parameters.validate(scope)
         mime_type, encoding = self.extract_content_type(scope["headers"])
         self.validate_mime_type(mime_type)
@@ -158,9 +163,7 @@ class _PreparedValidation(RequestValidationOperation):  # type: ignore[misc]
         if body is not None:
             schema, validator_class, required, nullable = body
             if validator_class is None:
-                # What Connexion does for a media type it has no validator for.
-                await super().__call__(scope, receive, send)
-                return
+                return None
             operation = self._operation
             validator = validator_class(
                 schema=schema,
@@ -173,6 +176,19 @@ class _PreparedValidation(RequestValidationOperation):  # type: ignore[misc]
                 ),
             )
             receive, scope = await validator.wrap_receive(receive, scope=scope)
+        return scope, receive
+
+    async def connexion_call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Connexion's own validation of a request, then the next middleware."""
+        await super().__call__(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        validated = await self.validated(scope, receive)
+        if validated is None:
+            # What Connexion does for a media type it has no validator for.
+            await self.connexion_call(scope, receive, send)
+            return
+        scope, receive = validated
         await self.next_app(scope, receive, send)
 
 
@@ -230,7 +246,9 @@ class _PreparedResponses(ResponseValidationOperation):  # type: ignore[misc]
                 self._responses[key] = found
         return found
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def wrap_send(self, scope: Scope, send: Send) -> Send:
+        """`send` validating the response against the operation's contract."""
+
         async def wrapped_send(message: MutableMapping[str, Any]) -> None:
             nonlocal send
             if message["type"] == "http.response.start":
@@ -252,7 +270,10 @@ class _PreparedResponses(ResponseValidationOperation):  # type: ignore[misc]
                     ).wrap_send(send)
             await send(message)
 
-        await self.next_app(scope, receive, wrapped_send)
+        return wrapped_send
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.next_app(scope, receive, self.wrap_send(scope, send))
 
 
 class _PreparedResponsesAPI(ResponseValidationAPI):  # type: ignore[misc]
@@ -351,6 +372,142 @@ class _PreparedViews(AsyncApi):  # type: ignore[misc]
         )
 
 
+class _Pipeline:
+    """One operation's request handling, in one frame: what Connexion's routing, security,
+    request validation, response validation and context middlewares do for it, through their
+    own operation objects, then its view."""
+
+    __slots__ = ("context", "operation_id", "responses", "security", "validation", "view")
+
+    def __init__(
+        self,
+        operation_id: str,
+        security: SecurityOperation,
+        validation: _PreparedValidation,
+        responses: _PreparedResponses | None,
+        context: ContextOperation,
+        view: _PreparedView,
+    ) -> None:
+        self.operation_id = operation_id
+        self.security = security
+        self.validation = validation
+        self.responses = responses
+        self.context = context
+        self.view = view
+
+    async def __call__(
+        self, scope: Scope, path_params: dict[str, Any], receive: Receive, send: Send
+    ) -> None:
+        # RoutingOperation: the path parameters and the operation in the routed scope.
+        scope = scope.copy()
+        scope.setdefault("path_params", {}).update(path_params)
+        extensions = scope.setdefault("extensions", {})
+        extensions.setdefault(ROUTING_CONTEXT, {}).update(
+            {"api_base_path": "", "operation_id": self.operation_id}
+        )
+        # SecurityOperation: the checks of the operation's security requirements.
+        if self.security.security:
+            await self.security.verification_fn(ConnexionRequest(scope))
+        # Request validation: parameters, media type, body.
+        validated = await self.validation.validated(scope, receive)
+        if validated is None:
+            # A body of a media type without a validator: Connexion's own path from here on.
+            await self.validation.connexion_call(scope, receive, send)
+            return
+        scope, receive = validated
+        # Response validation wraps `send`; the lifespan middleware passes HTTP on.
+        if self.responses is not None:
+            send = self.responses.wrap_send(scope, send)
+        # ContextOperation: the request's context for the view (`connexion.context`).
+        _context.set(scope.get("extensions", {}).get("connexion_context", {}))
+        _operation.set(self.context.operation)
+        _receive.set(receive)
+        _scope.set(scope)
+        await self.view(scope, receive, send)
+
+
+class OperationPipelines(RoutingMiddleware):  # type: ignore[misc]
+    """Connexion's routing middleware, handing each request it routes to its operation's
+    :class:`_Pipeline` instead of the next middlewares.
+
+    The pipelines are built, on the first request, from the operation objects of the
+    middlewares after this one (security, request validation, response validation, context,
+    the app's views), so a request is checked exactly as those middlewares check it, by the
+    same code, without passing through each of them (twice: in and out). What the pipelines do
+    not cover goes through Connexion's chain as before: a path no operation matches in full
+    (404, 405, redirects), a root path, another layout of middlewares or APIs.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        super().__init__(app)
+        self._pipelines: list[tuple[Route, _Pipeline]] | None = None
+
+    def _build(self) -> list[tuple[Route, _Pipeline]]:
+        """(route, pipeline) of every operation in routing order; [] to use Connexion's chain."""
+        security, validation = self.app, getattr(self.app, "app", None)
+        responses = getattr(validation, "app", None)
+        lifespan = getattr(responses, "app", None)
+        context = getattr(lifespan, "next_app", None)
+        views = getattr(context, "app", None)
+        layout = (
+            isinstance(security, SecurityMiddleware)
+            and isinstance(validation, PreparedRequestValidation)
+            and isinstance(responses, PreparedResponseValidation)
+            and isinstance(lifespan, LifespanMiddleware)
+            and isinstance(context, ContextMiddleware)
+            and isinstance(views, AsyncASGIApp)
+        )
+        mounts = self.router.routes
+        if not layout or len(mounts) != 1 or not isinstance(mounts[0], Mount) or mounts[0].path:
+            logger.info("REST operations routed through every middleware: unexpected layout")
+            return []
+        middlewares = (security, validation, responses, context, views)
+        apis = [middleware.apis.get("", []) for middleware in middlewares]  # type: ignore[union-attr]
+        if any(len(found) != 1 for found in apis):
+            return []
+        security_ops, validation_ops, response_ops, context_ops, view_ops = (
+            found[0].operations for found in apis
+        )
+        pipelines = []
+        for route in mounts[0].routes:
+            routed = getattr(route, "endpoint", None)
+            if not isinstance(route, Route) or not isinstance(routed, RoutingOperation):
+                return []
+            operation_id = routed.operation_id
+            responses_op = response_ops.get(operation_id)
+            pipeline = _Pipeline(
+                operation_id,
+                security_ops.get(operation_id),
+                validation_ops.get(operation_id),
+                responses_op if isinstance(responses_op, _PreparedResponses) else None,
+                context_ops.get(operation_id),
+                view_ops.get(operation_id),
+            )
+            if not (
+                isinstance(pipeline.security, SecurityOperation)
+                and isinstance(pipeline.validation, _PreparedValidation)
+                and isinstance(pipeline.context, ContextOperation)
+                and isinstance(pipeline.view, _PreparedView)
+                and (responses_op is pipeline.responses or responses_op is lifespan)
+            ):
+                return []
+            pipelines.append((route, pipeline))
+        return pipelines
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        pipelines = self._pipelines
+        if pipelines is None:
+            pipelines = self._pipelines = self._build()
+        if scope["type"] == "http" and pipelines and not scope.get("root_path"):
+            # Starlette's router takes the first route matching in full.
+            for route, pipeline in pipelines:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    await pipeline(scope, child["path_params"], receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+
 def prepare_views(app: AsyncApp) -> None:
     """Have `app` (not started yet) decorate each of its views once (see the module)."""
     app.middleware.app.api_cls = _PreparedViews
@@ -364,7 +521,7 @@ def middleware_stack(max_body_bytes: int, outermost: Sequence[Any] = ()) -> list
         functools.partial(RequestGuards, max_bytes=max_body_bytes),
         ExceptionMiddleware,
         SwaggerUIPaths,
-        RoutingMiddleware,
+        OperationPipelines,
         SecurityMiddleware,
         PreparedRequestValidation,
         PreparedResponseValidation,
