@@ -144,7 +144,13 @@ def requests(keys: Path, conversations: int) -> list[Request]:
     return [
         Request(
             f"GET /list_conversations ({conversations})",
-            messages, "GET", "/list_conversations", query, [host, auth], b"", 200,
+            messages,
+            "GET",
+            "/list_conversations",
+            query,
+            [host, auth],
+            b"",
+            200,
         ),
         Request(
             "GET /users/{email}", users, "GET", f"/users/{CALLER}", b"", [host, auth], b"", 200
@@ -152,7 +158,12 @@ def requests(keys: Path, conversations: int) -> list[Request]:
         Request("POST /messages", messages, "POST", "/messages", b"", json_headers, body, 201),
         Request(
             "400 (page_size=0)",
-            messages, "GET", "/list_conversations", query + b"&page_size=0", [host, auth], b"",
+            messages,
+            "GET",
+            "/list_conversations",
+            query + b"&page_size=0",
+            [host, auth],
+            b"",
             400,
         ),
     ]

@@ -33,8 +33,10 @@ from .problems import (
 )
 from .replies import JSON_HEADERS, Reply, json_reply, no_content
 from .stack import (
+    OperationPipelines,
     PreparedRequestValidation,
     PreparedResponseValidation,
+    PreparedURIParser,
     SwaggerUIPaths,
     middleware_stack,
     prepare_views,
@@ -60,8 +62,10 @@ __all__ = [
     "CompiledValidator",
     "FastJSON",
     "Lifespan",
+    "OperationPipelines",
     "PreparedRequestValidation",
     "PreparedResponseValidation",
+    "PreparedURIParser",
     "Reply",
     "RequestGuards",
     "SafeJSONRequestBodyValidator",

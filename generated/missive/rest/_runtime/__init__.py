@@ -34,8 +34,10 @@ from .problems import (
 )
 from .replies import JSON_HEADERS, Reply, json_reply, no_content
 from .stack import (
+    OperationPipelines,
     PreparedRequestValidation,
     PreparedResponseValidation,
+    PreparedURIParser,
     SwaggerUIPaths,
     middleware_stack,
     prepare_views,
@@ -61,8 +63,10 @@ __all__ = [
     "CompiledValidator",
     "FastJSON",
     "Lifespan",
+    "OperationPipelines",
     "PreparedRequestValidation",
     "PreparedResponseValidation",
+    "PreparedURIParser",
     "Reply",
     "RequestGuards",
     "SafeJSONRequestBodyValidator",

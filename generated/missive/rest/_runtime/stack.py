@@ -62,6 +62,7 @@ from connexion.middleware.server_error import ServerErrorMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.operations import AbstractOperation
 from connexion.spec import Specification
+from connexion.uri_parsing import OpenAPIURIParser
 from connexion.utils import is_nullable
 from starlette.responses import Response
 from starlette.routing import Match, Mount, Route
@@ -102,7 +103,66 @@ class SwaggerUIPaths(SwaggerUIMiddleware):  # type: ignore[misc]
         await super().__call__(scope, receive, send)
 
 
-class _PreparedValidation(RequestValidationOperation):  # type: ignore[misc]
+_CACHED = 32
+"""Bound of each operation's tables of content types seen (emptied when full)."""
+
+
+def _content_type_header(headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:
+    """The first Content-Type header's value, as `connexion.utils.extract_content_type` finds
+    it (ASGI header names are lower case; no latin-1 letter lowers to an ASCII one)."""
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return value
+    return None
+
+
+class _ContentTypes:
+    """An operation's `extract_content_type` and `validate_mime_type` answering from a table
+    of the content types it has seen: the same few come back on every request."""
+
+    _split: dict[bytes | None, tuple[str, str]]
+    _accepted: set[str]
+
+    def _prepare_content_types(self) -> None:
+        self._split = {}
+        self._accepted = set()
+
+    def extract_content_type(self, headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, str]:
+        value = _content_type_header(headers)
+        found = self._split.get(value)
+        if found is None:
+            found = super().extract_content_type(headers)  # type: ignore[misc]
+            if len(self._split) >= _CACHED:
+                self._split.clear()
+            self._split[value] = found
+        return found
+
+    def validate_mime_type(self, mime_type: str) -> None:
+        if mime_type in self._accepted:
+            return
+        self._check_mime_type(mime_type)  # raises for one the operation does not take
+        if len(self._accepted) >= _CACHED:
+            self._accepted.clear()
+        self._accepted.add(mime_type)
+
+    def _check_mime_type(self, mime_type: str) -> None:
+        raise NotImplementedError
+
+
+class PreparedURIParser(OpenAPIURIParser):  # type: ignore[misc]
+    """Connexion's OpenAPI 3 URI parser with the parameters' schemas collected once: Connexion
+    collects them anew for every parameter of every request it parses."""
+
+    @functools.cached_property
+    def param_schemas(self) -> dict[str, Any]:
+        return {name: defn.get("schema", {}) for name, defn in self.param_defns.items()}
+
+    @functools.cached_property
+    def form_defns(self) -> dict[str, Any]:
+        return dict(self._body_schema.get("properties", {}).items())
+
+
+class _PreparedValidation(_ContentTypes, RequestValidationOperation):  # type: ignore[misc]
     """An operation's request validation with its validators built once."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -121,8 +181,9 @@ class _PreparedValidation(RequestValidationOperation):  # type: ignore[misc]
             else None
         )
         self._bodies: dict[str, Any] = {}
+        self._prepare_content_types()
 
-    def validate_mime_type(self, mime_type: str) -> None:
+    def _check_mime_type(self, mime_type: str) -> None:
         if self._consumes is not None and mime_type.lower() not in self._consumes:
             raise UnsupportedMediaTypeProblem(
                 detail=f"Invalid Content-type ({mime_type}), expected {self._operation.consumes}"
@@ -208,7 +269,7 @@ class PreparedRequestValidation(RequestValidationMiddleware):  # type: ignore[mi
     api_cls = _PreparedValidationAPI
 
 
-class _PreparedResponses(ResponseValidationOperation):  # type: ignore[misc]
+class _PreparedResponses(_ContentTypes, ResponseValidationOperation):  # type: ignore[misc]
     """An operation's response validation with what each (status, media type) needs looked up
     once: its schema, whether null is allowed, its validator class and required headers."""
 
@@ -217,8 +278,9 @@ class _PreparedResponses(ResponseValidationOperation):  # type: ignore[misc]
         produces = self._operation.produces
         self._produces = MediaTypeDict([(p.lower(), None) for p in produces]) if produces else None
         self._responses: dict[tuple[str, str], Any] = {}
+        self._prepare_content_types()
 
-    def validate_mime_type(self, mime_type: str) -> None:
+    def _check_mime_type(self, mime_type: str) -> None:
         if self._produces is not None and mime_type.lower() not in self._produces:
             raise NonConformingResponseHeaders(
                 detail=f"Invalid Response Content-type ({mime_type}), "
