@@ -30,11 +30,17 @@ from typing import Any
 
 from connexion import AsyncApp
 from connexion.apps.asynchronous import AsyncApi, AsyncASGIApp, AsyncOperation
-from connexion.context import _context, _operation, _receive, _scope
+from connexion.context import _context, _operation, _receive, _scope, context
 from connexion.datastructures import MediaTypeDict
 from connexion.decorators import StarletteDecorator
 from connexion.decorators.parameter import (
+    CONTEXT_NAME,
     AsyncParameterDecorator,
+    _get_body_argument,
+    _get_file_arguments,
+    _get_path_arguments,
+    _get_query_defaults,
+    _query_args_helper,
     inspect_function_arguments,
     prep_kwargs,
     unwrap_decorators,
@@ -63,7 +69,7 @@ from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.operations import AbstractOperation
 from connexion.spec import Specification
 from connexion.uri_parsing import OpenAPIURIParser
-from connexion.utils import is_nullable
+from connexion.utils import deep_merge, is_nullable
 from starlette.responses import Response
 from starlette.routing import Match, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -353,12 +359,17 @@ class PreparedResponseValidation(ResponseValidationMiddleware):  # type: ignore[
     api_cls = _PreparedResponsesAPI
 
 
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
 class _Arguments(AsyncParameterDecorator):  # type: ignore[misc]
     """Connexion's parameter decorator (`prep_kwargs` makes the view's arguments) without its
     per-request work that gives nothing here: the query is the one the parameter validator
     parsed, and a request that is not a form has no files (Connexion asks Starlette anyway).
     Parameter names are sanitised once each (Connexion runs three regular expressions over
-    every argument's name on every request)."""
+    every argument's name on every request), and the query parameters' definitions and
+    defaults are collected once per operation (Connexion collects them, and deep-copies the
+    defaults, on every request; a copy of scalars is the scalars)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -366,22 +377,59 @@ class _Arguments(AsyncParameterDecorator):  # type: ignore[misc]
 
     def __call__(self, function: Callable[..., Any]) -> Callable[[Any], Awaitable[Any]]:
         arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
+        sanitize = self.sanitize_fn
+        # Decorated within the operation's first request (see _PreparedDecorator).
+        operation = _operation.get()
+        query_definitions = {p["name"]: p for p in operation.parameters if p["in"] == "query"}
+        defaults = _get_query_defaults(query_definitions)
+        prepared = all(isinstance(value, _IMMUTABLE) for value in defaults.values())
+        trace = operation.method.upper() == "TRACE"
+
+        def prepare(request: Any, body: Any, files: dict[str, Any], mimetype: str) -> Any:
+            """`prep_kwargs` (`get_arguments`) with the query's definitions known."""
+            if not prepared:
+                return prep_kwargs(
+                    request,
+                    request_body=body,
+                    files=files,
+                    arguments=arguments,
+                    has_kwargs=has_kwargs,
+                    sanitize=sanitize,
+                )
+            found = _get_path_arguments(request.path_params, operation=operation, sanitize=sanitize)
+            query = deep_merge(dict(defaults), request.query_params)
+            found.update(
+                _query_args_helper(query_definitions, query, arguments, has_kwargs, sanitize)
+            )
+            if not trace:
+                found.update(
+                    _get_body_argument(
+                        body,
+                        operation=operation,
+                        arguments=arguments,
+                        has_kwargs=has_kwargs,
+                        sanitize=sanitize,
+                        content_type=mimetype,
+                    )
+                )
+                body_schema = operation.body_schema(mimetype)
+                found.update(_get_file_arguments(files, arguments, body_schema, has_kwargs))
+            kwargs = {sanitize(k): v for k, v in found.items()}
+            for key, value in context.items():
+                if has_kwargs or key in arguments:
+                    kwargs[key] = value
+            if CONTEXT_NAME in arguments:
+                kwargs[CONTEXT_NAME] = context
+            return kwargs
 
         @functools.wraps(function)
         async def wrapper(request: Any) -> Any:
             body = self._maybe_get_body(request, arguments=arguments, has_kwargs=has_kwargs)
             while asyncio.iscoroutine(body):
                 body = await body
-            files = await request.files() if request.mimetype in FORM_CONTENT_TYPES else {}
-            kwargs = prep_kwargs(
-                request,
-                request_body=body,
-                files=files,
-                arguments=arguments,
-                has_kwargs=has_kwargs,
-                sanitize=self.sanitize_fn,
-            )
-            return await function(**kwargs)
+            mimetype = request.mimetype
+            files = await request.files() if mimetype in FORM_CONTENT_TYPES else {}
+            return await function(**prepare(request, body, files, mimetype))
 
         return wrapper
 
@@ -392,6 +440,19 @@ class _PreparedDecorator(StarletteDecorator):  # type: ignore[misc]
     @property
     def _parameter_decorator_cls(self) -> type[AsyncParameterDecorator]:
         return _Arguments
+
+    @property
+    def _sync_async_decorator(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Connexion's, for a view that is not a coroutine function; a coroutine function as
+        it is (Connexion's wrapper asks on every call whether it is one, then awaits it)."""
+        connexion_decorator = super()._sync_async_decorator
+
+        def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
+            if asyncio.iscoroutinefunction(function):
+                return function
+            return connexion_decorator(function)  # type: ignore[no-any-return]
+
+        return decorator
 
     def __call__(self, function: Callable[..., Any]) -> Callable[[], Awaitable[Response]]:
         prepared: list[tuple[Any, Callable[[Any], Awaitable[Response]]]] = []
