@@ -136,10 +136,12 @@ def _admit_null(schema: dict[str, Any]) -> dict[str, Any]:
 class CompiledValidator:
     """One schema's compiled validator, with the reference one to explain what it refuses."""
 
-    __slots__ = ("_fast", "_reference", "schema")
+    __slots__ = ("_fast", "_reference", "refusals", "schema")
 
     def __init__(self, schema: Mapping[str, Any], kind: str) -> None:
         self.schema = schema
+        self.refusals: dict[Any, str] = {}
+        """What users of the validator remember of the documents it refused (see validators)."""
         self._reference = _REFERENCE_VALIDATORS[kind](
             schema, format_checker=Draft4Validator.FORMAT_CHECKER
         )
