@@ -132,8 +132,10 @@ def requests(keys: Path, conversations: int) -> list[Request]:
     token, _ = UserTokenIssuer(security.keys, 3600).issue(CALLER)
     auth = (b"authorization", f"Bearer {token}".encode())
     verifier = Security.load(keys, "message").verifier
-    messages: Any = message_rest_app(MemoryMessages(conversations), verifier, _ready)
-    users: Any = user_rest_app(MemoryUsers(), verifier, _ready)
+    memory_messages: Any = MemoryMessages(conversations)
+    memory_users: Any = MemoryUsers()
+    messages: Any = message_rest_app(memory_messages, verifier, _ready)
+    users: Any = user_rest_app(memory_users, verifier, _ready)
     host = (b"host", b"localhost")
     body = json.dumps(
         {"sender_email": CALLER, "receiver_email": "bob@example.com", "content": "hello, Bob"}
@@ -169,6 +171,9 @@ def requests(keys: Path, conversations: int) -> list[Request]:
     ]
 
 
+_LIFESPANS: list[asyncio.Task[None]] = []
+
+
 async def _lifespan(app: ASGIApp) -> None:
     """Start the app as a server would (Connexion builds its stack on startup)."""
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -179,7 +184,8 @@ async def _lifespan(app: ASGIApp) -> None:
         if message["type"].startswith("lifespan.startup"):
             started.set()
 
-    asyncio.get_running_loop().create_task(app({"type": "lifespan"}, queue.get, send))
+    serving: Any = app({"type": "lifespan"}, queue.get, send)
+    _LIFESPANS.append(asyncio.get_running_loop().create_task(serving))
     await started.wait()
 
 
@@ -205,7 +211,12 @@ async def main(rounds: int, count: int, conversations: int, only: str) -> dict[s
         measured = [r for r in requests(keys, conversations) if only in r.name]
         for app in {id(r.app): r.app for r in measured}.values():
             await _lifespan(app)
-        return {r.name: await measure(r, rounds, count) for r in measured}
+        try:
+            return {r.name: await measure(r, rounds, count) for r in measured}
+        finally:
+            for task in _LIFESPANS:
+                task.cancel()
+            await asyncio.gather(*_LIFESPANS, return_exceptions=True)
 
 
 def _child(directory: Path, argv: list[str]) -> dict[str, float]:

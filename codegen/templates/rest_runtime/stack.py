@@ -293,7 +293,8 @@ class _PreparedResponses(_ContentTypes, ResponseValidationOperation):  # type: i
             )
 
     def _response(self, status: str, mime_type: str) -> Any:
-        """(definition, validator class or None, schema, nullable) of a response."""
+        """(definition, validator class or None, schema, nullable, whether it requires headers)
+        of a response."""
         key = (status, mime_type)
         found = self._responses.get(key)
         if found is None:
@@ -308,6 +309,7 @@ class _PreparedResponses(_ContentTypes, ResponseValidationOperation):  # type: i
                 validator,
                 operation.response_schema(status, mime_type),
                 is_nullable(definition),
+                any(h.get("required", False) for h in definition.get("headers", {}).values()),
             )
             if len(self._responses) < 64:
                 self._responses[key] = found
@@ -324,8 +326,11 @@ class _PreparedResponses(_ContentTypes, ResponseValidationOperation):  # type: i
                 if message["status"] < 400:
                     self.validate_mime_type(mime_type)
                 status = str(message["status"])
-                definition, validator, schema, nullable = self._response(status, mime_type)
-                self.validate_required_headers(headers, definition)
+                definition, validator, schema, nullable, required = self._response(
+                    status, mime_type
+                )
+                if required:
+                    self.validate_required_headers(headers, definition)
                 if validator is None:
                     logger.info(
                         "Skipping validation. No validator registered for content type: %s.",
