@@ -1,4 +1,10 @@
-"""Connexion's validators on the compiled schemas, with messages free of submitted values."""
+"""Connexion's validators on the compiled schemas, with messages free of submitted values.
+
+The parameter validator reads the request's query once (into the lists Connexion's URI parser
+takes, without building Starlette's QueryParams) and leaves it for the view's arguments; it
+remembers the messages of the parameter values it refused (a bounded table per validator), so
+a client repeating a bad request is answered without the reference validator running again.
+"""
 
 from __future__ import annotations
 

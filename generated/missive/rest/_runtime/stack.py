@@ -7,14 +7,23 @@ subclasses that answer the same:
 - :class:`SwaggerUIPaths` hands a request straight to the next middleware unless its path is
   one the Swagger UI middleware serves (``/openapi.json``, ``/ui``...), rather than matching
   every API request against the UI's routes first;
+- :class:`OperationPipelines` is Connexion's routing middleware handing a request it routes
+  to its operation's pipeline: one frame doing, with their own operation objects, what the
+  security, request validation, response validation, lifespan and context middlewares and the
+  app's router would do for it in turn (each a coroutine frame, each wrapping ``send``), then
+  calling the view. A request no operation matches in full (404, 405, a trailing slash) goes
+  through Connexion's chain as before;
 - :class:`PreparedRequestValidation` builds each operation's parameter validator, URI parser
-  and accepted media types when the app starts, rather than on every request;
+  and accepted media types when the app starts, rather than on every request, and remembers
+  the content types it has seen;
 - :class:`PreparedResponseValidation` looks each response's schema, validator and required
   headers up once per (status, media type), rather than on every response.
 
-and :func:`prepare_views` has the app decorate each view (parameters in, response out) once,
-on its first request, where Connexion decorates it anew on every request (inspecting its
-signature each time); the view's arguments come from the query the parameter validator parsed.
+:class:`PreparedURIParser` is Connexion's OpenAPI 3 URI parser with the parameters' schemas
+collected once. :func:`prepare_views` has the app decorate each view (parameters in, response
+out) once, on its first request, where Connexion decorates it anew on every request (inspecting
+its signature each time); the view's arguments come from the query the parameter validator
+parsed, with the query parameters' definitions and defaults collected once.
 
 :func:`middleware_stack` adds :class:`~.guards.RequestGuards` before the exception middleware,
 and any middleware of the app (``outermost``) before everything.
