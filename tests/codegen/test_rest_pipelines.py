@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis.exceptions
 from connexion.middleware.routing import RoutingMiddleware
-from missive.rest._runtime import OperationPipelines, TokenInfo
+from missive.rest._runtime import OperationPipelines, TokenInfo, add_outermost
 from missive.rest.message import MessageApi, create_app
 
 from services.common.domain import NotFound, PermissionDenied, RateLimited
@@ -139,18 +139,48 @@ REQUESTS: list[tuple[str, str, dict[str, str], bytes]] = [
 ]
 
 
-def _app(handlers: Handlers, *, pipelines: bool) -> Any:
+class Routed:
+    """Outermost middleware: what routing left in each request's scope, as the outer
+    middlewares (the REST edge, tracing) see it once the request was answered."""
+
+    def __init__(self, app: Any, seen: list[dict[str, Any]]) -> None:
+        self.app = app
+        self.seen = seen
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+        if scope["type"] == "http":
+            self.seen.append(
+                {
+                    "keys": sorted(scope),
+                    "route": getattr(scope.get("route"), "path", None),
+                    "endpoint": type(scope.get("endpoint")).__name__,
+                    "path_params": scope.get("path_params"),
+                    "root_path": scope.get("root_path"),
+                    "app_root_path": scope.get("app_root_path"),
+                }
+            )
+
+
+def _app(handlers: Handlers, *, pipelines: bool, seen: list[dict[str, Any]] | None = None) -> Any:
     app = install_edge(create_app(handlers, verify_token=verify))
     if not pipelines:  # Connexion's routing middleware, as it comes
         stack = app.middleware.middlewares
         stack[stack.index(OperationPipelines)] = RoutingMiddleware
+    if seen is not None:
+        add_outermost(app, Routed, seen=seen)
     return app
+
+
+SEEN: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
 
 
 @pytest.fixture
 async def clients() -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, Any]]:
-    piped = _app(Handlers(), pipelines=True)
-    chained = _app(Handlers(), pipelines=False)
+    for seen in SEEN:
+        seen.clear()
+    piped = _app(Handlers(), pipelines=True, seen=SEEN[0])
+    chained = _app(Handlers(), pipelines=False, seen=SEEN[1])
     async with (
         httpx.AsyncClient(transport=httpx.ASGITransport(app=piped), base_url="http://t") as one,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=chained), base_url="http://t") as two,

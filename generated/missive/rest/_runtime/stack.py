@@ -535,8 +535,8 @@ class _Pipeline:
     async def __call__(
         self, scope: Scope, path_params: dict[str, Any], receive: Receive, send: Send
     ) -> None:
-        # RoutingOperation: the path parameters and the operation in the routed scope.
-        scope = scope.copy()
+        # RoutingOperation: the path parameters and the operation in the routed scope (a copy
+        # of the request's scope before routing, `OperationPipelines`).
         scope.setdefault("path_params", {}).update(path_params)
         extensions = scope.setdefault("extensions", {})
         extensions.setdefault(ROUTING_CONTEXT, {}).update(
@@ -640,7 +640,15 @@ class OperationPipelines(RoutingMiddleware):  # type: ignore[misc]
             for route, pipeline in pipelines:
                 match, child = route.matches(scope)
                 if match is Match.FULL:
-                    await pipeline(scope, child["path_params"], receive, send)
+                    routed = scope.copy()
+                    # What Starlette's routers leave in the request's scope, as before.
+                    if "router" not in scope:
+                        scope["router"] = self.router
+                    scope.setdefault("app_root_path", "")
+                    scope.setdefault("root_path", "")
+                    scope["route"] = route
+                    scope.update(child)
+                    await pipeline(routed, child["path_params"], receive, send)
                     return
         await super().__call__(scope, receive, send)
 
