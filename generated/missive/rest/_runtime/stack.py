@@ -52,6 +52,8 @@ from connexion.decorators.parameter import (
     _query_args_helper,
     inspect_function_arguments,
     prep_kwargs,
+    pythonic,
+    sanitized,
     unwrap_decorators,
 )
 from connexion.exceptions import NonConformingResponseHeaders, UnsupportedMediaTypeProblem
@@ -385,9 +387,11 @@ class _Arguments(AsyncParameterDecorator):  # type: ignore[misc]
     defaults are collected once per operation (Connexion collects them, and deep-copies the
     defaults, on every request; a copy of scalars is the scalars)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.sanitize_fn = functools.lru_cache(maxsize=256)(self.sanitize_fn)
+    def __init__(self, *, framework: Any, pythonic_params: bool = False) -> None:
+        super().__init__(framework=framework, pythonic_params=pythonic_params)
+        # Connexion's choice of sanitiser, remembering its answers.
+        sanitize = pythonic if pythonic_params else sanitized
+        self.sanitize_fn = functools.lru_cache(maxsize=256)(sanitize)
 
     def __call__(self, function: Callable[..., Any]) -> Callable[[Any], Awaitable[Any]]:
         arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
@@ -640,7 +644,7 @@ class OperationPipelines(RoutingMiddleware):  # type: ignore[misc]
             for route, pipeline in pipelines:
                 match, child = route.matches(scope)
                 if match is Match.FULL:
-                    routed = scope.copy()
+                    routed = dict(scope)
                     # What Starlette's routers leave in the request's scope, as before.
                     if "router" not in scope:
                         scope["router"] = self.router
