@@ -217,6 +217,7 @@ async def main(rounds: int, count: int, conversations: int, only: str) -> dict[s
             for task in _LIFESPANS:
                 task.cancel()
             await asyncio.gather(*_LIFESPANS, return_exceptions=True)
+            _LIFESPANS.clear()
 
 
 def _child(directory: Path, argv: list[str]) -> dict[str, float]:
