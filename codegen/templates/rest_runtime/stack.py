@@ -76,7 +76,7 @@ from connexion.middleware.routing import RoutingMiddleware, RoutingOperation
 from connexion.middleware.security import SecurityMiddleware, SecurityOperation
 from connexion.middleware.server_error import ServerErrorMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
-from connexion.operations import AbstractOperation
+from connexion.operations import AbstractOperation, OpenAPIOperation
 from connexion.spec import Specification
 from connexion.uri_parsing import OpenAPIURIParser
 from connexion.utils import deep_merge, is_nullable
@@ -382,15 +382,30 @@ class _Arguments(AsyncParameterDecorator):  # type: ignore[misc]
     per-request work that gives nothing here: the query is the one the parameter validator
     parsed, and a request that is not a form has no files (Connexion asks Starlette anyway).
     Parameter names are sanitised once each (Connexion runs three regular expressions over
-    every argument's name on every request), and the query parameters' definitions and
-    defaults are collected once per operation (Connexion collects them, and deep-copies the
-    defaults, on every request; a copy of scalars is the scalars)."""
+    every argument's name on every request), the query parameters' definitions and defaults
+    are collected once per operation (Connexion collects them, and deep-copies the defaults, on
+    every request; a copy of scalars is the scalars), and whether the view takes the body is
+    known once (Connexion reads the request's content type to find its name)."""
 
     def __init__(self, *, framework: Any, pythonic_params: bool = False) -> None:
         super().__init__(framework=framework, pythonic_params=pythonic_params)
         # Connexion's choice of sanitiser, remembering its answers.
         sanitize = pythonic if pythonic_params else sanitized
         self.sanitize_fn = functools.lru_cache(maxsize=256)(sanitize)
+
+    def _body_reader(
+        self, operation: Any, arguments: list[str], has_kwargs: bool
+    ) -> Callable[[Any], Any]:
+        """`_maybe_get_body` for a view of `operation`: an OpenAPI 3 operation names its body
+        whatever the media type (Connexion asks the request's content type, then ignores it),
+        so whether the view takes the body is known once."""
+        if not isinstance(operation, OpenAPIOperation):
+            return functools.partial(
+                self._maybe_get_body, arguments=arguments, has_kwargs=has_kwargs
+            )
+        if self.sanitize_fn(operation.body_name("")) in arguments or has_kwargs:
+            return lambda request: request.get_body()
+        return lambda _request: None
 
     def __call__(self, function: Callable[..., Any]) -> Callable[[Any], Awaitable[Any]]:
         arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
@@ -401,6 +416,7 @@ class _Arguments(AsyncParameterDecorator):  # type: ignore[misc]
         defaults = _get_query_defaults(query_definitions)
         prepared = all(isinstance(value, _IMMUTABLE) for value in defaults.values())
         trace = operation.method.upper() == "TRACE"
+        read_body = self._body_reader(operation, arguments, has_kwargs)
 
         def prepare(request: Any, body: Any, files: dict[str, Any], mimetype: str) -> Any:
             """`prep_kwargs` (`get_arguments`) with the query's definitions known."""
@@ -441,7 +457,7 @@ class _Arguments(AsyncParameterDecorator):  # type: ignore[misc]
 
         @functools.wraps(function)
         async def wrapper(request: Any) -> Any:
-            body = self._maybe_get_body(request, arguments=arguments, has_kwargs=has_kwargs)
+            body = read_body(request)
             while asyncio.iscoroutine(body):
                 body = await body
             mimetype = request.mimetype
