@@ -1,7 +1,8 @@
 """Runtime shared by every generated REST package: Connexion wiring and its workarounds.
 
 `app` builds the Connexion app of a contract; `stack` is Connexion's middleware stack with its
-per-request set-up done once per operation; `problems` and `errors` turn every error into a
+per-request set-up done once per operation, and each routed request handled by its operation's
+pipeline in one frame; `problems` and `errors` turn every error into a
 typed problem+json; `guards` refuses what no contract admits before Connexion reads it;
 `compiled`, `validators` and `messages` validate against the contract with jsonschema-rs and
 word the refusals without the submitted values; `json_codec` reads and writes JSON with orjson;
@@ -33,8 +34,10 @@ from .problems import (
 )
 from .replies import JSON_HEADERS, Reply, json_reply, no_content
 from .stack import (
+    OperationPipelines,
     PreparedRequestValidation,
     PreparedResponseValidation,
+    PreparedURIParser,
     SwaggerUIPaths,
     middleware_stack,
     prepare_views,
@@ -60,8 +63,10 @@ __all__ = [
     "CompiledValidator",
     "FastJSON",
     "Lifespan",
+    "OperationPipelines",
     "PreparedRequestValidation",
     "PreparedResponseValidation",
+    "PreparedURIParser",
     "Reply",
     "RequestGuards",
     "SafeJSONRequestBodyValidator",

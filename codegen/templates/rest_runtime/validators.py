@@ -1,4 +1,10 @@
-"""Connexion's validators on the compiled schemas, with messages free of submitted values."""
+"""Connexion's validators on the compiled schemas, with messages free of submitted values.
+
+The parameter validator reads the request's query once (into the lists Connexion's URI parser
+takes, without building Starlette's QueryParams) and leaves it for the view's arguments; it
+remembers the messages of the parameter values it refused (a bounded table per validator), so
+a client repeating a bad request is answered without the reference validator running again.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import BadRequestProblem, NonConformingResponseBody
@@ -54,6 +61,18 @@ class SafeJSONRequestBodyValidator(JSONRequestBodyValidator):  # type: ignore[mi
         return None
 
 
+_REFUSALS_KEPT = 1024
+"""Refused parameter values each validator keeps the message of (then emptied): a client
+repeating a bad request is answered without running the reference validator again."""
+_REFUSAL_MAX_LENGTH = 256
+
+
+def _rememberable(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) <= _REFUSAL_MAX_LENGTH
+    return isinstance(value, (int, float, bool))
+
+
 class SafeParameterValidator(ParameterValidator):  # type: ignore[misc]
     """Connexion's parameter validator with messages that never quote the submitted value.
 
@@ -73,13 +92,30 @@ class SafeParameterValidator(ParameterValidator):  # type: ignore[misc]
                     f"{name}: required {parameter_type} parameter", parameter=name
                 )
             return None
-        error = compiled_validator(param.get("schema", param), PARAMETER).first_error(value)
-        if error is not None:
-            raise ValidationProblem(validation_message(error, root=name), parameter=name)
-        return None
+        validator = compiled_validator(param.get("schema", param), PARAMETER)
+        rememberable = _rememberable(value)
+        refusals = validator.refusals
+        key = (name, type(value), value)
+        refused = refusals.get(key) if rememberable else None
+        if refused is None:
+            error = validator.first_error(value)
+            if error is None:
+                return None
+            refused = validation_message(error, root=name)
+            if rememberable:
+                if len(refusals) >= _REFUSALS_KEPT:
+                    refusals.clear()
+                refusals[key] = refused
+        raise ValidationProblem(refused, parameter=name)
 
     def validate(self, scope: Scope) -> None:
         request = ConnexionRequest(scope, uri_parser=self.uri_parser)
+        # The query as Starlette's QueryParams and Connexion's request would give it (each
+        # name's values in order, names in order of first appearance), without building one.
+        lists: dict[str, list[str]] = {}
+        for name, value in parse_qsl(scope["query_string"].decode("latin-1"), True):
+            lists.setdefault(name, []).append(value)
+        request._query_params = self.uri_parser.resolve_query(lists)
         self.validate_request(request)
         # The query as parsed here, for the view's arguments (`stack`): parsed once.
         scope[QUERY_PARAMS_KEY] = request.query_params

@@ -18,7 +18,7 @@ from connexion.security import NO_VALUE, BearerSecurityHandler
 from .errors import add_error_handlers
 from .guards import DEFAULT_MAX_BODY_BYTES
 from .json_codec import FastJSON
-from .stack import middleware_stack, prepare_views
+from .stack import PreparedURIParser, middleware_stack, prepare_views
 from .validators import validator_map
 
 TokenInfo = dict[str, Any]
@@ -100,6 +100,7 @@ def build_app(
         swagger_ui_options=SwaggerUIOptions(swagger_ui=True),
         security_map={"bearer": _bearer_handler(verify_token)},
         validator_map=validator_map(),
+        uri_parser_class=PreparedURIParser,
     )
     add_error_handlers(app, spec)
     for middleware in middlewares:

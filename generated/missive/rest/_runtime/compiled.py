@@ -10,10 +10,11 @@ The OpenAPI dialect is translated for the compiled validator as Connexion extend
 `nullable` admits null where `type` and `enum` would refuse it (request and response
 bodies), `writeOnly` refuses any value in a response. `pattern` and the formats the reference
 checks run the reference's own Python checks (Python's `re`, jsonschema's format checker),
-so both validators accept and reject the same strings; formats the reference does not check
-(int32, uri-reference, password, ...) are not checked by either. Those checks remember their
-answers for short strings (a bounded table): the same addresses and timestamps come back in
-every page.
+so both validators accept and reject the same strings, except `email`, whose reference check
+(`"@" in value`) the compiled validator runs itself as the pattern `@`; formats the reference
+does not check (int32, uri-reference, password, ...) are not checked by either. Those checks
+remember their answers for short strings (a bounded table): the same addresses and timestamps
+come back in every page.
 """
 
 from __future__ import annotations
@@ -40,6 +41,23 @@ _REFERENCE_VALIDATORS: Mapping[str, Any] = {
     RESPONSE: Draft4ResponseValidator,
 }
 _PATTERN_KEYWORD = "x-missive-python-pattern"
+
+
+def _native_formats() -> dict[str, str]:
+    """Formats whose reference check is a regular expression the compiled validator can run
+    itself, exactly (no call back into Python per string): `email`, whose check is
+    `"@" in instance`, is the pattern `@`."""
+    try:
+        from jsonschema._format import is_email
+    except ImportError:  # another jsonschema: its own checks, called back
+        return {}
+    checkers = Draft4Validator.FORMAT_CHECKER.checkers
+    return {
+        name: "@" for name in ("email", "idn-email") if checkers.get(name, (None,))[0] is is_email
+    }
+
+
+_NATIVE_FORMATS = _native_formats()
 _VALUE_KEYWORDS = frozenset({"enum", "const", "default", "example", "examples", "x-example"})
 _NEVER: dict[str, Any] = {"not": {}}
 _MAX_COMPILED = 4096
@@ -116,6 +134,9 @@ def compiled_schema(schema: Any, kind: str, formats: set[str] | None = None) -> 
             out[key] = value
         elif key == "pattern" and isinstance(value, str):
             out[_PATTERN_KEYWORD] = value
+        elif key == "format" and isinstance(value, str) and value in _NATIVE_FORMATS:
+            # `pattern` itself is translated to the Python one above, so the slot is free.
+            out["pattern"] = _NATIVE_FORMATS[value]
         else:
             if key == "format" and isinstance(value, str) and formats is not None:
                 formats.add(value)
@@ -137,10 +158,12 @@ def _admit_null(schema: dict[str, Any]) -> dict[str, Any]:
 class CompiledValidator:
     """One schema's compiled validator, with the reference one to explain what it refuses."""
 
-    __slots__ = ("_fast", "_reference", "schema")
+    __slots__ = ("_fast", "_reference", "refusals", "schema")
 
     def __init__(self, schema: Mapping[str, Any], kind: str) -> None:
         self.schema = schema
+        self.refusals: dict[Any, str] = {}
+        """What users of the validator remember of the documents it refused (see validators)."""
         self._reference = _REFERENCE_VALIDATORS[kind](
             schema, format_checker=Draft4Validator.FORMAT_CHECKER
         )
