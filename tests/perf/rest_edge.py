@@ -73,7 +73,7 @@ class MemoryMessages:
 class MemoryUsers:
     """The UserService operation the measured request calls, answering from memory."""
 
-    async def get(self, _principal: Any, email: str) -> UserInfo:
+    async def get(self, _principal: Any, email: str, **_kwargs: Any) -> UserInfo:
         return UserInfo("Ada Lovelace", email, NOW, NOW)
 
 
