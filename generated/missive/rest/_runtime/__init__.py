@@ -3,7 +3,8 @@
 
 `app` builds the Connexion app of a contract; `stack` is Connexion's middleware stack with its
 per-request set-up done once per operation, and each routed request handled by its operation's
-pipeline in one frame; `problems` and `errors` turn every error into a
+pipeline in one frame (`prepared` holds its validation middlewares, `views` its views
+decorated once); `problems` and `errors` turn every error into a
 typed problem+json; `guards` refuses what no contract admits before Connexion reads it;
 `compiled`, `validators` and `messages` validate against the contract with jsonschema-rs and
 word the refusals without the submitted values; `json_codec` reads and writes JSON with orjson;
@@ -23,6 +24,11 @@ from .errors import HTTP_METHODS, add_error_handlers, documented_methods
 from .guards import DEFAULT_MAX_BODY_BYTES, MAX_JSON_DEPTH, RequestGuards, json_depth
 from .json_codec import FastJSON, loads_json
 from .messages import validation_message, validation_pointer
+from .prepared import (
+    PreparedRequestValidation,
+    PreparedResponseValidation,
+    PreparedURIParser,
+)
 from .problems import (
     PROBLEM_TYPE_BASE,
     PROBLEM_TYPES,
@@ -34,15 +40,7 @@ from .problems import (
     send_problem,
 )
 from .replies import JSON_HEADERS, Reply, json_reply, no_content
-from .stack import (
-    OperationPipelines,
-    PreparedRequestValidation,
-    PreparedResponseValidation,
-    PreparedURIParser,
-    SwaggerUIPaths,
-    middleware_stack,
-    prepare_views,
-)
+from .stack import OperationPipelines, SwaggerUIPaths, middleware_stack
 from .validators import (
     SafeJSONRequestBodyValidator,
     SafeJSONResponseBodyValidator,
@@ -50,6 +48,7 @@ from .validators import (
     SafeTextResponseBodyValidator,
     validator_map,
 )
+from .views import prepare_views
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",

@@ -18,8 +18,10 @@ from connexion.security import NO_VALUE, BearerSecurityHandler
 from .errors import add_error_handlers
 from .guards import DEFAULT_MAX_BODY_BYTES
 from .json_codec import FastJSON
-from .stack import PreparedURIParser, middleware_stack, prepare_views
+from .prepared import PreparedURIParser
+from .stack import middleware_stack
 from .validators import validator_map
+from .views import prepare_views
 
 TokenInfo = dict[str, Any]
 """Claims of a verified bearer token, as returned by the app's token verifier."""
