@@ -18,8 +18,10 @@ from typing import Any, Final, Generic, TypeVar
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from services.common.autopipeline import PipelinedScript
 from services.common.metrics import OutboxMetrics
 from services.common.outbox import outbox_lua_args
+from services.common.redis import auto_pipeline_of
 from services.common.timestamps import format_timestamp
 from services.message import keys, lua
 from services.message.erasure import AccountData
@@ -107,7 +109,12 @@ class RedisMessageStore(MessageStoreBase[Redis]):
     """
 
     def _register(self, redis: Redis) -> None:
-        self._send_message: AsyncScript = redis.register_script(lua.SEND_MESSAGE)
+        self._send_message: AsyncScript | PipelinedScript = redis.register_script(lua.SEND_MESSAGE)
+        pipeline = auto_pipeline_of(redis)
+        if pipeline is not None:
+            # The send of every concurrent SendMessage call goes out with the others of the
+            # same loop tick, in one write (services.common.autopipeline).
+            self._send_message = pipeline.script(lua.SEND_MESSAGE, self._send_message.sha)
         self._delete: AsyncScript = redis.register_script(lua.DELETE)
         self._mark_read: AsyncScript = redis.register_script(lua.MARK_READ)
         self._messages: AsyncScript = redis.register_script(lua.MESSAGES)
