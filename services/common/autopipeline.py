@@ -97,8 +97,11 @@ class _Connection(asyncio.Protocol):
         while True:
             try:
                 reply = reader.gets()
-            except InvalidResponse as exc:
-                self._break(ConnectionError(f"Protocol error from {self._name}: {exc}"))
+            except UnicodeDecodeError as exc:
+                reply = exc  # that reply is consumed: its command fails as with redis-py
+            except Exception as exc:  # a protocol error
+                # The replies after it can no longer be matched to their commands.
+                self._break(ConnectionError(f"Unreadable reply from {self._name}: {exc!r}"))
                 return
             if reply is _NO_REPLY:
                 return
@@ -109,7 +112,7 @@ class _Connection(asyncio.Protocol):
             if deadlines and deadlines[0][0] is future:
                 deadlines.popleft()[1].cancel()
             if not future.done():  # else its caller gave up; the reply is dropped
-                if isinstance(reply, RedisError):
+                if isinstance(reply, RedisError | UnicodeDecodeError):
                     future.set_exception(reply)
                 else:
                     future.set_result(reply)
@@ -182,6 +185,12 @@ class _Connection(asyncio.Protocol):
             await asyncio.shield(self.lost)
 
 
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Mark a connection attempt's failure seen: the callers waiting on it raise it."""
+    if not task.cancelled():
+        task.exception()
+
+
 class AutoPipeline:
     """Commands of concurrent callers batched per event-loop tick on one connection (see the
     module's documentation). Connects on first use; ``aclose`` closes it."""
@@ -212,7 +221,7 @@ class AutoPipeline:
         self.name = path if path is not None else f"{host}:{port}"
         self._connection: _Connection | None = None
         self._requests_before = 0  # requests of the connections before the current one
-        self._connecting: asyncio.Future[_Connection] | None = None
+        self._connecting: asyncio.Task[_Connection] | None = None
         self._closed = False
 
     @classmethod
@@ -275,26 +284,36 @@ class AutoPipeline:
         if current is not None and current.broken is None and current.loop is loop:
             return current
         connecting = self._connecting
-        if connecting is not None and connecting.get_loop() is loop:
+        if connecting is None or connecting.get_loop() is not loop:
+            # A task of its own, shared by every caller waiting: one caller giving up (its call
+            # cancelled) neither cancels the connection attempt nor fails the others.
+            connecting = self._connecting = loop.create_task(self._replace(loop))
+            connecting.add_done_callback(_retrieved)
+        try:
             return await asyncio.shield(connecting)
-        self._connecting = connecting = loop.create_future()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if connecting.cancelled() and task is not None and not task.cancelling():
+                # The attempt was cancelled by aclose, not this caller.
+                raise ConnectionError(f"the pipeline to {self.name} is closed") from None
+            raise
+
+    async def _replace(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        """A new connection in place of the current one (broken, or of another loop)."""
         try:
             connection = await self._open(loop)
-        except BaseException as exc:
+        finally:
             self._connecting = None
-            if isinstance(exc, Exception):
-                connecting.set_exception(exc)
-                connecting.exception()  # retrieved: later waiters raise it themselves
-            else:
-                connecting.cancel()
-            raise
+        if self._closed:  # closed while connecting
+            await connection.close()
+            raise ConnectionError(f"the pipeline to {self.name} is closed")
+        current = self._connection
         if current is not None:
             self._requests_before += current.requests
             if current.loop is loop:
                 await current.close()
         connection.requests = 0  # the handshake is not counted
-        self._connection, self._connecting = connection, None
-        connecting.set_result(connection)
+        self._connection = connection
         return connection
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Connection:
@@ -329,6 +348,10 @@ class AutoPipeline:
     async def aclose(self) -> None:
         """Fail what is pending and close the connection; later commands fail."""
         self._closed = True
+        connecting = self._connecting
+        if connecting is not None and connecting.get_loop() is asyncio.get_running_loop():
+            connecting.cancel()
+            await asyncio.wait([connecting])
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()

@@ -183,3 +183,39 @@ def test_clients_it_cannot_pipeline_keep_redis_py_s_path() -> None:
     plain = create_redis("redis://127.0.0.1:6380", 0)
     assert auto_pipeline_of(plain) is not None
     assert auto_pipeline_of(redis.asyncio.Redis()) is None  # not made by create_redis
+
+
+async def test_a_reply_that_is_not_utf8_fails_only_its_command(
+    pipeline: AutoPipeline, redis_url: str
+) -> None:
+    with _direct(redis_url, 4) as db4:
+        db4.set("binary", b"\xff\xfe")
+    replies = await asyncio.gather(
+        pipeline.execute_command("GET", "binary"),
+        pipeline.execute_command("INCR", "after"),
+        return_exceptions=True,
+    )
+    assert isinstance(replies[0], UnicodeDecodeError)
+    assert replies[1] == 1
+
+
+async def test_a_caller_giving_up_while_connecting_leaves_the_others_connected(
+    pipeline: AutoPipeline,
+) -> None:
+    first = asyncio.ensure_future(pipeline.execute_command("INCR", "c"))
+    second = asyncio.ensure_future(pipeline.execute_command("INCR", "c"))
+    await asyncio.sleep(0)  # both wait for the connection being opened
+    first.cancel()
+    assert await second == 1
+    assert first.cancelled()
+    assert await pipeline.execute_command("GET", "c") == "1"
+
+
+async def test_closing_while_connecting_fails_the_waiting_commands(
+    pipeline: AutoPipeline,
+) -> None:
+    waiting = asyncio.ensure_future(pipeline.execute_command("PING"))
+    await asyncio.sleep(0)
+    await pipeline.aclose()
+    with pytest.raises(redis.exceptions.ConnectionError, match="closed"):
+        await waiting
