@@ -14,7 +14,7 @@ import redis
 import redis.exceptions
 
 from services.common.autopipeline import AutoPipeline
-from services.common.redis import auto_pipeline_of, create_redis
+from services.common.redis import auto_pipeline_of, create_redis, unavailable_reason
 from services.launcher.valkey import EmbeddedValkey
 from tests.helpers.tcp_proxy import DelayProxy
 
@@ -219,3 +219,26 @@ async def test_closing_while_connecting_fails_the_waiting_commands(
     await pipeline.aclose()
     with pytest.raises(redis.exceptions.ConnectionError, match="closed"):
         await waiting
+
+
+async def test_the_handshake_authenticates_with_the_url_s_credentials(
+    fresh_valkey: EmbeddedValkey,
+) -> None:
+    port = fresh_valkey.port
+    with _direct(fresh_valkey.url) as admin:
+        admin.acl_setuser(
+            "missive", enabled=True, passwords=["+s3cret"], keys=["*"], commands=["+@all"]
+        )
+    good = create_redis(f"redis://missive:s3cret@127.0.0.1:{port}", 2)
+    bad = create_redis(f"redis://missive:wrong@127.0.0.1:{port}", 2)
+    try:
+        pipeline, refused = auto_pipeline_of(good), auto_pipeline_of(bad)
+        assert pipeline is not None and refused is not None
+        assert await pipeline.execute_command("ACL", "WHOAMI") == "missive"
+        with pytest.raises(redis.exceptions.ConnectionError) as denied:
+            await refused.execute_command("PING")
+        assert isinstance(denied.value, redis.exceptions.AuthenticationError)
+        assert unavailable_reason(denied.value) is not None  # UNAVAILABLE, not INTERNAL
+    finally:
+        await good.aclose()
+        await bad.aclose()
