@@ -149,9 +149,17 @@ class _Connection(asyncio.Protocol):
             if not kept:
                 return
             packed, futures = [p for p, _ in kept], [f for _, f in kept]
-        self._transport.write(b"".join(packed))
-        self.requests += 1
         self._waiting.extend(futures)
+        transport = self._transport
+        if transport.is_closing():  # the server closed it; connection_lost is on its way
+            self._break(ConnectionError(f"Connection to {self._name} closed"))
+            return
+        try:
+            transport.write(b"".join(packed))
+        except Exception as exc:
+            self._break(ConnectionError(f"Error writing to {self._name}: {exc!r}"))
+            return
+        self.requests += 1
         if self._timeout is not None:
             last = futures[-1]
             self._deadlines.append((last, self.loop.call_later(self._timeout, self._expired, last)))

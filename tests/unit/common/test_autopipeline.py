@@ -242,3 +242,20 @@ async def test_the_handshake_authenticates_with_the_url_s_credentials(
     finally:
         await good.aclose()
         await bad.aclose()
+
+
+async def test_a_connection_the_server_closed_is_replaced_and_nothing_hangs(
+    pipeline: AutoPipeline, redis_url: str
+) -> None:
+    client_id = await pipeline.execute_command("CLIENT", "ID")
+    with _direct(redis_url) as admin:
+        assert admin.client_kill_filter(_id=client_id) == 1
+    # Written before or after the loop sees the close: answered, or refused, never left waiting.
+    try:
+        first = await asyncio.wait_for(pipeline.execute_command("INCR", "k"), 1)
+    except redis.exceptions.ConnectionError:
+        first = None
+    assert first in (None, 1)
+    await asyncio.sleep(0.05)
+    assert await pipeline.execute_command("CLIENT", "ID") != client_id  # a new connection
+    assert await pipeline.execute_command("GET", "k") in ("1", None)
