@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final, cast
 
 import hiredis
@@ -383,10 +383,3 @@ class PipelinedScript:
             # Not cached on the server (restarted, SCRIPT FLUSH): EVAL caches it. Nothing of
             # the script ran, so running it now is its first run.
             return await self._pipeline.execute_command("EVAL", self.script, *values)
-
-
-def wrap_execute(
-    pipeline: AutoPipeline, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
-) -> None:
-    """Replace ``pipeline.execute_command`` by ``wrap`` of it (metrics hooks)."""
-    pipeline.execute_command = wrap(pipeline.execute_command)  # type: ignore[method-assign]
