@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -26,6 +26,7 @@ from redis.exceptions import (
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, KeyT, ScriptTextT
 
+from services.common.autopipeline import AutoPipeline
 from services.common.settings import cluster_nodes
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_SOCKET_TIMEOUT",
     "FIXED_WINDOW_HIT_LUA",
     "RedisClient",
+    "auto_pipeline_of",
     "create_cluster",
     "create_redis",
     "socket_timeout_of",
@@ -102,7 +104,28 @@ def create_redis(
         retry_on_error=[],
     )
     pool = ConnectionPool(**options)
-    return Redis.from_pool(pool)
+    client = cast(_Redis, _Redis.from_pool(pool))
+    client.auto_pipeline = AutoPipeline.of(client)
+    return client
+
+
+class _Redis(Redis):
+    """redis-py's client with the auto-pipeline of its server and database
+    (services.common.autopipeline), closed with it."""
+
+    auto_pipeline: AutoPipeline | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        pipeline, self.auto_pipeline = self.auto_pipeline, None
+        if pipeline is not None:
+            await pipeline.aclose()
+        await super().aclose(close_connection_pool)
+
+
+def auto_pipeline_of(client: RedisClient) -> AutoPipeline | None:
+    """The auto-pipeline of a client create_redis made (None for another client, a Cluster
+    client, or a connection it cannot pipeline: TLS, a credential provider)."""
+    return getattr(client, "auto_pipeline", None)
 
 
 class _NodeScript(AsyncScript):

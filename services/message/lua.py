@@ -23,20 +23,26 @@ from typing import Final
 from services.common.outbox import OUTBOX_LUA
 
 # conversation_added(conversation hash, its message ids, id, receiver, timestamp, participants
-# JSON): the conversation hash after message `id` joined its message ids (participants,
-# last_sent_id and updated_at, last_message_id, message_count, the receiver's unread count).
+# JSON): the conversation hash after message `id` joined its message ids (participants if not
+# set yet, last_sent_id and updated_at, last_message_id, message_count, the receiver's unread
+# count): one HMGET of what it depends on, one HSET of every field it sets.
 # Returns 1 if the message counts as read (its receiver had already read past its id), else 0.
 _CONVERSATION_ADDED: Final = """
 local function conversation_added(conv, ids, id, receiver, timestamp, participants)
   local nid = tonumber(id)
-  redis.call('HSETNX', conv, 'participants', participants)
-  if nid > tonumber(redis.call('HGET', conv, 'last_sent_id') or '0') then
-    redis.call('HSET', conv, 'last_sent_id', id, 'updated_at', timestamp)
+  local known = redis.call('HMGET', conv, 'last_sent_id', 'read_upto:' .. receiver,
+    'participants')
+  local fields = {'last_message_id', redis.call('ZREVRANGE', ids, 0, 0)[1],
+    'message_count', redis.call('ZCARD', ids)}
+  if not known[3] then
+    fields[5], fields[6] = 'participants', participants
   end
-  redis.call('HSET', conv,
-    'last_message_id', redis.call('ZREVRANGE', ids, 0, 0)[1],
-    'message_count', redis.call('ZCARD', ids))
-  if nid > tonumber(redis.call('HGET', conv, 'read_upto:' .. receiver) or '0') then
+  if nid > tonumber(known[1] or '0') then
+    fields[#fields + 1], fields[#fields + 2] = 'last_sent_id', id
+    fields[#fields + 1], fields[#fields + 2] = 'updated_at', timestamp
+  end
+  redis.call('HSET', conv, unpack(fields))
+  if nid > tonumber(known[2] or '0') then
     redis.call('HINCRBY', conv, 'unread:' .. receiver, 1)
     return 0
   end
@@ -93,19 +99,24 @@ end
 
 # rate_hit(counter key, messages allowed per window ('' = no limit), window (s)): one hit on
 # the sender's fixed-window counter (as FIXED_WINDOW_HIT_LUA, counted even when refused).
-# Returns the seconds left in the window if the hit is over the limit, else nil.
+# Returns the seconds left in the window if the hit is over the limit, else nil. The first hit
+# sets the expiry; the TTL is read only for a refusal (which also gives an expiry to a counter
+# found without one).
 _RATE_HIT: Final = """
 local function rate_hit(key, allowed, window)
   if allowed == '' then
     return nil
   end
   local count = redis.call('INCR', key)
-  local ttl = redis.call('TTL', key)
-  if ttl < 0 then
+  if count == 1 then
     redis.call('EXPIRE', key, window)
-    ttl = tonumber(window)
   end
   if count > tonumber(allowed) then
+    local ttl = redis.call('TTL', key)
+    if ttl < 0 then
+      redis.call('EXPIRE', key, window)
+      ttl = tonumber(window)
+    end
     return ttl
   end
   return nil
@@ -433,8 +444,7 @@ if wait then
 end
 local id, message_key = nil, nil
 for _ = 1, 3 do
-  redis.call('INCR', KEYS[11])
-  local next_id = redis.call('GET', KEYS[11])
+  local next_id = string.format('%d', redis.call('INCR', KEYS[11]))
   if redis.call('EXISTS', ARGV[13] .. next_id) == 0 then
     id, message_key = next_id, ARGV[13] .. next_id
     break

@@ -28,19 +28,23 @@ __all__ = [
 ]
 
 
-def message_tail(message: Message) -> str:
+# json.dumps with these options builds an encoder per call; the same encoders, built once.
+_COMPACT: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_COMPACT_ASCII: Final = json.JSONEncoder(separators=(",", ":"))
+
+
+def message_tail(message: Message, timestamp: str | None = None) -> str:
     """The stored JSON of ``message`` after its id: lua.SEND_MESSAGE, which allocates the id,
     prepends ``{"id":<id>,``. The stored JSON holds id, sender_email, receiver_email, content
-    and timestamp (not ``read``), compact, with non-ASCII characters as they are."""
-    return json.dumps(
+    and timestamp (not ``read``), compact, with non-ASCII characters as they are.
+    ``timestamp``: the message's timestamp already formatted, if the caller has it."""
+    return _COMPACT.encode(
         {
             "sender_email": message.sender_email,
             "receiver_email": message.receiver_email,
             "content": message.content,
-            "timestamp": format_timestamp(message.timestamp),
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
+            "timestamp": timestamp or format_timestamp(message.timestamp),
+        }
     )[1:]
 
 
@@ -93,9 +97,7 @@ def decode_message(text: str, read: bool = False) -> Message:
 
 def record_tail(receiver: str, content_sha256: str) -> str:
     """The JSON of an idempotency record after its message id (see :func:`message_tail`)."""
-    return json.dumps(
-        {"receiver": receiver, "content_sha256": content_sha256}, separators=(",", ":")
-    )[1:]
+    return _COMPACT_ASCII.encode({"receiver": receiver, "content_sha256": content_sha256})[1:]
 
 
 def decode_record(text: str) -> IdempotencyRecord:
@@ -114,18 +116,22 @@ PREVIEW_CHARS: Final = 100
 
 
 def outbox_event(
-    message: Message, receiver_account_id: str = "", sender_name: str = ""
+    message: Message,
+    receiver_account_id: str = "",
+    sender_name: str = "",
+    timestamp: str | None = None,
 ) -> dict[str, str]:
     """Fields of the outbox entry that makes the relay notify the receiver of ``message``.
 
     It carries a preview of the content (its first PREVIEW_CHARS characters) and the sender's
-    display name, so the notification shows them without another call.
+    display name, so the notification shows them without another call. ``timestamp``: the
+    message's timestamp already formatted, if the caller has it.
     """
     event = {
         "message_id": str(message.id),
         "sender_email": message.sender_email,
         "receiver_email": message.receiver_email,
-        "timestamp": format_timestamp(message.timestamp),
+        "timestamp": timestamp or format_timestamp(message.timestamp),
         "preview": message.content[:PREVIEW_CHARS],
     }
     if receiver_account_id:

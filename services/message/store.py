@@ -11,15 +11,16 @@ import json
 import logging
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final, Generic, TypeVar
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from services.common.autopipeline import PipelinedScript
 from services.common.metrics import OutboxMetrics
 from services.common.outbox import outbox_lua_args
+from services.common.redis import auto_pipeline_of
 from services.common.timestamps import format_timestamp
 from services.message import keys, lua
 from services.message.erasure import AccountData
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 IDEMPOTENCY_TTL_SECONDS: Final = 24 * 3600
 
 _OUTBOX: Final = OutboxMetrics(keys.OUTBOX_STREAM)
+_PARTICIPANTS: Final = json.JSONEncoder()  # json.dumps's own encoder, built once
 
 
 def _text(value: bytes | str) -> str:
@@ -177,13 +179,23 @@ class RedisMessageStore(MessageStoreBase[Redis]):
     """
 
     def _register(self, redis: Redis) -> None:
-        self._send_message: AsyncScript = redis.register_script(lua.SEND_MESSAGE)
-        self._delete: AsyncScript = redis.register_script(lua.DELETE)
-        self._mark_read: AsyncScript = redis.register_script(lua.MARK_READ)
-        self._messages: AsyncScript = redis.register_script(lua.MESSAGES)
-        self._message_page_script: AsyncScript = redis.register_script(lua.MESSAGE_PAGE)
-        self._conversation_page_script: AsyncScript = redis.register_script(lua.CONVERSATION_PAGE)
+        # Every script of a call and the idempotency look-up go out with the others that
+        # concurrent calls issue in the same loop tick, in one write on one connection
+        # (services.common.autopipeline); redis-py's own path where the client has none.
+        self._pipeline = auto_pipeline_of(redis)
+        self._send_message = self._script(redis, lua.SEND_MESSAGE)
+        self._delete = self._script(redis, lua.DELETE)
+        self._mark_read = self._script(redis, lua.MARK_READ)
+        self._messages = self._script(redis, lua.MESSAGES)
+        self._message_page_script = self._script(redis, lua.MESSAGE_PAGE)
+        self._conversation_page_script = self._script(redis, lua.CONVERSATION_PAGE)
         self._accounts = AccountData(redis, self)
+
+    def _script(self, redis: Redis, text: str) -> AsyncScript | PipelinedScript:
+        script: AsyncScript = redis.register_script(text)
+        if self._pipeline is None:
+            return script
+        return self._pipeline.script(text, script.sha)
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
@@ -199,7 +211,8 @@ class RedisMessageStore(MessageStoreBase[Redis]):
         window seconds)), a new id, the quota check, and the message with its indexes,
         idempotency record (with ``request_id``) and outbox event, atomically."""
         draft = Message(0, sender, receiver, content, timestamp)
-        event = outbox_event(draft, options.receiver_account_id, options.sender_name)
+        when = format_timestamp(timestamp)
+        event = outbox_event(draft, options.receiver_account_id, options.sender_name, when)
         conversation = keys.conversation_key(sender, receiver)
         script_keys = [
             conversation,
@@ -223,11 +236,11 @@ class RedisMessageStore(MessageStoreBase[Redis]):
         reply: list[Any] = await self._send_message(
             keys=script_keys,
             args=[
-                message_tail(draft),
+                message_tail(draft, when),
                 receiver,
-                format_timestamp(timestamp),
+                when,
                 conversation,
-                json.dumps(sorted((sender, receiver))),
+                _PARTICIPANTS.encode(sorted((sender, receiver))),
                 record_tail(receiver, options.content_sha256)
                 if options.request_id is not None
                 else "",
@@ -244,9 +257,9 @@ class RedisMessageStore(MessageStoreBase[Redis]):
         outcome = _text(reply[0])
         if outcome == "stored":
             _OUTBOX.added(1)  # the script appended the event with the message
-            return SendOutcome(
-                outcome, message=replace(draft, id=int(reply[1]), read=bool(int(reply[2])))
-            )
+            read = bool(int(reply[2]))
+            message = Message(int(reply[1]), sender, receiver, content, timestamp, read)
+            return SendOutcome(outcome, message=message)
         if outcome == "duplicate":
             return SendOutcome(outcome, existing=decode_record(_text(reply[1])))
         if outcome == "erase":
@@ -260,7 +273,11 @@ class RedisMessageStore(MessageStoreBase[Redis]):
         return SendOutcome(outcome)
 
     async def idempotency_record(self, sender: str, request_id: str) -> IdempotencyRecord | None:
-        text = await self._redis.get(keys.idempotency_key(sender, request_id))
+        key = keys.idempotency_key(sender, request_id)
+        if self._pipeline is not None:
+            text = await self._pipeline.execute_command("GET", key)
+        else:
+            text = await self._redis.get(key)
         return decode_record(_text(text)) if text is not None else None
 
     # -- reading ------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A request is one write to the socket followed by reading its replies: one command, one
 pipeline (however many commands it holds) or one script call. The count is taken where
-redis-py writes a request, so the server and the protocol stay untouched.
+redis-py writes a request, and from the client's auto-pipeline (services.common.autopipeline:
+each batch it writes), so the server and the protocol stay untouched.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
-from services.common.redis import create_redis
+from services.common.redis import auto_pipeline_of, create_redis
 
 
 class _CountingConnection(Connection):
@@ -44,11 +45,15 @@ class RoundTrips:
             "CountingConnection", (_CountingConnection,), {"counter": self}
         )
 
+    def _total(self) -> int:
+        pipeline = auto_pipeline_of(self.redis)
+        return self.count + (pipeline.requests if pipeline is not None else 0)
+
     async def of(self, call: Awaitable[Any]) -> int:
         """How many round trips awaiting ``call`` takes (its result is dropped)."""
-        before = self.count
+        before = self._total()
         await call
-        return self.count - before
+        return self._total() - before
 
     async def aclose(self) -> None:
         await self.redis.aclose()

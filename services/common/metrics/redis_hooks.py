@@ -1,7 +1,8 @@
 """Redis command latency and errors, by command name, for a redis.asyncio client.
 
 :func:`instrument_redis` wraps the client's ``execute_command`` (every command, script and
-``EVALSHA`` goes through it) and the ``execute`` of the pipelines it creates (counted once, as
+``EVALSHA`` goes through it), its auto-pipeline's (services.common.autopipeline: each command
+counted on its own) and the ``execute`` of the pipelines it creates (counted once, as
 ``PIPELINE`` or ``MULTI``). Commands outside :data:`KNOWN_COMMANDS` are labelled ``OTHER``, so
 the label set stays bounded whatever is sent. redis-py 8 has no metrics hook of its own for
 asyncio clients (its observability module targets OpenTelemetry), hence the thin wrapper.
@@ -101,5 +102,10 @@ def instrument_redis(client: _R) -> _R:
         return pipe
 
     client.pipeline = pipeline  # type: ignore[method-assign]
+    auto_pipeline = getattr(client, "auto_pipeline", None)  # services.common.autopipeline
+    if auto_pipeline is not None:
+        auto_pipeline.execute_command = _timed(
+            lambda *args: _command_name(args), auto_pipeline.execute_command
+        )
     client._missive_metrics = True  # type: ignore[attr-defined]
     return client

@@ -4,6 +4,7 @@ server with the ASGI middleware, the embedded Valkey, and promtool on the exposi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 import socket
 import subprocess
@@ -32,7 +33,7 @@ from services.common.errors import PortInUse
 from services.common.metrics import families as f
 from services.common.metrics.mounting import metrics_listener
 from services.common.ports import free_port
-from services.common.redis import create_redis
+from services.common.redis import auto_pipeline_of, create_redis
 
 ROOT = Path(__file__).resolve().parents[3]
 PROMTOOL = Path("/usr/bin/promtool")
@@ -605,6 +606,26 @@ def test_outbox_counters_and_delivery_latency() -> None:
     hop = {"hop": metrics.HOP_NOTIFICATION}
     assert delta("missive_delivery_latency_seconds_count", **hop) == 3
     assert delta("missive_delivery_latency_seconds_bucket", **hop, le="0.25") == 2
+
+
+async def test_auto_pipelined_commands_are_timed_and_errors_counted(redis_url: str) -> None:
+    client = metrics.instrument_redis(create_redis(redis_url, 0))
+    pipeline = auto_pipeline_of(client)
+    assert pipeline is not None
+    delta = Delta(
+        ("missive_redis_command_duration_seconds_count", {"command": "EVALSHA"}),
+        ("missive_redis_command_errors_total", {"command": "INCRBY", "error": "response"}),
+    )
+    try:
+        await pipeline.execute_command("SET", "k", "text")
+        script = pipeline.script("return 1", hashlib.sha1(b"return 1").hexdigest())
+        await asyncio.gather(script(), script())
+        with pytest.raises(ResponseError):
+            await pipeline.execute_command("INCRBY", "k", 1)
+    finally:
+        await client.aclose()
+    assert delta("missive_redis_command_duration_seconds_count", command="EVALSHA") >= 2
+    assert delta("missive_redis_command_errors_total", command="INCRBY", error="response") == 1
 
 
 async def test_redis_commands_are_timed_and_errors_counted(redis_url: str) -> None:

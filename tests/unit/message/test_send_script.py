@@ -231,3 +231,55 @@ async def test_a_deleted_account_cannot_send(
     with pytest.raises(Unauthenticated):
         await service.send(account_user(ADA), sender_email=ADA, receiver_email=BOB, content="x")
     assert await redis.xlen(keys.OUTBOX_STREAM) == 0
+
+
+async def test_the_conversation_hash_after_sends_both_ways_and_a_read(
+    store: RedisMessageStore, redis: Redis
+) -> None:
+    conversation = keys.conversation_key(ADA, BOB)
+    later = datetime(2025, 1, 14, 12, 5, 0, tzinfo=UTC)
+    await store.send_message(ADA, BOB, "one", T0)
+    await store.send_message(BOB, ADA, "two", later)
+    assert await store.mark_read(ADA, BOB) is not None  # Ada read Bob's message 2
+    third = await store.send_message(ADA, BOB, "three", later)
+    assert third.message is not None and not third.message.read
+    fields = await redis.hgetall(conversation)
+    assert fields == {
+        "participants": json.dumps(sorted((ADA, BOB))),
+        "last_sent_id": "3",
+        "updated_at": "2025-01-14T12:05:00Z",
+        "last_message_id": "3",
+        "message_count": "3",
+        f"unread:{BOB}": "2",
+        f"unread:{ADA}": "0",
+        f"read_upto:{ADA}": "2",
+    }
+    # A message under an id its receiver already read past (the counter went back) is stored
+    # read and not counted; last_sent_id and updated_at stay with the newest.
+    await redis.set(keys.MESSAGE_ID_COUNTER, 1)
+    await redis.hset(conversation, f"read_upto:{BOB}", 9)
+    back = await store.send_message(ADA, BOB, "late", T0)
+    assert back.message is not None and back.message.id == 4 and back.message.read
+    after = await redis.hgetall(conversation)
+    assert after["last_sent_id"] == "4" and after[f"unread:{BOB}"] == "2"
+    await redis.set(keys.MESSAGE_ID_COUNTER, 1)
+    await redis.delete("message:2", "message:3", "message:4")
+    older = await store.send_message(ADA, BOB, "older", T0)
+    assert older.message is not None and older.message.id == 2
+    final = await redis.hgetall(conversation)
+    assert final["last_sent_id"] == "4" and final["updated_at"] == "2025-01-14T12:00:00Z"
+    assert final["last_message_id"] == "4" and final["message_count"] == "4"
+
+
+async def test_the_rate_counter_expires_with_its_window(
+    store: RedisMessageStore, redis: Redis
+) -> None:
+    await store.send_message(ADA, BOB, "one", T0, rate_limit=(2, 60))
+    assert 0 < await redis.ttl(keys.send_rate_key(ADA)) <= 60
+    await store.send_message(ADA, BOB, "two", T0, rate_limit=(2, 60))
+    assert await redis.get(keys.send_rate_key(ADA)) == "2"
+    # A counter found without an expiry gets one when it refuses, so it cannot stay forever.
+    await redis.persist(keys.send_rate_key(ADA))
+    refused = await store.send_message(ADA, BOB, "three", T0, rate_limit=(2, 60))
+    assert refused.outcome == "rate" and refused.retry_after == 60
+    assert 0 < await redis.ttl(keys.send_rate_key(ADA)) <= 60
