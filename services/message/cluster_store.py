@@ -45,6 +45,7 @@ from services.common.outbox import outbox_lua_args
 from services.common.timestamps import format_timestamp
 from services.message import cluster_keys as ck
 from services.message import cluster_lua as lua
+from services.message import decoding
 from services.message.erasure import AccountData
 from services.message.models import (
     Conversation,
@@ -60,14 +61,7 @@ from services.message.records import (
     outbox_event,
     record_tail,
 )
-from services.message.store import (
-    MessageStoreBase,
-    _decode_conversation,
-    _decode_messages,
-    _position,
-    _text,
-    _upper_bound,
-)
+from services.message.store import MessageStoreBase, upper_bound
 
 __all__ = ["PENDING_TTL_SECONDS", "ClusterMessageStore"]
 
@@ -153,7 +147,7 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
             checked: list[Any] = await self._receiver(
                 keys=[ck.account_key(receiver), ck.user_messages_key(receiver)], args=[claim]
             )
-            if _text(checked[0]) == "erase":
+            if decoding.text(checked[0]) == "erase":
                 return SendOutcome("erase", erase_email=receiver)
             floor = int(checked[1])
         draft = Message(0, sender, receiver, content, timestamp)
@@ -198,12 +192,12 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
                 *outbox_lua_args(event),  # message_id first: the script sets it
             ],
         )
-        if _text(stored[0]) != "stored":
+        if decoding.text(stored[0]) != "stored":
             await self._refund(
                 keys=[ck.stored_bytes_key(sender), *([idempotency] if idempotency else [])],
                 args=[charge, ck.PENDING],
             )
-            return SendOutcome(_text(stored[0]))
+            return SendOutcome(decoding.text(stored[0]))
         _OUTBOXES[bucket].added(1)  # the script appended the event with the message
         message = replace(draft, id=int(stored[1]), read=bool(int(stored[2])))
         record = (
@@ -237,7 +231,7 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
 
     async def _stale(self, email: str, account_id: str) -> bool:
         """Whether ``account_id`` no longer owns ``email``'s data (erased, or a later one)."""
-        marker = _text(await self._redis.get(ck.account_key(email)) or "")
+        marker = decoding.text(await self._redis.get(ck.account_key(email)) or "")
         owner = marker.removesuffix(":erased")
         erased = marker != owner
         return bool(account_id) and (owner > account_id or (owner == account_id and erased))
@@ -271,11 +265,11 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
                 ck.PENDING,
             ],
         )
-        outcome = _text(reply[0])
+        outcome = decoding.text(reply[0])
         if outcome == "reserved":
             return int(reply[1])
         if outcome == "duplicate":
-            return SendOutcome(outcome, existing=decode_record(_text(reply[1])))
+            return SendOutcome(outcome, existing=decode_record(decoding.text(reply[1])))
         if outcome == "erase":
             return SendOutcome(outcome, erase_email=sender)
         if outcome == "rate":
@@ -357,9 +351,9 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
     async def idempotency_record(self, sender: str, request_id: str) -> IdempotencyRecord | None:
         """The record of ``request_id``; None if there is none yet (or its send is pending)."""
         text = await self._redis.get(ck.idempotency_key(sender, request_id))
-        if text is None or _text(text) == ck.PENDING:
+        if text is None or decoding.text(text) == ck.PENDING:
             return None
-        return decode_record(_text(text))
+        return decode_record(decoding.text(text))
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -373,7 +367,7 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
         One round trip per bucket the ids name (in parallel)."""
         if not ids:
             return []
-        return _decode_messages(ids, await self._load_messages(ids))
+        return decoding.decode_messages(ids, await self._load_messages(ids))
 
     async def _load_messages(self, ids: Sequence[int]) -> list[Any]:
         """lua.MESSAGES' reply for ``ids`` (flat: text, read_upto per id), run per bucket."""
@@ -408,7 +402,7 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
         first (flat with their scores with ``scores``): one script in the user's slot, with
         the check that ``account_id`` (when given) owns the data; None if it does not."""
         script_keys = [index]
-        args: list[str | int] = [_upper_bound(before), count, "1" if scores else "0"]
+        args: list[str | int] = [upper_bound(before), count, "1" if scores else "0"]
         if account_id:
             script_keys.append(ck.account_key(email))
             args.append(account_id)
@@ -429,7 +423,7 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
             read = self._message_page_script(
                 keys=[ck.conversation_messages_key(email, peer)],
                 args=[
-                    _upper_bound(before),
+                    upper_bound(before),
                     size,
                     ck.message_prefix(bucket),
                     ck.conversation_prefix(bucket),
@@ -437,14 +431,14 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
             )
             if account_id:
                 marker, reply = await asyncio.gather(self._redis.get(ck.account_key(email)), read)
-                if marker is None or _text(marker) != account_id:
+                if marker is None or decoding.text(marker) != account_id:
                     return None
             else:
                 reply = await read
             found, loaded = reply
             ids = [int(member) for member in found]
             page = ids[:size]
-            return _decode_messages(page, loaded), page[-1] if len(ids) > size else None
+            return decoding.decode_messages(page, loaded), page[-1] if len(ids) > size else None
         index = ck.user_messages_key(email)
         members = await self._owned_range(index, email, before, size + 1, account_id, False)
         if members is None:
@@ -455,7 +449,7 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
         gone = [i for i, text in zip(page, loaded[0::2], strict=True) if text is None]
         if gone:
             await self._redis.zrem(index, *(str(i) for i in gone))
-        return _decode_messages(page, loaded), page[-1] if len(ids) > size else None
+        return decoding.decode_messages(page, loaded), page[-1] if len(ids) > size else None
 
     async def _conversation_page(
         self, email: str, before: int | None, size: int, account_id: str
@@ -470,7 +464,8 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
         if entries is None:
             return None
         refs = [
-            (_text(entries[i]), _position(entries[i + 1])) for i in range(0, len(entries) - 1, 2)
+            (decoding.text(entries[i]), decoding.position(entries[i + 1]))
+            for i in range(0, len(entries) - 1, 2)
         ]
         page = refs[:size]
         by_bucket: dict[int, list[str]] = defaultdict(list)
@@ -495,7 +490,7 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
             if not item[0]:  # the conversation is gone: a stale entry
                 await self._forget_conversation(email, peer, position)
                 continue
-            conversation = _decode_conversation(email, peer, item)
+            conversation = decoding.conversation_of(email, peer, item)
             if conversation is not None:
                 conversations.append(conversation)
         return conversations, page[-1][1] if len(refs) > size else None
@@ -514,7 +509,7 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
             keys=[ck.conversation_key(email, peer), ck.conversation_messages_key(email, peer)],
             args=[email, ck.message_prefix(ck.bucket_of(email, peer))],
         )
-        return _decode_conversation(email, peer, reply) if reply else None
+        return decoding.conversation_of(email, peer, reply) if reply else None
 
     async def delete(self, message: Message) -> bool:
         """Delete ``message`` (DELETE in the bucket), then out of both users' indexes with its
@@ -531,7 +526,7 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
         )
         if not reply:
             return False
-        size, gone = int(reply[0]), _text(reply[1])
+        size, gone = int(reply[0]), decoding.text(reply[1])
         refund = ck.charge(size, message.id)
         calls = [self._unindex_user(sender, receiver, message.id, gone, refund)]
         if receiver != sender:
@@ -558,7 +553,7 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
         )
         if last is None or last is False:
             return
-        upto = max(int(_text(last) or 0), position)
+        upto = max(int(decoding.text(last) or 0), position)
         await asyncio.gather(
             *(self._forget_conversation(user, other, upto) for user, other in _both(email, peer))
         )
@@ -616,5 +611,5 @@ class ClusterAccountData(AccountData):
             ck.user_conversations_by_time_key(email), 0, -1, withscores=True
         )
         for peer, position in entries:
-            await self._store.drop_if_empty(email, _text(peer), int(position))
+            await self._store.drop_if_empty(email, decoding.text(peer), int(position))
         return erased

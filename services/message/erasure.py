@@ -17,7 +17,7 @@ from redis.commands.core import AsyncScript
 from services.common.autopipeline import PipelinedScript
 from services.common.domain import Unavailable
 from services.common.redis import RedisClient, auto_pipeline_of
-from services.message import keys, lua
+from services.message import decoding, keys, lua
 from services.message.models import Message
 
 __all__ = ["AccountData"]
@@ -33,10 +33,6 @@ class StoredMessages(Protocol):
     async def messages(self, ids: Sequence[int]) -> list[Message]: ...
 
     async def delete(self, message: Message) -> bool: ...
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class AccountData:
@@ -73,12 +69,12 @@ class AccountData:
         anything of a deleted one, whether or not the erasure event has arrived yet."""
         for _ in range(_LOAD_ATTEMPTS):
             reply: list[Any] = await self._claim(keys=[self._account_key(email)], args=[account_id])
-            outcome = _text(reply[0])
+            outcome = decoding.text(reply[0])
             if outcome == "ok":
                 return True
             if outcome == "stale":
                 return False
-            marker = _text(reply[1])
+            marker = decoding.text(reply[1])
             erased = await self.erase(email)
             if await self._take_over(keys=self._owned_counters(email), args=[marker, account_id]):
                 logger.info(
@@ -96,7 +92,7 @@ class AccountData:
         how many messages were deleted. Nothing is touched if a later account owns the email.
         An empty ``account_id`` (an account from before ids) erases only unclaimed data."""
         for _ in range(_LOAD_ATTEMPTS):
-            marker = _text(await self._redis.get(self._account_key(email)) or "")
+            marker = decoding.text(await self._redis.get(self._account_key(email)) or "")
             owner = marker.removesuffix(":erased")
             if marker and (not account_id or owner > account_id):
                 return 0  # a later account owns the email; its claim erased what was here
@@ -129,7 +125,7 @@ class AccountData:
     async def _drop_empty_conversations(self, email: str) -> None:
         """Conversations of ``email`` left without messages: hash and list entries removed."""
         conversations: Any = await self._redis.smembers(keys.user_conversations_key(email))
-        for conversation in (_text(c) for c in conversations):
+        for conversation in (decoding.text(c) for c in conversations):
             try:
                 peer = keys.peer_in(conversation, email)
             except ValueError:

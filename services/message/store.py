@@ -22,7 +22,7 @@ from services.common.metrics import OutboxMetrics
 from services.common.outbox import outbox_lua_args
 from services.common.redis import auto_pipeline_of
 from services.common.timestamps import format_timestamp
-from services.message import keys, lua
+from services.message import decoding, keys, lua
 from services.message.erasure import AccountData
 from services.message.models import (
     Conversation,
@@ -33,13 +33,9 @@ from services.message.models import (
     SendOutcome,
 )
 from services.message.records import (
-    decode_conversation,
     decode_record,
-    message_parts,
     message_tail,
     outbox_event,
-    parse_many,
-    parts_of,
     record_tail,
 )
 from services.message.settings import DEFAULT_QUOTA_BYTES
@@ -59,20 +55,7 @@ _OUTBOX: Final = OutboxMetrics(keys.OUTBOX_STREAM)
 _PARTICIPANTS: Final = json.JSONEncoder()  # json.dumps's own encoder, built once
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _pairs(reply: Any) -> dict[str, str]:
-    """A hash a script returned: a flat field/value list (RESP2) or a map (RESP3)."""
-    if isinstance(reply, dict):
-        return {_text(k): _text(v) for k, v in reply.items()}
-    if all(type(item) is str for item in reply):  # the client decodes replies
-        return dict(zip(reply[0::2], reply[1::2], strict=False))
-    return {_text(reply[i]): _text(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
-
-
-def _upper_bound(before: int | None) -> str:
+def upper_bound(before: int | None) -> str:
     return f"({before}" if before else "+inf"
 
 
@@ -254,17 +237,17 @@ class RedisMessageStore(MessageStoreBase[Redis]):
                 *outbox_lua_args(event),  # message_id first: the script sets it
             ],
         )
-        outcome = _text(reply[0])
+        outcome = decoding.text(reply[0])
         if outcome == "stored":
             _OUTBOX.added(1)  # the script appended the event with the message
             read = bool(int(reply[2]))
             message = Message(int(reply[1]), sender, receiver, content, timestamp, read)
             return SendOutcome(outcome, message=message)
         if outcome == "duplicate":
-            return SendOutcome(outcome, existing=decode_record(_text(reply[1])))
+            return SendOutcome(outcome, existing=decode_record(decoding.text(reply[1])))
         if outcome == "erase":
             return SendOutcome(
-                outcome, erase_email=sender if _text(reply[1]) == "sender" else receiver
+                outcome, erase_email=sender if decoding.text(reply[1]) == "sender" else receiver
             )
         if outcome == "rate":
             return SendOutcome(outcome, retry_after=int(reply[1]))
@@ -278,7 +261,7 @@ class RedisMessageStore(MessageStoreBase[Redis]):
             text = await self._pipeline.execute_command("GET", key)
         else:
             text = await self._redis.get(key)
-        return decode_record(_text(text)) if text is not None else None
+        return decode_record(decoding.text(text)) if text is not None else None
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -296,7 +279,7 @@ class RedisMessageStore(MessageStoreBase[Redis]):
         loaded: list[Any] = await self._messages(
             keys=[keys.message_key(i) for i in ids], args=[keys.CONVERSATION_PREFIX]
         )
-        return _decode_messages(ids, loaded)
+        return decoding.decode_messages(ids, loaded)
 
     async def _message_page(
         self, email: str, peer: str | None, before: int | None, size: int, account_id: str
@@ -305,7 +288,7 @@ class RedisMessageStore(MessageStoreBase[Redis]):
         reads the index, the messages and their read markers."""
         index = _message_index(email, peer)
         args: list[str | int] = [
-            _upper_bound(before),
+            upper_bound(before),
             size,
             keys.MESSAGE_PREFIX,
             keys.CONVERSATION_PREFIX,
@@ -321,7 +304,7 @@ class RedisMessageStore(MessageStoreBase[Redis]):
         members, loaded = reply
         ids = [int(member) for member in members]
         page = ids[:size]
-        return _decode_messages(page, loaded), page[-1] if len(ids) > size else None
+        return decoding.decode_messages(page, loaded), page[-1] if len(ids) > size else None
 
     async def _conversation_page(
         self, email: str, before: int | None, size: int, account_id: str
@@ -329,7 +312,7 @@ class RedisMessageStore(MessageStoreBase[Redis]):
         """One round trip: a script checks the account marker (with ``account_id``), then
         reads the list, each hash and each last message."""
         script_keys = [keys.user_conversations_by_time_key(email)]
-        args: list[str | int] = [_upper_bound(before), size, keys.MESSAGE_PREFIX]
+        args: list[str | int] = [upper_bound(before), size, keys.MESSAGE_PREFIX]
         if account_id:
             script_keys.append(keys.account_key(email))
             args.append(account_id)
@@ -338,11 +321,11 @@ class RedisMessageStore(MessageStoreBase[Redis]):
             return None
         entries, loaded = reply
         refs = [
-            (keys.peer_in(_text(entries[i]), email), _position(entries[i + 1]))
+            (keys.peer_in(decoding.text(entries[i]), email), decoding.position(entries[i + 1]))
             for i in range(0, len(entries) - 1, 2)
         ]
         page = refs[:size]
-        return _decode_conversations(email, [p for p, _ in page], loaded), (
+        return decoding.decode_conversations(email, [p for p, _ in page], loaded), (
             page[-1][1] if len(refs) > size else None
         )
 
@@ -357,7 +340,7 @@ class RedisMessageStore(MessageStoreBase[Redis]):
             ],
             args=[email, keys.MESSAGE_PREFIX],
         )
-        return _decode_conversation(email, peer, reply) if reply else None
+        return decoding.conversation_of(email, peer, reply) if reply else None
 
     async def delete(self, message: Message) -> bool:
         """Delete ``message`` and update its conversation; False if it was already gone."""
@@ -397,62 +380,3 @@ def _message_index(email: str, peer: str | None) -> str:
     if peer is None:
         return keys.user_messages_key(email)
     return keys.conversation_messages_key(email, peer)
-
-
-def _position(score: Any) -> int:
-    """A sorted-set score read back as the integer it holds (ids are exact below 2^53)."""
-    return int(float(score))
-
-
-def _decode_messages(ids: Sequence[int], loaded: Sequence[Any]) -> list[Message]:
-    """The messages of the lua.MESSAGES / MESSAGE_PAGE reply for ``ids``, read flags set;
-    missing and malformed ones skipped."""
-    found: list[Message] = []
-    for message_id, text, upto in zip(ids, loaded[0::2], loaded[1::2], strict=True):
-        if text is None:
-            continue  # an index entry without its message
-        try:
-            parts = message_parts(_text(text))
-        except ValueError as exc:
-            logger.warning("skipping malformed message %s: %s", message_id, exc)
-            continue
-        found.append(Message(*parts, parts[0] <= int(upto or 0)))
-    return found
-
-
-def _decode_conversations(
-    email: str, peers: Sequence[str], loaded: Sequence[Any]
-) -> list[Conversation]:
-    """:func:`_decode_conversation` of each peer's load_conversation reply, in order, the
-    last messages parsed together (each on its own should one of them not parse)."""
-    lasts = [item[1] for item in loaded]
-    if all(type(last) is str for last in lasts):
-        try:
-            parsed: Sequence[Any] = [parts_of(data) for data in parse_many(lasts)]
-        except ValueError:
-            parsed = lasts
-    else:
-        parsed = lasts
-    return [
-        conversation
-        for peer, item, last in zip(peers, loaded, parsed, strict=True)
-        if (conversation := _decode_conversation(email, peer, (item[0], last))) is not None
-    ]
-
-
-def _decode_conversation(email: str, peer: str, loaded: Sequence[Any]) -> Conversation | None:
-    """The conversation of a load_conversation reply (lua.py), or None if it has no message
-    left (or is malformed: logged)."""
-    fields, last = loaded
-    if not fields:
-        return None
-    if last is None:
-        logger.warning("conversation of %s/%s has no readable last message", email, peer)
-        return None
-    try:
-        return decode_conversation(
-            email, peer, _pairs(fields), last if isinstance(last, tuple) else _text(last)
-        )
-    except (KeyError, ValueError) as exc:
-        logger.warning("skipping malformed conversation of %s/%s: %s", email, peer, exc)
-        return None
