@@ -26,7 +26,7 @@ from redis.exceptions import (
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, KeyT, ScriptTextT
 
-from services.common.autopipeline import AutoPipeline
+from services.common.autopipeline import AutoPipeline, PipelinedScript
 from services.common.settings import cluster_nodes
 
 __all__ = [
@@ -38,6 +38,8 @@ __all__ = [
     "auto_pipeline_of",
     "create_cluster",
     "create_redis",
+    "pipelined_command",
+    "pipelined_script",
     "socket_timeout_of",
     "unavailable_reason",
 ]
@@ -126,6 +128,24 @@ def auto_pipeline_of(client: RedisClient) -> AutoPipeline | None:
     """The auto-pipeline of a client create_redis made (None for another client, a Cluster
     client, or a connection it cannot pipeline: TLS, a credential provider)."""
     return getattr(client, "auto_pipeline", None)
+
+
+def pipelined_script(client: RedisClient, text: str) -> AsyncScript | PipelinedScript:
+    """``client.register_script(text)``, run through the client's auto-pipeline when it has
+    one (services.common.autopipeline): for the scripts of a hot path, which concurrent calls
+    then send together."""
+    script: AsyncScript = client.register_script(text)
+    pipeline = auto_pipeline_of(client)
+    return script if pipeline is None else pipeline.script(text, script.sha)
+
+
+async def pipelined_command(client: RedisClient, *args: EncodableT) -> Any:
+    """``client.execute_command(*args)``, through the client's auto-pipeline when it has one.
+    Not for commands that block or for transactions (see services.common.autopipeline)."""
+    pipeline = auto_pipeline_of(client)
+    if pipeline is None:
+        return await client.execute_command(*args)
+    return await pipeline.execute_command(*args)
 
 
 class _NodeScript(AsyncScript):

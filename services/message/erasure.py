@@ -14,9 +14,8 @@ from typing import Any, Final, Protocol
 
 from redis.commands.core import AsyncScript
 
-from services.common.autopipeline import PipelinedScript
 from services.common.domain import Unavailable
-from services.common.redis import RedisClient, auto_pipeline_of
+from services.common.redis import RedisClient, pipelined_script
 from services.message import decoding, keys, lua
 from services.message.models import Message
 
@@ -44,13 +43,8 @@ class AccountData:
     def __init__(self, redis: RedisClient, messages: StoredMessages) -> None:
         self._redis = redis
         self._messages = messages
-        claim: AsyncScript = redis.register_script(lua.CLAIM)
-        pipeline = auto_pipeline_of(redis)
-        # The check before every user request, through the client's auto-pipeline if it has one
-        # (services.common.autopipeline).
-        self._claim: AsyncScript | PipelinedScript = (
-            claim if pipeline is None else pipeline.script(lua.CLAIM, claim.sha)
-        )
+        # The check before every user request: through the client's auto-pipeline.
+        self._claim = pipelined_script(redis, lua.CLAIM)
         self._take_over: AsyncScript = redis.register_script(lua.TAKE_OVER)
 
     def _account_key(self, email: str) -> str:

@@ -15,12 +15,10 @@ from datetime import datetime
 from typing import Any, Final, Generic, TypeVar
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
-from services.common.autopipeline import PipelinedScript
 from services.common.metrics import OutboxMetrics
 from services.common.outbox import outbox_lua_args
-from services.common.redis import auto_pipeline_of
+from services.common.redis import pipelined_command, pipelined_script
 from services.common.timestamps import format_timestamp
 from services.message import decoding, keys, lua
 from services.message.erasure import AccountData
@@ -165,20 +163,13 @@ class RedisMessageStore(MessageStoreBase[Redis]):
         # Every script of a call and the idempotency look-up go out with the others that
         # concurrent calls issue in the same loop tick, in one write on one connection
         # (services.common.autopipeline); redis-py's own path where the client has none.
-        self._pipeline = auto_pipeline_of(redis)
-        self._send_message = self._script(redis, lua.SEND_MESSAGE)
-        self._delete = self._script(redis, lua.DELETE)
-        self._mark_read = self._script(redis, lua.MARK_READ)
-        self._messages = self._script(redis, lua.MESSAGES)
-        self._message_page_script = self._script(redis, lua.MESSAGE_PAGE)
-        self._conversation_page_script = self._script(redis, lua.CONVERSATION_PAGE)
+        self._send_message = pipelined_script(redis, lua.SEND_MESSAGE)
+        self._delete = pipelined_script(redis, lua.DELETE)
+        self._mark_read = pipelined_script(redis, lua.MARK_READ)
+        self._messages = pipelined_script(redis, lua.MESSAGES)
+        self._message_page_script = pipelined_script(redis, lua.MESSAGE_PAGE)
+        self._conversation_page_script = pipelined_script(redis, lua.CONVERSATION_PAGE)
         self._accounts = AccountData(redis, self)
-
-    def _script(self, redis: Redis, text: str) -> AsyncScript | PipelinedScript:
-        script: AsyncScript = redis.register_script(text)
-        if self._pipeline is None:
-            return script
-        return self._pipeline.script(text, script.sha)
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
@@ -257,10 +248,7 @@ class RedisMessageStore(MessageStoreBase[Redis]):
 
     async def idempotency_record(self, sender: str, request_id: str) -> IdempotencyRecord | None:
         key = keys.idempotency_key(sender, request_id)
-        if self._pipeline is not None:
-            text = await self._pipeline.execute_command("GET", key)
-        else:
-            text = await self._redis.get(key)
+        text = await pipelined_command(self._redis, "GET", key)
         return decode_record(decoding.text(text)) if text is not None else None
 
     # -- reading ------------------------------------------------------------------------------

@@ -14,10 +14,10 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.commands.core import AsyncScript
 
 from services.common.metrics import OutboxMetrics
 from services.common.outbox import outbox_lua_args
+from services.common.redis import pipelined_script
 from services.notification import keys, lua
 from services.notification.models import (
     CreateResult,
@@ -79,13 +79,13 @@ class RedisNotificationStore:
         self._outboxes = {stream: OutboxMetrics(stream) for stream in layout.streams}
         self.retention = retention
         self._dedupe_ttl = dedupe_ttl_seconds
-        self._create: AsyncScript = redis.register_script(lua.CREATE)
-        self._create_many: AsyncScript = redis.register_script(lua.CREATE_MANY)
-        self._mark_read: AsyncScript = redis.register_script(lua.MARK_READ)
-        self._mark_all_read: AsyncScript = redis.register_script(lua.MARK_ALL_READ)
-        self._claim: AsyncScript = redis.register_script(lua.CLAIM)
-        self._erase: AsyncScript = redis.register_script(lua.ERASE)
-        self._page: AsyncScript = redis.register_script(lua.PAGE)
+        self._create = pipelined_script(redis, lua.CREATE)
+        self._create_many = pipelined_script(redis, lua.CREATE_MANY)
+        self._mark_read = pipelined_script(redis, lua.MARK_READ)
+        self._mark_all_read = pipelined_script(redis, lua.MARK_ALL_READ)
+        self._claim = pipelined_script(redis, lua.CLAIM)
+        self._erase = pipelined_script(redis, lua.ERASE)
+        self._page = pipelined_script(redis, lua.PAGE)
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())

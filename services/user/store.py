@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from services.common.metrics import OutboxMetrics
 from services.common.outbox import outbox_lua_args
-from services.common.redis import FIXED_WINDOW_HIT_LUA
+from services.common.redis import FIXED_WINDOW_HIT_LUA, pipelined_command
 from services.user import keys, lua
 from services.user.models import Admission, Counter, LoginPolicy, StoredUser
 from services.user.records import decode_user, encode_user
@@ -87,7 +87,8 @@ class UserStoreBase(ABC):
         return bool(created)
 
     async def get(self, email: str) -> StoredUser | None:
-        raw = await self._redis.get(self._user_key(email))
+        # The token check of every user request reads it: through the auto-pipeline.
+        raw = await pipelined_command(self._redis, "GET", self._user_key(email))
         return None if raw is None else decode_user(_text(raw))
 
     async def get_many(self, emails: Sequence[str]) -> list[StoredUser | None]:

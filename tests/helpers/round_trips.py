@@ -45,15 +45,17 @@ class RoundTrips:
             "CountingConnection", (_CountingConnection,), {"counter": self}
         )
 
-    def _total(self) -> int:
+    @property
+    def total(self) -> int:
+        """Requests written so far, by redis-py and by the client's auto-pipeline."""
         pipeline = auto_pipeline_of(self.redis)
         return self.count + (pipeline.requests if pipeline is not None else 0)
 
     async def of(self, call: Awaitable[Any]) -> int:
         """How many round trips awaiting ``call`` takes (its result is dropped)."""
-        before = self._total()
+        before = self.total
         await call
-        return self._total() - before
+        return self.total - before
 
     async def aclose(self) -> None:
         await self.redis.aclose()
