@@ -425,7 +425,10 @@ def _check(result: dict[str, Any], what: str) -> None:
 @contextlib.asynccontextmanager
 async def _outboxes(system: System) -> Any:
     clients = {
-        stream: redis.asyncio.Redis.from_url(system.valkey.url, db=db, decode_responses=True)
+        # A bounded read: a command whose reply never comes fails the run instead of hanging it.
+        stream: redis.asyncio.Redis.from_url(
+            system.valkey.url, db=db, decode_responses=True, socket_timeout=10
+        )
         for stream, db in OUTBOXES
     }
     try:

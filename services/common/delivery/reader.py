@@ -66,6 +66,10 @@ class Reader:
         """Look for stale entries of other consumers on the next :meth:`owned`."""
         self._claim_due = 0.0
 
+    def owned_due(self) -> bool:
+        """Whether :meth:`owned` would read our pending entries or claim stale ones now."""
+        return self._recover or time.monotonic() >= self._claim_due
+
     async def owned(self, held: Collection[str]) -> list[Entry]:
         """Our own pending entries (after a start or reset), or stale ones claimed if due.
 
