@@ -62,11 +62,14 @@ class Relay:
     writes); this class handles connection errors itself. ``handler`` must be idempotent.
     ``lane_key`` groups entries whose order matters (default: one lane, the stream's order).
     With ``batch_handler``, the heads of the ready lanes go together in one call (up to
-    ``config.max_batch`` entries, several of a lane in its order), at most
-    ``config.shared_calls`` such calls at once, so that events arriving while calls run gather
-    for the next one; a lone entry still goes through ``handler``. A lane whose shared call
-    failed goes on alone (its own calls, as without ``batch_handler``) until its head is
-    settled, so a receiver whose items fail or hang never holds back the others.
+    ``config.max_batch`` entries, several of a lane in its order), ``config.shared_calls`` such
+    calls at once, so that events arriving while a call runs gather for the next one; a call
+    running longer than ``config.stall_after`` no longer counts, nor do calls while a whole
+    call's worth is held or the last read filled its COUNT (a backlog: nothing to gather), up
+    to ``config.max_shared_calls`` in flight. A lone
+    entry still goes through ``handler``. A lane whose shared call failed goes on alone (its
+    own calls, as without ``batch_handler``) until its head is settled, so a receiver whose
+    items fail or hang never holds back the others.
     """
 
     def __init__(
@@ -111,7 +114,8 @@ class Relay:
             settlement=self._settlement,
         )
         self._tasks: set[asyncio.Task[None]] = set()
-        self._calls: dict[int, float] = {}  # shared calls in flight: number -> when started
+        # Shared calls in flight: number -> (when started, entries carried).
+        self._calls: dict[int, tuple[float, int]] = {}
         self._call_number = 0
         self._reading: asyncio.Task[list[Entry]] | None = None
         self._wake = asyncio.Event()
@@ -311,7 +315,7 @@ class Relay:
                 continue
             group = self._group(lane, size, limit)
             self._call_number += 1
-            self._calls[self._call_number] = time.monotonic()
+            self._calls[self._call_number] = (time.monotonic(), sum(n for _, n in group))
             self._start(self._share(self._call_number, group))
 
     def _group(self, lane: Lane, size: int, limit: int) -> list[tuple[Lane, int]]:
@@ -345,21 +349,28 @@ class Relay:
     def _saturated(self) -> bool:
         """Every shared call is in flight: ready lanes (and new entries, still in Redis) wait
         for one of them to end, or to run ``stall_after`` (then it no longer counts), unless
-        ``max_shared_calls`` are in flight."""
+        a whole call's worth is already held (a backlog: nothing to gather), up to
+        ``max_shared_calls`` in flight."""
         if not self._calls or not self._sharing():
             return False
         cfg = self._config
         if len(self._calls) >= cfg.max_shared_calls:
             return True
+        if self._reader.behind:  # the last read filled its COUNT: more are waiting
+            return False
+        carried = sum(size for _, size in self._calls.values())
+        if len(self._lanes.held) - carried >= cfg.max_batch:
+            return False
         since = time.monotonic() - cfg.stall_after
-        return sum(1 for started in self._calls.values() if started > since) >= cfg.shared_calls
+        running = sum(1 for started, _ in self._calls.values() if started > since)
+        return running >= cfg.shared_calls
 
     def _next_stall(self, now: float) -> float | None:
         """When a shared call in flight will have stalled, if that frees a slot."""
         if len(self._calls) >= self._config.max_shared_calls or not self._saturated():
             return None
         since = now - self._config.stall_after
-        running = [started for started in self._calls.values() if started > since]
+        running = [started for started, _ in self._calls.values() if started > since]
         return min(running) + self._config.stall_after if running else None
 
     def _next_due(self) -> float | None:

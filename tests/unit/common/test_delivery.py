@@ -936,6 +936,41 @@ async def test_events_arriving_while_a_shared_call_runs_go_together_in_the_next_
     assert len(calls) == 2 and not single.calls
 
 
+async def test_a_backlog_goes_in_several_shared_calls_at_once(r: redis.asyncio.Redis) -> None:
+    # A read that fills its COUNT means more entries wait in the stream: there is nothing to
+    # gather, so calls go without waiting for the one in flight (up to max_shared_calls).
+    cfg = _config(batch=16, max_batch=8, stall_after=10.0, max_shared_calls=3)
+    await _publish(r, cfg, *(f"u{i % 48}/{i}" for i in range(96)))
+    release = asyncio.Event()
+    in_flight = peak = 0
+    calls: list[list[str]] = []
+
+    async def batch_handler(
+        entries: list[tuple[str, dict[str, str]]],
+    ) -> list[PermanentDeliveryError | None]:
+        nonlocal in_flight, peak
+        calls.append([fields["key"] for _, fields in entries])
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await release.wait()
+        finally:
+            in_flight -= 1
+        return [None] * len(entries)
+
+    relay = Relay(r, cfg, "c1", Recorder(), lane_key=_by_lane, batch_handler=batch_handler)
+    async with _running(relay.run()):
+        await _wait_for(lambda: in_flight == 3)
+        await asyncio.sleep(0.2)
+        assert peak == 3  # not one at a time, and never above max_shared_calls
+        release.set()
+        await _wait_for(lambda: relay.stats()["delivered"] == 96)
+    assert max(len(batch) for batch in calls) <= 8
+    for lane in range(48):
+        got = [key for batch in calls for key in batch if key.startswith(f"u{lane}/")]
+        assert got == [f"u{lane}/{lane}", f"u{lane}/{lane + 48}"]  # each lane in order
+
+
 def _delivered(relay: Relay, count: int) -> bool:
     return relay.stats()["delivered"] == count
 
