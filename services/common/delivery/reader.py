@@ -62,6 +62,7 @@ class Reader:
         """Read our own pending entries again from id 0 before new ones (after a reset)."""
         self._recover = True
         self._recover_cursor = "0-0"
+        self.behind = False
 
     def claim_now(self) -> None:
         """Look for stale entries of other consumers on the next :meth:`owned`."""
