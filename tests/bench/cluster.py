@@ -44,10 +44,10 @@ from tests.bench import procs
 from tests.bench.catchup import backlog
 from tests.bench.figures import Figure, figure
 from tests.bench.loader import SEND_METHOD
+from tests.bench.relay_calls import HOPS, RELAY_CALLS, relay_calls
 from tests.bench.replicas import CORRECTNESS, SETTLE_WITHIN, check_stored, stored_ids
 from tests.bench.run import CONTENT, IN_FLIGHT, OUTBOXES, SENDERS, Bench, _check
 from tests.helpers.clients import User, register_and_login
-from tests.helpers.replicas import server_calls
 from tests.helpers.system import System
 
 MASTERS = 3
@@ -57,23 +57,6 @@ DRAIN_WITHIN = 120.0
 SCENARIO = "9 cluster"
 IDLE_S = 2.0
 """Seconds of no load over which each process's idle CPU is measured (relays polling...)."""
-RELAY_CALLS = {
-    "hop1": (
-        "notification",
-        (
-            "/missive.notification.v1.NotificationService/CreateNotification",
-            "/missive.notification.v1.NotificationService/CreateNotifications",
-        ),
-    ),
-    "hop2": (
-        "frontend",
-        (
-            "/missive.frontend.v1.FrontendService/ReceiveNotification",
-            "/missive.frontend.v1.FrontendService/ReceiveNotifications",
-        ),
-    ),
-}
-"""The RPCs each relay hop delivers with (one per entry, or one per batch), by receiving service."""
 
 Backlogs = Callable[[], Awaitable[dict[str, int]]]
 
@@ -235,7 +218,7 @@ async def run_once(
         "rate": None,
         "settle_within": SETTLE_WITHIN,
     }
-    calls_before = await _relay_calls(system)
+    calls_before = await relay_calls(system)
     before = procs.cpu_snapshot(pids)
     loader = procs.Loader(spec)
     try:
@@ -249,7 +232,7 @@ async def run_once(
     finally:
         await loader.close()
     cpu = procs.cpu_delta(before, pids)
-    calls_after = await _relay_calls(system)
+    calls_after = await relay_calls(system)
     _check(result, f"SendMessage with live streams, {label}")
     accepted: dict[str, list[int]] = result.pop("accepted_ids", {})
     stored = dict(
@@ -285,15 +268,6 @@ async def _idle_cpu(pids: dict[str, int]) -> dict[str, float]:
     before = procs.cpu_snapshot(pids)
     await asyncio.sleep(IDLE_S)
     return {name: s / IDLE_S for name, s in procs.cpu_delta(before, pids).items()}
-
-
-async def _relay_calls(system: System) -> dict[str, int]:
-    """RPCs each relay hop's receiving service has handled so far."""
-    totals = {}
-    for hop, (service, methods) in RELAY_CALLS.items():
-        url = system.metrics_url(service)
-        totals[hop] = sum(await asyncio.gather(*(server_calls(url, m) for m in methods)))
-    return totals
 
 
 def _valkey_us(run: dict[str, Any], masters_only: bool = False) -> float:
@@ -415,10 +389,7 @@ def _figures(bench: Bench, single: dict[str, Any], spread: dict[str, Any]) -> No
             base,
         ),
     )
-    for hop, text in (
-        ("hop1", "MessageService → NotificationService"),
-        ("hop2", "NotificationService → FrontendService"),
-    ):
+    for hop, text in HOPS:
         bench.add(
             _paired(
                 f"messages per relay RPC, {text}, {on}",

@@ -20,6 +20,7 @@ from tests.bench.catchup import MESSAGE_DB, NOTIFICATION_DB, backlog, catch_up, 
 from tests.bench.echo_server import ECHO_METHOD
 from tests.bench.figures import Figure, figure
 from tests.bench.loader import SEND_METHOD
+from tests.bench.relay_calls import HOPS, relay_calls
 from tests.helpers.clients import User, register_and_login
 from tests.helpers.system import SERVICES, System
 
@@ -118,6 +119,7 @@ class Bench:
     async def send(self) -> None:
         echo = await self.echo_throughput()
         pids = self.pids()
+        calls_before = await relay_calls(self.system)
         before = procs.cpu_snapshot(pids)
         loader = procs.Loader(self.grpc_spec(self.system.grpc_addr("message"), SEND_METHOD))
         async with _outboxes(self.system) as clients:
@@ -136,10 +138,20 @@ class Bench:
                 sampler.cancel()
                 await loader.close()
         cpu = procs.cpu_delta(before, pids)
+        calls_after = await relay_calls(self.system)
         _check(result, "SendMessage")
         series = samples[0] if isinstance(samples[0], list) else []
-        self.details["send"] = {**result, "cpu_s": cpu, "backlog_samples": series}
+        calls = {hop: calls_after[hop] - calls_before[hop] for hop in calls_after}
+        self.details["send"] = {
+            **result,
+            "cpu_s": cpu,
+            "backlog_samples": series,
+            "relay_calls": calls,
+        }
         self._send_figures(result, echo, cpu, series, at_stop, drain_s)
+        for hop, text in HOPS:
+            per_call = result["ok"] / calls[hop] if calls[hop] else None
+            self.add(figure("4 backlog", f"messages per relay RPC, {text}", per_call, ""))
 
     def _send_figures(
         self,
@@ -413,7 +425,10 @@ def _check(result: dict[str, Any], what: str) -> None:
 @contextlib.asynccontextmanager
 async def _outboxes(system: System) -> Any:
     clients = {
-        stream: redis.asyncio.Redis.from_url(system.valkey.url, db=db, decode_responses=True)
+        # A bounded read: a command whose reply never comes fails the run instead of hanging it.
+        stream: redis.asyncio.Redis.from_url(
+            system.valkey.url, db=db, decode_responses=True, socket_timeout=10
+        )
         for stream, db in OUTBOXES
     }
     try:

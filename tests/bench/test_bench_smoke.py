@@ -31,7 +31,12 @@ EXPECTED = {
         "CPU per delivered message: everything incl. loader",
     ],
     "3 e2e": ["send OK → live stream, light load, p50", "send OK → live stream, light load, p99"],
-    "4 backlog": ["outbox:notifications: peak backlog during load", "drain after the load stopped"],
+    "4 backlog": [
+        "outbox:notifications: peak backlog during load",
+        "drain after the load stopped",
+        "messages per relay RPC, MessageService → NotificationService",
+        "messages per relay RPC, NotificationService → FrontendService",
+    ],
     "5 catch-up": ["hop 1 (→ NotificationService), 60 backlogged"],
     "6 memory": ["Redis bytes per stored message, total"],
     "7 replicas": [

@@ -26,9 +26,13 @@ once, and at most ``max_held`` entries are read ahead in memory. When attempts o
 fail transiently with no success in between (the receiver is down), all lanes pause together
 (the same capped backoff) and one attempt at a time probes the receiver until one succeeds.
 With a batch handler, the heads of the ready lanes share one call (``config.max_batch`` entries,
-several of a lane in its order), at most ``config.shared_calls`` at once; while they run, new
+several of a lane in its order), ``config.shared_calls`` (one) at once; while it runs, new
 entries wait in the stream, so the next read and call take all that arrived (calls grow with the
-load, with no timer). A lane whose shared call failed goes on alone until its head is settled.
+load, with no timer). A call running longer than ``config.stall_after`` (0.1 s) no longer holds
+back the next one, nor does any call while a backlog waits (the last read filled its COUNT, or
+a whole call's worth is held), up to ``config.max_shared_calls`` (4) in flight, so a hung call
+holds back the other lanes that long at most. A lane whose shared call failed goes on alone
+until its head is settled.
 The order guarantee is per relay: several relays on one stream each keep their own lanes in
 order, and entries reclaimed from a crashed relay may follow newer ones of the same lane.
 

@@ -27,9 +27,15 @@ class OutboxConfig:
     backoff_max: float = 1.0  # cap of the retry delay (jitter then picks in [cap/2, cap])
     max_batch: int = 100  # entries of one lane per batch_handler call (the RPCs' limit)
     concurrency: int = 64  # handler calls in flight at once (each for a different lane)
-    # Batch calls shared by several lanes in flight at once: while they run, the heads of the
-    # lanes that become ready gather for the next one (bigger calls under load, none delayed).
-    shared_calls: int = 2
+    # Batch calls shared by several lanes in flight at once: while they run, new entries wait
+    # in the stream and the heads of the lanes that become ready gather for the next one
+    # (bigger calls under load, none delayed by a timer).
+    shared_calls: int = 1
+    # A shared call running longer than this (seconds) has stalled: it no longer counts toward
+    # shared_calls, so a hung receiver holds back the others this long at most...
+    stall_after: float = 0.1
+    # ... up to this many shared calls in flight, stalled ones included.
+    max_shared_calls: int = 4
     max_held: int = 10_000  # entries read and not yet settled, held in memory
     handler_timeout: float = 30.0  # a handler running longer is stuck: an unexpected failure
 
@@ -46,6 +52,10 @@ class OutboxConfig:
             raise ValueError("need 0 < backoff_initial <= backoff_max")
         if self.handler_timeout <= 0:
             raise ValueError("handler_timeout must be > 0")
+        if self.stall_after <= 0:
+            raise ValueError("stall_after must be > 0")
+        if self.max_shared_calls < self.shared_calls:
+            raise ValueError("max_shared_calls must be >= shared_calls")
 
 
 def consumer_name() -> str:

@@ -46,6 +46,7 @@ class Reader:
         self._touch_due = 0.0
         self._recover = True  # our own pending entries (from id 0) are read before new ones
         self._recover_cursor = "0-0"
+        self.behind = False  # the last read of new entries filled its COUNT: more are waiting
 
     async def ensure_group(self) -> None:
         """XGROUP CREATE the consumer group at id 0 (so no earlier entry is missed), MKSTREAM."""
@@ -61,10 +62,15 @@ class Reader:
         """Read our own pending entries again from id 0 before new ones (after a reset)."""
         self._recover = True
         self._recover_cursor = "0-0"
+        self.behind = False
 
     def claim_now(self) -> None:
         """Look for stale entries of other consumers on the next :meth:`owned`."""
         self._claim_due = 0.0
+
+    def owned_due(self) -> bool:
+        """Whether :meth:`owned` would read our pending entries or claim stale ones now."""
+        return self._recover or time.monotonic() >= self._claim_due
 
     async def owned(self, held: Collection[str]) -> list[Entry]:
         """Our own pending entries (after a start or reset), or stale ones claimed if due.
@@ -101,7 +107,9 @@ class Reader:
             count=count,
             block=cfg.block_ms if block else None,
         )
-        return stream_entries(response)
+        entries = stream_entries(response)
+        self.behind = len(entries) >= count
+        return entries
 
     async def _claim(self, held: Collection[str]) -> list[Entry]:
         """One XAUTOCLAIM step: entries idle in crashed consumers, to join our lanes."""

@@ -62,11 +62,14 @@ class Relay:
     writes); this class handles connection errors itself. ``handler`` must be idempotent.
     ``lane_key`` groups entries whose order matters (default: one lane, the stream's order).
     With ``batch_handler``, the heads of the ready lanes go together in one call (up to
-    ``config.max_batch`` entries, several of a lane in its order), at most
-    ``config.shared_calls`` such calls at once, so that events arriving while calls run gather
-    for the next one; a lone entry still goes through ``handler``. A lane whose shared call
-    failed goes on alone (its own calls, as without ``batch_handler``) until its head is
-    settled, so a receiver whose items fail or hang never holds back the others.
+    ``config.max_batch`` entries, several of a lane in its order), ``config.shared_calls`` such
+    calls at once, so that events arriving while a call runs gather for the next one; a call
+    running longer than ``config.stall_after`` no longer counts, nor do calls while a whole
+    call's worth is held or the last read filled its COUNT (a backlog: nothing to gather), up
+    to ``config.max_shared_calls`` in flight. A lone
+    entry still goes through ``handler``. A lane whose shared call failed goes on alone (its
+    own calls, as without ``batch_handler``) until its head is settled, so a receiver whose
+    items fail or hang never holds back the others.
     """
 
     def __init__(
@@ -111,7 +114,9 @@ class Relay:
             settlement=self._settlement,
         )
         self._tasks: set[asyncio.Task[None]] = set()
-        self._shared = 0  # shared calls in flight
+        # Shared calls in flight: number -> (when started, entries carried).
+        self._calls: dict[int, tuple[float, int]] = {}
+        self._call_number = 0
         self._reading: asyncio.Task[list[Entry]] | None = None
         self._wake = asyncio.Event()
         self._reader.recover()  # our own pending entries (from id 0) are read before new ones
@@ -209,23 +214,35 @@ class Relay:
         while True:
             _raise_if_cancel_swallowed()
             self._dispatch()
+            if block and not self._reader.owned_due():
+                self._start_reading()  # before the XACK: both round trips at once
             acked += await self._settlement.flush()
             await self._reader.touch(self._lanes.held)
             if block:
                 await self._trimmer.maybe_trim(force=False)
-            room = len(self._lanes.held) < self._config.max_held
-            if room and await self._fetch_owned():
+            if len(self._lanes.held) < self._config.max_held and await self._fetch_owned():
                 continue
             if not block:
-                if room and await self._fetch_new():
+                if len(self._lanes.held) < self._config.max_held and await self._fetch_new():
                     continue
                 if not self._tasks and not self._runnable():
                     return acked + await self._settlement.flush()
-            elif room and self._reading is None and not self._saturated():
-                # While every shared call runs, new entries wait in Redis: the next read,
-                # once one ends, takes all that arrived in one XREADGROUP.
-                self._reading = asyncio.create_task(self._read_new(block=True))
+            else:
+                self._start_reading()
             await self._wait()
+
+    def _start_reading(self) -> None:
+        """Start the next blocking XREADGROUP, unless one runs or it must wait.
+
+        While every shared call runs, new entries wait in Redis: the next read, once one ends,
+        takes all that arrived in one XREADGROUP.
+        """
+        if (
+            self._reading is None
+            and len(self._lanes.held) < self._config.max_held
+            and not self._saturated()
+        ):
+            self._reading = asyncio.create_task(self._read_new(block=True))
 
     async def _fetch_owned(self) -> bool:
         """Our own pending entries, or stale ones claimed, joined our lanes."""
@@ -252,9 +269,13 @@ class Relay:
             self._wake.clear()
             return
         timeout = self._reader.touch_period
+        now = time.monotonic()
         due = self._next_due()
         if due is not None:
-            timeout = min(timeout, max(0.0, due - time.monotonic()))
+            timeout = min(timeout, max(0.0, due - now))
+        stall = self._next_stall(now)
+        if stall is not None:
+            timeout = min(timeout, max(0.0, stall - now))
         waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
         if self._reading is not None:
             waiters.append(self._reading)
@@ -292,7 +313,10 @@ class Relay:
             if not size:
                 self._start(self._work(lane))
                 continue
-            self._start(self._share(self._group(lane, size, limit)))
+            group = self._group(lane, size, limit)
+            self._call_number += 1
+            self._calls[self._call_number] = (time.monotonic(), sum(n for _, n in group))
+            self._start(self._share(self._call_number, group))
 
     def _group(self, lane: Lane, size: int, limit: int) -> list[tuple[Lane, int]]:
         """``lane`` and the heads of other ready lanes, for one shared call (busy, all)."""
@@ -311,7 +335,6 @@ class Relay:
             else:
                 self._lanes.put_back(other)
                 break
-        self._shared += 1
         return group
 
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
@@ -324,8 +347,31 @@ class Relay:
         return self._batch_handler is not None and not self._policy.outage()
 
     def _saturated(self) -> bool:
-        """Every shared call is in flight: ready lanes wait for one of them to end."""
-        return self._sharing() and self._shared >= self._config.shared_calls
+        """Every shared call is in flight: ready lanes (and new entries, still in Redis) wait
+        for one of them to end, or to run ``stall_after`` (then it no longer counts), unless
+        a whole call's worth is already held (a backlog: nothing to gather), up to
+        ``max_shared_calls`` in flight."""
+        if not self._calls or not self._sharing():
+            return False
+        cfg = self._config
+        if len(self._calls) >= cfg.max_shared_calls:
+            return True
+        if self._reader.behind:  # the last read filled its COUNT: more are waiting
+            return False
+        carried = sum(size for _, size in self._calls.values())
+        if len(self._lanes.held) - carried >= cfg.max_batch:
+            return False
+        since = time.monotonic() - cfg.stall_after
+        running = sum(1 for started, _ in self._calls.values() if started > since)
+        return running >= cfg.shared_calls
+
+    def _next_stall(self, now: float) -> float | None:
+        """When a shared call in flight will have stalled, if that frees a slot."""
+        if len(self._calls) >= self._config.max_shared_calls or not self._saturated():
+            return None
+        since = now - self._config.stall_after
+        running = [started for started, _ in self._calls.values() if started > since]
+        return min(running) + self._config.stall_after if running else None
 
     def _next_due(self) -> float | None:
         """When :meth:`_dispatch` can next start an attempt; None if only a settling one tells."""
@@ -350,7 +396,7 @@ class Relay:
             self._lanes.release(lane)
             self._wake.set()
 
-    async def _share(self, group: list[tuple[Lane, int]]) -> None:
+    async def _share(self, number: int, group: list[tuple[Lane, int]]) -> None:
         """Deliver the heads of the lanes of ``group`` in one call (one lane: its own call)."""
         try:
             if len(group) == 1:
@@ -364,7 +410,7 @@ class Relay:
                     lane.alone = True
                     self._lanes.retry_later(lane, delay)
         finally:
-            self._shared -= 1
+            del self._calls[number]
             for lane, _ in group:
                 self._lanes.release(lane)
             self._wake.set()

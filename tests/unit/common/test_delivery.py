@@ -860,34 +860,174 @@ async def test_a_bad_item_in_a_shared_batch_call_holds_back_no_other_lane(
     assert await _pending(r, cfg) == 0
 
 
-async def test_a_hung_shared_call_does_not_stall_the_other_lanes(r: redis.asyncio.Redis) -> None:
-    # A shared call hangs (a receiver that never answers, until its deadline): it holds one of
-    # the shared_calls slots, and the other lanes' events go through the other one meanwhile.
-    cfg = _config(handler_timeout=2.0)
-    assert cfg.shared_calls == 2
+async def test_a_hung_shared_call_holds_back_the_other_lanes_for_stall_after_at_most(
+    r: redis.asyncio.Redis,
+) -> None:
+    # A shared call hangs (a receiver that never answers, until its deadline). Once it has run
+    # stall_after, it no longer holds back the next call: the other lanes' events go through
+    # meanwhile, neither before stall_after nor only at the hung call's end.
+    cfg = _config(handler_timeout=3.0, stall_after=0.4)
+    assert cfg.shared_calls == 1
     await _publish(r, cfg, "hung/0", "hung/1")
     hung = asyncio.Event()
+    hung_at = 0.0
     delivered: list[str] = []
+    delivered_at: list[float] = []
 
     async def batch_handler(
         entries: list[tuple[str, dict[str, str]]],
     ) -> list[PermanentDeliveryError | None]:
+        nonlocal hung_at
         batch = [fields["key"] for _, fields in entries]
         if "hung/0" in batch and not hung.is_set():
+            hung_at = time.monotonic()
             hung.set()
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(2.0)
             raise TransientDeliveryError("DEADLINE_EXCEEDED")
         delivered.extend(batch)
+        delivered_at.append(time.monotonic())
         return [None] * len(entries)
 
     single = Recorder()
     relay = Relay(r, cfg, "c1", single, lane_key=_by_lane, batch_handler=batch_handler)
     async with _running(relay.run()):
         await _wait_for(hung.is_set)
-        started = time.monotonic()
         await _publish(r, cfg, "a/0", "a/1", "b/0", "b/1")
         await _wait_for(lambda: len(delivered) + len(single.calls) >= 4)
-        assert time.monotonic() - started < 1.0  # not after the hung call's end
+        took = time.monotonic() - hung_at
+        assert 0.4 <= took < 1.5  # after stall_after, long before the hung call's end (2 s)
+        assert all(at - hung_at >= 0.4 for at in delivered_at)
         await _wait_for(lambda: relay.stats()["delivered"] == 6, seconds=5)
     assert sorted(delivered + single.calls) == ["a/0", "a/1", "b/0", "b/1", "hung/0", "hung/1"]
     assert [k for k in delivered if k.startswith("hung/")] == ["hung/0", "hung/1"]
+
+
+async def test_events_arriving_while_a_shared_call_runs_go_together_in_the_next_one(
+    r: redis.asyncio.Redis,
+) -> None:
+    # One shared call at a time: what arrives while it runs waits in the stream, and the next
+    # call carries all of it (every lane's next events) once it ends; no timer involved.
+    cfg = _config(stall_after=10.0)
+    release = asyncio.Event()
+    calls: list[list[str]] = []
+
+    async def batch_handler(
+        entries: list[tuple[str, dict[str, str]]],
+    ) -> list[PermanentDeliveryError | None]:
+        calls.append([fields["key"] for _, fields in entries])
+        await release.wait()
+        return [None] * len(entries)
+
+    single = Recorder()
+    relay = Relay(r, cfg, "c1", single, lane_key=_by_lane, batch_handler=batch_handler)
+    async with _running(relay.run()):
+        await _publish(r, cfg, "a/0", "b/0")
+        await _wait_for(lambda: len(calls) == 1)
+        later = ["a/1", "b/1", "c/0", "d/0", "c/1", "e/0"]
+        for key in later:
+            await _publish(r, cfg, key)
+        await asyncio.sleep(0.3)
+        assert len(calls) == 1 and not single.calls  # nothing else started meanwhile
+        release.set()
+        await _wait_for(lambda: relay.stats()["delivered"] == 8)
+    assert sorted(calls[0]) == ["a/0", "b/0"]
+    assert sorted(calls[1]) == sorted(later)  # together, in one call
+    assert calls[1].index("c/0") < calls[1].index("c/1")  # a lane's events in stream order
+    assert len(calls) == 2 and not single.calls
+
+
+async def test_a_backlog_goes_in_several_shared_calls_at_once(r: redis.asyncio.Redis) -> None:
+    # A read that fills its COUNT means more entries wait in the stream: there is nothing to
+    # gather, so calls go without waiting for the one in flight (up to max_shared_calls).
+    cfg = _config(batch=16, max_batch=8, stall_after=10.0, max_shared_calls=3)
+    await _publish(r, cfg, *(f"u{i % 48}/{i}" for i in range(96)))
+    release = asyncio.Event()
+    in_flight = peak = 0
+    calls: list[list[str]] = []
+
+    async def batch_handler(
+        entries: list[tuple[str, dict[str, str]]],
+    ) -> list[PermanentDeliveryError | None]:
+        nonlocal in_flight, peak
+        calls.append([fields["key"] for _, fields in entries])
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await release.wait()
+        finally:
+            in_flight -= 1
+        return [None] * len(entries)
+
+    relay = Relay(r, cfg, "c1", Recorder(), lane_key=_by_lane, batch_handler=batch_handler)
+    async with _running(relay.run()):
+        await _wait_for(lambda: in_flight == 3)
+        await asyncio.sleep(0.2)
+        assert peak == 3  # not one at a time, and never above max_shared_calls
+        release.set()
+        await _wait_for(lambda: relay.stats()["delivered"] == 96)
+    assert max(len(batch) for batch in calls) <= 8
+    for lane in range(48):
+        got = [key for batch in calls for key in batch if key.startswith(f"u{lane}/")]
+        assert got == [f"u{lane}/{lane}", f"u{lane}/{lane + 48}"]  # each lane in order
+
+
+def _delivered(relay: Relay, count: int) -> bool:
+    return relay.stats()["delivered"] == count
+
+
+async def test_an_idle_relay_delivers_a_lone_event_at_once(r: redis.asyncio.Redis) -> None:
+    # Nothing waits for company: a lone event goes at once, through the single handler.
+    cfg = _config(block_ms=1_000)
+    batches: list[list[str]] = []
+
+    async def batch_handler(
+        entries: list[tuple[str, dict[str, str]]],
+    ) -> list[PermanentDeliveryError | None]:
+        batches.append([fields["key"] for _, fields in entries])
+        return [None] * len(entries)
+
+    single = Recorder()
+    relay = Relay(r, cfg, "c1", single, lane_key=_by_lane, batch_handler=batch_handler)
+    async with _running(relay.run()):
+        await asyncio.sleep(0.2)  # idle, blocked in XREADGROUP
+        for n in range(3):
+            published = time.monotonic()
+            await _publish(r, cfg, f"a/{n}")
+            await _wait_for(functools.partial(_delivered, relay, n + 1))
+            assert time.monotonic() - published < 0.5  # well below block_ms
+    assert single.calls == ["a/0", "a/1", "a/2"] and not batches
+
+
+async def test_shared_calls_in_flight_stay_within_max_shared_calls(
+    r: redis.asyncio.Redis,
+) -> None:
+    # A receiver that hangs every call: each stalled call lets one more start, up to
+    # max_shared_calls in flight; then the relay waits for one of them to end.
+    cfg = _config(stall_after=0.05, max_shared_calls=3, handler_timeout=5.0)
+    release = asyncio.Event()
+    in_flight = peak = 0
+
+    async def batch_handler(
+        entries: list[tuple[str, dict[str, str]]],
+    ) -> list[PermanentDeliveryError | None]:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await release.wait()
+        finally:
+            in_flight -= 1
+        return [None] * len(entries)
+
+    async def hanging(entry_id: str, fields: dict[str, str]) -> None:
+        await batch_handler([(entry_id, fields)])
+
+    relay = Relay(r, cfg, "c1", hanging, lane_key=_by_lane, batch_handler=batch_handler)
+    async with _running(relay.run()):
+        for n in range(12):  # a new receiver every 40 ms, for ~10 stall_after
+            await _publish(r, cfg, f"u{n}/0", f"u{n}/1")
+            await asyncio.sleep(0.04)
+        assert peak == 3 and in_flight == 3
+        release.set()
+        await _wait_for(lambda: relay.stats()["delivered"] == 24)
+    assert await _pending(r, cfg) == 0
