@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
+_REMEMBERED = 8192
+"""Moments and texts each function remembers: a page read again (an inbox polled, the next
+page) formats and parses the same few timestamps; a lookup costs a fraction of the work."""
 
+
+@functools.lru_cache(maxsize=_REMEMBERED)
 def format_timestamp(moment: datetime, *, milliseconds: bool = False) -> str:
     """ISO 8601 in UTC with a ``Z`` suffix: microseconds only when non-zero, or always exactly
-    milliseconds with ``milliseconds=True`` (UserService keeps its times to the millisecond)."""
+    milliseconds with ``milliseconds=True`` (UserService keeps its times to the millisecond).
+
+    Remembered per (moment, milliseconds): equal moments in any offset give the same text."""
     utc = moment.astimezone(UTC)
     text = utc.isoformat(timespec="milliseconds") if milliseconds else utc.isoformat()
     return text.replace("+00:00", "Z")
 
 
+@functools.lru_cache(maxsize=_REMEMBERED)
 def parse_timestamp(text: str) -> datetime:
-    """The aware UTC datetime of an ISO 8601 string; ValueError if it has no offset."""
+    """The aware UTC datetime of an ISO 8601 string; ValueError if it has no offset (a refusal
+    is not remembered)."""
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {text!r} has no UTC offset")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
+from services.common import json_text
 from services.common.timestamps import format_timestamp, parse_timestamp
 from services.message.models import Conversation, IdempotencyRecord, Message, MessageEvent
 
@@ -57,7 +58,7 @@ _TEXT_FIELDS: Final = ("sender_email", "receiver_email", "content", "timestamp")
 def message_parts(text: str) -> MessageParts:
     """The fields of the message stored as ``text`` (a Message once its read flag is known:
     ``Message(*parts, read)``); ValueError if it is not one."""
-    return parts_of(json.loads(text))
+    return parts_of(json_text.loads(text))
 
 
 def parse_many(texts: Sequence[str]) -> list[Any]:
@@ -65,7 +66,7 @@ def parse_many(texts: Sequence[str]) -> list[Any]:
     a whole page); ValueError if any of them is not one JSON value."""
     if not texts:
         return []
-    values: list[Any] = json.loads("[" + ",".join(texts) + "]")
+    values: list[Any] = json_text.loads("[" + ",".join(texts) + "]")
     if len(values) != len(texts):  # a text that is not one value ("1,2") splits
         raise ValueError("a stored document must be one JSON value")
     return values
@@ -102,7 +103,7 @@ def record_tail(receiver: str, content_sha256: str) -> str:
 
 def decode_record(text: str) -> IdempotencyRecord:
     """The idempotency record stored as ``text``; ValueError if it is not one."""
-    data: Any = json.loads(text)
+    data: Any = json_text.loads(text)
     if not isinstance(data, dict):
         raise ValueError("an idempotency record must be a JSON object")
     mid, receiver, digest = data.get("message_id"), data.get("receiver"), data.get("content_sha256")

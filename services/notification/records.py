@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from services.common import json_text
 from services.common.timestamps import format_timestamp, parse_timestamp
 from services.notification.models import Notification
 
@@ -38,7 +39,7 @@ def encode_notification(notification: Notification) -> str:
 
 def decode_notification(text: str) -> Notification:
     """The notification stored as ``text``; ValueError if it is not one."""
-    return _notification_of(json.loads(text))
+    return _notification_of(json_text.loads(text))
 
 
 def decode_notifications(texts: Sequence[str]) -> list[Notification]:
@@ -46,7 +47,7 @@ def decode_notifications(texts: Sequence[str]) -> list[Notification]:
     of the parser for a whole page); ValueError if any of them is not one."""
     if not texts:
         return []
-    data: Any = json.loads("[" + ",".join(texts) + "]")
+    data: Any = json_text.loads("[" + ",".join(texts) + "]")
     if len(data) != len(texts):  # an item that is not one JSON value ("1,2") splits
         raise ValueError("a stored notification must be one JSON object")
     return [_notification_of(item) for item in data]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from services.common import json_text
 from services.common.timestamps import format_timestamp, parse_timestamp
 from services.user.models import StoredUser
 
@@ -30,7 +31,7 @@ def encode_user(user: StoredUser) -> str:
 
 def decode_user(raw: str) -> StoredUser:
     """The user stored as ``raw``, which it keeps as its revision (for compare-and-set)."""
-    data: dict[str, Any] = json.loads(raw)
+    data: dict[str, Any] = json_text.loads(raw)
     return StoredUser(
         name=str(data["name"]),
         email=str(data["email"]),

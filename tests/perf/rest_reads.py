@@ -170,9 +170,9 @@ async def measure(url: str, count: int, rounds: int) -> dict[str, tuple[float, f
     results: dict[str, tuple[float, float, int]] = {}
     for name, call in timed.items():
         await counted[name]()  # connects and loads the scripts
-        before = sum(t.count for t in trips)
+        before = sum(t.total for t in trips)
         await counted[name]()
-        round_trips = sum(t.count for t in trips) - before
+        round_trips = sum(t.total for t in trips) - before
         await call()
         results[name] = (*await _lowest(call, count, rounds), round_trips)
     for client in clients:
