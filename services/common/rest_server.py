@@ -65,6 +65,51 @@ def _problem_response(status: int, reason: str, detail: str, retry_after: int) -
     return head + body
 
 
+class _CoalescedWrites:
+    """The transport uvicorn's protocol writes through: what it writes in one turn of the event
+    loop goes to the socket in one write, at the end of the turn.
+
+    uvicorn writes a response's head and its body separately, each a ``send`` on a socket with
+    Nagle's algorithm off: two TCP segments, two system calls here and two wake-ups of the
+    client. Both are written in the same turn (the view's reply is complete), so they leave as
+    one. Closing writes what is pending first; aborting drops it, as it drops the transport's
+    own buffer. Everything else is the transport's.
+    """
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        pending = self._pending
+        if pending:
+            self._pending = []
+            if not self._transport.is_closing():
+                self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _GuardedHTTPProtocol(asyncio.Protocol):
     """uvicorn's HTTP protocol wrapped with the limits; :func:`guarded_protocol` configures it."""
 
@@ -100,7 +145,7 @@ class _GuardedHTTPProtocol(asyncio.Protocol):
             if self.open_per_client[self.client] > self.settings.max_connections_per_client:
                 self._refuse(transport)
                 return
-        self.inner.connection_made(transport)
+        self.inner.connection_made(_CoalescedWrites(transport, self.loop))
         self.watchdog = self.loop.call_later(self.tick, self._check)
 
     def _refuse(self, transport: asyncio.Transport) -> None:
