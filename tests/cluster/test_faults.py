@@ -1,6 +1,7 @@
 """One master of the cluster killed (SIGKILL) under load: a clear UNAVAILABLE (gRPC) or 503
-problem+json (REST) for what needs it, nothing corrupted, and once it is back every accepted
-message is listed and notified exactly once, stored and on a live stream."""
+problem+json (REST) for what needs it, nothing corrupted, and once it is back every message
+accepted before the AOF's window (AOF_WINDOW) is listed, stored and on a live stream, and
+nothing is listed, stored or shown twice."""
 
 from __future__ import annotations
 
@@ -30,16 +31,32 @@ PAIRS = 6
 """Sender/receiver pairs with fixed addresses: their keys fall on every master."""
 
 
+AOF_WINDOW = 2.5
+"""Seconds before a SIGKILL within which an acknowledged write may be lost: AOF ``everysec``
+postpones its write behind a background fsync still running, for up to 2 s, while it keeps
+answering (the README's Guarantees)."""
+
+
 @dataclass
 class Outcomes:
     """What the load saw, per pair: accepted message ids and their contents, and failures."""
 
     accepted: dict[int, dict[int, str]] = field(default_factory=dict)
+    accepted_at: dict[int, float] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)
     during_outage: Counter[str] = field(default_factory=Counter)
 
     def accept(self, pair: int, message_id: int, content: str) -> None:
         self.accepted.setdefault(pair, {})[message_id] = content
+        self.accepted_at[message_id] = time.monotonic()
+
+    def durable(self, pair: int, killed_at: float) -> dict[int, str]:
+        """The messages of ``pair`` accepted outside the AOF window before the kill, or after."""
+        return {
+            message_id: content
+            for message_id, content in self.accepted.get(pair, {}).items()
+            if not killed_at - AOF_WINDOW < self.accepted_at[message_id] <= killed_at
+        }
 
 
 async def _send_rest(
@@ -159,7 +176,7 @@ def _master_of(system: System, channel: str) -> EmbeddedValkey:
     return masters[key_slot(channel.encode()) * len(masters) // 16384]
 
 
-async def test_a_master_killed_under_load_is_unavailable_then_loses_nothing(
+async def test_a_master_killed_under_load_is_unavailable_then_keeps_what_its_aof_holds(
     fresh_system: System,
 ) -> None:
     system = fresh_system
@@ -195,6 +212,7 @@ async def test_a_master_killed_under_load_is_unavailable_then_loses_nothing(
             ]
             await asyncio.wait_for(live.read(), 10)  # open (the replay's first item)
             await asyncio.wait_for(kept.read(), 10)
+            killed_at = time.monotonic()
             victim.kill()  # SIGKILL: no shutdown, no final AOF flush
             outage.set()
             started = time.monotonic()
@@ -230,16 +248,18 @@ async def test_a_master_killed_under_load_is_unavailable_then_loses_nothing(
             content = f"after the recovery, pair {pair}"
             outcomes.accept(pair, (await stubs.send(sender, receiver, content)).id, content)
 
-        # Nothing corrupted: each accepted message listed once with its content, nothing
-        # listed that was not sent, the conversation's counts agree with its messages.
+        # Nothing corrupted: each accepted message listed once with its content (those accepted
+        # in the AOF window before the kill may be lost with the master), nothing listed that
+        # was not sent, the conversation's counts agree with its messages.
         all_ids: list[int] = []
         for pair, (sender, receiver) in enumerate(pairs):
             accepted = outcomes.accepted.get(pair, {})
+            durable = outcomes.durable(pair, killed_at)
             listed = await _all_pages(stubs, receiver, sender)
             by_id = {m.id: m.content for m in listed}
             assert len(by_id) == len(listed), "no message listed twice"
-            assert set(accepted) <= set(by_id), f"pair {pair} lost an accepted message"
-            assert all(by_id[i] == accepted[i] for i in accepted)
+            assert set(durable) <= set(by_id), f"pair {pair} lost an accepted message"
+            assert all(by_id[i] == accepted[i] for i in accepted if i in by_id)
             assert all(c.startswith(("message ", "after the recovery")) for c in by_id.values())
             conversations = await stubs.message.ListConversations(
                 message_pb2.ListConversationsRequest(user_email=receiver.email),
@@ -255,7 +275,7 @@ async def test_a_master_killed_under_load_is_unavailable_then_loses_nothing(
 
         # Delivered once it is back: one stored notification per accepted message...
         for pair, (_, receiver) in enumerate(pairs):
-            wanted = set(outcomes.accepted.get(pair, {}))
+            wanted = set(outcomes.durable(pair, killed_at))
 
             async def stored(receiver: User = receiver, wanted: set[int] = wanted) -> bool:
                 return wanted <= set(await _stored_notifications(stubs, receiver))
