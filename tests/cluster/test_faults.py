@@ -1,6 +1,6 @@
 """One master of the cluster killed (SIGKILL) under load: a clear UNAVAILABLE (gRPC) or 503
 problem+json (REST) for what needs it, nothing corrupted, and once it is back every message
-accepted before the AOF's window (AOF_WINDOW) is listed, stored and on a live stream, and
+accepted before the AOF's window (tests.helpers.aof) is listed, stored and on a live stream, and
 nothing is listed, stored or shown twice."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from redis.crc import key_slot
 
 from services.frontend.fanout import cluster_channel_of
 from services.launcher.valkey import EmbeddedValkey
+from tests.helpers.aof import AOF_WINDOW_SECONDS
 from tests.helpers.clients import Stubs, User, register_and_login
 from tests.helpers.system import System
 
@@ -29,12 +30,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 PAIRS = 6
 """Sender/receiver pairs with fixed addresses: their keys fall on every master."""
-
-
-AOF_WINDOW = 2.5
-"""Seconds before a SIGKILL within which an acknowledged write may be lost: AOF ``everysec``
-postpones its write behind a background fsync still running, for up to 2 s, while it keeps
-answering (the README's Guarantees)."""
 
 
 @dataclass
@@ -55,7 +50,7 @@ class Outcomes:
         return {
             message_id: content
             for message_id, content in self.accepted.get(pair, {}).items()
-            if not killed_at - AOF_WINDOW < self.accepted_at[message_id] <= killed_at
+            if not killed_at - AOF_WINDOW_SECONDS < self.accepted_at[message_id] <= killed_at
         }
 
 

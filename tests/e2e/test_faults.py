@@ -15,6 +15,7 @@ from missive.notification.v1 import notification_pb2, notification_pb2_grpc
 
 from services.common.bootstrap import Security
 from services.common.grpc_client import peer_channel
+from tests.helpers.aof import AOF_WINDOW_SECONDS
 from tests.helpers.clients import Stubs, User, register_and_login
 from tests.helpers.system import System
 
@@ -172,7 +173,7 @@ async def test_valkey_killed_and_restarted_keeps_acknowledged_data_and_services_
     try:
         before = await _send_many(stubs, ada, bob, 50)
         assert len(before) == 50
-        await asyncio.sleep(2.0)  # beyond the appendfsync everysec window
+        await asyncio.sleep(AOF_WINDOW_SECONDS)  # on the AOF before the kill
         fresh_system.valkey.kill()
         with pytest.raises(grpc.aio.AioRpcError) as outage:
             await stubs.send(ada, bob, "during the outage")

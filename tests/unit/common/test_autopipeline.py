@@ -16,6 +16,7 @@ import redis.exceptions
 from services.common.autopipeline import AutoPipeline
 from services.common.redis import auto_pipeline_of, create_redis, unavailable_reason
 from services.launcher.valkey import EmbeddedValkey
+from tests.helpers.aof import AOF_WINDOW_SECONDS
 from tests.helpers.tcp_proxy import DelayProxy
 
 
@@ -149,6 +150,7 @@ async def test_a_restarted_server_gets_a_new_connection(fresh_valkey: EmbeddedVa
     assert pipeline is not None
     try:
         assert await pipeline.execute_command("INCR", "counter") == 1
+        await asyncio.sleep(AOF_WINDOW_SECONDS)  # on the AOF before the kill
         fresh_valkey.kill()
         await asyncio.sleep(0.1)  # the loop sees the connection close
         with pytest.raises(redis.exceptions.ConnectionError):  # nothing listens

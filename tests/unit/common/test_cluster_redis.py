@@ -19,6 +19,7 @@ from services.common.redis import create_cluster, socket_timeout_of, unavailable
 from services.common.settings import CommonSettings, ConfigError, cluster_nodes
 from services.launcher.valkey import EmbeddedValkey
 from services.launcher.valkey_cluster import EmbeddedValkeyCluster
+from tests.helpers.aof import AOF_WINDOW_SECONDS
 
 
 def test_cluster_nodes_from_either_variable() -> None:
@@ -154,6 +155,7 @@ async def test_a_lost_master_is_unavailable_then_recovers(tmp_path: Path) -> Non
         key = next(f"k{index}" for index in range(1000) if on_victim(f"k{index}"))
         other = next(f"o{index}" for index in range(1000) if not on_victim(f"o{index}"))
         await client.set(key, "before")
+        await asyncio.sleep(AOF_WINDOW_SECONDS)  # on the AOF before the kill
         victim.kill()
         with pytest.raises(Exception) as error:
             await client.get(key)

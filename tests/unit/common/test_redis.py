@@ -15,6 +15,7 @@ import redis.exceptions
 from services.common.ports import free_port
 from services.common.redis import create_redis, unavailable_reason
 from services.launcher.valkey import EmbeddedValkey
+from tests.helpers.aof import AOF_WINDOW_SECONDS
 from tests.helpers.tcp_proxy import DelayProxy
 
 
@@ -58,6 +59,7 @@ async def test_pooled_connections_survive_a_redis_restart(fresh_valkey: Embedded
     client = create_redis(fresh_valkey.url, 0)
     try:
         await asyncio.gather(*(client.incr("counter") for _ in range(5)))  # several pooled
+        await asyncio.sleep(AOF_WINDOW_SECONDS)  # on the AOF before the kill
         fresh_valkey.kill()
         fresh_valkey.restart()
         # Each stale connection is replaced on first use instead of failing the request.

@@ -22,6 +22,7 @@ from services.launcher.valkey import (
     ValkeyStartError,
     find_valkey_binary,
 )
+from tests.helpers.aof import AOF_WINDOW_SECONDS
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -72,7 +73,7 @@ def test_sigkill_keeps_every_acknowledged_write(fresh_valkey: EmbeddedValkey) ->
         for i in range(1000):
             pipe.set(f"key:{i}", f"value-{i}")
         assert all(pipe.execute())
-    time.sleep(2.5)
+    time.sleep(AOF_WINDOW_SECONDS)
     pid = fresh_valkey.pid
     assert pid is not None
 
