@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, cast
 
 from redis.asyncio import ConnectionPool, Redis
@@ -174,6 +175,26 @@ class _Cluster(RedisCluster):
     # run are retried, after the client refreshed its map of the slots.
     ERRORS_ALLOW_RETRY = (ConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
 
+    _closed = False
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
+        # A command after the owner's aclose() would load the slot map again and open new
+        # connections that nothing closes any more.
+        if self._closed:
+            raise ConnectionError("the Redis Cluster client is closed")
+        return await super().initialize(*args, **kwargs)
+
+    async def aclose(self) -> None:
+        # redis-py also calls aclose() itself, within a command, to drop its connections
+        # before it reloads the slot map: only a call from outside a command is final. And it
+        # closes nothing while a failed command has left the client marked for that reload:
+        # the final one closes every node's connections whatever that state.
+        await super().aclose()
+        if not _IN_COMMAND.get():
+            self._closed = True
+            await self.nodes_manager.aclose()
+            await self.nodes_manager.aclose("startup_nodes")
+
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         # redis-py resolves a command's routing before it loads the slot map; commands sent
         # concurrently to a client that has not loaded it yet break each other's connections
@@ -198,17 +219,25 @@ class _Cluster(RedisCluster):
         return _NodeScript(self, script)
 
 
+_IN_COMMAND: ContextVar[bool] = ContextVar("_IN_COMMAND", default=False)
+
+
 @contextmanager
 def _closed_in_use() -> Iterator[None]:
-    """When a node fails, redis-py reloads the slot map and closes the old connections, also
+    """Marks the code within as running a command of a Cluster client (see _Cluster.aclose).
+
+    When a node fails, redis-py reloads the slot map and closes the old connections, also
     those other commands are still reading or writing on: those commands then fail inside the
     library with AttributeError or RuntimeError. They are what they look like to the caller,
     a connection lost mid-command (whether the node applied it is unknown, so it is not
     retried): UNAVAILABLE, never INTERNAL."""
+    token = _IN_COMMAND.set(True)
     try:
         yield
     except (AttributeError, RuntimeError) as exc:
         raise ConnectionError(f"connection closed while in use ({exc})") from exc
+    finally:
+        _IN_COMMAND.reset(token)
 
 
 def create_cluster(

@@ -261,3 +261,34 @@ def _wait_replicated(master: EmbeddedValkey, replica: EmbeddedValkey) -> None:
                 return
             time.sleep(0.02)
     pytest.fail("the replica never caught up")
+
+
+async def test_closing_after_a_failed_command_closes_every_connection(tmp_path: Path) -> None:
+    # A failed command leaves redis-py's client marked for a reload of its slot map, and its
+    # aclose() then closed nothing: the connections stayed open until the garbage collector.
+    cluster = EmbeddedValkeyCluster(tmp_path / "cluster", masters=3, node_timeout_ms=500)
+    cluster.start()
+    client = create_cluster(cluster.url, client_name="closing")
+    try:
+        await client.initialize()
+        victim = cluster.masters[2]
+        keys = [f"k{index}" for index in range(100)]
+        for key in keys:  # a connection to every master
+            await client.set(key, "v")
+        key = next(k for k in keys if client.get_node_from_key(k).port == victim.port)  # type: ignore[union-attr]
+        victim.kill()
+        with pytest.raises(ConnectionError):
+            await client.get(key)
+        await client.aclose()
+        for master in cluster.masters[:2]:
+            with redis.Redis(port=master.port, decode_responses=True) as node:
+                assert "closing" not in {c["name"] for c in node.client_list()}
+        # Nor does a command after aclose() open new ones.
+        with pytest.raises(ConnectionError, match="closed"):
+            await client.get(keys[0])
+        for master in cluster.masters[:2]:
+            with redis.Redis(port=master.port, decode_responses=True) as node:
+                assert "closing" not in {c["name"] for c in node.client_list()}
+    finally:
+        await client.aclose()
+        cluster.stop()
