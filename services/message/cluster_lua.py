@@ -258,14 +258,14 @@ return last
 """
 
 # The conversations' bucket: load_conversation (lua.py) of each conversation hash in KEYS.
-# ARGV: 1 the bucket's message key prefix.
+# ARGV: 1 the bucket's message key prefix, 2 the reader's email, 3.. the peer of each key.
 CONVERSATIONS: Final = (
     _READ_ONLY
     + _LOAD_CONVERSATION
     + """
 local loaded = {}
 for i, key in ipairs(KEYS) do
-  loaded[i] = load_conversation(key, ARGV[1])
+  loaded[i] = load_conversation(key, ARGV[1], ARGV[2], ARGV[i + 2])
 end
 return loaded
 """

@@ -476,7 +476,7 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
             *(
                 self._conversations(
                     keys=[ck.conversation_key(email, peer) for peer in by_bucket[b]],
-                    args=[ck.message_prefix(b)],
+                    args=[ck.message_prefix(b), email, *by_bucket[b]],
                 )
                 for b in buckets
             )
@@ -487,7 +487,7 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
         conversations: list[Conversation] = []
         for peer, position in page:
             item = loaded[peer]
-            if not item[0]:  # the conversation is gone: a stale entry
+            if not item:  # the conversation is gone: a stale entry
                 await self._forget_conversation(email, peer, position)
                 continue
             conversation = decoding.conversation_of(email, peer, item)
@@ -507,7 +507,7 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
         """Mark what ``peer`` sent to ``email`` read: one script in the conversation's bucket."""
         reply: Any = await self._mark_read(
             keys=[ck.conversation_key(email, peer), ck.conversation_messages_key(email, peer)],
-            args=[email, ck.message_prefix(ck.bucket_of(email, peer))],
+            args=[email, ck.message_prefix(ck.bucket_of(email, peer)), peer],
         )
         return decoding.conversation_of(email, peer, reply) if reply else None
 

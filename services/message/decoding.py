@@ -15,7 +15,6 @@ __all__ = [
     "conversation_of",
     "decode_conversations",
     "decode_messages",
-    "hash_pairs",
     "position",
     "text",
 ]
@@ -25,15 +24,6 @@ logger = logging.getLogger(__name__)
 
 def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def hash_pairs(reply: Any) -> dict[str, str]:
-    """A hash a script returned: a flat field/value list (RESP2) or a map (RESP3)."""
-    if isinstance(reply, dict):
-        return {text(k): text(v) for k, v in reply.items()}
-    if all(type(item) is str for item in reply):  # the client decodes replies
-        return dict(zip(reply[0::2], reply[1::2], strict=False))
-    return {text(reply[i]): text(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
 
 
 def position(score: Any) -> int:
@@ -62,34 +52,36 @@ def decode_conversations(
 ) -> list[Conversation]:
     """:func:`conversation_of` of each peer's load_conversation reply, in order, the
     last messages parsed together (each on its own should one of them not parse)."""
-    lasts = [item[1] for item in loaded]
+    lasts: list[Any] = [item[5] if item else None for item in loaded]
+    parsed: Sequence[Any] = lasts
     if all(type(last) is str for last in lasts):
         try:
-            parsed: Sequence[Any] = [parts_of(data) for data in parse_many(lasts)]
+            parsed = [parts_of(data) for data in parse_many(lasts)]
         except ValueError:
-            parsed = lasts
-    else:
-        parsed = lasts
+            pass
     return [
         conversation
         for peer, item, last in zip(peers, loaded, parsed, strict=True)
-        if (conversation := conversation_of(email, peer, (item[0], last))) is not None
+        if (conversation := conversation_of(email, peer, item, last)) is not None
     ]
 
 
-def conversation_of(email: str, peer: str, loaded: Sequence[Any]) -> Conversation | None:
+def conversation_of(
+    email: str, peer: str, loaded: Sequence[Any] | None, last: Any = None
+) -> Conversation | None:
     """The conversation of a load_conversation reply (lua.py), or None if it has no message
-    left (or is malformed: logged)."""
-    fields, last = loaded
-    if not fields:
+    left (or is malformed: logged). ``last``: its last message, parsed, if it was already."""
+    if not loaded:
         return None
+    if last is None:
+        last = loaded[5]
     if last is None:
         logger.warning("conversation of %s/%s has no readable last message", email, peer)
         return None
     try:
         return decode_conversation(
-            email, peer, hash_pairs(fields), last if isinstance(last, tuple) else text(last)
+            email, peer, loaded[:5], last if isinstance(last, tuple) else text(last)
         )
-    except (KeyError, ValueError) as exc:
+    except ValueError as exc:
         logger.warning("skipping malformed conversation of %s/%s: %s", email, peer, exc)
         return None

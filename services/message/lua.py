@@ -182,18 +182,18 @@ return 1
 
 _READ_ONLY: Final = "#!lua flags=no-writes\n"
 
-# load_conversation(key, message prefix): {the hash (HGETALL, flat), the JSON of its last
-# message}; {{}, false} once the conversation is gone, {fields, false} if the last message is.
+# load_conversation(key, message prefix, reader, peer): false once the conversation is gone,
+# else {message_count, updated_at, unread:reader, read_upto:reader, read_upto:peer (each false
+# if unset; records.CONVERSATION_STATE), the JSON of its last message (false if it is gone)}.
 _LOAD_CONVERSATION: Final = """
-local function load_conversation(conversation, message_prefix)
-  local fields = redis.call('HGETALL', conversation)
-  local last = false
-  for i = 1, #fields - 1, 2 do
-    if fields[i] == 'last_message_id' then
-      last = redis.call('GET', message_prefix .. fields[i + 1])
-    end
+local function load_conversation(conversation, message_prefix, reader, peer)
+  local f = redis.call('HMGET', conversation, 'last_message_id', 'message_count', 'updated_at',
+    'unread:' .. reader, 'read_upto:' .. reader, 'read_upto:' .. peer)
+  if not (f[1] or f[2] or f[3]) then
+    return false
   end
-  return {fields, last}
+  local last = f[1] and redis.call('GET', message_prefix .. f[1]) or false
+  return {f[2], f[3], f[4], f[5], f[6], last}
 end
 """
 
@@ -242,8 +242,8 @@ end
 """
 
 # KEYS: 1 conversation hash, 2 conversation message ids. ARGV: 1 the reader's email, 2 the
-# message key prefix. Returns false if the conversation has no message, else
-# load_conversation's reply after marking.
+# message key prefix, 3 the peer's email. Returns false if the conversation has no message,
+# else load_conversation's reply after marking.
 MARK_READ: Final = (
     _LOAD_CONVERSATION
     + """
@@ -256,7 +256,7 @@ if tonumber(last) > tonumber(redis.call('HGET', KEYS[1], field) or '0') then
   redis.call('HSET', KEYS[1], field, last)
 end
 redis.call('HSET', KEYS[1], 'unread:' .. ARGV[1], 0)
-return load_conversation(KEYS[1], ARGV[2])
+return load_conversation(KEYS[1], ARGV[2], ARGV[1], ARGV[3])
 """
 )
 
@@ -307,24 +307,31 @@ return load_messages(KEYS, ARGV[1])
 
 # One page of a user's conversations, most recent first. KEYS: 1 the user's
 # conversations_by_time, [2 the user's account marker]. ARGV: 1 upper score bound ('+inf' or
-# '(' .. position), 2 page size, 3 message key prefix, [4 the user's account id]. Returns false
-# if KEYS[2] is given and does not name ARGV[4] (see owned), else {up to size + 1
-# (conversation key, position) pairs below the bound, flat; load_conversation of each of the
-# first size}.
+# '(' .. position), 2 page size, 3 message key prefix, 4 conversation key prefix, 5 the user's
+# email, [6 the user's account id]. Returns false if KEYS[2] is given and does not name ARGV[6]
+# (see owned), else {up to size + 1 (conversation key, position) pairs below the bound, flat;
+# load_conversation of each of the first size}. A conversation key is the prefix and the two
+# emails, sorted, joined by ':' (keys.conversation_key; emails hold no ':').
 CONVERSATION_PAGE: Final = (
     _READ_ONLY
     + _OWNED
     + _LOAD_CONVERSATION
     + """
-if not owned(KEYS[2], ARGV[4]) then
+if not owned(KEYS[2], ARGV[6]) then
   return false
 end
-local size = tonumber(ARGV[2])
+local size, me = tonumber(ARGV[2]), ARGV[5]
 local entries = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'WITHSCORES',
   'LIMIT', 0, size + 1)
 local loaded = {}
 for i = 1, math.min(#entries / 2, size) do
-  loaded[i] = load_conversation(entries[2 * i - 1], ARGV[3])
+  local key = entries[2 * i - 1]
+  local pair = string.sub(key, #ARGV[4] + 1)
+  local peer = string.sub(pair, 1, #pair - #me - 1)
+  if string.sub(pair, 1, #me + 1) == me .. ':' then
+    peer = string.sub(pair, #me + 2)
+  end
+  loaded[i] = load_conversation(key, ARGV[3], me, peer)
 end
 return {entries, loaded}
 """

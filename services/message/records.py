@@ -15,6 +15,7 @@ from services.message.models import Conversation, IdempotencyRecord, Message, Me
 __all__ = [
     "PREVIEW_CHARS",
     "MessageParts",
+    "conversation_state",
     "decode_conversation",
     "decode_event",
     "decode_message",
@@ -24,7 +25,6 @@ __all__ = [
     "outbox_event",
     "parse_many",
     "parts_of",
-    "read_upto",
     "record_tail",
 ]
 
@@ -162,24 +162,33 @@ def decode_event(fields: dict[str, str]) -> MessageEvent:
     )
 
 
-def read_upto(fields: dict[str, str], email: str) -> int:
-    return int(fields.get(f"read_upto:{email}", "0"))
+def conversation_state(me: str, peer: str) -> tuple[str, ...]:
+    """The fields of a conversation hash that :func:`decode_conversation` reads for ``me``, in
+    its order (lua.py's load_conversation reads the same with HMGET)."""
+    return ("message_count", "updated_at", f"unread:{me}", f"read_upto:{me}", f"read_upto:{peer}")
 
 
 def decode_conversation(
-    me: str, peer: str, fields: dict[str, str], last: str | MessageParts
+    me: str, peer: str, state: Sequence[str | None], last: str | MessageParts
 ) -> Conversation:
-    """A conversation seen by ``me`` from its hash and its last message (its stored JSON, or
-    its :func:`message_parts`); ValueError if corrupt."""
+    """A conversation seen by ``me`` from its hash's :func:`conversation_state` values (None
+    where unset) and its last message (its stored JSON, or its :func:`message_parts`);
+    ValueError if corrupt."""
+    count, updated_at, unread, upto_me, upto_peer = state
     parts = message_parts(last) if isinstance(last, str) else last
     mid, sender, receiver = parts[0], parts[1], parts[2]
-    if me not in (sender, receiver) or peer not in (sender, receiver):
+    if sender == peer and receiver == me:
+        upto = upto_me
+    elif sender == me and receiver == peer:
+        upto = upto_peer
+    else:
         raise ValueError(f"message {mid} does not belong to the conversation")
-    read = mid <= read_upto(fields, receiver)
+    if count is None or updated_at is None:
+        raise ValueError("the conversation has no message_count or updated_at")
     return Conversation(
         peer_email=peer,
-        last_message=Message(*parts, read),
-        unread_count=max(0, int(fields.get(f"unread:{me}", "0"))),
-        message_count=int(fields["message_count"]),
-        updated_at=parse_timestamp(fields["updated_at"]),
+        last_message=Message(*parts, mid <= int(upto or 0)),
+        unread_count=max(0, int(unread or 0)),
+        message_count=int(count),
+        updated_at=parse_timestamp(updated_at),
     )

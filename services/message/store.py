@@ -300,7 +300,13 @@ class RedisMessageStore(MessageStoreBase[Redis]):
         """One round trip: a script checks the account marker (with ``account_id``), then
         reads the list, each hash and each last message."""
         script_keys = [keys.user_conversations_by_time_key(email)]
-        args: list[str | int] = [upper_bound(before), size, keys.MESSAGE_PREFIX]
+        args: list[str | int] = [
+            upper_bound(before),
+            size,
+            keys.MESSAGE_PREFIX,
+            keys.CONVERSATION_PREFIX,
+            email,
+        ]
         if account_id:
             script_keys.append(keys.account_key(email))
             args.append(account_id)
@@ -326,7 +332,7 @@ class RedisMessageStore(MessageStoreBase[Redis]):
                 keys.conversation_key(email, peer),
                 keys.conversation_messages_key(email, peer),
             ],
-            args=[email, keys.MESSAGE_PREFIX],
+            args=[email, keys.MESSAGE_PREFIX, peer],
         )
         return decoding.conversation_of(email, peer, reply) if reply else None
 

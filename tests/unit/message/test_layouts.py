@@ -143,6 +143,29 @@ async def test_list_conversations_pages_across_pages(
     assert [(c.peer_email, c.message_count, c.unread_count) for c in top] == [(peers[0], 2, 2)]
 
 
+async def test_a_conversations_last_message_is_read_once_its_receiver_read_it(
+    service: MessageService,
+) -> None:
+    # Both readers see the same flag: for the sender, it follows the peer's read marker.
+    await send(service, BOB, ADA, "first")
+    await send(service, ADA, BOB, "the last one")
+
+    async def flags() -> list[tuple[str, bool, int]]:
+        listed = [
+            c
+            for email in (ADA, BOB)
+            for c in (await service.list_conversations(user(email), email)).conversations
+        ]
+        return [(c.peer_email, c.last_message.read, c.unread_count) for c in listed]
+
+    assert await flags() == [(BOB, False, 1), (ADA, False, 1)]
+    marked = await service.mark_read(user(BOB), BOB, ADA)
+    assert (marked.peer_email, marked.last_message.read, marked.unread_count) == (ADA, True, 0)
+    assert await flags() == [(BOB, True, 1), (ADA, True, 0)]
+    await service.mark_read(user(ADA), ADA, BOB)
+    assert await flags() == [(BOB, True, 0), (ADA, True, 0)]
+
+
 async def test_a_note_to_self_is_a_conversation_with_oneself(service: MessageService) -> None:
     note = await send(service, ADA, ADA, "remember the milk")
     [conversation] = (await service.list_conversations(user(ADA), ADA)).conversations

@@ -15,7 +15,7 @@ from services.common.domain import Principal
 from services.common.paging import MAX_PAGE_SIZE
 from services.message import keys
 from services.message.models import Conversation, Message
-from services.message.records import decode_conversation, decode_message
+from services.message.records import conversation_state, decode_conversation, decode_message
 from services.message.service import MessageService
 from services.message.store import RedisMessageStore
 from tests.helpers.accounts import account_id_of
@@ -85,7 +85,8 @@ async def conversations_one_by_one(
         fields: Any = await redis.hgetall(member)
         last = await redis.get(keys.message_key(int(fields["last_message_id"])))
         peer = keys.peer_in(str(member), email)
-        found.append(decode_conversation(email, peer, fields, str(last)))
+        state = [fields.get(name) for name in conversation_state(email, peer)]
+        found.append(decode_conversation(email, peer, state, str(last)))
     return found
 
 
