@@ -12,6 +12,7 @@ float integers, lone surrogates, nullable).
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from missive.rest._runtime import (
     CompiledValidator,
     compiled_schema,
     compiled_validator,
+    native_pattern,
 )
 from schemathesis.core import NOT_SET
 from schemathesis.generation import GenerationMode
@@ -293,15 +295,19 @@ def test_the_translation_keeps_value_keywords_as_they_are() -> None:
     schema = {
         "type": "object",
         "nullable": True,
-        "properties": {"pattern": {"type": "string", "pattern": "^x"}},
+        "properties": {
+            "pattern": {"type": "string", "pattern": "^x"},
+            "digits": {"type": "string", "pattern": r"^\d"},
+        },
         "default": {"pattern": "^y", "nullable": True, "type": "string"},
         "enum": [{"type": "string", "nullable": True}],
     }
     translated = compiled_schema(schema, REQUEST)
     assert translated["type"] == ["object", "null"]
-    assert translated["properties"]["pattern"] == {
+    assert translated["properties"]["pattern"] == {"type": "string", "pattern": "^x"}
+    assert translated["properties"]["digits"] == {
         "type": "string",
-        "x-missive-python-pattern": "^x",
+        "x-missive-python-pattern": r"^\d",
     }
     assert translated["default"] == schema["default"]
     assert translated["enum"] == [{"type": "string", "nullable": True}, None]
@@ -310,8 +316,102 @@ def test_the_translation_keeps_value_keywords_as_they_are() -> None:
 
 def test_the_email_format_is_checked_by_the_compiled_validator_itself() -> None:
     """The reference's `email` check is `"@" in value`: the pattern `@`, run without a call
-    back into Python; the contract's own pattern is still Python's."""
+    back into Python, next to the contract's own pattern."""
     translated = compiled_schema(EMAIL, RESPONSE)
-    assert "format" not in translated
+    assert "format" not in translated and "x-missive-python-pattern" not in translated
     assert translated["pattern"] == "@"
-    assert translated["x-missive-python-pattern"] == EMAIL["pattern"]
+    assert translated["allOf"] == [{"pattern": native_pattern(EMAIL["pattern"])}]
+
+
+def _contract_patterns() -> list[str]:
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "pattern" and isinstance(value, str):
+                    found.add(value)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for spec in SPECS:
+        walk(yaml.safe_load(spec.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+CONTRACT_PATTERNS = _contract_patterns()
+# Where Python's `re` and ECMA-262 read the same text differently, or the translation must
+# keep the pieces apart.
+TRANSLATED_PATTERNS = [
+    *CONTRACT_PATTERNS,
+    "^a.b$",
+    r"x\s+y",
+    "[]a-c]+",
+    r"[^\s\-]",
+    "(ab|c)?d{2,}?$",
+    r"^\x41\u00e9\.\n",
+    "a{3}",
+    "",
+]
+# Characters on which the two dialects disagree (whitespace, line terminators, controls),
+# those the contracts' patterns name, and a few of everything else.
+ALPHABET = st.sampled_from(
+    [
+        *'abcxyABZ0129_-@.:/*?[]\\{}"é',
+        *"\n\r\t\x0b\x0c \x00\x1c\x1f\x7f\x85\xa0\u1680\u2000\u2028\u2029\u3000\ufeff\u200b",
+        "\U0001f600",
+    ]
+)
+
+
+def test_the_contracts_patterns_are_all_translated() -> None:
+    assert CONTRACT_PATTERNS
+    assert [p for p in CONTRACT_PATTERNS if native_pattern(p) is None] == []
+
+
+@pytest.mark.parametrize("pattern", TRANSLATED_PATTERNS)
+@settings(max_examples=400, deadline=None)
+@given(text=st.lists(ALPHABET, max_size=12).map("".join))
+def test_a_translated_pattern_matches_what_pythons_matches(pattern: str, text: str) -> None:
+    native = native_pattern(pattern)
+    assert native is not None
+    compiled = compiled_schema({"type": "string", "pattern": pattern}, PARAMETER)
+    assert compiled == {"type": "string", "pattern": native}
+    validator = CompiledValidator({"type": "string", "pattern": pattern}, PARAMETER)
+    for candidate in (text, f"ab@cd.ef{text}", f"{text}ab@cd.ef", f" {text}x@y.z\n"):
+        expected = re.search(pattern, candidate) is not None
+        assert validator.is_valid(candidate) == expected, (pattern, candidate)
+        assert (validator.reference_error(candidate) is None) == expected
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"\d",
+        r"\w+",
+        r"\bword",
+        r"a\Z",
+        r"(a)\1",
+        "a*+",
+        "a{,3}",
+        "a**",
+        "(?=a)",
+        "(?i)a",
+        "(?P<n>a)",
+        "[a-b-c]",
+        r"[\s-a]",
+        "[[:alpha:]]",
+        "^a|^b",
+        "a$|b",
+        "a{x}",
+        "}",
+        "\U0001f600",
+        "\\",
+    ],
+)
+def test_what_the_translation_does_not_cover_stays_pythons(pattern: str) -> None:
+    assert native_pattern(pattern) is None
+    translated = compiled_schema({"type": "string", "pattern": pattern}, PARAMETER)
+    assert translated == {"type": "string", "x-missive-python-pattern": pattern}

@@ -19,6 +19,7 @@ from .compiled import (
     CompiledValidator,
     compiled_schema,
     compiled_validator,
+    native_pattern,
 )
 from .errors import HTTP_METHODS, add_error_handlers, documented_methods
 from .guards import DEFAULT_MAX_BODY_BYTES, MAX_JSON_DEPTH, RequestGuards, json_depth
@@ -88,6 +89,7 @@ __all__ = [
     "json_reply",
     "loads_json",
     "middleware_stack",
+    "native_pattern",
     "no_content",
     "prepare_views",
     "problem_document",
