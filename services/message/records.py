@@ -74,6 +74,25 @@ def parse_many(texts: Sequence[str]) -> list[Any]:
 
 def parts_of(data: Any) -> MessageParts:
     """:func:`message_parts` of a parsed document."""
+    try:
+        mid, sender, receiver = data["id"], data["sender_email"], data["receiver_email"]
+        content, timestamp = data["content"], data["timestamp"]
+    except (KeyError, TypeError):
+        return _checked_parts(data)
+    # What a JSON parser gives is exactly int or str (or bool, an int): checked by type.
+    if (
+        type(mid) is int
+        and type(sender) is str
+        and type(receiver) is str
+        and type(content) is str
+        and type(timestamp) is str
+    ):
+        return mid, sender, receiver, content, parse_timestamp(timestamp)
+    return _checked_parts(data)
+
+
+def _checked_parts(data: Any) -> MessageParts:
+    """:func:`parts_of`, each field checked in turn: the ValueError says what is wrong."""
     if not isinstance(data, dict):
         raise ValueError("a stored message must be a JSON object")
     mid = data.get("id")
