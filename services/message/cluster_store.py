@@ -31,7 +31,6 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -199,7 +198,7 @@ class ClusterMessageStore(MessageStoreBase[RedisCluster]):
             )
             return SendOutcome(decoding.text(stored[0]))
         _OUTBOXES[bucket].added(1)  # the script appended the event with the message
-        message = replace(draft, id=int(stored[1]), read=bool(int(stored[2])))
+        message = draft._replace(id=int(stored[1]), read=bool(int(stored[2])))
         record = (
             record_tail(receiver, options.content_sha256)
             if options.request_id is not None

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True)
-class Message:
-    """A stored message; ``read`` is True once the receiver has read it."""
+class Message(NamedTuple):
+    """A stored message; ``read`` is True once the receiver has read it.
+
+    Message and Conversation are named tuples (immutable, like the frozen dataclasses of the
+    other values): a page builds one of each per item, at a third of a dataclass's cost."""
 
     id: int
     sender_email: str
@@ -23,8 +25,7 @@ class Message:
         return email in (self.sender_email, self.receiver_email)
 
 
-@dataclass(frozen=True)
-class Conversation:
+class Conversation(NamedTuple):
     """The exchange between two users, seen by one of them (``peer_email`` is the other)."""
 
     peer_email: str

@@ -46,6 +46,7 @@ from .validators import (
     SafeJSONResponseBodyValidator,
     SafeParameterValidator,
     SafeTextResponseBodyValidator,
+    query_pairs,
     validator_map,
 )
 from .views import prepare_views
@@ -94,6 +95,7 @@ __all__ = [
     "problem_document",
     "problem_response",
     "problem_type",
+    "query_pairs",
     "send_problem",
     "validation_message",
     "validation_pointer",

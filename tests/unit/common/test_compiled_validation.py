@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 import pytest
 import schemathesis
@@ -32,6 +32,7 @@ from missive.rest._runtime import (
     compiled_schema,
     compiled_validator,
     native_pattern,
+    query_pairs,
 )
 from schemathesis.core import NOT_SET
 from schemathesis.generation import GenerationMode
@@ -415,3 +416,10 @@ def test_what_the_translation_does_not_cover_stays_pythons(pattern: str) -> None
     assert native_pattern(pattern) is None
     translated = compiled_schema({"type": "string", "pattern": pattern}, PARAMETER)
     assert translated == {"type": "string", "x-missive-python-pattern": pattern}
+
+
+@settings(max_examples=2000)
+@given(st.lists(st.sampled_from([*"ab=&%+;@.", "", "é", "%41", "%zz", "=="]), max_size=12))
+def test_the_query_is_split_as_parse_qsl_splits_it(pieces: list[str]) -> None:
+    query = "".join(pieces)
+    assert query_pairs(query) == parse_qsl(query, keep_blank_values=True)

@@ -4,7 +4,6 @@ size: a page is one script, checked against the same page read item by item."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -69,7 +68,7 @@ async def one_by_one(redis: Redis, index: str, before: int | None, size: int) ->
         message = decode_message(str(text))
         conversation = keys.conversation_key(message.sender_email, message.receiver_email)
         upto = await redis.hget(conversation, f"read_upto:{message.receiver_email}")
-        found.append(replace(message, read=message.id <= int(upto or 0)))
+        found.append(message._replace(read=message.id <= int(upto or 0)))
     return found
 
 

@@ -47,6 +47,7 @@ from .validators import (
     SafeJSONResponseBodyValidator,
     SafeParameterValidator,
     SafeTextResponseBodyValidator,
+    query_pairs,
     validator_map,
 )
 from .views import prepare_views
@@ -95,6 +96,7 @@ __all__ = [
     "problem_document",
     "problem_response",
     "problem_type",
+    "query_pairs",
     "send_problem",
     "validation_message",
     "validation_pointer",

@@ -74,6 +74,19 @@ def _rememberable(value: Any) -> bool:
     return isinstance(value, (int, float, bool))
 
 
+def query_pairs(query: str) -> list[tuple[str, str]]:
+    """`parse_qsl(query, keep_blank_values=True)`: without a `%` or a `+` to decode, the
+    same pairs split directly."""
+    if "%" in query or "+" in query:
+        return parse_qsl(query, True)
+    return [
+        (name, value) if sep else (pair, "")
+        for pair in query.split("&")
+        if pair
+        for name, sep, value in (pair.partition("="),)
+    ]
+
+
 class SafeParameterValidator(ParameterValidator):  # type: ignore[misc]
     """Connexion's parameter validator with messages that never quote the submitted value.
 
@@ -114,7 +127,7 @@ class SafeParameterValidator(ParameterValidator):  # type: ignore[misc]
         # The query as Starlette's QueryParams and Connexion's request would give it (each
         # name's values in order, names in order of first appearance), without building one.
         lists: dict[str, list[str]] = {}
-        for name, value in parse_qsl(scope["query_string"].decode("latin-1"), True):
+        for name, value in query_pairs(scope["query_string"].decode("latin-1")):
             lists.setdefault(name, []).append(value)
         request._query_params = self.uri_parser.resolve_query(lists)
         self.validate_request(request)
