@@ -8,6 +8,7 @@ a client repeating a bad request is answered without the reference validator run
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -15,9 +16,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from connexion.datastructures import MediaTypeDict
-from connexion.exceptions import BadRequestProblem, NonConformingResponseBody
+from connexion.exceptions import (
+    BadRequestProblem,
+    NonConformingResponseBody,
+    TypeValidationError,
+)
 from connexion.lifecycle import ConnexionRequest
-from connexion.utils import is_null, is_nullable
+from connexion.utils import coerce_type, is_null, is_nullable
 from connexion.validators import (
     VALIDATOR_MAP,
     JSONRequestBodyValidator,
@@ -122,16 +127,65 @@ class SafeParameterValidator(ParameterValidator):  # type: ignore[misc]
         raise ValidationProblem(refused, parameter=name)
 
     def validate(self, scope: Scope) -> None:
-        request = ConnexionRequest(scope, uri_parser=self.uri_parser)
         # The query as Starlette's QueryParams and Connexion's request would give it (each
         # name's values in order, names in order of first appearance), without building one.
         lists: dict[str, list[str]] = {}
         for name, value in query_pairs(scope["query_string"].decode("latin-1")):
             lists.setdefault(name, []).append(value)
-        request._query_params = self.uri_parser.resolve_query(lists)
-        self.validate_request(request)
+        scalars = self._scalar_query
+        if (
+            scalars is None
+            or any("[" in name for name in lists)
+            or (self.strict_validation and not lists.keys() <= self._allowed_query)
+        ):
+            request = ConnexionRequest(scope, uri_parser=self.uri_parser)
+            request._query_params = self.uri_parser.resolve_query(lists)
+            self.validate_request(request)
+            resolved = request.query_params
+        else:
+            # What resolve_query and validate_request do for such an operation, directly.
+            resolved = self._resolved_scalars(lists)
+            for param in scalars:
+                self.validate_parameter("query", resolved.get(param["name"]), param)
         # The query as parsed here, for the view's arguments (`stack`): parsed once.
-        scope[QUERY_PARAMS_KEY] = request.query_params
+        scope[QUERY_PARAMS_KEY] = resolved
+
+    @functools.cached_property
+    def _scalar_query(self) -> list[dict[str, Any]] | None:
+        """The operation's query parameters if they are all its parameters and each takes one
+        value (no array, no object, no deepObject style), else None. A query naming no other
+        parameter, and none in the deepObject way (`a[b]`), is then resolved and checked
+        without Connexion's request and URI parser, to the same values and problems."""
+        if any(self.parameters.get(where) for where in ("path", "header", "cookie")):
+            return None
+        query = list(self.parameters.get("query", []))
+        for param in query:
+            schema = param.get("schema", param)
+            if schema.get("type") in ("array", "object") or param.get("style") == "deepObject":
+                return None
+        return query
+
+    @functools.cached_property
+    def _allowed_query(self) -> set[str]:
+        allowed: set[str] = {p["name"] for p in self.parameters.get("query", [])}
+        allowed.update(self.security_query_params)
+        return allowed
+
+    def _resolved_scalars(self, lists: dict[str, list[str]]) -> dict[str, Any]:
+        """resolve_query of `lists` for an operation with :attr:`_scalar_query`: a declared
+        parameter's last value, coerced to its type when it can be; any other as it came."""
+        defns = self.uri_parser.param_defns
+        resolved: dict[str, Any] = {}
+        for name, values in lists.items():
+            defn = defns.get(name)
+            if defn is None:
+                resolved[name] = values
+                continue
+            try:
+                resolved[name] = coerce_type(defn, values[-1], "parameter", name)
+            except TypeValidationError:
+                resolved[name] = values[-1]
+        return resolved
 
     def validate_query_parameter_list(self, request: Any, security_params: Any = None) -> set[str]:
         extra = super().validate_query_parameter_list(request, security_params)
