@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Final
 
 from services.common.outbox import OUTBOX_LUA
-from services.message.lua import (  # the Lua snippets shared with the standalone scripts
+from services.message.lua import CLAIM, MARK_READ, MESSAGE_PAGE, MESSAGES, TAKE_OVER
+from services.message.lua_snippets import (  # the Lua snippets shared with the standalone scripts
     _CLAIM,
     _CLAIM_SENDER,
     _CONVERSATION_ADDED,
@@ -26,11 +27,6 @@ from services.message.lua import (  # the Lua snippets shared with the standalon
     _RATE_HIT,
     _READ_ONLY,
     _RELEASE_BYTES,
-    CLAIM,
-    MARK_READ,
-    MESSAGE_PAGE,
-    MESSAGES,
-    TAKE_OVER,
 )
 
 __all__ = [
@@ -257,8 +253,8 @@ redis.call('DEL', KEYS[1])
 return last
 """
 
-# The conversations' bucket: load_conversation (lua.py) of each conversation hash in KEYS.
-# ARGV: 1 the bucket's message key prefix, 2 the reader's email, 3.. the peer of each key.
+# The conversations' bucket: load_conversation (lua_snippets.py) of each conversation hash in
+# KEYS. ARGV: 1 the bucket's message key prefix, 2 the reader's email, 3.. the peer of each key.
 CONVERSATIONS: Final = (
     _READ_ONLY
     + _LOAD_CONVERSATION
@@ -273,9 +269,9 @@ return loaded
 
 # One user's slot: the start of a page read - a range of one of the user's indexes (message ids,
 # or conversations_by_time with positions), newest first, gated on the account check of the
-# standalone page scripts (lua.py's owned). KEYS: 1 the index, [2 the user's account marker].
-# ARGV: 1 upper score bound ('+inf' or '(' .. position), 2 how many (the page size + 1),
-# 3 '1' for the scores too, [4 the user's account id]. Returns false if KEYS[2] is given and
+# standalone page scripts (lua_snippets.py's owned). KEYS: 1 the index, [2 the user's account
+# marker]. ARGV: 1 upper score bound ('+inf' or '(' .. position), 2 how many (the page size +
+# 1), 3 '1' for the scores too, [4 the user's account id]. Returns false if KEYS[2] is given and
 # does not name ARGV[4], else {the members (flat with their scores with ARGV[3])}.
 OWNED_RANGE: Final = (
     _READ_ONLY

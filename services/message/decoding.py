@@ -69,8 +69,9 @@ def decode_conversations(
 def conversation_of(
     email: str, peer: str, loaded: Sequence[Any] | None, last: Any = None
 ) -> Conversation | None:
-    """The conversation of a load_conversation reply (lua.py), or None if it has no message
-    left (or is malformed: logged). ``last``: its last message, parsed, if it was already."""
+    """The conversation of a load_conversation reply (lua_snippets.py), or None if it has no
+    message left (or is malformed: logged). ``last``: its last message, parsed, if it was
+    already."""
     if not loaded:
         return None
     if last is None:

@@ -183,7 +183,7 @@ def decode_event(fields: dict[str, str]) -> MessageEvent:
 
 def conversation_state(me: str, peer: str) -> tuple[str, ...]:
     """The fields of a conversation hash that :func:`decode_conversation` reads for ``me``, in
-    its order (lua.py's load_conversation reads the same with HMGET)."""
+    its order (lua_snippets.py's load_conversation reads the same with HMGET)."""
     return ("message_count", "updated_at", f"unread:{me}", f"read_upto:{me}", f"read_upto:{peer}")
 
 
