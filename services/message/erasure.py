@@ -38,7 +38,7 @@ class AccountData:
     """Claims of an email's data for an account, and erasure of a deleted account's data.
 
     The key names and :meth:`erase` are the standalone layout's; the cluster layout's subclass
-    (services.message.cluster_store) overrides them."""
+    (services.message.cluster_erasure) overrides them."""
 
     def __init__(self, redis: RedisClient, messages: StoredMessages) -> None:
         self._redis = redis

@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.common.domain import Unavailable
 from services.message import cluster_keys as ck
+from services.message import cluster_lua
 from services.message.cluster_store import PENDING_TTL_SECONDS, ClusterMessageStore
 from services.message.models import Conversation, IdempotencyRecord, Message, content_digest
 from services.message.store import IDEMPOTENCY_TTL_SECONDS
@@ -189,16 +190,21 @@ class SlotRecorder:
 
     def __init__(self, store: ClusterMessageStore) -> None:
         self.calls: dict[str, list[list[str]]] = {}
-        for name, value in list(vars(store).items()):
-            if isinstance(value, AsyncScript):
-                setattr(store, name, self._wrap(name, value))
-        accounts = vars(store)["_accounts"]
-        for name, value in list(vars(accounts).items()):
-            if isinstance(value, AsyncScript):
-                setattr(accounts, name, self._wrap(f"accounts.{name}", value))
+        self.scripts: dict[str, str] = {}  # the Lua text of each script wrapped
+        # The store's own scripts, its sends' (cluster_send) and its accounts' (cluster_erasure).
+        parts = {
+            "": store,
+            "sender.": vars(store)["_sender"],
+            "accounts.": vars(store)["_accounts"],
+        }
+        for prefix, part in parts.items():
+            for name, value in list(vars(part).items()):
+                if isinstance(value, AsyncScript):
+                    setattr(part, name, self._wrap(f"{prefix}{name}", value))
 
     def _wrap(self, name: str, script: AsyncScript) -> Any:
         self.calls[name] = []
+        self.scripts[name] = str(script.script)
 
         async def run(keys: list[str], args: list[Any] | None = None) -> Any:
             # The key prefixes a script builds keys from (ARGV) must share the keys' slot too.
@@ -237,6 +243,8 @@ async def test_every_script_touches_one_slot(store: ClusterMessageStore) -> None
         assert await store.owned_message_page(CAROL, account, ADA, None, 10) is not None
     assert await store.owned_conversation_page(CAROL, "c" * 32, None, 10) is None
     assert await store.erase_account(ADA, "") >= 1
+    # Every script of the layout is recorded (none left unwrapped where it is registered).
+    assert set(recorder.scripts.values()) == {getattr(cluster_lua, n) for n in cluster_lua.__all__}
     for name, calls in recorder.calls.items():
         assert calls, f"{name} never ran"
         for keys in calls:
@@ -517,7 +525,7 @@ async def test_a_send_stopped_before_its_indexes_is_completed_by_the_repair(
     async def unreachable(**_: Any) -> None:
         raise RedisConnectionError("the users' slots are unreachable")
 
-    monkeypatch.setattr(store, "_index", unreachable)
+    monkeypatch.setattr(vars(store)["_sender"], "_index", unreachable)
     message = await send(store, ADA, BOB, request_id="acc:w", content_sha256=digest)
     assert await ids(store, ADA, None, None) == [] and await ids(store, BOB, None, None) == []
     assert await store.conversation_page(BOB, None, 10) == ([], None)
@@ -552,7 +560,7 @@ async def test_a_lagging_message_of_an_account_erased_meanwhile_goes_when_indexe
     async def unreachable(**_: Any) -> None:
         raise RedisConnectionError("the users' slots are unreachable")
 
-    monkeypatch.setattr(store, "_index", unreachable)
+    monkeypatch.setattr(vars(store)["_sender"], "_index", unreachable)
     lagging = await send(store, ADA, BOB, "lagging", sender_account_id=OLD, receiver_account_id=NEW)
     monkeypatch.undo()
     email, account = (BOB, NEW) if erased == "receiver" else (ADA, OLD)

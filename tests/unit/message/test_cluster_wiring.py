@@ -91,7 +91,7 @@ async def test_the_bucket_relay_indexes_a_send_that_stopped_before_it_and_notifi
     async def unreachable(**_: Any) -> None:
         raise RedisConnectionError("the users' slots are unreachable")
 
-    monkeypatch.setattr(store, "_index", unreachable)
+    monkeypatch.setattr(vars(store)["_sender"], "_index", unreachable)
     outcome = await store.send_message(
         ADA, BOB, "hi", T0, request_id="acc:1", content_sha256="d", sender_name="Ada"
     )
