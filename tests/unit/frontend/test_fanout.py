@@ -14,7 +14,9 @@ from redis.asyncio import Redis
 
 from services.common.domain import InvalidArgument, Principal, Unavailable
 from services.common.redis import create_redis
-from services.frontend.fanout import HEARTBEAT_TIMEOUT_SECONDS, SHARDS, Bus, channel_of
+from services.frontend.fanout import HEARTBEAT_TIMEOUT_SECONDS, SHARDS, Bus, channel_of, protocol
+from services.frontend.fanout import bus as bus_module
+from services.frontend.fanout import cluster as cluster_module
 from services.frontend.hub import Hub, Subscription
 from services.frontend.service import FrontendService
 from services.launcher.valkey import EmbeddedValkey
@@ -140,3 +142,35 @@ async def test_a_silent_valkey_ends_the_streams_within_the_heartbeat_timeout(
         assert await replica.bus.wait_up(10)  # and it subscribes again once Valkey answers
     finally:
         await replica.close()
+
+
+TIMING = ("RETRY_SECONDS", "READ_TIMEOUT_SECONDS", "HEARTBEAT_SECONDS", "HEARTBEAT_TIMEOUT_SECONDS")
+
+
+def test_the_buses_read_the_timing_constants_from_the_protocol_module() -> None:
+    """Neither bus module holds a copy that setting ``protocol.X`` would leave behind."""
+    for module in (bus_module, cluster_module):
+        assert not set(TIMING) & vars(module).keys(), module.__name__
+
+
+async def test_a_timing_constant_set_on_the_protocol_module_reaches_the_bus(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(protocol, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(protocol, "READ_TIMEOUT_SECONDS", 0.05)
+    listener = create_redis(redis_url, 0)
+    pubsub = listener.pubsub()
+    replica = Replica(redis_url)
+    try:
+        await pubsub.subscribe(replica.bus.channels[0])  # where the heartbeats go
+        assert await replica.bus.wait_up(5)
+        beats, until = 0, time.monotonic() + 1.0
+        while time.monotonic() < until:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if message is not None and message["data"] == f"{replica.bus.origin} beat":
+                beats += 1
+        assert beats >= 5  # one every 2 s unpatched: at most one in this second
+    finally:
+        await replica.close()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await listener.aclose()
