@@ -179,10 +179,15 @@ class _Cluster(RedisCluster):
 
     async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
         # A command after the owner's aclose() would load the slot map again and open new
-        # connections that nothing closes any more.
+        # connections that nothing closes any more; so would a load that was waiting for the
+        # client's lock when it closed: what it opened is closed again.
         if self._closed:
             raise ConnectionError("the Redis Cluster client is closed")
-        return await super().initialize(*args, **kwargs)
+        await super().initialize(*args, **kwargs)
+        if self._closed:
+            await self._close_nodes()
+            raise ConnectionError("the Redis Cluster client is closed")
+        return self
 
     async def aclose(self) -> None:
         # redis-py also calls aclose() itself, within a command, to drop its connections
@@ -192,8 +197,12 @@ class _Cluster(RedisCluster):
         await super().aclose()
         if not _IN_COMMAND.get():
             self._closed = True
-            await self.nodes_manager.aclose()
-            await self.nodes_manager.aclose("startup_nodes")
+            await self._close_nodes()
+
+    async def _close_nodes(self) -> None:
+        self._initialize = True  # as redis-py's aclose() leaves it: nothing loaded
+        await self.nodes_manager.aclose()
+        await self.nodes_manager.aclose("startup_nodes")
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         # redis-py resolves a command's routing before it loads the slot map; commands sent

@@ -292,3 +292,20 @@ async def test_closing_after_a_failed_command_closes_every_connection(tmp_path: 
     finally:
         await client.aclose()
         cluster.stop()
+
+
+async def test_a_slot_map_load_waiting_when_the_client_closes_leaves_nothing_open(
+    valkey_cluster: EmbeddedValkeyCluster,
+) -> None:
+    # Two first commands: one loads the slot map, the other waits for the client's lock; the
+    # owner closes the client meanwhile. Neither load may leave connections behind.
+    valkey_cluster.wait_ok()
+    client = create_cluster(valkey_cluster.url, client_name="closing-race")
+    loads = [asyncio.create_task(client.initialize()) for _ in range(2)]
+    await asyncio.sleep(0)
+    await client.aclose()
+    outcomes = await asyncio.gather(*loads, return_exceptions=True)
+    assert all(isinstance(o, ConnectionError) for o in outcomes), outcomes
+    for master in valkey_cluster.masters:
+        with redis.Redis(port=master.port, decode_responses=True) as node:
+            assert "closing-race" not in {c["name"] for c in node.client_list()}
