@@ -4,6 +4,9 @@ The parameter validator reads the request's query once (into the lists Connexion
 takes, without building Starlette's QueryParams) and leaves it for the view's arguments; it
 remembers the messages of the parameter values it refused (a bounded table per validator), so
 a client repeating a bad request is answered without the reference validator running again.
+For an operation whose parameters are all one-value query parameters it resolves and checks
+the query itself, as Connexion's request and URI parser would (same values, same problems);
+anything else takes Connexion's path.
 """
 
 from __future__ import annotations
