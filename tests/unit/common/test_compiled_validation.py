@@ -409,6 +409,7 @@ def test_a_translated_pattern_matches_what_pythons_matches(pattern: str, text: s
         "a{x}",
         "}",
         "\U0001f600",
+        "[\U0001f600a]",
         "\\",
     ],
 )

@@ -139,7 +139,7 @@ def _escape(pattern: str, at: int) -> tuple[object, int] | None:
     code = pattern[at + 1 : at + 2]
     if code == "s":
         return _SPACE, at + 2
-    if code in _LITERAL_ESCAPES and code:
+    if code in _LITERAL_ESCAPES:
         return _LITERAL_ESCAPES[code], at + 2
     width = {"x": 2, "u": 4}.get(code, 0)
     digits = pattern[at + 2 : at + 2 + width]
@@ -166,7 +166,7 @@ def _class(pattern: str, at: int) -> tuple[str, int] | None:
             if escaped is None:
                 return None
             item, at = escaped
-        elif char == "[":  # Python reads it as itself, but warns of sets to come
+        elif char == "[" or ord(char) > 0xFFFF:  # `[`: Python warns of sets to come
             return None
         else:
             ranges = char == "-" and bool(items) and pattern[at + 1 : at + 2] != "]"
