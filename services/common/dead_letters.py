@@ -37,6 +37,7 @@ from services.common.domain import InvalidArgument, Unavailable
 from services.common.grpc_edge import Context, caller
 from services.common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_TOKEN_LENGTH
 from services.common.redis import RedisClient
+from services.common.timestamps import set_proto_timestamp
 
 __all__ = [
     "MAX_IDS",
@@ -278,7 +279,7 @@ class AdminRpcs:
                 attempts=item.attempts,
                 consumer=item.consumer,
             )
-            entry.dead_lettered_at.FromDatetime(item.dead_lettered_at)
+            set_proto_timestamp(entry.dead_lettered_at, item.dead_lettered_at)
             entry.fields.update(item.fields)
         return reply
 

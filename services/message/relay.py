@@ -21,6 +21,7 @@ from services.common.delivery import (
 from services.common.metrics import HOP_NOTIFICATION
 from services.common.metrics.mounting import observe_timestamp
 from services.common.receivers import RpcReceiver, receiver_lane
+from services.common.timestamps import set_proto_timestamp
 from services.message import cluster_keys
 from services.message.keys import OUTBOX_DEAD_LETTER_STREAM, OUTBOX_STREAM
 from services.message.records import decode_event
@@ -86,7 +87,7 @@ class NotifyReceiver(RpcReceiver[notification_pb2.CreateNotificationRequest]):
             preview=event.preview,
             sender_name=event.sender_name,
         )
-        request.timestamp.FromDatetime(event.timestamp)
+        set_proto_timestamp(request.timestamp, event.timestamp)
         return request, str(event.message_id)
 
     async def send_one(

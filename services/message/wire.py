@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from missive.message.v1 import message_pb2
 
+from services.common.timestamps import set_proto_timestamp
 from services.message.models import Conversation, Message
 
 
@@ -15,7 +16,7 @@ def message_to_proto(message: Message) -> message_pb2.Message:
         content=message.content,
         read=message.read,
     )
-    reply.timestamp.FromDatetime(message.timestamp)
+    set_proto_timestamp(reply.timestamp, message.timestamp)
     return reply
 
 
@@ -26,5 +27,5 @@ def conversation_to_proto(conversation: Conversation) -> message_pb2.Conversatio
         unread_count=conversation.unread_count,
         message_count=conversation.message_count,
     )
-    reply.updated_at.FromDatetime(conversation.updated_at)
+    set_proto_timestamp(reply.updated_at, conversation.updated_at)
     return reply

@@ -8,6 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from missive.notification.v1 import notification_pb2
 
 from services.common.domain import InvalidArgument
+from services.common.timestamps import set_proto_timestamp
 from services.notification.models import Notification, SubscriptionStatus
 
 
@@ -46,7 +47,7 @@ def notification_to_proto(notification: Notification) -> notification_pb2.Notifi
         preview=notification.preview,
         sender_name=notification.sender_name,
     )
-    message.timestamp.FromDatetime(notification.timestamp)
+    set_proto_timestamp(message.timestamp, notification.timestamp)
     return message
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from missive.user.v1 import user_pb2
 
+from services.common.timestamps import set_proto_timestamp
 from services.user.models import Existence, UserInfo
 
 
 def user_to_proto(user: UserInfo) -> user_pb2.User:
     message = user_pb2.User(name=user.name, email=user.email)
-    message.created_at.FromDatetime(user.created_at)
-    message.updated_at.FromDatetime(user.updated_at)
+    set_proto_timestamp(message.created_at, user.created_at)
+    set_proto_timestamp(message.updated_at, user.updated_at)
     return message
 
 

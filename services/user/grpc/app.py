@@ -10,6 +10,7 @@ from missive.user.v1 import user_pb2, user_pb2_grpc
 from services.common.callers import peer_host
 from services.common.dead_letters import AdminRpcs, DeadLetterRpcs, DeadLetters
 from services.common.grpc_edge import Context, caller
+from services.common.timestamps import set_proto_timestamp
 from services.user.service import UserService
 from services.user.wire import existence_to_proto, user_to_proto
 
@@ -36,7 +37,7 @@ class UserServicer(DeadLetterRpcs, user_pb2_grpc.UserServiceServicer):
         reply = user_pb2.AuthenticateUserResponse(
             authenticated=True, access_token=result.access_token, token_type="Bearer"
         )
-        reply.expires_at.FromDatetime(result.expires_at)
+        set_proto_timestamp(reply.expires_at, result.expires_at)
         return reply
 
     async def CheckUserExists(
