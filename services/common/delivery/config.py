@@ -36,6 +36,12 @@ class OutboxConfig:
     stall_after: float = 0.1
     # ... up to this many shared calls in flight, stalled ones included.
     max_shared_calls: int = 4
+    # Under load, a shared call that carried at least gather_after entries is followed by a
+    # pause of gather_seconds before the next one starts (unless a whole call's worth is
+    # held or waiting already): what arrives meanwhile goes in one larger call, which costs
+    # less CPU per entry on both sides. Smaller calls (lighter traffic) are never delayed.
+    gather_after: int = 12
+    gather_seconds: float = 0.008
     max_held: int = 10_000  # entries read and not yet settled, held in memory
     handler_timeout: float = 30.0  # a handler running longer is stuck: an unexpected failure
 
@@ -45,13 +51,16 @@ class OutboxConfig:
         if self.dead_letter_stream == self.stream:
             raise ValueError("dead_letter_stream must differ from stream")
         names = ("max_attempts", "maxlen", "claim_idle_ms", "block_ms", "batch")
-        for name in (*names, "concurrency", "max_held", "max_batch", "shared_calls"):
+        counts = ("concurrency", "max_held", "max_batch", "shared_calls", "gather_after")
+        for name in (*names, *counts):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if not 0 < self.backoff_initial <= self.backoff_max:
             raise ValueError("need 0 < backoff_initial <= backoff_max")
         if self.handler_timeout <= 0:
             raise ValueError("handler_timeout must be > 0")
+        if self.gather_seconds < 0:
+            raise ValueError("gather_seconds must be >= 0")
         if self.stall_after <= 0:
             raise ValueError("stall_after must be > 0")
         if self.max_shared_calls < self.shared_calls:

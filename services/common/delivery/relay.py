@@ -117,6 +117,9 @@ class Relay:
         # Shared calls in flight: number -> (when started, entries carried).
         self._calls: dict[int, tuple[float, int]] = {}
         self._call_number = 0
+        # Until then no shared call starts (a large one just ended: the next one gathers).
+        self._gather_until = 0.0
+        self._may_gather = False  # only the blocking loop gathers (drain_once never waits)
         self._reading: asyncio.Task[list[Entry]] | None = None
         self._wake = asyncio.Event()
         self._reader.recover()  # our own pending entries (from id 0) are read before new ones
@@ -211,6 +214,7 @@ class Relay:
             await self._reader.ensure_group()
             self._reader.recover()
         acked = 0
+        self._may_gather = block
         while True:
             _raise_if_cancel_swallowed()
             self._dispatch()
@@ -276,6 +280,8 @@ class Relay:
         stall = self._next_stall(now)
         if stall is not None:
             timeout = min(timeout, max(0.0, stall - now))
+        if self._gather_until:
+            timeout = min(timeout, max(0.0, self._gather_until - now))
         waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
         if self._reading is not None:
             waiters.append(self._reading)
@@ -303,7 +309,7 @@ class Relay:
             return
         limit = self._policy.limit()
         while len(self._tasks) < limit:
-            if self._saturated():
+            if self._saturated() or self._gathering():
                 return
             sharing = self._sharing()
             lane = self._lanes.take()
@@ -365,6 +371,21 @@ class Relay:
         running = sum(1 for started, _ in self._calls.values() if started > since)
         return running >= cfg.shared_calls
 
+    def _gathering(self) -> bool:
+        """A large shared call just ended and the next one waits, gathering, until
+        ``_gather_until`` - unless a whole call's worth is held or still waiting in Redis."""
+        if not self._gather_until:
+            return False
+        if (
+            time.monotonic() >= self._gather_until
+            or len(self._lanes.held) >= self._config.max_batch
+            or self._reader.behind
+            or not self._sharing()
+        ):
+            self._gather_until = 0.0
+            return False
+        return True
+
     def _next_stall(self, now: float) -> float | None:
         """When a shared call in flight will have stalled, if that frees a slot."""
         if len(self._calls) >= self._config.max_shared_calls or not self._saturated():
@@ -375,7 +396,7 @@ class Relay:
 
     def _next_due(self) -> float | None:
         """When :meth:`_dispatch` can next start an attempt; None if only a settling one tells."""
-        if len(self._tasks) >= self._policy.limit() or self._saturated():
+        if len(self._tasks) >= self._policy.limit() or self._saturated() or self._gathering():
             return None
         due = self._lanes.next_due()
         return None if due is None else max(due, self._policy.gate_until)
@@ -410,7 +431,9 @@ class Relay:
                     lane.alone = True
                     self._lanes.retry_later(lane, delay)
         finally:
-            del self._calls[number]
+            _, carried = self._calls.pop(number)
+            if self._may_gather and carried >= self._config.gather_after:
+                self._gather_until = time.monotonic() + self._config.gather_seconds
             for lane, _ in group:
                 self._lanes.release(lane)
             self._wake.set()

@@ -568,6 +568,10 @@ async def test_configuration_is_validated(r: redis.asyncio.Redis) -> None:
         _config(dead_letter_stream="outbox:test")
     with pytest.raises(ValueError):
         _config(backoff_initial=1.0, backoff_max=0.5)
+    with pytest.raises(ValueError, match="gather_after"):
+        _config(gather_after=0)
+    with pytest.raises(ValueError, match="gather_seconds"):
+        _config(gather_seconds=-0.001)
     with pytest.raises(ValueError, match="socket_timeout"):
         Relay(r, _config(block_ms=2_000), "c1", Recorder())
     with pytest.raises(ValueError):
@@ -1031,3 +1035,68 @@ async def test_shared_calls_in_flight_stay_within_max_shared_calls(
         release.set()
         await _wait_for(lambda: relay.stats()["delivered"] == 24)
     assert await _pending(r, cfg) == 0
+
+
+async def test_after_a_large_shared_call_the_next_one_gathers_for_gather_seconds(
+    r: redis.asyncio.Redis,
+) -> None:
+    # Under load (a call carried gather_after entries or more), the next call waits
+    # gather_seconds, so what arrives meanwhile goes in one larger call; a smaller call is
+    # followed at once, and a whole call's worth held ends the wait early.
+    cfg = _config(gather_after=3, gather_seconds=0.4, max_batch=6, stall_after=10.0)
+    calls: list[tuple[float, list[str]]] = []
+
+    async def batch_handler(
+        entries: list[tuple[str, dict[str, str]]],
+    ) -> list[PermanentDeliveryError | None]:
+        calls.append((time.monotonic(), [fields["key"] for _, fields in entries]))
+        return [None] * len(entries)
+
+    relay = Relay(r, cfg, "c1", Recorder(), lane_key=_by_lane, batch_handler=batch_handler)
+    async with _running(relay.run()):
+        # A small call (2 < gather_after): the next events go at once.
+        await _publish(r, cfg, "a/0", "b/0")
+        await _wait_for(functools.partial(_delivered, relay, 2))
+        published = time.monotonic()
+        await _publish(r, cfg, "a/1", "b/1")
+        await _wait_for(functools.partial(_delivered, relay, 4))
+        assert time.monotonic() - published < 0.3
+
+        # A large call (3): the next one waits gather_seconds and carries all that came.
+        await _publish(r, cfg, "a/2", "b/2", "c/0")
+        await _wait_for(functools.partial(_delivered, relay, 7))
+        large_end = time.monotonic()
+        for key in ("a/3", "b/3"):
+            await _publish(r, cfg, key)
+            await asyncio.sleep(0.05)
+        await _wait_for(functools.partial(_delivered, relay, 9))
+        assert time.monotonic() - large_end >= 0.35
+        assert sorted(calls[-1][1]) == ["a/3", "b/3"]  # together, in one call
+
+        # A whole call's worth (max_batch) held ends the wait early.
+        await _publish(r, cfg, "a/4", "b/4", "c/1")
+        await _wait_for(functools.partial(_delivered, relay, 12))
+        large_end = time.monotonic()
+        await _publish(r, cfg, *(f"d{i}/0" for i in range(6)))
+        await _wait_for(functools.partial(_delivered, relay, 18))
+        assert time.monotonic() - large_end < 0.3
+    assert [len(keys) for _, keys in calls] == [2, 2, 3, 2, 3, 6]
+
+
+async def test_drain_once_never_waits_to_gather(r: redis.asyncio.Redis) -> None:
+    # drain_once delivers everything available now, even right after a large shared call.
+    cfg = _config(gather_after=1, gather_seconds=30.0)
+    sizes: list[int] = []
+
+    async def batch_handler(
+        entries: list[tuple[str, dict[str, str]]],
+    ) -> list[PermanentDeliveryError | None]:
+        sizes.append(len(entries))
+        return [None] * len(entries)
+
+    relay = Relay(r, cfg, "c1", Recorder(), lane_key=_by_lane, batch_handler=batch_handler)
+    await _publish(r, cfg, "a/0", "b/0")
+    await asyncio.wait_for(relay.drain_once(), 5)
+    await _publish(r, cfg, "a/1", "b/1")
+    await asyncio.wait_for(relay.drain_once(), 5)
+    assert relay.stats()["delivered"] == 4 and sizes == [2, 2]
