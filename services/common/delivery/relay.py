@@ -117,8 +117,9 @@ class Relay:
         # Shared calls in flight: number -> (when started, entries carried).
         self._calls: dict[int, tuple[float, int]] = {}
         self._call_number = 0
-        # Until then no shared call starts (a large one just ended: the next one gathers).
+        # Until then no shared call starts (the next one gathers: see _share).
         self._gather_until = 0.0
+        self._last_call_start: float | None = None
         self._may_gather = False  # only the blocking loop gathers (drain_once never waits)
         self._reading: asyncio.Task[list[Entry]] | None = None
         self._wake = asyncio.Event()
@@ -371,6 +372,21 @@ class Relay:
         running = sum(1 for started, _ in self._calls.values() if started > since)
         return running >= cfg.shared_calls
 
+    def _gather_after_call(self, started: float, carried: int) -> None:
+        """After a shared call: wait ``gather_seconds`` before the next one if, at the rate
+        entries arrived (``carried`` since the previous call started), the next call would
+        carry ``gather_after`` or more without waiting - a load where fewer, larger calls
+        save CPU. (The rate and the call's own length decide, not the size alone: a size
+        that the waiting itself made large must not keep the waiting going at a lighter load.)
+        """
+        previous, self._last_call_start = self._last_call_start, started
+        if not self._may_gather or previous is None or started <= previous:
+            return
+        now = time.monotonic()
+        expected = carried / (started - previous) * (now - started)
+        if expected >= self._config.gather_after:
+            self._gather_until = now + self._config.gather_seconds
+
     def _gathering(self) -> bool:
         """A large shared call just ended and the next one waits, gathering, until
         ``_gather_until`` - unless a whole call's worth is held or still waiting in Redis."""
@@ -431,9 +447,7 @@ class Relay:
                     lane.alone = True
                     self._lanes.retry_later(lane, delay)
         finally:
-            _, carried = self._calls.pop(number)
-            if self._may_gather and carried >= self._config.gather_after:
-                self._gather_until = time.monotonic() + self._config.gather_seconds
+            self._gather_after_call(*self._calls.pop(number))
             for lane, _ in group:
                 self._lanes.release(lane)
             self._wake.set()

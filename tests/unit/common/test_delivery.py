@@ -1037,50 +1037,59 @@ async def test_shared_calls_in_flight_stay_within_max_shared_calls(
     assert await _pending(r, cfg) == 0
 
 
-async def test_after_a_large_shared_call_the_next_one_gathers_for_gather_seconds(
+async def test_under_load_the_next_shared_call_gathers_for_gather_seconds(
     r: redis.asyncio.Redis,
 ) -> None:
-    # Under load (a call carried gather_after entries or more), the next call waits
-    # gather_seconds, so what arrives meanwhile goes in one larger call; a smaller call is
-    # followed at once, and a whole call's worth held ends the wait early.
-    cfg = _config(gather_after=3, gather_seconds=0.4, max_batch=6, stall_after=10.0)
-    calls: list[tuple[float, list[str]]] = []
+    # When, at the rate events arrive, the next call would carry gather_after or more anyway
+    # (here: 6 events during each 0.2 s call), it waits gather_seconds so that what arrives
+    # meanwhile goes with it; at a lighter rate calls follow at once; a whole call's worth
+    # held ends the wait early.
+    cfg = _config(gather_after=4, gather_seconds=0.5, max_batch=8, stall_after=10.0)
+    began: list[float] = []
+    ended: list[tuple[float, list[str]]] = []
 
     async def batch_handler(
         entries: list[tuple[str, dict[str, str]]],
     ) -> list[PermanentDeliveryError | None]:
-        calls.append((time.monotonic(), [fields["key"] for _, fields in entries]))
+        began.append(time.monotonic())
+        await asyncio.sleep(0.2)
+        ended.append((time.monotonic(), [fields["key"] for _, fields in entries]))
         return [None] * len(entries)
+
+    def started(n: int) -> Callable[[], bool]:
+        return lambda: len(began) == n
 
     relay = Relay(r, cfg, "c1", Recorder(), lane_key=_by_lane, batch_handler=batch_handler)
     async with _running(relay.run()):
-        # A small call (2 < gather_after): the next events go at once.
+        # A light rate: two events, two more a second later, two more at once: no waiting.
         await _publish(r, cfg, "a/0", "b/0")
         await _wait_for(functools.partial(_delivered, relay, 2))
-        published = time.monotonic()
+        await asyncio.sleep(1.0)
         await _publish(r, cfg, "a/1", "b/1")
         await _wait_for(functools.partial(_delivered, relay, 4))
-        assert time.monotonic() - published < 0.3
-
-        # A large call (3): the next one waits gather_seconds and carries all that came.
-        await _publish(r, cfg, "a/2", "b/2", "c/0")
-        await _wait_for(functools.partial(_delivered, relay, 7))
-        large_end = time.monotonic()
-        for key in ("a/3", "b/3"):
-            await _publish(r, cfg, key)
-            await asyncio.sleep(0.05)
-        await _wait_for(functools.partial(_delivered, relay, 9))
-        assert time.monotonic() - large_end >= 0.35
-        assert sorted(calls[-1][1]) == ["a/3", "b/3"]  # together, in one call
-
-        # A whole call's worth (max_batch) held ends the wait early.
-        await _publish(r, cfg, "a/4", "b/4", "c/1")
-        await _wait_for(functools.partial(_delivered, relay, 12))
-        large_end = time.monotonic()
-        await _publish(r, cfg, *(f"d{i}/0" for i in range(6)))
-        await _wait_for(functools.partial(_delivered, relay, 18))
-        assert time.monotonic() - large_end < 0.3
-    assert [len(keys) for _, keys in calls] == [2, 2, 3, 2, 3, 6]
+        await _publish(r, cfg, "a/2", "b/2")
+        await _wait_for(started(3))
+        # Under load: 6 events during the third call; the fourth carries them at once...
+        await _publish(r, cfg, *(f"c{n}/3" for n in range(6)))
+        await _wait_for(started(4))
+        assert began[3] - ended[2][0] < 0.15
+        # ... and the fifth waits 0.5 s after it, carrying what came during it and the wait.
+        for n in range(4):
+            await _publish(r, cfg, f"e{n}/4")
+            await asyncio.sleep(0.1)
+        await _wait_for(started(5))
+        assert began[4] - ended[3][0] >= 0.45
+        # 6 events during the fifth call: the sixth carries them, then the next one would
+        # wait, but a whole call's worth (max_batch) held ends the wait at once.
+        await _publish(r, cfg, *(f"g{n}/5" for n in range(6)))
+        await _wait_for(lambda: len(ended) == 6)
+        # (The fifth call's 4 events had come over 0.7 s: the sixth did not wait.)
+        assert began[5] - ended[4][0] < 0.15
+        await _publish(r, cfg, *(f"h{n}/6" for n in range(8)))
+        await _wait_for(functools.partial(_delivered, relay, 30))
+        assert began[6] - ended[5][0] < 0.3
+    assert [len(keys) for _, keys in ended] == [2, 2, 2, 6, 4, 6, 8]
+    assert sorted(ended[4][1]) == [f"e{n}/4" for n in range(4)]  # together, in one call
 
 
 async def test_drain_once_never_waits_to_gather(r: redis.asyncio.Redis) -> None:
