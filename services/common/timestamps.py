@@ -42,7 +42,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def set_proto_timestamp(target: _ProtoTimestamp, moment: datetime) -> None:
     """Set a ``google.protobuf.Timestamp`` field to ``moment`` (a naive one is taken as UTC):
-    what ``Timestamp.FromDatetime`` does, in a sixth of its time (every send sets two)."""
+    what ``Timestamp.FromDatetime`` does, in a sixth of its time (every send sets three)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     since = moment - _EPOCH

@@ -66,7 +66,9 @@ class Relay:
     calls at once, so that events arriving while a call runs gather for the next one; a call
     running longer than ``config.stall_after`` no longer counts, nor do calls while a whole
     call's worth is held or the last read filled its COUNT (a backlog: nothing to gather), up
-    to ``config.max_shared_calls`` in flight. A lone
+    to ``config.max_shared_calls`` in flight. Under load (the next call would carry
+    ``config.gather_after`` entries anyway) the next call also waits ``config.gather_seconds``
+    after the previous one ends, gathering what arrives meanwhile. A lone
     entry still goes through ``handler``. A lane whose shared call failed goes on alone (its
     own calls, as without ``batch_handler``) until its head is settled, so a receiver whose
     items fail or hang never holds back the others.
@@ -117,7 +119,7 @@ class Relay:
         # Shared calls in flight: number -> (when started, entries carried).
         self._calls: dict[int, tuple[float, int]] = {}
         self._call_number = 0
-        # Until then no shared call starts (the next one gathers: see _share).
+        # Until then no shared call starts (the next one gathers: see _gather_after_call).
         self._gather_until = 0.0
         self._last_call_start: float | None = None
         self._may_gather = False  # only the blocking loop gathers (drain_once never waits)
@@ -388,7 +390,7 @@ class Relay:
             self._gather_until = now + self._config.gather_seconds
 
     def _gathering(self) -> bool:
-        """A large shared call just ended and the next one waits, gathering, until
+        """A shared call under load just ended and the next one waits, gathering, until
         ``_gather_until`` - unless a whole call's worth is held or still waiting in Redis."""
         if not self._gather_until:
             return False
