@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from services.common.delivery.attempts import Attempts
 from services.common.delivery.config import OutboxConfig
 from services.common.delivery.entries import Entry
+from services.common.delivery.gathering import Gathering
 from services.common.delivery.handlers import BatchHandler, Handler, LaneKey, single_lane
 from services.common.delivery.lanes import Lane, Lanes
 from services.common.delivery.metered import MeteredRelayStats
@@ -119,9 +120,7 @@ class Relay:
         # Shared calls in flight: number -> (when started, entries carried).
         self._calls: dict[int, tuple[float, int]] = {}
         self._call_number = 0
-        # Until then no shared call starts (the next one gathers: see _gather_after_call).
-        self._gather_until = 0.0
-        self._last_call_start: float | None = None
+        self._gathering = Gathering(self._config)
         self._may_gather = False  # only the blocking loop gathers (drain_once never waits)
         self._reading: asyncio.Task[list[Entry]] | None = None
         self._wake = asyncio.Event()
@@ -283,8 +282,8 @@ class Relay:
         stall = self._next_stall(now)
         if stall is not None:
             timeout = min(timeout, max(0.0, stall - now))
-        if self._gather_until:
-            timeout = min(timeout, max(0.0, self._gather_until - now))
+        if self._gathering.until:
+            timeout = min(timeout, max(0.0, self._gathering.until - now))
         waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
         if self._reading is not None:
             waiters.append(self._reading)
@@ -312,7 +311,7 @@ class Relay:
             return
         limit = self._policy.limit()
         while len(self._tasks) < limit:
-            if self._saturated() or self._gathering():
+            if self._saturated() or self._waiting_to_gather():
                 return
             sharing = self._sharing()
             lane = self._lanes.take()
@@ -374,35 +373,11 @@ class Relay:
         running = sum(1 for started, _ in self._calls.values() if started > since)
         return running >= cfg.shared_calls
 
-    def _gather_after_call(self, started: float, carried: int) -> None:
-        """After a shared call: wait ``gather_seconds`` before the next one if, at the rate
-        entries arrived (``carried`` since the previous call started), the next call would
-        carry ``gather_after`` or more without waiting - a load where fewer, larger calls
-        save CPU. (The rate and the call's own length decide, not the size alone: a size
-        that the waiting itself made large must not keep the waiting going at a lighter load.)
-        """
-        previous, self._last_call_start = self._last_call_start, started
-        if not self._may_gather or previous is None or started <= previous:
-            return
-        now = time.monotonic()
-        expected = carried / (started - previous) * (now - started)
-        if expected >= self._config.gather_after:
-            self._gather_until = now + self._config.gather_seconds
-
-    def _gathering(self) -> bool:
-        """A shared call under load just ended and the next one waits, gathering, until
-        ``_gather_until`` - unless a whole call's worth is held or still waiting in Redis."""
-        if not self._gather_until:
-            return False
-        if (
-            time.monotonic() >= self._gather_until
-            or len(self._lanes.held) >= self._config.max_batch
-            or self._reader.behind
-            or not self._sharing()
-        ):
-            self._gather_until = 0.0
-            return False
-        return True
+    def _waiting_to_gather(self) -> bool:
+        """The next shared call waits, gathering (services.common.delivery.gathering)."""
+        return self._gathering.waiting(
+            held=len(self._lanes.held), behind=self._reader.behind, sharing=self._sharing()
+        )
 
     def _next_stall(self, now: float) -> float | None:
         """When a shared call in flight will have stalled, if that frees a slot."""
@@ -414,7 +389,11 @@ class Relay:
 
     def _next_due(self) -> float | None:
         """When :meth:`_dispatch` can next start an attempt; None if only a settling one tells."""
-        if len(self._tasks) >= self._policy.limit() or self._saturated() or self._gathering():
+        if (
+            len(self._tasks) >= self._policy.limit()
+            or self._saturated()
+            or self._waiting_to_gather()
+        ):
             return None
         due = self._lanes.next_due()
         return None if due is None else max(due, self._policy.gate_until)
@@ -449,7 +428,9 @@ class Relay:
                     lane.alone = True
                     self._lanes.retry_later(lane, delay)
         finally:
-            self._gather_after_call(*self._calls.pop(number))
+            started, carried = self._calls.pop(number)
+            if self._may_gather:
+                self._gathering.call_ended(started, carried)
             for lane, _ in group:
                 self._lanes.release(lane)
             self._wake.set()
