@@ -28,10 +28,13 @@ fail transiently with no success in between (the receiver is down), all lanes pa
 With a batch handler, the heads of the ready lanes share one call (``config.max_batch`` entries,
 several of a lane in its order), ``config.shared_calls`` (one) at once; while it runs, new
 entries wait in the stream, so the next read and call take all that arrived (calls grow with the
-load, with no timer). A call running longer than ``config.stall_after`` (0.1 s) no longer holds
-back the next one, nor does any call while a backlog waits (the last read filled its COUNT, or
-a whole call's worth is held), up to ``config.max_shared_calls`` (4) in flight, so a hung call
-holds back the other lanes that long at most. A lane whose shared call failed goes on alone
+load). Under load - when, at the rate entries arrive, the next call would carry
+``config.gather_after`` (8) or more anyway - it also waits ``config.gather_seconds`` (8 ms)
+after the previous one ends, gathering what arrives meanwhile. A call running longer than
+``config.stall_after`` (0.1 s) no longer holds back the next one, nor does any call while a
+backlog waits (the last read filled its COUNT, or a whole call's worth is held), up to
+``config.max_shared_calls`` (4) in flight, so a hung call holds back the other lanes that long
+at most. A lane whose shared call failed goes on alone
 until its head is settled.
 The order guarantee is per relay: several relays on one stream each keep their own lanes in
 order, and entries reclaimed from a crashed relay may follow newer ones of the same lane.
@@ -44,8 +47,9 @@ span continuing the trace stored in the event (see :mod:`services.common.tracing
 The parts, one concern each: :mod:`.config` (the stream, group and tuning), :mod:`.handlers`
 (what a handler is and may raise), :mod:`.reader` (reading and claiming), :mod:`.lanes`
 (per-receiver lanes), :mod:`.attempts` (one attempt and its outcome), :mod:`.policy` (backoff
-and the outage gate), :mod:`.settlement` (XACK), :mod:`.dead_lettering` (the dead-letter
-entry), :mod:`.trim` (dropping acknowledged history) and :mod:`.relay` (the loop).
+and the outage gate), :mod:`.gathering` (when a shared call waits to gather),
+:mod:`.settlement` (XACK), :mod:`.dead_lettering` (the dead-letter entry), :mod:`.trim`
+(dropping acknowledged history) and :mod:`.relay` (the loop).
 """
 
 from services.common.delivery.config import OutboxConfig, consumer_name
