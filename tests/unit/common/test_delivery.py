@@ -1092,6 +1092,35 @@ async def test_under_load_the_next_shared_call_gathers_for_gather_seconds(
     assert sorted(ended[4][1]) == [f"e{n}/4" for n in range(4)]  # together, in one call
 
 
+async def test_a_read_that_fills_its_count_ends_the_wait_to_gather(
+    r: redis.asyncio.Redis,
+) -> None:
+    # More entries than one XREADGROUP COUNT arrive during the wait: a backlog, nothing to
+    # gather, so the next call goes at once (here with less than a whole call's worth held).
+    cfg = _config(gather_after=4, gather_seconds=1.0, batch=4, max_batch=8, stall_after=10.0)
+    began: list[float] = []
+    ended: list[float] = []
+
+    async def batch_handler(
+        entries: list[tuple[str, dict[str, str]]],
+    ) -> list[PermanentDeliveryError | None]:
+        began.append(time.monotonic())
+        await asyncio.sleep(0.3)
+        ended.append(time.monotonic())
+        return [None] * len(entries)
+
+    relay = Relay(r, cfg, "c1", Recorder(), lane_key=_by_lane, batch_handler=batch_handler)
+    async with _running(relay.run()):
+        await _publish(r, cfg, "a/0", "b/0")
+        await _wait_for(lambda: len(began) == 1)
+        await _publish(r, cfg, *(f"c{n}/1" for n in range(4)))  # the next call carries 4
+        await _wait_for(lambda: len(ended) == 2)  # after it, the next one would wait 1 s...
+        await _publish(r, cfg, *(f"d{n}/2" for n in range(6)))  # ... but a read fills COUNT
+        await _wait_for(lambda: len(began) == 3)
+        assert began[2] - ended[1] < 0.5
+        await _wait_for(functools.partial(_delivered, relay, 12))
+
+
 async def test_drain_once_never_waits_to_gather(r: redis.asyncio.Redis) -> None:
     # drain_once delivers everything available now, even right after a large shared call.
     cfg = _config(gather_after=1, gather_seconds=30.0)
