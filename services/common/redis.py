@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from typing import Any, cast
 
 from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -226,6 +226,22 @@ class _Cluster(RedisCluster):
 
     def register_script(self, script: ScriptTextT) -> AsyncScript:  # type: ignore[override]
         return _NodeScript(self, script)
+
+    def pubsub(self, *args: Any, **kwargs: Any) -> ClusterPubSub:
+        return _ClusterPubSub(self, *args, **kwargs)
+
+
+class _ClusterPubSub(ClusterPubSub):
+    """A Cluster client's pub/sub whose subscribing, reading and reconnecting fail as the
+    client's commands do when a connection is closed under them (_closed_in_use): with a
+    ConnectionError, which a follower handles as a lost subscription, not with the
+    RuntimeError or AttributeError the library raises then. (The per-node pub/subs of sharded
+    subscriptions are the library's own; FrontendService's sharded bus treats any error as a
+    lost subscription.)"""
+
+    async def _execute(self, *args: Any, **kwargs: Any) -> Any:
+        with _closed_in_use():
+            return await super()._execute(*args, **kwargs)  # type: ignore[no-untyped-call]
 
 
 _IN_COMMAND: ContextVar[bool] = ContextVar("_IN_COMMAND", default=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import uvloop
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError, RedisClusterException
@@ -309,3 +310,33 @@ async def test_a_slot_map_load_waiting_when_the_client_closes_leaves_nothing_ope
     for master in valkey_cluster.masters:
         with redis.Redis(port=master.port, decode_responses=True) as node:
             assert "closing-race" not in {c["name"] for c in node.client_list()}
+
+
+def test_a_pubsub_connection_closed_under_it_fails_as_a_connection_error(tmp_path: Path) -> None:
+    # On uvloop (the services' loop), writing to a connection that the client's slot-map
+    # reload closed under a pub/sub raises RuntimeError inside redis-py; a follower of the
+    # revocation channel handles only Redis errors, and NotificationService exited on it.
+    cluster = EmbeddedValkeyCluster(tmp_path / "cluster", masters=3)
+    cluster.start()
+
+    async def scenario() -> None:
+        client = create_cluster(cluster.url, client_name="pubsub")
+        try:
+            await client.initialize()
+            pubsub = client.pubsub()
+            await pubsub.subscribe("revocations")
+            connection = pubsub.connection
+            assert connection is not None
+            connection._writer.transport.close()
+            await asyncio.sleep(0.05)  # the transport's handle is closed now
+            with pytest.raises(ConnectionError, match="closed while in use"):
+                await pubsub.ping()
+            await pubsub.aclose()
+        finally:
+            await client.aclose()
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(scenario())
+    finally:
+        cluster.stop()
