@@ -15,9 +15,10 @@ import redis.asyncio
 from missive.frontend.v1 import frontend_pb2
 from missive.message.v1 import message_pb2
 
+from services.common.ports import free_port
 from tests.bench import procs
 from tests.bench.catchup import MESSAGE_DB, NOTIFICATION_DB, backlog, catch_up, register_receiver
-from tests.bench.echo_server import ECHO_METHOD
+from tests.bench.echo_server import ECHO_METHOD, STORE_PREFIX
 from tests.bench.figures import Figure, figure
 from tests.bench.loader import SEND_METHOD
 from tests.bench.relay_calls import HOPS, relay_calls
@@ -29,6 +30,7 @@ CONTENT = "Hello! Are we still on for lunch tomorrow at noon? I'll bring the not
 SENDERS = 16
 IN_FLIGHT = 64
 OUTBOXES = (("outbox:notifications", MESSAGE_DB), ("outbox:frontend", NOTIFICATION_DB))
+STORE_DB = 15  # the storing echo's keys, apart from the services' databases
 
 
 @dataclass
@@ -111,6 +113,24 @@ class Bench:
         result: dict[str, Any] = self.details["echo_throughput"]
         return result
 
+    async def store_throughput(self) -> dict[str, Any]:
+        """The storing echo (one RPC, one durable write) at IN_FLIGHT calls in flight, with its
+        CPU and Valkey's; its keys are flushed afterwards."""
+        port = free_port()
+        url = f"{self.system.valkey.url}?db={STORE_DB}"
+        with procs.server_process("tests.bench.echo_server", str(port), url) as server:
+            await procs.wait_port(port, server)
+            pids = {"server": server.pid, "valkey": self.system.valkey.pid or 0}
+            before = procs.cpu_snapshot(pids)
+            result = await procs.Loader(self.grpc_spec(f"127.0.0.1:{port}", ECHO_METHOD)).run()
+            result["cpu_s"] = procs.cpu_delta(before, pids)
+        async with redis.asyncio.Redis.from_url(self.system.valkey.url, db=STORE_DB) as client:
+            result["stored"] = int(await client.get(f"{STORE_PREFIX}id") or 0)
+            await client.flushdb()
+        _check(result, "storing echo")
+        self.details["store_throughput"] = result
+        return result
+
     def add(self, *figures: Figure) -> None:
         self.figures.extend(figures)
 
@@ -118,6 +138,7 @@ class Bench:
 
     async def send(self) -> None:
         echo = await self.echo_throughput()
+        store = await self.store_throughput()
         pids = self.pids()
         calls_before = await relay_calls(self.system)
         before = procs.cpu_snapshot(pids)
@@ -148,7 +169,7 @@ class Bench:
             "backlog_samples": series,
             "relay_calls": calls,
         }
-        self._send_figures(result, echo, cpu, series, at_stop, drain_s)
+        self._send_figures(result, echo, store, cpu, series, at_stop, drain_s)
         for hop, text in HOPS:
             per_call = result["ok"] / calls[hop] if calls[hop] else None
             self.add(figure("4 backlog", f"messages per relay RPC, {text}", per_call, ""))
@@ -157,6 +178,7 @@ class Bench:
         self,
         result: dict[str, Any],
         echo: dict[str, Any],
+        store: dict[str, Any],
         cpu: dict[str, float],
         series: list[dict[str, Any]],
         at_stop: dict[str, int],
@@ -168,6 +190,15 @@ class Bench:
                 "1 send",
                 "SendMessage throughput, 64 in flight",
                 result["rps"],
+                "rps",
+                echo["rps"],
+                echo_label,
+            ),
+            # What one RPC and one durable write leave of the echo: the most any send could reach.
+            figure(
+                "1 send",
+                "one RPC + one Valkey write script, 64 in flight",
+                store["rps"],
                 "rps",
                 echo["rps"],
                 echo_label,
@@ -220,6 +251,14 @@ class Bench:
                 "2 cpu",
                 "CPU per delivered message: all services + valkey",
                 system_us,
+                "µs",
+                echo["server_cpu_s"] / per_echo * 1e6,
+                "echo server per request",
+            ),
+            figure(
+                "2 cpu",
+                "CPU per call of one RPC + one write: server + valkey",
+                sum(store["cpu_s"].values()) / max(store["ok"], 1) * 1e6,
                 "µs",
                 echo["server_cpu_s"] / per_echo * 1e6,
                 "echo server per request",

@@ -24,11 +24,16 @@ from tests.bench.procs import ROOT
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 EXPECTED = {
-    "1 send": ["SendMessage throughput, 64 in flight", "SendMessage p50 at full load"],
+    "1 send": [
+        "SendMessage throughput, 64 in flight",
+        "SendMessage p50 at full load",
+        "one RPC + one Valkey write script, 64 in flight",
+    ],
     "2 cpu": [
         *(f"CPU per delivered message: {p}" for p in ("valkey", "user", "message")),
         *(f"CPU per delivered message: {p}" for p in ("notification", "frontend", "loader")),
         "CPU per delivered message: everything incl. loader",
+        "CPU per call of one RPC + one write: server + valkey",
     ],
     "3 e2e": ["send OK → live stream, light load, p50", "send OK → live stream, light load, p99"],
     "4 backlog": [
@@ -104,6 +109,8 @@ def test_every_scenario_produces_every_figure(tmp_path: Path) -> None:
             assert _number(f["ratio"]), f
     assert figures[("1 send", "SendMessage throughput, 64 in flight")]["value"] > 0
     assert figures[("all", "failed calls across every loader run")]["value"] == 0
+    store = report["details"]["store_throughput"]
+    assert store["stored"] >= store["ok"] > 0, store  # the storing echo wrote once per call
     assert report["details"]["catchup"]["sent"] == 60
     assert report["details"]["catchup"]["dead_letters"] == 0
     assert report["details"]["streams"]["ok"] == 50
