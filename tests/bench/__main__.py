@@ -1,8 +1,9 @@
 """``python -m tests.bench`` (``make bench``): run the scenarios, print the table, write JSON.
 
 Starts an embedded Valkey and the four services from their entry points on free loopback ports,
-a bare grpc.aio echo server (and, for the REST scenarios, a bare Starlette app) as separate
-processes, and drives each with the loader process (:mod:`tests.bench.loader`). Every process it
+a bare grpc.aio echo server (for the send scenario also one that writes to Valkey per call, and
+for the REST scenarios a bare Starlette app) as separate processes, and drives each with the
+loader process (:mod:`tests.bench.loader`). Every process it
 started is stopped on exit, on error and on Ctrl-C.
 """
 
