@@ -64,9 +64,10 @@ class Bench:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def pids(self) -> dict[str, int]:
+    def pids(self, *names: str) -> dict[str, int]:
+        """Valkey's pid and each service's (of ``names``, default every service)."""
         pids = {"valkey": self.system.valkey.pid or 0}
-        for name in SERVICES:
+        for name in names or SERVICES:
             process = self.system.services[name].process
             assert process is not None, f"{name} is not running"
             pids[name] = process.pid
@@ -131,6 +132,27 @@ class Bench:
         self.details["store_throughput"] = result
         return result
 
+    async def send_alone(self) -> dict[str, Any]:
+        """SendMessage with NotificationService and FrontendService stopped (MessageService's
+        relay backs off and reads nothing: the send path and its one write alone), with the CPU
+        of the processes still running; then both restarted and what was sent meanwhile
+        delivered."""
+        self.system.stop("notification", "frontend")
+        try:
+            pids = self.pids("user", "message")
+            before = procs.cpu_snapshot(pids)
+            spec = self.grpc_spec(self.system.grpc_addr("message"), SEND_METHOD)
+            result = await procs.Loader(spec).run()
+            result["cpu_s"] = procs.cpu_delta(before, pids)
+        finally:
+            self.system.start("notification", "frontend")
+        await self.system.wait_healthy()
+        async with _outboxes(self.system) as clients:
+            await _drained(clients, within=300)
+        _check(result, "SendMessage with nothing downstream")
+        self.details["send_alone"] = result
+        return result
+
     def add(self, *figures: Figure) -> None:
         self.figures.extend(figures)
 
@@ -173,6 +195,25 @@ class Bench:
         for hop, text in HOPS:
             per_call = result["ok"] / calls[hop] if calls[hop] else None
             self.add(figure("4 backlog", f"messages per relay RPC, {text}", per_call, ""))
+        alone = await self.send_alone()
+        self.add(
+            figure(
+                "1 send",
+                "SendMessage with NotificationService and FrontendService stopped",
+                alone["rps"],
+                "rps",
+                echo["rps"],
+                "bare grpc.aio echo",
+            ),
+            figure(
+                "2 cpu",
+                "CPU per message with them stopped: message + user + valkey",
+                sum(alone["cpu_s"].values()) / max(alone["ok"], 1) * 1e6,
+                "µs",
+                echo["server_cpu_s"] / max(echo["ok"], 1) * 1e6,
+                "echo server per request",
+            ),
+        )
 
     def _send_figures(
         self,

@@ -28,12 +28,14 @@ EXPECTED = {
         "SendMessage throughput, 64 in flight",
         "SendMessage p50 at full load",
         "one RPC + one Valkey write script, 64 in flight",
+        "SendMessage with NotificationService and FrontendService stopped",
     ],
     "2 cpu": [
         *(f"CPU per delivered message: {p}" for p in ("valkey", "user", "message")),
         *(f"CPU per delivered message: {p}" for p in ("notification", "frontend", "loader")),
         "CPU per delivered message: everything incl. loader",
         "CPU per call of one RPC + one write: server + valkey",
+        "CPU per message with them stopped: message + user + valkey",
     ],
     "3 e2e": ["send OK → live stream, light load, p50", "send OK → live stream, light load, p99"],
     "4 backlog": [
