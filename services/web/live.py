@@ -16,7 +16,7 @@ import bisect
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from missive_client import (
@@ -143,18 +143,21 @@ class LiveStreams:
 
 async def until_closed(
     events: AsyncIterator[ServerSentEvent], closing: asyncio.Event
-) -> AsyncIterator[ServerSentEvent]:
-    """``events`` until they end or ``closing`` is set (the generator is then cancelled)."""
+) -> AsyncGenerator[ServerSentEvent, None]:
+    """``events`` until they end or ``closing`` is set (the generator is then cancelled).
+
+    However it ends - ``events`` ran out, ``closing`` was set, or the task iterating this was
+    cancelled (the browser left) - ``events`` is finished (its ``finally`` run, its upstream
+    stream closed) before it returns: the pending step of ``events`` runs in a task of its
+    own, which is cancelled and awaited first."""
     iterator = aiter(events)
     closed = asyncio.ensure_future(closing.wait())
+    following: asyncio.Future[ServerSentEvent] | None = None
     try:
         while not closing.is_set():
             following = asyncio.ensure_future(anext(iterator))
             await asyncio.wait({following, closed}, return_when=asyncio.FIRST_COMPLETED)
             if not following.done():
-                following.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await following
                 return
             try:
                 yield following.result()
@@ -162,6 +165,10 @@ async def until_closed(
                 return
     finally:
         closed.cancel()
+        if following is not None and not following.done():
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await following
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -325,8 +326,10 @@ async def events(request: Request) -> Response:
     async def stream() -> AsyncIterator[ServerSentEvent]:
         events = bridge(client, cursor, web.streams, on_reconnect=on_reconnect)
         try:
-            async for event in until_closed(events, web.streams.closing):
-                yield event
+            # The bridge ends (its upstream stream closed) before the client it uses does.
+            async with contextlib.aclosing(until_closed(events, web.streams.closing)) as live:
+                async for event in live:
+                    yield event
         finally:
             await client.close()
 
